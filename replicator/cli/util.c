@@ -1,0 +1,148 @@
+/* Helpers shared by the vdimotion commands. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+void
+cli_error (const char *cmd, const char *fmt, ...)
+{
+  va_list ap;
+  fprintf (stderr, "vdimotion %s: ", cmd);
+  va_start (ap, fmt);
+  vfprintf (stderr, fmt, ap);
+  va_end (ap);
+  fputc ('\n', stderr);
+}
+
+int
+cli_usage (const struct command *c)
+{
+  fprintf (stderr, "usage: vdimotion %s %s\n", c->name, c->synopsis);
+  return EXIT_USAGE;
+}
+
+int
+cli_parse_size (const char *s, uint64_t *out)
+{
+  char *end;
+  errno = 0;
+  if (!isdigit ((unsigned char) s[0]))
+    return -1;
+  unsigned long long v = strtoull (s, &end, 10);
+  if (errno)
+    return -1;
+  int shift = 0;
+  switch (toupper ((unsigned char) *end)) {
+  case '\0': break;
+  case 'B': shift = 0; end++; break;
+  case 'K': shift = 10; end++; break;
+  case 'M': shift = 20; end++; break;
+  case 'G': shift = 30; end++; break;
+  case 'T': shift = 40; end++; break;
+  default: return -1;
+  }
+  /* Accept "10G", "10GB", "10GiB". */
+  if (shift && (strcmp (end, "iB") == 0 || strcmp (end, "B") == 0))
+    end += strlen (end);
+  if (*end)
+    return -1;
+  if (shift && v > (UINT64_MAX >> shift))
+    return -1;
+  *out = (uint64_t) v << shift;
+  return 0;
+}
+
+const char *
+cli_human_size (uint64_t n, char *buf, size_t len)
+{
+  static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB",
+                                       "PiB" };
+  double v = n;
+  int u = 0;
+  while (v >= 1024 && u < 5) {
+    v /= 1024;
+    u++;
+  }
+  if (u == 0)
+    snprintf (buf, len, "%llu B", (unsigned long long) n);
+  else
+    snprintf (buf, len, "%.3g %s", v, units[u]);
+  return buf;
+}
+
+void
+cli_json_string (FILE *f, const char *s)
+{
+  fputc ('"', f);
+  for (; *s; s++) {
+    unsigned char c = *s;
+    if (c == '"' || c == '\\')
+      fprintf (f, "\\%c", c);
+    else if (c < 0x20)
+      fprintf (f, "\\u%04x", c);
+    else
+      fputc (c, f);
+  }
+  fputc ('"', f);
+}
+
+static double
+now (void)
+{
+  struct timespec ts;
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+void
+progress_init (struct progress *p, int mode, uint64_t total)
+{
+  p->enabled = mode == PROGRESS_ON || (mode == PROGRESS_AUTO && isatty (2));
+  p->total = total;
+  p->start = now ();
+  p->last_draw = 0;
+}
+
+static void
+draw (struct progress *p, uint64_t done)
+{
+  const int width = 30;
+  double t = now () - p->start;
+  double frac = p->total ? (double) done / p->total : 1;
+  int fill = frac * width;
+  char rate[32], eta[32] = "";
+  double bps = t > 0 ? done / t : 0;
+  cli_human_size ((uint64_t) bps, rate, sizeof rate);
+  if (bps > 0 && frac < 1)
+    snprintf (eta, sizeof eta, " ETA %.0fs", (p->total - done) / bps);
+  fprintf (stderr, "\r[%.*s%*s] %5.1f%% %s/s%s  ", fill,
+           "##############################", width - fill, "", frac * 100,
+           rate, eta);
+}
+
+void
+progress_update (struct progress *p, uint64_t done)
+{
+  if (!p->enabled)
+    return;
+  double t = now ();
+  if (t - p->last_draw < 0.1)
+    return;
+  p->last_draw = t;
+  draw (p, done);
+}
+
+void
+progress_finish (struct progress *p)
+{
+  if (!p->enabled)
+    return;
+  draw (p, p->total);
+  fputc ('\n', stderr);
+}

@@ -1,0 +1,46 @@
+/* vdimotion: the command dispatcher. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const struct command *const commands[] = {
+  &cmd_info,
+  &cmd_map,
+  &cmd_create,
+  &cmd_compare,
+};
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static void
+usage (FILE *f)
+{
+  fprintf (f, "usage: vdimotion COMMAND [OPTIONS] ARGS...\n\ncommands:\n");
+  for (size_t i = 0; i < N_COMMANDS; i++)
+    fprintf (f, "  %s %s\n", commands[i]->name, commands[i]->synopsis);
+  fprintf (f, "\nSee vdimotion(1).\n");
+}
+
+int
+main (int argc, char **argv)
+{
+  if (argc < 2) {
+    usage (stderr);
+    return EXIT_USAGE;
+  }
+  if (strcmp (argv[1], "--help") == 0 || strcmp (argv[1], "-h") == 0
+      || strcmp (argv[1], "help") == 0) {
+    usage (stdout);
+    return EXIT_OK;
+  }
+  if (strcmp (argv[1], "--version") == 0) {
+    printf ("vdimotion %s\n", PACKAGE_VERSION);
+    return EXIT_OK;
+  }
+  for (size_t i = 0; i < N_COMMANDS; i++)
+    if (strcmp (argv[1], commands[i]->name) == 0)
+      return commands[i]->run (argc - 1, argv + 1);
+  fprintf (stderr, "vdimotion: unknown command \"%s\"\n", argv[1]);
+  usage (stderr);
+  return EXIT_USAGE;
+}

@@ -1,0 +1,160 @@
+/* libvdisk: virtual disk images (raw, VHD, qcow2) behind one interface.
+ *
+ * A `struct vdisk` is one open image together with its backing chain
+ * (VHD differencing parent, qcow2 backing file), opened read-only below
+ * the top layer.  The format is chosen by the file's content, never its
+ * name.  Reads fall through the chain; writes go to the top layer.
+ *
+ * Allocation maps come from metadata only (BAT and sector bitmaps, L1/L2
+ * tables, SEEK_DATA/SEEK_HOLE), so their cost is O(allocated), not
+ * O(virtual size).
+ *
+ * Errors: functions return -1 (or NULL) and leave a message and an errno
+ * in thread-local storage, read with vdisk_get_error() / vdisk_get_errno()
+ * (the libnbd convention).  Messages name the file and the structure:
+ * "vhd: /sr/a.vhd: BAT entry 17 points past end of file".
+ *
+ * Thread safety: one `struct vdisk` may be used by several threads at
+ * once (nbdkit's parallel thread model), for reads and writes of any
+ * ranges; the formats serialise their metadata updates internally.
+ */
+#ifndef VDISK_H
+#define VDISK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum vdisk_format
+{
+  VDISK_FORMAT_RAW,
+  VDISK_FORMAT_VHD,
+  VDISK_FORMAT_QCOW2,
+};
+
+/* vdisk_open flags. */
+#define VDISK_OPEN_RDWR 0x1      /* top layer writable (parents never are) */
+#define VDISK_OPEN_NO_PARENT 0x2 /* do not open the backing chain */
+#define VDISK_OPEN_BUFFERED 0x4  /* never use O_DIRECT */
+
+/* Write flags. */
+#define VDISK_FUA 0x1       /* data durable before returning */
+#define VDISK_MAY_TRIM 0x2  /* vdisk_zero may deallocate */
+
+struct vdisk;
+
+/* Open an image and, unless VDISK_OPEN_NO_PARENT, its whole chain.
+ * Loops and chains deeper than VDISK_MAX_DEPTH are rejected. */
+#define VDISK_MAX_DEPTH 64
+struct vdisk *vdisk_open (const char *path, unsigned flags);
+/* Flushes (if writable) and frees the whole chain.  Returns -1 if the
+ * final flush failed; the handle is freed either way. */
+int vdisk_close (struct vdisk *d);
+
+struct vdisk_create_params
+{
+  /* Backing file as it will be recorded (relative names are relative to
+   * the new image's directory, as qemu does), or NULL. */
+  const char *parent;
+  /* VHD block size / qcow2 cluster size; 0 = the format's default
+   * (VHD 2 MiB, qcow2 64 KiB). */
+  uint32_t block_size;
+  /* VHD: fixed subformat instead of dynamic.  raw: preallocate. */
+  bool fixed;
+};
+/* Create a new image; fails with EEXIST if PATH exists.  SIZE 0 with a
+ * parent means "the parent's size". */
+int vdisk_create (const char *path, enum vdisk_format format, uint64_t size,
+                  const struct vdisk_create_params *params);
+
+uint64_t vdisk_get_size (struct vdisk *d);
+bool vdisk_is_writable (struct vdisk *d);
+/* The next layer down, or NULL. */
+struct vdisk *vdisk_get_parent (struct vdisk *d);
+
+/* Data.  Ranges must lie within the virtual size.  The whole range is
+ * transferred or -1 is returned. */
+int vdisk_pread (struct vdisk *d, void *buf, uint64_t count, uint64_t offset);
+int vdisk_pwrite (struct vdisk *d, const void *buf, uint64_t count,
+                  uint64_t offset, unsigned flags);
+/* Afterwards the range reads as zeroes (in this layer; it hides the
+ * parent).  With VDISK_MAY_TRIM the format may deallocate instead of
+ * writing zeroes, when deallocated space reads as zero. */
+int vdisk_zero (struct vdisk *d, uint64_t count, uint64_t offset,
+                unsigned flags);
+/* A hint that the range is no longer needed.  TRIM is not zero: the
+ * range may afterwards read as anything, including the parent's data;
+ * a format may ignore it. */
+int vdisk_trim (struct vdisk *d, uint64_t count, uint64_t offset,
+                unsigned flags);
+int vdisk_flush (struct vdisk *d);
+
+/* Description of one layer (not the chain). */
+struct vdisk_info
+{
+  enum vdisk_format format;
+  const char *format_name;  /* "raw", "vhd", "qcow2" */
+  const char *subformat;    /* vhd: "fixed", "dynamic", "differencing";
+                               qcow2: "v3" (or "v2"); raw: NULL */
+  uint64_t virtual_size;
+  uint32_t block_size;      /* VHD block, qcow2 cluster; raw: 0 */
+  uint64_t file_size;       /* st_size */
+  uint64_t allocated_bytes; /* st_blocks * 512 */
+  const char *parent_name;  /* as recorded in the image, or NULL */
+  const char *parent_path;  /* resolved path of the open parent, or NULL */
+  char uuid[37];            /* VHD unique id; empty if the format has none */
+  unsigned chain_depth;     /* layers below this one that are open */
+};
+void vdisk_get_info (struct vdisk *d, struct vdisk_info *info);
+const char *vdisk_format_name (enum vdisk_format format);
+/* "raw" / "vhd" / "vpc" / "qcow2" -> format; -1 if unknown. */
+int vdisk_format_from_name (const char *name);
+
+/* Allocation maps. */
+enum vdisk_extent_type
+{
+  VDISK_EXTENT_DATA, /* stored data (may still happen to be zeroes) */
+  VDISK_EXTENT_ZERO, /* reads as zero, recorded as such (qcow2 zero
+                        cluster) -- hides any parent */
+  VDISK_EXTENT_HOLE, /* not allocated: in a layer map, "ask the parent";
+                        in a flattened map, allocated nowhere in the
+                        chain, so it reads as zero */
+};
+
+struct vdisk_extent
+{
+  uint64_t offset;     /* guest offset */
+  uint64_t length;
+  int64_t host_offset; /* DATA: offset in the file of layer `depth`, or
+                          -1 when not directly addressable (compressed) */
+  uint32_t type;       /* enum vdisk_extent_type */
+  uint32_t depth;      /* layer index, 0 = top; for a flattened HOLE the
+                          bottom layer's index (as qemu-img map) */
+};
+
+struct vdisk_extents
+{
+  struct vdisk_extent *v;
+  size_t len, cap;
+};
+
+/* Map [offset, offset+count).  The result is sorted, contiguous, covers
+ * exactly the range, and merges neighbours of equal type and depth (and
+ * contiguous host offsets).  Appends to OUT (the caller resets it).
+ * Flags: VDISK_MAP_LAYER maps the top layer only (HOLE = ask the parent);
+ * the default flattens the chain. */
+#define VDISK_MAP_LAYER 0x1
+int vdisk_map (struct vdisk *d, uint64_t offset, uint64_t count,
+               unsigned flags, struct vdisk_extents *out);
+
+int vdisk_extents_append (struct vdisk_extents *e, uint64_t offset,
+                          uint64_t length, enum vdisk_extent_type type,
+                          int64_t host_offset, uint32_t depth);
+void vdisk_extents_reset (struct vdisk_extents *e);
+void vdisk_extents_free (struct vdisk_extents *e);
+
+/* Last error of this thread. */
+const char *vdisk_get_error (void);
+int vdisk_get_errno (void);
+
+#endif /* VDISK_H */
