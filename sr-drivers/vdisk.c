@@ -325,6 +325,12 @@ vdisk_is_writable (struct vdisk *d)
   return d->flags & VDISK_OPEN_RDWR;
 }
 
+int
+vdisk_get_plain_fd (struct vdisk *d)
+{
+  return d->ops == &vdisk_raw_ops && !d->parent ? d->file.fd : -1;
+}
+
 struct vdisk *
 vdisk_get_parent (struct vdisk *d)
 {

@@ -69,6 +69,9 @@ int vdisk_create (const char *path, enum vdisk_format format, uint64_t size,
 
 uint64_t vdisk_get_size (struct vdisk *d);
 bool vdisk_is_writable (struct vdisk *d);
+/* The file descriptor of an image whose guest offsets are its file
+ * offsets (raw, no parent), for copy_file_range; -1 for any other. */
+int vdisk_get_plain_fd (struct vdisk *d);
 /* The next layer down, or NULL. */
 struct vdisk *vdisk_get_parent (struct vdisk *d);
 

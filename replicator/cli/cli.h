@@ -19,7 +19,8 @@ struct command
   int (*run) (int argc, char **argv);
 };
 
-extern const struct command cmd_info, cmd_map, cmd_create, cmd_compare;
+extern const struct command cmd_info, cmd_map, cmd_create, cmd_compare,
+    cmd_copy;
 
 /* Print "vdimotion NAME: message" to stderr. */
 void cli_error (const char *cmd, const char *fmt, ...)

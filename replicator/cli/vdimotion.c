@@ -9,6 +9,7 @@ static const struct command *const commands[] = {
   &cmd_map,
   &cmd_create,
   &cmd_compare,
+  &cmd_copy,
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

@@ -1,0 +1,43 @@
+/* Copy endpoints: one ops table per kind (endpoint-local.c,
+ * endpoint-nbd.c), as nbdcopy's rw_ops.  All calls are synchronous and
+ * may be made from many worker threads at once. */
+#ifndef VDM_COPY_ENDPOINT_H
+#define VDM_COPY_ENDPOINT_H
+
+#include "copy.h"
+#include "vdisk.h"
+
+struct copy_endpoint_ops
+{
+  const char *kind;   /* "local", "nbd" */
+  /* Allocation of [offset, offset+count), appended to OUT (flattened
+   * unless the endpoint is layer-only). */
+  int (*map) (struct copy_endpoint *e, uint64_t offset, uint64_t count,
+              struct vdisk_extents *out, char **err);
+  int (*pread) (struct copy_endpoint *e, void *buf, size_t count,
+                uint64_t offset, char **err);
+  int (*pwrite) (struct copy_endpoint *e, const void *buf, size_t count,
+                 uint64_t offset, char **err);
+  /* Afterwards the range reads as zero. */
+  int (*zero) (struct copy_endpoint *e, uint64_t count, uint64_t offset,
+               char **err);
+  int (*flush) (struct copy_endpoint *e, char **err);
+  int (*close) (struct copy_endpoint *e, char **err);
+  /* Optional: the plain file descriptor under the endpoint, when bytes can
+   * move between two such files with copy_file_range; else -1. */
+  int (*plain_fd) (struct copy_endpoint *e);
+};
+
+struct copy_endpoint
+{
+  const struct copy_endpoint_ops *ops;
+  char *name;               /* path or URI, for messages */
+  uint64_t size;
+  uint32_t granularity;     /* zero-detection / alignment unit */
+};
+
+/* asprintf into *ERR; always returns -1 so callers can `return`. */
+int copy_error (char **err, const char *fmt, ...)
+    __attribute__ ((format (printf, 2, 3)));
+
+#endif /* VDM_COPY_ENDPOINT_H */
