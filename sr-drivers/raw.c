@@ -56,7 +56,8 @@ raw_map (struct vdisk *d, uint64_t offset, uint64_t count,
       data = end;
     if (data > pos
         && vdisk_extents_append (out, pos, data - pos, VDISK_EXTENT_HOLE, -1,
-                                 0) == -1)
+                                 0)
+               == -1)
       return -1;
     if (data >= end)
       break;
@@ -67,7 +68,8 @@ raw_map (struct vdisk *d, uint64_t offset, uint64_t count,
     if (hole <= data)
       hole = end; /* file changed under us: call the rest data */
     if (vdisk_extents_append (out, data, hole - data, VDISK_EXTENT_DATA, data,
-                              0) == -1)
+                              0)
+        == -1)
       return -1;
     pos = hole;
   }
@@ -83,8 +85,8 @@ raw_pread (struct vdisk *d, void *buf, uint64_t count, uint64_t offset)
 }
 
 static int
-raw_pwrite (struct vdisk *d, const void *buf, uint64_t count,
-            uint64_t offset, unsigned flags)
+raw_pwrite (struct vdisk *d, const void *buf, uint64_t count, uint64_t offset,
+            unsigned flags)
 {
   return vfile_pwrite (&d->file, buf, count, offset);
 }

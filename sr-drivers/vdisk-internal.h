@@ -71,16 +71,16 @@ struct vdisk
 {
   const struct vdisk_format_ops *ops;
   struct vfile file;
-  char *path;          /* as opened */
-  char *realpath;      /* canonical, for loop detection */
-  unsigned flags;      /* VDISK_OPEN_* */
-  uint64_t size;       /* virtual size */
+  char *path;     /* as opened */
+  char *realpath; /* canonical, for loop detection */
+  unsigned flags; /* VDISK_OPEN_* */
+  uint64_t size;  /* virtual size */
   struct vdisk_info info;
   char *parent_names[VDISK_MAX_PARENT_NAMES];
   unsigned n_parent_names;
-  char *parent_path;   /* resolved */
+  char *parent_path; /* resolved */
   struct vdisk *parent;
-  void *priv;          /* the format's state */
+  void *priv; /* the format's state */
 };
 
 /* Read [offset, offset+count) of the layers below D: the parent's data,

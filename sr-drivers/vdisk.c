@@ -147,8 +147,8 @@ open_parent (struct vdisk *d, const char *const *seen, unsigned depth)
       return -1;
     }
     if (access (p, F_OK) == 0) {
-      d->parent = open_layer (p, d->flags & ~VDISK_OPEN_RDWR, chain,
-                              depth + 1);
+      d->parent
+          = open_layer (p, d->flags & ~VDISK_OPEN_RDWR, chain, depth + 1);
       if (!d->parent) {
         free (p);
         return -1;
@@ -344,7 +344,7 @@ vdisk_get_info (struct vdisk *d, struct vdisk_info *info)
   *info = d->info;
   if (fstat (d->file.fd, &st) == 0) {
     info->file_size = st.st_size;
-    info->allocated_bytes = (uint64_t) st.st_blocks * 512;
+    info->allocated_bytes = (uint64_t)st.st_blocks * 512;
   }
 }
 
@@ -415,8 +415,7 @@ vdisk_flush (struct vdisk *d)
 }
 
 int
-vdisk_read_parent (struct vdisk *d, void *buf, uint64_t count,
-                   uint64_t offset)
+vdisk_read_parent (struct vdisk *d, void *buf, uint64_t count, uint64_t offset)
 {
   struct vdisk *p = d->parent;
   uint64_t n = 0;
@@ -425,7 +424,7 @@ vdisk_read_parent (struct vdisk *d, void *buf, uint64_t count,
     n = count < p->size - offset ? count : p->size - offset;
   if (n && p->ops->pread (p, buf, n, offset) == -1)
     return -1;
-  memset ((char *) buf + n, 0, count - n);
+  memset ((char *)buf + n, 0, count - n);
   return 0;
 }
 
@@ -442,9 +441,9 @@ vdisk_extents_append (struct vdisk_extents *e, uint64_t offset,
     struct vdisk_extent *l = &e->v[e->len - 1];
     bool host_ok = (l->host_offset < 0 && host_offset < 0)
                    || (l->host_offset >= 0
-                       && l->host_offset + (int64_t) l->length == host_offset);
-    if (l->type == type && l->depth == depth
-        && l->offset + l->length == offset && host_ok) {
+                       && l->host_offset + (int64_t)l->length == host_offset);
+    if (l->type == type && l->depth == depth && l->offset + l->length == offset
+        && host_ok) {
       l->length += length;
       return 0;
     }
@@ -459,8 +458,8 @@ vdisk_extents_append (struct vdisk_extents *e, uint64_t offset,
     e->v = v;
     e->cap = cap;
   }
-  e->v[e->len++] = (struct vdisk_extent){ offset, length, host_offset, type,
-                                          depth };
+  e->v[e->len++]
+      = (struct vdisk_extent){ offset, length, host_offset, type, depth };
   return 0;
 }
 
@@ -495,12 +494,13 @@ map_flat (struct vdisk *d, uint64_t offset, uint64_t count, uint32_t depth,
     struct vdisk *p = d->parent;
     if (x->type != VDISK_EXTENT_HOLE || !p) {
       if (vdisk_extents_append (out, x->offset, x->length, x->type,
-                                x->host_offset, depth) == -1)
+                                x->host_offset, depth)
+          == -1)
         goto out;
       continue;
     }
-    /* Past the parent's end the chain reads as zero: a hole at the
-     * parent's depth, as qemu-img map reports it. */
+    /* Past the parent's end the chain reads as zero: a hole at this
+     * layer's own depth, as qemu-img map reports it. */
     uint64_t in = 0;
     if (x->offset < p->size)
       in = x->length < p->size - x->offset ? x->length : p->size - x->offset;
@@ -508,7 +508,8 @@ map_flat (struct vdisk *d, uint64_t offset, uint64_t count, uint32_t depth,
       goto out;
     if (in < x->length
         && vdisk_extents_append (out, x->offset + in, x->length - in,
-                                 VDISK_EXTENT_HOLE, -1, depth + 1) == -1)
+                                 VDISK_EXTENT_HOLE, -1, depth)
+               == -1)
       goto out;
   }
   r = 0;

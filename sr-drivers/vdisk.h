@@ -38,8 +38,8 @@ enum vdisk_format
 #define VDISK_OPEN_BUFFERED 0x4  /* never use O_DIRECT */
 
 /* Write flags. */
-#define VDISK_FUA 0x1       /* data durable before returning */
-#define VDISK_MAY_TRIM 0x2  /* vdisk_zero may deallocate */
+#define VDISK_FUA 0x1      /* data durable before returning */
+#define VDISK_MAY_TRIM 0x2 /* vdisk_zero may deallocate */
 
 struct vdisk;
 
@@ -96,9 +96,9 @@ int vdisk_flush (struct vdisk *d);
 struct vdisk_info
 {
   enum vdisk_format format;
-  const char *format_name;  /* "raw", "vhd", "qcow2" */
-  const char *subformat;    /* vhd: "fixed", "dynamic", "differencing";
-                               qcow2: "v3" (or "v2"); raw: NULL */
+  const char *format_name; /* "raw", "vhd", "qcow2" */
+  const char *subformat;   /* vhd: "fixed", "dynamic", "differencing";
+                              qcow2: "v3" (or "v2"); raw: NULL */
   uint64_t virtual_size;
   uint32_t block_size;      /* VHD block, qcow2 cluster; raw: 0 */
   uint64_t file_size;       /* st_size */
@@ -126,7 +126,7 @@ enum vdisk_extent_type
 
 struct vdisk_extent
 {
-  uint64_t offset;     /* guest offset */
+  uint64_t offset; /* guest offset */
   uint64_t length;
   int64_t host_offset; /* DATA: offset in the file of layer `depth`, or
                           -1 when not directly addressable (compressed) */

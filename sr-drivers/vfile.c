@@ -36,6 +36,16 @@ vfile_init (struct vfile *f, const char *path, int fd, bool writable,
             bool direct)
 {
   f->fd = fd;
+  f->bfd = fd;
+  if (direct) {
+    /* A second, buffered descriptor for what O_DIRECT cannot do. */
+    f->bfd = open (path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    if (f->bfd == -1) {
+      vdisk_set_error (errno, "%s: %s", path, strerror (errno));
+      close (fd);
+      return -1;
+    }
+  }
   f->writable = writable;
   f->direct = direct;
   f->align = direct ? direct_alignment (fd) : 1;
@@ -45,8 +55,6 @@ vfile_init (struct vfile *f, const char *path, int fd, bool writable,
     vdisk_set_error (ENOMEM, "%s: out of memory", path);
     return -1;
   }
-  for (int i = 0; i < VFILE_LOCK_STRIPES; i++)
-    pthread_mutex_init (&f->stripes[i], NULL);
   return 0;
 }
 
@@ -54,8 +62,7 @@ vfile_init (struct vfile *f, const char *path, int fd, bool writable,
  * some FUSE filesystems refuse with EINVAL, and then buffered I/O is the
  * right answer, not an error. */
 static int
-open_maybe_direct (const char *path, int flags, bool try_direct,
-                   bool *direct)
+open_maybe_direct (const char *path, int flags, bool try_direct, bool *direct)
 {
   int fd = -1;
   *direct = false;
@@ -72,12 +79,11 @@ open_maybe_direct (const char *path, int flags, bool try_direct,
 }
 
 int
-vfile_open (struct vfile *f, const char *path, bool writable,
-            bool try_direct)
+vfile_open (struct vfile *f, const char *path, bool writable, bool try_direct)
 {
   bool direct;
-  int fd = open_maybe_direct (path, writable ? O_RDWR : O_RDONLY,
-                              try_direct, &direct);
+  int fd = open_maybe_direct (path, writable ? O_RDWR : O_RDONLY, try_direct,
+                              &direct);
   if (fd < 0) {
     vdisk_set_error (errno, "%s: %s", path, strerror (errno));
     return -1;
@@ -107,11 +113,11 @@ vfile_create (struct vfile *f, const char *path, bool try_direct)
 void
 vfile_close (struct vfile *f)
 {
+  if (f->bfd >= 0 && f->bfd != f->fd)
+    close (f->bfd);
   if (f->fd >= 0)
     close (f->fd);
-  f->fd = -1;
-  for (int i = 0; i < VFILE_LOCK_STRIPES; i++)
-    pthread_mutex_destroy (&f->stripes[i]);
+  f->fd = f->bfd = -1;
   free (f->path);
   f->path = NULL;
 }
@@ -121,7 +127,7 @@ is_aligned (const struct vfile *f, const void *buf, size_t count,
             uint64_t offset)
 {
   uint64_t a = f->align;
-  return ((uintptr_t) buf % a) == 0 && count % a == 0 && offset % a == 0;
+  return ((uintptr_t)buf % a) == 0 && count % a == 0 && offset % a == 0;
 }
 
 /* pread until COUNT bytes or end of file; returns bytes read or -1. */
@@ -130,7 +136,7 @@ full_pread (int fd, void *buf, size_t count, uint64_t offset)
 {
   size_t done = 0;
   while (done < count) {
-    ssize_t r = pread (fd, (char *) buf + done, count - done, offset + done);
+    ssize_t r = pread (fd, (char *)buf + done, count - done, offset + done);
     if (r < 0) {
       if (errno == EINTR)
         continue;
@@ -148,8 +154,8 @@ full_pwrite (int fd, const void *buf, size_t count, uint64_t offset)
 {
   size_t done = 0;
   while (done < count) {
-    ssize_t r = pwrite (fd, (const char *) buf + done, count - done,
-                        offset + done);
+    ssize_t r
+        = pwrite (fd, (const char *)buf + done, count - done, offset + done);
     if (r < 0) {
       if (errno == EINTR)
         continue;
@@ -160,53 +166,19 @@ full_pwrite (int fd, const void *buf, size_t count, uint64_t offset)
   return 0;
 }
 
-/* The aligned window around [offset, offset+count). */
-static void
-widen (const struct vfile *f, size_t count, uint64_t offset, uint64_t *start,
-       size_t *len)
+/* The descriptor for a request: the O_DIRECT one when the request meets
+ * its alignment, the buffered one otherwise. */
+static int
+fd_for (const struct vfile *f, const void *buf, size_t count, uint64_t offset)
 {
-  uint64_t a = f->align;
-  *start = offset / a * a;
-  uint64_t end = (offset + count + a - 1) / a * a;
-  *len = end - *start;
-}
-
-static void *
-bounce_alloc (const struct vfile *f, size_t len)
-{
-  void *p = NULL;
-  if (posix_memalign (&p, f->align < 512 ? 512 : f->align, len) != 0)
-    return NULL;
-  return p;
+  return f->direct && !is_aligned (f, buf, count, offset) ? f->bfd : f->fd;
 }
 
 /* Read up to COUNT bytes; returns bytes read (short at end of file). */
 static ssize_t
 read_any (struct vfile *f, void *buf, size_t count, uint64_t offset)
 {
-  if (!f->direct || is_aligned (f, buf, count, offset))
-    return full_pread (f->fd, buf, count, offset);
-
-  uint64_t start;
-  size_t len;
-  widen (f, count, offset, &start, &len);
-  char *b = bounce_alloc (f, len);
-  if (!b) {
-    errno = ENOMEM;
-    return -1;
-  }
-  ssize_t r = full_pread (f->fd, b, len, start);
-  if (r >= 0) {
-    uint64_t skip = offset - start;
-    r = (uint64_t) r > skip ? (uint64_t) r - skip : 0;
-    if ((size_t) r > count)
-      r = count;
-    memcpy (buf, b + skip, r);
-  }
-  int saved = errno;
-  free (b);
-  errno = saved;
-  return r;
+  return full_pread (fd_for (f, buf, count, offset), buf, count, offset);
 }
 
 int
@@ -218,10 +190,10 @@ vfile_pread (struct vfile *f, void *buf, size_t count, uint64_t offset)
                      strerror (errno));
     return -1;
   }
-  if ((size_t) r < count) {
-    vdisk_set_error (EIO,
-                     "%s: unexpected end of file reading %zu bytes at %"
-                     PRIu64, f->path, count, offset);
+  if ((size_t)r < count) {
+    vdisk_set_error (
+        EIO, "%s: unexpected end of file reading %zu bytes at %" PRIu64,
+        f->path, count, offset);
     return -1;
   }
   return 0;
@@ -236,69 +208,8 @@ vfile_pread_upto (struct vfile *f, void *buf, size_t count, uint64_t offset)
                      strerror (errno));
     return -1;
   }
-  memset ((char *) buf + r, 0, count - r);
+  memset ((char *)buf + r, 0, count - r);
   return 0;
-}
-
-/* Lock the stripes of the aligned blocks at both ends of a
- * read-modify-write, in a fixed order, so two small writes into the same
- * block from different threads cannot lose each other's bytes. */
-static void
-stripe_lock (struct vfile *f, uint64_t start, size_t len, int *a, int *b)
-{
-  *a = (start / f->align) % VFILE_LOCK_STRIPES;
-  *b = ((start + len - 1) / f->align) % VFILE_LOCK_STRIPES;
-  if (*a > *b) {
-    int t = *a;
-    *a = *b;
-    *b = t;
-  }
-  pthread_mutex_lock (&f->stripes[*a]);
-  if (*b != *a)
-    pthread_mutex_lock (&f->stripes[*b]);
-}
-
-static void
-stripe_unlock (struct vfile *f, int a, int b)
-{
-  if (b != a)
-    pthread_mutex_unlock (&f->stripes[b]);
-  pthread_mutex_unlock (&f->stripes[a]);
-}
-
-static int
-write_rmw (struct vfile *f, const void *buf, size_t count, uint64_t offset)
-{
-  uint64_t start;
-  size_t len;
-  widen (f, count, offset, &start, &len);
-  char *b = bounce_alloc (f, len);
-  if (!b) {
-    errno = ENOMEM;
-    return -1;
-  }
-  int sa, sb, r = -1;
-  stripe_lock (f, start, len, &sa, &sb);
-  ssize_t got = full_pread (f->fd, b, len, start);
-  if (got >= 0) {
-    memset (b + got, 0, len - got);
-    memcpy (b + (offset - start), buf, count);
-    /* Past end of file the widened write would grow the file beyond what
-     * the caller asked for: write the aligned block, then trim. */
-    uint64_t old_size = 0;
-    struct stat st;
-    if (fstat (f->fd, &st) == 0)
-      old_size = st.st_size;
-    r = full_pwrite (f->fd, b, len, start);
-    uint64_t want = offset + count > old_size ? offset + count : old_size;
-    if (r == 0 && start + len > want && ftruncate (f->fd, want) == -1)
-      r = -1;
-  }
-  int saved = errno;
-  stripe_unlock (f, sa, sb);
-  free (b);
-  errno = saved;
-  return r;
 }
 
 int
@@ -307,15 +218,16 @@ vfile_pwrite (struct vfile *f, const void *buf, size_t count, uint64_t offset)
   int r;
   if (count == 0)
     return 0;
-  if (!f->direct || is_aligned (f, buf, count, offset))
-    r = full_pwrite (f->fd, buf, count, offset);
-  else
-    r = write_rmw (f, buf, count, offset);
+  /* Unaligned writes go through the buffered descriptor: the page cache
+   * merges them into their pages under the page lock, so neighbouring
+   * small writes from different threads never undo each other, and the
+   * kernel keeps it coherent with the direct descriptor. */
+  r = full_pwrite (fd_for (f, buf, count, offset), buf, count, offset);
   if (r == -1) {
     int e = errno;
     vdisk_set_error (e, "%s: write of %zu bytes at %" PRIu64 ": %s", f->path,
-                     count, offset, e == ENOSPC ? "no space left on device"
-                                                : strerror (e));
+                     count, offset,
+                     e == ENOSPC ? "no space left on device" : strerror (e));
     return -1;
   }
   return 0;
@@ -360,8 +272,7 @@ thread_aio_ctx (void)
 
 /* Submit up to AIO_DEPTH aligned requests and wait for all of them. */
 static int
-aio_round (struct vfile *f, io_context_t ctx, struct vfile_req *reqs,
-           size_t n)
+aio_round (struct vfile *f, io_context_t ctx, struct vfile_req *reqs, size_t n)
 {
   struct iocb cbs[AIO_DEPTH], *ptrs[AIO_DEPTH];
   struct io_event events[AIO_DEPTH];
@@ -405,16 +316,16 @@ aio_round (struct vfile *f, io_context_t ctx, struct vfile_req *reqs,
     }
     for (int i = 0; i < g; i++) {
       struct vfile_req *rq = events[i].data;
-      long res = (long) events[i].res;
+      long res = (long)events[i].res;
       if (res < 0)
         err = -res;
-      else if ((size_t) res < rq->count) {
+      else if ((size_t)res < rq->count) {
         /* Short read at end of file: the rest reads as zero, as
          * vfile_pread_upto does; a short write is an error. */
         if (rq->write)
           err = EIO;
         else
-          memset ((char *) rq->buf + res, 0, rq->count - res);
+          memset ((char *)rq->buf + res, 0, rq->count - res);
       }
     }
     done += g;
@@ -445,15 +356,14 @@ vfile_rw_batch (struct vfile *f, struct vfile_req *reqs, size_t n)
     size_t k = 0;
     for (; i < n && k < AIO_DEPTH; i++) {
       struct vfile_req *rq = &reqs[i];
-      if (ctx && (is_aligned (f, rq->buf, rq->count, rq->offset)
-                  || !f->direct)) {
+      if (ctx
+          && (is_aligned (f, rq->buf, rq->count, rq->offset) || !f->direct)) {
         aligned[k] = rq;
         round[k++] = *rq;
         continue;
       }
       int r = rq->write ? vfile_pwrite (f, rq->buf, rq->count, rq->offset)
-                        : vfile_pread_upto (f, rq->buf, rq->count,
-                                            rq->offset);
+                        : vfile_pread_upto (f, rq->buf, rq->count, rq->offset);
       if (r == -1)
         return -1;
     }
@@ -504,7 +414,9 @@ static int
 write_zeroes (struct vfile *f, uint64_t count, uint64_t offset)
 {
   size_t chunk = count < (1 << 20) ? count : (1 << 20);
-  char *z = bounce_alloc (f, chunk < 4096 ? 4096 : chunk);
+  char *z = NULL;
+  if (posix_memalign ((void **)&z, 4096, chunk < 4096 ? 4096 : chunk) != 0)
+    z = NULL;
   if (!z) {
     vdisk_set_error (ENOMEM, "%s: out of memory", f->path);
     return -1;

@@ -2,10 +2,11 @@
  *
  * Opened with O_DIRECT where the filesystem accepts it (and fallback to
  * buffered I/O where it does not, e.g. tmpfs).  vfile_pread/vfile_pwrite
- * hide the alignment O_DIRECT needs: aligned requests go straight to the
- * kernel, unaligned ones through a bounce buffer (read-modify-write for
- * writes, serialised per aligned block so that neighbouring small writes
- * from different threads do not undo each other).
+ * hide the alignment O_DIRECT needs: aligned requests use the direct
+ * descriptor, unaligned ones a second, buffered descriptor of the same
+ * file.  The page cache merges small writes into their pages atomically,
+ * and the kernel writes back and invalidates cached pages before direct
+ * I/O touches them, so the two stay coherent.
  *
  * vfile_rw_batch puts many data requests in flight at once through libaio
  * (one io_context per thread), for reads and writes that scatter over
@@ -20,16 +21,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define VFILE_LOCK_STRIPES 64
-
 struct vfile
 {
   int fd;
-  bool direct;      /* opened with O_DIRECT */
+  int bfd;     /* buffered descriptor (== fd unless direct) */
+  bool direct; /* fd opened with O_DIRECT */
   bool writable;
-  uint32_t align;   /* required alignment of buffer, offset, length */
+  uint32_t align; /* required alignment of buffer, offset, length */
   char *path;
-  pthread_mutex_t stripes[VFILE_LOCK_STRIPES];
 };
 
 /* Open an existing file.  Sets the vdisk error on failure. */
@@ -60,7 +59,7 @@ struct vfile_req
  * if any failed.  Unaligned requests fall back to vfile_pread/pwrite. */
 int vfile_rw_batch (struct vfile *f, struct vfile_req *reqs, size_t n);
 
-int vfile_flush (struct vfile *f);                 /* fdatasync */
+int vfile_flush (struct vfile *f); /* fdatasync */
 int vfile_get_size (struct vfile *f, uint64_t *size);
 int vfile_truncate (struct vfile *f, uint64_t size);
 /* Make [offset, offset+count) read as zeroes, deallocating if possible

@@ -54,7 +54,7 @@ fi
 
 # A dead NBD source in the middle of the copy: clear error, no leftovers.
 start_nbdkit slow --filter=delay file "$T/s.raw" rdelay=20ms
-"$VDIMOTION" copy --requests 1 "nbd+unix:///?socket=$T/slow.sock" "$T/dead.qcow2" 2> "$T/err" &
+"$VDIMOTION" copy --requests 1 --request-size 64K "nbd+unix:///?socket=$T/slow.sock" "$T/dead.qcow2" 2> "$T/err" &
 pid=$!
 sleep 1
 kill -9 "$(cat "$T/slow.pid")"

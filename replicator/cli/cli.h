@@ -15,7 +15,7 @@
 struct command
 {
   const char *name;
-  const char *synopsis;   /* one line, after "vdimotion NAME " */
+  const char *synopsis; /* one line, after "vdimotion NAME " */
   int (*run) (int argc, char **argv);
 };
 

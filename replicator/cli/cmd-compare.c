@@ -21,8 +21,8 @@ struct side
   const char *path;
   struct vdisk *d;
   struct vdisk_extents e;
-  size_t i;          /* current extent */
-  uint64_t mapped;   /* map fetched up to here */
+  size_t i;        /* current extent */
+  uint64_t mapped; /* map fetched up to here */
   char *buf;
 };
 
@@ -122,8 +122,7 @@ compare_range (struct side *a, struct side *b, uint64_t pos, uint64_t end,
 /* The longer image's tail must read as zero (qemu-img compare's rule for
  * images of different sizes). */
 static int
-check_tail (struct side *s, uint64_t pos, uint64_t *diff,
-            struct progress *pr)
+check_tail (struct side *s, uint64_t pos, uint64_t *diff, struct progress *pr)
 {
   uint64_t end = vdisk_get_size (s->d);
   *diff = UINT64_MAX;
@@ -164,7 +163,7 @@ open_side (struct side *s, const char *path)
     cli_error ("compare", "%s", vdisk_get_error ());
     return -1;
   }
-  if (posix_memalign ((void **) &s->buf, 4096, BUF_SIZE) != 0) {
+  if (posix_memalign ((void **)&s->buf, 4096, BUF_SIZE) != 0) {
     cli_error ("compare", "out of memory");
     return -1;
   }
@@ -199,9 +198,7 @@ run (int argc, char **argv)
     case 'h':
       printf ("usage: vdimotion compare %s\n", cmd_compare.synopsis);
       return EXIT_OK;
-    default:
-      cli_usage (&cmd_compare);
-      return CMP_EXIT_ERROR;
+    default: cli_usage (&cmd_compare); return CMP_EXIT_ERROR;
     }
   }
   if (argc - optind != 2) {
@@ -244,6 +241,5 @@ out:
   return ret;
 }
 
-const struct command cmd_compare = {
-  "compare", "[--progress|--no-progress] [-q] IMAGE1 IMAGE2", run
-};
+const struct command cmd_compare
+    = { "compare", "[--progress|--no-progress] [-q] IMAGE1 IMAGE2", run };

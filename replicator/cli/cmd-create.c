@@ -12,7 +12,8 @@ static int
 parse_options (char *s, struct vdisk_create_params *p)
 {
   char *save = NULL;
-  for (char *kv = strtok_r (s, ",", &save); kv; kv = strtok_r (NULL, ",", &save)) {
+  for (char *kv = strtok_r (s, ",", &save); kv;
+       kv = strtok_r (NULL, ",", &save)) {
     char *v = strchr (kv, '=');
     if (!v) {
       cli_error ("create", "option \"%s\" needs a value", kv);
@@ -77,8 +78,7 @@ run (int argc, char **argv)
     case 'h':
       printf ("usage: vdimotion create %s\n", cmd_create.synopsis);
       return EXIT_OK;
-    default:
-      return cli_usage (&cmd_create);
+    default: return cli_usage (&cmd_create);
     }
   }
   int nargs = argc - optind;
@@ -97,6 +97,6 @@ run (int argc, char **argv)
   return EXIT_OK;
 }
 
-const struct command cmd_create = {
-  "create", "-f raw|vhd|qcow2 [-b PARENT] [-o OPTIONS] IMAGE [SIZE]", run
-};
+const struct command cmd_create
+    = { "create", "-f raw|vhd|qcow2 [-b PARENT] [-o OPTIONS] IMAGE [SIZE]",
+        run };

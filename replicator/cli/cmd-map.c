@@ -33,8 +33,8 @@ print_human (const struct vdisk_extent *x, bool first)
 {
   static const char *const names[] = { "data", "zero", "hole" };
   if (first)
-    printf ("%-18s %-18s %-5s %-5s %s\n", "Offset", "Length", "Type",
-            "Depth", "Mapped to");
+    printf ("%-18s %-18s %-5s %-5s %s\n", "Offset", "Length", "Type", "Depth",
+            "Mapped to");
   printf ("%#-18" PRIx64 " %#-18" PRIx64 " %-5s %-5" PRIu32, x->offset,
           x->length, names[x->type], x->depth);
   if (x->host_offset >= 0)
@@ -68,8 +68,7 @@ run (int argc, char **argv)
     case 'h':
       printf ("usage: vdimotion map %s\n", cmd_map.synopsis);
       return EXIT_OK;
-    default:
-      return cli_usage (&cmd_map);
+    default: return cli_usage (&cmd_map);
     }
   }
   if (argc - optind != 1)

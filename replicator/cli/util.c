@@ -32,19 +32,34 @@ cli_parse_size (const char *s, uint64_t *out)
 {
   char *end;
   errno = 0;
-  if (!isdigit ((unsigned char) s[0]))
+  if (!isdigit ((unsigned char)s[0]))
     return -1;
   unsigned long long v = strtoull (s, &end, 10);
   if (errno)
     return -1;
   int shift = 0;
-  switch (toupper ((unsigned char) *end)) {
+  switch (toupper ((unsigned char)*end)) {
   case '\0': break;
-  case 'B': shift = 0; end++; break;
-  case 'K': shift = 10; end++; break;
-  case 'M': shift = 20; end++; break;
-  case 'G': shift = 30; end++; break;
-  case 'T': shift = 40; end++; break;
+  case 'B':
+    shift = 0;
+    end++;
+    break;
+  case 'K':
+    shift = 10;
+    end++;
+    break;
+  case 'M':
+    shift = 20;
+    end++;
+    break;
+  case 'G':
+    shift = 30;
+    end++;
+    break;
+  case 'T':
+    shift = 40;
+    end++;
+    break;
   default: return -1;
   }
   /* Accept "10G", "10GB", "10GiB". */
@@ -54,15 +69,15 @@ cli_parse_size (const char *s, uint64_t *out)
     return -1;
   if (shift && v > (UINT64_MAX >> shift))
     return -1;
-  *out = (uint64_t) v << shift;
+  *out = (uint64_t)v << shift;
   return 0;
 }
 
 const char *
 cli_human_size (uint64_t n, char *buf, size_t len)
 {
-  static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB",
-                                       "PiB" };
+  static const char *const units[]
+      = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
   double v = n;
   int u = 0;
   while (v >= 1024 && u < 5) {
@@ -70,7 +85,7 @@ cli_human_size (uint64_t n, char *buf, size_t len)
     u++;
   }
   if (u == 0)
-    snprintf (buf, len, "%llu B", (unsigned long long) n);
+    snprintf (buf, len, "%llu B", (unsigned long long)n);
   else
     snprintf (buf, len, "%.3g %s", v, units[u]);
   return buf;
@@ -114,11 +129,11 @@ draw (struct progress *p, uint64_t done)
 {
   const int width = 30;
   double t = now () - p->start;
-  double frac = p->total ? (double) done / p->total : 1;
+  double frac = p->total ? (double)done / p->total : 1;
   int fill = frac * width;
   char rate[32], eta[32] = "";
   double bps = t > 0 ? done / t : 0;
-  cli_human_size ((uint64_t) bps, rate, sizeof rate);
+  cli_human_size ((uint64_t)bps, rate, sizeof rate);
   if (bps > 0 && frac < 1)
     snprintf (eta, sizeof eta, " ETA %.0fs", (p->total - done) / bps);
   fprintf (stderr, "\r[%.*s%*s] %5.1f%% %s/s%s  ", fill,

@@ -17,7 +17,7 @@
 #include "endpoint.h"
 #include "journal.h"
 
-#define MAP_AHEAD 4          /* windows mapped ahead of the copy */
+#define MAP_AHEAD 4 /* windows mapped ahead of the copy */
 
 enum piece_kind
 {
@@ -36,10 +36,10 @@ struct window
 {
   uint64_t index;
   struct piece *pieces;
-  size_t n, next;       /* pieces, and the next one to hand out */
-  size_t outstanding;   /* handed out, not finished */
-  bool dest_zero;       /* destination reads zero here before the copy */
-  uint64_t skipped;     /* bytes needing no work */
+  size_t n, next;     /* pieces, and the next one to hand out */
+  size_t outstanding; /* handed out, not finished */
+  bool dest_zero;     /* destination reads zero here before the copy */
+  uint64_t skipped;   /* bytes needing no work */
 };
 
 struct engine
@@ -49,18 +49,18 @@ struct engine
   struct journal *journal;
   uint64_t size, nwindows;
   size_t request_size;
-  int src_fd, dst_fd;   /* copy_file_range, or -1 */
+  int src_fd, dst_fd; /* copy_file_range, or -1 */
   atomic_bool use_cfr;
 
   pthread_mutex_t lock;
-  pthread_cond_t cond;  /* mapper <-> workers */
+  pthread_cond_t cond; /* mapper <-> workers */
   struct window *ring[MAP_AHEAD];
   size_t ring_head, ring_len;
   bool mapper_done;
   bool failed;
   char *err;
 
-  uint64_t *finished;   /* windows done, not yet journaled */
+  uint64_t *finished; /* windows done, not yet journaled */
   size_t n_finished, cap_finished;
 
   struct copy_stats stats;
@@ -142,8 +142,9 @@ map_window (struct engine *e, uint64_t index, char **err)
     if (x.v[i].type != VDISK_EXTENT_DATA) {
       /* Zero where the destination does not already read zero; a hole
        * of a single layer means "the parent's", so it is left alone. */
-      bool leave = w->dest_zero || (x.v[i].type == VDISK_EXTENT_HOLE
-                                    && e->p->holes_fall_through);
+      bool leave
+          = w->dest_zero
+            || (x.v[i].type == VDISK_EXTENT_HOLE && e->p->holes_fall_through);
       if (leave)
         w->skipped += n;
       else if (add_piece (w, &cap, off, n, PIECE_ZERO) == -1)
@@ -350,7 +351,8 @@ write_buffer (struct engine *e, const char *buf, uint64_t off, uint64_t len,
     int z = block_is_zero (buf + pos, k);
     if (run_zero != -1 && z != run_zero) {
       if (put_run (e, buf + run_start, off + run_start, pos - run_start,
-                   run_zero, dest_zero, err) == -1)
+                   run_zero, dest_zero, err)
+          == -1)
         return -1;
       run_start = pos;
     }
@@ -372,16 +374,17 @@ try_copy_file_range (struct engine *e, const struct piece *pc, char **err)
   uint64_t left = pc->length;
   while (left > 0) {
     ssize_t r = copy_file_range (e->src_fd, &in, e->dst_fd, &out, left, 0);
-    if (r == -1 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS
-                    || errno == EOPNOTSUPP)
+    if (r == -1
+        && (errno == EXDEV || errno == EINVAL || errno == ENOSYS
+            || errno == EOPNOTSUPP)
         && left == pc->length) {
       e->use_cfr = false;
       return 1;
     }
     if (r <= 0)
       return copy_error (err, "copy_file_range at %" PRIu64 ": %s",
-                         (uint64_t) in, r == 0 ? "short copy"
-                                               : strerror (errno));
+                         (uint64_t)in,
+                         r == 0 ? "short copy" : strerror (errno));
     left -= r;
   }
   pthread_mutex_lock (&e->lock);
@@ -419,7 +422,7 @@ worker (void *opaque)
 {
   struct engine *e = opaque;
   char *buf = NULL;
-  if (posix_memalign ((void **) &buf, 4096, e->request_size) != 0) {
+  if (posix_memalign ((void **)&buf, 4096, e->request_size) != 0) {
     char *err = NULL;
     copy_error (&err, "out of memory for a %zu byte buffer", e->request_size);
     fail (e, err);
@@ -429,7 +432,8 @@ worker (void *opaque)
   struct piece pc;
   while (next_piece (e, &w, &pc)) {
     char *err = NULL;
-    if (e->journal && journal_mark_started (e->journal, w->index, &err) == -1) {
+    if (e->journal
+        && journal_mark_started (e->journal, w->index, &err) == -1) {
       fail (e, err);
       break;
     }
@@ -462,7 +466,8 @@ identity (struct copy_endpoint *src, struct copy_endpoint *dst)
 {
   char *s = NULL;
   if (asprintf (&s, "%s -> %s, %" PRIu64 " bytes", src->name, dst->name,
-                src->size) == -1)
+                src->size)
+      == -1)
     return NULL;
   return s;
 }
@@ -484,13 +489,17 @@ copy_run (struct copy_endpoint *src, struct copy_endpoint *dst,
   e.request_size = params->request_size ? params->request_size : 1 << 20;
   if (e.request_size > (32 << 20) || e.request_size < 4096
       || e.request_size % 512)
-    return copy_error (err, "request size %zu must be a multiple of 512 "
-                            "between 4 KiB and 32 MiB", e.request_size);
+    return copy_error (err,
+                       "request size %zu must be a multiple of 512 "
+                       "between 4 KiB and 32 MiB",
+                       e.request_size);
   e.size = src->size;
   if (dst->size < e.size)
-    return copy_error (err, "destination %s (%" PRIu64
-                            " bytes) is smaller than the source (%" PRIu64
-                            " bytes)", dst->name, dst->size, e.size);
+    return copy_error (err,
+                       "destination %s (%" PRIu64
+                       " bytes) is smaller than the source (%" PRIu64
+                       " bytes)",
+                       dst->name, dst->size, e.size);
   e.nwindows = (e.size + COPY_WINDOW - 1) / COPY_WINDOW;
   e.src_fd = src->ops->plain_fd ? src->ops->plain_fd (src) : -1;
   e.dst_fd = dst->ops->plain_fd ? dst->ops->plain_fd (dst) : -1;

@@ -38,31 +38,30 @@ struct copy_endpoint;
 
 struct copy_progress
 {
-  uint64_t done, total;   /* bytes of guest space handled */
+  uint64_t done, total; /* bytes of guest space handled */
 };
-typedef void (*copy_progress_fn) (const struct copy_progress *p,
-                                  void *opaque);
+typedef void (*copy_progress_fn) (const struct copy_progress *p, void *opaque);
 
 struct copy_params
 {
-  unsigned requests;        /* in flight at once (worker threads); 0 = 16 */
-  size_t request_size;      /* bytes per request; 0 = 1 MiB */
-  bool dest_is_zero;        /* destination reads as zero before the copy */
-  bool holes_fall_through;  /* source HOLEs are left alone on the
-                               destination (a layer copy: a hole there
-                               means "the parent's data") */
-  const char *journal;      /* path, or NULL */
+  unsigned requests;       /* in flight at once (worker threads); 0 = 16 */
+  size_t request_size;     /* bytes per request; 0 = 1 MiB */
+  bool dest_is_zero;       /* destination reads as zero before the copy */
+  bool holes_fall_through; /* source HOLEs are left alone on the
+                              destination (a layer copy: a hole there
+                              means "the parent's data") */
+  const char *journal;     /* path, or NULL */
   copy_progress_fn progress;
   void *progress_opaque;
 };
 
 struct copy_stats
 {
-  uint64_t bytes_read;      /* data read from the source */
-  uint64_t bytes_written;   /* data written to the destination */
-  uint64_t bytes_zeroed;    /* zero requests sent to the destination */
-  uint64_t bytes_skipped;   /* neither read nor written (already zero, or
-                               done before a resume) */
+  uint64_t bytes_read;    /* data read from the source */
+  uint64_t bytes_written; /* data written to the destination */
+  uint64_t bytes_zeroed;  /* zero requests sent to the destination */
+  uint64_t bytes_skipped; /* neither read nor written (already zero, or
+                             done before a resume) */
   double seconds;
 };
 

@@ -9,7 +9,7 @@
 
 struct local
 {
-  struct copy_endpoint ep;   /* first: the engine sees only this */
+  struct copy_endpoint ep; /* first: the engine sees only this */
   struct vdisk *d;
   bool layer_only;
 };
@@ -17,7 +17,7 @@ struct local
 static struct vdisk *
 disk (struct copy_endpoint *e)
 {
-  return ((struct local *) e)->d;
+  return ((struct local *)e)->d;
 }
 
 static int
@@ -30,19 +30,19 @@ static int
 local_map (struct copy_endpoint *e, uint64_t offset, uint64_t count,
            struct vdisk_extents *out, char **err)
 {
-  struct local *l = (struct local *) e;
-  if (vdisk_map (l->d, offset, count, l->layer_only ? VDISK_MAP_LAYER : 0,
-                 out) == -1)
+  struct local *l = (struct local *)e;
+  if (vdisk_map (l->d, offset, count, l->layer_only ? VDISK_MAP_LAYER : 0, out)
+      == -1)
     return vdisk_fail (err);
   return 0;
 }
 
 static int
-local_pread (struct copy_endpoint *e, void *buf, size_t count,
-             uint64_t offset, char **err)
+local_pread (struct copy_endpoint *e, void *buf, size_t count, uint64_t offset,
+             char **err)
 {
   return vdisk_pread (disk (e), buf, count, offset) == -1 ? vdisk_fail (err)
-                                                           : 0;
+                                                          : 0;
 }
 
 static int
@@ -118,4 +118,3 @@ copy_endpoint_local (struct vdisk *d, bool layer_only, char **err)
   l->ep.name = strdup ("local image");
   return &l->ep;
 }
-

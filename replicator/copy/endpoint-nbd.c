@@ -32,7 +32,7 @@ struct conn
   bool poller_running;
   int wake_fd;
   atomic_bool stop;
-  pthread_mutex_t lock;   /* protects waiter.done, for the cond */
+  pthread_mutex_t lock; /* protects waiter.done, for the cond */
   pthread_cond_t cond;
 };
 
@@ -108,8 +108,10 @@ poller (void *opaque)
     if (fd == -1 || nbd_aio_is_dead (c->h) || nbd_aio_is_closed (c->h))
       break;
     struct pollfd p[2] = {
-      { fd, (dir & LIBNBD_AIO_DIRECTION_READ ? POLLIN : 0)
-                | (dir & LIBNBD_AIO_DIRECTION_WRITE ? POLLOUT : 0), 0 },
+      { fd,
+        (dir & LIBNBD_AIO_DIRECTION_READ ? POLLIN : 0)
+            | (dir & LIBNBD_AIO_DIRECTION_WRITE ? POLLOUT : 0),
+        0 },
       { c->wake_fd, POLLIN, 0 },
     };
     if (poll (p, 2, -1) == -1) {
@@ -137,10 +139,11 @@ static int
 nbd_ep_pread (struct copy_endpoint *e, void *buf, size_t count,
               uint64_t offset, char **err)
 {
-  struct nbdep *n = (struct nbdep *) e;
+  struct nbdep *n = (struct nbdep *)e;
   struct waiter w = { .c = pick (n) };
-  int64_t ck = nbd_aio_pread (w.c->h, buf, count, offset,
-                              (nbd_completion_callback){ .callback = completed, .user_data = &w }, 0);
+  int64_t ck = nbd_aio_pread (
+      w.c->h, buf, count, offset,
+      (nbd_completion_callback){ .callback = completed, .user_data = &w }, 0);
   return wait_for (n, &w, ck, "read", offset, err);
 }
 
@@ -148,10 +151,11 @@ static int
 nbd_ep_pwrite (struct copy_endpoint *e, const void *buf, size_t count,
                uint64_t offset, char **err)
 {
-  struct nbdep *n = (struct nbdep *) e;
+  struct nbdep *n = (struct nbdep *)e;
   struct waiter w = { .c = pick (n) };
-  int64_t ck = nbd_aio_pwrite (w.c->h, buf, count, offset,
-                               (nbd_completion_callback){ .callback = completed, .user_data = &w }, 0);
+  int64_t ck = nbd_aio_pwrite (
+      w.c->h, buf, count, offset,
+      (nbd_completion_callback){ .callback = completed, .user_data = &w }, 0);
   return wait_for (n, &w, ck, "write", offset, err);
 }
 
@@ -177,14 +181,16 @@ static int
 nbd_ep_zero (struct copy_endpoint *e, uint64_t count, uint64_t offset,
              char **err)
 {
-  struct nbdep *n = (struct nbdep *) e;
+  struct nbdep *n = (struct nbdep *)e;
   if (!n->can_zero)
     return zero_by_writing (n, count, offset, err);
   while (count) {
     uint64_t k = count < MAX_ZERO ? count : MAX_ZERO;
     struct waiter w = { .c = pick (n) };
-    int64_t ck = nbd_aio_zero (w.c->h, k, offset,
-                               (nbd_completion_callback){ .callback = completed, .user_data = &w }, 0);
+    int64_t ck = nbd_aio_zero (
+        w.c->h, k, offset,
+        (nbd_completion_callback){ .callback = completed, .user_data = &w },
+        0);
     if (wait_for (n, &w, ck, "zero", offset, err) == -1)
       return -1;
     count -= k;
@@ -233,7 +239,7 @@ static int
 nbd_ep_map (struct copy_endpoint *e, uint64_t offset, uint64_t count,
             struct vdisk_extents *out, char **err)
 {
-  struct nbdep *n = (struct nbdep *) e;
+  struct nbdep *n = (struct nbdep *)e;
   if (!n->has_extents)
     return vdisk_extents_append (out, offset, count, VDISK_EXTENT_DATA, -1, 0)
                    == -1
@@ -249,13 +255,16 @@ nbd_ep_map (struct copy_endpoint *e, uint64_t offset, uint64_t count,
     uint64_t before = x.reached;
     struct waiter w = { .c = pick (n) };
     int64_t ck = nbd_aio_block_status (
-        w.c->h, ask, x.reached, (nbd_extent_callback){ .callback = got_extents, .user_data = &x },
-        (nbd_completion_callback){ .callback = completed, .user_data = &w }, 0);
+        w.c->h, ask, x.reached,
+        (nbd_extent_callback){ .callback = got_extents, .user_data = &x },
+        (nbd_completion_callback){ .callback = completed, .user_data = &w },
+        0);
     if (wait_for (n, &w, ck, "block status", before, err) == -1)
       return -1;
     if (x.reached == before)
-      return copy_error (err, "%s: block status at %" PRIu64
-                              " described nothing", n->ep.name, before);
+      return copy_error (err,
+                         "%s: block status at %" PRIu64 " described nothing",
+                         n->ep.name, before);
   }
   return 0;
 }
@@ -263,15 +272,17 @@ nbd_ep_map (struct copy_endpoint *e, uint64_t offset, uint64_t count,
 static int
 nbd_ep_flush (struct copy_endpoint *e, char **err)
 {
-  struct nbdep *n = (struct nbdep *) e;
+  struct nbdep *n = (struct nbdep *)e;
   if (!n->can_flush)
     return 0;
   /* Without multi-conn a flush covers only its own connection's writes;
    * flushing every connection is right either way. */
   for (unsigned i = 0; i < n->n; i++) {
     struct waiter w = { .c = &n->conns[i] };
-    int64_t ck = nbd_aio_flush (w.c->h,
-                                (nbd_completion_callback){ .callback = completed, .user_data = &w }, 0);
+    int64_t ck = nbd_aio_flush (
+        w.c->h,
+        (nbd_completion_callback){ .callback = completed, .user_data = &w },
+        0);
     if (wait_for (n, &w, ck, "flush", 0, err) == -1)
       return -1;
   }
@@ -300,7 +311,7 @@ conn_close (struct conn *c)
 static int
 nbd_ep_close (struct copy_endpoint *e, char **err)
 {
-  struct nbdep *n = (struct nbdep *) e;
+  struct nbdep *n = (struct nbdep *)e;
   for (unsigned i = 0; i < n->n; i++)
     conn_close (&n->conns[i]);
   free (n->ep.name);
@@ -370,8 +381,8 @@ copy_endpoint_nbd (const char *uri, bool writable, unsigned connections,
   }
   n->can_zero = nbd_can_zero (h) == 1;
   n->can_flush = nbd_can_flush (h) == 1;
-  n->has_extents = nbd_can_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION)
-                   == 1;
+  n->has_extents
+      = nbd_can_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
   /* More connections only where the server promises they see each
    * other's writes. */
   if (connections > MAX_CONNECTIONS)

@@ -9,7 +9,7 @@
 
 struct copy_endpoint_ops
 {
-  const char *kind;   /* "local", "nbd" */
+  const char *kind; /* "local", "nbd" */
   /* Allocation of [offset, offset+count), appended to OUT (flattened
    * unless the endpoint is layer-only). */
   int (*map) (struct copy_endpoint *e, uint64_t offset, uint64_t count,
@@ -31,9 +31,9 @@ struct copy_endpoint_ops
 struct copy_endpoint
 {
   const struct copy_endpoint_ops *ops;
-  char *name;               /* path or URI, for messages */
+  char *name; /* path or URI, for messages */
   uint64_t size;
-  uint32_t granularity;     /* zero-detection / alignment unit */
+  uint32_t granularity; /* zero-detection / alignment unit */
 };
 
 /* asprintf into *ERR; always returns -1 so callers can `return`. */

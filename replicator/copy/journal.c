@@ -13,7 +13,7 @@
 
 #define MAGIC "VDMJRNL1"
 #define IDENTITY_MAX 4000
-#define HEADER_SIZE 4096   /* magic, nwindows, identity */
+#define HEADER_SIZE 4096 /* magic, nwindows, identity */
 
 struct journal
 {
@@ -26,10 +26,9 @@ struct journal
 };
 
 static int
-write_all (struct journal *j, const void *buf, size_t n, off_t off,
-           char **err)
+write_all (struct journal *j, const void *buf, size_t n, off_t off, char **err)
 {
-  if (pwrite (j->fd, buf, n, off) != (ssize_t) n)
+  if (pwrite (j->fd, buf, n, off) != (ssize_t)n)
     return copy_error (err, "journal %s: write: %s", j->path,
                        strerror (errno ? errno : EIO));
   return 0;
@@ -39,8 +38,7 @@ static int
 sync_journal (struct journal *j, char **err)
 {
   if (fdatasync (j->fd) == -1)
-    return copy_error (err, "journal %s: sync: %s", j->path,
-                       strerror (errno));
+    return copy_error (err, "journal %s: sync: %s", j->path, strerror (errno));
   return 0;
 }
 
@@ -53,8 +51,9 @@ create_new (struct journal *j, const char *identity, char **err)
   strcpy (hdr + 16, identity);
   if (write_all (j, hdr, sizeof hdr, 0, err) == -1
       || write_all (j, j->started, j->bitmap_bytes, HEADER_SIZE, err) == -1
-      || write_all (j, j->done, j->bitmap_bytes,
-                    HEADER_SIZE + j->bitmap_bytes, err) == -1)
+      || write_all (j, j->done, j->bitmap_bytes, HEADER_SIZE + j->bitmap_bytes,
+                    err)
+             == -1)
     return -1;
   return sync_journal (j, err);
 }
@@ -64,7 +63,7 @@ load (struct journal *j, const char *identity, char **err)
 {
   char hdr[HEADER_SIZE];
   uint64_t n;
-  if (pread (j->fd, hdr, sizeof hdr, 0) != (ssize_t) sizeof hdr
+  if (pread (j->fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr
       || memcmp (hdr, MAGIC, 8) != 0)
     return copy_error (err, "journal %s: not a vdimotion copy journal",
                        j->path);
@@ -76,9 +75,9 @@ load (struct journal *j, const char *identity, char **err)
                        "one (%s)",
                        j->path, hdr + 16, identity);
   if (pread (j->fd, j->started, j->bitmap_bytes, HEADER_SIZE)
-          != (ssize_t) j->bitmap_bytes
-      || pread (j->fd, j->done, j->bitmap_bytes,
-                HEADER_SIZE + j->bitmap_bytes) != (ssize_t) j->bitmap_bytes)
+          != (ssize_t)j->bitmap_bytes
+      || pread (j->fd, j->done, j->bitmap_bytes, HEADER_SIZE + j->bitmap_bytes)
+             != (ssize_t)j->bitmap_bytes)
     return copy_error (err, "journal %s: truncated", j->path);
   return 0;
 }
@@ -107,8 +106,8 @@ journal_open (const char *path, const char *identity, uint64_t nwindows,
   j->fd = open (path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (j->fd == -1)
     copy_error (err, "journal %s: %s", path, strerror (errno));
-  else if ((*resumed ? load (j, identity, err)
-                     : create_new (j, identity, err)) == 0)
+  else if ((*resumed ? load (j, identity, err) : create_new (j, identity, err))
+           == 0)
     return j;
   journal_close (j, false);
   return NULL;
@@ -162,8 +161,7 @@ journal_mark_started (struct journal *j, uint64_t w, char **err)
 }
 
 int
-journal_mark_done (struct journal *j, const uint64_t *ws, size_t n,
-                   char **err)
+journal_mark_done (struct journal *j, const uint64_t *ws, size_t n, char **err)
 {
   int r = 0;
   pthread_mutex_lock (&j->lock);

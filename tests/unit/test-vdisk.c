@@ -68,7 +68,7 @@ test_raw_write_read_map (void)
     pos += e.v[i].length;
     if (e.v[i].type == VDISK_EXTENT_DATA) {
       data += e.v[i].length;
-      CU_ASSERT_EQUAL ((uint64_t) e.v[i].host_offset, e.v[i].offset);
+      CU_ASSERT_EQUAL ((uint64_t)e.v[i].host_offset, e.v[i].offset);
     }
   }
   CU_ASSERT_EQUAL (pos, 8 << 20);

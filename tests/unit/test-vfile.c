@@ -14,7 +14,7 @@ static void
 fill (unsigned char *b, size_t n, unsigned seed)
 {
   for (size_t i = 0; i < n; i++)
-    b[i] = (unsigned char) (seed * 131 + i * 7 + (i >> 9));
+    b[i] = (unsigned char)(seed * 131 + i * 7 + (i >> 9));
 }
 
 static void
@@ -61,7 +61,7 @@ test_tmpfs_falls_back_to_buffered (void)
   if (stat ("/dev/shm", &st) != 0)
     return; /* no tmpfs here: nothing to prove */
   char path[64];
-  snprintf (path, sizeof path, "/dev/shm/vdm-vfile-%d", (int) getpid ());
+  snprintf (path, sizeof path, "/dev/shm/vdm-vfile-%d", (int)getpid ());
   unlink (path);
   struct vfile f;
   /* Kernels before 6.6 refuse O_DIRECT on tmpfs (EINVAL) and vfile must
@@ -89,16 +89,16 @@ byte_writer (void *p)
 {
   struct writer *w = p;
   for (int i = 0; i < 2000; i++) {
-    unsigned char c = (unsigned char) (w->id + 1);
-    uint64_t off = (uint64_t) i * 4 + w->id;
+    unsigned char c = (unsigned char)(w->id + 1);
+    uint64_t off = (uint64_t)i * 4 + w->id;
     if (vfile_pwrite (w->f, &c, 1, off) != 0)
-      return (void *) 1;
+      return (void *)1;
   }
   return NULL;
 }
 
 static void
-test_concurrent_rmw_loses_nothing (void)
+test_concurrent_small_writes_lose_nothing (void)
 {
   struct vfile f;
   CU_ASSERT_FATAL (vfile_create (&f, unit_path ("rmw"), true) == 0);
@@ -118,7 +118,7 @@ test_concurrent_rmw_loses_nothing (void)
   CU_ASSERT (vfile_pread (&f, b, 8000, 0) == 0);
   int bad = 0;
   for (int i = 0; i < 8000; i++)
-    bad += b[i] != (unsigned char) (i % 4 + 1);
+    bad += b[i] != (unsigned char)(i % 4 + 1);
   CU_ASSERT_EQUAL (bad, 0);
   vfile_close (&f);
 }
@@ -128,16 +128,20 @@ test_batch_scattered (void)
 {
   struct vfile f;
   CU_ASSERT_FATAL (vfile_create (&f, unit_path ("batch"), true) == 0);
-  enum { N = 100, SZ = 8192 };
+  enum
+  {
+    N = 100,
+    SZ = 8192
+  };
   unsigned char *w = NULL, *r = NULL;
-  CU_ASSERT_FATAL (posix_memalign ((void **) &w, 4096, N * SZ) == 0);
-  CU_ASSERT_FATAL (posix_memalign ((void **) &r, 4096, N * SZ) == 0);
+  CU_ASSERT_FATAL (posix_memalign ((void **)&w, 4096, N * SZ) == 0);
+  CU_ASSERT_FATAL (posix_memalign ((void **)&r, 4096, N * SZ) == 0);
   fill (w, N * SZ, 3);
   struct vfile_req reqs[N];
   /* Scattered, in reverse order, some unaligned: more than one aio round. */
   for (int i = 0; i < N; i++)
     reqs[i] = (struct vfile_req){ w + i * SZ, SZ - (i % 3 ? 0 : 1),
-                                  (uint64_t) (N - i) * 65536 + (i % 5 ? 0 : 7),
+                                  (uint64_t)(N - i) * 65536 + (i % 5 ? 0 : 7),
                                   true };
   CU_ASSERT (vfile_rw_batch (&f, reqs, N) == 0);
   for (int i = 0; i < N; i++) {
@@ -193,7 +197,8 @@ main (void)
     { "unaligned roundtrip", test_unaligned_roundtrip },
     { "short read is an error", test_short_read_is_an_error },
     { "tmpfs falls back to buffered", test_tmpfs_falls_back_to_buffered },
-    { "concurrent rmw loses nothing", test_concurrent_rmw_loses_nothing },
+    { "concurrent small writes lose nothing",
+      test_concurrent_small_writes_lose_nothing },
     { "batch scattered", test_batch_scattered },
     { "zero keeps neighbours", test_zero_keeps_neighbours },
     { "open missing names the file", test_open_missing_names_the_file },

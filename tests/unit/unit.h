@@ -46,7 +46,8 @@ static int
 unit_main (const char *name, const struct unit_test *tests)
 {
   const char *tmp = getenv ("TMPDIR");
-  snprintf (unit_dir, sizeof unit_dir, "%s/vdm-unit.XXXXXX", tmp ? tmp : "/tmp");
+  snprintf (unit_dir, sizeof unit_dir, "%s/vdm-unit.XXXXXX",
+            tmp ? tmp : "/tmp");
   if (mkdtemp (unit_dir) == NULL) {
     perror ("mkdtemp");
     return 99;
