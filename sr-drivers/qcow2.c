@@ -1021,50 +1021,62 @@ count_run (struct vdisk *d, struct qcow2 *q, uint64_t off, uint64_t count,
 }
 
 /* First write of N whole clusters from guest offset OFF (aligned, one L2
- * table): N new contiguous clusters counted, written from the caller's
- * buffer in one go, then the N entries in one write.  Lock held. */
+ * table), in three steps so that the data -- the bulk of a copy into a
+ * fresh image -- moves without the lock:
+ *   1. (lock held)   reserve N contiguous clusters and count them;
+ *   2. (lock free)   write the data from the caller's buffer;
+ *   3. (lock held)   point the N entries at them in one write.
+ * The order on disk stays refcount, data, L2: a crash leaks at worst.
+ * Called and returns with the lock held. */
 static int
 write_new_run (struct vdisk *d, struct qcow2 *q, uint64_t off, uint64_t n,
                const uint8_t *data)
 {
   uint64_t l1i = off >> (q->cluster_bits + q->l2_bits);
   uint64_t l2i = (off >> q->cluster_bits) & ((1ULL << q->l2_bits) - 1);
-  uint64_t host, j, *old;
+  uint64_t host, j;
   uint8_t *t;
-  int r = -1;
+  int r;
 
-  old = malloc (n * sizeof *old);
-  if (!old) {
+  if (clear_autoclear (d, q) == -1 || ensure_l2 (d, q, off, &t) == -1)
+    return -1;
+  host = q->next_alloc;
+  q->next_alloc += n << q->cluster_bits;
+  if (refcount_set_range (d, q, host, n, 1) == -1)
+    return -1;
+  if (q->file_end < host + (n << q->cluster_bits))
+    q->file_end = host + (n << q->cluster_bits);
+
+  if (q->data_locked)
+    r = vfile_pwrite (&d->file, data, n << q->cluster_bits, host);
+  else {
+    pthread_mutex_unlock (&q->lock);
+    r = vfile_pwrite (&d->file, data, n << q->cluster_bits, host);
+    pthread_mutex_lock (&q->lock);
+  }
+  if (r == -1)
+    return -1;
+
+  /* The table may have left the cache while the lock was free. */
+  uint64_t *olds = malloc (n * sizeof *olds);
+  if (!olds) {
     vdisk_error (d, ENOMEM, "cannot allocate entry list");
     return -1;
   }
-  if (clear_autoclear (d, q) == -1 || ensure_l2 (d, q, off, &t) == -1)
-    goto out;
-  for (j = 0; j < n; j++)
-    old[j] = get64 (t + (l2i + j) * 8);
-  host = q->next_alloc;
-  q->next_alloc += n << q->cluster_bits;
-  if (refcount_set_range (d, q, host, n, 1) == -1
-      || vfile_pwrite (&d->file, data, n << q->cluster_bits, host) == -1)
-    goto out;
-  if (q->file_end < host + (n << q->cluster_bits))
-    q->file_end = host + (n << q->cluster_bits);
-  /* The refcount writes may have evicted nothing from the L2 cache, but
-   * look the table up again rather than rely on it. */
-  if (get_l2 (d, q, l1i, &t) == -1)
-    goto out;
-  for (j = 0; j < n; j++)
+  r = get_l2 (d, q, l1i, &t);
+  for (j = 0; r == 0 && j < n; j++) {
+    olds[j] = get64 (t + (l2i + j) * 8);
     put64 (t + (l2i + j) * 8, (host + (j << q->cluster_bits)) | OFLAG_COPIED);
-  if (vfile_pwrite (&d->file, t + l2i * 8, n * 8,
-                    (q->l1[l1i] & OFFSET_MASK) + l2i * 8)
-      == -1)
-    goto out;
-  for (j = 0; j < n; j++)
-    if ((old[j] & OFLAG_COMPRESSED) && unref_entry (d, q, old[j]) == -1)
-      goto out;
-  r = 0;
-out:
-  free (old);
+  }
+  if (r == 0)
+    r = vfile_pwrite (&d->file, t + l2i * 8, n * 8,
+                      (q->l1[l1i] & OFFSET_MASK) + l2i * 8);
+  /* Compressed clusters overwritten whole are freed only now that no
+   * entry points at them (unref may evict T, so after its last use). */
+  for (j = 0; r == 0 && j < n; j++)
+    if (olds[j] & OFLAG_COMPRESSED)
+      r = unref_entry (d, q, olds[j]);
+  free (olds);
   return r;
 }
 
