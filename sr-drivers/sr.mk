@@ -1,0 +1,1 @@
+# SR drivers (sr.h): the file SR.  Built here once it exists.
