@@ -1,1 +1,28 @@
-# SR drivers (sr.h): the file SR.  Built here once it exists.
+# SR drivers (sr.h): the generic part and the `file` SR.  A library of
+# its own so that users of libvdisk alone (the nbdkit plugin, the mirror
+# filter) need not link SQLite.  Link it before libvdisk:
+#   LDADD = sr-drivers/libsr.la sr-drivers/libvdisk.la
+noinst_LTLIBRARIES += sr-drivers/libsr.la
+sr_drivers_libsr_la_SOURCES = \
+	sr-drivers/sr.h \
+	sr-drivers/sr.c \
+	sr-drivers/sr-file.c
+sr_drivers_libsr_la_CFLAGS = $(AM_CFLAGS) $(SQLITE_CFLAGS)
+sr_drivers_libsr_la_LIBADD = $(SQLITE_LIBS)
+
+# The file SR's on-disk layout: a file format users meet.
+man_MANS += man/vdimotion-sr.5
+EXTRA_DIST += man/vdimotion-sr.pod
+
+man/vdimotion-sr.5: man/vdimotion-sr.pod
+	$(AM_V_GEN)$(MKDIR_P) man && $(POD2MAN) --section=5 \
+	  --center="vdimotion" --release="$(PACKAGE_STRING)" \
+	  --name=vdimotion-sr $< > $@.tmp && mv $@.tmp $@
+
+check_PROGRAMS += tests/unit/test-sr-file
+TESTS += tests/unit/test-sr-file
+tests_unit_test_sr_file_SOURCES = tests/unit/test-sr-file.c tests/unit/unit.h
+tests_unit_test_sr_file_CPPFLAGS = $(AM_CPPFLAGS) $(CUNIT_CFLAGS) \
+	$(SQLITE_CFLAGS)
+tests_unit_test_sr_file_LDADD = sr-drivers/libsr.la sr-drivers/libvdisk.la \
+	$(SQLITE_LIBS) $(CUNIT_LIBS) -lpthread

@@ -1,0 +1,350 @@
+/* SR drivers, the generic part: the table of SR types, argument checks
+ * (uuids above all: a uuid is the only thing that names a file, so a
+ * malformed one is refused here before any driver sees it), dispatch. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "sr.h"
+#include "vdisk-internal.h"
+
+/* Adding an SR type: one file with its ops, one line here. */
+static const struct sr_ops *const sr_types[] = {
+  &sr_file_ops,
+};
+
+const char *
+sr_get_error (void)
+{
+  return vdisk_get_error ();
+}
+
+int
+sr_get_errno (void)
+{
+  return vdisk_get_errno ();
+}
+
+bool
+sr_uuid_is_valid (const char *s)
+{
+  size_t i;
+  if (s == NULL)
+    return false;
+  for (i = 0; i < SR_UUID_LEN; i++) {
+    char c = s[i];
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (c != '-')
+        return false;
+    }
+    else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+      return false;
+  }
+  return s[SR_UUID_LEN] == '\0';
+}
+
+int
+sr_uuid_generate (char out[SR_UUID_LEN + 1])
+{
+  unsigned char b[16];
+  size_t got = 0;
+  while (got < sizeof b) {
+    ssize_t r = getrandom (b + got, sizeof b - got, 0);
+    if (r < 0) {
+      if (errno == EINTR)
+        continue;
+      vdisk_set_error (errno, "cannot generate a uuid: getrandom: %s",
+                       strerror (errno));
+      return -1;
+    }
+    got += r;
+  }
+  b[6] = (b[6] & 0x0f) | 0x40; /* version 4 */
+  b[8] = (b[8] & 0x3f) | 0x80; /* RFC 4122 variant */
+  static const char hex[] = "0123456789abcdef";
+  char *p = out;
+  for (size_t i = 0; i < 16; i++) {
+    if (i == 4 || i == 6 || i == 8 || i == 10)
+      *p++ = '-';
+    *p++ = hex[b[i] >> 4];
+    *p++ = hex[b[i] & 15];
+  }
+  *p = '\0';
+  return 0;
+}
+
+/* Refuse anything that is not a canonical uuid, before it can reach a
+ * path.  The message quotes at most a bounded prefix of the input. */
+static int
+check_uuid (struct sr *sr, const char *what, const char *uuid)
+{
+  if (sr_uuid_is_valid (uuid))
+    return 0;
+  vdisk_set_error (EINVAL,
+                   "%s SR %s: %s \"%.64s\" is not a valid uuid (want 36 "
+                   "lowercase characters 8-4-4-4-12, hex digits and '-')",
+                   sr->ops->name, sr->path, what, uuid ? uuid : "(null)");
+  return -1;
+}
+
+#define CHECK_SR(sr, ret)                                                     \
+  do {                                                                        \
+    if ((sr) == NULL) {                                                       \
+      vdisk_set_error (EINVAL, "no SR given");                                \
+      return ret;                                                             \
+    }                                                                         \
+  } while (0)
+
+struct sr *
+sr_open (const char *type, const char *path, unsigned flags)
+{
+  const struct sr_ops *ops = NULL;
+  if (type == NULL || path == NULL || *path == '\0') {
+    vdisk_set_error (EINVAL, "sr_open: SR type and path are required");
+    return NULL;
+  }
+  for (size_t i = 0; i < sizeof sr_types / sizeof sr_types[0]; i++)
+    if (strcmp (sr_types[i]->name, type) == 0)
+      ops = sr_types[i];
+  if (!ops) {
+    vdisk_set_error (ENOTSUP, "%s: unknown SR type \"%.64s\" (known: file)",
+                     path, type);
+    return NULL;
+  }
+  struct sr *sr = calloc (1, sizeof *sr);
+  if (!sr || !(sr->path = strdup (path))) {
+    free (sr);
+    vdisk_set_error (ENOMEM, "%s SR %s: out of memory", type, path);
+    return NULL;
+  }
+  sr->ops = ops;
+  if (ops->open (sr, flags) == -1) {
+    free (sr->path);
+    free (sr);
+    return NULL;
+  }
+  return sr;
+}
+
+int
+sr_close (struct sr *sr)
+{
+  if (!sr)
+    return 0;
+  sr->ops->close (sr);
+  free (sr->path);
+  free (sr);
+  return 0;
+}
+
+const char *
+sr_get_path (struct sr *sr)
+{
+  return sr->path;
+}
+
+const char *
+sr_get_uuid (struct sr *sr)
+{
+  return sr->uuid;
+}
+
+const char *
+sr_get_type (struct sr *sr)
+{
+  return sr->ops->name;
+}
+
+int
+sr_scan (struct sr *sr)
+{
+  CHECK_SR (sr, -1);
+  return sr->ops->scan (sr);
+}
+
+int
+sr_stat (struct sr *sr, struct sr_stat *st)
+{
+  CHECK_SR (sr, -1);
+  memset (st, 0, sizeof *st);
+  return sr->ops->stat (sr, st);
+}
+
+struct sr_vdi *
+sr_vdi_create (struct sr *sr, const char *name_label, enum vdisk_format format,
+               uint64_t virtual_size,
+               const struct sr_vdi_create_params *params)
+{
+  CHECK_SR (sr, NULL);
+  if (params && params->parent_uuid
+      && check_uuid (sr, "parent VDI", params->parent_uuid) == -1)
+    return NULL;
+  if (format != VDISK_FORMAT_RAW && format != VDISK_FORMAT_VHD
+      && format != VDISK_FORMAT_QCOW2) {
+    vdisk_set_error (EINVAL, "%s SR %s: unknown VDI format %d", sr->ops->name,
+                     sr->path, (int)format);
+    return NULL;
+  }
+  if (virtual_size == 0 && !(params && params->parent_uuid)) {
+    vdisk_set_error (EINVAL,
+                     "%s SR %s: creating VDI \"%.64s\": virtual size must "
+                     "be greater than 0",
+                     sr->ops->name, sr->path, name_label ? name_label : "");
+    return NULL;
+  }
+  return sr->ops->create_vdi (sr, name_label ? name_label : "", format,
+                              virtual_size, params);
+}
+
+int
+sr_vdi_list (struct sr *sr, struct sr_vdi_list *out)
+{
+  CHECK_SR (sr, -1);
+  out->v = NULL;
+  out->len = 0;
+  return sr->ops->list_vdis (sr, out);
+}
+
+void
+sr_vdi_list_free (struct sr_vdi_list *list)
+{
+  if (!list)
+    return;
+  for (size_t i = 0; i < list->len; i++)
+    sr_vdi_free (list->v[i]);
+  free (list->v);
+  list->v = NULL;
+  list->len = 0;
+}
+
+void
+sr_vdi_free (struct sr_vdi *vdi)
+{
+  if (!vdi)
+    return;
+  free (vdi->name_label);
+  free (vdi->name_description);
+  free (vdi->location);
+  for (size_t i = 0; i < vdi->n_other_config; i++) {
+    free (vdi->other_config[i].key);
+    free (vdi->other_config[i].value);
+  }
+  free (vdi->other_config);
+  free (vdi);
+}
+
+const char *
+sr_vdi_get_other_config (const struct sr_vdi *vdi, const char *key)
+{
+  for (size_t i = 0; i < vdi->n_other_config; i++)
+    if (strcmp (vdi->other_config[i].key, key) == 0)
+      return vdi->other_config[i].value;
+  return NULL;
+}
+
+struct sr_vdi *
+sr_vdi_get_by_uuid (struct sr *sr, const char *uuid)
+{
+  CHECK_SR (sr, NULL);
+  if (check_uuid (sr, "VDI", uuid) == -1)
+    return NULL;
+  return sr->ops->get_vdi (sr, uuid);
+}
+
+int
+sr_vdi_set_name_label (struct sr *sr, const char *uuid, const char *name_label)
+{
+  CHECK_SR (sr, -1);
+  if (check_uuid (sr, "VDI", uuid) == -1)
+    return -1;
+  return sr->ops->set_vdi_field (sr, uuid, "name_label",
+                                 name_label ? name_label : "");
+}
+
+int
+sr_vdi_set_name_description (struct sr *sr, const char *uuid,
+                             const char *description)
+{
+  CHECK_SR (sr, -1);
+  if (check_uuid (sr, "VDI", uuid) == -1)
+    return -1;
+  return sr->ops->set_vdi_field (sr, uuid, "name_description",
+                                 description ? description : "");
+}
+
+int
+sr_vdi_set_other_config (struct sr *sr, const char *uuid, const char *key,
+                         const char *value)
+{
+  CHECK_SR (sr, -1);
+  if (check_uuid (sr, "VDI", uuid) == -1)
+    return -1;
+  if (key == NULL || *key == '\0') {
+    vdisk_set_error (EINVAL, "%s SR %s: VDI %s: other_config key is empty",
+                     sr->ops->name, sr->path, uuid);
+    return -1;
+  }
+  char *field;
+  if (asprintf (&field, "other_config:%s", key) == -1) {
+    vdisk_set_error (ENOMEM, "%s SR %s: out of memory", sr->ops->name,
+                     sr->path);
+    return -1;
+  }
+  int r = sr->ops->set_vdi_field (sr, uuid, field, value);
+  free (field);
+  return r;
+}
+
+struct vdisk *
+sr_vdi_open (struct sr *sr, const char *uuid, unsigned flags)
+{
+  CHECK_SR (sr, NULL);
+  if (check_uuid (sr, "VDI", uuid) == -1)
+    return NULL;
+  return sr->ops->open_vdi (sr, uuid, flags);
+}
+
+int
+sr_vdi_destroy (struct sr *sr, const char *uuid)
+{
+  CHECK_SR (sr, -1);
+  if (check_uuid (sr, "VDI", uuid) == -1)
+    return -1;
+  return sr->ops->destroy_vdi (sr, uuid);
+}
+
+struct sr_vdi *
+sr_vdi_snapshot (struct sr *sr, const char *uuid, const char *name_label)
+{
+  CHECK_SR (sr, NULL);
+  if (check_uuid (sr, "VDI", uuid) == -1)
+    return NULL;
+  return sr->ops->snapshot (sr, uuid, name_label);
+}
+
+struct sr_vdi *
+sr_vdi_clone (struct sr *sr, const char *uuid, const char *name_label)
+{
+  CHECK_SR (sr, NULL);
+  if (check_uuid (sr, "VDI", uuid) == -1)
+    return NULL;
+  return sr->ops->clone (sr, uuid, name_label);
+}
+
+int
+sr_vdi_set_parent (struct sr *sr, const char *uuid, const char *parent_uuid)
+{
+  CHECK_SR (sr, -1);
+  if (check_uuid (sr, "VDI", uuid) == -1)
+    return -1;
+  if (parent_uuid && check_uuid (sr, "parent VDI", parent_uuid) == -1)
+    return -1;
+  if (parent_uuid && strcmp (uuid, parent_uuid) == 0) {
+    vdisk_set_error (EINVAL, "%s SR %s: VDI %s cannot be its own parent",
+                     sr->ops->name, sr->path, uuid);
+    return -1;
+  }
+  return sr->ops->set_parent (sr, uuid, parent_uuid);
+}

@@ -1,0 +1,247 @@
+/* SR drivers: storage repositories of VDIs behind one interface.
+ *
+ * An SR holds VDIs (virtual disk images).  Each VDI has a uuid, a record
+ * (name label, description, format, virtual size, parent in its chain,
+ * snapshot links, other_config) and an image that libvdisk opens.  All
+ * the metadata of an SR lives inside the SR itself, so an SR moved to
+ * another host is opened and scanned there with its records intact.
+ *
+ * One SR type is one file with one `struct sr_ops` (sr-file.c: the `file`
+ * SR, a directory of <uuid>.vhd|.qcow2|.raw images plus sr.db, described
+ * in vdimotion-sr(5)).  sr.c checks arguments and dispatches.
+ *
+ * Names never become paths: a VDI's file name is generated from its uuid,
+ * and every uuid argument is checked to be a canonical lowercase uuid
+ * (8-4-4-4-12 hex digits) before a driver sees it.
+ *
+ * Snapshots follow XenServer: sr_vdi_snapshot freezes the VDI's current
+ * image into a NEW read-only VDI (the snapshot, is_snapshot = true,
+ * snapshot_of = the VDI) and puts an empty writable leaf on top of it that
+ * keeps the VDI's uuid.  The VDI uuid therefore always names the writable
+ * disk, and the snapshot uuid the point in time.  sr_vdi_clone makes a
+ * new writable VDI that starts with the source's content (sharing its
+ * data through the chain).  A VDI that is the parent of another VDI is
+ * read-only and cannot be destroyed (EBUSY) until its children are gone;
+ * there is no coalescing yet.
+ *
+ * Errors: functions return -1 or NULL and leave a message and an errno
+ * in libvdisk's thread-local error (sr_get_error / sr_get_errno, the same
+ * as vdisk_get_error / vdisk_get_errno).  Messages name the SR and the
+ * VDI: "file SR /srv/sr1: VDI 6f1e...: in use as the parent of VDI 0c3a...".
+ * The errno says the XenAPI error a server should return:
+ *   EINVAL  malformed uuid or argument    (UUID_INVALID / bad parameter)
+ *   ENOENT  no such VDI                   (UUID_INVALID / HANDLE_INVALID)
+ *   EBUSY   VDI in use as a parent        (VDI_IN_USE)
+ *   EROFS   writing a read-only VDI       (VDI_READ_ONLY)
+ *   ENOSPC  the SR's filesystem is full   (SR_FULL)
+ *   ENOTSUP the SR type or format cannot do it
+ *
+ * Thread safety: one `struct sr` may be used by several threads at once;
+ * the driver serialises metadata changes.  One SR should be opened by one
+ * process at a time (the file SR enforces it with a lock).
+ */
+#ifndef SR_H
+#define SR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vdisk.h"
+
+#define SR_UUID_LEN 36
+
+struct sr;
+
+/* One key/value pair of a VDI's other_config. */
+struct sr_kv
+{
+  char *key;
+  char *value;
+};
+
+/* A VDI record.  Owned by the caller; free with sr_vdi_free. */
+struct sr_vdi
+{
+  char uuid[SR_UUID_LEN + 1];
+  char *name_label;
+  char *name_description;
+  enum vdisk_format format;
+  uint64_t virtual_size;
+  /* Bytes the VDI's own image occupies on disk (its layer, not the
+   * chain below it). */
+  uint64_t physical_utilisation;
+  /* Driver-specific location inside the SR (file SR: the file name,
+   * "<uuid>.vhd"). */
+  char *location;
+  char parent_uuid[SR_UUID_LEN + 1]; /* "" if none in this SR */
+  bool read_only;
+  /* false for images the SR keeps only as parents of others (the base
+   * of a clone); XenAPI clients should not see them. */
+  bool managed;
+  bool is_snapshot;
+  char snapshot_of[SR_UUID_LEN + 1]; /* "" unless is_snapshot */
+  int64_t snapshot_time;             /* unix time, 0 unless is_snapshot */
+  int64_t created;                   /* unix time */
+  struct sr_kv *other_config;
+  size_t n_other_config;
+};
+
+struct sr_vdi_list
+{
+  struct sr_vdi **v;
+  size_t len;
+};
+
+/* SR-wide figures (sr_stat). */
+struct sr_stat
+{
+  uint64_t total_bytes; /* size of the filesystem holding the SR */
+  uint64_t used_bytes;  /* used on it (by anything) */
+  uint64_t free_bytes;  /* available to us */
+  /* Sums over the SR's VDIs. */
+  uint64_t virtual_allocation;   /* virtual sizes */
+  uint64_t physical_utilisation; /* bytes their images occupy */
+  size_t n_vdis;
+};
+
+/* Parameters of sr_vdi_create; NULL means all defaults. */
+struct sr_vdi_create_params
+{
+  const char *name_description;
+  /* Create the VDI as an empty child of this VDI (a differencing VHD or
+   * qcow2 over it), as a chain copy does layer by layer.  The parent
+   * becomes read-only.  Raw VDIs cannot have a parent. */
+  const char *parent_uuid;
+  uint32_t block_size; /* 0: the format's default */
+  bool fixed;          /* VHD fixed / preallocated raw */
+};
+
+/* One SR type.  The driver's private state hangs off the struct sr
+ * (sr->priv).  UUID arguments are already validated; record results are
+ * newly allocated. */
+struct sr_ops
+{
+  const char *name; /* "file" */
+
+  int (*open) (struct sr *sr, unsigned flags);
+  void (*close) (struct sr *sr);
+
+  /* Reconcile the records with what is in the SR. */
+  int (*scan) (struct sr *sr);
+
+  int (*list_vdis) (struct sr *sr, struct sr_vdi_list *out);
+  struct sr_vdi *(*get_vdi) (struct sr *sr, const char *uuid);
+  /* Set a text field of the record: "name_label", "name_description",
+   * or "other_config:KEY" (VALUE NULL removes the key). */
+  int (*set_vdi_field) (struct sr *sr, const char *uuid, const char *field,
+                        const char *value);
+
+  struct sr_vdi *(*create_vdi) (struct sr *sr, const char *name_label,
+                                enum vdisk_format format,
+                                uint64_t virtual_size,
+                                const struct sr_vdi_create_params *params);
+  struct vdisk *(*open_vdi) (struct sr *sr, const char *uuid, unsigned flags);
+  int (*destroy_vdi) (struct sr *sr, const char *uuid);
+  struct sr_vdi *(*snapshot) (struct sr *sr, const char *uuid,
+                              const char *name_label);
+  struct sr_vdi *(*clone) (struct sr *sr, const char *uuid,
+                           const char *name_label);
+  /* Record PARENT_UUID (NULL: none) as the parent of UUID after the
+   * image was rebased to it, e.g. by a chain copy. */
+  int (*set_parent) (struct sr *sr, const char *uuid, const char *parent_uuid);
+  int (*stat) (struct sr *sr, struct sr_stat *st);
+};
+
+/* What every driver shares; drivers put their state in priv. */
+struct sr
+{
+  const struct sr_ops *ops;
+  char *path;                 /* as given to sr_open */
+  char uuid[SR_UUID_LEN + 1]; /* the SR's own uuid, set by ops->open */
+  void *priv;
+};
+
+/* sr_open flags. */
+#define SR_OPEN_CREATE 0x1 /* create the SR (directory) if missing */
+
+/* Open the SR of TYPE ("file") at PATH.  A file SR's metadata is created
+ * on first open; a half-done snapshot or clone from a crash is finished
+ * or undone.  Opening does not scan: call sr_scan for that. */
+struct sr *sr_open (const char *type, const char *path, unsigned flags);
+/* Frees the SR; -1 if closing the metadata failed (the SR is freed
+ * either way).  VDIs opened with sr_vdi_open stay open. */
+int sr_close (struct sr *sr);
+const char *sr_get_path (struct sr *sr);
+/* The SR's uuid, kept inside the SR (it travels with it). */
+const char *sr_get_uuid (struct sr *sr);
+const char *sr_get_type (struct sr *sr);
+
+/* Reconcile the records with the SR's contents: images without records
+ * get records (name label = file name), records whose images are gone
+ * are dropped, chains, formats and sizes are read from the images. */
+int sr_scan (struct sr *sr);
+int sr_stat (struct sr *sr, struct sr_stat *st);
+
+/* A new empty VDI.  VIRTUAL_SIZE may exceed the free space (sparse images,
+ * thin provisioning); it may be 0 only with a parent (the parent's size).
+ * NAME_LABEL is any text; it never becomes a path. */
+struct sr_vdi *sr_vdi_create (struct sr *sr, const char *name_label,
+                              enum vdisk_format format, uint64_t virtual_size,
+                              const struct sr_vdi_create_params *params);
+/* All VDIs, managed or not, sorted by creation time then uuid.  Free
+ * with sr_vdi_list_free. */
+int sr_vdi_list (struct sr *sr, struct sr_vdi_list *out);
+void sr_vdi_list_free (struct sr_vdi_list *list);
+struct sr_vdi *sr_vdi_get_by_uuid (struct sr *sr, const char *uuid);
+void sr_vdi_free (struct sr_vdi *vdi);
+/* The value of KEY in VDI's other_config, or NULL. */
+const char *sr_vdi_get_other_config (const struct sr_vdi *vdi,
+                                     const char *key);
+
+int sr_vdi_set_name_label (struct sr *sr, const char *uuid,
+                           const char *name_label);
+int sr_vdi_set_name_description (struct sr *sr, const char *uuid,
+                                 const char *description);
+/* VALUE NULL removes KEY. */
+int sr_vdi_set_other_config (struct sr *sr, const char *uuid, const char *key,
+                             const char *value);
+
+/* Open the VDI's image with its chain (vdisk_open FLAGS).  VDISK_OPEN_RDWR
+ * on a read-only VDI fails with EROFS. */
+struct vdisk *sr_vdi_open (struct sr *sr, const char *uuid, unsigned flags);
+/* Delete the VDI and its image.  Refused with EBUSY while another VDI
+ * has it as parent.  An unmanaged parent (a clone's base) left without
+ * children goes with it. */
+int sr_vdi_destroy (struct sr *sr, const char *uuid);
+/* Snapshot (see the top of this file).  The VDI must be writable and
+ * must not be open for writing while this runs (quiesce first: the open
+ * image is the one that becomes the snapshot).  A raw VDI's new leaf is
+ * qcow2 (raw has no backing file).  Returns the snapshot's record. */
+struct sr_vdi *sr_vdi_snapshot (struct sr *sr, const char *uuid,
+                                const char *name_label);
+/* A new writable VDI with the content of UUID.  For a read-only VDI (a
+ * snapshot) the clone is a leaf over it; a writable VDI is first frozen
+ * into an unmanaged base shared by it and the clone.  Same rule as
+ * snapshot: not while the VDI is open for writing. */
+struct sr_vdi *sr_vdi_clone (struct sr *sr, const char *uuid,
+                             const char *name_label);
+/* Make the records say UUID's parent is PARENT_UUID (NULL: no parent).
+ * The image must already name the parent's image as its backing file
+ * (a chain copy creates it that way); the file SR does not rewrite
+ * images, and refuses with ENOTSUP if the image names another parent. */
+int sr_vdi_set_parent (struct sr *sr, const char *uuid,
+                       const char *parent_uuid);
+
+/* true if S is a canonical lowercase uuid (8-4-4-4-12 hex digits). */
+bool sr_uuid_is_valid (const char *s);
+/* A fresh random (version 4) uuid into OUT.  -1 if no randomness. */
+int sr_uuid_generate (char out[SR_UUID_LEN + 1]);
+
+const char *sr_get_error (void);
+int sr_get_errno (void);
+
+/* The drivers (sr.c's table). */
+extern const struct sr_ops sr_file_ops;
+
+#endif /* SR_H */
