@@ -84,9 +84,14 @@ start_nbdkit ()
   cat "$T/$name.log" >&2
   fail "nbdkit $name did not start"
 }
+# Stop it and wait until the process is gone (so the image is flushed and
+# closed); nbdkit 1.32 leaves its socket behind, so that is no sign.
 stop_nbdkit ()
 {
-  [ -s "$T/$1.pid" ] && kill "$(cat "$T/$1.pid")" 2>/dev/null || :
-  for i in $(seq 100); do [ -S "$T/$1.sock" ] || return 0; sleep 0.05; done
+  if [ -s "$T/$1.pid" ]; then
+    pid=$(cat "$T/$1.pid")
+    kill "$pid" 2>/dev/null || :
+    for i in $(seq 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+  fi
   rm -f "$T/$1.sock" "$T/$1.pid"
 }
