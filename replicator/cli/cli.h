@@ -20,7 +20,7 @@ struct command
 };
 
 extern const struct command cmd_info, cmd_map, cmd_create, cmd_compare,
-    cmd_copy;
+    cmd_copy, cmd_mirror;
 
 /* Print "vdimotion NAME: message" to stderr. */
 void cli_error (const char *cmd, const char *fmt, ...)

@@ -5,7 +5,7 @@
 #include "cli.h"
 
 static const struct command *const commands[] = {
-  &cmd_info, &cmd_map, &cmd_create, &cmd_compare, &cmd_copy,
+  &cmd_info, &cmd_map, &cmd_create, &cmd_compare, &cmd_copy, &cmd_mirror,
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

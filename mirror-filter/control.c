@@ -1,0 +1,203 @@
+/* The mirror's control socket: a Unix stream socket, one command per
+ * line, one JSON object per reply line (the protocol is documented in
+ * nbdkit-mirror-filter(1)).  One thread serves one client at a time; the
+ * commands are short (start connects within mirror-timeout, complete
+ * drains and flushes), and a client that sends nothing for a while is
+ * dropped so it cannot block the next one. */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-filter.h>
+
+#include "mirror.h"
+
+#define IDLE_CLIENT_SECONDS 60
+#define MAX_LINE 4096
+
+static int listen_fd = -1;
+static char *sock_path;
+static pthread_t thread;
+static bool running;
+static atomic_bool stopping;
+
+int
+control_listen (const char *path)
+{
+  struct sockaddr_un a = { .sun_family = AF_UNIX };
+  if (strlen (path) >= sizeof a.sun_path) {
+    nbdkit_error ("mirror-control: %s: path too long", path);
+    return -1;
+  }
+  strcpy (a.sun_path, path);
+  listen_fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (listen_fd == -1) {
+    nbdkit_error ("mirror-control: socket: %m");
+    return -1;
+  }
+  unlink (path); /* a stale socket from an earlier run */
+  if (bind (listen_fd, (struct sockaddr *)&a, sizeof a) == -1
+      || listen (listen_fd, 4) == -1) {
+    nbdkit_error ("mirror-control: %s: %m", path);
+    close (listen_fd);
+    listen_fd = -1;
+    return -1;
+  }
+  sock_path = strdup (path);
+  return 0;
+}
+
+/* Split LINE into words; returns the reply. */
+static char *
+dispatch (char *line)
+{
+  char *save = NULL, *cmd = strtok_r (line, " \t\r\n", &save);
+  const char *uri = NULL, *psk = NULL;
+  bool pivot = false;
+  if (!cmd)
+    return mirror_reply_error ("empty command");
+  for (char *w; (w = strtok_r (NULL, " \t\r\n", &save));) {
+    char *eq = strchr (w, '=');
+    if (!eq)
+      return mirror_reply_error ("%s: expected KEY=VALUE, got \"%s\"", cmd, w);
+    *eq = '\0';
+    const char *v = eq + 1;
+    if (strcmp (cmd, "start") == 0 && strcmp (w, "target") == 0)
+      uri = v;
+    else if (strcmp (cmd, "start") == 0 && strcmp (w, "tls-psk-file") == 0)
+      psk = v;
+    else if (strcmp (cmd, "complete") == 0 && strcmp (w, "pivot") == 0) {
+      if (strcmp (v, "true") == 0)
+        pivot = true;
+      else if (strcmp (v, "false") == 0)
+        pivot = false;
+      else
+        return mirror_reply_error ("complete: pivot must be true or false");
+    }
+    else
+      return mirror_reply_error ("%s: unknown parameter \"%s\"", cmd, w);
+  }
+  if (strcmp (cmd, "start") == 0) {
+    if (!uri)
+      return mirror_reply_error ("start: target=URI is required");
+    return mirror_cmd_start (uri, psk);
+  }
+  if (strcmp (cmd, "status") == 0)
+    return mirror_cmd_status ();
+  if (strcmp (cmd, "complete") == 0)
+    return mirror_cmd_complete (pivot);
+  if (strcmp (cmd, "abort") == 0)
+    return mirror_cmd_abort ();
+  return mirror_reply_error ("unknown command \"%s\"", cmd);
+}
+
+static int
+write_all (int fd, const char *p, size_t n)
+{
+  while (n) {
+    ssize_t k = send (fd, p, n, MSG_NOSIGNAL);
+    if (k == -1) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    p += k;
+    n -= k;
+  }
+  return 0;
+}
+
+static void
+serve_client (int fd)
+{
+  char buf[MAX_LINE + 1];
+  size_t have = 0;
+  struct timeval tv = { IDLE_CLIENT_SECONDS, 0 };
+  setsockopt (fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  while (!atomic_load (&stopping)) {
+    char *nl = memchr (buf, '\n', have);
+    if (!nl) {
+      if (have == MAX_LINE) {
+        char *r = mirror_reply_error ("line too long");
+        if (r)
+          write_all (fd, r, strlen (r)), write_all (fd, "\n", 1);
+        free (r);
+        return;
+      }
+      ssize_t k = recv (fd, buf + have, MAX_LINE - have, 0);
+      if (k == -1 && errno == EINTR)
+        continue;
+      if (k <= 0)
+        return;
+      have += k;
+      continue;
+    }
+    *nl = '\0';
+    char *reply = dispatch (buf);
+    int r = reply ? write_all (fd, reply, strlen (reply)) : -1;
+    if (r == 0)
+      r = write_all (fd, "\n", 1);
+    free (reply);
+    size_t used = nl + 1 - buf;
+    memmove (buf, nl + 1, have - used);
+    have -= used;
+    if (r == -1)
+      return;
+  }
+}
+
+static void *
+control_main (void *arg)
+{
+  while (!atomic_load (&stopping)) {
+    struct pollfd p = { listen_fd, POLLIN, 0 };
+    int n = poll (&p, 1, 200);
+    mirror_reap ();
+    if (n <= 0)
+      continue;
+    int fd = accept4 (listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd == -1)
+      continue;
+    serve_client (fd);
+    close (fd);
+    mirror_reap ();
+  }
+  return NULL;
+}
+
+int
+control_start (void)
+{
+  if (listen_fd == -1)
+    return 0;
+  int e = pthread_create (&thread, NULL, control_main, NULL);
+  if (e) {
+    nbdkit_error ("mirror-control: cannot start a thread: %s", strerror (e));
+    return -1;
+  }
+  running = true;
+  return 0;
+}
+
+void
+control_stop (void)
+{
+  atomic_store (&stopping, true);
+  if (running)
+    pthread_join (thread, NULL);
+  running = false;
+  if (listen_fd >= 0)
+    close (listen_fd);
+  listen_fd = -1;
+  if (sock_path)
+    unlink (sock_path);
+  free (sock_path);
+  sock_path = NULL;
+}

@@ -1,0 +1,1167 @@
+/* nbdkit-mirror-filter: a synchronous mirror of a running guest's disk
+ * to an NBD target (DESIGN.md §1 mirror-filter, §3 Hazards).
+ *
+ * Design
+ * ------
+ * States (reported by `status`):
+ *
+ *   idle -> syncing -> ready -> completed
+ *              \         \---> aborted | failed
+ *               \------------> aborted | failed
+ *
+ * completed, aborted and failed leave the filter passing I/O to the
+ * plugin as in idle (except after a pivot), and accept a new `start`.
+ *
+ * Modes.  Every guest request runs under a read lock of `mode_lock` and
+ * looks at `mode` once: LOCAL (pass through: idle, completed-detached,
+ * aborted, failed), MIRROR (a target is attached), PIVOTED (all I/O goes
+ * to the target).  Changing mode takes the write lock, which drains the
+ * requests in flight (a writer-preferring lock, so a busy guest cannot
+ * starve it).  This is the quiesce of §3: start drains the pass-through
+ * writes before the copier can read anything; complete drains, rechecks,
+ * flushes both sides, then detaches or pivots, all while new requests
+ * wait.  Idle costs one uncontended read lock per request.
+ *
+ * The dirty bitmap has one bit per mirror-granularity chunk of the whole
+ * disk.  `start` marks every chunk dirty (the target is not known to read
+ * as zero); the copier consults the plugin's extents for each run it
+ * copies, so zero and hole ranges become NBD zero requests and are never
+ * read.
+ *
+ * Range locks.  A `busy` bit per chunk, taken all-or-nothing under one
+ * mutex.  A mirrored guest request takes the busy bits of every chunk it
+ * touches; the copier takes the bits of the run it copies.  Each waits
+ * while any of its chunks is busy.  The copier clears a chunk's dirty bit
+ * *before* reading it, under the busy bit, so the stale-copy race cannot
+ * happen: a guest write to that chunk waits until the copy has reached
+ * the target, then lands on both sides after it.
+ *
+ * Write path (MIRROR).  Lock the range; copy the guest's buffer (the
+ * target request may outlive the guest request after a timeout); start
+ * the target command (libnbd aio, target.c); do the local command
+ * (next->pwrite / zero); wait for the target with a deadline of
+ * mirror-timeout seconds.  Latency is max(local, remote).  Then:
+ *   - both succeeded: the chunks the request covers *entirely* are now
+ *     the same on both sides and become clean; an unaligned head or tail
+ *     chunk keeps its dirty bit (the copier still owes it).
+ *   - the local side failed: the guest gets the error, and every chunk
+ *     touched becomes dirty (the target may hold what the local disk
+ *     does not).
+ *   - the target failed or timed out: state failed (with the reason)
+ *     *before* the guest is answered, the target is killed (every waiter
+ *     released at once), and the guest's write succeeds if the local one
+ *     did.  No write is ever acknowledged as mirrored while the state says
+ *     syncing/ready unless the target acknowledged it.
+ * Trim (MIRROR): the local trim, then the touched chunks are copied again
+ * from the local disk under their locks (TRIM is not zero: the target
+ * must read what the local disk now reads).  Flush flushes both sides in
+ * parallel.
+ *
+ * The copier is a thread with its own backend context, opened shared in
+ * .after_fork, so it never borrows a client connection.  It takes runs of
+ * consecutive dirty chunks (at most COPY_RUN bytes), asks the plugin's
+ * extents, and writes data / zero requests to the target.  When nothing
+ * is dirty the state is ready, and it sleeps; the bitmap stays empty
+ * because every guest write is synchronous, whatever the write rate.
+ *
+ * A failed target is detached by the control thread (mirror_reap), which
+ * also answers the control socket (control.c).  The target connection is
+ * target.c: libnbd aio with deadlines, see target.h for why not the copy
+ * engine's NBD endpoint.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-filter.h>
+
+#include "copy.h"
+#include "mirror.h"
+#include "target.h"
+
+#define COPY_RUN (1u << 20)
+#define LAT_BUCKETS 1024
+
+enum state
+{
+  ST_IDLE,
+  ST_SYNCING,
+  ST_READY,
+  ST_COMPLETED,
+  ST_ABORTED,
+  ST_FAILED,
+};
+static const char *const state_names[] = {
+  "idle", "syncing", "ready", "completed", "aborted", "failed",
+};
+
+enum mode
+{
+  MODE_LOCAL,
+  MODE_MIRROR,
+  MODE_PIVOTED,
+};
+
+/* Parameters. */
+static char *control_path;
+static uint64_t granularity = 65536;
+static unsigned timeout_s = 30;
+
+/* Set in .after_fork. */
+static nbdkit_next *bg; /* the copier's own context */
+static uint64_t disk_size, nchunks;
+static uint64_t *dirty, *busy; /* bitmaps, under `lock` */
+
+static pthread_rwlock_t mode_lock;
+static enum mode mode = MODE_LOCAL; /* written under the write lock */
+
+/* The mirror: everything below is under `lock`. */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t chunk_cond = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t copier_cond = PTHREAD_COND_INITIALIZER;
+static enum state state = ST_IDLE;
+static char *error_msg;
+static struct target *target;
+static uint64_t dirty_count, cursor;
+static bool copier_running, copier_stop, pivoted;
+static pthread_t copier;
+
+/* Statistics (atomics, read without the lock). */
+static atomic_uint_fast64_t writes_mirrored, bytes_copied, bytes_zeroed;
+static atomic_uint_fast64_t lat_sum_ns, lat_count;
+static atomic_uint_fast64_t lat_hist[LAT_BUCKETS];
+
+static int
+timeout_ms (void)
+{
+  return (int)timeout_s * 1000;
+}
+
+static uint64_t
+now_ns (void)
+{
+  struct timespec ts;
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- latency histogram: log-linear, 16 steps per power of two ---- */
+
+static unsigned
+lat_bucket (uint64_t us)
+{
+  if (us < 32)
+    return us;
+  unsigned msb = 63 - __builtin_clzll (us);
+  unsigned i = 32 + (msb - 5) * 16 + ((us >> (msb - 4)) & 15);
+  return i < LAT_BUCKETS ? i : LAT_BUCKETS - 1;
+}
+
+/* The upper edge of bucket I, in microseconds. */
+static double
+lat_value (unsigned i)
+{
+  if (i < 32)
+    return i + 1;
+  unsigned k = i - 32, msb = 5 + k / 16, sub = k % 16;
+  return (double)((uint64_t)(17 + sub) << (msb - 4));
+}
+
+static void
+lat_record (uint64_t ns)
+{
+  atomic_fetch_add (&lat_sum_ns, ns);
+  atomic_fetch_add (&lat_count, 1);
+  atomic_fetch_add (&lat_hist[lat_bucket (ns / 1000)], 1);
+}
+
+static double
+lat_percentile (double p)
+{
+  uint64_t n = atomic_load (&lat_count);
+  if (n == 0)
+    return 0;
+  uint64_t want = (uint64_t)(p * n + 0.999999), seen = 0;
+  for (unsigned i = 0; i < LAT_BUCKETS; i++) {
+    seen += atomic_load (&lat_hist[i]);
+    if (seen >= want)
+      return lat_value (i);
+  }
+  return lat_value (LAT_BUCKETS - 1);
+}
+
+static void
+stats_reset (void)
+{
+  atomic_store (&writes_mirrored, 0);
+  atomic_store (&bytes_copied, 0);
+  atomic_store (&bytes_zeroed, 0);
+  atomic_store (&lat_sum_ns, 0);
+  atomic_store (&lat_count, 0);
+  for (unsigned i = 0; i < LAT_BUCKETS; i++)
+    atomic_store (&lat_hist[i], 0);
+}
+
+/* ---- bitmaps ---- */
+
+static bool
+bit (const uint64_t *m, uint64_t i)
+{
+  return m[i / 64] >> (i % 64) & 1;
+}
+static void
+bit_set (uint64_t *m, uint64_t i)
+{
+  m[i / 64] |= UINT64_C (1) << (i % 64);
+}
+static void
+bit_clear (uint64_t *m, uint64_t i)
+{
+  m[i / 64] &= ~(UINT64_C (1) << (i % 64));
+}
+
+/* Caller holds lock. */
+static void
+mark_dirty (uint64_t c0, uint64_t c1)
+{
+  for (uint64_t c = c0; c <= c1; c++)
+    if (!bit (dirty, c)) {
+      bit_set (dirty, c);
+      dirty_count++;
+    }
+  if (dirty_count && state == ST_READY)
+    state = ST_SYNCING;
+  pthread_cond_signal (&copier_cond);
+}
+
+/* Caller holds lock. */
+static void
+mark_clean (uint64_t c0, uint64_t c1)
+{
+  for (uint64_t c = c0; c <= c1; c++)
+    if (bit (dirty, c)) {
+      bit_clear (dirty, c);
+      dirty_count--;
+    }
+}
+
+static bool
+attached_locked (void)
+{
+  return state == ST_SYNCING || state == ST_READY;
+}
+
+/* The target failed: say so before anyone is answered, release every
+ * waiter.  The control thread detaches it (mirror_reap).  Takes WHY. */
+static void
+fail_locked (char *why)
+{
+  if (!attached_locked ()) {
+    free (why);
+    return;
+  }
+  nbdkit_error ("mirror: failed: %s", why ? why : "unknown error");
+  free (error_msg);
+  error_msg = why;
+  state = ST_FAILED;
+  if (target)
+    target_kill (target);
+  copier_stop = true;
+  pthread_cond_broadcast (&copier_cond);
+  pthread_cond_broadcast (&chunk_cond);
+}
+
+static void
+mirror_fail (char *why)
+{
+  pthread_mutex_lock (&lock);
+  fail_locked (why);
+  pthread_mutex_unlock (&lock);
+}
+
+/* ---- range locks ---- */
+
+static bool
+range_free (uint64_t c0, uint64_t c1)
+{
+  for (uint64_t c = c0; c <= c1; c++)
+    if (bit (busy, c))
+      return false;
+  return true;
+}
+
+/* Lock chunks C0..C1 for a guest request; returns a reference to the
+ * target if the request must be mirrored (NULL once the mirror failed or
+ * was aborted). */
+static struct target *
+lock_range (uint64_t c0, uint64_t c1)
+{
+  pthread_mutex_lock (&lock);
+  while (!range_free (c0, c1))
+    pthread_cond_wait (&chunk_cond, &lock);
+  for (uint64_t c = c0; c <= c1; c++)
+    bit_set (busy, c);
+  struct target *t = attached_locked () ? target : NULL;
+  if (t)
+    target_ref (t);
+  pthread_mutex_unlock (&lock);
+  return t;
+}
+
+enum after
+{
+  KEEP,        /* bitmap unchanged */
+  CLEAN_WHOLE, /* chunks entirely inside [offset, offset+count) are clean */
+  CLEAN_ALL,   /* every chunk C0..C1 is clean (they were re-copied) */
+  DIRTY_ALL,   /* every chunk C0..C1 is dirty */
+};
+
+static void
+unlock_range (uint64_t c0, uint64_t c1, uint64_t offset, uint64_t count,
+              enum after what)
+{
+  pthread_mutex_lock (&lock);
+  if (attached_locked ())
+    switch (what) {
+    case KEEP: break;
+    case CLEAN_WHOLE: {
+      uint64_t first = (offset + granularity - 1) / granularity;
+      uint64_t end = offset + count;
+      uint64_t last_end = end == disk_size ? nchunks : end / granularity;
+      if (first < last_end)
+        mark_clean (first, last_end - 1);
+      break;
+    }
+    case CLEAN_ALL: mark_clean (c0, c1); break;
+    case DIRTY_ALL: mark_dirty (c0, c1); break;
+    }
+  for (uint64_t c = c0; c <= c1; c++)
+    bit_clear (busy, c);
+  pthread_cond_broadcast (&chunk_cond);
+  pthread_mutex_unlock (&lock);
+}
+
+/* ---- copying chunks from the local disk to the target ---- */
+
+/* Make [start, end) of the target read what NEXT reads: extents first,
+ * zero requests for zero ranges, reads and writes for the rest.  BUF holds
+ * COPY_RUN bytes.  The caller holds the range lock. */
+static int
+sync_span (nbdkit_next *next, struct target *t, uint64_t start, uint64_t end,
+           char *buf, char **why)
+{
+  uint64_t pos = start;
+  int e = 0;
+  while (pos < end) {
+    struct nbdkit_extents *ex = nbdkit_extents_new (pos, end);
+    if (!ex) {
+      *why = strdup ("mirror: out of memory");
+      return -1;
+    }
+    uint64_t ask = end - pos > (1u << 30) ? (1u << 30) : end - pos;
+    if (next->extents (next, ask, pos, 0, ex, &e) == -1) {
+      nbdkit_extents_free (ex);
+      if (asprintf (why, "local disk: map at %" PRIu64 ": %s", pos,
+                    strerror (e))
+          == -1)
+        *why = NULL;
+      return -1;
+    }
+    uint64_t before = pos;
+    for (size_t i = 0; i < nbdkit_extents_count (ex) && pos < end; i++) {
+      struct nbdkit_extent x = nbdkit_get_extent (ex, i);
+      uint64_t xend = x.offset + x.length < end ? x.offset + x.length : end;
+      if (x.offset > pos || xend <= pos)
+        continue;
+      if (x.type & NBDKIT_EXTENT_ZERO) {
+        while (pos < xend) {
+          uint32_t n = xend - pos > (1u << 30) ? (1u << 30) : xend - pos;
+          if (target_sync (t, TREQ_ZERO, NULL, n, pos, false, timeout_ms (),
+                           why)
+              == -1)
+            goto fail;
+          atomic_fetch_add (&bytes_zeroed, n);
+          pos += n;
+        }
+      }
+      else {
+        while (pos < xend) {
+          uint32_t n = xend - pos > COPY_RUN ? COPY_RUN : xend - pos;
+          if (next->pread (next, buf, n, pos, 0, &e) == -1) {
+            if (asprintf (why,
+                          "local disk: read of %" PRIu32 " bytes at %" PRIu64
+                          ": %s",
+                          n, pos, strerror (e))
+                == -1)
+              *why = NULL;
+            goto fail;
+          }
+          if (target_sync (t, TREQ_WRITE, buf, n, pos, false, timeout_ms (),
+                           why)
+              == -1)
+            goto fail;
+          atomic_fetch_add (&bytes_copied, n);
+          pos += n;
+        }
+      }
+    }
+    nbdkit_extents_free (ex);
+    if (pos == before) {
+      if (asprintf (why, "local disk: map at %" PRIu64 " described nothing",
+                    pos)
+          == -1)
+        *why = NULL;
+      return -1;
+    }
+    continue;
+  fail:
+    nbdkit_extents_free (ex);
+    return -1;
+  }
+  return 0;
+}
+
+static uint64_t
+chunk_end (uint64_t c)
+{
+  uint64_t e = (c + 1) * granularity;
+  return e < disk_size ? e : disk_size;
+}
+
+/* The next dirty chunk at or after the cursor (wrapping); caller holds
+ * lock and knows dirty_count > 0. */
+static uint64_t
+next_dirty (void)
+{
+  uint64_t words = (nchunks + 63) / 64, w0 = cursor / 64;
+  for (uint64_t k = 0; k <= words; k++) {
+    uint64_t w = (w0 + k) % words, v = dirty[w];
+    if (k == 0)
+      v &= ~UINT64_C (0) << (cursor % 64);
+    if (v)
+      return w * 64 + __builtin_ctzll (v);
+  }
+  return 0; /* not reached while dirty_count > 0 */
+}
+
+static void *
+copier_main (void *arg)
+{
+  char *buf = malloc (COPY_RUN);
+  uint64_t run_chunks = COPY_RUN / granularity ? COPY_RUN / granularity : 1;
+  pthread_mutex_lock (&lock);
+  if (!buf)
+    fail_locked (strdup ("mirror: out of memory"));
+  for (;;) {
+    if (copier_stop || !attached_locked ())
+      break;
+    if (dirty_count == 0) {
+      state = ST_READY;
+      pthread_cond_wait (&copier_cond, &lock);
+      continue;
+    }
+    uint64_t c = next_dirty ();
+    if (bit (busy, c)) {
+      /* A guest write holds it; it will not leave it dirty unless its
+       * local write failed.  Look elsewhere first. */
+      cursor = c + 1 < nchunks ? c + 1 : 0;
+      bool other = false;
+      for (uint64_t k = 0; k < (nchunks + 63) / 64 && !other; k++)
+        if (dirty[k] & ~busy[k])
+          other = true;
+      if (!other)
+        pthread_cond_wait (&chunk_cond, &lock);
+      continue;
+    }
+    uint64_t n = 1;
+    while (n < run_chunks && c + n < nchunks && bit (dirty, c + n)
+           && !bit (busy, c + n))
+      n++;
+    for (uint64_t k = c; k < c + n; k++) {
+      bit_set (busy, k);
+      bit_clear (dirty, k); /* before the read: a later write re-dirties */
+    }
+    dirty_count -= n;
+    struct target *t = target;
+    target_ref (t);
+    pthread_mutex_unlock (&lock);
+
+    char *why = NULL;
+    int r
+        = sync_span (bg, t, c * granularity, chunk_end (c + n - 1), buf, &why);
+    target_unref (t);
+
+    pthread_mutex_lock (&lock);
+    for (uint64_t k = c; k < c + n; k++)
+      bit_clear (busy, k);
+    pthread_cond_broadcast (&chunk_cond);
+    if (r == -1) {
+      mark_dirty (c, c + n - 1);
+      fail_locked (why ? why : strdup ("copy failed"));
+      break;
+    }
+    cursor = c + n < nchunks ? c + n : 0;
+  }
+  pthread_mutex_unlock (&lock);
+  free (buf);
+  return NULL;
+}
+
+/* Stop and join the copier.  Caller does not hold lock. */
+static void
+copier_join (void)
+{
+  pthread_mutex_lock (&lock);
+  bool running = copier_running;
+  copier_stop = true;
+  pthread_cond_broadcast (&copier_cond);
+  pthread_cond_broadcast (&chunk_cond);
+  pthread_mutex_unlock (&lock);
+  if (running)
+    pthread_join (copier, NULL);
+  pthread_mutex_lock (&lock);
+  copier_running = false;
+  pthread_mutex_unlock (&lock);
+}
+
+/* ---- control commands (called from the control thread only) ---- */
+
+void
+mirror_json_string (FILE *f, const char *s)
+{
+  fputc ('"', f);
+  for (; s && *s; s++) {
+    unsigned char ch = *s;
+    if (ch == '"' || ch == '\\')
+      fprintf (f, "\\%c", ch);
+    else if (ch < 0x20)
+      fprintf (f, "\\u%04x", ch);
+    else
+      fputc (ch, f);
+  }
+  fputc ('"', f);
+}
+
+char *
+mirror_reply_error (const char *fmt, ...)
+{
+  char *m = NULL, *out = NULL;
+  size_t len;
+  va_list ap;
+  va_start (ap, fmt);
+  if (vasprintf (&m, fmt, ap) == -1)
+    m = NULL;
+  va_end (ap);
+  FILE *f = open_memstream (&out, &len);
+  if (!f) {
+    free (m);
+    return NULL;
+  }
+  fputs ("{\"ok\":false,\"error\":", f);
+  mirror_json_string (f, m ? m : "out of memory");
+  fputs ("}", f);
+  fclose (f);
+  free (m);
+  return out;
+}
+
+static char *
+reply_ok (const char *extra)
+{
+  char *out = NULL;
+  pthread_mutex_lock (&lock);
+  const char *st = state_names[state];
+  pthread_mutex_unlock (&lock);
+  if (asprintf (&out, "{\"ok\":true,\"state\":\"%s\"%s}", st, extra) == -1)
+    return NULL;
+  return out;
+}
+
+void
+mirror_reap (void)
+{
+  pthread_mutex_lock (&lock);
+  bool dead = state == ST_FAILED && target && !pivoted;
+  pthread_mutex_unlock (&lock);
+  if (!dead)
+    return;
+  copier_join ();
+  pthread_rwlock_wrlock (&mode_lock);
+  pthread_mutex_lock (&lock);
+  struct target *t = target;
+  target = NULL;
+  mode = MODE_LOCAL;
+  pthread_mutex_unlock (&lock);
+  pthread_rwlock_unlock (&mode_lock);
+  if (t)
+    target_unref (t);
+}
+
+char *
+mirror_cmd_start (const char *uri, const char *psk_file)
+{
+  mirror_reap ();
+  pthread_mutex_lock (&lock);
+  bool busy_now = attached_locked (), piv = pivoted;
+  pthread_mutex_unlock (&lock);
+  if (piv)
+    return mirror_reply_error ("start: the disk was pivoted to its target");
+  if (busy_now)
+    return mirror_reply_error ("start: a mirror is already running");
+  if (!bg)
+    return mirror_reply_error ("start: the filter has no backend context");
+  if (!copy_is_nbd_uri (uri))
+    return mirror_reply_error ("start: \"%s\" is not an NBD URI "
+                               "(nbd://, nbds://, nbd+unix://)",
+                               uri);
+
+  char *err = NULL;
+  struct target *t = target_open (uri, psk_file, timeout_ms (), &err);
+  if (!t) {
+    char *r = mirror_reply_error ("start: %s", err ? err : "cannot connect");
+    free (err);
+    return r;
+  }
+  if (target_size (t) < disk_size) {
+    char *r = mirror_reply_error ("start: %s: the target (%" PRIu64
+                                  " bytes) is smaller than the "
+                                  "disk (%" PRIu64 " bytes)",
+                                  uri, target_size (t), disk_size);
+    target_unref (t);
+    return r;
+  }
+
+  /* Drain the pass-through writes: from here on every write is mirrored,
+   * and the copier reads only after all earlier writes landed. */
+  pthread_rwlock_wrlock (&mode_lock);
+  pthread_mutex_lock (&lock);
+  memset (dirty, 0xff, (nchunks + 63) / 64 * 8);
+  if (nchunks % 64)
+    dirty[nchunks / 64] = (UINT64_C (1) << (nchunks % 64)) - 1;
+  dirty_count = nchunks;
+  cursor = 0;
+  target = t;
+  state = nchunks ? ST_SYNCING : ST_READY;
+  free (error_msg);
+  error_msg = NULL;
+  stats_reset ();
+  copier_stop = false;
+  int e = pthread_create (&copier, NULL, copier_main, NULL);
+  copier_running = e == 0;
+  if (e) {
+    target = NULL;
+    state = ST_IDLE;
+  }
+  else
+    mode = MODE_MIRROR;
+  pthread_mutex_unlock (&lock);
+  pthread_rwlock_unlock (&mode_lock);
+  if (e) {
+    target_unref (t);
+    return mirror_reply_error ("start: cannot start a thread: %s",
+                               strerror (e));
+  }
+  nbdkit_debug ("mirror: started to %s", uri);
+  return reply_ok ("");
+}
+
+char *
+mirror_cmd_status (void)
+{
+  char *out = NULL;
+  size_t len;
+  FILE *f = open_memstream (&out, &len);
+  if (!f)
+    return NULL;
+  pthread_mutex_lock (&lock);
+  uint64_t dirty_bytes = dirty_count * granularity;
+  if (dirty_count && bit (dirty, nchunks - 1))
+    dirty_bytes -= nchunks * granularity - disk_size;
+  if (dirty_bytes > disk_size)
+    dirty_bytes = disk_size;
+  bool has_target = target != NULL;
+  uint64_t total = disk_size;
+  if (state == ST_IDLE)
+    dirty_bytes = 0;
+  fprintf (f, "{\"ok\":true,\"state\":\"%s\",\"target\":", state_names[state]);
+  if (has_target)
+    mirror_json_string (f, target_uri (target));
+  else
+    fputs ("null", f);
+  fprintf (f,
+           ",\"pivoted\":%s,\"bytes_total\":%" PRIu64
+           ",\"bytes_done\":%" PRIu64 ",\"dirty_bytes\":%" PRIu64,
+           pivoted ? "true" : "false", total,
+           state == ST_IDLE ? 0 : total - dirty_bytes, dirty_bytes);
+  fputs (",\"error\":", f);
+  if (error_msg)
+    mirror_json_string (f, error_msg);
+  else
+    fputs ("null", f);
+  pthread_mutex_unlock (&lock);
+  uint64_t n = atomic_load (&lat_count);
+  fprintf (f,
+           ",\"bytes_copied\":%" PRIu64 ",\"bytes_zeroed\":%" PRIu64
+           ",\"writes_mirrored\":%" PRIu64 ",\"write_latency_mean_us\":%.1f"
+           ",\"write_latency_p99_us\":%.1f"
+           ",\"granularity\":%" PRIu64 ",\"timeout\":%u}",
+           (uint64_t)atomic_load (&bytes_copied),
+           (uint64_t)atomic_load (&bytes_zeroed),
+           (uint64_t)atomic_load (&writes_mirrored),
+           n ? atomic_load (&lat_sum_ns) / 1000.0 / n : 0.0,
+           lat_percentile (0.99), granularity, timeout_s);
+  fclose (f);
+  return out;
+}
+
+char *
+mirror_cmd_complete (bool pivot)
+{
+  mirror_reap ();
+  pthread_mutex_lock (&lock);
+  enum state st = state;
+  uint64_t d = dirty_count;
+  pthread_mutex_unlock (&lock);
+  if (st != ST_READY)
+    return mirror_reply_error (
+        "complete: the mirror is %s, not ready%s", state_names[st],
+        st == ST_SYNCING && d ? " (still copying)" : "");
+
+  /* Quiesce: no guest request in flight, none starts. */
+  pthread_rwlock_wrlock (&mode_lock);
+  pthread_mutex_lock (&lock);
+  if (state != ST_READY || dirty_count) {
+    st = state;
+    pthread_mutex_unlock (&lock);
+    pthread_rwlock_unlock (&mode_lock);
+    return mirror_reply_error ("complete: the mirror is %s, not ready",
+                               state_names[st]);
+  }
+  struct target *t = target;
+  pthread_mutex_unlock (&lock);
+  copier_join ();
+
+  /* Flush both sides, in parallel. */
+  char *why = NULL;
+  int e = 0;
+  struct treq *rq = target_start (t, TREQ_FLUSH, NULL, 0, 0, false);
+  int lr = bg->flush (bg, 0, &e);
+  int tr = target_finish (t, rq, NULL, timeout_ms (), &why);
+  if (lr == -1 || tr == -1) {
+    char *msg = NULL;
+    if (tr == -1)
+      msg = why;
+    else if (asprintf (&msg, "local disk: flush: %s", strerror (e)) == -1)
+      msg = NULL;
+    char *r = mirror_reply_error ("complete: %s", msg ? msg : "flush failed");
+    mirror_fail (msg);
+    pthread_rwlock_unlock (&mode_lock);
+    mirror_reap ();
+    return r;
+  }
+
+  pthread_mutex_lock (&lock);
+  state = ST_COMPLETED;
+  if (pivot)
+    pivoted = true;
+  else
+    target = NULL;
+  mode = pivot ? MODE_PIVOTED : MODE_LOCAL;
+  pthread_mutex_unlock (&lock);
+  pthread_rwlock_unlock (&mode_lock);
+  if (!pivot)
+    target_unref (t);
+  nbdkit_debug ("mirror: completed (%s)", pivot ? "pivot" : "detached");
+  return reply_ok (pivot ? ",\"pivoted\":true" : ",\"pivoted\":false");
+}
+
+char *
+mirror_cmd_abort (void)
+{
+  pthread_mutex_lock (&lock);
+  if (pivoted) {
+    pthread_mutex_unlock (&lock);
+    return mirror_reply_error (
+        "abort: the disk was pivoted to its target; there is nothing to "
+        "abort");
+  }
+  /* Aborted before anyone sees a target error caused by the kill. */
+  state = ST_ABORTED;
+  if (target)
+    target_kill (target);
+  pthread_mutex_unlock (&lock);
+  copier_join ();
+
+  pthread_rwlock_wrlock (&mode_lock);
+  pthread_mutex_lock (&lock);
+  struct target *t = target;
+  target = NULL;
+  mode = MODE_LOCAL;
+  pthread_mutex_unlock (&lock);
+  pthread_rwlock_unlock (&mode_lock);
+  if (t)
+    target_unref (t);
+  nbdkit_debug ("mirror: aborted");
+  return reply_ok ("");
+}
+
+/* ---- guest I/O ---- */
+
+static void
+chunks_of (uint64_t offset, uint64_t count, uint64_t *c0, uint64_t *c1)
+{
+  *c0 = offset / granularity;
+  *c1 = (offset + (count ? count : 1) - 1) / granularity;
+  if (*c1 >= nchunks)
+    *c1 = nchunks ? nchunks - 1 : 0;
+}
+
+/* A write or zero on both sides at once. */
+static int
+mirrored (nbdkit_next *next, enum treq_op op, const void *buf, uint32_t count,
+          uint64_t offset, uint32_t flags, int *err)
+{
+  uint64_t c0, c1;
+  chunks_of (offset, count, &c0, &c1);
+  struct target *t = lock_range (c0, c1);
+  uint64_t t0 = now_ns ();
+  struct treq *rq
+      = t ? target_start (t, op, buf, count, offset, flags & NBDKIT_FLAG_FUA)
+          : NULL;
+  int r = op == TREQ_WRITE
+              ? next->pwrite (next, buf, count, offset, flags, err)
+              : next->zero (next, count, offset, flags, err);
+  enum after what = KEEP;
+  if (t) {
+    char *why = NULL;
+    if (target_finish (t, rq, NULL, timeout_ms (), &why) == -1)
+      mirror_fail (why); /* before the guest hears anything */
+    else if (r == 0) {
+      lat_record (now_ns () - t0);
+      atomic_fetch_add (&writes_mirrored, 1);
+      what = CLEAN_WHOLE;
+    }
+    else
+      what = DIRTY_ALL;
+    target_unref (t);
+  }
+  unlock_range (c0, c1, offset, count, what);
+  return r;
+}
+
+/* After a pivot the target is the disk. */
+static int
+on_target (enum treq_op op, void *buf, uint32_t count, uint64_t offset,
+           uint32_t flags, int *err)
+{
+  pthread_mutex_lock (&lock);
+  struct target *t = target;
+  target_ref (t);
+  pthread_mutex_unlock (&lock);
+  char *why = NULL;
+  int r = target_sync (t, op, buf, count, offset, flags & NBDKIT_FLAG_FUA,
+                       timeout_ms (), &why);
+  target_unref (t);
+  if (r == -1) {
+    nbdkit_error ("mirror: pivoted target: %s", why ? why : "failed");
+    free (why);
+    *err = EIO;
+  }
+  return r;
+}
+
+static int
+mirror_pread (nbdkit_next *next, void *handle, void *buf, uint32_t count,
+              uint64_t offset, uint32_t flags, int *err)
+{
+  pthread_rwlock_rdlock (&mode_lock);
+  int r = mode == MODE_PIVOTED
+              ? on_target (TREQ_READ, buf, count, offset, 0, err)
+              : next->pread (next, buf, count, offset, flags, err);
+  pthread_rwlock_unlock (&mode_lock);
+  return r;
+}
+
+static int
+mirror_pwrite (nbdkit_next *next, void *handle, const void *buf,
+               uint32_t count, uint64_t offset, uint32_t flags, int *err)
+{
+  pthread_rwlock_rdlock (&mode_lock);
+  int r;
+  switch (mode) {
+  case MODE_MIRROR:
+    r = mirrored (next, TREQ_WRITE, buf, count, offset, flags, err);
+    break;
+  case MODE_PIVOTED:
+    r = on_target (TREQ_WRITE, (void *)buf, count, offset, flags, err);
+    break;
+  default: r = next->pwrite (next, buf, count, offset, flags, err);
+  }
+  pthread_rwlock_unlock (&mode_lock);
+  return r;
+}
+
+static int
+mirror_zero (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
+             uint32_t flags, int *err)
+{
+  pthread_rwlock_rdlock (&mode_lock);
+  int r;
+  switch (mode) {
+  case MODE_MIRROR:
+    r = mirrored (next, TREQ_ZERO, NULL, count, offset, flags, err);
+    break;
+  case MODE_PIVOTED:
+    r = on_target (TREQ_ZERO, NULL, count, offset, flags, err);
+    break;
+  default: r = next->zero (next, count, offset, flags, err);
+  }
+  pthread_rwlock_unlock (&mode_lock);
+  return r;
+}
+
+/* TRIM is not zero: after the local trim the target is made to read what
+ * the local disk now reads, chunk by chunk, under the range lock. */
+static int
+mirror_trim (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
+             uint32_t flags, int *err)
+{
+  pthread_rwlock_rdlock (&mode_lock);
+  int r;
+  if (mode == MODE_PIVOTED)
+    r = on_target (TREQ_TRIM, NULL, count, offset, flags, err);
+  else if (mode == MODE_LOCAL)
+    r = next->trim (next, count, offset, flags, err);
+  else {
+    uint64_t c0, c1;
+    chunks_of (offset, count, &c0, &c1);
+    struct target *t = lock_range (c0, c1);
+    r = next->trim (next, count, offset, flags, err);
+    enum after what = KEEP;
+    if (t) {
+      char *why = NULL;
+      char *buf = malloc (COPY_RUN);
+      if (!buf)
+        what = DIRTY_ALL;
+      else if (sync_span (next, t, c0 * granularity, chunk_end (c1), buf, &why)
+               == -1)
+        mirror_fail (why);
+      else
+        what = CLEAN_ALL;
+      free (buf);
+      target_unref (t);
+    }
+    unlock_range (c0, c1, offset, count, what);
+  }
+  pthread_rwlock_unlock (&mode_lock);
+  return r;
+}
+
+static int
+mirror_flush (nbdkit_next *next, void *handle, uint32_t flags, int *err)
+{
+  pthread_rwlock_rdlock (&mode_lock);
+  int r;
+  if (mode == MODE_PIVOTED)
+    r = on_target (TREQ_FLUSH, NULL, 0, 0, 0, err);
+  else {
+    struct target *t = NULL;
+    if (mode == MODE_MIRROR) {
+      pthread_mutex_lock (&lock);
+      if (attached_locked () && (t = target))
+        target_ref (t);
+      pthread_mutex_unlock (&lock);
+    }
+    struct treq *rq
+        = t ? target_start (t, TREQ_FLUSH, NULL, 0, 0, false) : NULL;
+    r = next->flush (next, flags, err);
+    if (t) {
+      char *why = NULL;
+      if (target_finish (t, rq, NULL, timeout_ms (), &why) == -1)
+        mirror_fail (why);
+      target_unref (t);
+    }
+  }
+  pthread_rwlock_unlock (&mode_lock);
+  return r;
+}
+
+static int
+mirror_extents (nbdkit_next *next, void *handle, uint32_t count,
+                uint64_t offset, uint32_t flags,
+                struct nbdkit_extents *extents, int *err)
+{
+  pthread_rwlock_rdlock (&mode_lock);
+  int r;
+  if (mode == MODE_PIVOTED)
+    /* Everything may hold data: always true, never wrong. */
+    r = nbdkit_add_extent (extents, offset, count, 0);
+  else
+    r = next->extents (next, count, offset, flags, extents, err);
+  pthread_rwlock_unlock (&mode_lock);
+  if (r == -1 && !*err)
+    *err = errno ? errno : EIO;
+  return r;
+}
+
+static int
+mirror_cache (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
+              uint32_t flags, int *err)
+{
+  pthread_rwlock_rdlock (&mode_lock);
+  int r = mode == MODE_PIVOTED ? 0
+                               : next->cache (next, count, offset, flags, err);
+  pthread_rwlock_unlock (&mode_lock);
+  return r;
+}
+
+/* ---- configuration and lifetime ---- */
+
+static int
+mirror_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
+               const char *key, const char *value)
+{
+  if (strcmp (key, "mirror-control") == 0) {
+    free (control_path);
+    control_path = strdup (value);
+    return control_path ? 0 : -1;
+  }
+  if (strcmp (key, "mirror-granularity") == 0) {
+    int64_t g = nbdkit_parse_size (value);
+    if (g == -1)
+      return -1;
+    if (g < 512 || g > (64 << 20) || (g & (g - 1))) {
+      nbdkit_error ("mirror-granularity must be a power of two between 512 "
+                    "and 64M");
+      return -1;
+    }
+    granularity = g;
+    return 0;
+  }
+  if (strcmp (key, "mirror-timeout") == 0) {
+    if (nbdkit_parse_unsigned ("mirror-timeout", value, &timeout_s) == -1)
+      return -1;
+    if (timeout_s == 0 || timeout_s > 86400) {
+      nbdkit_error ("mirror-timeout must be between 1 and 86400 seconds");
+      return -1;
+    }
+    return 0;
+  }
+  return next (nxdata, key, value);
+}
+
+static int
+mirror_config_complete (nbdkit_next_config_complete *next,
+                        nbdkit_backend *nxdata)
+{
+  if (!control_path) {
+    nbdkit_error ("mirror-control=SOCKET is required");
+    return -1;
+  }
+  return next (nxdata);
+}
+
+#define mirror_config_help                                                    \
+  "mirror-control=SOCKET   (required) Unix socket for the control "           \
+  "protocol.\n"                                                               \
+  "mirror-granularity=SIZE Dirty bitmap granularity (default 64K).\n"         \
+  "mirror-timeout=SECS     Target request timeout (default 30)."
+
+static int
+mirror_get_ready (int thread_model)
+{
+  pthread_rwlockattr_t a;
+  pthread_rwlockattr_init (&a);
+  pthread_rwlockattr_setkind_np (&a,
+                                 PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  pthread_rwlock_init (&mode_lock, &a);
+  pthread_rwlockattr_destroy (&a);
+  return control_listen (control_path);
+}
+
+static int
+mirror_after_fork (nbdkit_backend *backend)
+{
+  bg = nbdkit_next_context_open (backend, 0, "", 1);
+  if (!bg) {
+    nbdkit_error ("mirror: cannot open a backend context for the copier");
+    return -1;
+  }
+  if (bg->prepare (bg) == -1) {
+    nbdkit_next_context_close (bg);
+    bg = NULL;
+    return -1;
+  }
+  int64_t size = bg->get_size (bg);
+  /* Ask once, so later calls from the copier are answered from cache. */
+  if (size == -1 || bg->can_write (bg) == -1 || bg->can_flush (bg) == -1
+      || bg->can_zero (bg) == -1 || bg->can_extents (bg) == -1
+      || bg->can_fua (bg) == -1)
+    return -1;
+  disk_size = size;
+  nchunks = (disk_size + granularity - 1) / granularity;
+  size_t words = (nchunks + 63) / 64 + 1;
+  dirty = calloc (words, 8);
+  busy = calloc (words, 8);
+  if (!dirty || !busy) {
+    nbdkit_error ("mirror: out of memory for the bitmap");
+    return -1;
+  }
+  return control_start ();
+}
+
+static void
+mirror_cleanup (nbdkit_backend *backend)
+{
+  control_stop ();
+  pthread_mutex_lock (&lock);
+  if (target)
+    target_kill (target);
+  pthread_mutex_unlock (&lock);
+  copier_join ();
+  if (target)
+    target_unref (target);
+  target = NULL;
+  if (bg) {
+    bg->finalize (bg);
+    nbdkit_next_context_close (bg);
+    bg = NULL;
+  }
+}
+
+static void
+mirror_unload (void)
+{
+  free (control_path);
+  free (dirty);
+  free (busy);
+  free (error_msg);
+}
+
+static struct nbdkit_filter filter = {
+  .name = "mirror",
+  .longname = "vdimotion synchronous mirror filter",
+  .config = mirror_config,
+  .config_complete = mirror_config_complete,
+  .config_help = mirror_config_help,
+  .get_ready = mirror_get_ready,
+  .after_fork = mirror_after_fork,
+  .cleanup = mirror_cleanup,
+  .unload = mirror_unload,
+  .pread = mirror_pread,
+  .pwrite = mirror_pwrite,
+  .zero = mirror_zero,
+  .trim = mirror_trim,
+  .flush = mirror_flush,
+  .extents = mirror_extents,
+  .cache = mirror_cache,
+};
+
+NBDKIT_REGISTER_FILTER (filter)

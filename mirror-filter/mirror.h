@@ -1,0 +1,29 @@
+/* Between the mirror (mirror.c) and its control socket (control.c). */
+#ifndef VDM_MIRROR_H
+#define VDM_MIRROR_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+/* The commands of the control protocol (nbdkit-mirror-filter(1)).  Each
+ * returns its one-line JSON reply, malloc'd, without the newline. */
+char *mirror_cmd_start (const char *uri, const char *psk_file);
+char *mirror_cmd_status (void);
+char *mirror_cmd_complete (bool pivot);
+char *mirror_cmd_abort (void);
+/* Housekeeping between commands: a failed target is detached here. */
+void mirror_reap (void);
+
+/* A reply {"ok":false,"error":MSG}. */
+char *mirror_reply_error (const char *fmt, ...)
+    __attribute__ ((format (printf, 1, 2)));
+/* Write S as a JSON string, quotes included. */
+void mirror_json_string (FILE *f, const char *s);
+
+/* control.c: bind in .get_ready (errors still reach the terminal), serve
+ * from a thread started in .after_fork, stop in .cleanup. */
+int control_listen (const char *path);
+int control_start (void);
+void control_stop (void);
+
+#endif /* VDM_MIRROR_H */

@@ -1,0 +1,471 @@
+/* The mirror's target connection (see target.h for why it is not the copy
+ * engine's endpoint).
+ *
+ * One libnbd handle.  Callers queue commands with nbd_aio_* from their
+ * own threads (libnbd's handle lock makes that safe); a poller thread
+ * drives the state machine, polling the socket in the direction libnbd
+ * asks for plus an eventfd that a caller pokes when its command could not
+ * be sent at once.  Each request is refcounted: one share for the waiter,
+ * one for libnbd (dropped in the completion's .free, which libnbd calls
+ * exactly once, even when queuing fails).  Requests in flight are on a
+ * list so target_kill can finish them all with ECANCELED. */
+#include <errno.h>
+#include <inttypes.h>
+#include <libnbd.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "target.h"
+
+struct treq
+{
+  struct target *t;
+  struct treq *prev, *next; /* in flight, under t->lock */
+  int refs;
+  bool done;
+  int err;
+  pthread_cond_t cond;
+  enum treq_op op;
+  uint64_t offset;
+  uint32_t count;
+  void *data; /* private copy (write) or bounce buffer (read) */
+};
+
+struct target
+{
+  pthread_mutex_t lock;
+  int refs;
+  struct treq inflight; /* list head */
+  bool killed;
+  struct nbd_handle *h;
+  pthread_t poller;
+  bool poller_running;
+  int wake_fd;
+  atomic_bool stop;
+  char *uri;
+  uint64_t size;
+  bool can_fua, can_zero, can_trim, can_flush;
+};
+
+static const char *const op_names[]
+    = { "read", "write", "zero", "trim", "flush" };
+
+static char *msg (const char *fmt, ...)
+    __attribute__ ((format (printf, 1, 2)));
+static char *
+msg (const char *fmt, ...)
+{
+  va_list ap;
+  char *s = NULL;
+  va_start (ap, fmt);
+  if (vasprintf (&s, fmt, ap) == -1)
+    s = NULL;
+  va_end (ap);
+  return s;
+}
+
+static void
+wake (struct target *t)
+{
+  uint64_t one = 1;
+  if (write (t->wake_fd, &one, sizeof one) == -1) {
+    /* Saturated counter: the poller is awake anyway. */
+  }
+}
+
+static void *
+poller (void *opaque)
+{
+  struct target *t = opaque;
+  while (!atomic_load (&t->stop)) {
+    int fd = nbd_aio_get_fd (t->h);
+    unsigned dir = nbd_aio_get_direction (t->h);
+    if (fd == -1 || nbd_aio_is_dead (t->h) || nbd_aio_is_closed (t->h))
+      break;
+    struct pollfd p[2] = {
+      { fd,
+        (dir & LIBNBD_AIO_DIRECTION_READ ? POLLIN : 0)
+            | (dir & LIBNBD_AIO_DIRECTION_WRITE ? POLLOUT : 0),
+        0 },
+      { t->wake_fd, POLLIN, 0 },
+    };
+    if (poll (p, 2, -1) == -1) {
+      if (errno == EINTR)
+        continue;
+      break;
+    }
+    if (p[1].revents & POLLIN) {
+      uint64_t v;
+      if (read (t->wake_fd, &v, sizeof v) == -1) {
+        /* spurious */
+      }
+    }
+    if (p[0].revents & (POLLIN | POLLHUP | POLLERR))
+      nbd_aio_notify_read (t->h);
+    else if (p[0].revents & POLLOUT)
+      nbd_aio_notify_write (t->h);
+  }
+  /* A dead connection: nothing will ever complete, so release everyone. */
+  target_kill (t);
+  return NULL;
+}
+
+/* Caller holds t->lock. */
+static void
+finish_locked (struct treq *r, int err)
+{
+  if (r->done)
+    return;
+  r->done = true;
+  r->err = err;
+  pthread_cond_signal (&r->cond);
+}
+
+/* Caller holds t->lock. */
+static void
+unref_locked (struct treq *r)
+{
+  if (--r->refs > 0)
+    return;
+  pthread_cond_destroy (&r->cond);
+  free (r->data);
+  free (r);
+}
+
+static int
+completed (void *opaque, int *error)
+{
+  struct treq *r = opaque;
+  pthread_mutex_lock (&r->t->lock);
+  finish_locked (r, *error);
+  pthread_mutex_unlock (&r->t->lock);
+  return 1;
+}
+
+static void
+released (void *opaque)
+{
+  struct treq *r = opaque;
+  struct target *t = r->t;
+  pthread_mutex_lock (&t->lock);
+  /* Queuing failed without a completion: the waiter still needs an
+   * answer. */
+  finish_locked (r, EIO);
+  unref_locked (r);
+  pthread_mutex_unlock (&t->lock);
+}
+
+struct treq *
+target_start (struct target *t, enum treq_op op, const void *buf,
+              uint32_t count, uint64_t offset, bool fua)
+{
+  struct treq *r = calloc (1, sizeof *r);
+  if (!r)
+    return NULL;
+  r->t = t;
+  r->refs = 2;
+  r->op = op;
+  r->offset = offset;
+  r->count = count;
+  pthread_condattr_t ca;
+  pthread_condattr_init (&ca);
+  pthread_condattr_setclock (&ca, CLOCK_MONOTONIC);
+  pthread_cond_init (&r->cond, &ca);
+  pthread_condattr_destroy (&ca);
+  if (op == TREQ_WRITE || op == TREQ_READ) {
+    r->data = malloc (count ? count : 1);
+    if (!r->data) {
+      pthread_cond_destroy (&r->cond);
+      free (r);
+      return NULL;
+    }
+    if (op == TREQ_WRITE)
+      memcpy (r->data, buf, count);
+  }
+
+  pthread_mutex_lock (&t->lock);
+  target_ref (t);
+  r->next = t->inflight.next;
+  r->prev = &t->inflight;
+  r->next->prev = r;
+  t->inflight.next = r;
+  bool killed = t->killed;
+  pthread_mutex_unlock (&t->lock);
+  if (killed) {
+    pthread_mutex_lock (&t->lock);
+    finish_locked (r, ECANCELED);
+    unref_locked (r); /* libnbd's share: never queued */
+    pthread_mutex_unlock (&t->lock);
+    return r;
+  }
+
+  uint32_t flags = fua && t->can_fua ? LIBNBD_CMD_FLAG_FUA : 0;
+  nbd_completion_callback cb
+      = { .callback = completed, .user_data = r, .free = released };
+  int64_t ck = -1;
+  switch (op) {
+  case TREQ_READ:
+    ck = nbd_aio_pread (t->h, r->data, count, offset, cb, 0);
+    break;
+  case TREQ_WRITE:
+    ck = nbd_aio_pwrite (t->h, r->data, count, offset, cb, flags);
+    break;
+  case TREQ_ZERO:
+    if (t->can_zero)
+      ck = nbd_aio_zero (t->h, count, offset, cb, flags);
+    else {
+      /* Zero by writing zeroes: the range must read as zero. */
+      void *z = calloc (1, count ? count : 1);
+      if (z) {
+        r->data = z;
+        ck = nbd_aio_pwrite (t->h, z, count, offset, cb, flags);
+      }
+      else
+        cb.free (r);
+    }
+    break;
+  case TREQ_TRIM:
+    if (t->can_trim)
+      ck = nbd_aio_trim (t->h, count, offset, cb, flags);
+    else {
+      /* Trim is advisory: doing nothing is a valid trim. */
+      pthread_mutex_lock (&t->lock);
+      finish_locked (r, 0);
+      unref_locked (r);
+      pthread_mutex_unlock (&t->lock);
+      return r;
+    }
+    break;
+  case TREQ_FLUSH:
+    if (t->can_flush)
+      ck = nbd_aio_flush (t->h, cb, 0);
+    else {
+      pthread_mutex_lock (&t->lock);
+      finish_locked (r, 0);
+      unref_locked (r);
+      pthread_mutex_unlock (&t->lock);
+      return r;
+    }
+    break;
+  }
+  (void)ck; /* on failure libnbd has called .free, which finished R */
+  /* The command may not have fitted in the socket at once. */
+  if (nbd_aio_get_direction (t->h) & LIBNBD_AIO_DIRECTION_WRITE)
+    wake (t);
+  return r;
+}
+
+int
+target_finish (struct target *t, struct treq *r, void *buf, int timeout_ms,
+               char **why)
+{
+  if (!r) {
+    *why = msg ("%s: out of memory", t->uri);
+    return -1;
+  }
+  struct timespec dl;
+  clock_gettime (CLOCK_MONOTONIC, &dl);
+  dl.tv_sec += timeout_ms / 1000;
+  dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+  if (dl.tv_nsec >= 1000000000) {
+    dl.tv_sec++;
+    dl.tv_nsec -= 1000000000;
+  }
+  int ret = 0;
+  pthread_mutex_lock (&t->lock);
+  while (!r->done)
+    if (pthread_cond_timedwait (&r->cond, &t->lock, &dl) == ETIMEDOUT
+        && !r->done) {
+      *why = msg ("%s: %s of %" PRIu32 " bytes at %" PRIu64
+                  " took longer than %d.%03d s",
+                  t->uri, op_names[r->op], r->count, r->offset,
+                  timeout_ms / 1000, timeout_ms % 1000);
+      ret = -1;
+      break;
+    }
+  if (ret == 0 && r->err) {
+    *why = msg ("%s: %s of %" PRIu32 " bytes at %" PRIu64 ": %s", t->uri,
+                op_names[r->op], r->count, r->offset,
+                r->err == ECANCELED ? "target dropped" : strerror (r->err));
+    ret = -1;
+  }
+  if (ret == 0 && r->op == TREQ_READ && buf)
+    memcpy (buf, r->data, r->count);
+  r->prev->next = r->next;
+  r->next->prev = r->prev;
+  r->prev = r->next = r;
+  unref_locked (r);
+  pthread_mutex_unlock (&t->lock);
+  target_unref (t);
+  return ret;
+}
+
+int
+target_sync (struct target *t, enum treq_op op, void *buf, uint32_t count,
+             uint64_t offset, bool fua, int timeout_ms, char **why)
+{
+  return target_finish (t, target_start (t, op, buf, count, offset, fua), buf,
+                        timeout_ms, why);
+}
+
+void
+target_kill (struct target *t)
+{
+  pthread_mutex_lock (&t->lock);
+  t->killed = true;
+  for (struct treq *r = t->inflight.next; r != &t->inflight; r = r->next)
+    finish_locked (r, ECANCELED);
+  pthread_mutex_unlock (&t->lock);
+}
+
+void
+target_ref (struct target *t)
+{
+  __atomic_add_fetch (&t->refs, 1, __ATOMIC_SEQ_CST);
+}
+
+static void
+target_free (struct target *t)
+{
+  if (t->poller_running) {
+    atomic_store (&t->stop, true);
+    wake (t);
+    pthread_join (t->poller, NULL);
+  }
+  if (t->h) {
+    /* A clean goodbye only to a healthy peer: a stalled one would make
+     * us wait. */
+    if (!t->killed && !nbd_aio_is_dead (t->h) && !nbd_aio_is_closed (t->h)
+        && nbd_aio_is_ready (t->h))
+      nbd_aio_disconnect (t->h, 0);
+    nbd_close (t->h); /* fails what is left; libnbd calls every .free */
+  }
+  if (t->wake_fd >= 0)
+    close (t->wake_fd);
+  pthread_mutex_destroy (&t->lock);
+  free (t->uri);
+  free (t);
+}
+
+void
+target_unref (struct target *t)
+{
+  if (__atomic_sub_fetch (&t->refs, 1, __ATOMIC_SEQ_CST) == 0)
+    target_free (t);
+}
+
+uint64_t
+target_size (struct target *t)
+{
+  return t->size;
+}
+
+bool
+target_can_fua (struct target *t)
+{
+  return t->can_fua;
+}
+
+const char *
+target_uri (struct target *t)
+{
+  return t->uri;
+}
+
+/* Connect without blocking past the deadline: a dead host must not hang
+ * the control socket. */
+static int
+connect_with_deadline (struct target *t, const char *uri, int timeout_ms,
+                       char **err)
+{
+  if (nbd_aio_connect_uri (t->h, uri) == -1) {
+    *err = msg ("%s: cannot connect: %s", uri, nbd_get_error ());
+    return -1;
+  }
+  struct timespec start, now;
+  clock_gettime (CLOCK_MONOTONIC, &start);
+  while (nbd_aio_is_connecting (t->h)) {
+    clock_gettime (CLOCK_MONOTONIC, &now);
+    long left = timeout_ms
+                - ((now.tv_sec - start.tv_sec) * 1000
+                   + (now.tv_nsec - start.tv_nsec) / 1000000);
+    if (left <= 0) {
+      *err = msg ("%s: cannot connect: no answer within %d s", uri,
+                  timeout_ms / 1000);
+      return -1;
+    }
+    if (nbd_poll (t->h, (int)left) == -1) {
+      *err = msg ("%s: cannot connect: %s", uri, nbd_get_error ());
+      return -1;
+    }
+  }
+  if (!nbd_aio_is_ready (t->h)) {
+    const char *e = nbd_get_error ();
+    *err = msg ("%s: cannot connect: %s", uri,
+                e ? e : "the server closed the connection");
+    return -1;
+  }
+  return 0;
+}
+
+struct target *
+target_open (const char *uri, const char *psk_file, int timeout_ms, char **err)
+{
+  struct target *t = calloc (1, sizeof *t);
+  if (!t) {
+    *err = msg ("out of memory");
+    return NULL;
+  }
+  pthread_mutex_init (&t->lock, NULL);
+  t->refs = 1;
+  t->inflight.next = t->inflight.prev = &t->inflight;
+  t->uri = strdup (uri);
+  t->wake_fd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
+  t->h = nbd_create ();
+  if (!t->uri || t->wake_fd == -1 || !t->h) {
+    *err = msg ("%s: %s", uri, t->h ? strerror (errno) : nbd_get_error ());
+    goto fail;
+  }
+  if (nbd_set_uri_allow_local_file (t->h, true) == -1
+      || (psk_file
+          && (nbd_set_tls (t->h, LIBNBD_TLS_REQUIRE) == -1
+              || nbd_set_tls_psk_file (t->h, psk_file) == -1))) {
+    *err = msg ("%s: %s", uri, nbd_get_error ());
+    goto fail;
+  }
+  if (connect_with_deadline (t, uri, timeout_ms, err) == -1)
+    goto fail;
+  int64_t size = nbd_get_size (t->h);
+  if (size < 0) {
+    *err = msg ("%s: %s", uri, nbd_get_error ());
+    goto fail;
+  }
+  if (nbd_is_read_only (t->h) == 1) {
+    *err = msg ("%s: the export is read-only", uri);
+    goto fail;
+  }
+  t->size = size;
+  t->can_fua = nbd_can_fua (t->h) == 1;
+  t->can_zero = nbd_can_zero (t->h) == 1;
+  t->can_trim = nbd_can_trim (t->h) == 1;
+  t->can_flush = nbd_can_flush (t->h) == 1;
+  if (pthread_create (&t->poller, NULL, poller, t) != 0) {
+    *err = msg ("%s: cannot start a thread", uri);
+    goto fail;
+  }
+  t->poller_running = true;
+  return t;
+
+fail:
+  t->killed = true;
+  target_free (t);
+  return NULL;
+}
