@@ -1,0 +1,109 @@
+/* The SR class: the SRs given with --sr NAME=PATH (file SRs, sr.h).  Its
+ * name_label is NAME; its uuid is the one kept inside the SR. */
+
+#include <string.h>
+
+#include "xapi.h"
+
+struct xapi_sr *
+xapi_sr_by_ref (struct xapi_call *c, const char *ref)
+{
+  const char *uuid = xapi_ref_uuid (ref);
+
+  for (guint i = 0; uuid && i < c->d->srs->len; i++) {
+    struct xapi_sr *s = c->d->srs->pdata[i];
+    if (strcmp (sr_get_uuid (s->sr), uuid) == 0)
+      return s;
+  }
+  xapi_fail (c, "HANDLE_INVALID", "SR", ref ? ref : "", NULL);
+  return NULL;
+}
+
+static bool
+sr_list (struct xapi_call *c, GPtrArray *refs)
+{
+  for (guint i = 0; i < c->d->srs->len; i++) {
+    struct xapi_sr *s = c->d->srs->pdata[i];
+    g_ptr_array_add (refs,
+                     g_strconcat (XAPI_REF_PREFIX, sr_get_uuid (s->sr), NULL));
+  }
+  return true;
+}
+
+static xmlrpc_value *
+sr_record (struct xapi_call *c, const char *ref)
+{
+  struct xapi_sr *s = xapi_sr_by_ref (c, ref);
+  struct sr_stat st;
+  struct sr_vdi_list list = { 0 };
+  xmlrpc_value *r, *vdis, *sm;
+
+  if (s == NULL)
+    return NULL;
+  if (sr_stat (s->sr, &st) == -1 || sr_vdi_list (s->sr, &list) == -1) {
+    xapi_fail_sr (c, "SR", ref);
+    return NULL;
+  }
+  vdis = xmlrpc_array_new (c->env);
+  for (size_t i = 0; i < list.len; i++)
+    if (list.v[i]->managed)
+      xapi_append (c, vdis, xapi_ref (c, list.v[i]->uuid));
+  sr_vdi_list_free (&list);
+
+  r = xmlrpc_struct_new (c->env);
+  xapi_set (c, r, "uuid", xapi_string (c, sr_get_uuid (s->sr)));
+  xapi_set (c, r, "name_label", xapi_string (c, s->name));
+  xapi_set (c, r, "name_description", xapi_string (c, ""));
+  xapi_set (c, r, "allowed_operations", xapi_empty_array (c));
+  xapi_set (c, r, "current_operations", xapi_empty_struct (c));
+  xapi_set (c, r, "VDIs", vdis);
+  xapi_set (c, r, "PBDs", xapi_empty_array (c));
+  xapi_set (c, r, "virtual_allocation",
+            xapi_int64 (c, (int64_t)st.virtual_allocation));
+  xapi_set (c, r, "physical_utilisation",
+            xapi_int64 (c, (int64_t)st.physical_utilisation));
+  xapi_set (c, r, "physical_size", xapi_int64 (c, (int64_t)st.total_bytes));
+  xapi_set (c, r, "type", xapi_string (c, sr_get_type (s->sr)));
+  xapi_set (c, r, "content_type", xapi_string (c, "user"));
+  xapi_set (c, r, "shared", xapi_bool (c, false));
+  xapi_set (c, r, "other_config", xapi_empty_struct (c));
+  xapi_set (c, r, "tags", xapi_empty_array (c));
+  sm = xmlrpc_struct_new (c->env);
+  xapi_set (c, sm, "path", xapi_string (c, sr_get_path (s->sr)));
+  xapi_set (c, r, "sm_config", sm);
+  xapi_set (c, r, "blobs", xapi_empty_struct (c));
+  xapi_set (c, r, "local_cache_enabled", xapi_bool (c, false));
+  xapi_set (c, r, "introduced_by", xapi_string (c, XAPI_NULL_REF));
+  xapi_set (c, r, "clustered", xapi_bool (c, false));
+  xapi_set (c, r, "is_tools_sr", xapi_bool (c, false));
+  return r;
+}
+
+/* SR.scan(session, sr): records for images dropped into the SR, none for
+ * images that are gone. */
+static xmlrpc_value *
+sr_scan_method (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  g_autofree char *ref = xapi_read_string (c, args[1], "sr");
+  struct xapi_sr *s = ref ? xapi_sr_by_ref (c, ref) : NULL;
+
+  if (s == NULL)
+    return NULL;
+  if (sr_scan (s->sr) == -1) {
+    xapi_fail_sr (c, "SR", ref);
+    return NULL;
+  }
+  return xapi_void (c);
+}
+
+static const struct xapi_method methods[] = {
+  { "scan", 2, 2, false, sr_scan_method },
+  { NULL },
+};
+
+const struct xapi_class xapi_class_sr = {
+  .name = "SR",
+  .methods = methods,
+  .list = sr_list,
+  .get_record = sr_record,
+};

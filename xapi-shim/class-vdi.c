@@ -1,0 +1,325 @@
+/* The VDI class: the managed VDIs of every SR (sr.h).
+ *
+ * VDI.create picks the image format from sm_config["image-format"] (the
+ * key xapi's own qcow2-capable SMs read), else other_config
+ * ["dest-img-format"] (the key of VDI.pool_migrate's options), else vhd;
+ * each is one of vhd, qcow2, raw.  The image is <uuid>.<format> in the SR
+ * directory; the name label never becomes a path. */
+
+#include <errno.h>
+#include <string.h>
+
+#include "xapi.h"
+
+/* The VDI named by REF, and the SR holding it; NULL after HANDLE_INVALID
+ * (or another error of the SR). */
+static struct sr_vdi *
+vdi_by_ref (struct xapi_call *c, const char *ref, struct xapi_sr **srp)
+{
+  const char *uuid = xapi_ref_uuid (ref);
+
+  for (guint i = 0; uuid && i < c->d->srs->len; i++) {
+    struct xapi_sr *s = c->d->srs->pdata[i];
+    struct sr_vdi *v = sr_vdi_get_by_uuid (s->sr, uuid);
+
+    if (v && v->managed) {
+      if (srp)
+        *srp = s;
+      return v;
+    }
+    if (v) {
+      sr_vdi_free (v);
+      break; /* an SR-internal image: not a XenAPI object */
+    }
+    if (sr_get_errno () != ENOENT) {
+      xapi_fail_sr (c, "VDI", ref);
+      return NULL;
+    }
+  }
+  xapi_fail (c, "HANDLE_INVALID", "VDI", ref ? ref : "", NULL);
+  return NULL;
+}
+
+static bool
+vdi_list (struct xapi_call *c, GPtrArray *refs)
+{
+  for (guint i = 0; i < c->d->srs->len; i++) {
+    struct xapi_sr *s = c->d->srs->pdata[i];
+    struct sr_vdi_list list = { 0 };
+
+    if (sr_vdi_list (s->sr, &list) == -1) {
+      xapi_fail_sr (c, "SR", s->name);
+      return false;
+    }
+    for (size_t j = 0; j < list.len; j++)
+      if (list.v[j]->managed)
+        g_ptr_array_add (refs,
+                         g_strconcat (XAPI_REF_PREFIX, list.v[j]->uuid, NULL));
+    sr_vdi_list_free (&list);
+  }
+  return true;
+}
+
+static xmlrpc_value *
+vdi_record (struct xapi_call *c, const char *ref)
+{
+  struct xapi_sr *s = NULL;
+  struct sr_vdi *v = vdi_by_ref (c, ref, &s);
+  xmlrpc_value *r, *oc, *sm;
+
+  if (v == NULL)
+    return NULL;
+  r = xmlrpc_struct_new (c->env);
+  xapi_set (c, r, "uuid", xapi_string (c, v->uuid));
+  xapi_set (c, r, "name_label", xapi_string (c, v->name_label));
+  xapi_set (c, r, "name_description", xapi_string (c, v->name_description));
+  xapi_set (c, r, "allowed_operations", xapi_empty_array (c));
+  xapi_set (c, r, "current_operations", xapi_empty_struct (c));
+  xapi_set (c, r, "SR", xapi_ref (c, sr_get_uuid (s->sr)));
+  xapi_set (c, r, "VBDs", xapi_empty_array (c));
+  xapi_set (c, r, "crash_dumps", xapi_empty_array (c));
+  xapi_set (c, r, "virtual_size", xapi_int64 (c, (int64_t)v->virtual_size));
+  xapi_set (c, r, "physical_utilisation",
+            xapi_int64 (c, (int64_t)v->physical_utilisation));
+  xapi_set (c, r, "type", xapi_string (c, "user"));
+  xapi_set (c, r, "sharable", xapi_bool (c, false));
+  xapi_set (c, r, "read_only", xapi_bool (c, v->read_only));
+  oc = xmlrpc_struct_new (c->env);
+  for (size_t i = 0; i < v->n_other_config; i++)
+    xapi_set (c, oc, v->other_config[i].key,
+              xapi_string (c, v->other_config[i].value));
+  xapi_set (c, r, "other_config", oc);
+  xapi_set (c, r, "storage_lock", xapi_bool (c, false));
+  xapi_set (c, r, "location", xapi_string (c, v->location));
+  xapi_set (c, r, "managed", xapi_bool (c, true));
+  xapi_set (c, r, "missing", xapi_bool (c, false));
+  xapi_set (c, r, "parent", xapi_string (c, XAPI_NULL_REF));
+  xapi_set (c, r, "xenstore_data", xapi_empty_struct (c));
+  sm = xmlrpc_struct_new (c->env);
+  xapi_set (c, sm, "image-format",
+            xapi_string (c, vdisk_format_name (v->format)));
+  if (v->parent_uuid[0])
+    xapi_set (c, sm,
+              v->format == VDISK_FORMAT_VHD ? "vhd-parent" : "image-parent",
+              xapi_string (c, v->parent_uuid));
+  xapi_set (c, r, "sm_config", sm);
+  xapi_set (c, r, "is_a_snapshot", xapi_bool (c, v->is_snapshot));
+  xapi_set (c, r, "snapshot_of",
+            v->snapshot_of[0] ? xapi_ref (c, v->snapshot_of)
+                              : xapi_string (c, XAPI_NULL_REF));
+  xapi_set (c, r, "snapshots", xapi_empty_array (c));
+  xapi_set (c, r, "snapshot_time",
+            xmlrpc_datetime_new_sec (c->env, v->snapshot_time));
+  xapi_set (c, r, "tags", xapi_empty_array (c));
+  xapi_set (c, r, "allow_caching", xapi_bool (c, false));
+  xapi_set (c, r, "on_boot", xapi_string (c, "persist"));
+  xapi_set (c, r, "metadata_of_pool", xapi_string (c, XAPI_NULL_REF));
+  xapi_set (c, r, "metadata_latest", xapi_bool (c, false));
+  xapi_set (c, r, "is_tools_iso", xapi_bool (c, false));
+  xapi_set (c, r, "cbt_enabled", xapi_bool (c, false));
+  sr_vdi_free (v);
+  return r;
+}
+
+/* A string member of struct REC, or NULL if absent (FIELD_TYPE_ERROR if
+ * present but not a string). */
+static char *
+member_string (struct xapi_call *c, xmlrpc_value *rec, const char *key)
+{
+  g_autoptr (xmlrpc_value) v = NULL;
+
+  xmlrpc_struct_find_value (c->env, rec, key, &v);
+  if (v == NULL)
+    return NULL;
+  return xapi_read_string (c, v, key);
+}
+
+/* virtual_size: a string as XenAPI sends int64, or an XML-RPC int. */
+static bool
+member_size (struct xapi_call *c, xmlrpc_value *rec, uint64_t *out)
+{
+  g_autoptr (xmlrpc_value) v = NULL;
+  g_autofree char *s = NULL;
+
+  xmlrpc_struct_find_value (c->env, rec, "virtual_size", &v);
+  if (v && xmlrpc_value_type (v) == XMLRPC_TYPE_INT) {
+    int i;
+    xmlrpc_read_int (c->env, v, &i);
+    if (i < 0)
+      goto bad;
+    *out = (uint64_t)i;
+    return true;
+  }
+  if (v && xmlrpc_value_type (v) == XMLRPC_TYPE_I8) {
+    xmlrpc_int64 i;
+    xmlrpc_read_i8 (c->env, v, &i);
+    if (i < 0)
+      goto bad;
+    *out = (uint64_t)i;
+    return true;
+  }
+  if (v == NULL || (s = xapi_read_string (c, v, "virtual_size")) == NULL
+      || !g_ascii_string_to_unsigned (s, 10, 1, INT64_MAX, out, NULL))
+    goto bad;
+  return true;
+bad:
+  if (!xapi_failed (c))
+    xapi_fail (c, "FIELD_TYPE_ERROR", "virtual_size", NULL);
+  return false;
+}
+
+/* The string value of KEY in the map member MAP of REC, or NULL. */
+static char *
+map_string (struct xapi_call *c, xmlrpc_value *rec, const char *map,
+            const char *key)
+{
+  g_autoptr (xmlrpc_value) m = NULL;
+
+  xmlrpc_struct_find_value (c->env, rec, map, &m);
+  if (m == NULL || xmlrpc_value_type (m) != XMLRPC_TYPE_STRUCT)
+    return NULL;
+  return member_string (c, m, key);
+}
+
+static bool
+pick_format (struct xapi_call *c, xmlrpc_value *rec, enum vdisk_format *fmt)
+{
+  g_autofree char *name = map_string (c, rec, "sm_config", "image-format");
+  int f;
+
+  if (name == NULL && !xapi_failed (c))
+    name = map_string (c, rec, "other_config", "dest-img-format");
+  if (xapi_failed (c))
+    return false;
+  if (name == NULL) {
+    *fmt = VDISK_FORMAT_VHD;
+    return true;
+  }
+  f = vdisk_format_from_name (name);
+  if (f < 0) {
+    xapi_fail (c, "INVALID_VALUE", "image-format", name, NULL);
+    return false;
+  }
+  *fmt = f;
+  return true;
+}
+
+/* Copy the record's other_config onto the new VDI. */
+static bool
+set_other_config (struct xapi_call *c, struct xapi_sr *s, const char *uuid,
+                  xmlrpc_value *rec)
+{
+  g_autoptr (xmlrpc_value) m = NULL;
+  int n;
+
+  xmlrpc_struct_find_value (c->env, rec, "other_config", &m);
+  if (m == NULL)
+    return true;
+  if (xmlrpc_value_type (m) != XMLRPC_TYPE_STRUCT) {
+    xapi_fail (c, "FIELD_TYPE_ERROR", "other_config", NULL);
+    return false;
+  }
+  n = xmlrpc_struct_size (c->env, m);
+  for (int i = 0; i < n && !xapi_failed (c); i++) {
+    g_autoptr (xmlrpc_value) k = NULL;
+    g_autoptr (xmlrpc_value) v = NULL;
+    g_autofree char *ks = NULL;
+    g_autofree char *vs = NULL;
+
+    xmlrpc_struct_read_member (c->env, m, i, &k, &v);
+    if (c->env->fault_occurred)
+      break;
+    ks = xapi_read_string (c, k, "other_config");
+    vs = ks ? xapi_read_string (c, v, "other_config") : NULL;
+    if (vs && sr_vdi_set_other_config (s->sr, uuid, ks, vs) == -1)
+      xapi_fail_sr (c, "VDI", uuid);
+  }
+  return !xapi_failed (c);
+}
+
+/* VDI.create(session, record) → ref.  The record's SR, name_label,
+ * name_description, virtual_size, other_config and sm_config are used;
+ * type, sharable and read_only are accepted (a new VDI is a writable
+ * "user" disk). */
+static xmlrpc_value *
+vdi_create (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  xmlrpc_value *rec = args[1];
+  g_autofree char *sr_ref = NULL;
+  g_autofree char *label = NULL;
+  g_autofree char *desc = NULL;
+  struct sr_vdi_create_params params = { 0 };
+  struct xapi_sr *s;
+  struct sr_vdi *v;
+  enum vdisk_format fmt;
+  uint64_t size;
+  xmlrpc_value *ref;
+
+  if (xmlrpc_value_type (rec) != XMLRPC_TYPE_STRUCT) {
+    xapi_fail (c, "FIELD_TYPE_ERROR", "args", NULL);
+    return NULL;
+  }
+  sr_ref = member_string (c, rec, "SR");
+  if (sr_ref == NULL) {
+    if (!xapi_failed (c))
+      xapi_fail (c, "FIELD_TYPE_ERROR", "SR", NULL);
+    return NULL;
+  }
+  if ((s = xapi_sr_by_ref (c, sr_ref)) == NULL)
+    return NULL;
+  label = member_string (c, rec, "name_label");
+  desc = member_string (c, rec, "name_description");
+  if (xapi_failed (c) || !member_size (c, rec, &size)
+      || !pick_format (c, rec, &fmt))
+    return NULL;
+
+  params.name_description = desc;
+  v = sr_vdi_create (s->sr, label ? label : "", fmt, size, &params);
+  if (v == NULL) {
+    xapi_fail_sr (c, "SR", sr_ref);
+    return NULL;
+  }
+  if (!set_other_config (c, s, v->uuid, rec)) {
+    /* Half a VDI is worse than none. */
+    sr_vdi_destroy (s->sr, v->uuid);
+    sr_vdi_free (v);
+    return NULL;
+  }
+  g_message ("VDI.create: %s in SR %s (%s)", v->uuid, s->name,
+             vdisk_format_name (fmt));
+  ref = xapi_ref (c, v->uuid);
+  sr_vdi_free (v);
+  return ref;
+}
+
+static xmlrpc_value *
+vdi_destroy (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  g_autofree char *ref = xapi_read_string (c, args[1], "vdi");
+  struct xapi_sr *s = NULL;
+  struct sr_vdi *v = ref ? vdi_by_ref (c, ref, &s) : NULL;
+
+  if (v == NULL)
+    return NULL;
+  if (sr_vdi_destroy (s->sr, v->uuid) == -1) {
+    xapi_fail_sr (c, "VDI", ref);
+    sr_vdi_free (v);
+    return NULL;
+  }
+  g_message ("VDI.destroy: %s in SR %s", v->uuid, s->name);
+  sr_vdi_free (v);
+  return xapi_void (c);
+}
+
+static const struct xapi_method methods[] = {
+  { "create", 2, 2, false, vdi_create },
+  { "destroy", 2, 2, false, vdi_destroy },
+  { NULL },
+};
+
+const struct xapi_class xapi_class_vdi = {
+  .name = "VDI",
+  .methods = methods,
+  .list = vdi_list,
+  .get_record = vdi_record,
+};

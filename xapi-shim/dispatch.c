@@ -1,0 +1,438 @@
+/* The one dispatcher every XML-RPC method name goes through, the generic
+ * methods of classes with records, and the XenAPI wire helpers. */
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "xapi.h"
+
+/* The classes this daemon serves.  A new class is one file and one line
+ * here. */
+static const struct xapi_class *const classes[] = {
+  &xapi_class_session,
+  &xapi_class_host,
+  &xapi_class_sr,
+  &xapi_class_vdi,
+};
+
+void
+xapi_fail (struct xapi_call *c, const char *code, ...)
+{
+  va_list ap;
+  const char *s;
+
+  if (c->error)
+    return; /* the first failure is the one the client sees */
+  c->error = g_ptr_array_new_with_free_func (g_free);
+  g_ptr_array_add (c->error, g_strdup (code));
+  va_start (ap, code);
+  while ((s = va_arg (ap, const char *)) != NULL)
+    g_ptr_array_add (c->error, g_strdup (s));
+  va_end (ap);
+}
+
+bool
+xapi_failed (struct xapi_call *c)
+{
+  return c->error != NULL || c->env->fault_occurred;
+}
+
+void
+xapi_fail_sr (struct xapi_call *c, const char *cls, const char *ref)
+{
+  const char *msg = sr_get_error ();
+
+  switch (sr_get_errno ()) {
+  case ENOENT: xapi_fail (c, "HANDLE_INVALID", cls, ref, NULL); break;
+  case EINVAL: xapi_fail (c, "UUID_INVALID", cls, ref, NULL); break;
+  case EBUSY: xapi_fail (c, "VDI_IN_USE", ref, c->method, NULL); break;
+  case EROFS: xapi_fail (c, "VDI_READ_ONLY", ref, NULL); break;
+  case ENOSPC: xapi_fail (c, "SR_FULL", ref, msg, NULL); break;
+  case ENOTSUP:
+    xapi_fail (c, "SR_OPERATION_NOT_SUPPORTED", ref, msg, NULL);
+    break;
+  default: xapi_fail (c, "INTERNAL_ERROR", msg ? msg : "unknown", NULL);
+  }
+}
+
+xmlrpc_value *
+xapi_string (struct xapi_call *c, const char *s)
+{
+  return xmlrpc_string_new (c->env, s ? s : "");
+}
+
+xmlrpc_value *
+xapi_int64 (struct xapi_call *c, int64_t v)
+{
+  char buf[32];
+
+  snprintf (buf, sizeof buf, "%" PRId64, v);
+  return xmlrpc_string_new (c->env, buf);
+}
+
+xmlrpc_value *
+xapi_bool (struct xapi_call *c, bool v)
+{
+  return xmlrpc_bool_new (c->env, v);
+}
+
+xmlrpc_value *
+xapi_ref (struct xapi_call *c, const char *uuid)
+{
+  g_autofree char *ref = g_strconcat (XAPI_REF_PREFIX, uuid, NULL);
+
+  return xmlrpc_string_new (c->env, ref);
+}
+
+/* xapi answers a method without a result with an empty string. */
+xmlrpc_value *
+xapi_void (struct xapi_call *c)
+{
+  return xmlrpc_string_new (c->env, "");
+}
+
+xmlrpc_value *
+xapi_empty_array (struct xapi_call *c)
+{
+  return xmlrpc_array_new (c->env);
+}
+
+xmlrpc_value *
+xapi_empty_struct (struct xapi_call *c)
+{
+  return xmlrpc_struct_new (c->env);
+}
+
+void
+xapi_set (struct xapi_call *c, xmlrpc_value *st, const char *key,
+          xmlrpc_value *v)
+{
+  if (v == NULL || st == NULL || c->env->fault_occurred) {
+    if (v)
+      xmlrpc_DECREF (v);
+    return;
+  }
+  xmlrpc_struct_set_value (c->env, st, key, v);
+  xmlrpc_DECREF (v);
+}
+
+void
+xapi_append (struct xapi_call *c, xmlrpc_value *array, xmlrpc_value *v)
+{
+  if (v == NULL || array == NULL || c->env->fault_occurred) {
+    if (v)
+      xmlrpc_DECREF (v);
+    return;
+  }
+  xmlrpc_array_append_item (c->env, array, v);
+  xmlrpc_DECREF (v);
+}
+
+char *
+xapi_read_string (struct xapi_call *c, xmlrpc_value *v, const char *what)
+{
+  const char *s = NULL;
+  char *ret;
+
+  if (v == NULL || xmlrpc_value_type (v) != XMLRPC_TYPE_STRING) {
+    xapi_fail (c, "FIELD_TYPE_ERROR", what, NULL);
+    return NULL;
+  }
+  xmlrpc_read_string (c->env, v, &s);
+  if (c->env->fault_occurred)
+    return NULL;
+  ret = g_strdup (s);
+  free ((void *)s);
+  return ret;
+}
+
+const char *
+xapi_ref_uuid (const char *ref)
+{
+  const char *u;
+
+  if (ref == NULL || !g_str_has_prefix (ref, XAPI_REF_PREFIX))
+    return NULL;
+  u = ref + strlen (XAPI_REF_PREFIX);
+  return sr_uuid_is_valid (u) ? u : NULL;
+}
+
+/* Generic methods of a class with records. */
+
+static xmlrpc_value *
+generic_get_all (struct xapi_call *c, const struct xapi_class *cls)
+{
+  g_autoptr (GPtrArray) refs = g_ptr_array_new_with_free_func (g_free);
+  xmlrpc_value *a;
+
+  if (!cls->list (c, refs))
+    return NULL;
+  a = xmlrpc_array_new (c->env);
+  for (guint i = 0; i < refs->len; i++)
+    xapi_append (c, a, xapi_string (c, refs->pdata[i]));
+  return a;
+}
+
+static xmlrpc_value *
+generic_get_all_records (struct xapi_call *c, const struct xapi_class *cls)
+{
+  g_autoptr (GPtrArray) refs = g_ptr_array_new_with_free_func (g_free);
+  xmlrpc_value *st;
+
+  if (!cls->list (c, refs))
+    return NULL;
+  st = xmlrpc_struct_new (c->env);
+  for (guint i = 0; i < refs->len && !xapi_failed (c); i++)
+    xapi_set (c, st, refs->pdata[i], cls->get_record (c, refs->pdata[i]));
+  if (xapi_failed (c)) {
+    xmlrpc_DECREF (st);
+    return NULL;
+  }
+  return st;
+}
+
+/* The value of FIELD in the record of REF (the get_<field> getters). */
+static xmlrpc_value *
+generic_get_field (struct xapi_call *c, const struct xapi_class *cls,
+                   const char *ref, const char *field)
+{
+  g_autoptr (xmlrpc_value) rec = cls->get_record (c, ref);
+  xmlrpc_value *v = NULL;
+
+  if (rec == NULL)
+    return NULL;
+  xmlrpc_struct_find_value (c->env, rec, field, &v);
+  return v; /* a new reference, or NULL (checked by the caller) */
+}
+
+/* get_by_uuid: refs are OpaqueRef:<uuid>, so the uuid names the ref. */
+static xmlrpc_value *
+generic_by_uuid (struct xapi_call *c, const struct xapi_class *cls,
+                 const char *uuid)
+{
+  g_autofree char *ref = NULL;
+  g_autoptr (xmlrpc_value) rec = NULL;
+
+  if (!sr_uuid_is_valid (uuid)) {
+    xapi_fail (c, "UUID_INVALID", cls->name, uuid, NULL);
+    return NULL;
+  }
+  ref = g_strconcat (XAPI_REF_PREFIX, uuid, NULL);
+  rec = cls->get_record (c, ref);
+  if (rec == NULL) {
+    /* A missing object asked for by uuid is UUID_INVALID in xapi. */
+    g_clear_pointer (&c->error, g_ptr_array_unref);
+    if (!c->env->fault_occurred)
+      xapi_fail (c, "UUID_INVALID", cls->name, uuid, NULL);
+    return NULL;
+  }
+  return xmlrpc_string_new (c->env, ref);
+}
+
+static xmlrpc_value *
+generic_by_name_label (struct xapi_call *c, const struct xapi_class *cls,
+                       const char *label)
+{
+  g_autoptr (GPtrArray) refs = g_ptr_array_new_with_free_func (g_free);
+  xmlrpc_value *a;
+
+  if (!cls->list (c, refs))
+    return NULL;
+  a = xmlrpc_array_new (c->env);
+  for (guint i = 0; i < refs->len && !xapi_failed (c); i++) {
+    g_autoptr (xmlrpc_value) nl
+        = generic_get_field (c, cls, refs->pdata[i], "name_label");
+    const char *s = NULL;
+
+    if (nl == NULL)
+      break;
+    xmlrpc_read_string (c->env, nl, &s);
+    if (s && strcmp (s, label) == 0)
+      xapi_append (c, a, xapi_string (c, refs->pdata[i]));
+    free ((void *)s);
+  }
+  if (xapi_failed (c)) {
+    xmlrpc_DECREF (a);
+    return NULL;
+  }
+  return a;
+}
+
+/* The generic methods: NAME is the part after the class.  Returns false
+ * if NAME is none of them (so the method is unknown). */
+static bool
+run_generic (struct xapi_call *c, const struct xapi_class *cls,
+             const char *name, xmlrpc_value *const *args, int nargs,
+             xmlrpc_value **result)
+{
+  int want;
+  g_autofree char *arg = NULL;
+
+  if (strcmp (name, "get_all") == 0 || strcmp (name, "get_all_records") == 0)
+    want = 1;
+  else if (g_str_has_prefix (name, "get_") && name[4] != '\0')
+    want = 2;
+  else
+    return false;
+
+  if (nargs != want) {
+    char w[16], g[16];
+
+    snprintf (w, sizeof w, "%d", want);
+    snprintf (g, sizeof g, "%d", nargs);
+    xapi_fail (c, "MESSAGE_PARAMETER_COUNT_MISMATCH", c->method, w, g, NULL);
+    return true;
+  }
+  if (want == 2 && (arg = xapi_read_string (c, args[1], "ref")) == NULL)
+    return true;
+
+  if (strcmp (name, "get_all") == 0)
+    *result = generic_get_all (c, cls);
+  else if (strcmp (name, "get_all_records") == 0)
+    *result = generic_get_all_records (c, cls);
+  else if (strcmp (name, "get_by_uuid") == 0)
+    *result = generic_by_uuid (c, cls, arg);
+  else if (strcmp (name, "get_by_name_label") == 0)
+    *result = generic_by_name_label (c, cls, arg);
+  else if (strcmp (name, "get_record") == 0)
+    *result = cls->get_record (c, arg);
+  else {
+    *result = generic_get_field (c, cls, arg, name + 4);
+    if (*result == NULL && !xapi_failed (c))
+      xapi_fail (c, "MESSAGE_METHOD_UNKNOWN", c->method, NULL);
+  }
+  return true;
+}
+
+static const struct xapi_class *
+find_class (const char *name, size_t len)
+{
+  for (size_t i = 0; i < G_N_ELEMENTS (classes); i++)
+    if (strlen (classes[i]->name) == len
+        && g_ascii_strncasecmp (classes[i]->name, name, len) == 0)
+      return classes[i];
+  return NULL;
+}
+
+static const struct xapi_method *
+find_method (const struct xapi_class *cls, const char *name)
+{
+  for (const struct xapi_method *m = cls->methods; m && m->name; m++)
+    if (strcmp (m->name, name) == 0)
+      return m;
+  return NULL;
+}
+
+/* Call the method; the result or c->error is set afterwards. */
+static xmlrpc_value *
+run (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  const char *dot = strchr (c->method, '.');
+  const struct xapi_class *cls;
+  const struct xapi_method *m;
+  xmlrpc_value *result = NULL;
+
+  cls = dot ? find_class (c->method, dot - c->method) : NULL;
+  if (cls == NULL)
+    goto unknown;
+  m = find_method (cls, dot + 1);
+
+  if (m == NULL && cls->get_record == NULL)
+    goto unknown;
+  if (m == NULL && !(g_str_has_prefix (dot + 1, "get_") && dot[5] != '\0'))
+    goto unknown;
+
+  if (m && (nargs < m->min_args || nargs > m->max_args)) {
+    char w[16], g[16];
+
+    snprintf (w, sizeof w, "%d", m->max_args);
+    snprintf (g, sizeof g, "%d", nargs);
+    xapi_fail (c, "MESSAGE_PARAMETER_COUNT_MISMATCH", c->method, w, g, NULL);
+    return NULL;
+  }
+
+  if (m == NULL || !m->no_session) {
+    g_autofree char *s = NULL;
+
+    if (nargs < 1) {
+      xapi_fail (c, "MESSAGE_PARAMETER_COUNT_MISMATCH", c->method, "1", "0",
+                 NULL);
+      return NULL;
+    }
+    s = xapi_read_string (c, args[0], "session_id");
+    if (s == NULL)
+      return NULL;
+    if (!xapi_session_valid (c->d, s)) {
+      xapi_fail (c, "SESSION_INVALID", s, NULL);
+      return NULL;
+    }
+  }
+
+  if (m)
+    return m->fn (c, args, nargs);
+  if (run_generic (c, cls, dot + 1, args, nargs, &result))
+    return result;
+unknown:
+  xapi_fail (c, "MESSAGE_METHOD_UNKNOWN", c->method, NULL);
+  return NULL;
+}
+
+static xmlrpc_value *
+wrap (struct xapi_call *c, xmlrpc_value *value)
+{
+  xmlrpc_env *env = c->env;
+  xmlrpc_value *reply;
+
+  if (env->fault_occurred && c->error == NULL) {
+    /* xmlrpc-c itself failed (out of memory, a value of the wrong
+     * type): an internal error, not a fault, so clients see XenAPI. */
+    xapi_fail (c, "INTERNAL_ERROR", env->fault_string, NULL);
+  }
+  xmlrpc_env_clean (env);
+  xmlrpc_env_init (env);
+
+  reply = xmlrpc_struct_new (env);
+  if (c->error == NULL) {
+    xapi_set (c, reply, "Status", xapi_string (c, "Success"));
+    xapi_set (c, reply, "Value", value ? value : xapi_void (c));
+  }
+  else {
+    xmlrpc_value *desc = xmlrpc_array_new (env);
+
+    if (value)
+      xmlrpc_DECREF (value);
+    for (guint i = 0; i < c->error->len; i++)
+      xapi_append (c, desc, xapi_string (c, c->error->pdata[i]));
+    xapi_set (c, reply, "Status", xapi_string (c, "Failure"));
+    xapi_set (c, reply, "ErrorDescription", desc);
+  }
+  return reply;
+}
+
+xmlrpc_value *
+xapi_dispatch (struct xapi_daemon *d, xmlrpc_env *env, const char *method,
+               xmlrpc_value *params)
+{
+  struct xapi_call c = { .d = d, .env = env, .method = method };
+  g_autoptr (GPtrArray) args
+      = g_ptr_array_new_with_free_func ((GDestroyNotify)xmlrpc_DECREF);
+  xmlrpc_value *result = NULL, *reply;
+  int n = xmlrpc_array_size (env, params);
+
+  for (int i = 0; i < n && !env->fault_occurred; i++) {
+    xmlrpc_value *v = NULL;
+
+    xmlrpc_array_read_item (env, params, i, &v);
+    if (v)
+      g_ptr_array_add (args, v);
+  }
+  if (!env->fault_occurred)
+    result = run (&c, (xmlrpc_value *const *)args->pdata, args->len);
+  reply = wrap (&c, result);
+  if (c.error)
+    g_ptr_array_unref (c.error);
+  return reply;
+}

@@ -1,0 +1,175 @@
+/* The session class: logging in with a user of the auth file and out.
+ *
+ * The auth file has one "user:HASH" line per user, HASH a crypt(3) hash
+ * (vdimotiond --hash-password prints one).  Without an auth file nobody
+ * can log in.  Sessions are kept in memory: a restart of the daemon logs
+ * every client out. */
+
+#include <crypt.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "xapi.h"
+
+int
+xapi_load_auth_file (struct xapi_daemon *d, const char *path, GError **error)
+{
+  g_autofree char *text = NULL;
+  g_auto (GStrv) lines = NULL;
+
+  if (!g_file_get_contents (path, &text, NULL, error))
+    return -1;
+  lines = g_strsplit (text, "\n", -1);
+  for (size_t i = 0; lines[i]; i++) {
+    char *line = g_strstrip (lines[i]);
+    char *colon;
+
+    if (*line == '\0' || *line == '#')
+      continue;
+    colon = strchr (line, ':');
+    if (colon == NULL || colon == line || colon[1] == '\0') {
+      g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+                   "%s:%zu: expected user:HASH", path, i + 1);
+      return -1;
+    }
+    *colon = '\0';
+    g_hash_table_replace (d->users, g_strdup (line), g_strdup (colon + 1));
+  }
+  return 0;
+}
+
+bool
+xapi_session_valid (struct xapi_daemon *d, const char *ref)
+{
+  return g_hash_table_contains (d->sessions, ref);
+}
+
+/* Compare without leaking through timing how much of a hash matched. */
+static bool
+same_secret (const char *a, const char *b)
+{
+  size_t la = strlen (a), lb = strlen (b);
+  unsigned char diff = la != lb;
+
+  for (size_t i = 0; i < la && i < lb; i++)
+    diff |= (unsigned char)a[i] ^ (unsigned char)b[i];
+  return diff == 0;
+}
+
+static bool
+password_ok (struct xapi_daemon *d, const char *user, const char *pw)
+{
+  const char *hash = g_hash_table_lookup (d->users, user);
+  g_autofree struct crypt_data *cd = g_new0 (struct crypt_data, 1);
+  const char *got;
+
+  if (hash == NULL)
+    return false;
+  got = crypt_r (pw, hash, cd);
+  /* libxcrypt fails with NULL or a string starting with '*'. */
+  if (got == NULL || got[0] == '*')
+    return false;
+  return same_secret (got, hash);
+}
+
+static xmlrpc_value *
+login_with_password (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  g_autofree char *user = xapi_read_string (c, args[0], "uname");
+  g_autofree char *pw = user ? xapi_read_string (c, args[1], "pwd") : NULL;
+  g_autofree char *uuid = NULL;
+  char *ref;
+
+  /* args[2] (version) and args[3] (originator) are accepted and unused,
+   * as xapi does. */
+  if (pw == NULL)
+    return NULL;
+  if (!password_ok (c->d, user, pw)) {
+    g_message ("session.login_with_password: %s: authentication failed", user);
+    xapi_fail (c, "SESSION_AUTHENTICATION_FAILED", user,
+               "Authentication failure", NULL);
+    return NULL;
+  }
+  uuid = g_uuid_string_random ();
+  ref = g_strconcat (XAPI_REF_PREFIX, uuid, NULL);
+  if (g_queue_get_length (&c->d->session_order) >= XAPI_MAX_SESSIONS) {
+    char *oldest = g_queue_pop_head (&c->d->session_order);
+
+    g_message ("session limit reached: %s ends", oldest);
+    g_hash_table_remove (c->d->sessions, oldest);
+  }
+  g_hash_table_insert (c->d->sessions, ref, g_strdup (user));
+  g_queue_push_tail (&c->d->session_order, ref);
+  return xapi_string (c, ref);
+}
+
+static xmlrpc_value *
+logout (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  g_autofree char *s = xapi_read_string (c, args[0], "session_id");
+  gpointer key;
+
+  if (s == NULL)
+    return NULL;
+  if (g_hash_table_lookup_extended (c->d->sessions, s, &key, NULL)) {
+    g_queue_remove (&c->d->session_order, key);
+    g_hash_table_remove (c->d->sessions, s);
+  }
+  return xapi_void (c);
+}
+
+static xmlrpc_value *
+get_this_host (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  return xapi_ref (c, c->d->host_uuid);
+}
+
+static const struct xapi_method methods[] = {
+  { "login_with_password", 2, 4, true, login_with_password },
+  { "logout", 1, 1, false, logout },
+  { "get_this_host", 2, 2, false, get_this_host },
+  { NULL },
+};
+
+const struct xapi_class xapi_class_session = {
+  .name = "session",
+  .methods = methods,
+};
+
+int
+xapi_hash_password (void)
+{
+  char line[1024];
+  g_autofree struct crypt_data *cd = g_new0 (struct crypt_data, 1);
+  char *salt;
+  const char *hash;
+  size_t n;
+
+  if (fgets (line, sizeof line, stdin) == NULL) {
+    fprintf (stderr, "vdimotiond: --hash-password: no password on stdin\n");
+    return 1;
+  }
+  n = strcspn (line, "\n");
+  line[n] = '\0';
+  /* NULL prefix: libxcrypt's preferred method (yescrypt on Debian). */
+  salt = crypt_gensalt_ra (NULL, 0, NULL, 0);
+  if (salt == NULL) {
+    fprintf (stderr, "vdimotiond: --hash-password: crypt_gensalt: %s\n",
+             g_strerror (errno));
+    return 1;
+  }
+  hash = crypt_r (line, salt, cd);
+  free (salt);
+  explicit_bzero (line, sizeof line);
+  if (hash == NULL || hash[0] == '*') {
+    fprintf (stderr, "vdimotiond: --hash-password: crypt failed\n");
+    return 1;
+  }
+  printf ("%s\n", hash);
+  if (fflush (stdout) == EOF || ferror (stdout)) {
+    perror ("vdimotiond: --hash-password: stdout");
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,394 @@
+/* vdimotiond: the host daemon (DESIGN.md §1).  This version serves the
+ * XenAPI face over the SRs it is given: sessions, host, SR and VDI.
+ *
+ * Configuration comes from --config FILE (GKeyFile, vdimotiond.conf(5));
+ * flags override it.  Without --foreground the daemon forks and the parent
+ * exits once the child is listening (or with the child's error). */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <glib-unix.h>
+#include <glib.h>
+#include <gio/gio.h>
+
+#include "xapi.h"
+
+#define DEFAULT_LISTEN "127.0.0.1:80"
+#define DEFAULT_STATE_DIR "/var/lib/vdimotion"
+#define DEFAULT_MAX_REQUEST_SIZE (16 * 1024 * 1024)
+
+struct options
+{
+  char *config;
+  char *listen;
+  char *listen_https;
+  char *state_dir;
+  char **srs; /* NAME=PATH */
+  char *auth_file;
+  char *tls_cert;
+  char *tls_key;
+  char *name_label;
+  gint64 max_request_size;
+  gboolean foreground;
+  gboolean hash_password;
+};
+
+static void
+options_clear (struct options *o)
+{
+  g_free (o->config);
+  g_free (o->listen);
+  g_free (o->listen_https);
+  g_free (o->state_dir);
+  g_strfreev (o->srs);
+  g_free (o->auth_file);
+  g_free (o->tls_cert);
+  g_free (o->tls_key);
+  g_free (o->name_label);
+}
+
+/* Fill what the flags left unset from [daemon] of the config file; the
+ * [sr:NAME] groups are added after the --sr ones. */
+static int
+read_config (struct options *o, GError **error)
+{
+  g_autoptr (GKeyFile) kf = g_key_file_new ();
+  g_auto (GStrv) groups = NULL;
+  g_autoptr (GPtrArray) srs = g_ptr_array_new_with_free_func (g_free);
+  struct
+  {
+    const char *key;
+    char **dest;
+  } strings[] = {
+    { "listen", &o->listen },         { "listen-https", &o->listen_https },
+    { "state-dir", &o->state_dir },   { "auth-file", &o->auth_file },
+    { "tls-cert", &o->tls_cert },     { "tls-key", &o->tls_key },
+    { "name-label", &o->name_label },
+  };
+
+  if (!g_key_file_load_from_file (kf, o->config, G_KEY_FILE_NONE, error)) {
+    g_prefix_error (error, "%s: ", o->config);
+    return -1;
+  }
+  for (size_t i = 0; i < G_N_ELEMENTS (strings); i++)
+    if (*strings[i].dest == NULL)
+      *strings[i].dest
+          = g_key_file_get_string (kf, "daemon", strings[i].key, NULL);
+  if (o->max_request_size == 0
+      && g_key_file_has_key (kf, "daemon", "max-request-size", NULL)) {
+    GError *e = NULL;
+    o->max_request_size
+        = g_key_file_get_int64 (kf, "daemon", "max-request-size", &e);
+    if (e) {
+      g_propagate_prefixed_error (error, e, "%s: ", o->config);
+      return -1;
+    }
+  }
+
+  for (char **s = o->srs; s && *s; s++)
+    g_ptr_array_add (srs, g_strdup (*s));
+  groups = g_key_file_get_groups (kf, NULL);
+  for (char **g = groups; *g; g++) {
+    g_autofree char *path = NULL;
+    g_autofree char *type = NULL;
+
+    if (!g_str_has_prefix (*g, "sr:"))
+      continue;
+    type = g_key_file_get_string (kf, *g, "type", NULL);
+    if (type && strcmp (type, "file") != 0) {
+      g_set_error (error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                   "%s: [%s]: type %s: only file SRs exist", o->config, *g,
+                   type);
+      return -1;
+    }
+    path = g_key_file_get_string (kf, *g, "path", error);
+    if (path == NULL) {
+      g_prefix_error (error, "%s: ", o->config);
+      return -1;
+    }
+    g_ptr_array_add (srs, g_strdup_printf ("%s=%s", *g + 3, path));
+  }
+  g_ptr_array_add (srs, NULL);
+  g_strfreev (o->srs);
+  o->srs = (char **)g_ptr_array_steal (srs, NULL);
+  return 0;
+}
+
+/* The host's uuid, made once and kept in the state directory. */
+static char *
+host_uuid (const char *state_dir, GError **error)
+{
+  g_autofree char *path = g_build_filename (state_dir, "host-uuid", NULL);
+  g_autofree char *text = NULL;
+  char uuid[SR_UUID_LEN + 1];
+
+  if (g_file_get_contents (path, &text, NULL, NULL)) {
+    g_strstrip (text);
+    if (sr_uuid_is_valid (text))
+      return g_steal_pointer (&text);
+    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_INVAL, "%s: not a uuid",
+                 path);
+    return NULL;
+  }
+  if (sr_uuid_generate (uuid) == -1) {
+    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_FAILED,
+                 "cannot make a uuid: %s", sr_get_error ());
+    return NULL;
+  }
+  if (!g_file_set_contents (path, uuid, -1, error))
+    return NULL;
+  return g_strdup (uuid);
+}
+
+static int
+open_srs (struct xapi_daemon *d, char **srs, GError **error)
+{
+  for (char **s = srs; s && *s; s++) {
+    const char *eq = strchr (*s, '=');
+    struct xapi_sr *x;
+    struct sr *sr;
+
+    if (eq == NULL || eq == *s || eq[1] == '\0') {
+      g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                   "--sr %s: expected NAME=PATH", *s);
+      return -1;
+    }
+    sr = sr_open ("file", eq + 1, SR_OPEN_CREATE);
+    if (sr == NULL) {
+      g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_FAILED, "%s",
+                   sr_get_error ());
+      return -1;
+    }
+    x = g_new0 (struct xapi_sr, 1);
+    x->name = g_strndup (*s, eq - *s);
+    x->sr = sr;
+    g_ptr_array_add (d->srs, x);
+    g_message ("SR %s: %s (%s)", x->name, sr_get_uuid (sr), eq + 1);
+  }
+  return 0;
+}
+
+static void
+xapi_sr_free (gpointer p)
+{
+  struct xapi_sr *x = p;
+
+  if (sr_close (x->sr) == -1)
+    g_warning ("SR %s: %s", x->name, sr_get_error ());
+  g_free (x->name);
+  g_free (x);
+}
+
+static gboolean
+on_signal (gpointer loop)
+{
+  g_message ("stopping");
+  g_main_loop_quit (loop);
+  return G_SOURCE_REMOVE;
+}
+
+/* Fork; the parent waits on a pipe for the child's word that it is
+ * serving and exits 0, or 1 if the child failed first.  Returns the
+ * write end the child reports on (-1 in the foreground). */
+static int
+daemonize (void)
+{
+  int p[2];
+  pid_t pid;
+  char c;
+
+  if (pipe (p) == -1 || (pid = fork ()) == -1) {
+    perror ("vdimotiond: fork");
+    exit (1);
+  }
+  if (pid > 0) {
+    close (p[1]);
+    exit (read (p[0], &c, 1) == 1 && c == 'R' ? 0 : 1);
+  }
+  close (p[0]);
+  setsid ();
+  return p[1];
+}
+
+static void
+report_ready (int fd)
+{
+  int null;
+
+  if (fd < 0)
+    return;
+  if (write (fd, "R", 1) != 1)
+    perror ("vdimotiond: write");
+  close (fd);
+  /* Messages after this point are lost unless run with --foreground
+   * (as the systemd unit does, into the journal). */
+  null = open ("/dev/null", O_RDWR);
+  if (null >= 0) {
+    dup2 (null, 0);
+    dup2 (null, 1);
+    dup2 (null, 2);
+    if (null > 2)
+      close (null);
+  }
+}
+
+static int
+run (struct options *o)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GTlsCertificate) tls = NULL;
+  g_autoptr (GMainLoop) loop = NULL;
+  struct xapi_daemon d = { 0 };
+  struct xapi_http *h = NULL;
+  int ready_fd = -1, ret = 1;
+
+  if (o->config && read_config (o, &error) == -1)
+    goto out;
+  if (!o->listen && !o->listen_https)
+    o->listen = g_strdup (DEFAULT_LISTEN);
+  if (!o->state_dir)
+    o->state_dir = g_strdup (DEFAULT_STATE_DIR);
+  if (o->max_request_size <= 0)
+    o->max_request_size = DEFAULT_MAX_REQUEST_SIZE;
+  if ((o->tls_cert == NULL) != (o->tls_key == NULL)
+      || (o->listen_https && o->tls_cert == NULL)) {
+    g_set_error (&error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                 "HTTPS needs both --tls-cert and --tls-key");
+    goto out;
+  }
+  if (o->tls_cert && o->listen_https == NULL) {
+    g_set_error (&error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                 "--tls-cert given but no --listen-https address");
+    goto out;
+  }
+  if (o->tls_cert) {
+    tls = g_tls_certificate_new_from_files (o->tls_cert, o->tls_key, &error);
+    if (tls == NULL) {
+      g_prefix_error (&error, "%s: ", o->tls_cert);
+      goto out;
+    }
+  }
+
+  if (!o->foreground)
+    ready_fd = daemonize ();
+
+  d.state_dir = o->state_dir;
+  d.max_request_size = o->max_request_size;
+  d.srs = g_ptr_array_new_with_free_func (xapi_sr_free);
+  d.users = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  d.sessions = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  if (g_mkdir_with_parents (o->state_dir, 0700) == -1) {
+    g_set_error (&error, G_FILE_ERROR, g_file_error_from_errno (errno),
+                 "%s: %s", o->state_dir, g_strerror (errno));
+    goto out;
+  }
+  if ((d.host_uuid = host_uuid (o->state_dir, &error)) == NULL)
+    goto out;
+  d.host_name_label
+      = g_strdup (o->name_label ? o->name_label : g_get_host_name ());
+  if (o->auth_file) {
+    if (xapi_load_auth_file (&d, o->auth_file, &error) == -1)
+      goto out;
+  }
+  else
+    g_warning ("no --auth-file: nobody can log in");
+  if (open_srs (&d, o->srs, &error) == -1)
+    goto out;
+
+  if ((h = xapi_http_new (&d, &error)) == NULL)
+    goto out;
+  if (o->listen && xapi_http_listen (h, o->listen, NULL, &error) == -1)
+    goto out;
+  if (o->listen_https
+      && xapi_http_listen (h, o->listen_https, tls, &error) == -1)
+    goto out;
+  xapi_http_log_uris (h);
+
+  loop = g_main_loop_new (NULL, FALSE);
+  g_unix_signal_add (SIGTERM, on_signal, loop);
+  g_unix_signal_add (SIGINT, on_signal, loop);
+  report_ready (ready_fd);
+  ready_fd = -1;
+  g_main_loop_run (loop);
+  ret = 0;
+
+out:
+  if (error)
+    fprintf (stderr, "vdimotiond: %s\n", error->message);
+  if (ready_fd >= 0)
+    close (ready_fd); /* the waiting parent exits 1 */
+  xapi_http_free (h);
+  if (d.srs)
+    g_ptr_array_unref (d.srs);
+  if (d.users)
+    g_hash_table_unref (d.users);
+  g_queue_clear (&d.session_order); /* the refs are the table's keys */
+  if (d.sessions)
+    g_hash_table_unref (d.sessions);
+  g_free (d.host_uuid);
+  g_free (d.host_name_label);
+  return ret;
+}
+
+int
+main (int argc, char **argv)
+{
+  struct options o = { 0 };
+  GOptionEntry entries[] = {
+    { "config", 0, 0, G_OPTION_ARG_FILENAME, &o.config,
+      "Read the configuration from FILE (vdimotiond.conf(5))", "FILE" },
+    { "listen", 0, 0, G_OPTION_ARG_STRING, &o.listen,
+      "Serve HTTP on ADDR:PORT (default " DEFAULT_LISTEN ")", "ADDR:PORT" },
+    { "listen-https", 0, 0, G_OPTION_ARG_STRING, &o.listen_https,
+      "Serve HTTPS on ADDR:PORT", "ADDR:PORT" },
+    { "state-dir", 0, 0, G_OPTION_ARG_FILENAME, &o.state_dir,
+      "Keep state in DIR (default " DEFAULT_STATE_DIR ")", "DIR" },
+    { "sr", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.srs,
+      "Serve the file SR at PATH as NAME (repeatable)", "NAME=PATH" },
+    { "auth-file", 0, 0, G_OPTION_ARG_FILENAME, &o.auth_file,
+      "Users and their crypt(3) hashes, one user:HASH a line", "FILE" },
+    { "tls-cert", 0, 0, G_OPTION_ARG_FILENAME, &o.tls_cert,
+      "TLS certificate (PEM) for HTTPS", "FILE" },
+    { "tls-key", 0, 0, G_OPTION_ARG_FILENAME, &o.tls_key,
+      "TLS private key (PEM) for HTTPS", "FILE" },
+    { "name-label", 0, 0, G_OPTION_ARG_STRING, &o.name_label,
+      "The host's name label (default: the host name)", "NAME" },
+    { "max-request-size", 0, 0, G_OPTION_ARG_INT64, &o.max_request_size,
+      "Refuse request bodies over BYTES (default 16 MiB)", "BYTES" },
+    { "foreground", 0, 0, G_OPTION_ARG_NONE, &o.foreground,
+      "Stay in the foreground (for systemd)", NULL },
+    { "hash-password", 0, 0, G_OPTION_ARG_NONE, &o.hash_password,
+      "Read a password on stdin, print its crypt(3) hash", NULL },
+    { NULL },
+  };
+  g_autoptr (GOptionContext) ctx
+      = g_option_context_new ("- the vdimotion host daemon (XenAPI)");
+  g_autoptr (GError) error = NULL;
+  int ret;
+
+  g_set_prgname ("vdimotiond");
+  g_option_context_add_main_entries (ctx, entries, NULL);
+  if (!g_option_context_parse (ctx, &argc, &argv, &error)) {
+    fprintf (stderr, "vdimotiond: %s\n", error->message);
+    options_clear (&o);
+    return 2;
+  }
+  if (argc > 1) {
+    fprintf (stderr, "vdimotiond: unexpected argument %s\n", argv[1]);
+    options_clear (&o);
+    return 2;
+  }
+  if (o.hash_password)
+    ret = xapi_hash_password ();
+  else
+    ret = run (&o);
+  options_clear (&o);
+  return ret;
+}

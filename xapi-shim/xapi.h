@@ -1,0 +1,149 @@
+/* xapi-shim: the XenAPI face of vdimotiond (DESIGN.md §1).
+ *
+ * One call goes: HTTP POST / (http.c) → xmlrpc-c parses it and hands every
+ * method name to xapi_dispatch (dispatch.c) → the class is found by name,
+ * in any letter case as xapi accepts ("Host.get_all" == "host.get_all"),
+ * the session is checked, and the method runs → its Value or its
+ * ErrorDescription is wrapped as XenAPI does:
+ *   {Status: "Success", Value: ...}
+ *   {Status: "Failure", ErrorDescription: [CODE, params...]}
+ *
+ * One class is one file with one `struct xapi_class` (class-host.c,
+ * class-sr.c, class-vdi.c, session.c).  A class with records gives two
+ * functions, list and get_record; get_all, get_all_records, get_by_uuid,
+ * get_by_name_label, get_record and every get_<field> getter are then
+ * generic (dispatch.c).  Methods of its own are in its method table.
+ *
+ * Refs are "OpaqueRef:<uuid of the object>", so they stay the same across
+ * restarts and an SR moved to another host keeps the refs of its VDIs.
+ * 64-bit integers travel as strings, as in XenAPI.
+ */
+#ifndef XAPI_H
+#define XAPI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <glib.h>
+#include <gio/gio.h>
+#include <xmlrpc-c/base.h>
+
+#include "sr.h"
+
+#define XAPI_REF_PREFIX "OpaqueRef:"
+#define XAPI_NULL_REF "OpaqueRef:NULL"
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (xmlrpc_value, xmlrpc_DECREF)
+
+/* One SR given with --sr NAME=PATH or [sr:NAME]. */
+struct xapi_sr
+{
+  char *name; /* the SR's name_label */
+  struct sr *sr;
+};
+
+/* At most this many sessions; a login beyond it ends the oldest session,
+ * as xapi does, so clients that never log out cannot exhaust memory. */
+#define XAPI_MAX_SESSIONS 1000
+
+/* Everything the XenAPI face serves.  Sessions live in memory in this
+ * version: a restart logs every client out (durable state is later). */
+struct xapi_daemon
+{
+  char *host_uuid;
+  char *host_name_label;
+  char *state_dir;
+  GPtrArray *srs;       /* struct xapi_sr * */
+  GHashTable *users;    /* user name → crypt(3) hash */
+  GHashTable *sessions; /* session ref → user name */
+  GQueue session_order; /* the refs (keys of sessions), oldest first */
+  size_t max_request_size;
+};
+
+/* One call in progress. */
+struct xapi_call
+{
+  struct xapi_daemon *d;
+  xmlrpc_env *env;
+  const char *method; /* "VDI.get_record", as the client spelled it */
+  GPtrArray *error;   /* the ErrorDescription once the call failed */
+};
+
+typedef xmlrpc_value *xapi_method_fn (struct xapi_call *c,
+                                      xmlrpc_value *const *args, int nargs);
+
+struct xapi_method
+{
+  const char *name;
+  int min_args, max_args; /* including the session ref */
+  bool no_session;        /* only session.login_with_password */
+  xapi_method_fn *fn;     /* returns the Value, or NULL after xapi_fail */
+};
+
+struct xapi_class
+{
+  const char *name;                  /* as xapi spells it: "VDI" */
+  const struct xapi_method *methods; /* ended by { NULL } */
+  /* Append the refs of all objects to REFS; false after xapi_fail. */
+  bool (*list) (struct xapi_call *c, GPtrArray *refs);
+  /* The record of REF, or NULL after xapi_fail (HANDLE_INVALID). */
+  xmlrpc_value *(*get_record) (struct xapi_call *c, const char *ref);
+};
+
+extern const struct xapi_class xapi_class_session;
+extern const struct xapi_class xapi_class_host;
+extern const struct xapi_class xapi_class_sr;
+extern const struct xapi_class xapi_class_vdi;
+
+/* dispatch.c: run one XML-RPC call; always returns the wrapped reply. */
+xmlrpc_value *xapi_dispatch (struct xapi_daemon *d, xmlrpc_env *env,
+                             const char *method, xmlrpc_value *params);
+
+/* Fail the call with CODE and string params, NULL-terminated. */
+void xapi_fail (struct xapi_call *c, const char *code,
+                ...) G_GNUC_NULL_TERMINATED;
+/* Fail with the XenAPI error that the SR layer's errno says (sr.h). */
+void xapi_fail_sr (struct xapi_call *c, const char *cls, const char *ref);
+bool xapi_failed (struct xapi_call *c);
+
+/* Values.  Each returns a new reference (NULL if xmlrpc-c failed, which
+ * leaves c->env faulted; dispatch turns that into INTERNAL_ERROR). */
+xmlrpc_value *xapi_string (struct xapi_call *c, const char *s);
+xmlrpc_value *xapi_int64 (struct xapi_call *c, int64_t v);
+xmlrpc_value *xapi_bool (struct xapi_call *c, bool v);
+xmlrpc_value *xapi_ref (struct xapi_call *c, const char *uuid);
+xmlrpc_value *xapi_void (struct xapi_call *c);
+xmlrpc_value *xapi_empty_array (struct xapi_call *c);
+xmlrpc_value *xapi_empty_struct (struct xapi_call *c);
+/* Set KEY of struct ST to V and drop the caller's reference to V. */
+void xapi_set (struct xapi_call *c, xmlrpc_value *st, const char *key,
+               xmlrpc_value *v);
+void xapi_append (struct xapi_call *c, xmlrpc_value *array, xmlrpc_value *v);
+
+/* Arguments.  A string argument (NULL after xapi_fail FIELD_TYPE_ERROR),
+ * to be freed with g_free. */
+char *xapi_read_string (struct xapi_call *c, xmlrpc_value *v,
+                        const char *what);
+/* The uuid inside "OpaqueRef:<uuid>", or NULL if REF is not of that shape
+ * (no uuid is ever taken from a ref that is not canonical). */
+const char *xapi_ref_uuid (const char *ref);
+
+/* session.c */
+int xapi_load_auth_file (struct xapi_daemon *d, const char *path,
+                         GError **error);
+bool xapi_session_valid (struct xapi_daemon *d, const char *ref);
+/* Read a password from stdin, print its crypt(3) hash (--hash-password). */
+int xapi_hash_password (void);
+
+/* class-sr.c, for class-vdi.c */
+struct xapi_sr *xapi_sr_by_ref (struct xapi_call *c, const char *ref);
+
+/* http.c: serve XenAPI over HTTP (TLS_CERT NULL) or HTTPS. */
+struct xapi_http;
+struct xapi_http *xapi_http_new (struct xapi_daemon *d, GError **error);
+int xapi_http_listen (struct xapi_http *h, const char *addr_port,
+                      GTlsCertificate *tls, GError **error);
+void xapi_http_log_uris (struct xapi_http *h);
+void xapi_http_free (struct xapi_http *h);
+
+#endif /* XAPI_H */
