@@ -75,6 +75,11 @@ data_bytes ()
     'import json,sys; print(sum(e["length"] for e in json.load(sys.stdin) if e["data"]))'
 }
 
+# Every nbdkit started here is stopped when the test exits, however it
+# exits.
+kill_all_nbdkit () { for p in "$T"/*.pid; do [ -s "$p" ] && kill "$(cat "$p")"; done 2>/dev/null; :; }
+cleanup_fn kill_all_nbdkit
+
 # start_nbdkit NAME PLUGIN ARGS...: serve on $T/NAME.sock until the test ends.
 start_nbdkit ()
 {

@@ -15,11 +15,6 @@ requires qemu-img
 requires python3
 PLUGIN=$top_builddir/sr-drivers/.libs/nbdkit-vdi-plugin.so
 [ -f "$PLUGIN" ] || skip "$PLUGIN not built"
-# nbdkit leaves its socket behind, so wait for the process itself: when
-# it is gone the image is closed and flushed.
-stop_vdi () { pid=$(cat "$T/$1.pid"); kill "$pid"; wait "$pid" || :; rm -f "$T/$1.sock" "$T/$1.pid"; }
-kill_vdi () { for p in "$T"/*.pid; do [ -s "$p" ] && kill "$(cat "$p")"; done 2>/dev/null; :; }
-cleanup_fn kill_vdi
 
 # The plugin loads and describes itself as nbdkit plugins do.
 nbdkit "$PLUGIN" --dump-plugin > "$T/dump"
@@ -98,7 +93,7 @@ for img in $SOURCES qemu.vhd onvhd.qcow2; do
   qemu-img map -f raw --output=json "$uri" > "$T/qemu.json"
   same_map "$T/src/$img" "$T/nbd.json" "$T/qemu.json"
 
-  stop_vdi vdi
+  stop_nbdkit vdi
   rm -f "$T/nbdcopy.raw" "$T/nbdcopy4.raw" "$T/qemu.raw"
   echo "ok: $img"
 done
@@ -117,6 +112,6 @@ assert data == [(5 << 30, 65536)], data
 assert all(e["type"] == 3 for e in m if e["type"] != 0), m
 PY
 nbdcopy "nbd+unix:///?socket=$T/vdi.sock" "$T/big.raw"
-stop_vdi vdi
+stop_nbdkit vdi
 [ "$(stat -c %b "$T/big.raw")" -lt 4096 ] || fail "big.raw is not sparse"
 echo PASS

@@ -14,11 +14,6 @@ requires qemu-img
 requires qemu-io
 PLUGIN=$top_builddir/sr-drivers/.libs/nbdkit-vdi-plugin.so
 [ -f "$PLUGIN" ] || skip "$PLUGIN not built"
-# nbdkit leaves its socket behind, so wait for the process itself: when
-# it is gone the image is closed and flushed.
-stop_vdi () { pid=$(cat "$T/$1.pid"); kill "$pid"; wait "$pid" || :; rm -f "$T/$1.sock" "$T/$1.pid"; }
-kill_vdi () { for p in "$T"/*.pid; do [ -s "$p" ] && kill "$(cat "$p")"; done 2>/dev/null; :; }
-cleanup_fn kill_vdi
 
 cd "$T"
 URI="nbd+unix:///?socket=$T/vdi.sock"
@@ -77,7 +72,7 @@ PY
   fi
   nbdcopy "$URI" dump.raw
   cmp dump.raw "${img%.*}.ref" || fail "$img: read-only export reads something else"
-  stop_vdi vdi
+  stop_nbdkit vdi
   [ "$(md5sum *.raw *.vhd *.qcow2 | grep -v dump.raw)" = "$(echo "$sums" | grep -v dump.raw)" ] \
     || fail "$img: an image file changed"
   rm -f dump.raw
@@ -87,7 +82,7 @@ done
 # readonly=false is the default: the same export is writable.
 start_nbdkit vdi "$PLUGIN" "file=$T/chain.qcow2" readonly=false
 nbdinfo --can write "$URI" || fail "readonly=false: not writable"
-stop_vdi vdi
+stop_nbdkit vdi
 expect_exit 1 nbdkit "$PLUGIN" "file=$T/chain.qcow2" readonly=maybe --run true
 grep -q 'maybe' "$T/err" || { cat "$T/err"; fail "readonly=maybe: no message"; }
 echo PASS

@@ -20,11 +20,6 @@ requires python3
 fio --enghelp 2>/dev/null | grep -qx '[[:space:]]*nbd' || skip "fio has no nbd engine"
 PLUGIN=$top_builddir/sr-drivers/.libs/nbdkit-vdi-plugin.so
 [ -f "$PLUGIN" ] || skip "$PLUGIN not built"
-# nbdkit leaves its socket behind, so wait for the process itself: when
-# it is gone the image is closed and flushed.
-stop_vdi () { pid=$(cat "$T/$1.pid"); kill "$pid"; wait "$pid" || :; rm -f "$T/$1.sock" "$T/$1.pid"; }
-kill_vdi () { for p in "$T"/*.pid; do [ -s "$p" ] && kill "$(cat "$p")"; done 2>/dev/null; :; }
-cleanup_fn kill_vdi
 
 cd "$T"
 MiB=1048576
@@ -94,7 +89,7 @@ for spec in dynamic.vhd:none diff.vhd:writeback chain.qcow2:none; do
     || { cat fio.out vdi.log; fail "$img: fio verify-only"; }
   grep -q 'err= 0' fio.out || { cat fio.out; fail "$img: fio reported errors"; }
   nbdcopy --connections=4 "$URI" dump.raw
-  stop_vdi vdi
+  stop_nbdkit vdi
 
   untouched dump.raw
   cmp -s dump.raw old.raw && fail "$img: fio wrote nothing"
@@ -116,7 +111,7 @@ for spec in dynamic.vhd:none diff.vhd:writeback chain.qcow2:none; do
   start_nbdkit vdi "$PLUGIN" "file=$T/$img"
   fio --output=fio.out --verify_only writes.fio \
     || { cat fio.out vdi.log; fail "$img: fio verify after restart"; }
-  stop_vdi vdi
+  stop_nbdkit vdi
   rm -f dump.raw vhdi.raw
   echo "ok: $img (cache=$cache)"
 done

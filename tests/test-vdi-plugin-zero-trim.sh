@@ -16,11 +16,6 @@ requires qemu-io
 requires python3
 PLUGIN=$top_builddir/sr-drivers/.libs/nbdkit-vdi-plugin.so
 [ -f "$PLUGIN" ] || skip "$PLUGIN not built"
-# nbdkit leaves its socket behind, so wait for the process itself: when
-# it is gone the image is closed and flushed.
-stop_vdi () { pid=$(cat "$T/$1.pid"); kill "$pid"; wait "$pid" || :; rm -f "$T/$1.sock" "$T/$1.pid"; }
-kill_vdi () { for p in "$T"/*.pid; do [ -s "$p" ] && kill "$(cat "$p")"; done 2>/dev/null; :; }
-cleanup_fn kill_vdi
 
 cd "$T"
 MiB=1048576
@@ -67,7 +62,7 @@ for img in plain.raw dynamic.vhd diff.vhd plain.qcow2 chain.qcow2; do
   ! grep -q 'Pattern verification failed' qemu-io.out || { cat qemu-io.out; fail "$img: zeroes"; }
   nbdinfo --map --json "$URI" > map.json
   nbdcopy "$URI" dump.raw
-  stop_vdi vdi
+  stop_nbdkit vdi
 
   # The image itself, read after the server stopped, holds the same.
   "$VDIMOTION" compare -q "$img" dump.raw || fail "$img differs from what was served"
