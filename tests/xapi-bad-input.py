@@ -9,25 +9,12 @@ import sys
 import urllib.parse
 import xmlrpc.client
 
+import xapi_checks
+from xapi_checks import failure, ok
+
 url, sr1_dir, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
 u = urllib.parse.urlsplit(url)
 x = xmlrpc.client.ServerProxy(url)
-checks = 0
-
-
-def ok(r):
-    global checks
-    assert r["Status"] == "Success", r
-    checks += 1
-    return r["Value"]
-
-
-def failure(r, code):
-    global checks
-    assert r["Status"] == "Failure", r
-    assert r["ErrorDescription"][0] == code, r
-    checks += 1
-    return r["ErrorDescription"]
 
 
 def alive():
@@ -152,7 +139,7 @@ for body in [b"<methodCall><methodName>x", b"not xml at all", b"",
              b"</methodCall>"]:
     status, data = post(body)
     assert 400 <= status < 500, (status, data, body[:80])
-    checks += 1
+    xapi_checks.checks += 1
     alive()
 # GET and other paths are not XML-RPC.
 c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
@@ -197,7 +184,7 @@ except ConnectionResetError:
     pass
 sock.close()
 assert reply.startswith(b"HTTP/1.1 413"), (reply[:200], sent)
-checks += 1
+xapi_checks.checks += 1
 alive()
 rss1 = rss_kib()
 assert rss1 - rss0 < 20 * 1024, (rss0, rss1)
@@ -221,7 +208,7 @@ except (BrokenPipeError, ConnectionResetError):
     status = 413  # refused while we were still sending
 c.close()
 assert status == 413, status
-checks += 1
+xapi_checks.checks += 1
 alive()
 rss2 = rss_kib()
 # libsoup reads a chunked body in chunks that are freed at once; ASan
@@ -230,4 +217,4 @@ if not os.environ.get("ASAN_OPTIONS"):
     assert rss2 - rss0 < 40 * 1024, (rss0, rss2)
 print("50 MiB chunked body: %d; RSS %d -> %d KiB" % (status, rss0, rss2))
 
-print("xapi-bad-input: %d checks passed" % checks)
+print("xapi-bad-input: %d checks passed" % xapi_checks.checks)

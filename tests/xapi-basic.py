@@ -7,24 +7,11 @@ import subprocess
 import sys
 import xmlrpc.client
 
+import xapi_checks
+from xapi_checks import failure, ok
+
 url, sr1_dir = sys.argv[1], sys.argv[2]
 x = xmlrpc.client.ServerProxy(url)
-checks = 0
-
-
-def ok(r):
-    global checks
-    assert r["Status"] == "Success", r
-    checks += 1
-    return r["Value"]
-
-
-def failure(r, code):
-    global checks
-    assert r["Status"] == "Failure", r
-    assert r["ErrorDescription"][0] == code, r
-    checks += 1
-    return r["ErrorDescription"]
 
 
 # Two to four parameters, as xapi accepts.
@@ -132,4 +119,4 @@ failure(x.VDI.get_record(s, dv), "HANDLE_INVALID")
 
 ok(x.session.logout(s))
 failure(x.SR.get_all(s), "SESSION_INVALID")
-print("xapi-basic: %d checks passed" % checks)
+print("xapi-basic: %d checks passed" % xapi_checks.checks)
