@@ -11,10 +11,8 @@
 
 #include "xapi.h"
 
-/* The VDI named by REF, and the SR holding it; NULL after HANDLE_INVALID
- * (or another error of the SR). */
-static struct sr_vdi *
-vdi_by_ref (struct xapi_call *c, const char *ref, struct xapi_sr **srp)
+struct sr_vdi *
+xapi_vdi_by_ref (struct xapi_call *c, const char *ref, struct xapi_sr **srp)
 {
   const char *uuid = xapi_ref_uuid (ref);
 
@@ -38,6 +36,49 @@ vdi_by_ref (struct xapi_call *c, const char *ref, struct xapi_sr **srp)
   }
   xapi_fail (c, "HANDLE_INVALID", "VDI", ref ? ref : "", NULL);
   return NULL;
+}
+
+bool
+xapi_vdi_claim (struct xapi_call *c, const char *uuid, const char *op)
+{
+  struct xapi_daemon *d = c->d;
+  const char *busy;
+
+  g_mutex_lock (&d->vdi_ops_lock);
+  busy = g_hash_table_lookup (d->vdi_ops, uuid);
+  if (busy == NULL)
+    g_hash_table_insert (d->vdi_ops, g_strdup (uuid), g_strdup (op));
+  g_mutex_unlock (&d->vdi_ops_lock);
+  if (busy) {
+    g_autofree char *ref = g_strconcat (XAPI_REF_PREFIX, uuid, NULL);
+
+    xapi_fail (c, "OTHER_OPERATION_IN_PROGRESS", "VDI", ref, busy, NULL);
+    return false;
+  }
+  return true;
+}
+
+void
+xapi_vdi_release (struct xapi_daemon *d, const char *uuid)
+{
+  g_mutex_lock (&d->vdi_ops_lock);
+  g_hash_table_remove (d->vdi_ops, uuid);
+  g_mutex_unlock (&d->vdi_ops_lock);
+}
+
+/* The VDI's current_operations: {task-or-"": op}, as xapi shows them. */
+static xmlrpc_value *
+vdi_current_operations (struct xapi_call *c, const char *uuid)
+{
+  xmlrpc_value *st = xmlrpc_struct_new (c->env);
+  const char *op;
+
+  g_mutex_lock (&c->d->vdi_ops_lock);
+  op = g_hash_table_lookup (c->d->vdi_ops, uuid);
+  if (op)
+    xapi_set (c, st, "OpaqueRef:NULL", xapi_string (c, op));
+  g_mutex_unlock (&c->d->vdi_ops_lock);
+  return st;
 }
 
 static bool
@@ -64,7 +105,7 @@ static xmlrpc_value *
 vdi_record (struct xapi_call *c, const char *ref)
 {
   struct xapi_sr *s = NULL;
-  struct sr_vdi *v = vdi_by_ref (c, ref, &s);
+  struct sr_vdi *v = xapi_vdi_by_ref (c, ref, &s);
   xmlrpc_value *r, *oc, *sm;
 
   if (v == NULL)
@@ -74,7 +115,7 @@ vdi_record (struct xapi_call *c, const char *ref)
   xapi_set (c, r, "name_label", xapi_string (c, v->name_label));
   xapi_set (c, r, "name_description", xapi_string (c, v->name_description));
   xapi_set (c, r, "allowed_operations", xapi_empty_array (c));
-  xapi_set (c, r, "current_operations", xapi_empty_struct (c));
+  xapi_set (c, r, "current_operations", vdi_current_operations (c, v->uuid));
   xapi_set (c, r, "SR", xapi_ref (c, sr_get_uuid (s->sr)));
   xapi_set (c, r, "VBDs", xapi_empty_array (c));
   xapi_set (c, r, "crash_dumps", xapi_empty_array (c));
@@ -297,15 +338,21 @@ vdi_destroy (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 {
   g_autofree char *ref = xapi_read_string (c, args[1], "vdi");
   struct xapi_sr *s = NULL;
-  struct sr_vdi *v = ref ? vdi_by_ref (c, ref, &s) : NULL;
+  struct sr_vdi *v = ref ? xapi_vdi_by_ref (c, ref, &s) : NULL;
 
   if (v == NULL)
     return NULL;
-  if (sr_vdi_destroy (s->sr, v->uuid) == -1) {
-    xapi_fail_sr (c, "VDI", ref);
+  if (!xapi_vdi_claim (c, v->uuid, "destroy")) {
     sr_vdi_free (v);
     return NULL;
   }
+  if (sr_vdi_destroy (s->sr, v->uuid) == -1) {
+    xapi_fail_sr (c, "VDI", ref);
+    xapi_vdi_release (c->d, v->uuid);
+    sr_vdi_free (v);
+    return NULL;
+  }
+  xapi_vdi_release (c->d, v->uuid);
   g_message ("VDI.destroy: %s in SR %s", v->uuid, s->name);
   sr_vdi_free (v);
   return xapi_void (c);

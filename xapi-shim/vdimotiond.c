@@ -284,6 +284,7 @@ run (struct options *o)
   d.srs = g_ptr_array_new_with_free_func (xapi_sr_free);
   d.users = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   d.sessions = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  d.vdi_ops = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   if (g_mkdir_with_parents (o->state_dir, 0700) == -1) {
     g_set_error (&error, G_FILE_ERROR, g_file_error_from_errno (errno),
                  "%s: %s", o->state_dir, g_strerror (errno));
@@ -332,6 +333,8 @@ out:
   g_queue_clear (&d.session_order); /* the refs are the table's keys */
   if (d.sessions)
     g_hash_table_unref (d.sessions);
+  if (d.vdi_ops)
+    g_hash_table_unref (d.vdi_ops);
   g_free (d.host_uuid);
   g_free (d.host_name_label);
   return ret;

@@ -58,6 +58,10 @@ struct xapi_daemon
   GHashTable *sessions; /* session ref → user name */
   GQueue session_order; /* the refs (keys of sessions), oldest first */
   size_t max_request_size;
+  /* VDIs with an operation running (VDI record "current_operations"):
+   * uuid → operation name.  Jobs run in threads, so under vdi_ops_lock. */
+  GMutex vdi_ops_lock;
+  GHashTable *vdi_ops;
 };
 
 /* One call in progress. */
@@ -134,6 +138,16 @@ int xapi_load_auth_file (struct xapi_daemon *d, const char *path,
 bool xapi_session_valid (struct xapi_daemon *d, const char *ref);
 /* Read a password from stdin, print its crypt(3) hash (--hash-password). */
 int xapi_hash_password (void);
+
+/* class-vdi.c.  The VDI named by REF and the SR holding it (*SRP, may be
+ * NULL); NULL after HANDLE_INVALID or another error of the SR. */
+struct sr_vdi *xapi_vdi_by_ref (struct xapi_call *c, const char *ref,
+                                struct xapi_sr **srp);
+/* Mark VDI UUID busy with operation OP ("import", "copy", ...) so that no
+ * other operation starts on it; false if it already has one (the call
+ * then fails with OTHER_OPERATION_IN_PROGRESS).  Release when done. */
+bool xapi_vdi_claim (struct xapi_call *c, const char *uuid, const char *op);
+void xapi_vdi_release (struct xapi_daemon *d, const char *uuid);
 
 /* class-sr.c, for class-vdi.c */
 struct xapi_sr *xapi_sr_by_ref (struct xapi_call *c, const char *ref);
