@@ -12,6 +12,18 @@ if [ -n "${VDM_SANITIZED-}" ] || [ -n "${ASAN_OPTIONS-}" ]; then
   export G_SLICE
 fi
 
+# The nbdkit modules the daemon serves VMs' disks with: this build's, or
+# under the sanitizers the plain build's (nbdkit cannot load ASan-built
+# ones here).  requires_vm_disks skips a test when there are none.
+modules_dir=$top_builddir
+[ -z "${VDM_SANITIZED-}" ] || modules_dir=${VDM_PLAIN_BUILD-}
+requires_vm_disks ()
+{
+  [ -n "$modules_dir" ] \
+    && [ -f "$modules_dir/sr-drivers/.libs/nbdkit-vdi-plugin.so" ] \
+    || skip "no nbdkit modules a plain nbdkit can load (set VDM_PLAIN_BUILD)"
+}
+
 vdimotiond_pid=
 # run_vdimotiond DIR [EXTRA FLAGS...]: a daemon whose state dir and SRs
 # (sr1, sr2) are under DIR, logging to DIR/vdimotiond.log; sets vdm_pid,
@@ -30,8 +42,8 @@ run_vdimotiond ()
     || cat "$dir/vdimotiond.log" >> "$dir/vdimotiond-earlier.log"
   "$VDIMOTIOND" --foreground --listen 127.0.0.1:0 --state-dir "$dir/state" \
     --auth-file "$dir/auth" --sr "sr1=$dir/sr1" --sr "sr2=$dir/sr2" \
-    --vdi-plugin "$top_builddir/sr-drivers/.libs/nbdkit-vdi-plugin.so" \
-    --mirror-filter "$top_builddir/mirror-filter/.libs/nbdkit-mirror-filter.so" \
+    --vdi-plugin "$modules_dir/sr-drivers/.libs/nbdkit-vdi-plugin.so" \
+    --mirror-filter "$modules_dir/mirror-filter/.libs/nbdkit-mirror-filter.so" \
     "$@" 2> "$dir/vdimotiond.log" &
   vdm_pid=$!
   for _ in $(seq 100); do

@@ -228,9 +228,10 @@ vm_destroy (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 static void
 stop_vbd (struct xapi_daemon *d, struct state_vbd *b)
 {
-  xapi_stop_serving (b->pid, b->nbd_socket, b->control_socket);
+  xapi_stop_serving (b->pid, b->nbd_socket, b->control_socket,
+                     XAPI_STOP_GRACE);
   if (b->target_pid)
-    xapi_stop_serving (b->target_pid, b->target_socket, NULL);
+    xapi_stop_serving (b->target_pid, b->target_socket, NULL, XAPI_STOP_GRACE);
   g_clear_pointer (&b->nbd_socket, g_free);
   g_clear_pointer (&b->control_socket, g_free);
   g_clear_pointer (&b->target_socket, g_free);

@@ -446,7 +446,7 @@ live_abort (struct xapi_daemon *d, struct state_vbd *b)
       g_message ("mirror abort on %s: %s", b->control_socket, err);
   }
   if (b->target_pid)
-    xapi_stop_serving (b->target_pid, b->target_socket, NULL);
+    xapi_stop_serving (b->target_pid, b->target_socket, NULL, XAPI_STOP_NOW);
   g_clear_pointer (&b->target_socket, g_free);
   b->target_pid = 0;
   state_vbd_update (d->state, b);

@@ -376,8 +376,8 @@ drop_migration (struct xapi_daemon *d, struct state_migration *m,
 
     if (md == NULL)
       continue;
-    xapi_stop_serving (md->fwd_pid, md->fwd_pidfile, NULL);
-    xapi_stop_serving (md->pid, md->socket, md->control);
+    xapi_stop_serving (md->fwd_pid, md->fwd_pidfile, NULL, XAPI_STOP_NOW);
+    xapi_stop_serving (md->pid, md->socket, md->control, XAPI_STOP_NOW);
     if ((v = xapi_find_vdi (d, md->uuid, &s))) {
       if (sr_vdi_destroy (s->sr, v->uuid) == -1)
         g_warning ("migration %s: cannot remove VDI %s: %s", m->uuid, v->uuid,
@@ -622,9 +622,9 @@ migration_commit (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
       if (g_strcmp0 (dev, md->userdevice) == 0 && g_strcmp0 (mo, "RO") == 0)
         mode = "RO";
     }
-    xapi_stop_serving (md->fwd_pid, md->fwd_pidfile, NULL);
+    xapi_stop_serving (md->fwd_pid, md->fwd_pidfile, NULL, XAPI_STOP_GRACE);
     if (strcmp (vm.power_state, "Halted") == 0) {
-      xapi_stop_serving (md->pid, md->socket, md->control);
+      xapi_stop_serving (md->pid, md->socket, md->control, XAPI_STOP_GRACE);
       g_clear_pointer (&md->socket, g_free);
       g_clear_pointer (&md->control, g_free);
       md->pid = 0;

@@ -757,18 +757,20 @@ migrator_line (struct migration *m, const char *line)
 
     if (json_parser_load_from_data (jp, line + 7, -1, NULL)
         && JSON_NODE_HOLDS_OBJECT (json_parser_get_root (jp))) {
+      GList *members;
+
       o = json_node_get_object (json_parser_get_root (jp));
-      for (GList *l = json_object_get_members (o), *it = l; it;
-           it = it->next) {
+      members = json_object_get_members (o);
+
+      for (GList *it = members; it; it = it->next) {
         JsonNode *n = json_object_get_member (o, it->data);
 
         if (JSON_NODE_HOLDS_VALUE (n)
             && json_node_get_value_type (n) == G_TYPE_STRING)
           g_hash_table_replace (m->mm_result, g_strdup (it->data),
                                 g_strdup (json_node_get_string (n)));
-        if (it->next == NULL)
-          g_list_free (l);
       }
+      g_list_free (members);
     }
     else
       g_warning ("memory migrator: a result that is not a JSON object");
@@ -969,7 +971,7 @@ commit (struct migration *m, char **dst_vm)
     struct mdisk *md = &g_array_index (m->disks, struct mdisk, i);
 
     xapi_stop_serving (md->vbd->pid, md->vbd->nbd_socket,
-                       md->vbd->control_socket);
+                       md->vbd->control_socket, XAPI_STOP_GRACE);
     xapi_vdi_release (m->d, md->vdi->uuid);
     if (!keep_source && sr_vdi_destroy (md->sr->sr, md->vdi->uuid) == -1)
       g_warning ("VM %s moved, but its VDI %s stays here: %s", m->vm->uuid,

@@ -233,15 +233,17 @@ xapi_serving (pid_t pid, const char *socket)
 }
 
 void
-xapi_stop_serving (pid_t pid, const char *socket, const char *control)
+xapi_stop_serving (pid_t pid, const char *socket, const char *control,
+                   int grace_seconds)
 {
   if (xapi_serving (pid, socket)) {
     kill (pid, SIGTERM);
-    /* nbdkit finishes the requests in flight and flushes; give it 10 s. */
-    for (int i = 0; i < 1000 && xapi_serving (pid, socket); i++)
+    /* nbdkit finishes the requests in flight and flushes. */
+    for (int i = 0; i < grace_seconds * 100 && xapi_serving (pid, socket); i++)
       g_usleep (10 * 1000);
     if (xapi_serving (pid, socket)) {
-      g_warning ("nbdkit %d did not exit on SIGTERM: killing it", (int)pid);
+      g_message ("nbdkit %d still runs %d s after SIGTERM: killing it",
+                 (int)pid, grace_seconds);
       kill (pid, SIGKILL);
       for (int i = 0; i < 500 && xapi_serving (pid, socket); i++)
         g_usleep (10 * 1000);

@@ -234,9 +234,14 @@ int xapi_serve_forward (struct xapi_daemon *d, const char *name,
                         GError **error);
 /* Is PID still the nbdkit serving SOCKET (or using pid file SOCKET)? */
 bool xapi_serving (pid_t pid, const char *socket);
-/* Stop it (SIGTERM, then SIGKILL after 10 s) and remove its socket (or
- * pid file), pid file, log and control socket. */
-void xapi_stop_serving (pid_t pid, const char *socket, const char *control);
+/* Stop it (SIGTERM, then SIGKILL after GRACE_SECONDS) and remove its
+ * socket (or pid file), pid file, log and control socket.  A server
+ * whose data still matters gets XAPI_STOP_GRACE; one whose image is about
+ * to be destroyed, XAPI_STOP_NOW. */
+#define XAPI_STOP_GRACE 10
+#define XAPI_STOP_NOW 1
+void xapi_stop_serving (pid_t pid, const char *socket, const char *control,
+                        int grace_seconds);
 
 /* jobs.c: storage operations run as tasks (VDI.copy, VDI.pool_migrate),
  * at most max_running at once, the others queued. */
