@@ -252,6 +252,11 @@ footer_done (struct vhd_stream_reader *r)
           && get_be32 (r->footer + F_CHECKSUM)
                  == vhd_checksum (r->footer, FOOTER_SIZE, F_CHECKSUM))) {
     r->piece = P_FIXED;
+    if (r->stream_len && r->stream_len - FOOTER_SIZE > r->max_size)
+      return stream_error (r, EFBIG,
+                           "fixed VHD: %" PRIu64 " bytes of data are larger "
+                           "than the disk (%" PRIu64 " bytes)",
+                           r->stream_len - FOOTER_SIZE, r->max_size);
     tail_push (r, r->footer, FOOTER_SIZE, NULL, &from);
     return 0;
   }
@@ -404,7 +409,7 @@ bat_done (struct vhd_stream_reader *r)
       return stream_error (r, EINVAL,
                            "BAT entry %" PRIu32
                            " points past the end of the body (%" PRIu64
-                           " bytes)",
+                           " bytes): truncated or corrupt VHD",
                            b->blk, r->stream_len);
   }
   r->cur = 0;

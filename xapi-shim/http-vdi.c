@@ -99,7 +99,7 @@ vdi_target_get (struct vdi_target *t, struct xapi_daemon *d,
     return SOUP_STATUS_BAD_REQUEST;
   }
   if (ref == NULL) {
-    *text = g_strdup ("HANDLE_INVALID: VDI: no vdi in the query\n");
+    *text = g_strdup ("HANDLE_INVALID VDI: no vdi in the query\n");
     return SOUP_STATUS_NOT_FOUND;
   }
 
