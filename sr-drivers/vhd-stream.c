@@ -62,6 +62,7 @@ struct vhd_stream_reader
 {
   uint64_t max_size, stream_len;
   vhd_stream_write_fn *write;
+  vhd_stream_zero_fn *zero;
   void *opaque;
   bool failed;
 
@@ -106,7 +107,8 @@ stream_error (struct vhd_stream_reader *r, int errnum, const char *fmt, ...)
 
 struct vhd_stream_reader *
 vhd_stream_reader_new (uint64_t max_size, uint64_t stream_len,
-                       vhd_stream_write_fn *write, void *opaque)
+                       vhd_stream_write_fn *write, vhd_stream_zero_fn *zero,
+                       void *opaque)
 {
   struct vhd_stream_reader *r = calloc (1, sizeof *r);
 
@@ -117,6 +119,7 @@ vhd_stream_reader_new (uint64_t max_size, uint64_t stream_len,
   r->max_size = max_size;
   r->stream_len = stream_len;
   r->write = write;
+  r->zero = zero;
   r->opaque = opaque;
   r->piece = P_FOOTER;
   r->want = 0;
@@ -185,6 +188,20 @@ emit (struct vhd_stream_reader *r, const void *p, size_t len, uint64_t offset)
                          " bytes)",
                          offset + len, r->max_size);
   if (r->write (r->opaque, p, len, offset) == -1) {
+    r->failed = true;
+    return -1;
+  }
+  return 0;
+}
+
+/* A guest range that reads as zero, clipped to the target. */
+static int
+emit_zero (struct vhd_stream_reader *r, uint64_t offset, uint64_t len)
+{
+  if (r->zero == NULL || offset >= r->max_size)
+    return 0;
+  len = MIN (len, r->max_size - offset);
+  if (len && r->zero (r->opaque, len, offset) == -1) {
     r->failed = true;
     return -1;
   }
@@ -389,6 +406,16 @@ bat_done (struct vhd_stream_reader *r)
     }
   }
   r->n_alloc = n;
+  /* What no block holds: zero, from the start. */
+  for (blk = 0; blk < r->n_blocks; blk++)
+    if (get_be32 (r->bat + 4 * (size_t)blk) == BAT_UNUSED
+        && emit_zero (r, (uint64_t)blk * r->block_size,
+                      MIN (r->block_size,
+                           r->size - (uint64_t)blk * r->block_size))
+               == -1)
+      return -1;
+  if (emit_zero (r, r->size, r->max_size - r->size) == -1)
+    return -1;
   qsort (r->blocks, n, sizeof *r->blocks, cmp_block);
   for (uint32_t i = 0; i < n; i++) {
     struct stream_block *b = &r->blocks[i];
@@ -437,9 +464,13 @@ block_data (struct vhd_stream_reader *r, const uint8_t *p, size_t len,
 
     while (run < len && bit_is_set (r->bitmap, (boff + run) / SECTOR) == set)
       run += MIN (len - run, SECTOR - (boff + run) % SECTOR);
-    if (set && base + boff < r->size
-        && emit (r, p, MIN (run, r->size - (base + boff)), base + boff) == -1)
-      return -1;
+    if (base + boff < r->size) {
+      size_t in = MIN (run, r->size - (base + boff));
+
+      if (set ? emit (r, p, in, base + boff) == -1
+              : emit_zero (r, base + boff, in) == -1)
+        return -1;
+    }
     p += run;
     len -= run;
     boff += run;
@@ -557,7 +588,7 @@ vhd_stream_reader_finish (struct vhd_stream_reader *r)
                            "footer, but its virtual size is %" PRIu64
                            " (truncated?)",
                            r->fixed_written, size);
-    return 0;
+    return emit_zero (r, size, r->max_size - size);
   }
   if (r->piece != P_TAIL)
     return stream_error (r, EINVAL,

@@ -9,9 +9,10 @@
  * dynamic VHDs whose BAT comes before their blocks (as qemu-img, Hyper-V
  * and vhd-util write them) and fixed VHDs; differencing VHDs are refused
  * (ENOTSUP), as is a dynamic VHD whose blocks do not follow its BAT.
- * Sectors that a block's bitmap leaves clear and unallocated blocks are
- * not written: the caller writes into a fresh image, where they read as
- * zero already.
+ * What reads as zero without being stored (unallocated blocks, sectors a
+ * block's bitmap leaves clear, the disk beyond the VHD's size) goes to a
+ * zero callback, which a caller writing into a fresh image can leave
+ * out.
  *
  * The writer turns an open image (its whole chain, flattened) into a
  * dynamic VHD of 2 MiB blocks holding only the blocks the allocation map
@@ -39,15 +40,20 @@
 typedef int vhd_stream_write_fn (void *opaque, const void *buf, size_t len,
                                  uint64_t offset);
 
+/* Guest range [OFFSET, OFFSET+LEN) reads as zero.  Ranges come in no
+ * particular order, but never overlap each other or written data. */
+typedef int vhd_stream_zero_fn (void *opaque, uint64_t len, uint64_t offset);
+
 struct vhd_stream_reader;
 
 /* A reader for a VHD whose virtual size may be at most MAX_SIZE (the
  * target's size).  STREAM_LEN is the length of the whole stream if known
  * in advance (HTTP Content-Length), which lets bad BAT entries be caught
- * before any data is written; 0 if unknown. */
+ * before any data is written; 0 if unknown.  ZERO may be NULL. */
 struct vhd_stream_reader *vhd_stream_reader_new (uint64_t max_size,
                                                  uint64_t stream_len,
                                                  vhd_stream_write_fn *write,
+                                                 vhd_stream_zero_fn *zero,
                                                  void *opaque);
 /* The next LEN bytes of the stream.  After a -1 every call fails. */
 int vhd_stream_reader_feed (struct vhd_stream_reader *r, const void *buf,

@@ -87,6 +87,21 @@ expect_http 200 imported -- put "$s" "$small_vdi" - "$T/src.raw"
 expect_http 409 OTHER_OPERATION_IN_PROGRESS -- busy "$s" "$raw_vdi" \
   "$T/src.raw"
 
+# Into a VDI that has content, the body replaces all of it: zeroes and
+# holes of the body are zero afterwards.
+qemu-img create -q -f vpc -o subformat=dynamic,force_size=on "$T/new.vhd" $size
+qemu-io -f vpc -c 'write -P 0x77 50M 64k' "$T/new.vhd" > /dev/null
+qemu_raw "$T/new.vhd" "$T/new.raw"
+expect_http 200 imported -- put "$s" "$vhd_vdi" vhd "$T/new.vhd"
+client get "$s" "$vhd_vdi" raw "$T/out.raw"
+cmp "$T/out.raw" "$T/new.raw" || fail "VHD import over content differs"
+head -c $((51 * 1024 * 1024)) "$T/new.raw" > "$T/short.raw"
+expect_http 200 imported -- put "$s" "$raw_vdi" raw "$T/short.raw"
+client get "$s" "$raw_vdi" raw "$T/out.raw"
+cmp "$T/out.raw" "$T/new.raw" || fail "short raw import over content differs"
+grep -q "$vhd_uuid: import (vhd) .* (over existing content)" \
+  "$T/vdimotiond.log" || fail "import over content not logged as such"
+
 # Bad requests.  Nothing may appear outside the SRs, nor inside them:
 # the names in $T and the SRs are the same afterwards.
 tiny_vdi=$(client create "$s" sr1 tiny $((size / 2)))

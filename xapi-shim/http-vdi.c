@@ -9,8 +9,11 @@
  * through got-chunk as it arrives: raw data straight to the image, a VHD
  * through the streaming reader (vhd-stream.h).  Writing happens in the
  * chunk handler, so libsoup reads no more of the socket than the image
- * takes: memory is one staging buffer whatever the disk size.  Zeroes
- * are not written: the VDI is expected to be fresh from VDI.create.
+ * takes: memory is one staging buffer whatever the disk size.  Into a
+ * fresh VDI (as VDI.create leaves it: nothing allocated, no parent)
+ * zeroes are not written at all; into one with content they are written
+ * as zero ranges (vdisk_zero), so the VDI ends up reading exactly as the
+ * body, whatever it held before.
  *
  * An export is produced by a thread per transfer that reads the image
  * (raw) or generates a VHD from its allocation map, and hands chunks to
@@ -154,6 +157,7 @@ struct import
   struct vdi_target t;
   struct vdisk *disk;
   uint64_t size;
+  bool fresh; /* reads as zero throughout: zeroes need no writing */
   struct vhd_stream_reader *reader; /* format=vhd */
   uint64_t received;                /* body bytes */
   uint64_t written;                 /* bytes written to the image */
@@ -173,7 +177,19 @@ is_zero (const uint8_t *p, size_t len)
   return len == 0 || (p[0] == 0 && memcmp (p, p + 1, len - 1) == 0);
 }
 
-/* Write the staged bytes, leaving out all-zero granules. */
+/* vhd_stream_zero_fn: a range that must read as zero. */
+static int
+import_zero (void *opaque, uint64_t len, uint64_t offset)
+{
+  struct import *im = opaque;
+
+  if (im->fresh || len == 0)
+    return 0;
+  im->written += len;
+  return vdisk_zero (im->disk, len, offset, VDISK_MAY_TRIM);
+}
+
+/* Write the staged bytes; all-zero granules become zero ranges. */
 static int
 import_flush (struct import *im)
 {
@@ -187,6 +203,16 @@ import_flush (struct import *im)
     end = MIN (im->buf_len,
                ZERO_GRANULE - (im->buf_off + i) % ZERO_GRANULE + i);
     if (is_zero (im->buf + i, end - i)) {
+      start = i;
+      while (end < im->buf_len) {
+        size_t next = MIN (im->buf_len, end + ZERO_GRANULE);
+
+        if (!is_zero (im->buf + end, next - end))
+          break;
+        end = next;
+      }
+      if (import_zero (im, end - start, im->buf_off + start) == -1)
+        return -1;
       i = end;
       continue;
     }
@@ -287,6 +313,31 @@ import_chunk (SoupServerMessage *msg, GBytes *chunk, gpointer user_data)
     import_fail (im);
 }
 
+/* Whether D reads as zero throughout, from its allocation map (cost:
+ * O(allocated)): no parent and nothing stored. */
+static int
+disk_is_fresh (struct vdisk *d, bool *fresh)
+{
+  struct vdisk_extents ext = { 0 };
+  uint64_t size = vdisk_get_size (d), off;
+  const uint64_t window = UINT64_C (1) << 30;
+
+  *fresh = vdisk_get_parent (d) == NULL;
+  for (off = 0; *fresh && off < size; off += window) {
+    vdisk_extents_reset (&ext);
+    if (vdisk_map (d, off, MIN (window, size - off), VDISK_MAP_LAYER, &ext)
+        == -1) {
+      vdisk_extents_free (&ext);
+      return -1;
+    }
+    for (size_t i = 0; i < ext.len; i++)
+      if (ext.v[i].type == VDISK_EXTENT_DATA)
+        *fresh = false;
+  }
+  vdisk_extents_free (&ext);
+  return 0;
+}
+
 guint
 xapi_http_vdi_import_begin (struct xapi_daemon *d, SoupServerMessage *msg,
                             GHashTable *query, char **text)
@@ -324,8 +375,15 @@ xapi_http_vdi_import_begin (struct xapi_daemon *d, SoupServerMessage *msg,
   }
   /* The image may be bigger than the record says (rounded up). */
   im->size = MIN (im->size, vdisk_get_size (im->disk));
+  if (disk_is_fresh (im->disk, &im->fresh) == -1) {
+    *text = g_strdup_printf ("VDI %s: import: %s\n", im->t.vdi->uuid,
+                             vdisk_get_error ());
+    import_free (im);
+    return SOUP_STATUS_INTERNAL_SERVER_ERROR;
+  }
   if (im->t.format == FORMAT_VHD) {
-    im->reader = vhd_stream_reader_new (im->size, length, import_write, im);
+    im->reader = vhd_stream_reader_new (im->size, length, import_write,
+                                        import_zero, im);
     if (im->reader == NULL) {
       *text = g_strdup_printf ("VDI %s: import: %s\n", im->t.vdi->uuid,
                                vdisk_get_error ());
@@ -337,9 +395,10 @@ xapi_http_vdi_import_begin (struct xapi_daemon *d, SoupServerMessage *msg,
   im->started = g_get_monotonic_time ();
   g_object_set_data_full (G_OBJECT (msg), "xapi-import", im, import_free);
   g_signal_connect (msg, "got-chunk", G_CALLBACK (import_chunk), im);
-  g_message ("VDI %s: import (%s) from %s started", im->t.vdi->uuid,
+  g_message ("VDI %s: import (%s) from %s started%s", im->t.vdi->uuid,
              im->t.format == FORMAT_VHD ? "vhd" : "raw",
-             soup_server_message_get_remote_host (msg));
+             soup_server_message_get_remote_host (msg),
+             im->fresh ? "" : " (over existing content)");
   return 0;
 }
 
@@ -355,9 +414,14 @@ xapi_http_vdi_import_end (struct xapi_daemon *d, SoupServerMessage *msg)
                                     NULL);
     return;
   }
+  /* A raw body shorter than the disk: the rest reads as zero. */
   if (im->status == 0
       && ((im->reader && vhd_stream_reader_finish (im->reader) == -1)
-          || import_flush (im) == -1 || vdisk_flush (im->disk) == -1))
+          || import_flush (im) == -1
+          || (im->reader == NULL
+              && import_zero (im, im->size - im->received, im->received)
+                     == -1)
+          || vdisk_flush (im->disk) == -1))
     import_fail (im);
   secs = (g_get_monotonic_time () - im->started) / 1e6;
   if (im->status) {
