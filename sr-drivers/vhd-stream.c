@@ -45,9 +45,12 @@ enum piece
 };
 
 static const char *const piece_name[] = {
-  [P_FOOTER] = "footer copy", [P_HEADER] = "dynamic header",
-  [P_BAT] = "BAT",            [P_BITMAP] = "block bitmap",
-  [P_DATA] = "block data",    [P_TAIL] = "footer",
+  [P_FOOTER] = "footer copy",
+  [P_HEADER] = "dynamic header",
+  [P_BAT] = "BAT",
+  [P_BITMAP] = "block bitmap",
+  [P_DATA] = "block data",
+  [P_TAIL] = "footer",
   [P_FIXED] = "data",
 };
 
@@ -67,8 +70,8 @@ struct vhd_stream_reader
   bool failed;
 
   enum piece piece;
-  uint64_t pos;               /* stream bytes consumed */
-  uint64_t want, want_len;    /* the current piece */
+  uint64_t pos;            /* stream bytes consumed */
+  uint64_t want, want_len; /* the current piece */
 
   uint8_t footer[FOOTER_SIZE]; /* the copy at 0 */
   uint8_t header[HEADER_SIZE];
@@ -87,8 +90,8 @@ struct vhd_stream_reader
   uint64_t fixed_written;
 };
 
-static int
-stream_error (struct vhd_stream_reader *r, int errnum, const char *fmt, ...)
+static int stream_error (struct vhd_stream_reader *r, int errnum,
+                         const char *fmt, ...)
     __attribute__ ((format (printf, 3, 4)));
 
 static int
@@ -184,8 +187,7 @@ emit (struct vhd_stream_reader *r, const void *p, size_t len, uint64_t offset)
   if (offset > r->max_size || len > r->max_size - offset)
     return stream_error (r, EFBIG,
                          "data up to guest offset %" PRIu64
-                         " goes past the end of the disk (%" PRIu64
-                         " bytes)",
+                         " goes past the end of the disk (%" PRIu64 " bytes)",
                          offset + len, r->max_size);
   if (r->write (r->opaque, p, len, offset) == -1) {
     r->failed = true;
@@ -309,13 +311,14 @@ header_done (struct vhd_stream_reader *r)
   uint64_t n_blocks;
 
   if (memcmp (h + H_COOKIE, "cxsparse", 8) != 0)
-    return stream_error (r, EINVAL, "dynamic header at byte %" PRIu64
-                         ": bad cookie", r->want);
+    return stream_error (
+        r, EINVAL, "dynamic header at byte %" PRIu64 ": bad cookie", r->want);
   if (stored != computed)
-    return stream_error (r, EINVAL,
-                         "dynamic header checksum mismatch (stored 0x%08" PRIx32
-                         ", computed 0x%08" PRIx32 ")",
-                         stored, computed);
+    return stream_error (
+        r, EINVAL,
+        "dynamic header checksum mismatch (stored 0x%08" PRIx32
+        ", computed 0x%08" PRIx32 ")",
+        stored, computed);
   if (get_be32 (h + H_VERSION) >> 16 != 1)
     return stream_error (r, ENOTSUP,
                          "dynamic header: unsupported version 0x%08" PRIx32,
@@ -342,8 +345,9 @@ header_done (struct vhd_stream_reader *r)
                          " does not follow the dynamic header (byte %" PRIu64
                          "): not a streamable VHD",
                          bat, r->want);
-  if (r->stream_len && (bat > r->stream_len
-                        || (uint64_t)r->n_entries * 4 > r->stream_len - bat))
+  if (r->stream_len
+      && (bat > r->stream_len
+          || (uint64_t)r->n_entries * 4 > r->stream_len - bat))
     return stream_error (r, EINVAL,
                          "BAT (byte %" PRIu64 ", %" PRIu32
                          " entries) lies past the end of the body",
@@ -409,9 +413,9 @@ bat_done (struct vhd_stream_reader *r)
   /* What no block holds: zero, from the start. */
   for (blk = 0; blk < r->n_blocks; blk++)
     if (get_be32 (r->bat + 4 * (size_t)blk) == BAT_UNUSED
-        && emit_zero (r, (uint64_t)blk * r->block_size,
-                      MIN (r->block_size,
-                           r->size - (uint64_t)blk * r->block_size))
+        && emit_zero (
+               r, (uint64_t)blk * r->block_size,
+               MIN (r->block_size, r->size - (uint64_t)blk * r->block_size))
                == -1)
       return -1;
   if (emit_zero (r, r->size, r->max_size - r->size) == -1)
@@ -431,8 +435,8 @@ bat_done (struct vhd_stream_reader *r)
       return stream_error (r, EINVAL,
                            "BAT entries %" PRIu32 " and %" PRIu32 " overlap",
                            b->blk, r->blocks[i + 1].blk);
-    if (r->stream_len && (r->stream_len < FOOTER_SIZE
-                          || end > r->stream_len - FOOTER_SIZE))
+    if (r->stream_len
+        && (r->stream_len < FOOTER_SIZE || end > r->stream_len - FOOTER_SIZE))
       return stream_error (r, EINVAL,
                            "BAT entry %" PRIu32
                            " points past the end of the body (%" PRIu64
@@ -563,10 +567,9 @@ vhd_stream_reader_finish (struct vhd_stream_reader *r)
     uint64_t size;
 
     if (r->tail_len < FOOTER_SIZE)
-      return stream_error (r, EINVAL,
-                           "body of %" PRIu64
-                           " bytes is too short for a VHD footer",
-                           r->pos);
+      return stream_error (
+          r, EINVAL, "body of %" PRIu64 " bytes is too short for a VHD footer",
+          r->pos);
     if (memcmp (r->tail, "conectix", 8) != 0)
       return stream_error (r, EINVAL,
                            "no VHD footer at the start or at the end of the "
@@ -591,12 +594,11 @@ vhd_stream_reader_finish (struct vhd_stream_reader *r)
     return emit_zero (r, size, r->max_size - size);
   }
   if (r->piece != P_TAIL)
-    return stream_error (r, EINVAL,
-                         "truncated: the body ends at byte %" PRIu64
-                         " within or before the %s at bytes %" PRIu64
-                         "..%" PRIu64,
-                         r->pos, piece_name[r->piece], r->want,
-                         r->want + r->want_len);
+    return stream_error (
+        r, EINVAL,
+        "truncated: the body ends at byte %" PRIu64
+        " within or before the %s at bytes %" PRIu64 "..%" PRIu64,
+        r->pos, piece_name[r->piece], r->want, r->want + r->want_len);
   if (r->tail_len < FOOTER_SIZE)
     return stream_error (r, EINVAL,
                          "truncated: no footer after the last block (body "

@@ -87,6 +87,11 @@ expect_http 200 imported -- put "$s" "$small_vdi" - "$T/src.raw"
 expect_http 409 OTHER_OPERATION_IN_PROGRESS -- busy "$s" "$raw_vdi" \
   "$T/src.raw"
 
+# A client that leaves half-way (import, then export) frees the VDI.
+abort_vdi=$(client create "$s" sr2 abort $size)
+[ "$(client abort "$s" "$abort_vdi" "$T/src.raw")" = freed ] \
+  || fail "VDI not freed after aborted transfers"
+
 # Into a VDI that has content, the body replaces all of it: zeroes and
 # holes of the body are zero afterwards.
 qemu-img create -q -f vpc -o subformat=dynamic,force_size=on "$T/new.vhd" $size
@@ -182,7 +187,7 @@ for f in "$T/../x" "$T/x" "$T/stray" "$T/sr1/x" "$T/sr2/x"; do
 done
 # Only the VDIs created above are in the SRs: no temporary files.
 n=$(ls -A "$T/sr1" "$T/sr2" | grep -c -v -e '^$' -e ':$' -e '^sr.db')
-[ "$n" -eq 7 ] || { ls -la "$T/sr1" "$T/sr2"; fail "$n files in the SRs"; }
+[ "$n" -eq 8 ] || { ls -la "$T/sr1" "$T/sr2"; fail "$n files in the SRs"; }
 
 # Methods: import is a PUT, export a GET; POST / is still XML-RPC.
 python3 - "$url" "$s" "$vhd_vdi" <<'EOF'

@@ -7,6 +7,8 @@
 #   xapi-import-export.py URL get S VDI FORMAT OUT    -> "STATUS LENGTH"
 #   xapi-import-export.py URL busy S VDI FILE   -> status of a 2nd import
 #                                                  while a 1st one runs
+#   xapi-import-export.py URL abort S VDI FILE  -> "freed" once the VDI is
+#                               free after a client left half-way through
 # S, VDI and FORMAT are sent as given ("-" leaves the parameter out), so
 # that the test can send bad ones.
 import http.client
@@ -122,5 +124,35 @@ elif cmd == "busy":
     assert r.status == 200, (r.status, r.read())
     rec = ok(x.VDI.get_record(s, vdi))
     assert rec["current_operations"] == {}, rec
+elif cmd == "abort":
+    # A client that goes away half-way, uploading then downloading: the
+    # VDI is free again soon after.
+    s, vdi, path = args
+    size = os.path.getsize(path)
+
+    def wait_free():
+        for _ in range(200):
+            if ok(x.VDI.get_record(s, vdi))["current_operations"] == {}:
+                return
+            time.sleep(0.05)
+        raise AssertionError("VDI still busy after the client went away")
+
+    c = conn()
+    c.putrequest("PUT", target("/import_raw_vdi", s, vdi, "raw"))
+    c.putheader("Content-Length", str(size))
+    c.endheaders()
+    with open(path, "rb") as f:
+        c.send(f.read(3 * CHUNK))
+    time.sleep(0.2)
+    c.close()
+    wait_free()
+    c = conn()
+    c.request("GET", target("/export_raw_vdi", s, vdi, "raw"))
+    r = c.getresponse()
+    assert r.status == 200, r.status
+    r.read(CHUNK)
+    c.close()
+    wait_free()
+    print("freed")
 else:
     sys.exit("unknown command " + cmd)

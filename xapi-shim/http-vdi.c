@@ -74,11 +74,11 @@ vdi_target_clear (struct vdi_target *t)
 /* Check the query of a transfer and claim its VDI.  0, or an HTTP status
  * with *TEXT saying why (to be freed). */
 static guint
-vdi_target_get (struct vdi_target *t, struct xapi_daemon *d,
-                GHashTable *query, const char *op, char **text)
+vdi_target_get (struct vdi_target *t, struct xapi_daemon *d, GHashTable *query,
+                const char *op, char **text)
 {
-  const char *session = query ? g_hash_table_lookup (query, "session_id")
-                              : NULL;
+  const char *session
+      = query ? g_hash_table_lookup (query, "session_id") : NULL;
   const char *ref = query ? g_hash_table_lookup (query, "vdi") : NULL;
   const char *format = query ? g_hash_table_lookup (query, "format") : NULL;
   xmlrpc_env env;
@@ -89,8 +89,7 @@ vdi_target_get (struct vdi_target *t, struct xapi_daemon *d,
   t->d = d;
   if (session == NULL || !xapi_session_valid (d, session)) {
     *text = g_strdup_printf ("SESSION_INVALID: %s\n",
-                             session ? session
-                                     : "no session_id in the query");
+                             session ? session : "no session_id in the query");
     return SOUP_STATUS_UNAUTHORIZED;
   }
   if (format == NULL || strcmp (format, "raw") == 0)
@@ -161,6 +160,7 @@ struct import
   struct vhd_stream_reader *reader; /* format=vhd */
   uint64_t received;                /* body bytes */
   uint64_t written;                 /* bytes written to the image */
+  bool answered;                    /* import_end ran */
   gint64 started;
   /* Staging: guest bytes [buf_off, buf_off + buf_len). */
   uint8_t *buf;
@@ -277,6 +277,10 @@ import_free (gpointer p)
 {
   struct import *im = p;
 
+  if (im->disk && !im->answered)
+    g_message ("VDI %s: import abandoned after %" PRIu64
+               " bytes: the client went away",
+               im->t.vdi->uuid, im->received);
   vhd_stream_reader_free (im->reader);
   if (im->disk && vdisk_close (im->disk) == -1)
     g_warning ("VDI %s: import: %s", im->t.vdi->uuid, vdisk_get_error ());
@@ -419,17 +423,16 @@ xapi_http_vdi_import_end (struct xapi_daemon *d, SoupServerMessage *msg)
       && ((im->reader && vhd_stream_reader_finish (im->reader) == -1)
           || import_flush (im) == -1
           || (im->reader == NULL
-              && import_zero (im, im->size - im->received, im->received)
-                     == -1)
+              && import_zero (im, im->size - im->received, im->received) == -1)
           || vdisk_flush (im->disk) == -1))
     import_fail (im);
   secs = (g_get_monotonic_time () - im->started) / 1e6;
+  im->answered = true;
   if (im->status) {
     g_message ("%s", im->error);
     text = g_strdup_printf ("%s\n", im->error);
     soup_message_headers_replace (
-        soup_server_message_get_response_headers (msg), "Connection",
-        "close");
+        soup_server_message_get_response_headers (msg), "Connection", "close");
   }
   else {
     g_message ("VDI %s: imported %" PRIu64 " bytes (%" PRIu64
@@ -437,11 +440,10 @@ xapi_http_vdi_import_end (struct xapi_daemon *d, SoupServerMessage *msg)
                im->t.vdi->uuid, im->received, im->written, secs);
     text = g_strdup ("imported\n");
   }
-  soup_server_message_set_status (msg, im->status ? im->status
-                                                  : SOUP_STATUS_OK,
-                                  NULL);
-  soup_server_message_set_response (msg, "text/plain", SOUP_MEMORY_COPY,
-                                    text, strlen (text));
+  soup_server_message_set_status (
+      msg, im->status ? im->status : SOUP_STATUS_OK, NULL);
+  soup_server_message_set_response (msg, "text/plain", SOUP_MEMORY_COPY, text,
+                                    strlen (text));
   g_signal_handlers_disconnect_by_data (msg, im);
   /* Close the image and release the VDI now, not when libsoup drops
    * the message: the client may go on with the VDI at once. */
@@ -458,6 +460,7 @@ struct export
   struct vdisk *disk;
   struct vhd_stream_writer *vhd; /* format=vhd */
   uint64_t length;
+  uint64_t sent; /* main thread only */
   gint64 started;
   SoupServerMessage *msg; /* main thread only */
   bool finished;          /* main thread only: msg is done */
@@ -569,6 +572,24 @@ export_joined (gpointer p)
   return G_SOURCE_REMOVE;
 }
 
+/* Zeroes to send for ranges that hold nothing (read-only, in .bss). */
+static const uint8_t zero_chunk[EXPORT_CHUNK];
+
+/* Whether guest range [off, off+n) of D reads as zero by its allocation
+ * map, so that it needs no reading. */
+static bool
+range_is_hole (struct vdisk *d, uint64_t off, uint64_t n)
+{
+  struct vdisk_extents ext = { 0 };
+  bool hole = vdisk_map (d, off, n, 0, &ext) == 0;
+
+  for (size_t i = 0; hole && i < ext.len; i++)
+    if (ext.v[i].type == VDISK_EXTENT_DATA)
+      hole = false;
+  vdisk_extents_free (&ext);
+  return hole;
+}
+
 static gpointer
 export_thread (gpointer p)
 {
@@ -588,6 +609,11 @@ export_thread (gpointer p)
     g_mutex_unlock (&e->lock);
     if (e->cancelled)
       break;
+    if (e->vhd == NULL && range_is_hole (e->disk, off, n)) {
+      export_send (e, g_bytes_new_static (zero_chunk, n));
+      off += n;
+      continue;
+    }
     buf = g_malloc (n);
     if (e->vhd)
       r = vhd_stream_writer_read (e->vhd, buf, n, off);
@@ -613,6 +639,7 @@ export_wrote (SoupServerMessage *msg, guint chunk_size, gpointer user_data)
 {
   struct export *e = user_data;
 
+  e->sent += chunk_size;
   g_mutex_lock (&e->lock);
   e->queued -= MIN (e->queued, chunk_size);
   g_cond_signal (&e->cond);
@@ -626,8 +653,10 @@ export_finished (SoupServerMessage *msg, gpointer user_data)
   struct export *e = user_data;
   double secs = (g_get_monotonic_time () - e->started) / 1e6;
 
-  g_message ("VDI %s: export of %" PRIu64 " bytes ended after %.1f s",
-             e->t.vdi->uuid, e->length, secs);
+  g_message ("VDI %s: export %s: %" PRIu64 " of %" PRIu64
+             " bytes sent in %.1f s",
+             e->t.vdi->uuid, e->sent == e->length ? "done" : "cut short",
+             e->sent, e->length, secs);
   e->finished = true;
   g_mutex_lock (&e->lock);
   e->cancelled = true;
@@ -690,8 +719,8 @@ xapi_http_vdi_export (struct xapi_daemon *d, SoupServerMessage *msg,
       "application/octet-stream", NULL);
   soup_message_headers_set_content_length (
       soup_server_message_get_response_headers (msg), e->length);
-  soup_message_body_set_accumulate (soup_server_message_get_response_body (msg),
-                                    FALSE);
+  soup_message_body_set_accumulate (
+      soup_server_message_get_response_body (msg), FALSE);
   e->msg = g_object_ref (msg);
   e->started = g_get_monotonic_time ();
   g_signal_connect (msg, "wrote-body-data", G_CALLBACK (export_wrote), e);

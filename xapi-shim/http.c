@@ -113,12 +113,11 @@ linger_free (gpointer p)
 static void
 refuse_now (SoupServerMessage *msg, guint status, const char *text)
 {
-  g_autofree char *answer
-      = g_strdup_printf ("HTTP/1.1 %u %s\r\n"
-                         "Connection: close\r\nContent-Type: text/plain\r\n"
-                         "Content-Length: %zu\r\n\r\n%s",
-                         status, soup_status_get_phrase (status),
-                         strlen (text), text);
+  g_autofree char *answer = g_strdup_printf (
+      "HTTP/1.1 %u %s\r\n"
+      "Connection: close\r\nContent-Type: text/plain\r\n"
+      "Content-Length: %zu\r\n\r\n%s",
+      status, soup_status_get_phrase (status), strlen (text), text);
   /* Take the socket first: the stolen stream wraps it (and TLS). */
   GSocket *sock = soup_server_message_get_socket (msg);
   GIOStream *io;
