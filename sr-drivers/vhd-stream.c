@@ -54,12 +54,20 @@ static const char *const piece_name[] = {
   [P_FIXED] = "data",
 };
 
-/* An allocated block, by its place in the stream. */
-struct stream_block
+/* An allocated block, by its place in the stream: its BAT entry (the
+ * sector of its bitmap) << 32 | its number, so that sorting orders by
+ * place, in 8 bytes per block. */
+static uint64_t
+block_start (uint64_t b)
 {
-  uint64_t start; /* stream offset of its bitmap */
-  uint32_t blk;
-};
+  return (b >> 32) * SECTOR;
+}
+
+static uint32_t
+block_num (uint64_t b)
+{
+  return (uint32_t)b;
+}
 
 struct vhd_stream_reader
 {
@@ -79,8 +87,8 @@ struct vhd_stream_reader
   uint32_t block_size, bitmap_size, n_blocks;
   uint64_t bat_offset;
   uint32_t n_entries;
-  uint8_t *bat; /* n_blocks big-endian entries: those within size */
-  struct stream_block *blocks;
+  uint8_t *bat;          /* n_blocks big-endian entries: those within size */
+  uint64_t *blocks;      /* allocated blocks, see block_start */
   uint32_t n_alloc, cur; /* blocks[cur] is being read */
   uint8_t *bitmap;
 
@@ -362,11 +370,11 @@ header_done (struct vhd_stream_reader *r)
 }
 
 static int
-cmp_block (const void *a, const void *b)
+cmp_u64 (const void *a, const void *b)
 {
-  const struct stream_block *x = a, *y = b;
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
 
-  return x->start < y->start ? -1 : x->start > y->start;
+  return x < y ? -1 : x > y;
 }
 
 /* Guest bytes of block BLK within the virtual size, whole sectors. */
@@ -382,7 +390,7 @@ static void
 next_block (struct vhd_stream_reader *r)
 {
   if (r->cur < r->n_alloc)
-    expect (r, P_BITMAP, r->blocks[r->cur].start, r->bitmap_size);
+    expect (r, P_BITMAP, block_start (r->blocks[r->cur]), r->bitmap_size);
   else {
     r->piece = P_TAIL;
     r->tail_len = 0;
@@ -397,20 +405,43 @@ bat_done (struct vhd_stream_reader *r)
   uint64_t bat_end = r->bat_offset + (uint64_t)r->n_entries * 4;
   uint32_t blk, n = 0;
 
-  r->blocks = malloc (((size_t)r->n_blocks + 1) * sizeof *r->blocks);
+  for (blk = 0; blk < r->n_blocks; blk++)
+    n += get_be32 (r->bat + 4 * (size_t)blk) != BAT_UNUSED;
+  r->blocks = malloc (((size_t)n + 1) * sizeof *r->blocks);
   if (r->blocks == NULL)
     return stream_error (r, ENOMEM, "out of memory for the BAT");
-  for (blk = 0; blk < r->n_blocks; blk++) {
+  for (blk = 0, n = 0; blk < r->n_blocks; blk++) {
     uint32_t e = get_be32 (r->bat + 4 * (size_t)blk);
 
-    if (e != BAT_UNUSED) {
-      r->blocks[n].start = (uint64_t)e * SECTOR;
-      r->blocks[n].blk = blk;
-      n++;
-    }
+    if (e != BAT_UNUSED)
+      r->blocks[n++] = (uint64_t)e << 32 | blk;
   }
   r->n_alloc = n;
-  /* What no block holds: zero, from the start. */
+  qsort (r->blocks, n, sizeof *r->blocks, cmp_u64);
+  for (uint32_t i = 0; i < n; i++) {
+    uint64_t start = block_start (r->blocks[i]);
+    uint32_t b = block_num (r->blocks[i]);
+    uint64_t end = start + r->bitmap_size + block_data_len (r, b);
+
+    if (start < bat_end)
+      return stream_error (r, ENOTSUP,
+                           "BAT entry %" PRIu32 " points to byte %" PRIu64
+                           ", before the end of the BAT (byte %" PRIu64
+                           "): not a streamable VHD",
+                           b, start, bat_end);
+    if (i + 1 < n && end > block_start (r->blocks[i + 1]))
+      return stream_error (r, EINVAL,
+                           "BAT entries %" PRIu32 " and %" PRIu32 " overlap",
+                           b, block_num (r->blocks[i + 1]));
+    if (r->stream_len
+        && (r->stream_len < FOOTER_SIZE || end > r->stream_len - FOOTER_SIZE))
+      return stream_error (r, EINVAL,
+                           "BAT entry %" PRIu32
+                           " points past the end of the body (%" PRIu64
+                           " bytes): truncated or corrupt VHD",
+                           b, r->stream_len);
+  }
+  /* What no block holds reads as zero. */
   for (blk = 0; blk < r->n_blocks; blk++)
     if (get_be32 (r->bat + 4 * (size_t)blk) == BAT_UNUSED
         && emit_zero (
@@ -420,29 +451,8 @@ bat_done (struct vhd_stream_reader *r)
       return -1;
   if (emit_zero (r, r->size, r->max_size - r->size) == -1)
     return -1;
-  qsort (r->blocks, n, sizeof *r->blocks, cmp_block);
-  for (uint32_t i = 0; i < n; i++) {
-    struct stream_block *b = &r->blocks[i];
-    uint64_t end = b->start + r->bitmap_size + block_data_len (r, b->blk);
-
-    if (b->start < bat_end)
-      return stream_error (r, ENOTSUP,
-                           "BAT entry %" PRIu32 " points to byte %" PRIu64
-                           ", before the end of the BAT (byte %" PRIu64
-                           "): not a streamable VHD",
-                           b->blk, b->start, bat_end);
-    if (i + 1 < n && end > r->blocks[i + 1].start)
-      return stream_error (r, EINVAL,
-                           "BAT entries %" PRIu32 " and %" PRIu32 " overlap",
-                           b->blk, r->blocks[i + 1].blk);
-    if (r->stream_len
-        && (r->stream_len < FOOTER_SIZE || end > r->stream_len - FOOTER_SIZE))
-      return stream_error (r, EINVAL,
-                           "BAT entry %" PRIu32
-                           " points past the end of the body (%" PRIu64
-                           " bytes): truncated or corrupt VHD",
-                           b->blk, r->stream_len);
-  }
+  free (r->bat);
+  r->bat = NULL;
   r->cur = 0;
   next_block (r);
   return 0;
@@ -460,7 +470,7 @@ static int
 block_data (struct vhd_stream_reader *r, const uint8_t *p, size_t len,
             uint64_t boff)
 {
-  uint64_t base = (uint64_t)r->blocks[r->cur].blk * r->block_size;
+  uint64_t base = (uint64_t)block_num (r->blocks[r->cur]) * r->block_size;
 
   while (len > 0) {
     bool set = bit_is_set (r->bitmap, boff / SECTOR);
@@ -491,7 +501,7 @@ piece_done (struct vhd_stream_reader *r)
   case P_BAT: return bat_done (r);
   case P_BITMAP:
     expect (r, P_DATA, r->want + r->bitmap_size,
-            block_data_len (r, r->blocks[r->cur].blk));
+            block_data_len (r, block_num (r->blocks[r->cur])));
     return 0;
   case P_DATA:
     r->cur++;
