@@ -114,16 +114,17 @@ target=$(client create "$s" sr1 target $size)
 names () { find "$T" -mindepth 1 | sort; }
 touch "$T/out" "$T/bad.vhd" "$T/before" "$T/after"
 names > "$T/before"
-expect_http 401 SESSION_INVALID -- put OpaqueRef:nope "$vhd_vdi" vhd \
+expect_http 401 "SESSION_INVALID OpaqueRef:nope" -- put OpaqueRef:nope "$vhd_vdi" vhd \
   "$T/src.vhd"
-expect_http 401 SESSION_INVALID -- put - "$vhd_vdi" vhd "$T/src.vhd"
+expect_http 401 "SESSION_INVALID (no session_id" -- put - "$vhd_vdi" vhd \
+  "$T/src.vhd"
 expect_http 401 SESSION_INVALID -- get OpaqueRef:nope "$vhd_vdi" raw \
   "$T/out"
 expect_http 404 "HANDLE_INVALID VDI OpaqueRef:0b5e" -- put "$s" \
   OpaqueRef:0b5ecf5d-1b2c-4d3e-8f90-123456789abc raw "$T/src.raw"
 expect_http 404 HANDLE_INVALID -- get "$s" \
   OpaqueRef:0b5ecf5d-1b2c-4d3e-8f90-123456789abc raw "$T/out"
-expect_http 404 "HANDLE_INVALID VDI: no vdi" -- put "$s" - raw "$T/src.raw"
+expect_http 404 "HANDLE_INVALID VDI (no vdi in the query)" -- put "$s" - raw "$T/src.raw"
 expect_http 400 "format=qcow2" -- put "$s" "$vhd_vdi" qcow2 "$T/src.vhd"
 expect_http 400 "format=qcow2" -- get "$s" "$vhd_vdi" qcow2 "$T/out"
 for bad in ../../x "OpaqueRef:../../$(basename "$T")/stray" \

@@ -88,8 +88,9 @@ vdi_target_get (struct vdi_target *t, struct xapi_daemon *d, GHashTable *query,
   memset (t, 0, sizeof *t);
   t->d = d;
   if (session == NULL || !xapi_session_valid (d, session)) {
-    *text = g_strdup_printf ("SESSION_INVALID: %s\n",
-                             session ? session : "no session_id in the query");
+    *text
+        = g_strdup_printf ("SESSION_INVALID %s\n",
+                           session ? session : "(no session_id in the query)");
     return SOUP_STATUS_UNAUTHORIZED;
   }
   if (format == NULL || strcmp (format, "raw") == 0)
@@ -101,7 +102,7 @@ vdi_target_get (struct vdi_target *t, struct xapi_daemon *d, GHashTable *query,
     return SOUP_STATUS_BAD_REQUEST;
   }
   if (ref == NULL) {
-    *text = g_strdup ("HANDLE_INVALID VDI: no vdi in the query\n");
+    *text = g_strdup ("HANDLE_INVALID VDI (no vdi in the query)\n");
     return SOUP_STATUS_NOT_FOUND;
   }
 
