@@ -1,6 +1,7 @@
 /* XenAPI over HTTP(S): a SoupServer taking XML-RPC POSTs at "/", as xapi
  * does.  xmlrpc-c parses the call and hands every method name to one
- * default handler, xapi_dispatch.
+ * default handler, xapi_dispatch.  Disk data goes through xapi's own
+ * URLs, PUT /import_raw_vdi and GET /export_raw_vdi (http-vdi.c).
  *
  * Request bodies are bounded before they are read: a Content-Length over
  * max-request-size is answered 413 from the headers alone, and a chunked
@@ -106,16 +107,17 @@ linger_free (gpointer p)
   g_free (l);
 }
 
-/* 413 straight from the headers: take the connection from libsoup (which
- * would otherwise read the whole body before answering), answer, and
- * close it. */
+/* An answer straight from the headers: take the connection from libsoup
+ * (which would otherwise read the whole body before answering), answer,
+ * and close it. */
 static void
-refuse_now (SoupServerMessage *msg)
+refuse_now (SoupServerMessage *msg, guint status, const char *text)
 {
-  static const char answer[]
-      = "HTTP/1.1 413 Request Entity Too Large\r\n"
-        "Connection: close\r\nContent-Type: text/plain\r\n"
-        "Content-Length: 23\r\n\r\nrequest body too large\n";
+  g_autofree char *answer = g_strdup_printf (
+      "HTTP/1.1 %u %s\r\n"
+      "Connection: close\r\nContent-Type: text/plain\r\n"
+      "Content-Length: %zu\r\n\r\n%s",
+      status, soup_status_get_phrase (status), strlen (text), text);
   /* Take the socket first: the stolen stream wraps it (and TLS). */
   GSocket *sock = soup_server_message_get_socket (msg);
   GIOStream *io;
@@ -131,7 +133,7 @@ refuse_now (SoupServerMessage *msg)
     return;
   }
   g_output_stream_write_all (g_io_stream_get_output_stream (io), answer,
-                             sizeof answer - 1, NULL, NULL, NULL);
+                             strlen (answer), NULL, NULL, NULL);
   g_output_stream_flush (g_io_stream_get_output_stream (io), NULL, NULL);
   l = g_new0 (struct linger, 1);
   l->io = io;
@@ -148,6 +150,30 @@ refuse_now (SoupServerMessage *msg)
   g_source_unref (src);
 }
 
+/* PUT /import_raw_vdi: checked from the headers, so that a refused
+ * upload is answered before its body is sent; the body then goes to
+ * http-vdi.c as it arrives, never into memory. */
+static void
+early_import (struct xapi_http *h, SoupServerMessage *msg, GHashTable *query)
+{
+  g_autofree char *text = NULL;
+  guint status;
+
+  soup_message_body_set_accumulate (soup_server_message_get_request_body (msg),
+                                    FALSE);
+  if (soup_server_message_get_method (msg) != SOUP_METHOD_PUT) {
+    refuse_now (msg, SOUP_STATUS_METHOD_NOT_ALLOWED,
+                "import_raw_vdi takes the disk as PUT\n");
+    return;
+  }
+  status = xapi_http_vdi_import_begin (h->d, msg, query, &text);
+  if (status) {
+    g_message ("%s: import_raw_vdi refused (%u): %s",
+               soup_server_message_get_remote_host (msg), status, text);
+    refuse_now (msg, status, text);
+  }
+}
+
 /* Runs once the headers are in, before any of the body is read. */
 static void
 early_handler (SoupServer *server, SoupServerMessage *msg, const char *path,
@@ -157,6 +183,10 @@ early_handler (SoupServer *server, SoupServerMessage *msg, const char *path,
   SoupMessageHeaders *hdrs = soup_server_message_get_request_headers (msg);
   struct body *b;
 
+  if (strcmp (path, "/import_raw_vdi") == 0) {
+    early_import (h, msg, query);
+    return;
+  }
   /* The body is ours to collect (got_chunk), never libsoup's: a refused
    * body that libsoup still reads is dropped as it arrives. */
   soup_message_body_set_accumulate (soup_server_message_get_request_body (msg),
@@ -169,7 +199,8 @@ early_handler (SoupServer *server, SoupServerMessage *msg, const char *path,
                soup_server_message_get_remote_host (msg),
                soup_message_headers_get_content_length (hdrs),
                h->d->max_request_size);
-    refuse_now (msg);
+    refuse_now (msg, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE,
+                "request body too large\n");
     return;
   }
   b = g_new0 (struct body, 1);
@@ -201,6 +232,19 @@ handler (SoupServer *server, SoupServerMessage *msg, const char *path,
 
   if (soup_server_message_get_status (msg) != 0)
     return; /* refused by early_handler */
+  if (strcmp (path, "/import_raw_vdi") == 0) {
+    xapi_http_vdi_import_end (h->d, msg);
+    return;
+  }
+  if (strcmp (path, "/export_raw_vdi") == 0) {
+    if (soup_server_message_get_method (msg) != SOUP_METHOD_GET
+        && soup_server_message_get_method (msg) != SOUP_METHOD_HEAD)
+      refuse (msg, SOUP_STATUS_METHOD_NOT_ALLOWED,
+              "export_raw_vdi is a GET\n");
+    else
+      xapi_http_vdi_export (h->d, msg, query);
+    return;
+  }
   if (strcmp (path, "/") != 0) {
     refuse (msg, SOUP_STATUS_NOT_FOUND, "not found\n");
     return;

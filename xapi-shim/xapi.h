@@ -325,4 +325,15 @@ int xapi_http_listen (struct xapi_http *h, const char *addr_port,
 char *xapi_http_log_uris (struct xapi_http *h);
 void xapi_http_free (struct xapi_http *h);
 
+/* http-vdi.c: xapi's disk data handlers, for http.c.  import_begin runs
+ * from the headers of PUT /import_raw_vdi: 0 if the body may come, else
+ * the HTTP status to answer at once and *TEXT (g_free) why; import_end
+ * answers once the body is in.  export answers GET /export_raw_vdi. */
+typedef struct _SoupServerMessage SoupServerMessage;
+guint xapi_http_vdi_import_begin (struct xapi_daemon *d, SoupServerMessage *msg,
+                                  GHashTable *query, char **text);
+void xapi_http_vdi_import_end (struct xapi_daemon *d, SoupServerMessage *msg);
+void xapi_http_vdi_export (struct xapi_daemon *d, SoupServerMessage *msg,
+                           GHashTable *query);
+
 #endif /* XAPI_H */
