@@ -66,7 +66,7 @@ for bad in ["OpaqueRef:00000000-0000-0000-0000-000000000000", "", "x" * 5000,
 failure(x.SR.get_all(17), "FIELD_TYPE_ERROR")
 # Unknown methods and classes.
 for m in ["VDI.no_such_method", "nosuchclass.get_all", "VDI", ".",
-          "VDI.", "VDI.get_", "Async.VDI.copy",
+          "VDI.", "VDI.get_", "Async.VDI.no_such_method", "Async.",
           "system.listMethods"]:
     failure(getattr(x, m)(s, "OpaqueRef:NULL"), "MESSAGE_METHOD_UNKNOWN")
 e = failure(x.VDI.no_such_method(s), "MESSAGE_METHOD_UNKNOWN")

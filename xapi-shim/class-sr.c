@@ -6,17 +6,24 @@
 #include "xapi.h"
 
 struct xapi_sr *
-xapi_sr_by_ref (struct xapi_call *c, const char *ref)
+xapi_find_sr (struct xapi_daemon *d, const char *uuid)
 {
-  const char *uuid = xapi_ref_uuid (ref);
-
-  for (guint i = 0; uuid && i < c->d->srs->len; i++) {
-    struct xapi_sr *s = c->d->srs->pdata[i];
+  for (guint i = 0; uuid && i < d->srs->len; i++) {
+    struct xapi_sr *s = d->srs->pdata[i];
     if (strcmp (sr_get_uuid (s->sr), uuid) == 0)
       return s;
   }
-  xapi_fail (c, "HANDLE_INVALID", "SR", ref ? ref : "", NULL);
   return NULL;
+}
+
+struct xapi_sr *
+xapi_sr_by_ref (struct xapi_call *c, const char *ref)
+{
+  struct xapi_sr *s = xapi_find_sr (c->d, xapi_ref_uuid (ref));
+
+  if (s == NULL)
+    xapi_fail (c, "HANDLE_INVALID", "SR", ref ? ref : "", NULL);
+  return s;
 }
 
 static bool

@@ -38,24 +38,56 @@ xapi_vdi_by_ref (struct xapi_call *c, const char *ref, struct xapi_sr **srp)
   return NULL;
 }
 
+struct sr_vdi *
+xapi_find_vdi (struct xapi_daemon *d, const char *uuid, struct xapi_sr **srp)
+{
+  for (guint i = 0; uuid && i < d->srs->len; i++) {
+    struct xapi_sr *s = d->srs->pdata[i];
+    struct sr_vdi *v = sr_vdi_get_by_uuid (s->sr, uuid);
+
+    if (v) {
+      if (srp)
+        *srp = s;
+      return v;
+    }
+  }
+  return NULL;
+}
+
+char *
+xapi_vdi_path (struct xapi_sr *s, const struct sr_vdi *v)
+{
+  return g_build_filename (sr_get_path (s->sr), v->location, NULL);
+}
+
+bool
+xapi_vdi_try_claim (struct xapi_daemon *d, const char *uuid, const char *op)
+{
+  bool ok;
+
+  g_mutex_lock (&d->vdi_ops_lock);
+  ok = !g_hash_table_contains (d->vdi_ops, uuid);
+  if (ok)
+    g_hash_table_insert (d->vdi_ops, g_strdup (uuid), g_strdup (op));
+  g_mutex_unlock (&d->vdi_ops_lock);
+  return ok;
+}
+
 bool
 xapi_vdi_claim (struct xapi_call *c, const char *uuid, const char *op)
 {
-  struct xapi_daemon *d = c->d;
-  const char *busy;
+  g_autofree char *busy = NULL;
+  g_autofree char *ref = NULL;
 
-  g_mutex_lock (&d->vdi_ops_lock);
-  busy = g_hash_table_lookup (d->vdi_ops, uuid);
-  if (busy == NULL)
-    g_hash_table_insert (d->vdi_ops, g_strdup (uuid), g_strdup (op));
-  g_mutex_unlock (&d->vdi_ops_lock);
-  if (busy) {
-    g_autofree char *ref = g_strconcat (XAPI_REF_PREFIX, uuid, NULL);
-
-    xapi_fail (c, "OTHER_OPERATION_IN_PROGRESS", "VDI", ref, busy, NULL);
-    return false;
-  }
-  return true;
+  if (xapi_vdi_try_claim (c->d, uuid, op))
+    return true;
+  g_mutex_lock (&c->d->vdi_ops_lock);
+  busy = g_strdup (g_hash_table_lookup (c->d->vdi_ops, uuid));
+  g_mutex_unlock (&c->d->vdi_ops_lock);
+  ref = g_strconcat (XAPI_REF_PREFIX, uuid, NULL);
+  xapi_fail (c, "OTHER_OPERATION_IN_PROGRESS", "VDI", ref, busy ? busy : "",
+             NULL);
+  return false;
 }
 
 void
@@ -106,7 +138,8 @@ vdi_record (struct xapi_call *c, const char *ref)
 {
   struct xapi_sr *s = NULL;
   struct sr_vdi *v = xapi_vdi_by_ref (c, ref, &s);
-  xmlrpc_value *r, *oc, *sm;
+  g_autoptr (GPtrArray) vbds = NULL;
+  xmlrpc_value *r, *oc, *sm, *a;
 
   if (v == NULL)
     return NULL;
@@ -117,7 +150,11 @@ vdi_record (struct xapi_call *c, const char *ref)
   xapi_set (c, r, "allowed_operations", xapi_empty_array (c));
   xapi_set (c, r, "current_operations", vdi_current_operations (c, v->uuid));
   xapi_set (c, r, "SR", xapi_ref (c, sr_get_uuid (s->sr)));
-  xapi_set (c, r, "VBDs", xapi_empty_array (c));
+  vbds = state_list (c->d->state, "vbds", "vdi", v->uuid);
+  a = xmlrpc_array_new (c->env);
+  for (guint i = 0; i < vbds->len; i++)
+    xapi_append (c, a, xapi_ref (c, vbds->pdata[i]));
+  xapi_set (c, r, "VBDs", a);
   xapi_set (c, r, "crash_dumps", xapi_empty_array (c));
   xapi_set (c, r, "virtual_size", xapi_int64 (c, (int64_t)v->virtual_size));
   xapi_set (c, r, "physical_utilisation",
@@ -162,19 +199,6 @@ vdi_record (struct xapi_call *c, const char *ref)
   return r;
 }
 
-/* A string member of struct REC, or NULL if absent (FIELD_TYPE_ERROR if
- * present but not a string). */
-static char *
-member_string (struct xapi_call *c, xmlrpc_value *rec, const char *key)
-{
-  g_autoptr (xmlrpc_value) v = NULL;
-
-  xmlrpc_struct_find_value (c->env, rec, key, &v);
-  if (v == NULL)
-    return NULL;
-  return xapi_read_string (c, v, key);
-}
-
 /* virtual_size: a string as XenAPI sends int64, or an XML-RPC int. */
 static bool
 member_size (struct xapi_call *c, xmlrpc_value *rec, uint64_t *out)
@@ -209,27 +233,15 @@ bad:
   return false;
 }
 
-/* The string value of KEY in the map member MAP of REC, or NULL. */
-static char *
-map_string (struct xapi_call *c, xmlrpc_value *rec, const char *map,
-            const char *key)
-{
-  g_autoptr (xmlrpc_value) m = NULL;
-
-  xmlrpc_struct_find_value (c->env, rec, map, &m);
-  if (m == NULL || xmlrpc_value_type (m) != XMLRPC_TYPE_STRUCT)
-    return NULL;
-  return member_string (c, m, key);
-}
-
 static bool
 pick_format (struct xapi_call *c, xmlrpc_value *rec, enum vdisk_format *fmt)
 {
-  g_autofree char *name = map_string (c, rec, "sm_config", "image-format");
+  g_autofree char *name
+      = xapi_map_string (c, rec, "sm_config", "image-format");
   int f;
 
   if (name == NULL && !xapi_failed (c))
-    name = map_string (c, rec, "other_config", "dest-img-format");
+    name = xapi_map_string (c, rec, "other_config", "dest-img-format");
   if (xapi_failed (c))
     return false;
   if (name == NULL) {
@@ -300,7 +312,7 @@ vdi_create (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
     xapi_fail (c, "FIELD_TYPE_ERROR", "args", NULL);
     return NULL;
   }
-  sr_ref = member_string (c, rec, "SR");
+  sr_ref = xapi_member_string (c, rec, "SR");
   if (sr_ref == NULL) {
     if (!xapi_failed (c))
       xapi_fail (c, "FIELD_TYPE_ERROR", "SR", NULL);
@@ -308,8 +320,8 @@ vdi_create (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   }
   if ((s = xapi_sr_by_ref (c, sr_ref)) == NULL)
     return NULL;
-  label = member_string (c, rec, "name_label");
-  desc = member_string (c, rec, "name_description");
+  label = xapi_member_string (c, rec, "name_label");
+  desc = xapi_member_string (c, rec, "name_description");
   if (xapi_failed (c) || !member_size (c, rec, &size)
       || !pick_format (c, rec, &fmt))
     return NULL;
@@ -342,6 +354,11 @@ vdi_destroy (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 
   if (v == NULL)
     return NULL;
+  if (xapi_vdi_attached (c->d, v->uuid)) {
+    xapi_fail (c, "VDI_IN_USE", ref, "destroy", NULL);
+    sr_vdi_free (v);
+    return NULL;
+  }
   if (!xapi_vdi_claim (c, v->uuid, "destroy")) {
     sr_vdi_free (v);
     return NULL;
@@ -358,9 +375,91 @@ vdi_destroy (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   return xapi_void (c);
 }
 
+/* VDI.copy(session, vdi, sr) and VDI.pool_migrate(session, vdi, sr,
+ * options): a job (jobs.c).  copy makes a new VDI in SR with the same
+ * content, of the same format; the VDI must not be attached to a running
+ * VM.  pool_migrate moves the VDI to SR: a new VDI in
+ * options["dest-img-format"] (default: the same format) replaces it —
+ * live, through the mirror filter, when a running VM uses it, so the VM
+ * never stops — and the old one is destroyed.  Both answer the new VDI
+ * (or, as Async.*, a task whose result it is). */
+static xmlrpc_value *
+submit_move (struct xapi_call *c, xmlrpc_value *const *args, bool migrate)
+{
+  g_autofree char *ref = xapi_read_string (c, args[1], "vdi");
+  g_autofree char *sr_ref = ref ? xapi_read_string (c, args[2], "sr") : NULL;
+  g_autofree char *fmt_name = NULL;
+  g_autofree char *task = NULL;
+  g_autofree char *label = NULL;
+  g_autoptr (GPtrArray) vbds = NULL;
+  struct xapi_sr *dst;
+  struct sr_vdi *v;
+  struct state_job j = { 0 };
+  enum vdisk_format fmt;
+  const char *op = migrate ? "migrate" : "copy";
+
+  if (sr_ref == NULL || (v = xapi_vdi_by_ref (c, ref, NULL)) == NULL
+      || (dst = xapi_sr_by_ref (c, sr_ref)) == NULL)
+    return NULL;
+  fmt = v->format;
+  if (migrate && xapi_is_record (c, args[3], "options"))
+    fmt_name = xapi_member_string (c, args[3], "dest-img-format");
+  if (fmt_name && vdisk_format_from_name (fmt_name) < 0)
+    xapi_fail (c, "INVALID_VALUE", "dest-img-format", fmt_name, NULL);
+  else if (fmt_name)
+    fmt = vdisk_format_from_name (fmt_name);
+  if (xapi_failed (c)) {
+    sr_vdi_free (v);
+    return NULL;
+  }
+  j.kind = (char *)op;
+  j.vdi = v->uuid;
+  j.dst_sr = (char *)sr_get_uuid (dst->sr);
+  j.format = (char *)vdisk_format_name (fmt);
+  j.phase = "queued";
+  /* A VDI a running VM uses moves live; it cannot be copied offline. */
+  vbds = state_list (c->d->state, "vbds", "vdi", v->uuid);
+  for (guint i = 0; i < vbds->len && j.vbd == NULL; i++) {
+    g_autoptr (state_vbd) b = state_vbd_get (c->d->state, vbds->pdata[i]);
+
+    if (b && b->pid > 0)
+      j.vbd = g_strdup (b->uuid);
+  }
+  if (j.vbd && !migrate) {
+    xapi_fail (c, "VDI_IN_USE", ref, "copy", NULL);
+    goto out;
+  }
+  if (!xapi_vdi_claim (c, v->uuid, op))
+    goto out;
+  label = g_strdup_printf ("%s %s", migrate ? "VDI.pool_migrate" : "VDI.copy",
+                           v->uuid);
+  task = jobs_submit (c, &j, label);
+  if (task == NULL)
+    xapi_vdi_release (c->d, v->uuid);
+  g_free (j.task);
+out:
+  g_free (j.vbd);
+  sr_vdi_free (v);
+  return task ? jobs_reply (c, task) : NULL;
+}
+
+static xmlrpc_value *
+vdi_copy (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  return submit_move (c, args, false);
+}
+
+static xmlrpc_value *
+vdi_pool_migrate (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  return submit_move (c, args, true);
+}
+
 static const struct xapi_method methods[] = {
   { "create", 2, 2, false, vdi_create },
   { "destroy", 2, 2, false, vdi_destroy },
+  { "copy", 3, 3, false, vdi_copy },
+  { "pool_migrate", 4, 4, false, vdi_pool_migrate },
   { NULL },
 };
 

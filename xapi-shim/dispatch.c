@@ -12,10 +12,8 @@
 /* The classes this daemon serves.  A new class is one file and one line
  * here. */
 static const struct xapi_class *const classes[] = {
-  &xapi_class_session,
-  &xapi_class_host,
-  &xapi_class_sr,
-  &xapi_class_vdi,
+  &xapi_class_session, &xapi_class_host, &xapi_class_sr,   &xapi_class_vdi,
+  &xapi_class_vm,      &xapi_class_vbd,  &xapi_class_task, &xapi_class_network,
 };
 
 void
@@ -147,6 +145,38 @@ xapi_read_string (struct xapi_call *c, xmlrpc_value *v, const char *what)
   ret = g_strdup (s);
   free ((void *)s);
   return ret;
+}
+
+char *
+xapi_member_string (struct xapi_call *c, xmlrpc_value *rec, const char *key)
+{
+  g_autoptr (xmlrpc_value) v = NULL;
+
+  xmlrpc_struct_find_value (c->env, rec, key, &v);
+  if (v == NULL)
+    return NULL;
+  return xapi_read_string (c, v, key);
+}
+
+char *
+xapi_map_string (struct xapi_call *c, xmlrpc_value *rec, const char *map,
+                 const char *key)
+{
+  g_autoptr (xmlrpc_value) m = NULL;
+
+  xmlrpc_struct_find_value (c->env, rec, map, &m);
+  if (m == NULL || xmlrpc_value_type (m) != XMLRPC_TYPE_STRUCT)
+    return NULL;
+  return xapi_member_string (c, m, key);
+}
+
+bool
+xapi_is_record (struct xapi_call *c, xmlrpc_value *v, const char *what)
+{
+  if (v && xmlrpc_value_type (v) == XMLRPC_TYPE_STRUCT)
+    return true;
+  xapi_fail (c, "FIELD_TYPE_ERROR", what, NULL);
+  return false;
 }
 
 const char *
@@ -327,8 +357,61 @@ find_method (const struct xapi_class *cls, const char *name)
 }
 
 /* Call the method; the result or c->error is set afterwards. */
+/* Async.<class>.<method> of a method that is not a job: run it now and
+ * hand back a task that is already over, as a client polling it expects. */
+static xmlrpc_value *
+async_done (struct xapi_call *c, xmlrpc_value *result)
+{
+  g_autofree char *name = g_strconcat ("Async.", c->method, NULL);
+  g_autofree char *text = NULL;
+  g_autofree char *task = NULL;
+
+  if (xapi_failed (c)) {
+    GPtrArray *e = c->error;
+
+    if (result)
+      xmlrpc_DECREF (result);
+    if (e == NULL)
+      return NULL; /* an xmlrpc-c fault: INTERNAL_ERROR from wrap */
+    g_ptr_array_add (e, NULL);
+    task = xapi_task_done (c->d, name, NULL, (const char *const *)e->pdata);
+    g_ptr_array_set_size (e, e->len - 1);
+    g_clear_pointer (&c->error, g_ptr_array_unref);
+  }
+  else {
+    text = xapi_task_result_text (c, result);
+    xmlrpc_DECREF (result);
+    task = xapi_task_done (c->d, name, text, NULL);
+  }
+  if (task == NULL) {
+    xapi_fail (c, "INTERNAL_ERROR", "cannot record the task", NULL);
+    return NULL;
+  }
+  return xapi_ref (c, task);
+}
+
+static xmlrpc_value *run_method (struct xapi_call *c,
+                                 xmlrpc_value *const *args, int nargs);
+
 static xmlrpc_value *
 run (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  xmlrpc_value *result;
+
+  if (g_ascii_strncasecmp (c->method, "Async.", 6) != 0)
+    return run_method (c, args, nargs);
+  c->async = true;
+  c->method += 6;
+  result = run_method (c, args, nargs);
+  /* A job method answered with its task; the session check and argument
+   * errors fail the call itself, as in xapi. */
+  if (c->async_task || (xapi_failed (c) && !c->async_ran))
+    return result;
+  return async_done (c, result);
+}
+
+static xmlrpc_value *
+run_method (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 {
   const char *dot = strchr (c->method, '.');
   const struct xapi_class *cls;
@@ -371,6 +454,7 @@ run (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
     }
   }
 
+  c->async_ran = true;
   if (m)
     return m->fn (c, args, nargs);
   if (run_generic (c, cls, dot + 1, args, nargs, &result))

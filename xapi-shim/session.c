@@ -2,8 +2,9 @@
  *
  * The auth file has one "user:HASH" line per user, HASH a crypt(3) hash
  * (vdimotiond --hash-password prints one).  Without an auth file nobody
- * can log in.  Sessions are kept in memory: a restart of the daemon logs
- * every client out. */
+ * can log in.  Sessions are durable (state.h): a client keeps its session
+ * across a restart of the daemon, as xapi's clients expect of a pool
+ * master restart. */
 
 #include <crypt.h>
 #include <errno.h>
@@ -97,7 +98,13 @@ login_with_password (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
     char *oldest = g_queue_pop_head (&c->d->session_order);
 
     g_message ("session limit reached: %s ends", oldest);
+    state_session_remove (c->d->state, oldest);
     g_hash_table_remove (c->d->sessions, oldest);
+  }
+  if (state_session_add (c->d->state, ref, user) == -1) {
+    g_free (ref);
+    xapi_fail (c, "INTERNAL_ERROR", "cannot record the session", NULL);
+    return NULL;
   }
   g_hash_table_insert (c->d->sessions, ref, g_strdup (user));
   g_queue_push_tail (&c->d->session_order, ref);
@@ -113,10 +120,33 @@ logout (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   if (s == NULL)
     return NULL;
   if (g_hash_table_lookup_extended (c->d->sessions, s, &key, NULL)) {
+    state_session_remove (c->d->state, s);
     g_queue_remove (&c->d->session_order, key);
     g_hash_table_remove (c->d->sessions, s);
   }
   return xapi_void (c);
+}
+
+static void
+load_one (const char *ref, const char *user, void *opaque)
+{
+  struct xapi_daemon *d = opaque;
+  char *key = g_strdup (ref);
+
+  if (g_hash_table_contains (d->sessions, ref)) {
+    g_free (key);
+    return;
+  }
+  g_hash_table_insert (d->sessions, key, g_strdup (user));
+  g_queue_push_tail (&d->session_order, key);
+}
+
+void
+xapi_load_sessions (struct xapi_daemon *d)
+{
+  state_session_foreach (d->state, load_one, d);
+  if (g_hash_table_size (d->sessions))
+    g_message ("%u sessions restored", g_hash_table_size (d->sessions));
 }
 
 static xmlrpc_value *

@@ -1,5 +1,9 @@
-/* vdimotiond: the host daemon (DESIGN.md §1).  This version serves the
- * XenAPI face over the SRs it is given: sessions, host, SR and VDI.
+/* vdimotiond: the host daemon (DESIGN.md §1): the XenAPI face over the
+ * SRs it is given (sessions, host, network, SR, VDI, VM, VBD, task), the
+ * VMs' disk servers, and the jobs that copy and move VDIs.  Its own state
+ * is durable (state.h); at start it takes back the sessions, checks the
+ * running VMs' nbdkits and resumes or cleans up the jobs a previous run
+ * left, before it serves anyone.
  *
  * Configuration comes from --config FILE (GKeyFile, vdimotiond.conf(5));
  * flags override it.  Without --foreground the daemon forks and the parent
@@ -23,6 +27,10 @@
 #define DEFAULT_LISTEN "127.0.0.1:80"
 #define DEFAULT_STATE_DIR "/var/lib/vdimotion"
 #define DEFAULT_MAX_REQUEST_SIZE (16 * 1024 * 1024)
+#define DEFAULT_MAX_STORAGE_OPERATIONS 3
+#define DEFAULT_NBDKIT "nbdkit"
+#define DEFAULT_VDI_PLUGIN NBDKIT_PLUGINDIR "/nbdkit-vdi-plugin.so"
+#define DEFAULT_MIRROR_FILTER NBDKIT_FILTERDIR "/nbdkit-mirror-filter.so"
 
 struct options
 {
@@ -35,7 +43,11 @@ struct options
   char *tls_cert;
   char *tls_key;
   char *name_label;
+  char *nbdkit;
+  char *vdi_plugin;
+  char *mirror_filter;
   gint64 max_request_size;
+  gint64 max_storage_operations;
   gboolean foreground;
   gboolean hash_password;
 };
@@ -52,6 +64,9 @@ options_clear (struct options *o)
   g_free (o->tls_cert);
   g_free (o->tls_key);
   g_free (o->name_label);
+  g_free (o->nbdkit);
+  g_free (o->vdi_plugin);
+  g_free (o->mirror_filter);
 }
 
 /* Fill what the flags left unset from [daemon] of the config file; the
@@ -70,7 +85,16 @@ read_config (struct options *o, GError **error)
     { "listen", &o->listen },         { "listen-https", &o->listen_https },
     { "state-dir", &o->state_dir },   { "auth-file", &o->auth_file },
     { "tls-cert", &o->tls_cert },     { "tls-key", &o->tls_key },
-    { "name-label", &o->name_label },
+    { "name-label", &o->name_label }, { "nbdkit", &o->nbdkit },
+    { "vdi-plugin", &o->vdi_plugin }, { "mirror-filter", &o->mirror_filter },
+  };
+  struct
+  {
+    const char *key;
+    gint64 *dest;
+  } ints[] = {
+    { "max-request-size", &o->max_request_size },
+    { "max-storage-operations", &o->max_storage_operations },
   };
 
   if (!g_key_file_load_from_file (kf, o->config, G_KEY_FILE_NONE, error)) {
@@ -81,11 +105,13 @@ read_config (struct options *o, GError **error)
     if (*strings[i].dest == NULL)
       *strings[i].dest
           = g_key_file_get_string (kf, "daemon", strings[i].key, NULL);
-  if (o->max_request_size == 0
-      && g_key_file_has_key (kf, "daemon", "max-request-size", NULL)) {
+  for (size_t i = 0; i < G_N_ELEMENTS (ints); i++) {
     GError *e = NULL;
-    o->max_request_size
-        = g_key_file_get_int64 (kf, "daemon", "max-request-size", &e);
+
+    if (*ints[i].dest != 0
+        || !g_key_file_has_key (kf, "daemon", ints[i].key, NULL))
+      continue;
+    *ints[i].dest = g_key_file_get_int64 (kf, "daemon", ints[i].key, &e);
     if (e) {
       g_propagate_prefixed_error (error, e, "%s: ", o->config);
       return -1;
@@ -121,11 +147,12 @@ read_config (struct options *o, GError **error)
   return 0;
 }
 
-/* The host's uuid, made once and kept in the state directory. */
+/* A uuid made once and kept in the state directory (the host's, the
+ * network's): FILE names it there. */
 static char *
-host_uuid (const char *state_dir, GError **error)
+kept_uuid (const char *state_dir, const char *file, GError **error)
 {
-  g_autofree char *path = g_build_filename (state_dir, "host-uuid", NULL);
+  g_autofree char *path = g_build_filename (state_dir, file, NULL);
   g_autofree char *text = NULL;
   char uuid[SR_UUID_LEN + 1];
 
@@ -257,6 +284,8 @@ run (struct options *o)
     o->state_dir = g_strdup (DEFAULT_STATE_DIR);
   if (o->max_request_size <= 0)
     o->max_request_size = DEFAULT_MAX_REQUEST_SIZE;
+  if (o->max_storage_operations <= 0)
+    o->max_storage_operations = DEFAULT_MAX_STORAGE_OPERATIONS;
   if ((o->tls_cert == NULL) != (o->tls_key == NULL)
       || (o->listen_https && o->tls_cert == NULL)) {
     g_set_error (&error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
@@ -285,13 +314,28 @@ run (struct options *o)
   d.users = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   d.sessions = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   d.vdi_ops = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  g_mutex_init (&d.vdi_ops_lock);
   if (g_mkdir_with_parents (o->state_dir, 0700) == -1) {
     g_set_error (&error, G_FILE_ERROR, g_file_error_from_errno (errno),
                  "%s: %s", o->state_dir, g_strerror (errno));
     goto out;
   }
-  if ((d.host_uuid = host_uuid (o->state_dir, &error)) == NULL)
+  if ((d.host_uuid = kept_uuid (o->state_dir, "host-uuid", &error)) == NULL
+      || (d.network_uuid = kept_uuid (o->state_dir, "network-uuid", &error))
+             == NULL)
     goto out;
+  d.run_dir = g_build_filename (o->state_dir, "run", NULL);
+  if (g_mkdir_with_parents (d.run_dir, 0700) == -1) {
+    g_set_error (&error, G_FILE_ERROR, g_file_error_from_errno (errno),
+                 "%s: %s", d.run_dir, g_strerror (errno));
+    goto out;
+  }
+  if ((d.state = state_open (o->state_dir, &error)) == NULL)
+    goto out;
+  d.nbdkit = g_strdup (o->nbdkit ? o->nbdkit : DEFAULT_NBDKIT);
+  d.vdi_plugin = g_strdup (o->vdi_plugin ? o->vdi_plugin : DEFAULT_VDI_PLUGIN);
+  d.mirror_filter
+      = g_strdup (o->mirror_filter ? o->mirror_filter : DEFAULT_MIRROR_FILTER);
   d.host_name_label
       = g_strdup (o->name_label ? o->name_label : g_get_host_name ());
   if (o->auth_file) {
@@ -302,6 +346,10 @@ run (struct options *o)
     g_warning ("no --auth-file: nobody can log in");
   if (open_srs (&d, o->srs, &error) == -1)
     goto out;
+  xapi_load_sessions (&d);
+  xapi_vms_reconcile (&d);
+  d.jobs = jobs_new (&d, o->max_storage_operations);
+  jobs_recover (d.jobs);
 
   if ((h = xapi_http_new (&d, &error)) == NULL)
     goto out;
@@ -326,6 +374,8 @@ out:
   if (ready_fd >= 0)
     close (ready_fd); /* the waiting parent exits 1 */
   xapi_http_free (h);
+  /* The jobs first: they use the SRs and the state. */
+  jobs_free (d.jobs);
   if (d.srs)
     g_ptr_array_unref (d.srs);
   if (d.users)
@@ -335,8 +385,15 @@ out:
     g_hash_table_unref (d.sessions);
   if (d.vdi_ops)
     g_hash_table_unref (d.vdi_ops);
+  state_close (d.state);
   g_free (d.host_uuid);
+  g_free (d.network_uuid);
+  g_free (d.run_dir);
+  g_free (d.nbdkit);
+  g_free (d.vdi_plugin);
+  g_free (d.mirror_filter);
   g_free (d.host_name_label);
+  g_mutex_clear (&d.vdi_ops_lock);
   return ret;
 }
 
@@ -365,6 +422,11 @@ main (int argc, char **argv)
       "The host's name label (default: the host name)", "NAME" },
     { "max-request-size", 0, 0, G_OPTION_ARG_INT64, &o.max_request_size,
       "Refuse request bodies over BYTES (default 16 MiB)", "BYTES" },
+    { "max-storage-operations", 0, 0, G_OPTION_ARG_INT64,
+      &o.max_storage_operations,
+      "Run at most N copies and moves at once, queue the others "
+      "(default 3)",
+      "N" },
     { "foreground", 0, 0, G_OPTION_ARG_NONE, &o.foreground,
       "Stay in the foreground (for systemd)", NULL },
     { "hash-password", 0, 0, G_OPTION_ARG_NONE, &o.hash_password,

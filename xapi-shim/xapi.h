@@ -29,6 +29,7 @@
 #include <xmlrpc-c/base.h>
 
 #include "sr.h"
+#include "state.h"
 
 #define XAPI_REF_PREFIX "OpaqueRef:"
 #define XAPI_NULL_REF "OpaqueRef:NULL"
@@ -46,13 +47,22 @@ struct xapi_sr
  * as xapi does, so clients that never log out cannot exhaust memory. */
 #define XAPI_MAX_SESSIONS 1000
 
-/* Everything the XenAPI face serves.  Sessions live in memory in this
- * version: a restart logs every client out (durable state is later). */
+struct jobs;
+
+/* Everything the XenAPI face serves. */
 struct xapi_daemon
 {
   char *host_uuid;
   char *host_name_label;
+  char *network_uuid;
   char *state_dir;
+  char *run_dir;       /* <state-dir>/run: nbdkit sockets and pid files */
+  struct state *state; /* sessions, VMs, VBDs, tasks, jobs */
+  struct jobs *jobs;   /* the storage operations (jobs.c) */
+  /* How a VM's disks are served (vm-disks.c). */
+  char *nbdkit;         /* the nbdkit program */
+  char *vdi_plugin;     /* path of nbdkit-vdi-plugin.so */
+  char *mirror_filter;  /* path of nbdkit-mirror-filter.so */
   GPtrArray *srs;       /* struct xapi_sr * */
   GHashTable *users;    /* user name → crypt(3) hash */
   GHashTable *sessions; /* session ref → user name */
@@ -70,6 +80,9 @@ struct xapi_call
   struct xapi_daemon *d;
   xmlrpc_env *env;
   const char *method; /* "VDI.get_record", as the client spelled it */
+  bool async;         /* called as "Async.<class>.<method>" */
+  bool async_ran;     /* the method itself ran (past session checks) */
+  bool async_task;    /* it answered with the task of its job */
   GPtrArray *error;   /* the ErrorDescription once the call failed */
 };
 
@@ -98,6 +111,10 @@ extern const struct xapi_class xapi_class_session;
 extern const struct xapi_class xapi_class_host;
 extern const struct xapi_class xapi_class_sr;
 extern const struct xapi_class xapi_class_vdi;
+extern const struct xapi_class xapi_class_vm;
+extern const struct xapi_class xapi_class_vbd;
+extern const struct xapi_class xapi_class_task;
+extern const struct xapi_class xapi_class_network;
 
 /* dispatch.c: run one XML-RPC call; always returns the wrapped reply. */
 xmlrpc_value *xapi_dispatch (struct xapi_daemon *d, xmlrpc_env *env,
@@ -128,6 +145,15 @@ void xapi_append (struct xapi_call *c, xmlrpc_value *array, xmlrpc_value *v);
  * to be freed with g_free. */
 char *xapi_read_string (struct xapi_call *c, xmlrpc_value *v,
                         const char *what);
+/* Member KEY of struct REC as a string, or NULL if absent (and after
+ * FIELD_TYPE_ERROR if present but not a string). */
+char *xapi_member_string (struct xapi_call *c, xmlrpc_value *rec,
+                          const char *key);
+/* The string value of KEY in the map member MAP of REC, or NULL. */
+char *xapi_map_string (struct xapi_call *c, xmlrpc_value *rec, const char *map,
+                       const char *key);
+/* A record argument: false after FIELD_TYPE_ERROR if V is not a struct. */
+bool xapi_is_record (struct xapi_call *c, xmlrpc_value *v, const char *what);
 /* The uuid inside "OpaqueRef:<uuid>", or NULL if REF is not of that shape
  * (no uuid is ever taken from a ref that is not canonical). */
 const char *xapi_ref_uuid (const char *ref);
@@ -136,6 +162,8 @@ const char *xapi_ref_uuid (const char *ref);
 int xapi_load_auth_file (struct xapi_daemon *d, const char *path,
                          GError **error);
 bool xapi_session_valid (struct xapi_daemon *d, const char *ref);
+/* Put the sessions of the state database back in memory (at start). */
+void xapi_load_sessions (struct xapi_daemon *d);
 /* Read a password from stdin, print its crypt(3) hash (--hash-password). */
 int xapi_hash_password (void);
 
@@ -147,10 +175,73 @@ struct sr_vdi *xapi_vdi_by_ref (struct xapi_call *c, const char *ref,
  * other operation starts on it; false if it already has one (the call
  * then fails with OTHER_OPERATION_IN_PROGRESS).  Release when done. */
 bool xapi_vdi_claim (struct xapi_call *c, const char *uuid, const char *op);
+/* The same without a call (job threads): false if already busy. */
+bool xapi_vdi_try_claim (struct xapi_daemon *d, const char *uuid,
+                         const char *op);
 void xapi_vdi_release (struct xapi_daemon *d, const char *uuid);
+/* The SR holding VDI UUID and its record, without a call (threads);
+ * NULL if no SR has it. */
+struct sr_vdi *xapi_find_vdi (struct xapi_daemon *d, const char *uuid,
+                              struct xapi_sr **srp);
+/* The path of the VDI's image file (g_free it). */
+char *xapi_vdi_path (struct xapi_sr *s, const struct sr_vdi *v);
+/* The SR with uuid UUID, or NULL. */
+struct xapi_sr *xapi_find_sr (struct xapi_daemon *d, const char *uuid);
 
 /* class-sr.c, for class-vdi.c */
 struct xapi_sr *xapi_sr_by_ref (struct xapi_call *c, const char *ref);
+
+/* class-vbd.c: is VDI UUID served to a running VM? */
+bool xapi_vdi_attached (struct xapi_daemon *d, const char *vdi_uuid);
+
+/* class-vm.c: make the VM records agree with the nbdkit processes that
+ * are really running (at start, after a restart or a crash). */
+void xapi_vms_reconcile (struct xapi_daemon *d);
+
+/* vm-disks.c: nbdkit serving one image on <run-dir>/<name>.sock, with the
+ * mirror filter (control on <name>.ctl) when MIRROR. */
+struct xapi_served
+{
+  char *socket;
+  char *control; /* NULL without the mirror filter */
+  pid_t pid;
+};
+int xapi_serve_image (struct xapi_daemon *d, const char *name,
+                      const char *image, bool mirror, bool readonly,
+                      struct xapi_served *out, GError **error);
+/* Is PID still the nbdkit serving SOCKET? */
+bool xapi_serving (pid_t pid, const char *socket);
+/* Stop it (SIGTERM, then SIGKILL after 10 s) and remove its sockets. */
+void xapi_stop_serving (pid_t pid, const char *socket, const char *control);
+
+/* jobs.c: storage operations run as tasks (VDI.copy, VDI.pool_migrate),
+ * at most max_running at once, the others queued. */
+struct jobs *jobs_new (struct xapi_daemon *d, unsigned max_running);
+/* Stop: running copies stop where they are (their journals let the next
+ * start resume them), live moves are aborted. */
+void jobs_free (struct jobs *jobs);
+/* At start: resume or clean up the jobs a previous run left. */
+void jobs_recover (struct jobs *jobs);
+/* Queue job J (J->task is set by this call: a new pending task named
+ * NAME_LABEL).  The caller claimed J->vdi.  Returns the task uuid or
+ * NULL after xapi_fail. */
+char *jobs_submit (struct xapi_call *c, struct state_job *j,
+                   const char *name_label);
+/* The progress of a task whose job runs or waits (false if none). */
+bool jobs_get_progress (struct jobs *jobs, const char *task, double *progress);
+/* Ask a job to stop; false if TASK has no job. */
+bool jobs_cancel (struct jobs *jobs, const char *task);
+/* What a method returns for the task of a job it submitted: the task ref
+ * when called as Async.*, else (after waiting for it, the main loop
+ * running meanwhile) the task's result or its error. */
+xmlrpc_value *jobs_reply (struct xapi_call *c, const char *task);
+
+/* class-task.c: a task that is already over, for Async.* calls of
+ * methods that finish at once; returns its uuid. */
+char *xapi_task_done (struct xapi_daemon *d, const char *name_label,
+                      const char *result, const char *const *error_info);
+/* XenAPI's task result text: "<value>...</value>" for VALUE. */
+char *xapi_task_result_text (struct xapi_call *c, xmlrpc_value *value);
 
 /* http.c: serve XenAPI over HTTP (TLS_CERT NULL) or HTTPS. */
 struct xapi_http;

@@ -231,8 +231,6 @@ window_finished (struct engine *e, struct window *w)
   }
 }
 
-/* Take the next piece, waiting for the mapper if need be.  Returns false
- * when there is no more work (or the copy failed). */
 /* With the lock held: retire the drained windows at the head of the ring,
  * making room for the mapper. */
 static void
@@ -262,6 +260,12 @@ next_piece (struct engine *e, struct window **wp, struct piece *out)
 {
   pthread_mutex_lock (&e->lock);
   for (;;) {
+    if (!e->failed && e->p->cancel
+        && __atomic_load_n (e->p->cancel, __ATOMIC_RELAXED)) {
+      e->failed = true;
+      e->err = strdup ("cancelled");
+      pthread_cond_broadcast (&e->cond);
+    }
     if (e->failed)
       break;
     retire_windows (e);

@@ -44,15 +44,18 @@ typedef void (*copy_progress_fn) (const struct copy_progress *p, void *opaque);
 
 struct copy_params
 {
-  unsigned requests;       /* in flight at once (worker threads); 0 = 16 */
-  size_t request_size;     /* bytes per request; 0 = 1 MiB */
-  bool dest_is_zero;       /* destination reads as zero before the copy */
-  bool holes_fall_through; /* source HOLEs are left alone on the
-                              destination (a layer copy: a hole there
-                              means "the parent's data") */
-  const char *journal;     /* path, or NULL */
-  copy_progress_fn progress;
+  unsigned requests;         /* in flight at once (worker threads); 0 = 16 */
+  size_t request_size;       /* bytes per request; 0 = 1 MiB */
+  bool dest_is_zero;         /* destination reads as zero before the copy */
+  bool holes_fall_through;   /* source HOLEs are left alone on the
+                                destination (a layer copy: a hole there
+                                means "the parent's data") */
+  const char *journal;       /* path, or NULL */
+  copy_progress_fn progress; /* called with the engine's lock held: be quick */
   void *progress_opaque;
+  /* If not NULL: when *cancel becomes nonzero (another thread sets it),
+   * the copy stops at its next step and fails with "cancelled". */
+  const int *cancel;
 };
 
 struct copy_stats

@@ -1,0 +1,179 @@
+/* The task class: the progress and outcome of long operations.
+ *
+ * Tasks are durable (state.h), so a client polling a task keeps seeing it
+ * across a restart of the daemon.  A task whose job runs reports its
+ * progress from memory (jobs.c); the database holds the last figure
+ * written, every second or so.  As in xapi, result is XML-RPC text:
+ * "<value>OpaqueRef:...</value>" for a ref. */
+
+#include <string.h>
+
+#include <xmlrpc-c/base.h>
+
+#include "xapi.h"
+
+static bool
+task_list (struct xapi_call *c, GPtrArray *refs)
+{
+  g_autoptr (GPtrArray) uuids = state_list (c->d->state, "tasks", NULL, NULL);
+
+  for (guint i = 0; i < uuids->len; i++)
+    g_ptr_array_add (
+        refs, g_strconcat (XAPI_REF_PREFIX, (char *)uuids->pdata[i], NULL));
+  return true;
+}
+
+static struct state_task *
+task_by_ref (struct xapi_call *c, const char *ref)
+{
+  const char *uuid = xapi_ref_uuid (ref);
+  struct state_task *t = uuid ? state_task_get (c->d->state, uuid) : NULL;
+
+  if (t == NULL)
+    xapi_fail (c, "HANDLE_INVALID", "task", ref ? ref : "", NULL);
+  return t;
+}
+
+static xmlrpc_value *
+task_record (struct xapi_call *c, const char *ref)
+{
+  g_autoptr (state_task) t = task_by_ref (c, ref);
+  xmlrpc_value *r, *ops, *ei;
+  double progress;
+  bool pending;
+
+  if (t == NULL)
+    return NULL;
+  pending = strcmp (t->status, "pending") == 0;
+  progress = t->progress;
+  jobs_get_progress (c->d->jobs, t->uuid, &progress);
+  r = xmlrpc_struct_new (c->env);
+  xapi_set (c, r, "uuid", xapi_string (c, t->uuid));
+  xapi_set (c, r, "name_label", xapi_string (c, t->name_label));
+  xapi_set (c, r, "name_description", xapi_string (c, ""));
+  ops = xmlrpc_array_new (c->env);
+  if (pending)
+    xapi_append (c, ops, xapi_string (c, "cancel"));
+  xapi_set (c, r, "allowed_operations", ops);
+  xapi_set (c, r, "current_operations", xapi_empty_struct (c));
+  xapi_set (c, r, "created", xmlrpc_datetime_new_sec (c->env, t->created));
+  xapi_set (c, r, "finished", xmlrpc_datetime_new_sec (c->env, t->finished));
+  xapi_set (c, r, "status", xapi_string (c, t->status));
+  xapi_set (c, r, "resident_on", xapi_ref (c, c->d->host_uuid));
+  xapi_set (c, r, "progress", xmlrpc_double_new (c->env, progress));
+  xapi_set (c, r, "type", xapi_string (c, ""));
+  xapi_set (c, r, "result", xapi_string (c, t->result));
+  ei = xmlrpc_array_new (c->env);
+  for (size_t i = 0; t->error_info && t->error_info[i]; i++)
+    xapi_append (c, ei, xapi_string (c, t->error_info[i]));
+  xapi_set (c, r, "error_info", ei);
+  xapi_set (c, r, "other_config", xapi_empty_struct (c));
+  xapi_set (c, r, "subtask_of", xapi_string (c, XAPI_NULL_REF));
+  xapi_set (c, r, "subtasks", xapi_empty_array (c));
+  xapi_set (c, r, "backtrace", xapi_string (c, "()"));
+  return r;
+}
+
+char *
+xapi_task_done (struct xapi_daemon *d, const char *name_label,
+                const char *result, const char *const *error_info)
+{
+  int64_t now = g_get_real_time () / G_USEC_PER_SEC;
+  struct state_task t = {
+    .uuid = g_uuid_string_random (),
+    .name_label = (char *)name_label,
+    .status = (char *)(error_info ? "failure" : "success"),
+    .progress = 1.0,
+    .result = (char *)(result ? result : ""),
+    .error_info = (char **)error_info,
+    .created = now,
+    .finished = now,
+  };
+
+  if (state_task_add (d->state, &t) == -1) {
+    g_free (t.uuid);
+    return NULL;
+  }
+  return t.uuid;
+}
+
+char *
+xapi_task_result_text (struct xapi_call *c, xmlrpc_value *value)
+{
+  xmlrpc_mem_block *mb;
+  char *text;
+
+  if (value == NULL)
+    return g_strdup ("");
+  if (xmlrpc_value_type (value) == XMLRPC_TYPE_STRING) {
+    const char *s = NULL;
+    g_autofree char *esc = NULL;
+
+    xmlrpc_read_string (c->env, value, &s);
+    if (s == NULL)
+      return g_strdup ("");
+    esc = g_markup_escape_text (s, -1);
+    free ((void *)s);
+    /* xapi: a void result is "", a ref is <value>OpaqueRef:...</value> */
+    return *esc ? g_strconcat ("<value>", esc, "</value>", NULL)
+                : g_strdup ("");
+  }
+  mb = XMLRPC_MEMBLOCK_NEW (char, c->env, 0);
+  if (mb == NULL)
+    return g_strdup ("");
+  xmlrpc_serialize_value (c->env, mb, value);
+  text = g_strndup (XMLRPC_MEMBLOCK_CONTENTS (char, mb),
+                    XMLRPC_MEMBLOCK_SIZE (char, mb));
+  XMLRPC_MEMBLOCK_FREE (char, mb);
+  return text;
+}
+
+static xmlrpc_value *
+task_cancel (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  g_autofree char *ref = xapi_read_string (c, args[1], "task");
+  g_autoptr (state_task) t = ref ? task_by_ref (c, ref) : NULL;
+
+  if (t == NULL)
+    return NULL;
+  if (!jobs_cancel (c->d->jobs, t->uuid)) {
+    /* Over already, or a task that was never cancellable. */
+    if (strcmp (t->status, "pending") != 0)
+      return xapi_void (c);
+    xapi_fail (c, "OPERATION_NOT_ALLOWED", "task cannot be cancelled", NULL);
+    return NULL;
+  }
+  g_message ("task.cancel: %s", t->uuid);
+  return xapi_void (c);
+}
+
+static xmlrpc_value *
+task_destroy (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  g_autofree char *ref = xapi_read_string (c, args[1], "task");
+  g_autoptr (state_task) t = ref ? task_by_ref (c, ref) : NULL;
+
+  if (t == NULL)
+    return NULL;
+  /* A task whose work still runs stays: its job reports into it. */
+  if (strcmp (t->status, "pending") == 0
+      || strcmp (t->status, "cancelling") == 0) {
+    xapi_fail (c, "OTHER_OPERATION_IN_PROGRESS", "task", ref, t->status, NULL);
+    return NULL;
+  }
+  state_task_remove (c->d->state, t->uuid);
+  return xapi_void (c);
+}
+
+static const struct xapi_method methods[] = {
+  { "cancel", 2, 2, false, task_cancel },
+  { "destroy", 2, 2, false, task_destroy },
+  { NULL },
+};
+
+const struct xapi_class xapi_class_task = {
+  .name = "task",
+  .methods = methods,
+  .list = task_list,
+  .get_record = task_record,
+};

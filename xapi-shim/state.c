@@ -1,0 +1,546 @@
+/* vdimotiond's durable state in SQLite (state.h).
+ *
+ * Every write is one statement, so each is atomic on its own; the callers
+ * order their writes so that any prefix of them is a state a restarted
+ * daemon understands (jobs.c says how).  Statements are built with
+ * run(), which binds its arguments from a type string ('s' text or NULL,
+ * 'i' int64, 'd' double), so no value is ever spliced into SQL text.
+ * Table and column names in state_list are checked against a fixed list.
+ */
+
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "state.h"
+
+struct state
+{
+  sqlite3 *db;
+};
+
+static const char schema[]
+    = "CREATE TABLE IF NOT EXISTS sessions ("
+      "  ref TEXT PRIMARY KEY, user TEXT NOT NULL, created INTEGER);"
+      "CREATE TABLE IF NOT EXISTS vms ("
+      "  uuid TEXT PRIMARY KEY, name_label TEXT, name_description TEXT,"
+      "  power_state TEXT NOT NULL, created INTEGER);"
+      "CREATE TABLE IF NOT EXISTS vbds ("
+      "  uuid TEXT PRIMARY KEY, vm TEXT NOT NULL, vdi TEXT NOT NULL,"
+      "  userdevice TEXT, mode TEXT, nbd_socket TEXT, control_socket TEXT,"
+      "  pid INTEGER, target_socket TEXT, target_pid INTEGER);"
+      "CREATE TABLE IF NOT EXISTS tasks ("
+      "  uuid TEXT PRIMARY KEY, name_label TEXT, status TEXT NOT NULL,"
+      "  progress REAL, result TEXT, error_info TEXT, created INTEGER,"
+      "  finished INTEGER);"
+      "CREATE TABLE IF NOT EXISTS jobs ("
+      "  task TEXT PRIMARY KEY, kind TEXT NOT NULL, vdi TEXT NOT NULL,"
+      "  dst_sr TEXT NOT NULL, dst_vdi TEXT, format TEXT, phase TEXT,"
+      "  vbd TEXT);";
+
+struct state *
+state_open (const char *state_dir, GError **error)
+{
+  g_autofree char *path = g_build_filename (state_dir, "state.db", NULL);
+  struct state *st = g_new0 (struct state, 1);
+  char *msg = NULL;
+
+  if (sqlite3_open_v2 (path, &st->db,
+                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
+                           | SQLITE_OPEN_FULLMUTEX,
+                       NULL)
+          != SQLITE_OK
+      || sqlite3_busy_timeout (st->db, 10000) != SQLITE_OK
+      || sqlite3_exec (st->db,
+                       "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
+                       NULL, NULL, &msg)
+             != SQLITE_OK
+      || sqlite3_exec (st->db, schema, NULL, NULL, &msg) != SQLITE_OK) {
+    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_FAILED, "%s: %s", path,
+                 msg ? msg : sqlite3_errmsg (st->db));
+    sqlite3_free (msg);
+    state_close (st);
+    return NULL;
+  }
+  return st;
+}
+
+void
+state_close (struct state *st)
+{
+  if (st == NULL)
+    return;
+  sqlite3_close (st->db);
+  g_free (st);
+}
+
+/* Prepare SQL and bind the arguments that TYPES describes. */
+static sqlite3_stmt *
+prepare (struct state *st, const char *sql, const char *types, va_list ap)
+{
+  sqlite3_stmt *s = NULL;
+
+  if (sqlite3_prepare_v2 (st->db, sql, -1, &s, NULL) != SQLITE_OK) {
+    g_warning ("state: %s: %s", sql, sqlite3_errmsg (st->db));
+    return NULL;
+  }
+  for (int i = 0; types[i]; i++) {
+    int r;
+
+    switch (types[i]) {
+    case 's': {
+      const char *v = va_arg (ap, const char *);
+      r = v ? sqlite3_bind_text (s, i + 1, v, -1, SQLITE_TRANSIENT)
+            : sqlite3_bind_null (s, i + 1);
+      break;
+    }
+    case 'i': r = sqlite3_bind_int64 (s, i + 1, va_arg (ap, int64_t)); break;
+    case 'd': r = sqlite3_bind_double (s, i + 1, va_arg (ap, double)); break;
+    default: g_assert_not_reached ();
+    }
+    if (r != SQLITE_OK) {
+      g_warning ("state: %s: %s", sql, sqlite3_errmsg (st->db));
+      sqlite3_finalize (s);
+      return NULL;
+    }
+  }
+  return s;
+}
+
+/* Run a statement that returns no rows.  -1 on failure (logged). */
+static int
+run (struct state *st, const char *sql, const char *types, ...)
+{
+  va_list ap;
+  sqlite3_stmt *s;
+  int r;
+
+  va_start (ap, types);
+  s = prepare (st, sql, types, ap);
+  va_end (ap);
+  if (s == NULL)
+    return -1;
+  r = sqlite3_step (s);
+  if (r != SQLITE_DONE)
+    g_warning ("state: %s: %s", sql, sqlite3_errmsg (st->db));
+  sqlite3_finalize (s);
+  return r == SQLITE_DONE ? 0 : -1;
+}
+
+/* Run a query expected to return at most one row; NULL if none (or on
+ * failure).  The caller reads the columns and finalizes. */
+static sqlite3_stmt *
+query_row (struct state *st, const char *sql, const char *types, ...)
+{
+  va_list ap;
+  sqlite3_stmt *s;
+
+  va_start (ap, types);
+  s = prepare (st, sql, types, ap);
+  va_end (ap);
+  if (s == NULL)
+    return NULL;
+  if (sqlite3_step (s) != SQLITE_ROW) {
+    sqlite3_finalize (s);
+    return NULL;
+  }
+  return s;
+}
+
+static char *
+col_text (sqlite3_stmt *s, int i)
+{
+  const unsigned char *t = sqlite3_column_text (s, i);
+
+  return t ? g_strdup ((const char *)t) : NULL;
+}
+
+/* Sessions. */
+
+int
+state_session_add (struct state *st, const char *ref, const char *user)
+{
+  return run (st, "INSERT INTO sessions VALUES (?, ?, ?)", "ssi", ref, user,
+              (int64_t)(g_get_real_time () / G_USEC_PER_SEC));
+}
+
+int
+state_session_remove (struct state *st, const char *ref)
+{
+  return run (st, "DELETE FROM sessions WHERE ref = ?", "s", ref);
+}
+
+void
+state_session_foreach (struct state *st,
+                       void (*fn) (const char *ref, const char *user,
+                                   void *opaque),
+                       void *opaque)
+{
+  sqlite3_stmt *s = NULL;
+
+  if (sqlite3_prepare_v2 (st->db,
+                          "SELECT ref, user FROM sessions ORDER BY rowid", -1,
+                          &s, NULL)
+      != SQLITE_OK)
+    return;
+  while (sqlite3_step (s) == SQLITE_ROW)
+    fn ((const char *)sqlite3_column_text (s, 0),
+        (const char *)sqlite3_column_text (s, 1), opaque);
+  sqlite3_finalize (s);
+}
+
+/* VMs. */
+
+int
+state_vm_add (struct state *st, const struct state_vm *vm)
+{
+  return run (st, "INSERT INTO vms VALUES (?, ?, ?, ?, ?)", "ssssi", vm->uuid,
+              vm->name_label, vm->name_description, vm->power_state,
+              vm->created);
+}
+
+struct state_vm *
+state_vm_get (struct state *st, const char *uuid)
+{
+  sqlite3_stmt *s = query_row (st,
+                               "SELECT uuid, name_label, name_description, "
+                               "power_state, created FROM vms WHERE uuid = ?",
+                               "s", uuid);
+  struct state_vm *vm;
+
+  if (s == NULL)
+    return NULL;
+  vm = g_new0 (struct state_vm, 1);
+  vm->uuid = col_text (s, 0);
+  vm->name_label = col_text (s, 1);
+  vm->name_description = col_text (s, 2);
+  vm->power_state = col_text (s, 3);
+  vm->created = sqlite3_column_int64 (s, 4);
+  sqlite3_finalize (s);
+  return vm;
+}
+
+int
+state_vm_set_power_state (struct state *st, const char *uuid,
+                          const char *power_state)
+{
+  return run (st, "UPDATE vms SET power_state = ? WHERE uuid = ?", "ss",
+              power_state, uuid);
+}
+
+int
+state_vm_remove (struct state *st, const char *uuid)
+{
+  return run (st, "DELETE FROM vms WHERE uuid = ?", "s", uuid);
+}
+
+void
+state_vm_free (struct state_vm *vm)
+{
+  if (vm == NULL)
+    return;
+  g_free (vm->uuid);
+  g_free (vm->name_label);
+  g_free (vm->name_description);
+  g_free (vm->power_state);
+  g_free (vm);
+}
+
+/* VBDs. */
+
+int
+state_vbd_add (struct state *st, const struct state_vbd *b)
+{
+  return run (st, "INSERT INTO vbds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+              "sssssssisi", b->uuid, b->vm, b->vdi, b->userdevice, b->mode,
+              b->nbd_socket, b->control_socket, (int64_t)b->pid,
+              b->target_socket, (int64_t)b->target_pid);
+}
+
+struct state_vbd *
+state_vbd_get (struct state *st, const char *uuid)
+{
+  sqlite3_stmt *s = query_row (
+      st,
+      "SELECT uuid, vm, vdi, userdevice, mode, nbd_socket, control_socket, "
+      "pid, target_socket, target_pid FROM vbds WHERE uuid = ?",
+      "s", uuid);
+  struct state_vbd *b;
+
+  if (s == NULL)
+    return NULL;
+  b = g_new0 (struct state_vbd, 1);
+  b->uuid = col_text (s, 0);
+  b->vm = col_text (s, 1);
+  b->vdi = col_text (s, 2);
+  b->userdevice = col_text (s, 3);
+  b->mode = col_text (s, 4);
+  b->nbd_socket = col_text (s, 5);
+  b->control_socket = col_text (s, 6);
+  b->pid = sqlite3_column_int64 (s, 7);
+  b->target_socket = col_text (s, 8);
+  b->target_pid = sqlite3_column_int64 (s, 9);
+  sqlite3_finalize (s);
+  return b;
+}
+
+int
+state_vbd_update (struct state *st, const struct state_vbd *b)
+{
+  return run (st,
+              "UPDATE vbds SET vm = ?, vdi = ?, userdevice = ?, mode = ?, "
+              "nbd_socket = ?, control_socket = ?, pid = ?, "
+              "target_socket = ?, target_pid = ? WHERE uuid = ?",
+              "ssssssisis", b->vm, b->vdi, b->userdevice, b->mode,
+              b->nbd_socket, b->control_socket, (int64_t)b->pid,
+              b->target_socket, (int64_t)b->target_pid, b->uuid);
+}
+
+int
+state_vbd_remove (struct state *st, const char *uuid)
+{
+  return run (st, "DELETE FROM vbds WHERE uuid = ?", "s", uuid);
+}
+
+void
+state_vbd_free (struct state_vbd *b)
+{
+  if (b == NULL)
+    return;
+  g_free (b->uuid);
+  g_free (b->vm);
+  g_free (b->vdi);
+  g_free (b->userdevice);
+  g_free (b->mode);
+  g_free (b->nbd_socket);
+  g_free (b->control_socket);
+  g_free (b->target_socket);
+  g_free (b);
+}
+
+/* Tasks.  error_info is stored as its strings joined by newlines (the
+ * strings themselves never hold one: they are codes and messages we
+ * make, with newlines replaced). */
+
+static char *
+join_error_info (const char *const *ei)
+{
+  g_autoptr (GString) s = g_string_new (NULL);
+
+  for (size_t i = 0; ei && ei[i]; i++) {
+    if (i)
+      g_string_append_c (s, '\n');
+    for (const char *p = ei[i]; *p; p++)
+      g_string_append_c (s, *p == '\n' ? ' ' : *p);
+  }
+  return ei ? g_string_free (g_steal_pointer (&s), FALSE) : NULL;
+}
+
+int
+state_task_add (struct state *st, const struct state_task *t)
+{
+  g_autofree char *ei = join_error_info ((const char *const *)t->error_info);
+
+  return run (st, "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+              "sssdssii", t->uuid, t->name_label, t->status, t->progress,
+              t->result, ei, t->created, t->finished);
+}
+
+struct state_task *
+state_task_get (struct state *st, const char *uuid)
+{
+  sqlite3_stmt *s = query_row (
+      st,
+      "SELECT uuid, name_label, status, progress, result, error_info, "
+      "created, finished FROM tasks WHERE uuid = ?",
+      "s", uuid);
+  struct state_task *t;
+  const unsigned char *ei;
+
+  if (s == NULL)
+    return NULL;
+  t = g_new0 (struct state_task, 1);
+  t->uuid = col_text (s, 0);
+  t->name_label = col_text (s, 1);
+  t->status = col_text (s, 2);
+  t->progress = sqlite3_column_double (s, 3);
+  t->result = col_text (s, 4);
+  ei = sqlite3_column_text (s, 5);
+  t->error_info = ei && *ei ? g_strsplit ((const char *)ei, "\n", -1) : NULL;
+  t->created = sqlite3_column_int64 (s, 6);
+  t->finished = sqlite3_column_int64 (s, 7);
+  sqlite3_finalize (s);
+  return t;
+}
+
+int
+state_task_set_progress (struct state *st, const char *uuid, double progress)
+{
+  return run (st, "UPDATE tasks SET progress = ? WHERE uuid = ?", "ds",
+              progress, uuid);
+}
+
+int
+state_task_set_status (struct state *st, const char *uuid, const char *status)
+{
+  return run (st, "UPDATE tasks SET status = ? WHERE uuid = ?", "ss", status,
+              uuid);
+}
+
+int
+state_task_finish (struct state *st, const char *uuid, const char *status,
+                   const char *result, const char *const *error_info)
+{
+  g_autofree char *ei = join_error_info (error_info);
+
+  return run (st,
+              "UPDATE tasks SET status = ?, result = ?, error_info = ?, "
+              "progress = CASE WHEN ? = 'success' THEN 1.0 ELSE progress END, "
+              "finished = ? WHERE uuid = ?",
+              "ssssis", status, result ? result : "", ei, status,
+              (int64_t)(g_get_real_time () / G_USEC_PER_SEC), uuid);
+}
+
+int
+state_task_remove (struct state *st, const char *uuid)
+{
+  return run (st, "DELETE FROM tasks WHERE uuid = ?", "s", uuid);
+}
+
+void
+state_task_free (struct state_task *t)
+{
+  if (t == NULL)
+    return;
+  g_free (t->uuid);
+  g_free (t->name_label);
+  g_free (t->status);
+  g_free (t->result);
+  g_strfreev (t->error_info);
+  g_free (t);
+}
+
+/* Jobs. */
+
+int
+state_job_add (struct state *st, const struct state_job *j)
+{
+  return run (st, "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+              "ssssssss", j->task, j->kind, j->vdi, j->dst_sr, j->dst_vdi,
+              j->format, j->phase, j->vbd);
+}
+
+struct state_job *
+state_job_get (struct state *st, const char *task)
+{
+  sqlite3_stmt *s = query_row (st,
+                               "SELECT task, kind, vdi, dst_sr, dst_vdi, "
+                               "format, phase, vbd FROM jobs WHERE task = ?",
+                               "s", task);
+  struct state_job *j;
+
+  if (s == NULL)
+    return NULL;
+  j = g_new0 (struct state_job, 1);
+  j->task = col_text (s, 0);
+  j->kind = col_text (s, 1);
+  j->vdi = col_text (s, 2);
+  j->dst_sr = col_text (s, 3);
+  j->dst_vdi = col_text (s, 4);
+  j->format = col_text (s, 5);
+  j->phase = col_text (s, 6);
+  j->vbd = col_text (s, 7);
+  sqlite3_finalize (s);
+  return j;
+}
+
+int
+state_job_update (struct state *st, const struct state_job *j)
+{
+  return run (st,
+              "UPDATE jobs SET kind = ?, vdi = ?, dst_sr = ?, dst_vdi = ?, "
+              "format = ?, phase = ?, vbd = ? WHERE task = ?",
+              "ssssssss", j->kind, j->vdi, j->dst_sr, j->dst_vdi, j->format,
+              j->phase, j->vbd, j->task);
+}
+
+int
+state_job_remove (struct state *st, const char *task)
+{
+  return run (st, "DELETE FROM jobs WHERE task = ?", "s", task);
+}
+
+void
+state_job_free (struct state_job *j)
+{
+  if (j == NULL)
+    return;
+  g_free (j->task);
+  g_free (j->kind);
+  g_free (j->vdi);
+  g_free (j->dst_sr);
+  g_free (j->dst_vdi);
+  g_free (j->format);
+  g_free (j->phase);
+  g_free (j->vbd);
+  g_free (j);
+}
+
+/* Listing. */
+
+static const char *
+key_column (const char *table)
+{
+  static const char *const tables[][2] = {
+    { "vms", "uuid" },
+    { "vbds", "uuid" },
+    { "tasks", "uuid" },
+    { "jobs", "task" },
+  };
+
+  for (size_t i = 0; i < G_N_ELEMENTS (tables); i++)
+    if (strcmp (table, tables[i][0]) == 0)
+      return tables[i][1];
+  return NULL;
+}
+
+static bool
+column_ok (const char *column)
+{
+  static const char *const cols[] = { "vm", "vdi", "vbd", "status" };
+
+  for (size_t i = 0; i < G_N_ELEMENTS (cols); i++)
+    if (strcmp (column, cols[i]) == 0)
+      return true;
+  return false;
+}
+
+GPtrArray *
+state_list (struct state *st, const char *table, const char *column,
+            const char *value)
+{
+  GPtrArray *out = g_ptr_array_new_with_free_func (g_free);
+  const char *key = key_column (table);
+  g_autofree char *sql = NULL;
+  sqlite3_stmt *s = NULL;
+
+  g_return_val_if_fail (key != NULL, out);
+  g_return_val_if_fail (column == NULL || column_ok (column), out);
+  if (column)
+    sql = g_strdup_printf ("SELECT %s FROM %s WHERE %s = ? ORDER BY rowid",
+                           key, table, column);
+  else
+    sql = g_strdup_printf ("SELECT %s FROM %s ORDER BY rowid", key, table);
+  if (sqlite3_prepare_v2 (st->db, sql, -1, &s, NULL) != SQLITE_OK) {
+    g_warning ("state: %s: %s", sql, sqlite3_errmsg (st->db));
+    return out;
+  }
+  if (column)
+    sqlite3_bind_text (s, 1, value, -1, SQLITE_TRANSIENT);
+  while (sqlite3_step (s) == SQLITE_ROW)
+    g_ptr_array_add (out, col_text (s, 0));
+  sqlite3_finalize (s);
+  return out;
+}

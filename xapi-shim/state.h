@@ -1,0 +1,139 @@
+/* vdimotiond's durable state: one SQLite database in the state dir.
+ *
+ * What lives here is what belongs to the host, not to an SR: sessions,
+ * VM and VBD records (with the nbdkit processes that serve a running
+ * VM's disks), tasks, and the jobs behind them.  VDI records live inside
+ * their SR (sr.h), so an SR moved to another host keeps them.
+ *
+ * The database is <state-dir>/state.db, journal_mode=WAL,
+ * synchronous=FULL: a change is on disk when the call returns, so a
+ * kill -9 at any point leaves either the old or the new row.  The handle
+ * is opened in SQLite's serialized mode: the main loop and job threads
+ * call these functions freely.
+ *
+ * Every record is a plain struct, newly allocated by the getters and
+ * freed with its *_free (or g_autoptr).  Getters return NULL when the row
+ * does not exist; other failures are logged (a database that can no
+ * longer be written is a daemon that must stop, and says so).
+ */
+#ifndef XAPI_STATE_H
+#define XAPI_STATE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <glib.h>
+
+struct state;
+
+struct state *state_open (const char *state_dir, GError **error);
+void state_close (struct state *st);
+
+/* Sessions: ref → user. */
+int state_session_add (struct state *st, const char *ref, const char *user);
+int state_session_remove (struct state *st, const char *ref);
+/* Calls FN for each session, oldest first. */
+void state_session_foreach (struct state *st,
+                            void (*fn) (const char *ref, const char *user,
+                                        void *opaque),
+                            void *opaque);
+
+/* VMs.  power_state is "Halted" or "Running". */
+struct state_vm
+{
+  char *uuid;
+  char *name_label;
+  char *name_description;
+  char *power_state;
+  int64_t created;
+};
+int state_vm_add (struct state *st, const struct state_vm *vm);
+struct state_vm *state_vm_get (struct state *st, const char *uuid);
+int state_vm_set_power_state (struct state *st, const char *uuid,
+                              const char *power_state);
+int state_vm_remove (struct state *st, const char *uuid);
+void state_vm_free (struct state_vm *vm);
+typedef struct state_vm state_vm; /* for g_autoptr */
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (state_vm, state_vm_free)
+
+/* VBDs: a VM's disk.  While the VM runs, nbdkit (pid) serves the VDI on
+ * nbd_socket with the mirror filter's control on control_socket; during
+ * and after a live move a second nbdkit (target_pid) serves the new VDI
+ * on target_socket. */
+struct state_vbd
+{
+  char *uuid;
+  char *vm;  /* uuid */
+  char *vdi; /* uuid */
+  char *userdevice;
+  char *mode; /* "RW" or "RO" */
+  char *nbd_socket;
+  char *control_socket;
+  pid_t pid;
+  char *target_socket;
+  pid_t target_pid;
+};
+int state_vbd_add (struct state *st, const struct state_vbd *vbd);
+struct state_vbd *state_vbd_get (struct state *st, const char *uuid);
+/* Writes every field of VBD (looked up by uuid). */
+int state_vbd_update (struct state *st, const struct state_vbd *vbd);
+int state_vbd_remove (struct state *st, const char *uuid);
+void state_vbd_free (struct state_vbd *vbd);
+typedef struct state_vbd state_vbd; /* for g_autoptr */
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (state_vbd, state_vbd_free)
+
+/* Tasks.  status: "pending", "success", "failure", "cancelling",
+ * "cancelled".  result is XenAPI's: "<value>OpaqueRef:...</value>". */
+struct state_task
+{
+  char *uuid;
+  char *name_label;
+  char *status;
+  double progress;
+  char *result;
+  char **error_info; /* NULL-terminated, may be NULL */
+  int64_t created, finished;
+};
+int state_task_add (struct state *st, const struct state_task *t);
+struct state_task *state_task_get (struct state *st, const char *uuid);
+int state_task_set_progress (struct state *st, const char *uuid,
+                             double progress);
+int state_task_set_status (struct state *st, const char *uuid,
+                           const char *status);
+/* Ends the task: status, result (may be NULL) and error_info. */
+int state_task_finish (struct state *st, const char *uuid, const char *status,
+                       const char *result, const char *const *error_info);
+int state_task_remove (struct state *st, const char *uuid);
+void state_task_free (struct state_task *t);
+typedef struct state_task state_task; /* for g_autoptr */
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (state_task, state_task_free)
+
+/* Jobs: the storage work behind a task, kept until the task ends so that
+ * a restarted daemon resumes or cleans up (jobs.c). */
+struct state_job
+{
+  char *task;    /* uuid of its task */
+  char *kind;    /* "copy" (VDI.copy) or "migrate" (VDI.pool_migrate) */
+  char *vdi;     /* source VDI */
+  char *dst_sr;  /* destination SR uuid */
+  char *dst_vdi; /* the new VDI once created, else NULL */
+  char *format;  /* destination image format */
+  char *phase;   /* "queued", "copying", "mirroring", "pivoted" */
+  char *vbd;     /* a live move: the VBD of the running VM, else NULL */
+};
+int state_job_add (struct state *st, const struct state_job *j);
+struct state_job *state_job_get (struct state *st, const char *task);
+int state_job_update (struct state *st, const struct state_job *j);
+int state_job_remove (struct state *st, const char *task);
+void state_job_free (struct state_job *j);
+typedef struct state_job state_job; /* for g_autoptr */
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (state_job, state_job_free)
+
+/* The uuids of all rows of TABLE ("vms", "vbds", "tasks", "jobs"), in
+ * creation order; with COLUMN and VALUE only the rows where COLUMN =
+ * VALUE (e.g. "vbds", "vm", uuid). */
+GPtrArray *state_list (struct state *st, const char *table, const char *column,
+                       const char *value);
+
+#endif /* XAPI_STATE_H */

@@ -1,0 +1,180 @@
+/* The nbdkit processes that serve a running VM's disks.
+ *
+ * One nbdkit per VBD: nbdkit-vdi-plugin opens the VDI's image (with its
+ * chain) and nbdkit-mirror-filter sits on top, so a live move can start at
+ * any time without the VM noticing.  The hypervisor (or fio, in tests)
+ * attaches to <run-dir>/<vbd>.sock; the filter's control socket is
+ * <run-dir>/<vbd>.ctl.  A live move adds a second nbdkit, without the
+ * filter, serving the new VDI on <run-dir>/<vdi>-target.sock.
+ *
+ * nbdkit runs as its own daemon (it forks into the background once its
+ * socket listens, and writes its pid file), so it outlives a restart of
+ * vdimotiond: a VM keeps its disks while the daemon is upgraded or
+ * killed.  Its messages go to <run-dir>/<name>.log.  A pid is only ever
+ * signalled after /proc says it is still the nbdkit serving that socket,
+ * so a recycled pid is never killed.
+ */
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "xapi.h"
+
+static char *
+run_path (struct xapi_daemon *d, const char *name, const char *ext)
+{
+  g_autofree char *file = g_strconcat (name, ext, NULL);
+
+  return g_build_filename (d->run_dir, file, NULL);
+}
+
+/* The last lines of an nbdkit log, for an error message. */
+static char *
+log_tail (const char *log)
+{
+  g_autofree char *text = NULL;
+  gsize len = 0;
+  const char *p;
+
+  if (!g_file_get_contents (log, &text, &len, NULL) || len == 0)
+    return g_strdup ("(nbdkit said nothing)");
+  while (len > 0 && text[len - 1] == '\n')
+    text[--len] = '\0';
+  p = len > 400 ? text + len - 400 : text;
+  return g_strdup (p);
+}
+
+static pid_t
+read_pidfile (const char *path)
+{
+  g_autofree char *text = NULL;
+  guint64 pid;
+
+  if (!g_file_get_contents (path, &text, NULL, NULL))
+    return 0;
+  g_strstrip (text);
+  if (!g_ascii_string_to_unsigned (text, 10, 2, G_MAXINT32, &pid, NULL))
+    return 0;
+  return (pid_t)pid;
+}
+
+int
+xapi_serve_image (struct xapi_daemon *d, const char *name, const char *image,
+                  bool mirror, bool readonly, struct xapi_served *out,
+                  GError **error)
+{
+  g_autofree char *sock = run_path (d, name, ".sock");
+  g_autofree char *ctl = mirror ? run_path (d, name, ".ctl") : NULL;
+  g_autofree char *pidfile = run_path (d, name, ".pid");
+  g_autofree char *log = run_path (d, name, ".log");
+  g_autofree char *file_arg = g_strconcat ("file=", image, NULL);
+  g_autofree char *ctl_arg
+      = ctl ? g_strconcat ("mirror-control=", ctl, NULL) : NULL;
+  g_autofree char *filter_arg
+      = g_strconcat ("--filter=", d->mirror_filter, NULL);
+  g_autoptr (GSubprocessLauncher) l = NULL;
+  g_autoptr (GSubprocess) p = NULL;
+  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
+  pid_t pid = 0;
+
+  unlink (sock);
+  unlink (pidfile);
+  g_ptr_array_add (argv, d->nbdkit);
+  g_ptr_array_add (argv, "--log=stderr");
+  g_ptr_array_add (argv, "-U");
+  g_ptr_array_add (argv, sock);
+  g_ptr_array_add (argv, "-P");
+  g_ptr_array_add (argv, pidfile);
+  if (mirror)
+    g_ptr_array_add (argv, filter_arg);
+  g_ptr_array_add (argv, d->vdi_plugin);
+  g_ptr_array_add (argv, file_arg);
+  if (readonly)
+    g_ptr_array_add (argv, "readonly=true");
+  if (mirror)
+    g_ptr_array_add (argv, ctl_arg);
+  g_ptr_array_add (argv, NULL);
+
+  l = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDIN_INHERIT);
+  g_subprocess_launcher_set_stdout_file_path (l, "/dev/null");
+  g_subprocess_launcher_set_stderr_file_path (l, log);
+  /* The foreground nbdkit exits once the socket listens and the server
+   * has gone into the background. */
+  p = g_subprocess_launcher_spawnv (l, (const char *const *)argv->pdata,
+                                    error);
+  if (p == NULL || !g_subprocess_wait (p, NULL, error))
+    return -1;
+  if (!g_subprocess_get_if_exited (p) || g_subprocess_get_exit_status (p)) {
+    g_autofree char *tail = log_tail (log);
+
+    g_set_error (error, G_SPAWN_ERROR, G_SPAWN_ERROR_FAILED,
+                 "nbdkit serving %s failed: %s", image, tail);
+    return -1;
+  }
+  /* The background server writes its pid file right after the fork. */
+  for (int i = 0; i < 500 && (pid = read_pidfile (pidfile)) == 0; i++)
+    g_usleep (10 * 1000);
+  if (pid == 0) {
+    g_set_error (error, G_SPAWN_ERROR, G_SPAWN_ERROR_FAILED,
+                 "nbdkit serving %s wrote no pid file %s", image, pidfile);
+    return -1;
+  }
+  out->pid = pid;
+  out->socket = g_steal_pointer (&sock);
+  out->control = g_steal_pointer (&ctl);
+  g_message ("nbdkit %d serves %s on %s", (int)pid, image, out->socket);
+  return 0;
+}
+
+/* Is PID a live (not zombie) process whose command line names SOCKET? */
+bool
+xapi_serving (pid_t pid, const char *socket)
+{
+  g_autofree char *cmdline_path = NULL;
+  g_autofree char *stat_path = NULL;
+  g_autofree char *cmdline = NULL;
+  g_autofree char *stat = NULL;
+  gsize len = 0;
+  const char *paren;
+
+  if (pid <= 0 || socket == NULL)
+    return false;
+  cmdline_path = g_strdup_printf ("/proc/%d/cmdline", (int)pid);
+  stat_path = g_strdup_printf ("/proc/%d/stat", (int)pid);
+  if (!g_file_get_contents (cmdline_path, &cmdline, &len, NULL)
+      || !g_file_get_contents (stat_path, &stat, NULL, NULL))
+    return false;
+  /* "pid (comm) S ...": a zombie's state is Z. */
+  paren = strrchr (stat, ')');
+  if (paren == NULL || paren[1] != ' ' || paren[2] == 'Z')
+    return false;
+  /* The arguments are NUL-separated; look for SOCKET as one of them. */
+  for (gsize off = 0; off < len; off += strlen (cmdline + off) + 1)
+    if (strcmp (cmdline + off, socket) == 0)
+      return true;
+  return false;
+}
+
+void
+xapi_stop_serving (pid_t pid, const char *socket, const char *control)
+{
+  if (xapi_serving (pid, socket)) {
+    kill (pid, SIGTERM);
+    /* nbdkit finishes the requests in flight and flushes; give it 10 s. */
+    for (int i = 0; i < 1000 && xapi_serving (pid, socket); i++)
+      g_usleep (10 * 1000);
+    if (xapi_serving (pid, socket)) {
+      g_warning ("nbdkit %d did not exit on SIGTERM: killing it", (int)pid);
+      kill (pid, SIGKILL);
+      for (int i = 0; i < 500 && xapi_serving (pid, socket); i++)
+        g_usleep (10 * 1000);
+    }
+    g_message ("nbdkit %d (%s) stopped", (int)pid, socket);
+  }
+  if (socket)
+    unlink (socket);
+  if (control)
+    unlink (control);
+}
