@@ -186,6 +186,11 @@ client_run_group (const struct command *group,
     return sub_usage (group, sub);
   }
 
+  if (client_opts.server == NULL && getenv ("VDIMOTION_SERVER") == NULL) {
+    cli_error (group->name, "no server: give --server URL or set "
+                            "VDIMOTION_SERVER");
+    return sub_usage (group, sub);
+  }
   client = client_connect (&client_opts, &err);
   if (client == NULL) {
     fprintf (stderr, "vdimotion: %s\n", err->message);

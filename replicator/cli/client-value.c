@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <xmlrpc-c/base.h>
 
@@ -68,12 +69,20 @@ xv_from_xmlrpc (xmlrpc_env *env, xmlrpc_value *x)
     v = xv_new (XV_DOUBLE);
     xmlrpc_read_double (env, x, &v->d);
     break;
-  case XMLRPC_TYPE_DATETIME:
+  case XMLRPC_TYPE_DATETIME: {
+    /* As xapi writes them: 20260101T12:00:00Z. */
+    time_t t;
+    struct tm tm;
+    char buf[32];
+    xmlrpc_read_datetime_sec (env, x, &t);
     v = xv_new (XV_STRING);
-    xmlrpc_read_datetime_8601 (env, x, &s);
-    if (!env->fault_occurred)
-      v->s = (char *)s;
+    if (!env->fault_occurred && gmtime_r (&t, &tm)
+        && strftime (buf, sizeof buf, "%Y%m%dT%H:%M:%SZ", &tm))
+      v->s = g_strdup (buf);
+    else
+      v->s = g_strdup ("");
     break;
+  }
   case XMLRPC_TYPE_STRING:
     v = xv_new (XV_STRING);
     xmlrpc_read_string_lp (env, x, &len, &s);

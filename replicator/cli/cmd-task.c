@@ -35,8 +35,8 @@ task_list (struct client *c, const struct client_args *a, GError **err)
   if (client_opts.json)
     printf ("[");
   else
-    printf ("%-36s  %-24s %-10s %8s  %s\n", "UUID", "NAME", "STATUS",
-            "PROGRESS", "CREATED");
+    printf ("%-36s  %-10s %8s  %-18s  %s\n", "UUID", "STATUS", "PROGRESS",
+            "CREATED", "NAME");
   for (size_t k = 0; k < tasks->n; k++) {
     const struct xv *r = tasks->items[order[k]];
     if (client_opts.json) {
@@ -45,9 +45,9 @@ task_list (struct client *c, const struct client_args *a, GError **err)
       task_json (r);
     }
     else
-      printf ("%-36s  %-24s %-10s %7.1f%%  %s\n", xv_str (r, "uuid"),
-              xv_str (r, "name_label"), xv_str (r, "status"),
-              xv_double (r, "progress") * 100, xv_str (r, "created"));
+      printf ("%-36s  %-10s %7.1f%%  %-18s  %s\n", xv_str (r, "uuid"),
+              xv_str (r, "status"), xv_double (r, "progress") * 100,
+              xv_str (r, "created"), xv_str (r, "name_label"));
   }
   if (client_opts.json)
     printf ("]\n");
