@@ -1,5 +1,6 @@
 # Sourced by every end-to-end test.  Gives each test its own scratch
-# directory ($T, removed on exit), and small helpers.
+# directory ($T, removed on exit unless VDM_KEEP_TEST_DIR is set), and
+# small helpers.
 set -e
 set -u
 
@@ -9,7 +10,12 @@ cleanup_hooks=""
 on_exit ()
 {
   for h in $cleanup_hooks; do $h || :; done
-  rm -rf "$T"
+  # VDM_KEEP_TEST_DIR=1 keeps the scratch directory to look at.
+  if [ -n "${VDM_KEEP_TEST_DIR-}" ]; then
+    echo "kept $T" >&2
+  else
+    rm -rf "$T"
+  fi
 }
 trap on_exit EXIT
 # Run FN when the test exits, however it exits.

@@ -22,11 +22,17 @@ start_vdimotiond ()
     > "$T/auth"
   # More "user:HASH" lines from the test, if any.
   [ -z "${extra_auth-}" ] || printf '%s\n' "$extra_auth" >> "$T/auth"
+  # A restarted daemon's log replaces the first one's, kept aside.
+  [ ! -f "$T/vdimotiond.log" ] \
+    || cat "$T/vdimotiond.log" >> "$T/vdimotiond-earlier.log"
   "$VDIMOTIOND" --foreground --listen 127.0.0.1:0 --state-dir "$T/state" \
     --auth-file "$T/auth" --sr "sr1=$T/sr1" --sr "sr2=$T/sr2" \
+    --vdi-plugin "$top_builddir/sr-drivers/.libs/nbdkit-vdi-plugin.so" \
+    --mirror-filter "$top_builddir/mirror-filter/.libs/nbdkit-mirror-filter.so" \
     "$@" 2> "$T/vdimotiond.log" &
   vdimotiond_pid=$!
   cleanup_fn kill_vdimotiond
+  cleanup_fn kill_vm_disks
   for _ in $(seq 100); do
     grep -q 'listening on http://' "$T/vdimotiond.log" && break
     kill -0 "$vdimotiond_pid" 2>/dev/null || {
@@ -40,6 +46,16 @@ start_vdimotiond ()
                 "$T/vdimotiond.log")
   [ -n "$url" ] || { cat "$T/vdimotiond.log" >&2; fail "no URL"; }
   echo "vdimotiond $vdimotiond_pid at $url $https_url"
+}
+
+# The nbdkits the daemon started for VMs' disks outlive it by design;
+# the test's end stops them.
+kill_vm_disks ()
+{
+  for f in "$T"/state/run/*.pid; do
+    [ -f "$f" ] || continue
+    kill "$(cat "$f")" 2>/dev/null || :
+  done
 }
 
 kill_vdimotiond ()

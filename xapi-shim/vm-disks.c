@@ -173,8 +173,19 @@ xapi_stop_serving (pid_t pid, const char *socket, const char *control)
     }
     g_message ("nbdkit %d (%s) stopped", (int)pid, socket);
   }
-  if (socket)
+  if (socket) {
+    /* <name>.sock: its pid file and log go with it. */
+    g_autofree char *base = g_strndup (
+        socket,
+        strlen (socket)
+            - (g_str_has_suffix (socket, ".sock") ? strlen (".sock") : 0));
+    g_autofree char *pidfile = g_strconcat (base, ".pid", NULL);
+    g_autofree char *log = g_strconcat (base, ".log", NULL);
+
     unlink (socket);
+    unlink (pidfile);
+    unlink (log);
+  }
   if (control)
     unlink (control);
 }
