@@ -11,12 +11,7 @@ requires nbdkit
 # vdimotiond loads our nbdkit plugin and filter into nbdkit.
 requires_plain_nbdkit_module
 
-cat > "$T/vdimotiond.conf" <<EOF
-[daemon]
-vdi-plugin = $top_builddir/sr-drivers/.libs/nbdkit-vdi-plugin.so
-mirror-filter = $top_builddir/mirror-filter/.libs/nbdkit-mirror-filter.so
-EOF
-start_vdimotiond --config "$T/vdimotiond.conf"
+start_vdimotiond
 VDIMOTION_SERVER=$url VDIMOTION_PASSWORD=secret
 export VDIMOTION_SERVER VDIMOTION_PASSWORD
 vdm () { "$VDIMOTION" "$@"; }
