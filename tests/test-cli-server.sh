@@ -44,18 +44,21 @@ vdm vdi list "$sr1_uuid" > /dev/null
 
 # A VDI made through the XenAPI (VDI.create), with data written into its
 # image in the file SR (a directory of <uuid>.vhd).
-vdi=$(python3 - "$url" <<'PY'
+make_vdi ()  # make_vdi NAME SIZE: prints the uuid
+{
+  python3 - "$url" "$1" "$2" <<'PY'
 import sys, xmlrpc.client
 x = xmlrpc.client.ServerProxy(sys.argv[1])
 s = x.session.login_with_password("root", "secret")["Value"]
 sr = x.SR.get_by_name_label(s, "sr1")["Value"][0]
-r = x.VDI.create(s, {"SR": sr, "name_label": "disk-a",
-                     "virtual_size": str(64 << 20), "type": "user",
+r = x.VDI.create(s, {"SR": sr, "name_label": sys.argv[2],
+                     "virtual_size": sys.argv[3], "type": "user",
                      "sharable": False, "read_only": False,
                      "other_config": {}, "sm_config": {"image-format": "vhd"}})
 print(x.VDI.get_uuid(s, r["Value"])["Value"])
 PY
-)
+}
+vdi=$(make_vdi disk-a $((64 << 20)))
 qemu-io -f vpc -c 'write -P 0x55 1M 3M' -c 'write -P 0xaa 40M 64K' \
   "$T/sr1/$vdi.vhd" > /dev/null
 qemu_raw "$T/sr1/$vdi.vhd" "$T/disk-a.raw"
@@ -146,6 +149,31 @@ expect_exit 1 vdm task show 00000000-0000-0000-0000-000000000000
 grep -q '^vdimotion: UUID_INVALID task' "$T/err" || fail "task show: $(cat "$T/err")"
 # Cancelling a task that has ended is not an error (as xapi).
 vdm task cancel "$task"
+
+# task cancel of a running move: the waiting vdi move ends with exit 1
+# and TASK_CANCELLED (or, if the copy won the race, in success).
+big=$(make_vdi big $((256 << 20)))
+qemu-io -f vpc -c 'write -P 0x11 0 256M' "$T/sr1/$big.vhd" > /dev/null
+vdm vdi move big sr2 > "$T/cancel.out" 2> "$T/cancel.err" &
+move_pid=$!
+for _ in $(seq 50); do
+  pending=$(vdm task list --json | python3 -c '
+import json, sys
+print(" ".join(t["uuid"] for t in json.load(sys.stdin) if t["status"] == "pending"))')
+  [ -z "$pending" ] || break
+done
+for t in $pending; do vdm task cancel "$t"; done
+rc=0
+wait "$move_pid" || rc=$?
+if [ "$rc" -eq 1 ]; then
+  grep -q '^vdimotion: TASK_CANCELLED' "$T/cancel.err" \
+    || fail "cancelled move: $(cat "$T/cancel.err")"
+  vdm task show --json "$pending" | grep -q '"status": "cancelled"' \
+    || fail "task not cancelled"
+else
+  [ "$rc" -eq 0 ] || fail "cancelled move exited $rc: $(cat "$T/cancel.err")"
+fi
+echo "cancel: move exited $rc (tasks cancelled: ${pending:-none})"
 
 # Errors: a wrong password, an unknown SR, a missing file, usage.
 echo wrong > "$T/badpw"
