@@ -9,7 +9,7 @@
 requires nbdcopy
 requires nbdkit
 requires qemu-img
-requires_plain_nbdkit_module
+requires_vm_disks
 
 py () { python3 "$srcdir/xapi-restart.py" "$url" "$T" "$@"; }
 crash_and_restart ()

@@ -7,7 +7,7 @@
 requires fio
 requires nbdkit
 requires qemu-img
-requires_plain_nbdkit_module
+requires_vm_disks
 
 start_vdimotiond --max-storage-operations 2
 PYTHONPATH=$srcdir python3 "$srcdir/xapi-storage-motion.py" "$url" "$T" \

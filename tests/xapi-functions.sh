@@ -12,47 +12,89 @@ if [ -n "${VDM_SANITIZED-}" ] || [ -n "${ASAN_OPTIONS-}" ]; then
   export G_SLICE
 fi
 
-vdimotiond_pid=
-# start_vdimotiond [EXTRA FLAGS...]: sets $url (and $https_url with
-# --listen-https); user "root", password "secret".
-start_vdimotiond ()
+# The nbdkit modules the daemon serves VMs' disks with: this build's, or
+# under the sanitizers the plain build's (nbdkit cannot load ASan-built
+# ones here).  requires_vm_disks skips a test when there are none.
+modules_dir=$top_builddir
+[ -z "${VDM_SANITIZED-}" ] || modules_dir=${VDM_PLAIN_BUILD-}
+requires_vm_disks ()
 {
-  mkdir -p "$T/state" "$T/sr1" "$T/sr2"
+  [ -n "$modules_dir" ] \
+    && [ -f "$modules_dir/sr-drivers/.libs/nbdkit-vdi-plugin.so" ] \
+    || skip "no nbdkit modules a plain nbdkit can load (set VDM_PLAIN_BUILD)"
+}
+
+vdimotiond_pid=
+# run_vdimotiond DIR [EXTRA FLAGS...]: a daemon whose state dir and SRs
+# (sr1, sr2) are under DIR, logging to DIR/vdimotiond.log; sets vdm_pid,
+# vdm_url (and vdm_https_url with --listen-https).  User "root", password
+# "secret".
+run_vdimotiond ()
+{
+  dir=$1; shift
+  mkdir -p "$dir/state" "$dir/sr1" "$dir/sr2"
   printf 'root:%s\n' "$(echo secret | "$VDIMOTIOND" --hash-password)" \
-    > "$T/auth"
+    > "$dir/auth"
   # More "user:HASH" lines from the test, if any.
-  [ -z "${extra_auth-}" ] || printf '%s\n' "$extra_auth" >> "$T/auth"
+  [ -z "${extra_auth-}" ] || printf '%s\n' "$extra_auth" >> "$dir/auth"
   # A restarted daemon's log replaces the first one's, kept aside.
-  [ ! -f "$T/vdimotiond.log" ] \
-    || cat "$T/vdimotiond.log" >> "$T/vdimotiond-earlier.log"
-  "$VDIMOTIOND" --foreground --listen 127.0.0.1:0 --state-dir "$T/state" \
-    --auth-file "$T/auth" --sr "sr1=$T/sr1" --sr "sr2=$T/sr2" \
-    --vdi-plugin "$top_builddir/sr-drivers/.libs/nbdkit-vdi-plugin.so" \
-    --mirror-filter "$top_builddir/mirror-filter/.libs/nbdkit-mirror-filter.so" \
-    "$@" 2> "$T/vdimotiond.log" &
-  vdimotiond_pid=$!
-  cleanup_fn kill_vdimotiond
-  cleanup_fn kill_vm_disks
+  [ ! -f "$dir/vdimotiond.log" ] \
+    || cat "$dir/vdimotiond.log" >> "$dir/vdimotiond-earlier.log"
+  "$VDIMOTIOND" --foreground --listen 127.0.0.1:0 --state-dir "$dir/state" \
+    --auth-file "$dir/auth" --sr "sr1=$dir/sr1" --sr "sr2=$dir/sr2" \
+    --vdi-plugin "$modules_dir/sr-drivers/.libs/nbdkit-vdi-plugin.so" \
+    --mirror-filter "$modules_dir/mirror-filter/.libs/nbdkit-mirror-filter.so" \
+    "$@" 2> "$dir/vdimotiond.log" &
+  vdm_pid=$!
   for _ in $(seq 100); do
-    grep -q 'listening on http://' "$T/vdimotiond.log" && break
-    kill -0 "$vdimotiond_pid" 2>/dev/null || {
-      cat "$T/vdimotiond.log" >&2
+    grep -q 'listening on http://' "$dir/vdimotiond.log" && break
+    kill -0 "$vdm_pid" 2>/dev/null || {
+      cat "$dir/vdimotiond.log" >&2
       fail "vdimotiond exited at startup"
     }
     sleep 0.1
   done
-  url=$(sed -n 's|.*listening on \(http://[^ ]*\)|\1|p' "$T/vdimotiond.log")
-  https_url=$(sed -n 's|.*listening on \(https://[^ ]*\)|\1|p' \
-                "$T/vdimotiond.log")
-  [ -n "$url" ] || { cat "$T/vdimotiond.log" >&2; fail "no URL"; }
+  vdm_url=$(sed -n 's|.*listening on \(http://[^ ]*\)|\1|p' "$dir/vdimotiond.log")
+  vdm_https_url=$(sed -n 's|.*listening on \(https://[^ ]*\)|\1|p' \
+                    "$dir/vdimotiond.log")
+  [ -n "$vdm_url" ] || { cat "$dir/vdimotiond.log" >&2; fail "no URL"; }
+}
+
+# start_vdimotiond [EXTRA FLAGS...]: the test's daemon, in $T; sets $url
+# and $https_url.
+start_vdimotiond ()
+{
+  run_vdimotiond "$T" "$@"
+  vdimotiond_pid=$vdm_pid url=$vdm_url https_url=$vdm_https_url
+  cleanup_fn kill_vdimotiond
+  cleanup_fn kill_vm_disks
   echo "vdimotiond $vdimotiond_pid at $url $https_url"
 }
 
-# The nbdkits the daemon started for VMs' disks outlive it by design;
+# start_peer [EXTRA FLAGS...]: a second daemon (another host), in
+# $T/peer; sets $peer_url and $peer_https_url.
+peer_pid=
+start_peer ()
+{
+  run_vdimotiond "$T/peer" "$@"
+  peer_pid=$vdm_pid peer_url=$vdm_url peer_https_url=$vdm_https_url
+  cleanup_fn kill_peer
+  cleanup_fn kill_vm_disks
+  echo "peer vdimotiond $peer_pid at $peer_url $peer_https_url"
+}
+
+kill_peer ()
+{
+  [ -n "$peer_pid" ] || return 0
+  kill "$peer_pid" 2>/dev/null || :
+  wait "$peer_pid" 2>/dev/null || :
+}
+
+# The nbdkits the daemons started for VMs' disks outlive them by design;
 # the test's end stops them.
 kill_vm_disks ()
 {
-  for f in "$T"/state/run/*.pid; do
+  for f in "$T"/state/run/*.pid "$T"/peer/state/run/*.pid; do
     [ -f "$f" ] || continue
     kill "$(cat "$f")" 2>/dev/null || :
   done

@@ -38,7 +38,18 @@ host_record (struct xapi_call *c, const char *ref)
   xapi_set (c, r, "software_version", sv);
   xapi_set (c, r, "other_config", xapi_empty_struct (c));
   xapi_set (c, r, "tags", xapi_empty_array (c));
-  xapi_set (c, r, "resident_VMs", xapi_empty_array (c));
+  a = xmlrpc_array_new (c->env);
+  {
+    g_autoptr (GPtrArray) vms = state_list (c->d->state, "vms", NULL, NULL);
+
+    for (guint i = 0; i < vms->len; i++) {
+      g_autoptr (state_vm) vm = state_vm_get (c->d->state, vms->pdata[i]);
+
+      if (vm && strcmp (vm->power_state, "Running") == 0)
+        xapi_append (c, a, xapi_ref (c, vm->uuid));
+    }
+  }
+  xapi_set (c, r, "resident_VMs", a);
   xapi_set (c, r, "allowed_operations", xapi_empty_array (c));
   xapi_set (c, r, "current_operations", xapi_empty_struct (c));
   xapi_set (c, r, "PBDs", xapi_empty_array (c));
@@ -52,8 +63,14 @@ host_record (struct xapi_call *c, const char *ref)
   return r;
 }
 
+static const struct xapi_method methods[] = {
+  { "migrate_receive", 4, 4, false, xapi_host_migrate_receive },
+  { NULL },
+};
+
 const struct xapi_class xapi_class_host = {
   .name = "host",
+  .methods = methods,
   .list = host_list,
   .get_record = host_record,
 };

@@ -38,6 +38,82 @@ vm_by_ref (struct xapi_call *c, const char *ref)
   return vm;
 }
 
+GHashTable *
+xapi_oc_parse (const char *text)
+{
+  GHashTable *oc
+      = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  g_autoptr (GVariant) v = NULL;
+  GVariantIter it;
+  const char *k, *val;
+
+  if (text && *text)
+    v = g_variant_parse (G_VARIANT_TYPE ("a{ss}"), text, NULL, NULL, NULL);
+  if (v == NULL)
+    return oc;
+  g_variant_iter_init (&it, v);
+  while (g_variant_iter_next (&it, "{&s&s}", &k, &val))
+    g_hash_table_replace (oc, g_strdup (k), g_strdup (val));
+  return oc;
+}
+
+char *
+xapi_oc_print (GHashTable *oc)
+{
+  GVariantBuilder b;
+  GHashTableIter it;
+  gpointer k, v;
+  g_autoptr (GVariant) var = NULL;
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE ("a{ss}"));
+  g_hash_table_iter_init (&it, oc);
+  while (g_hash_table_iter_next (&it, &k, &v))
+    g_variant_builder_add (&b, "{ss}", (const char *)k, (const char *)v);
+  var = g_variant_ref_sink (g_variant_builder_end (&b));
+  return g_variant_print (var, FALSE);
+}
+
+/* An XML-RPC struct of strings into OC; false after FIELD_TYPE_ERROR. */
+static bool
+oc_from_xmlrpc (struct xapi_call *c, xmlrpc_value *m, GHashTable *oc)
+{
+  int n;
+
+  if (!xapi_is_record (c, m, "other_config"))
+    return false;
+  n = xmlrpc_struct_size (c->env, m);
+  for (int i = 0; i < n && !xapi_failed (c); i++) {
+    g_autoptr (xmlrpc_value) k = NULL;
+    g_autoptr (xmlrpc_value) v = NULL;
+    char *ks, *vs;
+
+    xmlrpc_struct_read_member (c->env, m, i, &k, &v);
+    if (c->env->fault_occurred)
+      break;
+    ks = xapi_read_string (c, k, "other_config");
+    vs = ks ? xapi_read_string (c, v, "other_config") : NULL;
+    if (vs)
+      g_hash_table_replace (oc, ks, vs);
+    else
+      g_free (ks);
+  }
+  return !xapi_failed (c);
+}
+
+static xmlrpc_value *
+oc_to_xmlrpc (struct xapi_call *c, const char *text)
+{
+  g_autoptr (GHashTable) oc = xapi_oc_parse (text);
+  xmlrpc_value *st = xmlrpc_struct_new (c->env);
+  GHashTableIter it;
+  gpointer k, v;
+
+  g_hash_table_iter_init (&it, oc);
+  while (g_hash_table_iter_next (&it, &k, &v))
+    xapi_set (c, st, k, xapi_string (c, v));
+  return st;
+}
+
 static bool
 is_running (const struct state_vm *vm)
 {
@@ -75,7 +151,7 @@ vm_record (struct xapi_call *c, const char *ref)
   xapi_set (c, r, "is_a_template", xapi_bool (c, false));
   xapi_set (c, r, "is_a_snapshot", xapi_bool (c, false));
   xapi_set (c, r, "is_control_domain", xapi_bool (c, false));
-  xapi_set (c, r, "other_config", xapi_empty_struct (c));
+  xapi_set (c, r, "other_config", oc_to_xmlrpc (c, vm->other_config));
   xapi_set (c, r, "tags", xapi_empty_array (c));
   return r;
 }
@@ -88,14 +164,22 @@ vm_create (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   g_autofree char *label = NULL;
   g_autofree char *desc = NULL;
   g_autofree char *uuid = g_uuid_string_random ();
+  g_autofree char *oc_text = NULL;
+  g_autoptr (GHashTable) oc = xapi_oc_parse (NULL);
+  g_autoptr (xmlrpc_value) ocv = NULL;
   struct state_vm vm = { 0 };
 
   if (!xapi_is_record (c, args[1], "args"))
     return NULL;
   label = xapi_member_string (c, args[1], "name_label");
   desc = xapi_member_string (c, args[1], "name_description");
+  if (!xapi_failed (c))
+    xmlrpc_struct_find_value (c->env, args[1], "other_config", &ocv);
+  if (ocv && !oc_from_xmlrpc (c, ocv, oc))
+    return NULL;
   if (xapi_failed (c))
     return NULL;
+  vm.other_config = oc_text = xapi_oc_print (oc);
   vm.uuid = uuid;
   vm.name_label = label ? label : "";
   vm.name_description = desc ? desc : "";
@@ -144,9 +228,10 @@ vm_destroy (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 static void
 stop_vbd (struct xapi_daemon *d, struct state_vbd *b)
 {
-  xapi_stop_serving (b->pid, b->nbd_socket, b->control_socket);
+  xapi_stop_serving (b->pid, b->nbd_socket, b->control_socket,
+                     XAPI_STOP_GRACE);
   if (b->target_pid)
-    xapi_stop_serving (b->target_pid, b->target_socket, NULL);
+    xapi_stop_serving (b->target_pid, b->target_socket, NULL, XAPI_STOP_GRACE);
   g_clear_pointer (&b->nbd_socket, g_free);
   g_clear_pointer (&b->control_socket, g_free);
   g_clear_pointer (&b->target_socket, g_free);
@@ -317,8 +402,61 @@ xapi_vms_reconcile (struct xapi_daemon *d)
   }
 }
 
+/* VM.add_to_other_config(session, vm, key, value),
+ * VM.remove_from_other_config(session, vm, key),
+ * VM.set_other_config(session, vm, map). */
+static xmlrpc_value *
+vm_change_other_config (struct xapi_call *c, xmlrpc_value *const *args,
+                        int nargs)
+{
+  g_autofree char *ref = xapi_read_string (c, args[1], "vm");
+  g_autoptr (state_vm) vm = ref ? vm_by_ref (c, ref) : NULL;
+  g_autoptr (GHashTable) oc = NULL;
+  g_autofree char *text = NULL;
+  const char *m = strrchr (c->method, '.') + 1;
+
+  if (vm == NULL)
+    return NULL;
+  oc = xapi_oc_parse (vm->other_config);
+  if (strcmp (m, "set_other_config") == 0) {
+    g_hash_table_remove_all (oc);
+    if (!oc_from_xmlrpc (c, args[2], oc))
+      return NULL;
+  }
+  else {
+    g_autofree char *key = xapi_read_string (c, args[2], "key");
+    char *value = NULL;
+
+    if (key == NULL)
+      return NULL;
+    if (strcmp (m, "add_to_other_config") == 0) {
+      if ((value = xapi_read_string (c, args[3], "value")) == NULL)
+        return NULL;
+      if (g_hash_table_contains (oc, key)) {
+        g_free (value);
+        xapi_fail (c, "MAP_DUPLICATE_KEY", "VM", "other_config", ref, key,
+                   NULL);
+        return NULL;
+      }
+      g_hash_table_replace (oc, g_steal_pointer (&key), value);
+    }
+    else
+      g_hash_table_remove (oc, key);
+  }
+  text = xapi_oc_print (oc);
+  state_vm_set_other_config (c->d->state, vm->uuid, text);
+  return xapi_void (c);
+}
+
 static const struct xapi_method methods[] = {
   { "create", 2, 2, false, vm_create },
+  { "migrate_receive", 4, 4, false, xapi_vm_migrate_receive },
+  { "migrate", 5, 5, false, xapi_vm_migrate },
+  { "migrate_send", 7, 8, false, xapi_vm_migrate_send },
+  { "assert_can_migrate", 7, 7, false, xapi_vm_assert_can_migrate },
+  { "add_to_other_config", 4, 4, false, vm_change_other_config },
+  { "remove_from_other_config", 3, 3, false, vm_change_other_config },
+  { "set_other_config", 3, 3, false, vm_change_other_config },
   { "destroy", 2, 2, false, vm_destroy },
   { "start", 2, 4, false, vm_start },
   { "shutdown", 2, 2, false, vm_shutdown },

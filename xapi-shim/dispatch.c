@@ -12,8 +12,9 @@
 /* The classes this daemon serves.  A new class is one file and one line
  * here. */
 static const struct xapi_class *const classes[] = {
-  &xapi_class_session, &xapi_class_host, &xapi_class_sr,   &xapi_class_vdi,
-  &xapi_class_vm,      &xapi_class_vbd,  &xapi_class_task, &xapi_class_network,
+  &xapi_class_session, &xapi_class_host,    &xapi_class_sr,
+  &xapi_class_vdi,     &xapi_class_vm,      &xapi_class_vbd,
+  &xapi_class_task,    &xapi_class_network, &xapi_class_migration,
 };
 
 void

@@ -326,16 +326,23 @@ xapi_http_listen (struct xapi_http *h, const char *addr_port,
 
 /* The URIs served, logged once listening so that tests (and admins)
  * see the ports picked for :0. */
-void
+char *
 xapi_http_log_uris (struct xapi_http *h)
 {
   GSList *uris = soup_server_get_uris (h->server);
+  char *best = NULL;
 
   for (GSList *l = uris; l; l = l->next) {
     g_autofree char *s = g_uri_to_string (l->data);
+
     g_message ("listening on %s", s);
+    if (best == NULL || g_str_has_prefix (s, "https:")) {
+      g_free (best);
+      best = g_strdup (s);
+    }
   }
   g_slist_free_full (uris, (GDestroyNotify)g_uri_unref);
+  return best;
 }
 
 void

@@ -446,7 +446,7 @@ live_abort (struct xapi_daemon *d, struct state_vbd *b)
       g_message ("mirror abort on %s: %s", b->control_socket, err);
   }
   if (b->target_pid)
-    xapi_stop_serving (b->target_pid, b->target_socket, NULL);
+    xapi_stop_serving (b->target_pid, b->target_socket, NULL, XAPI_STOP_NOW);
   g_clear_pointer (&b->target_socket, g_free);
   b->target_pid = 0;
   state_vbd_update (d->state, b);
@@ -645,13 +645,69 @@ out:
   sr_vdi_free (src);
 }
 
+/* The API the other kinds of jobs (migrate.c) run with. */
+
+const struct state_job *
+job_row (struct job *job)
+{
+  return job->row;
+}
+
+struct xapi_daemon *
+job_daemon (struct job *job)
+{
+  return job->jobs->d;
+}
+
+bool
+job_cancelled (struct job *job)
+{
+  return cancelled (job);
+}
+
+bool
+job_stopping (struct job *job)
+{
+  return __atomic_load_n (&job->cancel, __ATOMIC_RELAXED) == 2;
+}
+
+const int *
+job_cancel_flag (struct job *job)
+{
+  return &job->cancel;
+}
+
+void
+job_set_progress (struct job *job, double progress)
+{
+  set_progress (job, progress);
+}
+
+void
+job_set_phase (struct job *job, const char *phase)
+{
+  g_free (job->row->phase);
+  job->row->phase = g_strdup (phase);
+  state_job_update (job->jobs->d->state, job->row);
+}
+
+void
+job_finish (struct job *job, const char *status, const char *result,
+            const char *const *error_info)
+{
+  finish (job, status, result, error_info);
+}
+
 static void
 job_thread (gpointer data, gpointer user_data)
 {
   struct job *job = data;
   struct jobs *jobs = job->jobs;
 
-  run_job (job);
+  if (strcmp (job->row->kind, "vm-migrate") == 0)
+    xapi_migrate_run (job);
+  else
+    run_job (job);
   g_mutex_lock (&jobs->lock);
   g_hash_table_remove (jobs->by_task, job->row->task);
   g_mutex_unlock (&jobs->lock);
@@ -714,6 +770,13 @@ jobs_recover (struct jobs *jobs)
     if (row == NULL)
       continue;
     t = state_task_get (d->state, row->task);
+    if (strcmp (row->kind, "vm-migrate") == 0) {
+      struct job job = { .jobs = jobs, .row = row };
+
+      xapi_migrate_recover (&job);
+      state_job_free (row);
+      continue;
+    }
     if (row->vbd) {
       recover_live (jobs, row);
       state_job_free (row);

@@ -26,7 +26,7 @@ static const char schema[]
       "  ref TEXT PRIMARY KEY, user TEXT NOT NULL, created INTEGER);"
       "CREATE TABLE IF NOT EXISTS vms ("
       "  uuid TEXT PRIMARY KEY, name_label TEXT, name_description TEXT,"
-      "  power_state TEXT NOT NULL, created INTEGER);"
+      "  power_state TEXT NOT NULL, created INTEGER, other_config TEXT);"
       "CREATE TABLE IF NOT EXISTS vbds ("
       "  uuid TEXT PRIMARY KEY, vm TEXT NOT NULL, vdi TEXT NOT NULL,"
       "  userdevice TEXT, mode TEXT, nbd_socket TEXT, control_socket TEXT,"
@@ -38,7 +38,14 @@ static const char schema[]
       "CREATE TABLE IF NOT EXISTS jobs ("
       "  task TEXT PRIMARY KEY, kind TEXT NOT NULL, vdi TEXT NOT NULL,"
       "  dst_sr TEXT NOT NULL, dst_vdi TEXT, format TEXT, phase TEXT,"
-      "  vbd TEXT);";
+      "  vbd TEXT, params TEXT);"
+      "CREATE TABLE IF NOT EXISTS migrations ("
+      "  uuid TEXT PRIMARY KEY, secret_sha256 TEXT NOT NULL,"
+      "  expires INTEGER, sr TEXT, state TEXT NOT NULL, last_seen INTEGER);"
+      "CREATE TABLE IF NOT EXISTS mdisks ("
+      "  uuid TEXT PRIMARY KEY, migration TEXT NOT NULL, userdevice TEXT,"
+      "  socket TEXT, control TEXT, pid INTEGER, fwd_pidfile TEXT,"
+      "  fwd_pid INTEGER, fwd_port INTEGER);";
 
 struct state *
 state_open (const char *state_dir, GError **error)
@@ -64,6 +71,12 @@ state_open (const char *state_dir, GError **error)
     state_close (st);
     return NULL;
   }
+  /* A state dir from before jobs had params: add the column (fails
+   * harmlessly when it is there). */
+  sqlite3_exec (st->db, "ALTER TABLE jobs ADD COLUMN params TEXT", NULL, NULL,
+                NULL);
+  sqlite3_exec (st->db, "ALTER TABLE vms ADD COLUMN other_config TEXT", NULL,
+                NULL, NULL);
   return st;
 }
 
@@ -196,9 +209,9 @@ state_session_foreach (struct state *st,
 int
 state_vm_add (struct state *st, const struct state_vm *vm)
 {
-  return run (st, "INSERT INTO vms VALUES (?, ?, ?, ?, ?)", "ssssi", vm->uuid,
-              vm->name_label, vm->name_description, vm->power_state,
-              vm->created);
+  return run (st, "INSERT INTO vms VALUES (?, ?, ?, ?, ?, ?)", "ssssis",
+              vm->uuid, vm->name_label, vm->name_description, vm->power_state,
+              vm->created, vm->other_config);
 }
 
 struct state_vm *
@@ -206,7 +219,8 @@ state_vm_get (struct state *st, const char *uuid)
 {
   sqlite3_stmt *s = query_row (st,
                                "SELECT uuid, name_label, name_description, "
-                               "power_state, created FROM vms WHERE uuid = ?",
+                               "power_state, created, other_config "
+                               "FROM vms WHERE uuid = ?",
                                "s", uuid);
   struct state_vm *vm;
 
@@ -218,6 +232,7 @@ state_vm_get (struct state *st, const char *uuid)
   vm->name_description = col_text (s, 2);
   vm->power_state = col_text (s, 3);
   vm->created = sqlite3_column_int64 (s, 4);
+  vm->other_config = col_text (s, 5);
   sqlite3_finalize (s);
   return vm;
 }
@@ -228,6 +243,14 @@ state_vm_set_power_state (struct state *st, const char *uuid,
 {
   return run (st, "UPDATE vms SET power_state = ? WHERE uuid = ?", "ss",
               power_state, uuid);
+}
+
+int
+state_vm_set_other_config (struct state *st, const char *uuid,
+                           const char *other_config)
+{
+  return run (st, "UPDATE vms SET other_config = ? WHERE uuid = ?", "ss",
+              other_config, uuid);
 }
 
 int
@@ -245,6 +268,7 @@ state_vm_free (struct state_vm *vm)
   g_free (vm->name_label);
   g_free (vm->name_description);
   g_free (vm->power_state);
+  g_free (vm->other_config);
   g_free (vm);
 }
 
@@ -427,9 +451,9 @@ state_task_free (struct state_task *t)
 int
 state_job_add (struct state *st, const struct state_job *j)
 {
-  return run (st, "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-              "ssssssss", j->task, j->kind, j->vdi, j->dst_sr, j->dst_vdi,
-              j->format, j->phase, j->vbd);
+  return run (st, "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+              "sssssssss", j->task, j->kind, j->vdi, j->dst_sr, j->dst_vdi,
+              j->format, j->phase, j->vbd, j->params);
 }
 
 struct state_job *
@@ -437,7 +461,8 @@ state_job_get (struct state *st, const char *task)
 {
   sqlite3_stmt *s = query_row (st,
                                "SELECT task, kind, vdi, dst_sr, dst_vdi, "
-                               "format, phase, vbd FROM jobs WHERE task = ?",
+                               "format, phase, vbd, params FROM jobs "
+                               "WHERE task = ?",
                                "s", task);
   struct state_job *j;
 
@@ -452,6 +477,7 @@ state_job_get (struct state *st, const char *task)
   j->format = col_text (s, 5);
   j->phase = col_text (s, 6);
   j->vbd = col_text (s, 7);
+  j->params = col_text (s, 8);
   sqlite3_finalize (s);
   return j;
 }
@@ -461,9 +487,9 @@ state_job_update (struct state *st, const struct state_job *j)
 {
   return run (st,
               "UPDATE jobs SET kind = ?, vdi = ?, dst_sr = ?, dst_vdi = ?, "
-              "format = ?, phase = ?, vbd = ? WHERE task = ?",
-              "ssssssss", j->kind, j->vdi, j->dst_sr, j->dst_vdi, j->format,
-              j->phase, j->vbd, j->task);
+              "format = ?, phase = ?, vbd = ?, params = ? WHERE task = ?",
+              "sssssssss", j->kind, j->vdi, j->dst_sr, j->dst_vdi, j->format,
+              j->phase, j->vbd, j->params, j->task);
 }
 
 int
@@ -485,7 +511,124 @@ state_job_free (struct state_job *j)
   g_free (j->format);
   g_free (j->phase);
   g_free (j->vbd);
+  g_free (j->params);
   g_free (j);
+}
+
+/* Migrations received. */
+
+int
+state_migration_add (struct state *st, const struct state_migration *m)
+{
+  return run (st, "INSERT INTO migrations VALUES (?, ?, ?, ?, ?, ?)", "ssissi",
+              m->uuid, m->secret_sha256, m->expires, m->sr, m->state,
+              m->last_seen);
+}
+
+struct state_migration *
+state_migration_get (struct state *st, const char *uuid)
+{
+  sqlite3_stmt *s = query_row (st,
+                               "SELECT uuid, secret_sha256, expires, sr, "
+                               "state, last_seen FROM migrations "
+                               "WHERE uuid = ?",
+                               "s", uuid);
+  struct state_migration *m;
+
+  if (s == NULL)
+    return NULL;
+  m = g_new0 (struct state_migration, 1);
+  m->uuid = col_text (s, 0);
+  m->secret_sha256 = col_text (s, 1);
+  m->expires = sqlite3_column_int64 (s, 2);
+  m->sr = col_text (s, 3);
+  m->state = col_text (s, 4);
+  m->last_seen = sqlite3_column_int64 (s, 5);
+  sqlite3_finalize (s);
+  return m;
+}
+
+int
+state_migration_update (struct state *st, const struct state_migration *m)
+{
+  return run (st,
+              "UPDATE migrations SET secret_sha256 = ?, expires = ?, sr = ?, "
+              "state = ?, last_seen = ? WHERE uuid = ?",
+              "sissis", m->secret_sha256, m->expires, m->sr, m->state,
+              m->last_seen, m->uuid);
+}
+
+int
+state_migration_remove (struct state *st, const char *uuid)
+{
+  return run (st, "DELETE FROM migrations WHERE uuid = ?", "s", uuid);
+}
+
+void
+state_migration_free (struct state_migration *m)
+{
+  if (m == NULL)
+    return;
+  g_free (m->uuid);
+  g_free (m->secret_sha256);
+  g_free (m->sr);
+  g_free (m->state);
+  g_free (m);
+}
+
+int
+state_mdisk_add (struct state *st, const struct state_mdisk *md)
+{
+  return run (st, "INSERT INTO mdisks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+              "sssssisii", md->uuid, md->migration, md->userdevice, md->socket,
+              md->control, (int64_t)md->pid, md->fwd_pidfile,
+              (int64_t)md->fwd_pid, md->fwd_port);
+}
+
+struct state_mdisk *
+state_mdisk_get (struct state *st, const char *uuid)
+{
+  sqlite3_stmt *s
+      = query_row (st,
+                   "SELECT uuid, migration, userdevice, socket, control, pid, "
+                   "fwd_pidfile, fwd_pid, fwd_port FROM mdisks WHERE uuid = ?",
+                   "s", uuid);
+  struct state_mdisk *md;
+
+  if (s == NULL)
+    return NULL;
+  md = g_new0 (struct state_mdisk, 1);
+  md->uuid = col_text (s, 0);
+  md->migration = col_text (s, 1);
+  md->userdevice = col_text (s, 2);
+  md->socket = col_text (s, 3);
+  md->control = col_text (s, 4);
+  md->pid = sqlite3_column_int64 (s, 5);
+  md->fwd_pidfile = col_text (s, 6);
+  md->fwd_pid = sqlite3_column_int64 (s, 7);
+  md->fwd_port = sqlite3_column_int64 (s, 8);
+  sqlite3_finalize (s);
+  return md;
+}
+
+int
+state_mdisk_remove (struct state *st, const char *uuid)
+{
+  return run (st, "DELETE FROM mdisks WHERE uuid = ?", "s", uuid);
+}
+
+void
+state_mdisk_free (struct state_mdisk *md)
+{
+  if (md == NULL)
+    return;
+  g_free (md->uuid);
+  g_free (md->migration);
+  g_free (md->userdevice);
+  g_free (md->socket);
+  g_free (md->control);
+  g_free (md->fwd_pidfile);
+  g_free (md);
 }
 
 /* Listing. */
@@ -494,10 +637,8 @@ static const char *
 key_column (const char *table)
 {
   static const char *const tables[][2] = {
-    { "vms", "uuid" },
-    { "vbds", "uuid" },
-    { "tasks", "uuid" },
-    { "jobs", "task" },
+    { "vms", "uuid" },  { "vbds", "uuid" },       { "tasks", "uuid" },
+    { "jobs", "task" }, { "migrations", "uuid" }, { "mdisks", "uuid" },
   };
 
   for (size_t i = 0; i < G_N_ELEMENTS (tables); i++)
@@ -509,7 +650,8 @@ key_column (const char *table)
 static bool
 column_ok (const char *column)
 {
-  static const char *const cols[] = { "vm", "vdi", "vbd", "status" };
+  static const char *const cols[]
+      = { "vm", "vdi", "vbd", "status", "migration", "state" };
 
   for (size_t i = 0; i < G_N_ELEMENTS (cols); i++)
     if (strcmp (column, cols[i]) == 0)

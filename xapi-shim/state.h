@@ -47,11 +47,14 @@ struct state_vm
   char *name_description;
   char *power_state;
   int64_t created;
+  char *other_config; /* GVariant text of an a{ss}, or NULL for {} */
 };
 int state_vm_add (struct state *st, const struct state_vm *vm);
 struct state_vm *state_vm_get (struct state *st, const char *uuid);
 int state_vm_set_power_state (struct state *st, const char *uuid,
                               const char *power_state);
+int state_vm_set_other_config (struct state *st, const char *uuid,
+                               const char *other_config);
 int state_vm_remove (struct state *st, const char *uuid);
 void state_vm_free (struct state_vm *vm);
 typedef struct state_vm state_vm; /* for g_autoptr */
@@ -121,6 +124,8 @@ struct state_job
   char *format;  /* destination image format */
   char *phase;   /* "queued", "copying", "mirroring", "pivoted" */
   char *vbd;     /* a live move: the VBD of the running VM, else NULL */
+  char *params;  /* kind-specific parameters (a VM migration's token and
+                    maps, as GKeyFile text), or NULL */
 };
 int state_job_add (struct state *st, const struct state_job *j);
 struct state_job *state_job_get (struct state *st, const char *task);
@@ -130,7 +135,50 @@ void state_job_free (struct state_job *j);
 typedef struct state_job state_job; /* for g_autoptr */
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (state_job, state_job_free)
 
-/* The uuids of all rows of TABLE ("vms", "vbds", "tasks", "jobs"), in
+/* Migrations this host receives (migrate-receive.c): a token issued,
+ * then prepared (VDIs and their NBD exports exist), then committed or
+ * aborted. */
+struct state_migration
+{
+  char *uuid;
+  char *secret_sha256; /* of the token's secret: the secret is not kept */
+  int64_t expires;     /* unix time: prepare must come before */
+  char *sr;            /* default destination SR uuid */
+  char *state;         /* "issued", "prepared", "committed", "aborted" */
+  int64_t last_seen;   /* last call from the source (unix time) */
+};
+int state_migration_add (struct state *st, const struct state_migration *m);
+struct state_migration *state_migration_get (struct state *st,
+                                             const char *uuid);
+int state_migration_update (struct state *st, const struct state_migration *m);
+int state_migration_remove (struct state *st, const char *uuid);
+void state_migration_free (struct state_migration *m);
+typedef struct state_migration state_migration; /* for g_autoptr */
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (state_migration, state_migration_free)
+
+/* One disk of a received migration: its new VDI, the nbdkit serving it
+ * on a Unix socket (with the mirror filter: the VM's disk once it is
+ * here) and the TLS-PSK forwarder the source mirrors into. */
+struct state_mdisk
+{
+  char *uuid; /* the new VDI's uuid (the row's key) */
+  char *migration;
+  char *userdevice;
+  char *socket, *control;
+  pid_t pid;
+  char *fwd_pidfile;
+  pid_t fwd_pid;
+  int64_t fwd_port;
+};
+int state_mdisk_add (struct state *st, const struct state_mdisk *md);
+struct state_mdisk *state_mdisk_get (struct state *st, const char *uuid);
+int state_mdisk_remove (struct state *st, const char *uuid);
+void state_mdisk_free (struct state_mdisk *md);
+typedef struct state_mdisk state_mdisk; /* for g_autoptr */
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (state_mdisk, state_mdisk_free)
+
+/* The uuids of all rows of TABLE ("vms", "vbds", "tasks", "jobs",
+ * "migrations", "mdisks"), in
  * creation order; with COLUMN and VALUE only the rows where COLUMN =
  * VALUE (e.g. "vbds", "vm", uuid). */
 GPtrArray *state_list (struct state *st, const char *table, const char *column,

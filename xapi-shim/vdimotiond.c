@@ -22,6 +22,7 @@
 #include <glib.h>
 #include <gio/gio.h>
 
+#include "xapi-client.h"
 #include "xapi.h"
 
 #define DEFAULT_LISTEN "127.0.0.1:80"
@@ -31,6 +32,7 @@
 #define DEFAULT_NBDKIT "nbdkit"
 #define DEFAULT_VDI_PLUGIN NBDKIT_PLUGINDIR "/nbdkit-vdi-plugin.so"
 #define DEFAULT_MIRROR_FILTER NBDKIT_FILTERDIR "/nbdkit-mirror-filter.so"
+#define DEFAULT_MEMORY_MIGRATOR "vdimotion-mm-none"
 
 struct options
 {
@@ -46,6 +48,9 @@ struct options
   char *nbdkit;
   char *vdi_plugin;
   char *mirror_filter;
+  char *migration_url;
+  char *migration_address;
+  char *memory_migrator;
   gint64 max_request_size;
   gint64 max_storage_operations;
   gboolean foreground;
@@ -67,6 +72,9 @@ options_clear (struct options *o)
   g_free (o->nbdkit);
   g_free (o->vdi_plugin);
   g_free (o->mirror_filter);
+  g_free (o->migration_url);
+  g_free (o->migration_address);
+  g_free (o->memory_migrator);
 }
 
 /* Fill what the flags left unset from [daemon] of the config file; the
@@ -91,6 +99,15 @@ read_config (struct options *o, GError **error)
   struct
   {
     const char *key;
+    char **dest;
+  } migration[] = {
+    { "url", &o->migration_url },
+    { "nbd-address", &o->migration_address },
+    { "memory-migrator", &o->memory_migrator },
+  };
+  struct
+  {
+    const char *key;
     gint64 *dest;
   } ints[] = {
     { "max-request-size", &o->max_request_size },
@@ -105,6 +122,10 @@ read_config (struct options *o, GError **error)
     if (*strings[i].dest == NULL)
       *strings[i].dest
           = g_key_file_get_string (kf, "daemon", strings[i].key, NULL);
+  for (size_t i = 0; i < G_N_ELEMENTS (migration); i++)
+    if (*migration[i].dest == NULL)
+      *migration[i].dest
+          = g_key_file_get_string (kf, "migration", migration[i].key, NULL);
   for (size_t i = 0; i < G_N_ELEMENTS (ints); i++) {
     GError *e = NULL;
 
@@ -214,6 +235,40 @@ xapi_sr_free (gpointer p)
 }
 
 static gboolean
+expire_migrations (gpointer d)
+{
+  xapi_migrations_expire (d, false);
+  return G_SOURCE_CONTINUE;
+}
+
+/* Where migration NBD exports listen: as given, else the host of the
+ * migration URL (an address, or a name resolved now), else loopback. */
+static char *
+migration_address (const char *given, const char *url)
+{
+  g_autoptr (GUri) u = NULL;
+  const char *host;
+  g_autoptr (GResolver) r = NULL;
+  GList *addrs;
+  char *ret = NULL;
+
+  if (given)
+    return g_strdup (given);
+  u = url ? g_uri_parse (url, G_URI_FLAGS_NONE, NULL) : NULL;
+  host = u ? g_uri_get_host (u) : NULL;
+  if (host == NULL || *host == '\0')
+    return g_strdup ("127.0.0.1");
+  if (g_hostname_is_ip_address (host))
+    return g_strdup (host);
+  r = g_resolver_get_default ();
+  addrs = g_resolver_lookup_by_name (r, host, NULL, NULL);
+  if (addrs)
+    ret = g_inet_address_to_string (addrs->data);
+  g_resolver_free_addresses (addrs);
+  return ret ? ret : g_strdup ("127.0.0.1");
+}
+
+static gboolean
 on_signal (gpointer loop)
 {
   g_message ("stopping");
@@ -274,6 +329,7 @@ run (struct options *o)
   g_autoptr (GMainLoop) loop = NULL;
   struct xapi_daemon d = { 0 };
   struct xapi_http *h = NULL;
+  g_autofree char *served = NULL;
   int ready_fd = -1, ret = 1;
 
   if (o->config && read_config (o, &error) == -1)
@@ -336,6 +392,8 @@ run (struct options *o)
   d.vdi_plugin = g_strdup (o->vdi_plugin ? o->vdi_plugin : DEFAULT_VDI_PLUGIN);
   d.mirror_filter
       = g_strdup (o->mirror_filter ? o->mirror_filter : DEFAULT_MIRROR_FILTER);
+  d.memory_migrator = g_strdup (o->memory_migrator ? o->memory_migrator
+                                                   : DEFAULT_MEMORY_MIGRATOR);
   d.host_name_label
       = g_strdup (o->name_label ? o->name_label : g_get_host_name ());
   if (o->auth_file) {
@@ -358,7 +416,14 @@ run (struct options *o)
   if (o->listen_https
       && xapi_http_listen (h, o->listen_https, tls, &error) == -1)
     goto out;
-  xapi_http_log_uris (h);
+  served = xapi_http_log_uris (h);
+  /* Sources reach us at the URL we serve (HTTPS first), unless told. */
+  d.migration_url = g_strdup (o->migration_url ? o->migration_url : served);
+  d.nbd_address = migration_address (o->migration_address, d.migration_url);
+  if (tls)
+    d.cert_sha256 = xapi_cert_sha256 (tls);
+  xapi_migrations_expire (&d, true);
+  g_timeout_add_seconds (30, expire_migrations, &d);
 
   loop = g_main_loop_new (NULL, FALSE);
   g_unix_signal_add (SIGTERM, on_signal, loop);
@@ -392,6 +457,10 @@ out:
   g_free (d.nbdkit);
   g_free (d.vdi_plugin);
   g_free (d.mirror_filter);
+  g_free (d.memory_migrator);
+  g_free (d.migration_url);
+  g_free (d.nbd_address);
+  g_free (d.cert_sha256);
   g_free (d.host_name_label);
   g_mutex_clear (&d.vdi_ops_lock);
   return ret;
@@ -436,6 +505,18 @@ main (int argc, char **argv)
     { "mirror-filter", 0, 0, G_OPTION_ARG_FILENAME, &o.mirror_filter,
       "Path of nbdkit-mirror-filter.so (default " DEFAULT_MIRROR_FILTER ")",
       "FILE" },
+    { "migration-url", 0, 0, G_OPTION_ARG_STRING, &o.migration_url,
+      "The URL migration sources reach this daemon at (default: the "
+      "one it serves, HTTPS first)",
+      "URL" },
+    { "migration-address", 0, 0, G_OPTION_ARG_STRING, &o.migration_address,
+      "Where incoming migrations' NBD exports listen (default: the "
+      "migration URL's host)",
+      "ADDR" },
+    { "memory-migrator", 0, 0, G_OPTION_ARG_FILENAME, &o.memory_migrator,
+      "The command that hands a running VM over to the destination "
+      "(default " DEFAULT_MEMORY_MIGRATOR ")",
+      "COMMAND" },
     { "foreground", 0, 0, G_OPTION_ARG_NONE, &o.foreground,
       "Stay in the foreground (for systemd)", NULL },
     { "hash-password", 0, 0, G_OPTION_ARG_NONE, &o.hash_password,

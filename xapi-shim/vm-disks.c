@@ -128,6 +128,81 @@ xapi_serve_image (struct xapi_daemon *d, const char *name, const char *image,
   return 0;
 }
 
+/* A free TCP port on ADDR (the kernel's pick; nbdkit binds it a moment
+ * later, and a lost race only makes that nbdkit fail to start). */
+static int
+free_port (const char *addr)
+{
+  g_autoptr (GInetAddress) ia = g_inet_address_new_from_string (addr);
+  g_autoptr (GSocketAddress) sa = NULL;
+  g_autoptr (GSocketAddress) bound = NULL;
+  g_autoptr (GSocket) sock = NULL;
+
+  if (ia == NULL)
+    return -1;
+  sa = g_inet_socket_address_new (ia, 0);
+  sock = g_socket_new (g_inet_address_get_family (ia), G_SOCKET_TYPE_STREAM,
+                       G_SOCKET_PROTOCOL_TCP, NULL);
+  if (sock == NULL || !g_socket_bind (sock, sa, TRUE, NULL)
+      || (bound = g_socket_get_local_address (sock, NULL)) == NULL)
+    return -1;
+  return g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (bound));
+}
+
+int
+xapi_serve_forward (struct xapi_daemon *d, const char *name,
+                    const char *unix_socket, const char *psk_file,
+                    const char *addr, struct xapi_forward *out, GError **error)
+{
+  g_autofree char *pidfile = run_path (d, name, ".pid");
+  g_autofree char *log = run_path (d, name, ".log");
+  g_autofree char *psk_arg = g_strconcat ("--tls-psk=", psk_file, NULL);
+  g_autofree char *sock_arg = g_strconcat ("socket=", unix_socket, NULL);
+
+  for (int attempt = 0; attempt < 3; attempt++) {
+    g_autoptr (GSubprocessLauncher) l = NULL;
+    g_autoptr (GSubprocess) p = NULL;
+    g_autofree char *port = NULL;
+    int n = free_port (addr);
+    pid_t pid = 0;
+
+    if (n <= 0) {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED, "no free port on %s",
+                   addr);
+      return -1;
+    }
+    port = g_strdup_printf ("%d", n);
+    unlink (pidfile);
+    l = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDIN_INHERIT);
+    g_subprocess_launcher_set_stdout_file_path (l, "/dev/null");
+    g_subprocess_launcher_set_stderr_file_path (l, log);
+    p = g_subprocess_launcher_spawn (l, error, d->nbdkit, "--log=stderr", "-P",
+                                     pidfile, "--tls=require", psk_arg, "-i",
+                                     addr, "-p", port, "nbd", sock_arg, NULL);
+    if (p == NULL || !g_subprocess_wait (p, NULL, error))
+      return -1;
+    if (!g_subprocess_get_if_exited (p) || g_subprocess_get_exit_status (p))
+      continue; /* most likely the port was taken meanwhile */
+    for (int i = 0; i < 500 && (pid = read_pidfile (pidfile)) == 0; i++)
+      g_usleep (10 * 1000);
+    if (pid == 0)
+      break;
+    out->pid = pid;
+    out->port = n;
+    out->pidfile = g_steal_pointer (&pidfile);
+    g_message ("nbdkit %d forwards %s:%d (TLS-PSK) to %s", (int)pid, addr, n,
+               unix_socket);
+    return 0;
+  }
+  {
+    g_autofree char *tail = log_tail (log);
+
+    g_set_error (error, G_SPAWN_ERROR, G_SPAWN_ERROR_FAILED,
+                 "nbdkit forwarding to %s failed: %s", unix_socket, tail);
+  }
+  return -1;
+}
+
 /* Is PID a live (not zombie) process whose command line names SOCKET? */
 bool
 xapi_serving (pid_t pid, const char *socket)
@@ -158,15 +233,17 @@ xapi_serving (pid_t pid, const char *socket)
 }
 
 void
-xapi_stop_serving (pid_t pid, const char *socket, const char *control)
+xapi_stop_serving (pid_t pid, const char *socket, const char *control,
+                   int grace_seconds)
 {
   if (xapi_serving (pid, socket)) {
     kill (pid, SIGTERM);
-    /* nbdkit finishes the requests in flight and flushes; give it 10 s. */
-    for (int i = 0; i < 1000 && xapi_serving (pid, socket); i++)
+    /* nbdkit finishes the requests in flight and flushes. */
+    for (int i = 0; i < grace_seconds * 100 && xapi_serving (pid, socket); i++)
       g_usleep (10 * 1000);
     if (xapi_serving (pid, socket)) {
-      g_warning ("nbdkit %d did not exit on SIGTERM: killing it", (int)pid);
+      g_message ("nbdkit %d still runs %d s after SIGTERM: killing it",
+                 (int)pid, grace_seconds);
       kill (pid, SIGKILL);
       for (int i = 0; i < 500 && xapi_serving (pid, socket); i++)
         g_usleep (10 * 1000);

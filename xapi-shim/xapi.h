@@ -60,13 +60,18 @@ struct xapi_daemon
   struct state *state; /* sessions, VMs, VBDs, tasks, jobs */
   struct jobs *jobs;   /* the storage operations (jobs.c) */
   /* How a VM's disks are served (vm-disks.c). */
-  char *nbdkit;         /* the nbdkit program */
-  char *vdi_plugin;     /* path of nbdkit-vdi-plugin.so */
-  char *mirror_filter;  /* path of nbdkit-mirror-filter.so */
-  GPtrArray *srs;       /* struct xapi_sr * */
-  GHashTable *users;    /* user name → crypt(3) hash */
-  GHashTable *sessions; /* session ref → user name */
-  GQueue session_order; /* the refs (keys of sessions), oldest first */
+  char *nbdkit;        /* the nbdkit program */
+  char *vdi_plugin;    /* path of nbdkit-vdi-plugin.so */
+  char *mirror_filter; /* path of nbdkit-mirror-filter.so */
+  /* Migration (migrate.c, migrate-receive.c). */
+  char *migration_url;   /* how sources reach this daemon */
+  char *cert_sha256;     /* of the HTTPS certificate, or NULL */
+  char *nbd_address;     /* where migration NBD exports listen */
+  char *memory_migrator; /* the command handing a VM over */
+  GPtrArray *srs;        /* struct xapi_sr * */
+  GHashTable *users;     /* user name → crypt(3) hash */
+  GHashTable *sessions;  /* session ref → user name */
+  GQueue session_order;  /* the refs (keys of sessions), oldest first */
   size_t max_request_size;
   /* VDIs with an operation running (VDI record "current_operations"):
    * uuid → operation name.  Jobs run in threads, so under vdi_ops_lock. */
@@ -115,6 +120,7 @@ extern const struct xapi_class xapi_class_vm;
 extern const struct xapi_class xapi_class_vbd;
 extern const struct xapi_class xapi_class_task;
 extern const struct xapi_class xapi_class_network;
+extern const struct xapi_class xapi_class_migration;
 
 /* dispatch.c: run one XML-RPC call; always returns the wrapped reply. */
 xmlrpc_value *xapi_dispatch (struct xapi_daemon *d, xmlrpc_env *env,
@@ -194,6 +200,11 @@ struct xapi_sr *xapi_sr_by_ref (struct xapi_call *c, const char *ref);
 /* class-vbd.c: is VDI UUID served to a running VM? */
 bool xapi_vdi_attached (struct xapi_daemon *d, const char *vdi_uuid);
 
+/* class-vm.c: a VM's other_config as kept in state.h (GVariant text of
+ * an a{ss}) from and to a key → value table (never NULL). */
+GHashTable *xapi_oc_parse (const char *text);
+char *xapi_oc_print (GHashTable *oc);
+
 /* class-vm.c: make the VM records agree with the nbdkit processes that
  * are really running (at start, after a restart or a crash). */
 void xapi_vms_reconcile (struct xapi_daemon *d);
@@ -209,10 +220,28 @@ struct xapi_served
 int xapi_serve_image (struct xapi_daemon *d, const char *name,
                       const char *image, bool mirror, bool readonly,
                       struct xapi_served *out, GError **error);
-/* Is PID still the nbdkit serving SOCKET? */
+/* nbdkit forwarding TLS-PSK NBD on ADDR:<a free port> to UNIX_SOCKET
+ * (the TCP export a migration's source mirrors into). */
+struct xapi_forward
+{
+  char *pidfile; /* <run-dir>/<name>.pid: names the process */
+  int port;
+  pid_t pid;
+};
+int xapi_serve_forward (struct xapi_daemon *d, const char *name,
+                        const char *unix_socket, const char *psk_file,
+                        const char *addr, struct xapi_forward *out,
+                        GError **error);
+/* Is PID still the nbdkit serving SOCKET (or using pid file SOCKET)? */
 bool xapi_serving (pid_t pid, const char *socket);
-/* Stop it (SIGTERM, then SIGKILL after 10 s) and remove its sockets. */
-void xapi_stop_serving (pid_t pid, const char *socket, const char *control);
+/* Stop it (SIGTERM, then SIGKILL after GRACE_SECONDS) and remove its
+ * socket (or pid file), pid file, log and control socket.  A server
+ * whose data still matters gets XAPI_STOP_GRACE; one whose image is about
+ * to be destroyed, XAPI_STOP_NOW. */
+#define XAPI_STOP_GRACE 10
+#define XAPI_STOP_NOW 1
+void xapi_stop_serving (pid_t pid, const char *socket, const char *control,
+                        int grace_seconds);
 
 /* jobs.c: storage operations run as tasks (VDI.copy, VDI.pool_migrate),
  * at most max_running at once, the others queued. */
@@ -236,6 +265,50 @@ bool jobs_cancel (struct jobs *jobs, const char *task);
  * running meanwhile) the task's result or its error. */
 xmlrpc_value *jobs_reply (struct xapi_call *c, const char *task);
 
+/* jobs.c, for the kinds of jobs that live elsewhere (a VM migration,
+ * migrate.c): what a running job sees of itself. */
+struct job;
+const struct state_job *job_row (struct job *job);
+struct xapi_daemon *job_daemon (struct job *job);
+bool job_cancelled (struct job *job); /* cancelled, or the daemon stops */
+bool job_stopping (struct job *job);  /* the daemon stops */
+const int *job_cancel_flag (struct job *job); /* for copy_params.cancel */
+void job_set_progress (struct job *job, double progress);
+void job_set_phase (struct job *job, const char *phase); /* recorded */
+/* End the task (and drop the job's row). */
+void job_finish (struct job *job, const char *status, const char *result,
+                 const char *const *error_info);
+
+/* migrate-receive.c: the destination side.  The methods of class
+ * "migration" take a token, not a session (see the file's top). */
+xmlrpc_value *xapi_vm_migrate_receive (struct xapi_call *c,
+                                       xmlrpc_value *const *args, int nargs);
+xmlrpc_value *xapi_host_migrate_receive (struct xapi_call *c,
+                                         xmlrpc_value *const *args, int nargs);
+/* Abort prepared migrations whose source went quiet (AT_START: all of
+ * them, since a restart lost track); forget old ones. */
+void xapi_migrations_expire (struct xapi_daemon *d, bool at_start);
+/* The NBD pre-shared key (hex) both sides derive from a token's secret,
+ * and a PSK file for nbdkit / libnbd holding it, in the run dir. */
+char *xapi_migration_psk (const char *secret);
+char *xapi_migration_write_psk (struct xapi_daemon *d, const char *name,
+                                const char *secret, GError **error);
+
+/* migrate.c: the source side: VM.migrate(session, vm, token, live,
+ * options), VM.migrate_send(session, vm, token, live, vdi_map, vif_map,
+ * options[, vgpu_map]), VM.assert_can_migrate(session, vm, token, live,
+ * vdi_map, vif_map, options). */
+xmlrpc_value *xapi_vm_migrate (struct xapi_call *c, xmlrpc_value *const *args,
+                               int nargs);
+xmlrpc_value *xapi_vm_migrate_send (struct xapi_call *c,
+                                    xmlrpc_value *const *args, int nargs);
+xmlrpc_value *xapi_vm_assert_can_migrate (struct xapi_call *c,
+                                          xmlrpc_value *const *args,
+                                          int nargs);
+void xapi_migrate_run (struct job *job);
+/* At start, for a migration a previous run left: abort it, fail the task. */
+void xapi_migrate_recover (struct job *job);
+
 /* class-task.c: a task that is already over, for Async.* calls of
  * methods that finish at once; returns its uuid. */
 char *xapi_task_done (struct xapi_daemon *d, const char *name_label,
@@ -248,7 +321,8 @@ struct xapi_http;
 struct xapi_http *xapi_http_new (struct xapi_daemon *d, GError **error);
 int xapi_http_listen (struct xapi_http *h, const char *addr_port,
                       GTlsCertificate *tls, GError **error);
-void xapi_http_log_uris (struct xapi_http *h);
+/* Log the URIs served; returns the one to give out (HTTPS if any). */
+char *xapi_http_log_uris (struct xapi_http *h);
 void xapi_http_free (struct xapi_http *h);
 
 #endif /* XAPI_H */
