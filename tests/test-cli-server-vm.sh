@@ -9,7 +9,7 @@ requires qemu-img
 requires qemu-io
 requires nbdkit
 # vdimotiond loads our nbdkit plugin and filter into nbdkit.
-requires_plain_nbdkit_module
+requires_vm_disks
 
 start_vdimotiond
 VDIMOTION_SERVER=$url VDIMOTION_PASSWORD=secret
