@@ -59,3 +59,35 @@ grep -q 'description: empty' "$T/err" || fail "empty stdin: $(cat "$T/err")"
 # The daemon passes no arguments; anything else is a usage error.
 expect_exit 2 "$MM_NONE" --frobnicate < "$T/ok.json"
 "$MM_NONE" --help | grep -q 'vdimotion-memory-migrator(7)' || fail "--help"
+
+# options["handover-file"]: the handover waits for the file; a timeout or
+# SIGTERM while waiting is "not moved".
+edit () { python3 - "$T/ok.json" "$1" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+exec(sys.argv[2])
+print(json.dumps(d))
+PY
+}
+edit "d['options'] = {'handover-file': '$T/go', 'mm-timeout': '20'}" > "$T/wait.json"
+"$MM_NONE" < "$T/wait.json" > "$T/out" &
+mm=$!
+sleep 0.5
+kill -0 "$mm" || fail "did not wait for the handover file"
+touch "$T/go"
+wait "$mm" || fail "exit $? after the handover file appeared"
+grep -q '^progress 1.000$' "$T/out" || fail "no final progress"
+rm -f "$T/go"
+edit "d['options'] = {'handover-file': '$T/never', 'mm-timeout': '1'}" > "$T/late.json"
+expect_exit 1 "$MM_NONE" < "$T/late.json" > /dev/null
+grep -q 'did not appear within 1 s' "$T/err" || fail "timeout: $(cat "$T/err")"
+"$MM_NONE" < "$T/late.json" > /dev/null 2> "$T/err" &
+mm=$!
+sleep 0.3
+kill -TERM "$mm"
+rc=0; wait "$mm" || rc=$?
+[ "$rc" -eq 1 ] || fail "SIGTERM while waiting: exit $rc"
+grep -q 'stopped by signal' "$T/err" || fail "SIGTERM: $(cat "$T/err")"
+edit "d['options'] = {'handover-file': 'relative'}" > "$T/rel.json"
+expect_exit 1 "$MM_NONE" < "$T/rel.json" > /dev/null
+grep -q 'handover-file: must be an absolute path' "$T/err" || fail "relative path"

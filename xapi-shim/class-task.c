@@ -46,7 +46,10 @@ task_record (struct xapi_call *c, const char *ref)
     return NULL;
   pending = strcmp (t->status, "pending") == 0;
   progress = t->progress;
-  jobs_get_progress (c->d->jobs, t->uuid, &progress);
+  /* A job's progress is in memory while it runs; once over, the record's
+   * (1.0 after a success) is the one. */
+  if (pending || strcmp (t->status, "cancelling") == 0)
+    jobs_get_progress (c->d->jobs, t->uuid, &progress);
   r = xmlrpc_struct_new (c->env);
   xapi_set (c, r, "uuid", xapi_string (c, t->uuid));
   xapi_set (c, r, "name_label", xapi_string (c, t->name_label));
