@@ -1,5 +1,7 @@
 /* vdimotion command line: one file per command (cmd-NAME.c), each a
- * `struct command` in the table of vdimotion.c. */
+ * `struct command` in the table of vdimotion.c.  Local commands work on
+ * image files; the server commands (sr, vdi, vm, task) are XenAPI
+ * clients, built on client.h. */
 #ifndef VDM_CLI_H
 #define VDM_CLI_H
 
@@ -21,6 +23,9 @@ struct command
 
 extern const struct command cmd_info, cmd_map, cmd_create, cmd_compare,
     cmd_copy, cmd_mirror;
+/* Commands that talk to a vdimotiond (or xapi) server: client.h. */
+extern const struct command cmd_sr, cmd_vdi, cmd_vm, cmd_task;
+extern const struct command cmd_hash_password;
 
 /* Print "vdimotion NAME: message" to stderr. */
 void cli_error (const char *cmd, const char *fmt, ...)

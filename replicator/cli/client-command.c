@@ -1,0 +1,204 @@
+/* The front of the server commands (sr, vdi, vm, task): each is a table
+ * of subcommands (struct client_subcommand); this file parses the options
+ * they share (--server, --user, ... anywhere on the line, also before the
+ * command name), checks each subcommand's own options and arguments,
+ * logs in, runs it, logs out and prints the error, once. */
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client.h"
+
+enum
+{
+  OPT_SERVER = 256,
+  OPT_USER,
+  OPT_PASSWORD_FILE,
+  OPT_CA_FILE,
+  OPT_JSON,
+  OPT_PROGRESS,
+  OPT_NO_PROGRESS,
+  OPT_NAME,
+  OPT_LIVE,
+  OPT_DISK,
+  OPT_HELP,
+};
+
+static const struct option long_opts[] = {
+  { "server", required_argument, NULL, OPT_SERVER },
+  { "user", required_argument, NULL, OPT_USER },
+  { "password-file", required_argument, NULL, OPT_PASSWORD_FILE },
+  { "ca-file", required_argument, NULL, OPT_CA_FILE },
+  { "json", no_argument, NULL, OPT_JSON },
+  { "progress", no_argument, NULL, OPT_PROGRESS },
+  { "no-progress", no_argument, NULL, OPT_NO_PROGRESS },
+  { "name", required_argument, NULL, OPT_NAME },
+  { "live", no_argument, NULL, OPT_LIVE },
+  { "disk", required_argument, NULL, OPT_DISK },
+  { "help", no_argument, NULL, OPT_HELP },
+  { NULL },
+};
+
+void
+client_usage_options (FILE *f)
+{
+  fprintf (f, "\nserver options (also before the command name):\n"
+              "  --server URL           or $VDIMOTION_SERVER\n"
+              "  --user USER            or $VDIMOTION_USER, else root\n"
+              "  --password-file FILE   or $VDIMOTION_PASSWORD\n"
+              "  --ca-file FILE         or $VDIMOTION_CA_FILE (https)\n"
+              "  --json  --progress  --no-progress\n");
+}
+
+/* Apply a client option; false if C is not one. */
+static bool
+client_option (int c, const char *arg)
+{
+  switch (c) {
+  case OPT_SERVER: client_opts.server = arg; return true;
+  case OPT_USER: client_opts.user = arg; return true;
+  case OPT_PASSWORD_FILE: client_opts.password_file = arg; return true;
+  case OPT_CA_FILE: client_opts.ca_file = arg; return true;
+  case OPT_JSON: client_opts.json = true; return true;
+  case OPT_PROGRESS: client_opts.progress = PROGRESS_ON; return true;
+  case OPT_NO_PROGRESS: client_opts.progress = PROGRESS_OFF; return true;
+  default: return false;
+  }
+}
+
+int
+client_global_option (int argc, char **argv)
+{
+  const char *word = argv[0];
+
+  if (!g_str_has_prefix (word, "--"))
+    return 0;
+  for (const struct option *o = long_opts; o->name; o++) {
+    size_t n = strlen (o->name);
+    if (o->val > OPT_NO_PROGRESS || strncmp (word + 2, o->name, n) != 0)
+      continue;
+    if (word[2 + n] == '\0') {
+      if (o->has_arg == no_argument)
+        return client_option (o->val, NULL) ? 1 : 0;
+      if (argc < 2)
+        return -1;
+      client_option (o->val, argv[1]);
+      return 2;
+    }
+    if (word[2 + n] == '=' && o->has_arg == required_argument) {
+      client_option (o->val, word + 3 + n);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+static void
+group_usage (FILE *f, const struct command *group,
+             const struct client_subcommand *subs)
+{
+  fprintf (f, "usage:\n");
+  for (const struct client_subcommand *s = subs; s->name; s++)
+    fprintf (f, "  vdimotion %s %s%s%s\n", group->name, s->name,
+             *s->synopsis ? " " : "", s->synopsis);
+  client_usage_options (f);
+}
+
+static int
+sub_usage (const struct command *group, const struct client_subcommand *s)
+{
+  fprintf (stderr, "usage: vdimotion %s %s%s%s\n", group->name, s->name,
+           *s->synopsis ? " " : "", s->synopsis);
+  return EXIT_USAGE;
+}
+
+int
+client_run_group (const struct command *group,
+                  const struct client_subcommand *subs, int argc, char **argv)
+{
+  const struct client_subcommand *sub = NULL;
+  g_autoptr (GPtrArray) disks = g_ptr_array_new ();
+  g_autoptr (GError) err = NULL;
+  struct client_args a = { 0 };
+  struct client *client;
+  int c, rc;
+
+  if (argc < 2) {
+    group_usage (stderr, group, subs);
+    return EXIT_USAGE;
+  }
+  if (strcmp (argv[1], "--help") == 0 || strcmp (argv[1], "-h") == 0) {
+    group_usage (stdout, group, subs);
+    return EXIT_OK;
+  }
+  for (const struct client_subcommand *s = subs; s->name; s++)
+    if (strcmp (argv[1], s->name) == 0)
+      sub = s;
+  if (sub == NULL) {
+    cli_error (group->name, "unknown subcommand \"%s\"", argv[1]);
+    group_usage (stderr, group, subs);
+    return EXIT_USAGE;
+  }
+
+  argc--;
+  argv++;
+  optind = 0; /* glibc: start afresh */
+  while ((c = getopt_long (argc, argv, "h", long_opts, NULL)) != -1) {
+    unsigned need = 0;
+    if (client_option (c, optarg))
+      continue;
+    switch (c) {
+    case OPT_NAME:
+      need = CLIENT_OPT_NAME;
+      a.name = optarg;
+      break;
+    case OPT_LIVE:
+      need = CLIENT_OPT_LIVE;
+      a.live = true;
+      break;
+    case OPT_DISK:
+      need = CLIENT_OPT_DISK;
+      g_ptr_array_add (disks, optarg);
+      break;
+    case 'h':
+    case OPT_HELP:
+      printf ("usage: vdimotion %s %s%s%s\n", group->name, sub->name,
+              *sub->synopsis ? " " : "", sub->synopsis);
+      client_usage_options (stdout);
+      return EXIT_OK;
+    default: return sub_usage (group, sub);
+    }
+    if (!(sub->options & need)) {
+      cli_error (group->name, "%s: option %s is not for this subcommand",
+                 sub->name, argv[optind - 1]);
+      return sub_usage (group, sub);
+    }
+  }
+  a.argc = argc - optind;
+  a.argv = argv + optind;
+  a.disks = (const char **)disks->pdata;
+  a.n_disks = disks->len;
+  if (a.argc < sub->min_args || a.argc > sub->max_args)
+    return sub_usage (group, sub);
+  if ((sub->options & CLIENT_OPT_DISK) && a.n_disks == 0) {
+    cli_error (group->name, "%s: at least one --disk VDI is needed",
+               sub->name);
+    return sub_usage (group, sub);
+  }
+
+  if (client_opts.server == NULL && getenv ("VDIMOTION_SERVER") == NULL) {
+    cli_error (group->name, "no server: give --server URL or set "
+                            "VDIMOTION_SERVER");
+    return sub_usage (group, sub);
+  }
+  client = client_connect (&client_opts, &err);
+  if (client == NULL) {
+    fprintf (stderr, "vdimotion: %s\n", err->message);
+    return EXIT_ERROR;
+  }
+  rc = sub->run (client, &a, &err);
+  client_close (client);
+  if (rc != EXIT_OK && err)
+    fprintf (stderr, "vdimotion: %s\n", err->message);
+  return rc;
+}

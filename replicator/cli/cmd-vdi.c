@@ -1,0 +1,238 @@
+/* vdimotion vdi: virtual disks of a server (XenAPI VDI class).
+ *   vdi list [SR]                 one line per VDI
+ *   vdi import SR FILE [--name N] VDI.create + PUT /import_raw_vdi
+ *   vdi export VDI FILE           GET /export_raw_vdi (vhd or raw)
+ *   vdi move VDI SR [--live]      Async.VDI.pool_migrate, waited on
+ * Commands that make a VDI print its uuid as the last line of stdout, so
+ * scripts take it with `tail -n1`. */
+#include <inttypes.h>
+#include <string.h>
+
+#include "client.h"
+#include "vdisk.h"
+
+static int
+vdi_list (struct client *c, const struct client_args *a, GError **err)
+{
+  g_autoptr (xv) srs = NULL, vdis = NULL;
+  g_autofree char *sr = NULL;
+  g_autofree size_t *order = NULL;
+  bool first = true, any = false;
+
+  if (a->argc == 1) {
+    sr = client_lookup (c, "SR", a->argv[0], NULL, err);
+    if (sr == NULL)
+      return EXIT_ERROR;
+  }
+  srs = client_call (c, err, "SR.get_all_records", "()");
+  if (srs == NULL)
+    return EXIT_ERROR;
+  vdis = client_call (c, err, "VDI.get_all_records", "()");
+  if (vdis == NULL)
+    return EXIT_ERROR;
+  order = xv_sort_records (vdis, "name_label");
+
+  if (client_opts.json)
+    printf ("[");
+  else
+    printf ("%-36s  %-20s %-8s %10s %10s %-6s %s\n", "UUID", "NAME", "SR",
+            "SIZE", "USED", "FORMAT", "OPERATIONS");
+  for (size_t k = 0; k < vdis->n; k++) {
+    const struct xv *r = vdis->items[order[k]];
+    const char *sr_ref = xv_str (r, "SR");
+    const struct xv *sr_rec = xv_record (srs, sr_ref);
+    g_autofree char *ops
+        = xv_values_joined (xv_get (r, "current_operations"), ",");
+    if (sr && strcmp (sr_ref, sr) != 0)
+      continue;
+    if (client_opts.json) {
+      if (any)
+        printf (",\n ");
+      json_str (&first, "uuid", xv_str (r, "uuid"));
+      json_str (&first, "name_label", xv_str (r, "name_label"));
+      json_str (&first, "sr", xv_str (sr_rec, "uuid"));
+      json_str (&first, "sr_name_label", xv_str (sr_rec, "name_label"));
+      json_u64 (&first, "virtual_size", xv_u64 (r, "virtual_size"));
+      json_u64 (&first, "physical_utilisation",
+                xv_u64 (r, "physical_utilisation"));
+      json_str (&first, "format", xv_map_str (r, "sm_config", "image-format"));
+      json_bool (&first, "read_only", xv_bool (r, "read_only"));
+      json_value (&first, "current_operations",
+                  xv_get (r, "current_operations"));
+      json_end (&first);
+    }
+    else {
+      char size[32], used[32];
+      printf ("%-36s  %-20s %-8s %10s %10s %-6s %s\n", xv_str (r, "uuid"),
+              xv_str (r, "name_label"), xv_str (sr_rec, "name_label"),
+              cli_human_size (xv_u64 (r, "virtual_size"), size, sizeof size),
+              cli_human_size (xv_u64 (r, "physical_utilisation"), used,
+                              sizeof used),
+              xv_map_str (r, "sm_config", "image-format"), ops);
+    }
+    any = true;
+  }
+  if (client_opts.json)
+    printf ("]\n");
+  return EXIT_OK;
+}
+
+/* The last line of stdout: the uuid of REF (for --json, an object). */
+static int
+print_new_vdi (struct client *c, const char *ref, GError **err)
+{
+  g_autoptr (xv) uuid = client_call (c, err, "VDI.get_uuid", "(s)", ref);
+  bool first = true;
+
+  if (uuid == NULL || uuid->type != XV_STRING)
+    return EXIT_ERROR;
+  if (client_opts.json) {
+    json_str (&first, "uuid", uuid->s);
+    json_end (&first);
+    printf ("\n");
+  }
+  else
+    printf ("%s\n", uuid->s);
+  return EXIT_OK;
+}
+
+static int
+vdi_import (struct client *c, const struct client_args *a, GError **err)
+{
+  const char *file = a->argv[1];
+  g_autofree char *sr = NULL, *base = g_path_get_basename (file);
+  g_autofree char *size = NULL;
+  g_autoptr (xv) vdi = NULL;
+  struct vdisk *d;
+
+  /* The size first: a file we cannot read makes no VDI. */
+  d = vdisk_open (file, VDISK_OPEN_BUFFERED);
+  if (d == NULL) {
+    g_set_error (err, CLIENT_ERROR, CLIENT_ERROR_LOCAL, "%s",
+                 vdisk_get_error ());
+    return EXIT_ERROR;
+  }
+  size = g_strdup_printf ("%" PRIu64, vdisk_get_size (d));
+  vdisk_close (d);
+
+  sr = client_lookup (c, "SR", a->argv[0], NULL, err);
+  if (sr == NULL)
+    return EXIT_ERROR;
+  vdi = client_call (c, err, "VDI.create",
+                     "({s:s,s:s,s:s,s:s,s:b,s:b,s:{},s:{s:s}})", "SR", sr,
+                     "name_label", a->name ? a->name : base, "virtual_size",
+                     size, "type", "user", "sharable", 0, "read_only", 0,
+                     "other_config", "sm_config", "image-format", "vhd");
+  if (vdi == NULL)
+    return EXIT_ERROR;
+  if (vdi->type != XV_STRING) {
+    g_set_error (err, CLIENT_ERROR, CLIENT_ERROR_PROTOCOL,
+                 "%s: VDI.create: no ref", client_url (c));
+    return EXIT_ERROR;
+  }
+  if (client_import_vdi (c, vdi->s, file, client_opts.progress, err) == -1) {
+    /* No half-imported VDI is left behind. */
+    g_autoptr (GError) e = NULL;
+    xv_free (client_call (c, &e, "VDI.destroy", "(s)", vdi->s));
+    return EXIT_ERROR;
+  }
+  return print_new_vdi (c, vdi->s, err);
+}
+
+static int
+vdi_export (struct client *c, const struct client_args *a, GError **err)
+{
+  g_autoptr (xv) rec = NULL;
+  g_autofree char *vdi = client_lookup (c, "VDI", a->argv[0], &rec, err);
+
+  if (vdi == NULL)
+    return EXIT_ERROR;
+  if (client_export_vdi (c, vdi, xv_u64 (rec, "virtual_size"), a->argv[1],
+                         client_opts.progress, err)
+      == -1)
+    return EXIT_ERROR;
+  return EXIT_OK;
+}
+
+/* Is VDI attached to a running VM?  (For --live.) */
+static int
+vdi_in_running_vm (struct client *c, const char *vdi, bool *running,
+                   GError **err)
+{
+  g_autoptr (xv) vbds = client_call (c, err, "VBD.get_all_records", "()");
+
+  *running = false;
+  if (vbds == NULL)
+    return -1;
+  for (size_t i = 0; i < vbds->n && !*running; i++) {
+    const struct xv *r = vbds->items[i];
+    g_autoptr (xv) state = NULL;
+    if (strcmp (xv_str (r, "VDI"), vdi) != 0)
+      continue;
+    state
+        = client_call (c, err, "VM.get_power_state", "(s)", xv_str (r, "VM"));
+    if (state == NULL)
+      return -1;
+    *running = state->type == XV_STRING && strcmp (state->s, "Running") == 0;
+  }
+  return 0;
+}
+
+static int
+vdi_move (struct client *c, const struct client_args *a, GError **err)
+{
+  g_autoptr (xv) rec = NULL, task = NULL;
+  g_autofree char *vdi = client_lookup (c, "VDI", a->argv[0], &rec, err);
+  g_autofree char *sr = NULL, *result = NULL;
+
+  if (vdi == NULL)
+    return EXIT_ERROR;
+  sr = client_lookup (c, "SR", a->argv[1], NULL, err);
+  if (sr == NULL)
+    return EXIT_ERROR;
+  if (a->live) {
+    bool running;
+    if (vdi_in_running_vm (c, vdi, &running, err) == -1)
+      return EXIT_ERROR;
+    if (!running) {
+      g_set_error (err, CLIENT_ERROR, CLIENT_ERROR_LOCAL,
+                   "VDI %s is not in use by a running VM: no live move "
+                   "(leave out --live for an offline one)",
+                   xv_str (rec, "uuid"));
+      return EXIT_ERROR;
+    }
+  }
+  task = client_call (c, err, "Async.VDI.pool_migrate", "(ss{})", vdi, sr);
+  if (task == NULL)
+    return EXIT_ERROR;
+  if (task->type != XV_STRING) {
+    g_set_error (err, CLIENT_ERROR, CLIENT_ERROR_PROTOCOL,
+                 "%s: Async.VDI.pool_migrate: no task ref", client_url (c));
+    return EXIT_ERROR;
+  }
+  result = client_task_wait (c, task->s, client_opts.progress,
+                             xv_u64 (rec, "virtual_size"), err);
+  if (result == NULL)
+    return EXIT_ERROR;
+  return print_new_vdi (c, result, err);
+}
+
+static const struct client_subcommand subs[] = {
+  { "list", "[--json] [SR]", 0, 1, 0, vdi_list },
+  { "import", "SR FILE [--name NAME]", 2, 2, CLIENT_OPT_NAME, vdi_import },
+  { "export", "VDI FILE", 2, 2, 0, vdi_export },
+  { "move", "VDI SR [--live]", 2, 2, CLIENT_OPT_LIVE, vdi_move },
+  { NULL },
+};
+
+static int
+run (int argc, char **argv)
+{
+  return client_run_group (&cmd_vdi, subs, argc, argv);
+}
+
+const struct command cmd_vdi
+    = { "vdi",
+        "list [SR] | import SR FILE [--name N] | export VDI FILE | "
+        "move VDI SR [--live]",
+        run };
