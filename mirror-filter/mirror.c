@@ -57,12 +57,16 @@
  * must read what the local disk now reads).  Flush flushes both sides in
  * parallel.
  *
- * The copier is a thread with its own backend context, opened shared in
- * .after_fork, so it never borrows a client connection.  It takes runs of
- * consecutive dirty chunks (at most COPY_RUN bytes), asks the plugin's
- * extents, and writes data / zero requests to the target.  When nothing
- * is dirty the state is ready, and it sleeps; the bitmap stays empty
- * because every guest write is synchronous, whatever the write rate.
+ * The copier is COPIERS threads sharing one backend context, opened
+ * shared in .after_fork, so they never borrow a client connection.  Each
+ * takes the next run of consecutive dirty chunks (at most COPY_RUN bytes)
+ * under the lock, asks the plugin's extents, and writes data / zero
+ * requests to the target, so COPIERS runs are in flight at once (one at a
+ * time made every megabyte wait a full round trip to the target).  The
+ * state is ready when nothing is dirty *and* no run is in flight (a run's
+ * chunks are clean from the moment it is taken); then they sleep.  The
+ * bitmap stays empty because every guest write is synchronous, whatever
+ * the write rate.
  *
  * A failed target is detached by the control thread (mirror_reap), which
  * also answers the control socket (control.c).  The target connection is
@@ -87,6 +91,8 @@
 #include "target.h"
 
 #define COPY_RUN (1u << 20)
+#define COPIERS 8
+#define ZERO_RUN (UINT64_C (1) << 30)
 #define LAT_BUCKETS 1024
 
 enum state
@@ -130,8 +136,10 @@ static enum state state = ST_IDLE;
 static char *error_msg;
 static struct target *target;
 static uint64_t dirty_count, cursor;
-static bool copier_running, copier_stop, pivoted;
-static pthread_t copier;
+static bool copier_stop, pivoted;
+static unsigned copiers_running; /* threads in copiers[] to join */
+static unsigned runs_in_flight;  /* runs taken and not yet written */
+static pthread_t copiers[COPIERS];
 
 /* Statistics (atomics, read without the lock). */
 static atomic_uint_fast64_t writes_mirrored, bytes_copied, bytes_zeroed;
@@ -451,6 +459,37 @@ next_dirty (void)
   return 0; /* not reached while dirty_count > 0 */
 }
 
+/* How many chunks from C on the plugin says read as zero (0 if C's
+ * extent is data), looking at most ZERO_RUN bytes ahead.  Called with the
+ * lock held; drops it while asking. */
+static uint64_t
+zero_chunks_hint (uint64_t c)
+{
+  uint64_t start = c * granularity;
+  uint64_t end = start + ZERO_RUN < disk_size ? start + ZERO_RUN : disk_size;
+  struct nbdkit_extents *ex;
+  uint64_t zero_end = start;
+  int e = 0;
+
+  pthread_mutex_unlock (&lock);
+  ex = nbdkit_extents_new (start, end);
+  if (ex && bg->extents (bg, end - start, start, 0, ex, &e) == 0) {
+    for (size_t i = 0; i < nbdkit_extents_count (ex); i++) {
+      struct nbdkit_extent x = nbdkit_get_extent (ex, i);
+
+      if (x.offset != zero_end || !(x.type & NBDKIT_EXTENT_ZERO))
+        break;
+      zero_end = x.offset + x.length < end ? x.offset + x.length : end;
+    }
+  }
+  if (ex)
+    nbdkit_extents_free (ex);
+  pthread_mutex_lock (&lock);
+  /* Whole chunks only (the last chunk of the disk may be short). */
+  return zero_end == disk_size ? nchunks - c
+                               : (zero_end - start) / granularity;
+}
+
 static void *
 copier_main (void *arg)
 {
@@ -463,7 +502,8 @@ copier_main (void *arg)
     if (copier_stop || !attached_locked ())
       break;
     if (dirty_count == 0) {
-      state = ST_READY;
+      if (runs_in_flight == 0)
+        state = ST_READY;
       pthread_cond_wait (&copier_cond, &lock);
       continue;
     }
@@ -480,8 +520,19 @@ copier_main (void *arg)
         pthread_cond_wait (&chunk_cond, &lock);
       continue;
     }
+    /* A run is at most COPY_RUN bytes of data, but a zero or hole range
+     * needs no buffer: ask the extents (without the lock: only a hint,
+     * sync_span asks again once the chunks are ours) and take the whole
+     * zero range at once, up to ZERO_RUN, so a mostly empty disk is not
+     * sent as thousands of small zero requests. */
+    uint64_t limit = run_chunks;
+    uint64_t hint = zero_chunks_hint (c);
+    if (!bit (dirty, c) || bit (busy, c))
+      continue; /* another copier or a guest write took it meanwhile */
+    if (hint > limit)
+      limit = hint;
     uint64_t n = 1;
-    while (n < run_chunks && c + n < nchunks && bit (dirty, c + n)
+    while (n < limit && c + n < nchunks && bit (dirty, c + n)
            && !bit (busy, c + n))
       n++;
     for (uint64_t k = c; k < c + n; k++) {
@@ -489,6 +540,9 @@ copier_main (void *arg)
       bit_clear (dirty, k); /* before the read: a later write re-dirties */
     }
     dirty_count -= n;
+    runs_in_flight++;
+    if (dirty_count)
+      pthread_cond_signal (&copier_cond); /* more for another copier */
     struct target *t = target;
     target_ref (t);
     pthread_mutex_unlock (&lock);
@@ -499,9 +553,12 @@ copier_main (void *arg)
     target_unref (t);
 
     pthread_mutex_lock (&lock);
+    runs_in_flight--;
     for (uint64_t k = c; k < c + n; k++)
       bit_clear (busy, k);
     pthread_cond_broadcast (&chunk_cond);
+    if (runs_in_flight == 0 && dirty_count == 0)
+      pthread_cond_broadcast (&copier_cond); /* someone declares ready */
     if (r == -1) {
       mark_dirty (c, c + n - 1);
       fail_locked (why ? why : strdup ("copy failed"));
@@ -519,15 +576,15 @@ static void
 copier_join (void)
 {
   pthread_mutex_lock (&lock);
-  bool running = copier_running;
+  unsigned running = copiers_running;
   copier_stop = true;
   pthread_cond_broadcast (&copier_cond);
   pthread_cond_broadcast (&chunk_cond);
   pthread_mutex_unlock (&lock);
-  if (running)
-    pthread_join (copier, NULL);
+  for (unsigned i = 0; i < running; i++)
+    pthread_join (copiers[i], NULL);
   pthread_mutex_lock (&lock);
-  copier_running = false;
+  copiers_running = 0;
   pthread_mutex_unlock (&lock);
 }
 
@@ -653,8 +710,15 @@ mirror_cmd_start (const char *uri, const char *psk_file)
   error_msg = NULL;
   stats_reset ();
   copier_stop = false;
-  int e = pthread_create (&copier, NULL, copier_main, NULL);
-  copier_running = e == 0;
+  runs_in_flight = 0;
+  int e = 0;
+  while (copiers_running < COPIERS
+         && (e = pthread_create (&copiers[copiers_running], NULL, copier_main,
+                                 NULL))
+                == 0)
+    copiers_running++;
+  if (copiers_running)
+    e = 0; /* fewer copiers is slower, not wrong */
   if (e) {
     target = NULL;
     state = ST_IDLE;
