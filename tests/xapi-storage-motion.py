@@ -25,21 +25,8 @@ nets = ok(x.network.get_all(s))
 assert len(nets) == 1 and ok(x.network.get_record(s, nets[0]))["uuid"]
 
 
-def fio(sock, seed, offset, size, verify_only=False, background=False,
-        rate=None):
-    """fio over the VBD's socket: random 4k writes with crc32c verify."""
-    args = ["fio", "--name=vm", "--ioengine=nbd",
-            "--uri=nbd+unix:///?socket=" + sock, "--rw=randwrite",
-            "--bs=4k", "--offset=%d" % offset, "--size=%d" % size,
-            "--iodepth=8", "--randrepeat=1", "--randseed=%d" % seed,
-            "--verify=crc32c", "--verify_fatal=1", "--verify_state_save=0",
-            "--output=%s/fio-%d-%s.log" % (T, seed,
-                                            "v" if verify_only else "w")]
-    args.append("--verify_only" if verify_only else "--do_verify=1")
-    if rate:
-        args.append("--rate_iops=1000000,%d" % rate)
-    p = subprocess.Popen(args)
-    return p if background else p.wait()
+def fio(*args, **kw):
+    return xapi_checks.fio(T, *args, **kw)
 
 
 def wait_task(task, progress_seen):

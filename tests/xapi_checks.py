@@ -1,5 +1,5 @@
 # Shared by the XenAPI test scripts: assertions on XenAPI replies, counted
-# so each script can say how many checks passed.
+# so each script can say how many checks passed, and fio on a VM's disk.
 checks = 0
 
 
@@ -18,3 +18,24 @@ def failure(r, code):
     assert r["ErrorDescription"][0] == code, r
     checks += 1
     return r["ErrorDescription"]
+
+
+def fio(T, sock, seed, offset, size, verify_only=False, background=False,
+        rate=None):
+    """fio through an NBD socket (a VM's disk): random 4k writes with
+    crc32c verify, or with VERIFY_ONLY a check that they are all there.
+    Its log goes to T.  Returns the exit code, or with BACKGROUND the
+    running process."""
+    import subprocess
+    args = ["fio", "--name=vm", "--ioengine=nbd",
+            "--uri=nbd+unix:///?socket=" + sock, "--rw=randwrite",
+            "--bs=4k", "--offset=%d" % offset, "--size=%d" % size,
+            "--iodepth=8", "--randrepeat=1", "--randseed=%d" % seed,
+            "--verify=crc32c", "--verify_fatal=1", "--verify_state_save=0",
+            "--output=%s/fio-%d-%s.log" % (T, seed,
+                                            "v" if verify_only else "w")]
+    args.append("--verify_only" if verify_only else "--do_verify=1")
+    if rate:
+        args.append("--rate_iops=1000000,%d" % rate)
+    p = subprocess.Popen(args)
+    return p if background else p.wait()

@@ -27,8 +27,8 @@ vm_list (struct xapi_call *c, GPtrArray *refs)
   return true;
 }
 
-static struct state_vm *
-vm_by_ref (struct xapi_call *c, const char *ref)
+struct state_vm *
+xapi_vm_by_ref (struct xapi_call *c, const char *ref)
 {
   const char *uuid = xapi_ref_uuid (ref);
   struct state_vm *vm = uuid ? state_vm_get (c->d->state, uuid) : NULL;
@@ -123,7 +123,7 @@ is_running (const struct state_vm *vm)
 static xmlrpc_value *
 vm_record (struct xapi_call *c, const char *ref)
 {
-  g_autoptr (state_vm) vm = vm_by_ref (c, ref);
+  g_autoptr (state_vm) vm = xapi_vm_by_ref (c, ref);
   g_autoptr (GPtrArray) vbds = NULL;
   xmlrpc_value *r, *a, *ops;
 
@@ -206,7 +206,7 @@ static xmlrpc_value *
 vm_destroy (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 {
   g_autofree char *ref = xapi_read_string (c, args[1], "vm");
-  g_autoptr (state_vm) vm = ref ? vm_by_ref (c, ref) : NULL;
+  g_autoptr (state_vm) vm = ref ? xapi_vm_by_ref (c, ref) : NULL;
   g_autoptr (GPtrArray) vbds = NULL;
 
   if (vm == NULL)
@@ -283,7 +283,7 @@ static xmlrpc_value *
 vm_start (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 {
   g_autofree char *ref = xapi_read_string (c, args[1], "vm");
-  g_autoptr (state_vm) vm = ref ? vm_by_ref (c, ref) : NULL;
+  g_autoptr (state_vm) vm = ref ? xapi_vm_by_ref (c, ref) : NULL;
   g_autoptr (GPtrArray) uuids = NULL;
   g_autoptr (GPtrArray) started = NULL;
   g_autoptr (GPtrArray) claimed = NULL;
@@ -331,7 +331,7 @@ static xmlrpc_value *
 vm_shutdown (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 {
   g_autofree char *ref = xapi_read_string (c, args[1], "vm");
-  g_autoptr (state_vm) vm = ref ? vm_by_ref (c, ref) : NULL;
+  g_autoptr (state_vm) vm = ref ? xapi_vm_by_ref (c, ref) : NULL;
   g_autoptr (GPtrArray) uuids = NULL;
   g_autoptr (GPtrArray) claimed = NULL;
 
@@ -410,7 +410,7 @@ vm_change_other_config (struct xapi_call *c, xmlrpc_value *const *args,
                         int nargs)
 {
   g_autofree char *ref = xapi_read_string (c, args[1], "vm");
-  g_autoptr (state_vm) vm = ref ? vm_by_ref (c, ref) : NULL;
+  g_autoptr (state_vm) vm = ref ? xapi_vm_by_ref (c, ref) : NULL;
   g_autoptr (GHashTable) oc = NULL;
   g_autofree char *text = NULL;
   const char *m = strrchr (c->method, '.') + 1;

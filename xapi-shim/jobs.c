@@ -545,7 +545,15 @@ finish (struct job *job, const char *status, const char *result,
   struct jobs *jobs = job->jobs;
   struct xapi_daemon *d = jobs->d;
   struct state_job *row = job->row;
+  double progress;
 
+  /* The last figure clients saw came from memory: the record keeps it,
+   * so progress never goes back when the task ends. */
+  g_mutex_lock (&jobs->lock);
+  progress = job->progress;
+  g_mutex_unlock (&jobs->lock);
+  if (progress > 0)
+    state_task_set_progress (d->state, row->task, progress);
   state_task_finish (d->state, row->task, status, result, error_info);
   state_job_remove (d->state, row->task);
   g_message ("task %s: %s%s%s", row->task, status, error_info ? ": " : "",

@@ -160,17 +160,6 @@ read_string_map (struct xapi_call *c, xmlrpc_value *v, const char *what,
   return !xapi_failed (c);
 }
 
-static struct state_vm *
-vm_by_ref (struct xapi_call *c, const char *ref)
-{
-  const char *uuid = xapi_ref_uuid (ref);
-  struct state_vm *vm = uuid ? state_vm_get (c->d->state, uuid) : NULL;
-
-  if (vm == NULL)
-    xapi_fail (c, "HANDLE_INVALID", "VM", ref ? ref : "", NULL);
-  return vm;
-}
-
 /* Read the arguments into a params key file; NULL after xapi_fail.
  * VDI_MAP / OPTIONS: argument indexes (-1: none). */
 static GKeyFile *
@@ -179,7 +168,7 @@ read_params (struct xapi_call *c, xmlrpc_value *const *args, int vdi_map,
 {
   g_autoptr (GKeyFile) kf = g_key_file_new ();
   g_autofree char *ref = xapi_read_string (c, args[1], "vm");
-  g_autoptr (state_vm) vm = ref ? vm_by_ref (c, ref) : NULL;
+  g_autoptr (state_vm) vm = ref ? xapi_vm_by_ref (c, ref) : NULL;
   xmlrpc_bool live = 0;
   g_autofree char *url = NULL;
 

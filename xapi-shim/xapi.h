@@ -200,6 +200,9 @@ struct xapi_sr *xapi_sr_by_ref (struct xapi_call *c, const char *ref);
 /* class-vbd.c: is VDI UUID served to a running VM? */
 bool xapi_vdi_attached (struct xapi_daemon *d, const char *vdi_uuid);
 
+/* class-vm.c: the VM named by REF; NULL after HANDLE_INVALID. */
+struct state_vm *xapi_vm_by_ref (struct xapi_call *c, const char *ref);
+
 /* class-vm.c: a VM's other_config as kept in state.h (GVariant text of
  * an a{ss}) from and to a key → value table (never NULL). */
 GHashTable *xapi_oc_parse (const char *text);
@@ -330,8 +333,9 @@ void xapi_http_free (struct xapi_http *h);
  * the HTTP status to answer at once and *TEXT (g_free) why; import_end
  * answers once the body is in.  export answers GET /export_raw_vdi. */
 typedef struct _SoupServerMessage SoupServerMessage;
-guint xapi_http_vdi_import_begin (struct xapi_daemon *d, SoupServerMessage *msg,
-                                  GHashTable *query, char **text);
+guint xapi_http_vdi_import_begin (struct xapi_daemon *d,
+                                  SoupServerMessage *msg, GHashTable *query,
+                                  char **text);
 void xapi_http_vdi_import_end (struct xapi_daemon *d, SoupServerMessage *msg);
 void xapi_http_vdi_export (struct xapi_daemon *d, SoupServerMessage *msg,
                            GHashTable *query);

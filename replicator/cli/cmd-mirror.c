@@ -7,77 +7,12 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
 
 #include "cli.h"
+#include "control-client.h"
 
-#define MAX_REPLY 65536
-
-static int
-connect_control (const char *path)
-{
-  struct sockaddr_un a = { .sun_family = AF_UNIX };
-  if (strlen (path) >= sizeof a.sun_path) {
-    cli_error ("mirror", "%s: path too long", path);
-    return -1;
-  }
-  strcpy (a.sun_path, path);
-  int fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd == -1 || connect (fd, (struct sockaddr *)&a, sizeof a) == -1) {
-    cli_error ("mirror", "%s: %s", path, strerror (errno));
-    if (fd != -1)
-      close (fd);
-    return -1;
-  }
-  return fd;
-}
-
-/* Send LINE, read the reply line into a malloc'd string. */
-static char *
-exchange (const char *path, const char *line)
-{
-  int fd = connect_control (path);
-  if (fd == -1)
-    return NULL;
-  size_t n = strlen (line);
-  for (size_t off = 0; off < n;) {
-    ssize_t k = send (fd, line + off, n - off, MSG_NOSIGNAL);
-    if (k == -1 && errno == EINTR)
-      continue;
-    if (k <= 0) {
-      cli_error ("mirror", "%s: %s", path, strerror (errno));
-      close (fd);
-      return NULL;
-    }
-    off += k;
-  }
-  char *buf = malloc (MAX_REPLY);
-  size_t have = 0;
-  while (buf && have < MAX_REPLY - 1) {
-    ssize_t k = recv (fd, buf + have, MAX_REPLY - 1 - have, 0);
-    if (k == -1 && errno == EINTR)
-      continue;
-    if (k <= 0)
-      break;
-    have += k;
-    if (memchr (buf + have - k, '\n', k))
-      break;
-  }
-  close (fd);
-  if (!buf)
-    return NULL;
-  buf[have] = '\0';
-  char *nl = strchr (buf, '\n');
-  if (!nl) {
-    cli_error ("mirror", "%s: no reply from the filter", path);
-    free (buf);
-    return NULL;
-  }
-  *nl = '\0';
-  return buf;
-}
+/* Long enough for "complete", which drains and flushes both sides. */
+#define CONTROL_TIMEOUT 600
 
 /* The replies are flat JSON objects of strings, numbers, booleans and
  * null: print each member as "key: value". */
@@ -134,18 +69,10 @@ print_human (const char *j)
 static void
 print_error (const char *j)
 {
-  const char *e = strstr (j, "\"error\":\"");
-  if (!e) {
-    cli_error ("mirror", "%s", j);
-    return;
-  }
-  fprintf (stderr, "vdimotion mirror: ");
-  for (e += 9; *e && *e != '"'; e++) {
-    if (*e == '\\' && e[1])
-      e++;
-    fputc (*e, stderr);
-  }
-  fputc ('\n', stderr);
+  char *e = mirror_reply_get (j, "error");
+
+  cli_error ("mirror", "%s", e ? e : j);
+  free (e);
 }
 
 static int
@@ -210,10 +137,14 @@ run (int argc, char **argv)
     cli_error ("mirror", "out of memory");
     return EXIT_ERROR;
   }
-  char *reply = exchange (control, line);
+  char *err = NULL;
+  char *reply = mirror_control_call (control, line, CONTROL_TIMEOUT, &err);
   free (line);
-  if (!reply)
+  if (!reply) {
+    cli_error ("mirror", "%s", err ? err : "no reply");
+    free (err);
     return EXIT_ERROR;
+  }
   bool ok = strncmp (reply, "{\"ok\":true", 10) == 0;
   if (json)
     printf ("%s\n", reply);
