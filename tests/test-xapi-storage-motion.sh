@@ -7,6 +7,7 @@
 requires fio
 requires nbdkit
 requires qemu-img
+requires qemu-io
 requires_vm_disks
 
 start_vdimotiond --max-storage-operations 2

@@ -1,14 +1,16 @@
 # Driven by test-xapi-storage-motion.sh: storage motion through the XenAPI
 # face, as a XenAPI script does it with Python's standard xmlrpc.client.
-# A VM runs with one disk; fio writes through the VBD's nbd-socket, with
+# A VHD is imported, a VM runs with it as its disk; fio writes through the VBD's nbd-socket, with
 # crc32c verify, while Async.VDI.pool_migrate moves the disk to another
 # SR (and to qcow2); fio never sees an error, the task ends in success,
 # and everything fio wrote is read back from the moved VDI.
 #   xapi-storage-motion.py URL T SR1_DIR SR2_DIR
+import http.client
 import os
 import subprocess
 import sys
 import time
+import urllib.parse
 import xmlrpc.client
 
 import xapi_checks
@@ -64,8 +66,25 @@ def new_vdi(name, sr, fmt, size=SIZE):
         "sm_config": {"image-format": fmt}}))
 
 
-# A VM with one disk.
+# A VM with one disk, imported from a VHD (xapi's PUT /import_raw_vdi).
 vdi = new_vdi("disk0", srs["sr1"], "vhd")
+src_vhd = os.path.join(T, "import.vhd")
+subprocess.check_call(["qemu-img", "create", "-q", "-f", "vpc", "-o",
+                       "subformat=dynamic,force_size=on", src_vhd, str(SIZE)])
+subprocess.check_call(["qemu-io", "-f", "vpc", "-c", "write -P 0x5a 1M 3M",
+                       "-c", "write -P 0xa5 40M 64k", src_vhd],
+                      stdout=subprocess.DEVNULL)
+u = urllib.parse.urlsplit(url)
+conn = http.client.HTTPConnection(u.hostname, u.port)
+with open(src_vhd, "rb") as body:
+    conn.request("PUT", "/import_raw_vdi?" + urllib.parse.urlencode(
+        {"session_id": s, "vdi": vdi, "format": "vhd"}), body=body,
+        headers={"Content-Length": str(os.path.getsize(src_vhd))})
+    r = conn.getresponse()
+    assert r.status == 200, (r.status, r.read())
+conn.close()
+imported = os.path.join(sr1_dir, ok(x.VDI.get_location(s, vdi)))
+assert subprocess.call(["qemu-img", "compare", "-q", src_vhd, imported]) == 0
 vm = ok(x.VM.create(s, {"name_label": "vm1", "name_description": "a VM"}))
 vbd = ok(x.VBD.create(s, {
     "VM": vm, "VDI": vdi, "userdevice": "0", "mode": "RW", "type": "Disk",
