@@ -113,6 +113,7 @@ struct qcow2
 
   uint64_t file_end;   /* bytes that exist or are being written */
   uint64_t next_alloc; /* where the next cluster goes (aligned) */
+  uint64_t phys_end;   /* the file's length, as grown by grow_file */
   bool data_locked;    /* clusters smaller than the I/O alignment */
 
   unsigned csize_shift; /* compressed entries: where the size starts */
@@ -646,11 +647,29 @@ refcount_set (struct vdisk *d, struct qcow2 *q, uint64_t host, uint64_t value)
   return refcount_set_range (d, q, host, 1, value);
 }
 
+/* Make the file as long as everything reserved, before a refcount counts
+ * the new clusters: a crash (kill -9) between the refcount and the data
+ * then leaves a leak inside the file, never a count past its end, which
+ * the next open would take for a truncated file.  next_alloc only grows
+ * and every write lands below it, so this never shortens the file. */
+static int
+grow_file (struct vdisk *d, struct qcow2 *q)
+{
+  if (q->next_alloc <= q->phys_end)
+    return 0;
+  if (vfile_truncate (&d->file, q->next_alloc) == -1)
+    return -1;
+  q->phys_end = q->next_alloc;
+  return 0;
+}
+
 /* A new cluster at the end of the file, counted. */
 static int
 alloc_cluster (struct vdisk *d, struct qcow2 *q, uint64_t *host)
 {
   *host = reserve_cluster (q);
+  if (grow_file (d, q) == -1)
+    return -1;
   return refcount_set (d, q, *host, 1);
 }
 
@@ -1026,7 +1045,8 @@ count_run (struct vdisk *d, struct qcow2 *q, uint64_t off, uint64_t count,
  *   1. (lock held)   reserve N contiguous clusters and count them;
  *   2. (lock free)   write the data from the caller's buffer;
  *   3. (lock held)   point the N entries at them in one write.
- * The order on disk stays refcount, data, L2: a crash leaks at worst.
+ * The order on disk stays length, refcount, data, L2: a crash leaks at
+ * worst (grow_file).
  * Called and returns with the lock held. */
 static int
 write_new_run (struct vdisk *d, struct qcow2 *q, uint64_t off, uint64_t n,
@@ -1042,7 +1062,7 @@ write_new_run (struct vdisk *d, struct qcow2 *q, uint64_t off, uint64_t n,
     return -1;
   host = q->next_alloc;
   q->next_alloc += n << q->cluster_bits;
-  if (refcount_set_range (d, q, host, n, 1) == -1)
+  if (grow_file (d, q) == -1 || refcount_set_range (d, q, host, n, 1) == -1)
     return -1;
   if (q->file_end < host + (n << q->cluster_bits))
     q->file_end = host + (n << q->cluster_bits);
@@ -1734,6 +1754,7 @@ qcow2_open (struct vdisk *d)
   pthread_mutex_init (&q->lock, NULL);
   d->priv = q;
   q->file_end = file_size;
+  q->phys_end = file_size;
 
   /* The fixed fields first, then the whole header cluster (extensions
    * and backing name live there) once its size is known and checked. */
