@@ -175,6 +175,39 @@ for v in vdis2:
     failure(local.VDI.get_record(ls, v), "HANDLE_INVALID")
 print("xapi spelling: 2 disks over 2 SRs migrated and verified")
 
+# A halted VM (live false): its disk is copied, not mirrored, with no
+# memory migrator; the VM arrives halted, and its data with it.
+vmh, vdish = make_vm("vmh")
+sockh = sockets(local, ls, vmh)["0"]
+assert fio(sockh, 7, 0, SIZE // 2) == 0
+ok(local.VM.shutdown(ls, vmh))
+tokh = ok(remote.VM.migrate_receive(rs, host, sr, {}))
+failure(local.VM.migrate(ls, vmh, tokh, "no", {}), "FIELD_TYPE_ERROR")
+t = migrate(local.Async.VM.migrate(ls, vmh, tokh, False, {}), [], None)
+assert t["status"] == "success", t
+dvmh = result_ref(t)
+assert ok(remote.VM.get_power_state(rs, dvmh)) == "Halted"
+assert ok(remote.VBD.get_other_config(rs, ok(remote.VM.get_VBDs(rs, dvmh))[0])) == {}
+ok(remote.VM.start(rs, dvmh, False, False))
+assert fio(sockets(remote, rs, dvmh)["0"], 7, 0, SIZE // 2,
+           verify_only=True) == 0
+ok(remote.VM.shutdown(rs, dvmh))
+failure(local.VM.get_record(ls, vmh), "HANDLE_INVALID")
+print("halted VM: copied, arrives halted, data verified")
+
+# A disk the destination has no room for: SR_FULL before anything starts.
+vmb = ok(local.VM.create(ls, {"name_label": "too-big"}))
+vdib = ok(local.VDI.create(ls, {
+    "SR": src_srs["sr2"], "name_label": "huge", "virtual_size": str(10 << 40),
+    "sm_config": {"image-format": "raw"}}))
+ok(local.VBD.create(ls, {"VM": vmb, "VDI": vdib, "userdevice": "0"}))
+tokb = ok(remote.VM.migrate_receive(rs, host, sr, {}))
+failure(local.VM.assert_can_migrate(ls, vmb, tokb, False, {}, {}, {}),
+        "SR_FULL")
+ok(local.VM.destroy(ls, vmb))
+ok(local.VDI.destroy(ls, vdib))
+print("assert_can_migrate: SR_FULL for a disk the destination cannot hold")
+
 # 3. Failures leave the source VM running and writable, and nothing on
 # the destination.
 vm3, vdis3 = make_vm("vm3")
