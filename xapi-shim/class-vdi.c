@@ -257,37 +257,34 @@ pick_format (struct xapi_call *c, xmlrpc_value *rec, enum vdisk_format *fmt)
   return true;
 }
 
+struct new_vdi
+{
+  struct xapi_sr *s;
+  const char *uuid;
+};
+
+static bool
+set_one (struct xapi_call *c, const char *key, const char *value, void *opaque)
+{
+  struct new_vdi *nv = opaque;
+
+  if (sr_vdi_set_other_config (nv->s->sr, nv->uuid, key, value) == 0)
+    return true;
+  xapi_fail_sr (c, "VDI", nv->uuid);
+  return false;
+}
+
 /* Copy the record's other_config onto the new VDI. */
 static bool
 set_other_config (struct xapi_call *c, struct xapi_sr *s, const char *uuid,
                   xmlrpc_value *rec)
 {
   g_autoptr (xmlrpc_value) m = NULL;
-  int n;
+  struct new_vdi nv = { s, uuid };
 
   xmlrpc_struct_find_value (c->env, rec, "other_config", &m);
-  if (m == NULL)
-    return true;
-  if (xmlrpc_value_type (m) != XMLRPC_TYPE_STRUCT) {
-    xapi_fail (c, "FIELD_TYPE_ERROR", "other_config", NULL);
-    return false;
-  }
-  n = xmlrpc_struct_size (c->env, m);
-  for (int i = 0; i < n && !xapi_failed (c); i++) {
-    g_autoptr (xmlrpc_value) k = NULL;
-    g_autoptr (xmlrpc_value) v = NULL;
-    g_autofree char *ks = NULL;
-    g_autofree char *vs = NULL;
-
-    xmlrpc_struct_read_member (c->env, m, i, &k, &v);
-    if (c->env->fault_occurred)
-      break;
-    ks = xapi_read_string (c, k, "other_config");
-    vs = ks ? xapi_read_string (c, v, "other_config") : NULL;
-    if (vs && sr_vdi_set_other_config (s->sr, uuid, ks, vs) == -1)
-      xapi_fail_sr (c, "VDI", uuid);
-  }
-  return !xapi_failed (c);
+  return m == NULL
+         || xapi_read_string_map (c, m, "other_config", set_one, &nv);
 }
 
 /* VDI.create(session, record) → ref.  The record's SR, name_label,

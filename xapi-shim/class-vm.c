@@ -73,31 +73,17 @@ xapi_oc_print (GHashTable *oc)
   return g_variant_print (var, FALSE);
 }
 
-/* An XML-RPC struct of strings into OC; false after FIELD_TYPE_ERROR. */
 static bool
-oc_from_xmlrpc (struct xapi_call *c, xmlrpc_value *m, GHashTable *oc)
+oc_put (struct xapi_call *c, const char *key, const char *value, void *oc)
 {
-  int n;
+  g_hash_table_replace (oc, g_strdup (key), g_strdup (value));
+  return true;
+}
 
-  if (!xapi_is_record (c, m, "other_config"))
-    return false;
-  n = xmlrpc_struct_size (c->env, m);
-  for (int i = 0; i < n && !xapi_failed (c); i++) {
-    g_autoptr (xmlrpc_value) k = NULL;
-    g_autoptr (xmlrpc_value) v = NULL;
-    char *ks, *vs;
-
-    xmlrpc_struct_read_member (c->env, m, i, &k, &v);
-    if (c->env->fault_occurred)
-      break;
-    ks = xapi_read_string (c, k, "other_config");
-    vs = ks ? xapi_read_string (c, v, "other_config") : NULL;
-    if (vs)
-      g_hash_table_replace (oc, ks, vs);
-    else
-      g_free (ks);
-  }
-  return !xapi_failed (c);
+bool
+xapi_oc_from_xmlrpc (struct xapi_call *c, xmlrpc_value *m, GHashTable *oc)
+{
+  return xapi_read_string_map (c, m, "other_config", oc_put, oc);
 }
 
 static xmlrpc_value *
@@ -175,7 +161,7 @@ vm_create (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   desc = xapi_member_string (c, args[1], "name_description");
   if (!xapi_failed (c))
     xmlrpc_struct_find_value (c->env, args[1], "other_config", &ocv);
-  if (ocv && !oc_from_xmlrpc (c, ocv, oc))
+  if (ocv && !xapi_oc_from_xmlrpc (c, ocv, oc))
     return NULL;
   if (xapi_failed (c))
     return NULL;
@@ -420,7 +406,7 @@ vm_change_other_config (struct xapi_call *c, xmlrpc_value *const *args,
   oc = xapi_oc_parse (vm->other_config);
   if (strcmp (m, "set_other_config") == 0) {
     g_hash_table_remove_all (oc);
-    if (!oc_from_xmlrpc (c, args[2], oc))
+    if (!xapi_oc_from_xmlrpc (c, args[2], oc))
       return NULL;
   }
   else {

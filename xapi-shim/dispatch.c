@@ -172,6 +172,32 @@ xapi_map_string (struct xapi_call *c, xmlrpc_value *rec, const char *map,
 }
 
 bool
+xapi_read_string_map (struct xapi_call *c, xmlrpc_value *v, const char *what,
+                      xapi_string_map_fn *fn, void *opaque)
+{
+  int n;
+
+  if (!xapi_is_record (c, v, what))
+    return false;
+  n = xmlrpc_struct_size (c->env, v);
+  for (int i = 0; i < n && !xapi_failed (c); i++) {
+    g_autoptr (xmlrpc_value) k = NULL;
+    g_autoptr (xmlrpc_value) val = NULL;
+    g_autofree char *ks = NULL;
+    g_autofree char *vs = NULL;
+
+    xmlrpc_struct_read_member (c->env, v, i, &k, &val);
+    if (c->env->fault_occurred)
+      break;
+    ks = xapi_read_string (c, k, what);
+    vs = ks ? xapi_read_string (c, val, what) : NULL;
+    if (vs && !fn (c, ks, vs, opaque) && !xapi_failed (c))
+      xapi_fail (c, "INVALID_VALUE", what, ks, NULL);
+  }
+  return !xapi_failed (c);
+}
+
+bool
 xapi_is_record (struct xapi_call *c, xmlrpc_value *v, const char *what)
 {
   if (v && xmlrpc_value_type (v) == XMLRPC_TYPE_STRUCT)

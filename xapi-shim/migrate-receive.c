@@ -565,23 +565,8 @@ migration_commit (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   xmlrpc_struct_find_value (c->env, args[1], "vbds", &vbds);
   if (xapi_failed (c))
     return NULL;
-  if (ocv && xmlrpc_value_type (ocv) == XMLRPC_TYPE_STRUCT) {
-    n = xmlrpc_struct_size (c->env, ocv);
-    for (int i = 0; i < n; i++) {
-      g_autoptr (xmlrpc_value) k = NULL;
-      g_autoptr (xmlrpc_value) v = NULL;
-      char *ks, *vs;
-
-      xmlrpc_struct_read_member (c->env, ocv, i, &k, &v);
-      ks = xapi_read_string (c, k, "other_config");
-      vs = ks ? xapi_read_string (c, v, "other_config") : NULL;
-      if (vs == NULL) {
-        g_free (ks);
-        return NULL;
-      }
-      g_hash_table_replace (oc, ks, vs);
-    }
-  }
+  if (ocv && !xapi_oc_from_xmlrpc (c, ocv, oc))
+    return NULL;
   vm.uuid = vm_uuid;
   vm.name_label = label ? label : "";
   vm.name_description = desc ? desc : "";

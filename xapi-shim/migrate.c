@@ -121,43 +121,45 @@ token_value (xmlrpc_env *env, GKeyFile *kf)
   return st;
 }
 
+/* Where a map argument goes: GROUP of KF; REFS: its keys and values are
+ * refs (vdi_map: VDI → SR), kept as uuids. */
+struct map_dest
+{
+  GKeyFile *kf;
+  const char *group;
+  bool refs;
+};
+
+static bool
+keep_one (struct xapi_call *c, const char *key, const char *value,
+          void *opaque)
+{
+  struct map_dest *md = opaque;
+
+  if (md->refs) {
+    const char *ku = xapi_ref_uuid (key), *vu = xapi_ref_uuid (value);
+
+    if (ku == NULL || vu == NULL) {
+      xapi_fail (c, "HANDLE_INVALID", ku ? "SR" : "VDI", ku ? value : key,
+                 NULL);
+      return false;
+    }
+    g_key_file_set_string (md->kf, md->group, ku, vu);
+  }
+  /* GKeyFile cannot hold these keys; no option of ours has them. */
+  else if (*key && strcspn (key, "=[]\n") == strlen (key))
+    g_key_file_set_string (md->kf, md->group, key, value);
+  return true;
+}
+
 /* Read a struct of strings into GROUP of KF; false after xapi_fail. */
 static bool
 read_string_map (struct xapi_call *c, xmlrpc_value *v, const char *what,
                  GKeyFile *kf, const char *group, bool refs)
 {
-  int n;
+  struct map_dest md = { kf, group, refs };
 
-  if (!xapi_is_record (c, v, what))
-    return false;
-  n = xmlrpc_struct_size (c->env, v);
-  for (int i = 0; i < n && !xapi_failed (c); i++) {
-    g_autoptr (xmlrpc_value) k = NULL;
-    g_autoptr (xmlrpc_value) val = NULL;
-    g_autofree char *ks = NULL;
-    g_autofree char *vs = NULL;
-
-    xmlrpc_struct_read_member (c->env, v, i, &k, &val);
-    if (c->env->fault_occurred)
-      break;
-    ks = xapi_read_string (c, k, what);
-    vs = ks ? xapi_read_string (c, val, what) : NULL;
-    if (vs == NULL)
-      break;
-    if (refs) {
-      /* vdi_map: VDI ref → SR ref, kept as uuids. */
-      const char *ku = xapi_ref_uuid (ks), *vu = xapi_ref_uuid (vs);
-
-      if (ku == NULL || vu == NULL) {
-        xapi_fail (c, "HANDLE_INVALID", ku ? "SR" : "VDI", ku ? vs : ks, NULL);
-        break;
-      }
-      g_key_file_set_string (kf, group, ku, vu);
-    }
-    else if (*ks && strcspn (ks, "=[]\n") == strlen (ks))
-      g_key_file_set_string (kf, group, ks, vs);
-  }
-  return !xapi_failed (c);
+  return xapi_read_string_map (c, v, what, keep_one, &md);
 }
 
 /* Read the arguments into a params key file; NULL after xapi_fail.

@@ -107,6 +107,43 @@ read_pidfile (const char *path)
   return (pid_t)pid;
 }
 
+/* Run nbdkit with ARGV (NULL-terminated; it names PIDFILE after -P) and
+ * wait for the server it leaves in the background: its pid, or 0 with
+ * *ERROR (BUSY: the foreground nbdkit failed, e.g. a port taken, with
+ * the log's tail in the message). */
+static pid_t
+start_nbdkit (struct xapi_daemon *d, const char *const *argv,
+              const char *pidfile, const char *log, const char *what,
+              bool *busy, GError **error)
+{
+  g_autoptr (GSubprocessLauncher) l = launcher (d, log);
+  g_autoptr (GSubprocess) p = NULL;
+  pid_t pid = 0;
+
+  *busy = false;
+  unlink (pidfile);
+  /* The foreground nbdkit exits once the socket listens and the server
+   * has gone into the background. */
+  p = g_subprocess_launcher_spawnv (l, argv, error);
+  if (p == NULL || !g_subprocess_wait (p, NULL, error))
+    return 0;
+  if (!g_subprocess_get_if_exited (p) || g_subprocess_get_exit_status (p)) {
+    g_autofree char *tail = log_tail (log);
+
+    *busy = true;
+    g_set_error (error, G_SPAWN_ERROR, G_SPAWN_ERROR_FAILED,
+                 "nbdkit %s failed: %s", what, tail);
+    return 0;
+  }
+  /* The background server writes its pid file right after the fork. */
+  for (int i = 0; i < 500 && (pid = read_pidfile (pidfile)) == 0; i++)
+    g_usleep (10 * 1000);
+  if (pid == 0)
+    g_set_error (error, G_SPAWN_ERROR, G_SPAWN_ERROR_FAILED,
+                 "nbdkit %s wrote no pid file %s", what, pidfile);
+  return pid;
+}
+
 int
 xapi_serve_image (struct xapi_daemon *d, const char *name, const char *image,
                   bool mirror, bool readonly, struct xapi_served *out,
@@ -121,13 +158,12 @@ xapi_serve_image (struct xapi_daemon *d, const char *name, const char *image,
       = ctl ? g_strconcat ("mirror-control=", ctl, NULL) : NULL;
   g_autofree char *filter_arg
       = g_strconcat ("--filter=", d->mirror_filter, NULL);
-  g_autoptr (GSubprocessLauncher) l = NULL;
-  g_autoptr (GSubprocess) p = NULL;
+  g_autofree char *what = g_strconcat ("serving ", image, NULL);
   g_autoptr (GPtrArray) argv = g_ptr_array_new ();
-  pid_t pid = 0;
+  bool busy;
+  pid_t pid;
 
   unlink (sock);
-  unlink (pidfile);
   g_ptr_array_add (argv, d->nbdkit);
   g_ptr_array_add (argv, "--log=stderr");
   g_ptr_array_add (argv, "-U");
@@ -144,28 +180,10 @@ xapi_serve_image (struct xapi_daemon *d, const char *name, const char *image,
     g_ptr_array_add (argv, ctl_arg);
   g_ptr_array_add (argv, NULL);
 
-  l = launcher (d, log);
-  /* The foreground nbdkit exits once the socket listens and the server
-   * has gone into the background. */
-  p = g_subprocess_launcher_spawnv (l, (const char *const *)argv->pdata,
-                                    error);
-  if (p == NULL || !g_subprocess_wait (p, NULL, error))
+  pid = start_nbdkit (d, (const char *const *)argv->pdata, pidfile, log, what,
+                      &busy, error);
+  if (pid == 0)
     return -1;
-  if (!g_subprocess_get_if_exited (p) || g_subprocess_get_exit_status (p)) {
-    g_autofree char *tail = log_tail (log);
-
-    g_set_error (error, G_SPAWN_ERROR, G_SPAWN_ERROR_FAILED,
-                 "nbdkit serving %s failed: %s", image, tail);
-    return -1;
-  }
-  /* The background server writes its pid file right after the fork. */
-  for (int i = 0; i < 500 && (pid = read_pidfile (pidfile)) == 0; i++)
-    g_usleep (10 * 1000);
-  if (pid == 0) {
-    g_set_error (error, G_SPAWN_ERROR, G_SPAWN_ERROR_FAILED,
-                 "nbdkit serving %s wrote no pid file %s", image, pidfile);
-    return -1;
-  }
   out->pid = pid;
   out->socket = g_steal_pointer (&sock);
   out->control = g_steal_pointer (&ctl);
@@ -204,12 +222,14 @@ xapi_serve_forward (struct xapi_daemon *d, const char *name,
   g_autofree char *psk_arg = g_strconcat ("--tls-psk=", psk_file, NULL);
   g_autofree char *sock_arg = g_strconcat ("socket=", unix_socket, NULL);
 
-  for (int attempt = 0; attempt < 3; attempt++) {
-    g_autoptr (GSubprocessLauncher) l = NULL;
-    g_autoptr (GSubprocess) p = NULL;
+  g_autofree char *what = g_strconcat ("forwarding to ", unix_socket, NULL);
+
+  /* A port taken between free_port and nbdkit's bind: try another. */
+  for (int attempt = 0;; attempt++) {
     g_autofree char *port = NULL;
     int n = free_port (addr);
-    pid_t pid = 0;
+    bool busy;
+    pid_t pid;
 
     if (n <= 0) {
       g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED, "no free port on %s",
@@ -217,19 +237,20 @@ xapi_serve_forward (struct xapi_daemon *d, const char *name,
       return -1;
     }
     port = g_strdup_printf ("%d", n);
-    unlink (pidfile);
-    l = launcher (d, log);
-    p = g_subprocess_launcher_spawn (l, error, d->nbdkit, "--log=stderr", "-P",
-                                     pidfile, "--tls=require", psk_arg, "-i",
-                                     addr, "-p", port, "nbd", sock_arg, NULL);
-    if (p == NULL || !g_subprocess_wait (p, NULL, error))
-      return -1;
-    if (!g_subprocess_get_if_exited (p) || g_subprocess_get_exit_status (p))
-      continue; /* most likely the port was taken meanwhile */
-    for (int i = 0; i < 500 && (pid = read_pidfile (pidfile)) == 0; i++)
-      g_usleep (10 * 1000);
+    {
+      const char *argv[]
+          = { d->nbdkit, "--log=stderr", "-P", pidfile, "--tls=require",
+              psk_arg,   "-i",           addr, "-p",    port,
+              "nbd",     sock_arg,       NULL };
+
+      pid = start_nbdkit (d, argv, pidfile, log, what, &busy, error);
+    }
+    if (pid == 0 && busy && attempt < 2) {
+      g_clear_error (error);
+      continue;
+    }
     if (pid == 0)
-      break;
+      return -1;
     out->pid = pid;
     out->port = n;
     out->pidfile = g_steal_pointer (&pidfile);
@@ -237,13 +258,6 @@ xapi_serve_forward (struct xapi_daemon *d, const char *name,
                unix_socket);
     return 0;
   }
-  {
-    g_autofree char *tail = log_tail (log);
-
-    g_set_error (error, G_SPAWN_ERROR, G_SPAWN_ERROR_FAILED,
-                 "nbdkit forwarding to %s failed: %s", unix_socket, tail);
-  }
-  return -1;
 }
 
 /* Is PID a live (not zombie) process whose command line names SOCKET? */

@@ -158,6 +158,15 @@ char *xapi_member_string (struct xapi_call *c, xmlrpc_value *rec,
 /* The string value of KEY in the map member MAP of REC, or NULL. */
 char *xapi_map_string (struct xapi_call *c, xmlrpc_value *rec, const char *map,
                        const char *key);
+/* A map of strings (other_config, options, vdi_map): FN gets each KEY and
+ * VALUE (borrowed).  False after FIELD_TYPE_ERROR (V not a struct of
+ * strings) or after FN returned false (FN may fail the call itself,
+ * else INVALID_VALUE WHAT KEY). */
+typedef bool xapi_string_map_fn (struct xapi_call *c, const char *key,
+                                 const char *value, void *opaque);
+bool xapi_read_string_map (struct xapi_call *c, xmlrpc_value *v,
+                           const char *what, xapi_string_map_fn *fn,
+                           void *opaque);
 /* A record argument: false after FIELD_TYPE_ERROR if V is not a struct. */
 bool xapi_is_record (struct xapi_call *c, xmlrpc_value *v, const char *what);
 /* The uuid inside "OpaqueRef:<uuid>", or NULL if REF is not of that shape
@@ -207,6 +216,9 @@ struct state_vm *xapi_vm_by_ref (struct xapi_call *c, const char *ref);
  * an a{ss}) from and to a key → value table (never NULL). */
 GHashTable *xapi_oc_parse (const char *text);
 char *xapi_oc_print (GHashTable *oc);
+/* An XML-RPC struct of strings into OC; false after FIELD_TYPE_ERROR. */
+bool xapi_oc_from_xmlrpc (struct xapi_call *c, xmlrpc_value *m,
+                          GHashTable *oc);
 
 /* class-vm.c: make the VM records agree with the nbdkit processes that
  * are really running (at start, after a restart or a crash). */

@@ -424,3 +424,23 @@ client_lookup (struct client *c, const char *cls, const char *name,
   }
   return g_steal_pointer (&ref);
 }
+
+int
+client_print_new_uuid (struct client *c, const char *cls, const char *ref,
+                       GError **err)
+{
+  g_autofree char *method = g_strconcat (cls, ".get_uuid", NULL);
+  g_autoptr (xv) uuid = client_call (c, err, method, "(s)", ref);
+  bool first = true;
+
+  if (uuid == NULL || uuid->type != XV_STRING)
+    return EXIT_ERROR;
+  if (client_opts.json) {
+    json_str (&first, "uuid", uuid->s);
+    json_end (&first);
+    printf ("\n");
+  }
+  else
+    printf ("%s\n", uuid->s);
+  return EXIT_OK;
+}

@@ -143,6 +143,11 @@ bool client_error_is (const GError *err, const char *code);
 char *client_lookup (struct client *c, const char *cls, const char *name,
                      struct xv **record, GError **err);
 
+/* Print the uuid of REF, an object of class CLS just made, as the last
+ * line of stdout (a {"uuid": ...} object with --json), for scripts. */
+int client_print_new_uuid (struct client *c, const char *cls, const char *ref,
+                           GError **err);
+
 /* "OpaqueRef:abc" -> "abc": XenAPI refs of vdimotiond carry the uuid. */
 const char *client_ref_uuid (const char *ref);
 

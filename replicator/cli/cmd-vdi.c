@@ -77,25 +77,6 @@ vdi_list (struct client *c, const struct client_args *a, GError **err)
   return EXIT_OK;
 }
 
-/* The last line of stdout: the uuid of REF (for --json, an object). */
-static int
-print_new_vdi (struct client *c, const char *ref, GError **err)
-{
-  g_autoptr (xv) uuid = client_call (c, err, "VDI.get_uuid", "(s)", ref);
-  bool first = true;
-
-  if (uuid == NULL || uuid->type != XV_STRING)
-    return EXIT_ERROR;
-  if (client_opts.json) {
-    json_str (&first, "uuid", uuid->s);
-    json_end (&first);
-    printf ("\n");
-  }
-  else
-    printf ("%s\n", uuid->s);
-  return EXIT_OK;
-}
-
 static int
 vdi_import (struct client *c, const struct client_args *a, GError **err)
 {
@@ -136,7 +117,7 @@ vdi_import (struct client *c, const struct client_args *a, GError **err)
     xv_free (client_call (c, &e, "VDI.destroy", "(s)", vdi->s));
     return EXIT_ERROR;
   }
-  return print_new_vdi (c, vdi->s, err);
+  return client_print_new_uuid (c, "VDI", vdi->s, err);
 }
 
 static int
@@ -214,7 +195,7 @@ vdi_move (struct client *c, const struct client_args *a, GError **err)
                              xv_u64 (rec, "virtual_size"), err);
   if (result == NULL)
     return EXIT_ERROR;
-  return print_new_vdi (c, result, err);
+  return client_print_new_uuid (c, "VDI", result, err);
 }
 
 static const struct client_subcommand subs[] = {

@@ -29,8 +29,7 @@ vm_create (struct client *c, const struct client_args *a, GError **err)
 {
   g_autoptr (GPtrArray) vdis = g_ptr_array_new_with_free_func (g_free);
   g_autoptr (GPtrArray) vbds = g_ptr_array_new_with_free_func (g_free);
-  g_autoptr (xv) vm = NULL, uuid = NULL;
-  bool first = true;
+  g_autoptr (xv) vm = NULL;
 
   /* Every disk is found before anything is made. */
   for (size_t i = 0; i < a->n_disks; i++) {
@@ -65,17 +64,7 @@ vm_create (struct client *c, const struct client_args *a, GError **err)
     g_ptr_array_add (vbds, g_steal_pointer (&vbd->s));
     xv_free (vbd);
   }
-  uuid = client_call (c, err, "VM.get_uuid", "(s)", vm->s);
-  if (uuid == NULL || uuid->type != XV_STRING)
-    return EXIT_ERROR;
-  if (client_opts.json) {
-    json_str (&first, "uuid", uuid->s);
-    json_end (&first);
-    printf ("\n");
-  }
-  else
-    printf ("%s\n", uuid->s);
-  return EXIT_OK;
+  return client_print_new_uuid (c, "VM", vm->s, err);
 }
 
 static int
