@@ -466,24 +466,33 @@ static uint64_t
 zero_chunks_hint (uint64_t c)
 {
   uint64_t start = c * granularity;
-  uint64_t end = start + ZERO_RUN < disk_size ? start + ZERO_RUN : disk_size;
-  struct nbdkit_extents *ex;
   uint64_t zero_end = start;
   int e = 0;
 
   pthread_mutex_unlock (&lock);
-  ex = nbdkit_extents_new (start, end);
-  if (ex && bg->extents (bg, end - start, start, 0, ex, &e) == 0) {
-    for (size_t i = 0; i < nbdkit_extents_count (ex); i++) {
-      struct nbdkit_extent x = nbdkit_get_extent (ex, i);
+  /* Ask about one run first: on a disk full of data, mapping ZERO_RUN
+   * ahead for every megabyte copied made the sync quadratic in the
+   * extents.  Only a zero range that fills the whole run is worth the
+   * longer look. */
+  for (uint64_t ask = COPY_RUN;; ask = ZERO_RUN) {
+    uint64_t end = start + ask < disk_size ? start + ask : disk_size;
+    struct nbdkit_extents *ex = nbdkit_extents_new (start, end);
 
-      if (x.offset != zero_end || !(x.type & NBDKIT_EXTENT_ZERO))
-        break;
-      zero_end = x.offset + x.length < end ? x.offset + x.length : end;
+    zero_end = start;
+    if (ex && bg->extents (bg, end - start, start, 0, ex, &e) == 0) {
+      for (size_t i = 0; i < nbdkit_extents_count (ex); i++) {
+        struct nbdkit_extent x = nbdkit_get_extent (ex, i);
+
+        if (x.offset != zero_end || !(x.type & NBDKIT_EXTENT_ZERO))
+          break;
+        zero_end = x.offset + x.length < end ? x.offset + x.length : end;
+      }
     }
+    if (ex)
+      nbdkit_extents_free (ex);
+    if (ask == ZERO_RUN || zero_end < end || end == disk_size)
+      break;
   }
-  if (ex)
-    nbdkit_extents_free (ex);
   pthread_mutex_lock (&lock);
   /* Whole chunks only (the last chunk of the disk may be short). */
   return zero_end == disk_size ? nchunks - c
