@@ -58,6 +58,7 @@ struct engine
   size_t ring_head, ring_len;
   bool mapper_done;
   bool failed;
+  unsigned writeback_due; /* windows retired since the last writeback */
   char *err;
 
   uint64_t *finished; /* windows done, not yet journaled */
@@ -243,6 +244,7 @@ retire_windows (struct engine *e)
       break;
     window_finished (e, w);
     window_free (w);
+    e->writeback_due++;
     e->ring_head = (e->ring_head + 1) % MAP_AHEAD;
     e->ring_len--;
     retired = true;
@@ -453,9 +455,17 @@ worker (void *opaque)
      * window (64 MiB) is cheap, and a kill loses at most what is in
      * flight. */
     bool journal_due = e->journal && e->n_finished > 0;
+    /* Without a journal nothing flushes until the end: start each
+     * window's writeback as it finishes instead, so the device writes
+     * while we copy and the final flush has little left to wait for. */
+    bool writeback_due = !e->journal && e->writeback_due > 0
+                         && e->dst->ops->writeback;
+    e->writeback_due = 0;
     report_progress (e);
     pthread_cond_broadcast (&e->cond);
     pthread_mutex_unlock (&e->lock);
+    if (writeback_due)
+      e->dst->ops->writeback (e->dst);
     if (journal_due && sync_journal (e, &err) == -1) {
       fail (e, err);
       break;

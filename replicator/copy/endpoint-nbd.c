@@ -36,6 +36,13 @@ struct conn
   pthread_cond_t cond;
 };
 
+struct waiter
+{
+  struct conn *c;
+  bool done;
+  int err;
+};
+
 struct nbdep
 {
   struct copy_endpoint ep;
@@ -43,13 +50,10 @@ struct nbdep
   atomic_uint next;
   bool can_zero, can_flush, has_extents;
   struct conn conns[MAX_CONNECTIONS];
-};
-
-struct waiter
-{
-  struct conn *c;
-  bool done;
-  int err;
+  /* At most one early flush (writeback) in flight, not waited for. */
+  pthread_mutex_t wb_lock;
+  bool wb_queued;
+  struct waiter wb;
 };
 
 static int
@@ -269,12 +273,58 @@ nbd_ep_map (struct copy_endpoint *e, uint64_t offset, uint64_t count,
   return 0;
 }
 
+/* Is the early flush still in flight?  Called with wb_lock held. */
+static bool
+writeback_busy (struct nbdep *n)
+{
+  bool done;
+  if (!n->wb_queued)
+    return false;
+  pthread_mutex_lock (&n->wb.c->lock);
+  done = n->wb.done;
+  pthread_mutex_unlock (&n->wb.c->lock);
+  n->wb_queued = !done;
+  return n->wb_queued;
+}
+
+/* A flush the engine does not wait for, so the server writes back while
+ * the copy goes on and the final flush finds little left.  Its error, if
+ * any, is the final flush's to report. */
+static void
+nbd_ep_writeback (struct copy_endpoint *e)
+{
+  struct nbdep *n = (struct nbdep *)e;
+  if (!n->can_flush)
+    return;
+  pthread_mutex_lock (&n->wb_lock);
+  if (!writeback_busy (n)) {
+    n->wb = (struct waiter){ .c = pick (n) };
+    if (nbd_aio_flush (n->wb.c->h,
+                       (nbd_completion_callback){ .callback = completed,
+                                                  .user_data = &n->wb },
+                       0)
+        != -1) {
+      n->wb_queued = true;
+      wake (n->wb.c);
+    }
+  }
+  pthread_mutex_unlock (&n->wb_lock);
+}
+
 static int
 nbd_ep_flush (struct copy_endpoint *e, char **err)
 {
   struct nbdep *n = (struct nbdep *)e;
   if (!n->can_flush)
     return 0;
+  pthread_mutex_lock (&n->wb_lock);
+  if (writeback_busy (n)) {
+    char *ignored = NULL;
+    wait_for (n, &n->wb, 0, "flush", 0, &ignored);
+    free (ignored);
+    n->wb_queued = false;
+  }
+  pthread_mutex_unlock (&n->wb_lock);
   /* Without multi-conn a flush covers only its own connection's writes;
    * flushing every connection is right either way. */
   for (unsigned i = 0; i < n->n; i++) {
@@ -314,6 +364,7 @@ nbd_ep_close (struct copy_endpoint *e, char **err)
   struct nbdep *n = (struct nbdep *)e;
   for (unsigned i = 0; i < n->n; i++)
     conn_close (&n->conns[i]);
+  pthread_mutex_destroy (&n->wb_lock);
   free (n->ep.name);
   free (n);
   return 0;
@@ -326,6 +377,7 @@ static const struct copy_endpoint_ops nbd_ops = {
   .pwrite = nbd_ep_pwrite,
   .zero = nbd_ep_zero,
   .flush = nbd_ep_flush,
+  .writeback = nbd_ep_writeback,
   .close = nbd_ep_close,
 };
 
@@ -362,6 +414,7 @@ copy_endpoint_nbd (const char *uri, bool writable, unsigned connections,
   }
   for (unsigned i = 0; i < MAX_CONNECTIONS; i++)
     n->conns[i].wake_fd = -1;
+  pthread_mutex_init (&n->wb_lock, NULL);
   n->ep.ops = &nbd_ops;
   n->ep.name = strdup (uri);
   n->ep.granularity = 4096;

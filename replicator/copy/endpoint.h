@@ -22,6 +22,10 @@ struct copy_endpoint_ops
   int (*zero) (struct copy_endpoint *e, uint64_t count, uint64_t offset,
                char **err);
   int (*flush) (struct copy_endpoint *e, char **err);
+  /* Optional: start making what was written durable, without waiting
+   * (the engine calls it as windows finish, so the final flush does not
+   * wait for the whole copy's writeback at once). */
+  void (*writeback) (struct copy_endpoint *e);
   int (*close) (struct copy_endpoint *e, char **err);
   /* Optional: the plain file descriptor under the endpoint, when bytes can
    * move between two such files with copy_file_range; else -1. */
