@@ -2,27 +2,24 @@
  * engine's endpoint).
  *
  * One libnbd handle.  Callers queue commands with nbd_aio_* from their
- * own threads (libnbd's handle lock makes that safe); a poller thread
- * drives the state machine, polling the socket in the direction libnbd
- * asks for plus an eventfd that a caller pokes when its command could not
- * be sent at once.  Each request is refcounted: one share for the waiter,
- * one for libnbd (dropped in the completion's .free, which libnbd calls
- * exactly once, even when queuing fails).  Requests in flight are on a
- * list so target_kill can finish them all with ECANCELED. */
+ * own threads (libnbd's handle lock makes that safe); the copy engine's
+ * poller thread (nbd-poller.h) drives the state machine, poked when a
+ * command could not be sent at once.  Each request is refcounted: one share
+ * for the waiter, one for libnbd (dropped in the completion's .free, which
+ * libnbd calls exactly once, even when queuing fails).  Requests in flight are
+ * on a list so target_kill can finish them all with ECANCELED. */
 #include <errno.h>
 #include <inttypes.h>
 #include <libnbd.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <time.h>
-#include <unistd.h>
 
+#include "nbd-poller.h"
 #include "target.h"
 
 struct treq
@@ -46,10 +43,7 @@ struct target
   struct treq inflight; /* list head */
   bool killed;
   struct nbd_handle *h;
-  pthread_t poller;
-  bool poller_running;
-  int wake_fd;
-  atomic_bool stop;
+  struct nbd_poller poller;
   char *uri;
   uint64_t size;
   bool can_fua, can_zero, can_trim, can_flush;
@@ -72,50 +66,11 @@ msg (const char *fmt, ...)
   return s;
 }
 
+/* The connection died: nothing will ever complete, so release everyone. */
 static void
-wake (struct target *t)
+connection_gone (void *opaque)
 {
-  uint64_t one = 1;
-  if (write (t->wake_fd, &one, sizeof one) == -1) {
-    /* Saturated counter: the poller is awake anyway. */
-  }
-}
-
-static void *
-poller (void *opaque)
-{
-  struct target *t = opaque;
-  while (!atomic_load (&t->stop)) {
-    int fd = nbd_aio_get_fd (t->h);
-    unsigned dir = nbd_aio_get_direction (t->h);
-    if (fd == -1 || nbd_aio_is_dead (t->h) || nbd_aio_is_closed (t->h))
-      break;
-    struct pollfd p[2] = {
-      { fd,
-        (dir & LIBNBD_AIO_DIRECTION_READ ? POLLIN : 0)
-            | (dir & LIBNBD_AIO_DIRECTION_WRITE ? POLLOUT : 0),
-        0 },
-      { t->wake_fd, POLLIN, 0 },
-    };
-    if (poll (p, 2, -1) == -1) {
-      if (errno == EINTR)
-        continue;
-      break;
-    }
-    if (p[1].revents & POLLIN) {
-      uint64_t v;
-      if (read (t->wake_fd, &v, sizeof v) == -1) {
-        /* spurious */
-      }
-    }
-    if (p[0].revents & (POLLIN | POLLHUP | POLLERR))
-      nbd_aio_notify_read (t->h);
-    else if (p[0].revents & POLLOUT)
-      nbd_aio_notify_write (t->h);
-  }
-  /* A dead connection: nothing will ever complete, so release everyone. */
-  target_kill (t);
-  return NULL;
+  target_kill (opaque);
 }
 
 /* Caller holds t->lock. */
@@ -259,7 +214,7 @@ target_start (struct target *t, enum treq_op op, const void *buf,
   (void)ck; /* on failure libnbd has called .free, which finished R */
   /* The command may not have fitted in the socket at once. */
   if (nbd_aio_get_direction (t->h) & LIBNBD_AIO_DIRECTION_WRITE)
-    wake (t);
+    nbd_poller_wake (&t->poller);
   return r;
 }
 
@@ -335,11 +290,7 @@ target_ref (struct target *t)
 static void
 target_free (struct target *t)
 {
-  if (t->poller_running) {
-    atomic_store (&t->stop, true);
-    wake (t);
-    pthread_join (t->poller, NULL);
-  }
+  nbd_poller_stop (&t->poller);
   if (t->h) {
     /* A clean goodbye only to a healthy peer: a stalled one would make
      * us wait. */
@@ -348,8 +299,6 @@ target_free (struct target *t)
       nbd_aio_disconnect (t->h, 0);
     nbd_close (t->h); /* fails what is left; libnbd calls every .free */
   }
-  if (t->wake_fd >= 0)
-    close (t->wake_fd);
   pthread_mutex_destroy (&t->lock);
   free (t->uri);
   free (t);
@@ -428,9 +377,9 @@ target_open (const char *uri, const char *psk_file, int timeout_ms, char **err)
   t->refs = 1;
   t->inflight.next = t->inflight.prev = &t->inflight;
   t->uri = strdup (uri);
-  t->wake_fd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
+  int pr = nbd_poller_init (&t->poller);
   t->h = nbd_create ();
-  if (!t->uri || t->wake_fd == -1 || !t->h) {
+  if (!t->uri || pr == -1 || !t->h) {
     *err = msg ("%s: %s", uri, t->h ? strerror (errno) : nbd_get_error ());
     goto fail;
   }
@@ -457,11 +406,10 @@ target_open (const char *uri, const char *psk_file, int timeout_ms, char **err)
   t->can_zero = nbd_can_zero (t->h) == 1;
   t->can_trim = nbd_can_trim (t->h) == 1;
   t->can_flush = nbd_can_flush (t->h) == 1;
-  if (pthread_create (&t->poller, NULL, poller, t) != 0) {
+  if (nbd_poller_start (&t->poller, t->h, connection_gone, t) == -1) {
     *err = msg ("%s: cannot start a thread", uri);
     goto fail;
   }
-  t->poller_running = true;
   return t;
 
 fail:

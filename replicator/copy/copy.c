@@ -458,8 +458,8 @@ worker (void *opaque)
     /* Without a journal nothing flushes until the end: start each
      * window's writeback as it finishes instead, so the device writes
      * while we copy and the final flush has little left to wait for. */
-    bool writeback_due = !e->journal && e->writeback_due > 0
-                         && e->dst->ops->writeback;
+    bool writeback_due
+        = !e->journal && e->writeback_due > 0 && e->dst->ops->writeback;
     e->writeback_due = 0;
     report_progress (e);
     pthread_cond_broadcast (&e->cond);

@@ -3,23 +3,19 @@
  * Worker threads call the synchronous-looking ops; underneath each call is
  * an asynchronous libnbd command on one of the connections, so as many
  * commands are in flight on each socket as there are workers waiting.  A
- * poller thread per connection drives libnbd's state machine: it polls
- * the socket in the direction libnbd asks for, plus an eventfd the
- * workers poke after queuing a command (a new command may need POLLOUT
- * while the poller sleeps waiting for replies).  Completion callbacks wake
- * the waiting worker. */
+ * poller thread per connection (nbd-poller.h) drives libnbd's state
+ * machine; workers poke it after queuing a command.  Completion callbacks
+ * wake the waiting worker. */
 #include <errno.h>
 #include <inttypes.h>
 #include <libnbd.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
 #include "endpoint.h"
+#include "nbd-poller.h"
 
 #define MAX_CONNECTIONS 16
 /* NBD lengths are 32-bit; stay well below. */
@@ -28,10 +24,7 @@
 struct conn
 {
   struct nbd_handle *h;
-  pthread_t poller;
-  bool poller_running;
-  int wake_fd;
-  atomic_bool stop;
+  struct nbd_poller poller;
   pthread_mutex_t lock; /* protects waiter.done, for the cond */
   pthread_cond_t cond;
 };
@@ -68,15 +61,6 @@ completed (void *opaque, int *error)
   return 1; /* retire the command */
 }
 
-static void
-wake (struct conn *c)
-{
-  uint64_t one = 1;
-  if (write (c->wake_fd, &one, sizeof one) == -1) {
-    /* The counter is saturated only if the poller is gone; nothing to do. */
-  }
-}
-
 /* Wait for W after queuing its command (COOKIE -1 = queuing failed). */
 static int
 wait_for (struct nbdep *n, struct waiter *w, int64_t cookie, const char *what,
@@ -85,7 +69,7 @@ wait_for (struct nbdep *n, struct waiter *w, int64_t cookie, const char *what,
   if (cookie == -1)
     return copy_error (err, "%s: %s at %" PRIu64 ": %s", n->ep.name, what,
                        offset, nbd_get_error ());
-  wake (w->c);
+  nbd_poller_wake (&w->c->poller);
   pthread_mutex_lock (&w->c->lock);
   while (!w->done)
     pthread_cond_wait (&w->c->cond, &w->c->lock);
@@ -100,43 +84,6 @@ static struct conn *
 pick (struct nbdep *n)
 {
   return &n->conns[atomic_fetch_add (&n->next, 1) % n->n];
-}
-
-static void *
-poller (void *opaque)
-{
-  struct conn *c = opaque;
-  while (!atomic_load (&c->stop)) {
-    int fd = nbd_aio_get_fd (c->h);
-    unsigned dir = nbd_aio_get_direction (c->h);
-    if (fd == -1 || nbd_aio_is_dead (c->h) || nbd_aio_is_closed (c->h))
-      break;
-    struct pollfd p[2] = {
-      { fd,
-        (dir & LIBNBD_AIO_DIRECTION_READ ? POLLIN : 0)
-            | (dir & LIBNBD_AIO_DIRECTION_WRITE ? POLLOUT : 0),
-        0 },
-      { c->wake_fd, POLLIN, 0 },
-    };
-    if (poll (p, 2, -1) == -1) {
-      if (errno == EINTR)
-        continue;
-      break;
-    }
-    if (p[1].revents & POLLIN) {
-      uint64_t v;
-      if (read (c->wake_fd, &v, sizeof v) == -1) {
-        /* spurious */
-      }
-    }
-    /* Reading first also notices a closed socket (POLLHUP): libnbd then
-     * fails every command in flight, which wakes their workers. */
-    if (p[0].revents & (POLLIN | POLLHUP | POLLERR))
-      nbd_aio_notify_read (c->h);
-    else if (p[0].revents & POLLOUT)
-      nbd_aio_notify_write (c->h);
-  }
-  return NULL;
 }
 
 static int
@@ -305,7 +252,7 @@ nbd_ep_writeback (struct copy_endpoint *e)
                        0)
         != -1) {
       n->wb_queued = true;
-      wake (n->wb.c);
+      nbd_poller_wake (&n->wb.c->poller);
     }
   }
   pthread_mutex_unlock (&n->wb_lock);
@@ -342,18 +289,12 @@ nbd_ep_flush (struct copy_endpoint *e, char **err)
 static void
 conn_close (struct conn *c)
 {
-  if (c->poller_running) {
-    atomic_store (&c->stop, true);
-    wake (c);
-    pthread_join (c->poller, NULL);
-  }
+  nbd_poller_stop (&c->poller);
   if (c->h) {
     if (!nbd_aio_is_dead (c->h) && !nbd_aio_is_closed (c->h))
       nbd_shutdown (c->h, 0);
     nbd_close (c->h);
   }
-  if (c->wake_fd >= 0)
-    close (c->wake_fd);
   pthread_mutex_destroy (&c->lock);
   pthread_cond_destroy (&c->cond);
 }
@@ -386,9 +327,9 @@ conn_open (struct nbdep *n, struct conn *c, const char *uri, char **err)
 {
   pthread_mutex_init (&c->lock, NULL);
   pthread_cond_init (&c->cond, NULL);
-  c->wake_fd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
+  int r = nbd_poller_init (&c->poller);
   c->h = nbd_create ();
-  if (c->wake_fd == -1 || !c->h)
+  if (r == -1 || !c->h)
     return copy_error (err, "%s: %s", uri,
                        c->h ? strerror (errno) : nbd_get_error ());
   /* nbds:// URIs name their PSK file in the query (tls-psk-file=). */
@@ -397,9 +338,8 @@ conn_open (struct nbdep *n, struct conn *c, const char *uri, char **err)
     return copy_error (err, "%s: %s", uri, nbd_get_error ());
   if (nbd_connect_uri (c->h, uri) == -1)
     return copy_error (err, "%s: cannot connect: %s", uri, nbd_get_error ());
-  if (pthread_create (&c->poller, NULL, poller, c) != 0)
+  if (nbd_poller_start (&c->poller, c->h, NULL, NULL) == -1)
     return copy_error (err, "%s: cannot start a thread", uri);
-  c->poller_running = true;
   return 0;
 }
 
@@ -413,7 +353,7 @@ copy_endpoint_nbd (const char *uri, bool writable, unsigned connections,
     return NULL;
   }
   for (unsigned i = 0; i < MAX_CONNECTIONS; i++)
-    n->conns[i].wake_fd = -1;
+    n->conns[i].poller.wake_fd = -1;
   pthread_mutex_init (&n->wb_lock, NULL);
   n->ep.ops = &nbd_ops;
   n->ep.name = strdup (uri);
