@@ -414,6 +414,13 @@ vdisk_flush (struct vdisk *d)
   return d->ops->flush (d);
 }
 
+void
+vdisk_start_writeback (struct vdisk *d)
+{
+  if (vdisk_is_writable (d))
+    vfile_start_writeback (&d->file);
+}
+
 int
 vdisk_read_parent (struct vdisk *d, void *buf, uint64_t count, uint64_t offset)
 {

@@ -91,6 +91,10 @@ int vdisk_zero (struct vdisk *d, uint64_t count, uint64_t offset,
 int vdisk_trim (struct vdisk *d, uint64_t count, uint64_t offset,
                 unsigned flags);
 int vdisk_flush (struct vdisk *d);
+/* Start writing what this layer holds in the page cache out to the
+ * device, without waiting: a later vdisk_flush then has little left to
+ * do.  A hint; it never fails. */
+void vdisk_start_writeback (struct vdisk *d);
 
 /* Description of one layer (not the chain). */
 struct vdisk_info

@@ -60,6 +60,9 @@ struct vfile_req
 int vfile_rw_batch (struct vfile *f, struct vfile_req *reqs, size_t n);
 
 int vfile_flush (struct vfile *f); /* fdatasync */
+/* Start writing the file's dirty pages out, without waiting for them
+ * (sync_file_range WRITE): a hint, it never fails. */
+void vfile_start_writeback (struct vfile *f);
 int vfile_get_size (struct vfile *f, uint64_t *size);
 int vfile_truncate (struct vfile *f, uint64_t size);
 /* Make [offset, offset+count) read as zeroes, deallocating if possible

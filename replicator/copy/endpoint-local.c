@@ -69,6 +69,12 @@ local_flush (struct copy_endpoint *e, char **err)
   return vdisk_flush (disk (e)) == -1 ? vdisk_fail (err) : 0;
 }
 
+static void
+local_writeback (struct copy_endpoint *e)
+{
+  vdisk_start_writeback (disk (e));
+}
+
 static int
 local_close (struct copy_endpoint *e, char **err)
 {
@@ -91,6 +97,7 @@ static const struct copy_endpoint_ops local_ops = {
   .pwrite = local_pwrite,
   .zero = local_zero,
   .flush = local_flush,
+  .writeback = local_writeback,
   .close = local_close,
   .plain_fd = local_plain_fd,
 };
