@@ -651,11 +651,31 @@ refcount_set (struct vdisk *d, struct qcow2 *q, uint64_t host, uint64_t value)
  * the new clusters: a crash (kill -9) between the refcount and the data
  * then leaves a leak inside the file, never a count past its end, which
  * the next open would take for a truncated file.  next_alloc only grows
- * and every write lands below it, so this never shortens the file. */
+ * and every write lands below it, so this never shortens the file.
+ *
+ * The file grows GROW_STEP past what is reserved: ftruncate takes the
+ * inode lock that every buffered write holds too, and one per allocated
+ * run made a copy's sixteen writers spin on it.  Flush (trim_file) gives
+ * the slack back; after a crash it stays as unused space at the end,
+ * which nothing counts. */
+#define GROW_STEP (UINT64_C (32) << 20)
+
 static int
 grow_file (struct vdisk *d, struct qcow2 *q)
 {
   if (q->next_alloc <= q->phys_end)
+    return 0;
+  if (vfile_truncate (&d->file, q->next_alloc + GROW_STEP) == -1)
+    return -1;
+  q->phys_end = q->next_alloc + GROW_STEP;
+  return 0;
+}
+
+/* Cut the file back to what is reserved.  Called with the lock held. */
+static int
+trim_file (struct vdisk *d, struct qcow2 *q)
+{
+  if (q->phys_end <= q->next_alloc)
     return 0;
   if (vfile_truncate (&d->file, q->next_alloc) == -1)
     return -1;
@@ -1283,7 +1303,13 @@ qcow2_zero (struct vdisk *d, uint64_t count, uint64_t offset, unsigned flags)
 static int
 qcow2_flush (struct vdisk *d)
 {
-  return vfile_flush (&d->file);
+  struct qcow2 *q = d->priv;
+  int r;
+
+  pthread_mutex_lock (&q->lock);
+  r = trim_file (d, q);
+  pthread_mutex_unlock (&q->lock);
+  return r == -1 ? -1 : vfile_flush (&d->file);
 }
 
 /* ---------------------------------------------------------------- */
