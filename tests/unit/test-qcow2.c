@@ -16,24 +16,6 @@
 
 static bool have_qemu;
 
-/* Deterministic pseudo-random numbers (xorshift), per caller state. */
-static uint64_t
-rnd (uint64_t *s)
-{
-  *s ^= *s << 13;
-  *s ^= *s >> 7;
-  *s ^= *s << 17;
-  return *s;
-}
-
-static void
-fill (uint8_t *buf, size_t len, uint64_t seed)
-{
-  uint64_t s = seed * 2654435761U + 1;
-  for (size_t i = 0; i < len; i++)
-    buf[i] = rnd (&s) >> 56;
-}
-
 static int run (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 
 /* system() of a formatted command. */
@@ -83,7 +65,7 @@ reads_equal (struct vdisk *d, const uint8_t *ref, uint64_t size)
   uint64_t s = 99, off = 0;
   CU_ASSERT_FATAL (buf != NULL);
   while (off < size) {
-    uint64_t len = rnd (&s) % (1 << 20) + 1;
+    uint64_t len = unit_rnd (&s) % (1 << 20) + 1;
     if (len > size - off)
       len = size - off;
     CU_ASSERT_FATAL (vdisk_pread (d, buf, len, off) == 0);
@@ -122,13 +104,13 @@ random_ops (struct vdisk *d, uint8_t *ref, uint64_t size, uint64_t maxlen,
   uint64_t s = seed;
   CU_ASSERT_FATAL (buf != NULL);
   for (unsigned i = 0; i < n; i++) {
-    uint64_t len = rnd (&s) % maxlen + 1;
-    uint64_t off = rnd (&s) % size;
-    unsigned kind = rnd (&s) % 8;
+    uint64_t len = unit_rnd (&s) % maxlen + 1;
+    uint64_t off = unit_rnd (&s) % size;
+    unsigned kind = unit_rnd (&s) % 8;
     if (len > size - off)
       len = size - off;
     if (kind < 5) {
-      fill (buf, len, seed + i);
+      unit_fill (buf, len, seed + i);
       CU_ASSERT_FATAL (vdisk_pwrite (d, buf, len, off, 0) == 0);
       memcpy (ref + off, buf, len);
     }
@@ -198,7 +180,7 @@ test_refcount_growth (void)
   struct stat st;
   CU_ASSERT_FATAL (d != NULL && ref && buf);
   for (uint64_t off = 0; off < 20 << 20; off += 1 << 20) {
-    fill (buf, 1 << 20, off);
+    unit_fill (buf, 1 << 20, off);
     CU_ASSERT_FATAL (vdisk_pwrite (d, buf, 1 << 20, off + 100, 0) == 0);
     memcpy (ref + off + 100, buf, 1 << 20);
   }
@@ -228,7 +210,7 @@ test_backing (void)
   uint8_t *ref = malloc (size);
   struct vdisk *p = create_open ("parent.qcow2", size, 65536, NULL);
   CU_ASSERT_FATAL (p != NULL && ref != NULL);
-  fill (ref, size, 42);
+  unit_fill (ref, size, 42);
   CU_ASSERT (vdisk_pwrite (p, ref, size, 0, 0) == 0);
   CU_ASSERT (vdisk_close (p) == 0);
 
@@ -305,7 +287,7 @@ test_zero_map (void)
   struct vdisk *d = create_open ("z.qcow2", size, 65536, NULL);
   struct vdisk_extents e = { 0 };
   CU_ASSERT_FATAL (d != NULL && ref && buf);
-  fill (buf, size, 3);
+  unit_fill (buf, size, 3);
   CU_ASSERT (vdisk_pwrite (d, buf, size, 0, 0) == 0);
   memcpy (ref, buf, size);
   CU_ASSERT (vdisk_zero (d, 131072, 0, 0) == 0);
@@ -373,17 +355,17 @@ worker (void *arg)
   uint64_t s = w->id + 1, off = w->start;
   uint8_t buf[20000];
   while (off < w->start + w->len) {
-    uint64_t len = rnd (&s) % sizeof buf + 1;
+    uint64_t len = unit_rnd (&s) % sizeof buf + 1;
     if (len > w->start + w->len - off)
       len = w->start + w->len - off;
-    fill (buf, len, off);
+    unit_fill (buf, len, off);
     if (vdisk_pwrite (w->d, buf, len, off, 0) == -1)
       w->err = 1;
     memcpy (w->ref + off, buf, len);
     /* Every other piece written twice: the second write is in place. */
     if ((off / len) % 2 && vdisk_pwrite (w->d, buf, len, off, 0) == -1)
       w->err = 1;
-    off += len + rnd (&s) % 3000;
+    off += len + unit_rnd (&s) % 3000;
   }
   return NULL;
 }

@@ -11,19 +11,12 @@
 #include "vdisk-internal.h"
 
 static void
-fill (unsigned char *b, size_t n, unsigned seed)
-{
-  for (size_t i = 0; i < n; i++)
-    b[i] = (unsigned char)(seed * 131 + i * 7 + (i >> 9));
-}
-
-static void
 test_unaligned_roundtrip (void)
 {
   struct vfile f;
   unsigned char w[10000], r[10000];
   CU_ASSERT_FATAL (vfile_create (&f, unit_path ("rt"), true) == 0);
-  fill (w, sizeof w, 1);
+  unit_fill (w, sizeof w, 1);
   /* Odd offsets and lengths must work whether or not O_DIRECT is on. */
   CU_ASSERT (vfile_pwrite (&f, w, 7777, 4097) == 0);
   CU_ASSERT (vfile_pwrite (&f, w + 7777, 3, 1) == 0);
@@ -136,7 +129,7 @@ test_batch_scattered (void)
   unsigned char *w = NULL, *r = NULL;
   CU_ASSERT_FATAL (posix_memalign ((void **)&w, 4096, N * SZ) == 0);
   CU_ASSERT_FATAL (posix_memalign ((void **)&r, 4096, N * SZ) == 0);
-  fill (w, N * SZ, 3);
+  unit_fill (w, N * SZ, 3);
   struct vfile_req reqs[N];
   /* Scattered, in reverse order, some unaligned: more than one aio round. */
   for (int i = 0; i < N; i++)

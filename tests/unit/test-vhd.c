@@ -25,20 +25,11 @@ struct shadow
 };
 
 static void
-fill (uint8_t *buf, size_t len, unsigned seed)
-{
-  for (size_t i = 0; i < len; i++) {
-    seed = seed * 1103515245 + 12345;
-    buf[i] = seed >> 16;
-  }
-}
-
-static void
 shadow_write (struct shadow *s, uint64_t off, uint64_t len, unsigned seed)
 {
   uint8_t *buf = malloc (len);
   CU_ASSERT_FATAL (buf != NULL);
-  fill (buf, len, seed);
+  unit_fill (buf, len, seed);
   if (vdisk_pwrite (s->d, buf, len, off, 0) != 0)
     fprintf (stderr, "pwrite %" PRIu64 "+%" PRIu64 ": %s\n", off, len,
              vdisk_get_error ());
@@ -474,7 +465,7 @@ test_threads_dynamic (void)
   uint64_t size = 6 * MiB,
            covered = size / PIECE / N_THREADS * N_THREADS * PIECE;
   uint8_t *want = calloc (1, size);
-  fill (want, covered, 42);
+  unit_fill (want, covered, 42);
   CU_ASSERT_FATAL (vdisk_create (p, VDISK_FORMAT_VHD, size, NULL) == 0);
   run_threads (p, want, size, covered);
   free (want);
@@ -492,14 +483,14 @@ test_threads_differencing (void)
   uint8_t *want = malloc (size);
   struct vdisk_create_params params = { .parent = "tbase.vhd" };
 
-  fill (want, size, 7);
+  unit_fill (want, size, 7);
   CU_ASSERT_FATAL (vdisk_create (base, VDISK_FORMAT_VHD, size, NULL) == 0);
   struct vdisk *d = vdisk_open (base, VDISK_OPEN_RDWR);
   CU_ASSERT_FATAL (d != NULL);
   CU_ASSERT (vdisk_pwrite (d, want, size, 0, 0) == 0);
   vdisk_close (d);
   CU_ASSERT_FATAL (vdisk_create (top, VDISK_FORMAT_VHD, 0, &params) == 0);
-  fill (want, covered, 43);
+  unit_fill (want, covered, 43);
   run_threads (top, want, size, covered);
   free (want);
 }

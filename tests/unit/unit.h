@@ -5,6 +5,7 @@
 #define VDM_UNIT_H
 
 #include <CUnit/Basic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,25 @@ unit_path (const char *name)
   i = (i + 1) % 4;
   snprintf (buf[i], sizeof buf[i], "%s/%s", unit_dir, name);
   return buf[i];
+}
+
+/* Deterministic pseudo-random numbers (xorshift), per caller state. */
+static inline uint64_t
+unit_rnd (uint64_t *s)
+{
+  *s ^= *s << 13;
+  *s ^= *s >> 7;
+  *s ^= *s << 17;
+  return *s;
+}
+
+/* LEN pseudo-random bytes, the same for the same SEED. */
+static inline void
+unit_fill (void *buf, size_t len, uint64_t seed)
+{
+  uint64_t s = seed * 2654435761U + 1;
+  for (size_t i = 0; i < len; i++)
+    ((unsigned char *)buf)[i] = unit_rnd (&s) >> 56;
 }
 
 struct unit_test
