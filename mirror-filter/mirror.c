@@ -91,6 +91,7 @@
 #include "target.h"
 
 #define COPY_RUN (1u << 20)
+#define WRITEBACK_EVERY (UINT64_C (64) << 20)
 #define COPIERS 8
 #define ZERO_RUN (UINT64_C (1) << 30)
 #define LAT_BUCKETS 1024
@@ -140,6 +141,13 @@ static bool copier_stop, pivoted;
 static unsigned copiers_running; /* threads in copiers[] to join */
 static unsigned runs_in_flight;  /* runs taken and not yet written */
 static pthread_t copiers[COPIERS];
+/* The copier's early target flush: at most one in flight, started every
+ * WRITEBACK_EVERY bytes copied, so the target writes back while the sync
+ * goes on and complete's flush finds little left (the copy engine's
+ * writeback, copy.c).  Under `lock`. */
+static struct treq *wb_req;
+static struct target *wb_target;
+static uint64_t wb_bytes;
 
 /* Statistics (atomics, read without the lock). */
 static atomic_uint_fast64_t writes_mirrored, bytes_copied, bytes_zeroed;
@@ -499,6 +507,60 @@ zero_chunks_hint (uint64_t c)
                                : (zero_end - start) / granularity;
 }
 
+/* Finish the previous early flush and start the next on T.  Called with
+ * the lock held; drops it meanwhile.  Returns false (the mirror failed)
+ * if the previous flush did. */
+static bool
+writeback_locked (struct target *t)
+{
+  struct treq *prev = wb_req;
+  struct target *prev_t = wb_target;
+  char *why = NULL;
+  int r = 0;
+
+  wb_req = NULL;
+  wb_bytes = 0;
+  pthread_mutex_unlock (&lock);
+  if (prev)
+    r = target_finish (prev_t, prev, NULL, timeout_ms (), &why);
+  struct treq *next
+      = r == 0 ? target_start (t, TREQ_FLUSH, NULL, 0, 0, false) : NULL;
+  pthread_mutex_lock (&lock);
+  if (r == -1) {
+    fail_locked (why ? why : strdup ("flush failed"));
+    return false;
+  }
+  if (wb_req) {
+    /* Another copier started one meanwhile: one is enough. */
+    pthread_mutex_unlock (&lock);
+    target_finish (t, next, NULL, timeout_ms (), &why);
+    free (why);
+    pthread_mutex_lock (&lock);
+    return true;
+  }
+  wb_req = next;
+  wb_target = t;
+  return true;
+}
+
+/* Wait for the early flush, if one is in flight (its outcome is for
+ * complete's own flush to find out).  Caller does not hold lock. */
+static void
+writeback_drain (void)
+{
+  pthread_mutex_lock (&lock);
+  struct treq *r = wb_req;
+  struct target *t = wb_target;
+  wb_req = NULL;
+  wb_bytes = 0;
+  pthread_mutex_unlock (&lock);
+  if (r) {
+    char *why = NULL;
+    target_finish (t, r, NULL, timeout_ms (), &why);
+    free (why);
+  }
+}
+
 static void *
 copier_main (void *arg)
 {
@@ -574,6 +636,10 @@ copier_main (void *arg)
       break;
     }
     cursor = c + n < nchunks ? c + n : 0;
+    wb_bytes += n * granularity;
+    if (wb_bytes >= WRITEBACK_EVERY && attached_locked () && target
+        && !writeback_locked (target))
+      break;
   }
   pthread_mutex_unlock (&lock);
   free (buf);
@@ -592,6 +658,7 @@ copier_join (void)
   pthread_mutex_unlock (&lock);
   for (unsigned i = 0; i < running; i++)
     pthread_join (copiers[i], NULL);
+  writeback_drain ();
   pthread_mutex_lock (&lock);
   copiers_running = 0;
   pthread_mutex_unlock (&lock);
