@@ -1121,16 +1121,17 @@ end (struct migration *m, const char *dst_vm)
   }
   if (m->vm)
     release_disks (m->d, m->vm->uuid);
+  msg = g_strdup_printf ("%s: %s", m->step, m->error ? m->error : "failed");
   if (job_cancelled (m->job) && !job_stopping (m->job)) {
+    /* xapi's error, and the step the cancel stopped ("mirror: cancelled"). */
     const char *ei[] = { "TASK_CANCELLED",
                          task_ref = g_strconcat (XAPI_REF_PREFIX,
                                                  job_row (m->job)->task, NULL),
-                         NULL };
+                         msg, NULL };
 
     job_finish (m->job, "cancelled", NULL, ei);
     return;
   }
-  msg = g_strdup_printf ("%s: %s", m->step, m->error ? m->error : "failed");
   {
     const char *ei[] = { "VM_MIGRATE_FAILED", vm_ref, src, dst, msg, NULL };
 
