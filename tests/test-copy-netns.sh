@@ -5,27 +5,14 @@
 # namespaces cannot be made.
 . "$srcdir/functions.sh"
 . "$srcdir/copy-sources.sh"
-requires ip
-requires tc
+. "$srcdir/netns-functions.sh"
 requires nbdkit
 
-ns_a=vdm-a-$$ ns_b=vdm-b-$$
-ip netns add "$ns_a" 2>/dev/null || skip "cannot create network namespaces here"
-del_ns () { ip netns del "$ns_a" 2>/dev/null; ip netns del "$ns_b" 2>/dev/null; }
-cleanup_fn del_ns
-ip netns add "$ns_b"
-ip link add va-$$ netns "$ns_a" type veth peer name vb-$$ netns "$ns_b" \
-  || skip "cannot create veth pairs here"
-# 192.0.2.0/24 is the documentation range: it exists only between these
-# two namespaces of ours.
-ip -n "$ns_a" addr add 192.0.2.1/24 dev va-$$
-ip -n "$ns_b" addr add 192.0.2.2/24 dev vb-$$
-ip -n "$ns_a" link set va-$$ up; ip -n "$ns_b" link set vb-$$ up
-ip -n "$ns_a" link set lo up; ip -n "$ns_b" link set lo up
+netns_pair
 # netem gives the 20 ms round trip; kernels without it (sch_netem not
 # built) still get the 1 Gbit/s rate from tbf, and the test says so.
 link="20 ms / 1 Gbit/s"
-for x in "$ns_a va-$$" "$ns_b vb-$$"; do
+for x in "$ns_a $veth_a" "$ns_b $veth_b"; do
   set -- $x
   if ! ip netns exec "$1" tc qdisc add dev "$2" root netem delay 10ms rate 1gbit limit 100000 2>/dev/null; then
     ip netns exec "$1" tc qdisc add dev "$2" root tbf rate 1gbit burst 256kb latency 50ms \

@@ -28,7 +28,9 @@ vdimotiond_pid=
 # run_vdimotiond DIR [EXTRA FLAGS...]: a daemon whose state dir and SRs
 # (sr1, sr2) are under DIR, logging to DIR/vdimotiond.log; sets vdm_pid,
 # vdm_url (and vdm_https_url with --listen-https).  User "root", password
-# "secret".
+# "secret".  With $vdm_netns set, the daemon runs in that network
+# namespace (netns-functions.sh).
+vdm_netns=
 run_vdimotiond ()
 {
   dir=$1; shift
@@ -40,6 +42,7 @@ run_vdimotiond ()
   # A restarted daemon's log replaces the first one's, kept aside.
   [ ! -f "$dir/vdimotiond.log" ] \
     || cat "$dir/vdimotiond.log" >> "$dir/vdimotiond-earlier.log"
+  ${vdm_netns:+ip netns exec "$vdm_netns"} \
   "$VDIMOTIOND" --foreground --listen 127.0.0.1:0 --state-dir "$dir/state" \
     --auth-file "$dir/auth" --sr "sr1=$dir/sr1" --sr "sr2=$dir/sr2" \
     --vdi-plugin "$modules_dir/sr-drivers/.libs/nbdkit-vdi-plugin.so" \
@@ -107,12 +110,24 @@ kill_vdimotiond ()
   wait "$vdimotiond_pid" 2>/dev/null || :
 }
 
-# Stop it with SIGTERM and check it exits 0 (under ASan: no leaks).
+# stop_daemon PID LOG: stop it with SIGTERM and check it exits 0 (under
+# ASan: no leaks); else show its log.
+stop_daemon ()
+{
+  kill -TERM "$1"
+  rc=0
+  wait "$1" || rc=$?
+  [ "$rc" -eq 0 ] || { cat "$2" >&2; fail "vdimotiond $1 exited $rc"; }
+}
+
 stop_vdimotiond ()
 {
-  kill -TERM "$vdimotiond_pid"
-  rc=0
-  wait "$vdimotiond_pid" || rc=$?
+  stop_daemon "$vdimotiond_pid" "$T/vdimotiond.log"
   vdimotiond_pid=
-  [ "$rc" -eq 0 ] || { cat "$T/vdimotiond.log" >&2; fail "vdimotiond exited $rc"; }
+}
+
+stop_peer ()
+{
+  stop_daemon "$peer_pid" "$T/peer/vdimotiond.log"
+  peer_pid=
 }

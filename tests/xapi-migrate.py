@@ -53,12 +53,7 @@ def make_vm(name, ndisks=1):
     return vm, vdis
 
 
-def sockets(x, s, vm):
-    out = {}
-    for vbd in ok(x.VM.get_VBDs(s, vm)):
-        r = ok(x.VBD.get_record(s, vbd))
-        out[r["userdevice"]] = r["other_config"]["nbd-socket"]
-    return out
+sockets = xapi_checks.vbd_sockets
 
 
 def migrate(call, writers, wait_file):
@@ -243,11 +238,7 @@ task = ok(local.Async.VM.migrate(ls, vm3, tok, True,
 while ok(local.task.get_progress(ls, task)) < 0.85:
     time.sleep(0.05)
 ok(local.task.cancel(ls, task))
-while True:
-    t = ok(local.task.get_record(ls, task))
-    if t["status"] not in ("pending", "cancelling"):
-        break
-    time.sleep(0.05)
+t = xapi_checks.wait_task(local, ls, task)
 assert t["status"] == "cancelled", t
 intact("cancel during the handover")
 

@@ -21,15 +21,15 @@ def failure(r, code):
 
 
 def fio(T, sock, seed, offset, size, verify_only=False, background=False,
-        rate=None):
-    """fio through an NBD socket (a VM's disk): random 4k writes with
+        rate=None, bs="4k"):
+    """fio through an NBD socket (a VM's disk): random BS writes with
     crc32c verify, or with VERIFY_ONLY a check that they are all there.
     Its log goes to T.  Returns the exit code, or with BACKGROUND the
     running process."""
     import subprocess
     args = ["fio", "--name=vm", "--ioengine=nbd",
             "--uri=nbd+unix:///?socket=" + sock, "--rw=randwrite",
-            "--bs=4k", "--offset=%d" % offset, "--size=%d" % size,
+            "--bs=%s" % bs, "--offset=%d" % offset, "--size=%d" % size,
             "--iodepth=8", "--randrepeat=1", "--randseed=%d" % seed,
             "--verify=crc32c", "--verify_fatal=1", "--verify_state_save=0",
             "--output=%s/fio-%d-%s.log" % (T, seed,
@@ -39,3 +39,25 @@ def fio(T, sock, seed, offset, size, verify_only=False, background=False,
         args.append("--rate_iops=1000000,%d" % rate)
     p = subprocess.Popen(args)
     return p if background else p.wait()
+
+
+def vbd_sockets(x, s, vm):
+    """{userdevice: the NBD socket of the running VM's disk}."""
+    out = {}
+    for vbd in ok(x.VM.get_VBDs(s, vm)):
+        r = ok(x.VBD.get_record(s, vbd))
+        out[r["userdevice"]] = r["other_config"]["nbd-socket"]
+    return out
+
+
+def wait_task(x, s, task, timeout=120):
+    """Poll the task until it ends (neither pending nor cancelling); its
+    record."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        t = ok(x.task.get_record(s, task))
+        if t["status"] not in ("pending", "cancelling"):
+            return t
+        assert time.monotonic() < deadline, ("the task never ended", t)
+        time.sleep(0.05)

@@ -32,6 +32,8 @@
 #define SOURCE_SILENCE_LIMIT (5 * 60)
 #define MIGRATION_MARK "vdimotion-migration"
 #define PSK_IDENTITY "vdimotion"
+/* A disk's forwarder is <vdi>-fwd in the run dir (.pid, .log). */
+#define FORWARDER_SUFFIX "-fwd"
 
 static int64_t
 now_s (void)
@@ -358,6 +360,21 @@ read_disks (struct xapi_call *c, xmlrpc_value *v,
   return xapi_failed (c) ? NULL : g_steal_pointer (&a);
 }
 
+/* Stop a disk's TLS forwarder.  It has no socket of its own, so
+ * xapi_stop_serving knows it by its pid file and leaves its log
+ * (<vdi>-fwd.log) behind: that goes here. */
+static void
+stop_forwarder (struct xapi_daemon *d, const struct state_mdisk *md,
+                int grace_seconds)
+{
+  g_autofree char *name
+      = g_strconcat (md->uuid, FORWARDER_SUFFIX ".log", NULL);
+  g_autofree char *log = g_build_filename (d->run_dir, name, NULL);
+
+  xapi_stop_serving (md->fwd_pid, md->fwd_pidfile, NULL, grace_seconds);
+  unlink (log);
+}
+
 /* Undo a prepared (or half-prepared) migration: the forwarders and disk
  * servers stop, the new VDIs go. */
 static void
@@ -376,7 +393,7 @@ drop_migration (struct xapi_daemon *d, struct state_migration *m,
 
     if (md == NULL)
       continue;
-    xapi_stop_serving (md->fwd_pid, md->fwd_pidfile, NULL, XAPI_STOP_NOW);
+    stop_forwarder (d, md, XAPI_STOP_NOW);
     xapi_stop_serving (md->pid, md->socket, md->control, XAPI_STOP_NOW);
     if ((v = xapi_find_vdi (d, md->uuid, &s))) {
       if (sr_vdi_destroy (s->sr, v->uuid) == -1)
@@ -434,7 +451,7 @@ prepare_disk (struct xapi_call *c, struct state_migration *m,
   /* Recorded before anything runs, so an abort finds the VDI. */
   state_mdisk_add (d->state, &md);
   path = xapi_vdi_path (r->sr, v);
-  fwd_name = g_strconcat (v->uuid, "-fwd", NULL);
+  fwd_name = g_strconcat (v->uuid, FORWARDER_SUFFIX, NULL);
   if (xapi_serve_image (d, v->uuid, path, true, false, &sv, &error) == -1
       || xapi_serve_forward (d, fwd_name, sv.socket, psk, d->nbd_address, &fw,
                              &error)
@@ -607,7 +624,7 @@ migration_commit (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
       if (g_strcmp0 (dev, md->userdevice) == 0 && g_strcmp0 (mo, "RO") == 0)
         mode = "RO";
     }
-    xapi_stop_serving (md->fwd_pid, md->fwd_pidfile, NULL, XAPI_STOP_GRACE);
+    stop_forwarder (d, md, XAPI_STOP_GRACE);
     if (strcmp (vm.power_state, "Halted") == 0) {
       xapi_stop_serving (md->pid, md->socket, md->control, XAPI_STOP_GRACE);
       g_clear_pointer (&md->socket, g_free);

@@ -11,7 +11,10 @@
  *   mirror   (live, running VM) every disk's mirror filter starts at once
  *            towards its export (xapi does one disk after the other);
  *            progress is the bytes in sync over all disks, weighted by
- *            size; a keepalive every 30 s tells the destination we live;
+ *            size; a keepalive every 30 s tells the destination we live,
+ *            and one more once all are ready checks that its daemon
+ *            still answers (its disk servers outlive it) before the VM
+ *            is handed over;
  *   copy     (a halted VM, or live=false) the copy engine copies each
  *            disk's allocated data to its export instead;
  *   handover (live) all mirrors ready: the memory migrator
@@ -338,18 +341,29 @@ call_dest (struct migration *m, const char *method, xmlrpc_value *arg)
   return v;
 }
 
-static void
-keepalive (struct migration *m)
+/* Tell the destination we live, every KEEPALIVE_SECONDS or with FORCE
+ * now; false (after fail_step) when it does not answer or no longer
+ * knows the migration. */
+static bool
+keepalive (struct migration *m, bool force)
 {
   gint64 now = g_get_monotonic_time ();
   xmlrpc_value *v;
 
-  if (now - m->last_keepalive < KEEPALIVE_SECONDS * G_USEC_PER_SEC)
-    return;
+  if (m->error)
+    return false;
+  if (!force && now - m->last_keepalive < KEEPALIVE_SECONDS * G_USEC_PER_SEC)
+    return true;
   m->last_keepalive = now;
   v = call_dest (m, "migration.keepalive", NULL);
-  if (v)
-    xmlrpc_DECREF (v);
+  if (v == NULL) {
+    g_autofree char *why = g_steal_pointer (&m->error);
+
+    fail_step (m, "the destination is gone: %s", why);
+    return false;
+  }
+  xmlrpc_DECREF (v);
+  return true;
 }
 
 static bool
@@ -577,11 +591,13 @@ mirror_all (struct migration *m)
     }
     if (!poll_mirrors (m, &ready, SHARE_SYNC))
       return false;
+    /* The handover moves the VM, so only to a destination that still
+     * answers now: its disk servers outlive its daemon, and a sync can
+     * end well with nobody left there to take the VM. */
+    if (!keepalive (m, ready))
+      return false;
     if (ready)
       return true;
-    keepalive (m);
-    if (m->error)
-      return false;
     g_usleep (100 * 1000);
   }
 }
@@ -634,7 +650,7 @@ copy_all (struct migration *m)
     if (ein)
       copy_endpoint_close (ein, NULL);
     vdisk_close (in);
-    keepalive (m);
+    keepalive (m, false);
   }
   return m->error == NULL;
 }
@@ -854,7 +870,7 @@ handover (struct migration *m)
 
       last_poll = now;
       poll_mirrors (m, &ready, 0);
-      keepalive (m);
+      keepalive (m, false);
     }
     if (poll (pfd, 2, 100) <= 0)
       continue;
@@ -1105,16 +1121,17 @@ end (struct migration *m, const char *dst_vm)
   }
   if (m->vm)
     release_disks (m->d, m->vm->uuid);
+  msg = g_strdup_printf ("%s: %s", m->step, m->error ? m->error : "failed");
   if (job_cancelled (m->job) && !job_stopping (m->job)) {
+    /* xapi's error, and the step the cancel stopped ("mirror: cancelled"). */
     const char *ei[] = { "TASK_CANCELLED",
                          task_ref = g_strconcat (XAPI_REF_PREFIX,
                                                  job_row (m->job)->task, NULL),
-                         NULL };
+                         msg, NULL };
 
     job_finish (m->job, "cancelled", NULL, ei);
     return;
   }
-  msg = g_strdup_printf ("%s: %s", m->step, m->error ? m->error : "failed");
   {
     const char *ei[] = { "VM_MIGRATE_FAILED", vm_ref, src, dst, msg, NULL };
 
