@@ -38,6 +38,7 @@
 #include "vdisk-internal.h"
 
 #define DB_NAME "sr.db"
+#define TRASH_PREFIX ".deleting-" /* see destroy_locked */
 #define SCHEMA_VERSION 1
 
 struct file_sr
@@ -615,6 +616,26 @@ fail:
 
 static void fsr_free (struct sr *sr);
 
+/* Images of destroyed VDIs that a crash left renamed but not unlinked
+ * (see destroy_locked). */
+static void
+purge_trash (struct sr *sr)
+{
+  int fd = dup (F (sr)->dirfd);
+  DIR *dir = fd >= 0 ? fdopendir (fd) : NULL;
+  struct dirent *e;
+
+  if (!dir) {
+    if (fd >= 0)
+      close (fd);
+    return;
+  }
+  while ((e = readdir (dir)) != NULL)
+    if (strncmp (e->d_name, TRASH_PREFIX, strlen (TRASH_PREFIX)) == 0)
+      (void)unlinkat (F (sr)->dirfd, e->d_name, 0);
+  closedir (dir);
+}
+
 static int
 fsr_open (struct sr *sr, unsigned flags)
 {
@@ -666,6 +687,7 @@ fsr_open (struct sr *sr, unsigned flags)
   sqlite3_busy_timeout (f->db, 5000);
   if (init_db (sr) == -1 || recover (sr) == -1)
     goto fail;
+  purge_trash (sr);
   return 0;
 fail:
   fsr_free (sr);
@@ -946,10 +968,29 @@ fsr_open_vdi (struct sr *sr, const char *uuid, unsigned flags)
 
 /* ---- destroy ---- */
 
+struct names
+{
+  char **v;
+  size_t len;
+};
+
+static void
+names_free (struct names *n)
+{
+  for (size_t i = 0; i < n->len; i++)
+    free (n->v[i]);
+  free (n->v);
+}
+
 /* Delete UUID's record and image, then its parent too if that is an
  * unmanaged base nobody uses any more. */
+/* A destroyed VDI's image is renamed to TRASH_PREFIX<name> in the
+ * transaction, and unlinked after the SR's lock is dropped: unlinking a
+ * large image takes the better part of a second here, and other VDIs'
+ * operations (a migration destroys all its source VDIs at once) need not
+ * wait for it.  open removes what a crash left behind. */
 static int
-destroy_locked (struct sr *sr, const char *uuid)
+destroy_locked (struct sr *sr, const char *uuid, struct names *trash)
 {
   struct sr_vdi *v = load_vdi (sr, uuid);
   if (!v)
@@ -971,12 +1012,27 @@ destroy_locked (struct sr *sr, const char *uuid)
     db_rollback (sr);
     goto fail;
   }
-  if (unlinkat (F (sr)->dirfd, v->location, 0) == -1 && errno != ENOENT) {
-    sr_err (sr, errno, "VDI %s: cannot remove %s: %s", uuid, v->location,
-            strerror (errno));
+  char *gone = NULL;
+  char **more = realloc (trash->v, (trash->len + 1) * sizeof *more);
+  if (more)
+    trash->v = more;
+  if (!more || asprintf (&gone, TRASH_PREFIX "%s", v->location) == -1) {
+    sr_err (sr, ENOMEM, "out of memory");
     db_rollback (sr);
     goto fail;
   }
+  if (renameat (F (sr)->dirfd, v->location, F (sr)->dirfd, gone) == -1) {
+    int e = errno;
+    free (gone);
+    if (e != ENOENT) {
+      sr_err (sr, e, "VDI %s: cannot remove %s: %s", uuid, v->location,
+              strerror (e));
+      db_rollback (sr);
+      goto fail;
+    }
+  }
+  else
+    trash->v[trash->len++] = gone;
   if (db_commit (sr) == -1)
     goto fail; /* the image is gone; the next scan drops the record */
   sync_dir (sr);
@@ -986,7 +1042,7 @@ destroy_locked (struct sr *sr, const char *uuid)
     char *other = p && !p->managed ? first_child (sr, p->uuid) : NULL;
     int r = 0;
     if (p && !p->managed && !other)
-      r = destroy_locked (sr, p->uuid);
+      r = destroy_locked (sr, p->uuid, trash);
     free (other);
     sr_vdi_free (p);
     if (r == -1)
@@ -1002,9 +1058,13 @@ fail:
 static int
 fsr_destroy_vdi (struct sr *sr, const char *uuid)
 {
+  struct names trash = { 0 };
   pthread_mutex_lock (&F (sr)->lock);
-  int r = destroy_locked (sr, uuid);
+  int r = destroy_locked (sr, uuid, &trash);
   pthread_mutex_unlock (&F (sr)->lock);
+  for (size_t i = 0; i < trash.len; i++)
+    (void)unlinkat (F (sr)->dirfd, trash.v[i], 0);
+  names_free (&trash);
   return r;
 }
 
@@ -1224,20 +1284,6 @@ fsr_set_parent (struct sr *sr, const char *uuid, const char *parent_uuid)
 }
 
 /* ---- scan ---- */
-
-struct names
-{
-  char **v;
-  size_t len;
-};
-
-static void
-names_free (struct names *n)
-{
-  for (size_t i = 0; i < n->len; i++)
-    free (n->v[i]);
-  free (n->v);
-}
 
 static int
 list_images (struct sr *sr, struct names *out)

@@ -512,6 +512,48 @@ test_destroy_refused_while_parent (void)
   sr_close (sr);
 }
 
+/* Destroy leaves no image and no renamed leftover; a leftover a crash
+ * left between the rename and the unlink goes at the next open, and is
+ * never adopted by a scan. */
+static void
+test_destroy_leaves_nothing (void)
+{
+  struct sr *sr = new_sr ("sr-trash");
+  CU_ASSERT_FATAL (sr != NULL);
+  char *dir = strdup (sr_get_path (sr));
+  char *before = dir_listing (dir);
+  struct sr_vdi *v = sr_vdi_create (sr, "d", VDISK_FORMAT_VHD, MiB, NULL);
+  CU_ASSERT_FATAL (v != NULL);
+  CU_ASSERT (write_fill (sr, v->uuid, 0x5a, 0, 65536) == 0);
+  CU_ASSERT (sr_vdi_destroy (sr, v->uuid) == 0);
+  char *after = dir_listing (dir);
+  CU_ASSERT_STRING_EQUAL (after, before);
+  free (after);
+
+  char crashed[1100];
+  snprintf (crashed, sizeof crashed, "%s/.deleting-%s", dir, v->location);
+  FILE *f = fopen (crashed, "w");
+  CU_ASSERT_FATAL (f != NULL);
+  fputs ("what a crash left", f);
+  fclose (f);
+  CU_ASSERT (sr_scan (sr) == 0);
+  struct sr_vdi_list l;
+  CU_ASSERT (sr_vdi_list (sr, &l) == 0);
+  CU_ASSERT_EQUAL (l.len, 0);
+  sr_vdi_list_free (&l);
+  sr_close (sr);
+  sr = sr_open ("file", dir, 0);
+  CU_ASSERT_FATAL (sr != NULL);
+  CU_ASSERT (!file_exists (crashed));
+  after = dir_listing (dir);
+  CU_ASSERT_STRING_EQUAL (after, before);
+  free (after);
+  free (before);
+  free (dir);
+  sr_vdi_free (v);
+  sr_close (sr);
+}
+
 static void
 test_chain_create_and_set_parent (void)
 {
@@ -1022,6 +1064,7 @@ main (void)
     { "uuid syntax", test_uuid_syntax },
     { "create each format and list", test_create_each_format_and_list },
     { "second open refused", test_second_open_refused },
+    { "destroy leaves nothing", test_destroy_leaves_nothing },
     { "rename and other_config", test_rename_and_other_config },
     { "open, write, read", test_open_write_read },
     { "snapshot vhd", test_snapshot_vhd },
