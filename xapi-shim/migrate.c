@@ -904,6 +904,18 @@ handover (struct migration *m)
 }
 
 /* The destination takes the VM; here, the VM and its disks go. */
+/* A source VDI after its VM moved (a thread of commit). */
+static gpointer
+destroy_source (gpointer data)
+{
+  struct mdisk *md = data;
+
+  if (sr_vdi_destroy (md->sr->sr, md->vdi->uuid) == -1)
+    g_warning ("the VM moved, but its VDI %s stays here: %s", md->vdi->uuid,
+               sr_get_error ());
+  return NULL;
+}
+
 static bool
 commit (struct migration *m, char **dst_vm)
 {
@@ -974,15 +986,26 @@ commit (struct migration *m, char **dst_vm)
   xmlrpc_env_clean (&env);
 
   /* From here the VM lives there: nothing below can fail the task. */
+  {
+    g_autoptr (GPtrArray) destroyers = g_ptr_array_new ();
+
+    for (guint i = 0; i < m->disks->len; i++) {
+      struct mdisk *md = &g_array_index (m->disks, struct mdisk, i);
+
+      xapi_stop_serving (md->vbd->pid, md->vbd->nbd_socket,
+                         md->vbd->control_socket, XAPI_STOP_GRACE);
+      xapi_vdi_release (m->d, md->vdi->uuid);
+      /* Each image's unlink takes a while: all at once. */
+      if (!keep_source)
+        g_ptr_array_add (destroyers,
+                         g_thread_new ("destroy", destroy_source, md));
+    }
+    for (guint i = 0; i < destroyers->len; i++)
+      g_thread_join (destroyers->pdata[i]);
+  }
   for (guint i = 0; i < m->disks->len; i++) {
     struct mdisk *md = &g_array_index (m->disks, struct mdisk, i);
 
-    xapi_stop_serving (md->vbd->pid, md->vbd->nbd_socket,
-                       md->vbd->control_socket, XAPI_STOP_GRACE);
-    xapi_vdi_release (m->d, md->vdi->uuid);
-    if (!keep_source && sr_vdi_destroy (md->sr->sr, md->vdi->uuid) == -1)
-      g_warning ("VM %s moved, but its VDI %s stays here: %s", m->vm->uuid,
-                 md->vdi->uuid, sr_get_error ());
     state_vbd_remove (m->d->state, md->vbd->uuid);
   }
   state_vm_remove (m->d->state, m->vm->uuid);
