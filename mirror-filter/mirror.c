@@ -25,8 +25,10 @@
  * The dirty bitmap has one bit per mirror-granularity chunk of the whole
  * disk.  `start` marks every chunk dirty (the target is not known to read
  * as zero); the copier consults the plugin's extents for each run it
- * copies, so zero and hole ranges become NBD zero requests and are never
- * read.
+ * copies, so zero and hole ranges are never read: they become NBD zero
+ * requests, except where the target's own extents say it already reads
+ * as zero (asked under the run's range lock, so no mirrored write can
+ * change that before the run is done).
  *
  * Range locks.  A `busy` bit per chunk, taken all-or-nothing under one
  * mutex.  A mirrored guest request takes the busy bits of every chunk it
@@ -150,7 +152,8 @@ static struct target *wb_target;
 static uint64_t wb_bytes;
 
 /* Statistics (atomics, read without the lock). */
-static atomic_uint_fast64_t writes_mirrored, bytes_copied, bytes_zeroed;
+static atomic_uint_fast64_t writes_mirrored, bytes_copied, bytes_zeroed,
+    bytes_skipped;
 static atomic_uint_fast64_t lat_sum_ns, lat_count;
 static atomic_uint_fast64_t lat_hist[LAT_BUCKETS];
 
@@ -219,6 +222,7 @@ stats_reset (void)
   atomic_store (&writes_mirrored, 0);
   atomic_store (&bytes_copied, 0);
   atomic_store (&bytes_zeroed, 0);
+  atomic_store (&bytes_skipped, 0);
   atomic_store (&lat_sum_ns, 0);
   atomic_store (&lat_count, 0);
   for (unsigned i = 0; i < LAT_BUCKETS; i++)
@@ -399,6 +403,19 @@ sync_span (nbdkit_next *next, struct target *t, uint64_t start, uint64_t end,
       if (x.type & NBDKIT_EXTENT_ZERO) {
         while (pos < xend) {
           uint32_t n = xend - pos > (1u << 30) ? (1u << 30) : xend - pos;
+          /* What the target already reads as zero needs no request (a
+           * fresh destination is mostly that).  Nothing else writes
+           * these chunks while we hold their lock, so the answer holds
+           * until we let go. */
+          uint64_t known;
+          if (target_zero_prefix (t, pos, n, timeout_ms (), &known, why)
+              == -1)
+            goto fail;
+          if (known > 0) {
+            atomic_fetch_add (&bytes_skipped, known);
+            pos += known;
+            continue;
+          }
           if (target_sync (t, TREQ_ZERO, NULL, n, pos, false, timeout_ms (),
                            why)
               == -1)
@@ -849,11 +866,12 @@ mirror_cmd_status (void)
   uint64_t n = atomic_load (&lat_count);
   fprintf (f,
            ",\"bytes_copied\":%" PRIu64 ",\"bytes_zeroed\":%" PRIu64
-           ",\"writes_mirrored\":%" PRIu64 ",\"write_latency_mean_us\":%.1f"
+           ",\"bytes_skipped\":%" PRIu64 ",\"writes_mirrored\":%" PRIu64 ",\"write_latency_mean_us\":%.1f"
            ",\"write_latency_p99_us\":%.1f"
            ",\"granularity\":%" PRIu64 ",\"timeout\":%u}",
            (uint64_t)atomic_load (&bytes_copied),
            (uint64_t)atomic_load (&bytes_zeroed),
+           (uint64_t)atomic_load (&bytes_skipped),
            (uint64_t)atomic_load (&writes_mirrored),
            n ? atomic_load (&lat_sum_ns) / 1000.0 / n : 0.0,
            lat_percentile (0.99), granularity, timeout_s);

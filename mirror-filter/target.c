@@ -34,6 +34,8 @@ struct treq
   uint64_t offset;
   uint32_t count;
   void *data; /* private copy (write) or bounce buffer (read) */
+  uint64_t zero_end; /* TREQ_MAP: where the zero prefix ends so far */
+  bool map_done;     /* TREQ_MAP: a non-zero extent ended the prefix */
 };
 
 struct target
@@ -46,11 +48,11 @@ struct target
   struct nbd_poller poller;
   char *uri;
   uint64_t size;
-  bool can_fua, can_zero, can_trim, can_flush;
+  bool can_fua, can_zero, can_trim, can_flush, can_map;
 };
 
 static const char *const op_names[]
-    = { "read", "write", "zero", "trim", "flush" };
+    = { "read", "write", "zero", "trim", "flush", "map" };
 
 static char *msg (const char *fmt, ...)
     __attribute__ ((format (printf, 1, 2)));
@@ -103,6 +105,27 @@ completed (void *opaque, int *error)
   finish_locked (r, *error);
   pthread_mutex_unlock (&r->t->lock);
   return 1;
+}
+
+/* base:allocation extents of a TREQ_MAP, from the poller thread: extend
+ * the zero prefix while the extents are contiguous and read as zero. */
+static int
+extents_seen (void *opaque, const char *metacontext, uint64_t offset,
+              uint32_t *entries, size_t nr_entries, int *error)
+{
+  struct treq *r = opaque;
+  if (strcmp (metacontext, LIBNBD_CONTEXT_BASE_ALLOCATION) != 0)
+    return 0;
+  pthread_mutex_lock (&r->t->lock);
+  for (size_t i = 0; i + 1 < nr_entries && !r->map_done; i += 2) {
+    if (offset != r->zero_end || !(entries[i + 1] & LIBNBD_STATE_ZERO))
+      r->map_done = true;
+    else
+      r->zero_end += entries[i];
+    offset += entries[i];
+  }
+  pthread_mutex_unlock (&r->t->lock);
+  return 0;
 }
 
 static void
@@ -199,6 +222,22 @@ target_start (struct target *t, enum treq_op op, const void *buf,
       return r;
     }
     break;
+  case TREQ_MAP:
+    r->zero_end = offset;
+    if (t->can_map)
+      ck = nbd_aio_block_status (
+          t->h, count, offset,
+          (nbd_extent_callback){ .callback = extents_seen, .user_data = r },
+          cb, 0);
+    else {
+      r->map_done = true; /* nothing known */
+      pthread_mutex_lock (&t->lock);
+      finish_locked (r, 0);
+      unref_locked (r);
+      pthread_mutex_unlock (&t->lock);
+      return r;
+    }
+    break;
   case TREQ_FLUSH:
     if (t->can_flush)
       ck = nbd_aio_flush (t->h, cb, 0);
@@ -254,6 +293,10 @@ target_finish (struct target *t, struct treq *r, void *buf, int timeout_ms,
   }
   if (ret == 0 && r->op == TREQ_READ && buf)
     memcpy (buf, r->data, r->count);
+  if (ret == 0 && r->op == TREQ_MAP && buf) {
+    uint64_t n = r->zero_end - r->offset;
+    *(uint64_t *)buf = n < r->count ? n : r->count;
+  }
   r->prev->next = r->next;
   r->next->prev = r->prev;
   r->prev = r->next = r;
@@ -269,6 +312,18 @@ target_sync (struct target *t, enum treq_op op, void *buf, uint32_t count,
 {
   return target_finish (t, target_start (t, op, buf, count, offset, fua), buf,
                         timeout_ms, why);
+}
+
+int
+target_zero_prefix (struct target *t, uint64_t offset, uint32_t count,
+                    int timeout_ms, uint64_t *len, char **why)
+{
+  *len = 0;
+  if (!t->can_map)
+    return 0;
+  return target_finish (t, target_start (t, TREQ_MAP, NULL, count, offset,
+                                         false),
+                        len, timeout_ms, why);
 }
 
 void
@@ -384,6 +439,7 @@ target_open (const char *uri, const char *psk_file, int timeout_ms, char **err)
     goto fail;
   }
   if (nbd_set_uri_allow_local_file (t->h, true) == -1
+      || nbd_add_meta_context (t->h, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1
       || (psk_file
           && (nbd_set_tls (t->h, LIBNBD_TLS_REQUIRE) == -1
               || nbd_set_tls_psk_file (t->h, psk_file) == -1))) {
@@ -406,6 +462,8 @@ target_open (const char *uri, const char *psk_file, int timeout_ms, char **err)
   t->can_zero = nbd_can_zero (t->h) == 1;
   t->can_trim = nbd_can_trim (t->h) == 1;
   t->can_flush = nbd_can_flush (t->h) == 1;
+  t->can_map
+      = nbd_can_meta_context (t->h, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
   if (nbd_poller_start (&t->poller, t->h, connection_gone, t) == -1) {
     *err = msg ("%s: cannot start a thread", uri);
     goto fail;

@@ -27,6 +27,7 @@ enum treq_op
   TREQ_ZERO,
   TREQ_TRIM,
   TREQ_FLUSH,
+  TREQ_MAP, /* base:allocation; see target_zero_prefix */
 };
 
 /* Connect (within TIMEOUT_MS).  PSK_FILE may be NULL.  Returns NULL with
@@ -51,6 +52,13 @@ int target_finish (struct target *t, struct treq *r, void *buf, int timeout_ms,
 /* Both steps at once. */
 int target_sync (struct target *t, enum treq_op op, void *buf, uint32_t count,
                  uint64_t offset, bool fua, int timeout_ms, char **why);
+
+/* How many bytes from OFFSET on (at most COUNT) the target says read as
+ * zero (its base:allocation extents), within TIMEOUT_MS.  *LEN is 0 when
+ * the target does not say (no base:allocation, or data at OFFSET).
+ * Returns -1 with a malloc'd reason in *WHY as target_finish. */
+int target_zero_prefix (struct target *t, uint64_t offset, uint32_t count,
+                        int timeout_ms, uint64_t *len, char **why);
 
 /* Fail every request in flight and every later one (ECANCELED).  Safe to
  * call more than once and from any thread. */
