@@ -408,8 +408,7 @@ sync_span (nbdkit_next *next, struct target *t, uint64_t start, uint64_t end,
            * these chunks while we hold their lock, so the answer holds
            * until we let go. */
           uint64_t known;
-          if (target_zero_prefix (t, pos, n, timeout_ms (), &known, why)
-              == -1)
+          if (target_zero_prefix (t, pos, n, timeout_ms (), &known, why) == -1)
             goto fail;
           if (known > 0) {
             atomic_fetch_add (&bytes_skipped, known);
@@ -866,7 +865,8 @@ mirror_cmd_status (void)
   uint64_t n = atomic_load (&lat_count);
   fprintf (f,
            ",\"bytes_copied\":%" PRIu64 ",\"bytes_zeroed\":%" PRIu64
-           ",\"bytes_skipped\":%" PRIu64 ",\"writes_mirrored\":%" PRIu64 ",\"write_latency_mean_us\":%.1f"
+           ",\"bytes_skipped\":%" PRIu64 ",\"writes_mirrored\":%" PRIu64
+           ",\"write_latency_mean_us\":%.1f"
            ",\"write_latency_p99_us\":%.1f"
            ",\"granularity\":%" PRIu64 ",\"timeout\":%u}",
            (uint64_t)atomic_load (&bytes_copied),

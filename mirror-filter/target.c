@@ -33,7 +33,7 @@ struct treq
   enum treq_op op;
   uint64_t offset;
   uint32_t count;
-  void *data; /* private copy (write) or bounce buffer (read) */
+  void *data;        /* private copy (write) or bounce buffer (read) */
   uint64_t zero_end; /* TREQ_MAP: where the zero prefix ends so far */
   bool map_done;     /* TREQ_MAP: a non-zero extent ended the prefix */
 };
@@ -321,8 +321,8 @@ target_zero_prefix (struct target *t, uint64_t offset, uint32_t count,
   *len = 0;
   if (!t->can_map)
     return 0;
-  return target_finish (t, target_start (t, TREQ_MAP, NULL, count, offset,
-                                         false),
+  return target_finish (t,
+                        target_start (t, TREQ_MAP, NULL, count, offset, false),
                         len, timeout_ms, why);
 }
 
