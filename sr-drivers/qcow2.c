@@ -1546,8 +1546,34 @@ read_backing_name (struct vdisk *d, struct qcow2 *q, const uint8_t *h,
   return 0;
 }
 
-/* Walk the header extensions: only their framing matters to us (the
- * backing format is the core's business: it probes the parent). */
+/* The backing-format extension: the child's word for its parent's
+ * format, which the core then opens the parent as (never probing it). */
+static int
+read_backing_format (struct vdisk *d, const uint8_t *data, uint32_t len)
+{
+  char name[32];
+  int f;
+
+  if (len == 0 || len >= sizeof name || memchr (data, '\0', len)) {
+    vdisk_error (d, EINVAL,
+                 "backing format header extension (%u bytes) is not a "
+                 "format name",
+                 len);
+    return -1;
+  }
+  memcpy (name, data, len);
+  name[len] = '\0';
+  f = vdisk_format_from_name (name);
+  if (f == -1) {
+    vdisk_error (d, ENOTSUP, "backing format \"%s\" is not supported", name);
+    return -1;
+  }
+  d->parent_format = f;
+  return 0;
+}
+
+/* Walk the header extensions: check their framing and read the one we
+ * need, the backing format. */
 static int
 check_extensions (struct vdisk *d, const uint8_t *h, uint64_t start,
                   uint64_t end)
@@ -1565,6 +1591,9 @@ check_extensions (struct vdisk *d, const uint8_t *h, uint64_t start,
                    type, off);
       return -1;
     }
+    if (type == EXT_BACKING_FORMAT
+        && read_backing_format (d, h + off + 8, len) == -1)
+      return -1;
     off += 8 + ((uint64_t)len + 7) / 8 * 8;
   }
   return 0;

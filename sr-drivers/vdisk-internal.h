@@ -28,7 +28,8 @@ struct vdisk_format_ops
    * fields it knows (d->info.subformat, block_size, uuid) and, if the
    * image has a parent, d->parent_names[] / n_parent_names: candidate
    * names in preference order (POSIX paths, relative ones relative to
-   * the image's directory).  The core resolves and opens the parent
+   * the image's directory), and d->parent_format if the image records
+   * its parent's format (it is VDISK_FORMAT_PROBE on entry).  The core resolves and opens the parent
    * afterwards and then calls attach_parent.  Allocates d->priv. */
   int (*open) (struct vdisk *d);
   /* Optional: check the opened parent (d->parent) belongs to this child
@@ -79,6 +80,7 @@ struct vdisk
   char *parent_names[VDISK_MAX_PARENT_NAMES];
   unsigned n_parent_names;
   char *parent_path; /* resolved */
+  int parent_format; /* as recorded by this layer, or VDISK_FORMAT_PROBE */
   struct vdisk *parent;
   void *priv; /* the format's state */
 };

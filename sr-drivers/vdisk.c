@@ -20,7 +20,7 @@ static const struct vdisk_format_ops *const formats[] = {
 };
 
 static const struct vdisk_format_ops *
-ops_of (enum vdisk_format format)
+ops_of (int format)
 {
   switch (format) {
   case VDISK_FORMAT_RAW: return &vdisk_raw_ops;
@@ -127,19 +127,33 @@ resolve_parent (const char *child, const char *name)
   return p;
 }
 
-static struct vdisk *open_layer (const char *path, unsigned flags,
-                                 const char *const *seen, unsigned depth);
-
-/* Open D's parent from the candidate names the format found. */
-static int
-open_parent (struct vdisk *d, const char *const *seen, unsigned depth)
+/* How a chain is opened: the same for every layer. */
+struct open_ctx
 {
-  const char *chain[VDISK_MAX_DEPTH + 1];
-  unsigned i;
-  for (i = 0; i < depth; i++)
-    chain[i] = seen[i];
-  chain[depth] = d->realpath;
+  unsigned flags;
+  const char *confine; /* realpath of the confining directory, or NULL */
+  const char *seen[VDISK_MAX_DEPTH + 1]; /* realpaths above this layer */
+};
 
+static struct vdisk *open_layer (const char *path, int format,
+                                 struct open_ctx *ctx, unsigned depth);
+
+/* Open D's parent from the candidate names the format found, as the
+ * format D records for it. */
+static int
+open_parent (struct vdisk *d, struct open_ctx *ctx, unsigned depth)
+{
+  unsigned i;
+
+  if (d->parent_format == VDISK_FORMAT_PROBE && ctx->confine) {
+    vdisk_error (d, ENOTSUP,
+                 "the backing file's format is not recorded (no "
+                 "backing-format header extension), and formats are never "
+                 "guessed inside %s",
+                 ctx->confine);
+    return -1;
+  }
+  ctx->seen[depth] = d->realpath;
   for (i = 0; i < d->n_parent_names; i++) {
     char *p = resolve_parent (d->path, d->parent_names[i]);
     if (!p) {
@@ -147,8 +161,7 @@ open_parent (struct vdisk *d, const char *const *seen, unsigned depth)
       return -1;
     }
     if (access (p, F_OK) == 0) {
-      d->parent
-          = open_layer (p, d->flags & ~VDISK_OPEN_RDWR, chain, depth + 1);
+      d->parent = open_layer (p, d->parent_format, ctx, depth + 1);
       if (!d->parent) {
         free (p);
         return -1;
@@ -170,11 +183,21 @@ open_parent (struct vdisk *d, const char *const *seen, unsigned depth)
   return 0;
 }
 
+/* Whether canonical PATH is a file directly in canonical directory DIR. */
+static bool
+is_directly_in (const char *path, const char *dir)
+{
+  size_t n = strlen (dir);
+  if (n == 1 && dir[0] == '/')
+    n = 0;
+  return strncmp (path, dir, n) == 0 && path[n] == '/'
+         && strchr (path + n + 1, '/') == NULL;
+}
+
 static void free_layer (struct vdisk *d);
 
 static struct vdisk *
-open_layer (const char *path, unsigned flags, const char *const *seen,
-            unsigned depth)
+open_layer (const char *path, int format, struct open_ctx *ctx, unsigned depth)
 {
   struct vdisk *d = calloc (1, sizeof *d);
   if (!d) {
@@ -182,19 +205,25 @@ open_layer (const char *path, unsigned flags, const char *const *seen,
     return NULL;
   }
   d->file.fd = -1;
-  d->flags = flags;
+  d->flags = depth == 0 ? ctx->flags : ctx->flags & ~VDISK_OPEN_RDWR;
+  d->parent_format = VDISK_FORMAT_PROBE;
   d->path = strdup (path);
   d->realpath = realpath (path, NULL);
   if (!d->path || !d->realpath) {
     vdisk_set_error (errno, "%s: %s", path, strerror (errno));
     goto fail;
   }
+  if (ctx->confine && !is_directly_in (d->realpath, ctx->confine)) {
+    vdisk_set_error (EPERM, "%s: is %s, outside %s", path, d->realpath,
+                     ctx->confine);
+    goto fail;
+  }
   /* A chain that comes back to an image already in it would recurse
    * forever: refuse it, naming the loop. */
   for (unsigned i = 0; i < depth; i++)
-    if (strcmp (seen[i], d->realpath) == 0) {
+    if (strcmp (ctx->seen[i], d->realpath) == 0) {
       vdisk_set_error (ELOOP, "%s: backing chain loops back to %s", path,
-                       seen[i]);
+                       ctx->seen[i]);
       goto fail;
     }
   if (depth >= VDISK_MAX_DEPTH) {
@@ -202,11 +231,16 @@ open_layer (const char *path, unsigned flags, const char *const *seen,
                      VDISK_MAX_DEPTH);
     goto fail;
   }
-  if (vfile_open (&d->file, path, flags & VDISK_OPEN_RDWR,
-                  !(flags & VDISK_OPEN_BUFFERED))
+  if (vfile_open (&d->file, path, d->flags & VDISK_OPEN_RDWR,
+                  !(d->flags & VDISK_OPEN_BUFFERED))
       == -1)
     goto fail;
-  d->ops = probe (&d->file);
+  if (format == VDISK_FORMAT_PROBE) {
+    d->ops = probe (&d->file);
+    d->info.probed = true;
+  }
+  else
+    d->ops = ops_of (format);
   if (!d->ops)
     goto fail;
   d->info.format = d->ops->format;
@@ -216,7 +250,10 @@ open_layer (const char *path, unsigned flags, const char *const *seen,
   d->info.virtual_size = d->size;
   if (d->n_parent_names > 0) {
     d->info.parent_name = d->parent_names[0];
-    if (!(flags & VDISK_OPEN_NO_PARENT) && open_parent (d, seen, depth) == -1)
+    if (d->parent_format != VDISK_FORMAT_PROBE)
+      d->info.parent_format_name = vdisk_format_name (d->parent_format);
+    if (!(d->flags & VDISK_OPEN_NO_PARENT)
+        && open_parent (d, ctx, depth) == -1)
       goto fail;
   }
   return d;
@@ -227,9 +264,40 @@ fail:
 }
 
 struct vdisk *
+vdisk_open_as (const char *path, unsigned flags, int format,
+               const char *confine)
+{
+  struct open_ctx ctx = { .flags = flags };
+  struct vdisk *d;
+
+  if (format != VDISK_FORMAT_PROBE && !ops_of (format)) {
+    vdisk_set_error (EINVAL, "%s: unknown format %d", path, format);
+    return NULL;
+  }
+  if (confine) {
+    if (format == VDISK_FORMAT_PROBE) {
+      vdisk_set_error (EINVAL,
+                       "%s: the format must be given: formats are never "
+                       "guessed inside %s",
+                       path, confine);
+      return NULL;
+    }
+    char *dir = realpath (confine, NULL);
+    if (!dir) {
+      vdisk_set_error (errno, "%s: %s", confine, strerror (errno));
+      return NULL;
+    }
+    ctx.confine = dir;
+  }
+  d = open_layer (path, format, &ctx, 0);
+  free ((char *)ctx.confine);
+  return d;
+}
+
+struct vdisk *
 vdisk_open (const char *path, unsigned flags)
 {
-  return open_layer (path, flags, NULL, 0);
+  return vdisk_open_as (path, flags, VDISK_FORMAT_PROBE, NULL);
 }
 
 static void
@@ -285,7 +353,15 @@ vdisk_create (const char *path, enum vdisk_format format, uint64_t size,
       vdisk_set_error (ENOMEM, "%s: out of memory", path);
       return -1;
     }
-    parent = vdisk_open (p, 0);
+    int pf = VDISK_FORMAT_PROBE;
+    if (params->parent_format
+        && (pf = vdisk_format_from_name (params->parent_format)) == -1) {
+      vdisk_set_error (ENOTSUP, "%s: unknown backing format \"%s\"", path,
+                       params->parent_format);
+      free (p);
+      return -1;
+    }
+    parent = vdisk_open_as (p, 0, pf, params->confine);
     free (p);
     if (!parent)
       return -1;
@@ -296,6 +372,15 @@ vdisk_create (const char *path, enum vdisk_format format, uint64_t size,
     vdisk_set_error (EINVAL, "%s: virtual size must be greater than 0", path);
     goto out;
   }
+  /* One size rule for every format, qemu-img's: whole 512-byte sectors.
+   * A header that said 1000001 would be read as 999936 by qemu, which
+   * rounds down, and the tail would be lost. */
+  if (size > UINT64_MAX - 511) {
+    vdisk_set_error (EFBIG, "%s: virtual size %" PRIu64 " is too big", path,
+                     size);
+    goto out;
+  }
+  size = (size + 511) & ~(uint64_t)511;
   if (vfile_create (&f, path, true) == -1)
     goto out;
   r = ops->create (&f, size, params, parent);
@@ -312,6 +397,23 @@ out:
 }
 
 /* ---- accessors ---- */
+
+unsigned
+vdisk_warn_probed (struct vdisk *d, const char *prefix)
+{
+  unsigned n = 0;
+  /* As qemu: a top layer guessed qcow2 or VHD by its magic is what its
+   * user named; a guessed raw one, or any guessed backing file, is not. */
+  for (bool top = true; d; d = d->parent, top = false)
+    if (d->info.probed && (!top || d->ops == &vdisk_raw_ops)) {
+      fprintf (stderr,
+               "%s: warning: the format of %s was not given and probing "
+               "guessed %s\n",
+               prefix, d->path, d->ops->name);
+      n++;
+    }
+  return n;
+}
 
 uint64_t
 vdisk_get_size (struct vdisk *d)

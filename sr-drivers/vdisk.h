@@ -2,8 +2,17 @@
  *
  * A `struct vdisk` is one open image together with its backing chain
  * (VHD differencing parent, qcow2 backing file), opened read-only below
- * the top layer.  The format is chosen by the file's content, never its
- * name.  Reads fall through the chain; writes go to the top layer.
+ * the top layer.  Reads fall through the chain; writes go to the top
+ * layer.
+ *
+ * Formats are their owner's word, never a guess from bytes a guest may
+ * have written (qemu's format-probing CVE class): the caller says the top
+ * layer's format (an SR's VDI record, a command line's -f), a qcow2 child
+ * says its backing file's format (the backing-format header extension),
+ * and a VHD's differencing parent is a VHD.  Only where nobody says does
+ * libvdisk probe the content, as qemu does, and records that it did
+ * (vdisk_info.probed) so the caller can warn.  With a confining directory
+ * (an SR) nothing is ever probed and no layer may lie outside it.
  *
  * Allocation maps come from metadata only (BAT and sector bitmaps, L1/L2
  * tables, SEEK_DATA/SEEK_HOLE), so their cost is O(allocated), not
@@ -43,9 +52,29 @@ enum vdisk_format
 
 struct vdisk;
 
+/* "The caller does not know the format": probe the content (qemu's rule:
+ * qcow2 and VHD by their magic, anything else raw). */
+#define VDISK_FORMAT_PROBE (-1)
+
 /* Open an image and, unless VDISK_OPEN_NO_PARENT, its whole chain.
- * Loops and chains deeper than VDISK_MAX_DEPTH are rejected. */
+ * Loops and chains deeper than VDISK_MAX_DEPTH are rejected.
+ *
+ * FORMAT is the top layer's format (enum vdisk_format) as its owner
+ * recorded it, or VDISK_FORMAT_PROBE.  A parent's format is what its
+ * child records; it is probed only when the child records none (a qcow2
+ * without the backing-format extension).
+ *
+ * CONFINE, if not NULL, is a directory (an SR's): every layer must be a
+ * file directly in it once symlinks are resolved, and nothing is probed
+ * (FORMAT must be given; a parent whose format its child does not record
+ * is refused).  Errors: EINVAL for a bad FORMAT, EPERM for a layer outside
+ * CONFINE, ENOTSUP for a backing format that is not raw, vpc/vhd or
+ * qcow2, and whatever the format's own checks say. */
 #define VDISK_MAX_DEPTH 64
+struct vdisk *vdisk_open_as (const char *path, unsigned flags, int format,
+                             const char *confine);
+/* vdisk_open_as (PATH, FLAGS, VDISK_FORMAT_PROBE, NULL): for files that
+ * nobody describes (tests, tools); the daemon never uses it. */
 struct vdisk *vdisk_open (const char *path, unsigned flags);
 /* Flushes (if writable) and frees the whole chain.  Returns -1 if the
  * final flush failed; the handle is freed either way. */
@@ -56,14 +85,22 @@ struct vdisk_create_params
   /* Backing file as it will be recorded (relative names are relative to
    * the new image's directory, as qemu does), or NULL. */
   const char *parent;
+  /* The backing file's format ("raw", "vhd"/"vpc", "qcow2"), as qemu-img
+   * create -F takes it; recorded in a qcow2 child.  NULL: probe the parent
+   * (vdisk_create then fails if confine is set). */
+  const char *parent_format;
+  /* As vdisk_open_as's CONFINE, for opening the parent. */
+  const char *confine;
   /* VHD block size / qcow2 cluster size; 0 = the format's default
    * (VHD 2 MiB, qcow2 64 KiB). */
   uint32_t block_size;
   /* VHD: fixed subformat instead of dynamic.  raw: preallocate. */
   bool fixed;
 };
-/* Create a new image; fails with EEXIST if PATH exists.  SIZE 0 with a
- * parent means "the parent's size". */
+/* Create a new image; fails with EEXIST if PATH exists.  SIZE (bytes) 0
+ * with a parent means "the parent's size".  SIZE is rounded up to a
+ * multiple of 512 for every format, as qemu-img does, so every reader
+ * sees every byte. */
 int vdisk_create (const char *path, enum vdisk_format format, uint64_t size,
                   const struct vdisk_create_params *params);
 
@@ -111,8 +148,17 @@ struct vdisk_info
   const char *parent_path;  /* resolved path of the open parent, or NULL */
   char uuid[37];            /* VHD unique id; empty if the format has none */
   unsigned chain_depth;     /* layers below this one that are open */
+  bool probed;              /* the format was guessed from the content */
+  /* The parent's format as this layer records it ("raw", "vhd", "qcow2"),
+   * or NULL if it records none (or has no parent). */
+  const char *parent_format_name;
 };
 void vdisk_get_info (struct vdisk *d, struct vdisk_info *info);
+/* For each layer of D's chain whose format was guessed, print to stderr
+ * "PREFIX: warning: the format of PATH was not given and probing guessed
+ * FORMAT ..." -- as qemu-img does, not for a top layer guessed qcow2 or
+ * VHD by its magic.  Returns how many lines it printed. */
+unsigned vdisk_warn_probed (struct vdisk *d, const char *prefix);
 const char *vdisk_format_name (enum vdisk_format format);
 /* "raw" / "vhd" / "vpc" / "qcow2" -> format; -1 if unknown. */
 int vdisk_format_from_name (const char *name);

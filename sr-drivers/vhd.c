@@ -571,6 +571,9 @@ read_locators (struct vdisk *d, const uint8_t *hdr, uint64_t footer_pos,
                  "differencing image has no parent locator or parent name");
     return -1;
   }
+  /* The parent of a differencing VHD is a VHD (its unique id and time
+   * stamp are checked against ours in attach_parent). */
+  d->parent_format = VDISK_FORMAT_VHD;
   return 0;
 }
 

@@ -107,8 +107,8 @@ mv "$T/sr" "$T/sr2"
 cmp "$T/mid.vhdi" "$T/base.raw" || fail "moved chain: libvhdi"
 
 # Refused creations leave nothing behind.
-expect_exit 1 "$VDIMOTION" create -f vhd "$T/odd.vhd" 1000
-[ ! -e "$T/odd.vhd" ] || fail "odd size left a file"
+expect_exit 1 "$VDIMOTION" create -f vhd "$T/odd.vhd" 3T
+[ ! -e "$T/odd.vhd" ] || fail "a size VHD cannot hold left a file"
 expect_exit 1 "$VDIMOTION" create -f vhd -o subformat=fixed -b base.vhd "$T/sr2/f.vhd"
 [ ! -e "$T/sr2/f.vhd" ] || fail "fixed with parent left a file"
 echo PASS

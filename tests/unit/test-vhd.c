@@ -528,13 +528,18 @@ test_huge_map (void)
   vdisk_close (d);
 }
 
-/* Sizes and block sizes we refuse to create. */
+/* Sizes and block sizes we refuse to create (and one we round). */
 static void
 test_create_rejects (void)
 {
   struct vdisk_create_params bad_bs = { .block_size = 3000 };
-  CU_ASSERT (vdisk_create (unit_path ("r1.vhd"), VDISK_FORMAT_VHD, 1000, NULL)
-             == -1);
+  struct vdisk *d;
+  /* Not refused: rounded up to whole sectors, as qemu-img does. */
+  CU_ASSERT_FATAL (
+      vdisk_create (unit_path ("r1.vhd"), VDISK_FORMAT_VHD, 1000, NULL) == 0);
+  CU_ASSERT_FATAL ((d = vdisk_open (unit_path ("r1.vhd"), 0)) != NULL);
+  CU_ASSERT (vdisk_get_size (d) == 1024);
+  vdisk_close (d);
   CU_ASSERT (vdisk_create (unit_path ("r2.vhd"), VDISK_FORMAT_VHD,
                            (UINT64_C (2) << 40) + 512, NULL)
              == -1);
