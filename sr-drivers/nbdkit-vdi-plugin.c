@@ -20,9 +20,11 @@
 
 #include "vdisk.h"
 
-static char *filename;     /* absolute: nbdkit may chdir("/") when forking */
-static bool readonly;      /* readonly=true */
-static bool buffered;      /* cache=writeback: no O_DIRECT */
+static char *filename; /* absolute: nbdkit may chdir("/") when forking */
+static int format = VDISK_FORMAT_PROBE; /* format=, the owner's word */
+static char *confine;                   /* confine=DIR, absolute */
+static bool readonly;                   /* readonly=true */
+static bool buffered;                   /* cache=writeback: no O_DIRECT */
 static struct vdisk *disk; /* opened in get_ready, shared by all handles */
 
 /* Report the libvdisk error of this thread through nbdkit: the message
@@ -39,6 +41,7 @@ static void
 vdi_unload (void)
 {
   free (filename);
+  free (confine);
 }
 
 static int
@@ -48,6 +51,19 @@ vdi_config (const char *key, const char *value)
     free (filename);
     filename = nbdkit_realpath (value);
     if (filename == NULL)
+      return -1;
+  }
+  else if (strcmp (key, "format") == 0) {
+    format = vdisk_format_from_name (value);
+    if (format == -1) {
+      nbdkit_error ("format=%s: expected raw, vhd (or vpc) or qcow2", value);
+      return -1;
+    }
+  }
+  else if (strcmp (key, "confine") == 0) {
+    free (confine);
+    confine = nbdkit_realpath (value);
+    if (confine == NULL)
       return -1;
   }
   else if (strcmp (key, "readonly") == 0) {
@@ -80,11 +96,19 @@ vdi_config_complete (void)
     nbdkit_error ("you must supply the file=IMAGE parameter");
     return -1;
   }
+  if (confine && format == VDISK_FORMAT_PROBE) {
+    nbdkit_error ("confine=%s needs format=: formats are never guessed "
+                  "inside a confining directory",
+                  confine);
+    return -1;
+  }
   return 0;
 }
 
 #define vdi_config_help                                                       \
   "file=<IMAGE>     (required) The image (raw, VHD or qcow2) to serve.\n"     \
+  "format=raw|vhd|qcow2  The image's format (default: probe it).\n"           \
+  "confine=<DIR>    Every layer of the chain must be a file in DIR.\n"        \
   "readonly=true    Open the image read-only and refuse writes.\n"            \
   "cache=none|writeback  O_DIRECT (default) or the host page cache."
 
@@ -104,14 +128,15 @@ vdi_get_ready (void)
 {
   unsigned flags = buffered ? VDISK_OPEN_BUFFERED : 0;
 
-  disk = vdisk_open (filename, flags | (readonly ? 0 : VDISK_OPEN_RDWR));
+  disk = vdisk_open_as (filename, flags | (readonly ? 0 : VDISK_OPEN_RDWR),
+                        format, confine);
   /* Like nbdkit-file-plugin: an image we may not write is served
    * read-only (can_write says so) rather than not at all. */
   if (disk == NULL && !readonly
       && (vdisk_get_errno () == EACCES || vdisk_get_errno () == EROFS
           || vdisk_get_errno () == EPERM)) {
     nbdkit_debug ("vdi: %s, serving read-only", vdisk_get_error ());
-    disk = vdisk_open (filename, flags);
+    disk = vdisk_open_as (filename, flags, format, confine);
   }
   if (disk == NULL) {
     vdi_error ();
@@ -119,6 +144,9 @@ vdi_get_ready (void)
   }
   struct vdisk_info info;
   vdisk_get_info (disk, &info);
+  /* A guessed raw disk is one a guest could turn into an image by writing
+   * a header: whoever starts us should say format=. */
+  vdisk_warn_probed (disk, "nbdkit: vdi");
   nbdkit_debug ("vdi: %s: %s%s%s, %" PRIu64 " bytes, %u parent layer(s)%s%s",
                 filename, info.format_name, info.subformat ? " " : "",
                 info.subformat ? info.subformat : "", info.virtual_size,

@@ -22,6 +22,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <glib.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdarg.h>
@@ -33,6 +34,7 @@
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
+#include <assert.h>
 
 #include "sr.h"
 #include "vdisk-internal.h"
@@ -95,15 +97,46 @@ ext_of (enum vdisk_format format)
   return vdisk_format_name (format);
 }
 
-/* Only these names are images of the SR (see vdimotion-sr(5)). */
+/* Whether NAME ends in one of the image extensions. */
 static bool
-is_image_name (const char *name)
+has_image_ext (const char *name)
 {
   const char *dot = strrchr (name, '.');
   if (name[0] == '.' || strchr (name, '/') || !dot || dot == name)
     return false;
   return strcmp (dot, ".vhd") == 0 || strcmp (dot, ".qcow2") == 0
          || strcmp (dot, ".raw") == 0;
+}
+
+/* Whether NAME can be told to clients as it is: valid UTF-8 (XML and
+ * JSON carry nothing else) without control characters. */
+static bool
+is_printable_name (const char *name)
+{
+  if (!g_utf8_validate (name, -1, NULL))
+    return false;
+  for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+    if (*p < 0x20 || *p == 0x7f)
+      return false;
+  return true;
+}
+
+/* Only these names are images of the SR (see vdimotion-sr(5)). */
+static bool
+is_image_name (const char *name)
+{
+  return has_image_ext (name) && is_printable_name (name);
+}
+
+/* An image's format in this SR is its name's word: we name every image
+ * "<uuid>.<format>" and adopt only such names, so the record and the name
+ * always agree, and what a guest writes inside never changes either. */
+static enum vdisk_format
+format_of_name (const char *name)
+{
+  int f = vdisk_format_from_name (strrchr (name, '.') + 1);
+  assert (f != -1); /* is_image_name said it is one of ours */
+  return f;
 }
 
 /* "<sr path>/<name>" for libvdisk.  NAME is always one component. */
@@ -382,7 +415,8 @@ struct image_info
   char *parent_name; /* as recorded in the image, or NULL */
 };
 
-/* Read one layer's header (never its parents). */
+/* Read one layer's header (never its parents), as the format its name
+ * says. */
 static int
 read_image (struct sr *sr, const char *location, struct image_info *ii)
 {
@@ -390,7 +424,8 @@ read_image (struct sr *sr, const char *location, struct image_info *ii)
   if (!path)
     return -1;
   struct vdisk *d
-      = vdisk_open (path, VDISK_OPEN_NO_PARENT | VDISK_OPEN_BUFFERED);
+      = vdisk_open_as (path, VDISK_OPEN_NO_PARENT | VDISK_OPEN_BUFFERED,
+                       format_of_name (location), sr->path);
   free (path);
   if (!d)
     return -1;
@@ -418,6 +453,9 @@ create_image (struct sr *sr, const char *uuid, const char *location,
     return -1;
   struct vdisk_create_params cp = {
     .parent = parent_location,
+    .parent_format
+    = parent_location ? ext_of (format_of_name (parent_location)) : NULL,
+    .confine = sr->path,
     .block_size = block_size,
     .fixed = fixed,
   };
@@ -955,11 +993,13 @@ fsr_open_vdi (struct sr *sr, const char *uuid, unsigned flags)
     else
       path = image_path (sr, v->location);
   }
+  enum vdisk_format format = v ? v->format : VDISK_FORMAT_RAW;
   pthread_mutex_unlock (&F (sr)->lock);
   sr_vdi_free (v);
   if (!path)
     return NULL;
-  struct vdisk *d = vdisk_open (path, flags);
+  /* The record's format, and a chain that stays in the SR. */
+  struct vdisk *d = vdisk_open_as (path, flags, format, sr->path);
   free (path);
   if (!d)
     sr_err_wrap (sr, uuid, "opening the image");
@@ -1246,7 +1286,8 @@ set_parent_locked (struct sr *sr, const char *uuid, const char *parent_uuid)
   if (p) {
     if (!(path = image_path (sr, v->location)))
       goto out;
-    if (!(d = vdisk_open (path, VDISK_OPEN_BUFFERED))) {
+    if (!(d
+          = vdisk_open_as (path, VDISK_OPEN_BUFFERED, v->format, sr->path))) {
       sr_err_wrap (sr, uuid, "opening the chain");
       goto out;
     }
@@ -1300,6 +1341,14 @@ list_images (struct sr *sr, struct names *out)
   struct dirent *e;
   while ((e = readdir (dir)) != NULL) {
     struct stat sb;
+    if (has_image_ext (e->d_name) && !is_printable_name (e->d_name)) {
+      g_autofree char *shown = g_strescape (e->d_name, NULL);
+      fprintf (stderr,
+               "sr: %s: skipping \"%s\": a name that is not valid UTF-8 "
+               "or holds control characters cannot be a VDI's location\n",
+               sr->path, shown);
+      continue;
+    }
     if (!is_image_name (e->d_name)
         || fstatat (F (sr)->dirfd, e->d_name, &sb, AT_SYMLINK_NOFOLLOW) == -1
         || !S_ISREG (sb.st_mode))

@@ -7,8 +7,8 @@ sr_drivers_libsr_la_SOURCES = \
 	sr-drivers/sr.h \
 	sr-drivers/sr.c \
 	sr-drivers/sr-file.c
-sr_drivers_libsr_la_CFLAGS = $(AM_CFLAGS) $(SQLITE_CFLAGS)
-sr_drivers_libsr_la_LIBADD = $(SQLITE_LIBS)
+sr_drivers_libsr_la_CFLAGS = $(AM_CFLAGS) $(SQLITE_CFLAGS) $(GLIB_CFLAGS)
+sr_drivers_libsr_la_LIBADD = $(SQLITE_LIBS) $(GLIB_LIBS)
 
 # The file SR's on-disk layout: a file format users meet.
 man_MANS += man/vdimotion-sr.5
@@ -25,4 +25,4 @@ tests_unit_test_sr_file_SOURCES = tests/unit/test-sr-file.c tests/unit/unit.h
 tests_unit_test_sr_file_CPPFLAGS = $(AM_CPPFLAGS) $(CUNIT_CFLAGS) \
 	$(SQLITE_CFLAGS)
 tests_unit_test_sr_file_LDADD = sr-drivers/libsr.la sr-drivers/libvdisk.la \
-	$(SQLITE_LIBS) $(CUNIT_LIBS) -lpthread
+	$(SQLITE_LIBS) $(GLIB_LIBS) $(CUNIT_LIBS) -lpthread

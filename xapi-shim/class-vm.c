@@ -231,7 +231,7 @@ start_vbd (struct xapi_call *c, struct state_vbd *b)
 {
   struct xapi_sr *s = NULL;
   struct sr_vdi *v = xapi_find_vdi (c->d, b->vdi, &s);
-  g_autofree char *path = NULL;
+  int r;
   g_autoptr (GError) error = NULL;
   struct xapi_served sv = { 0 };
   bool ro = g_strcmp0 (b->mode, "RO") == 0;
@@ -249,9 +249,9 @@ start_vbd (struct xapi_call *c, struct state_vbd *b)
     xapi_fail (c, "VDI_READ_ONLY", ref, NULL);
     return false;
   }
-  path = xapi_vdi_path (s, v);
+  r = xapi_serve_image (c->d, b->uuid, s, v, true, ro, &sv, &error);
   sr_vdi_free (v);
-  if (xapi_serve_image (c->d, b->uuid, path, true, ro, &sv, &error) == -1) {
+  if (r == -1) {
     xapi_fail (c, "INTERNAL_ERROR", error->message, NULL);
     return false;
   }

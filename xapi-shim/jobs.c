@@ -468,7 +468,6 @@ move_live (struct job *job, const struct sr_vdi *src, struct xapi_sr *dst_sr,
   struct xapi_daemon *d = job->jobs->d;
   struct state_job *row = job->row;
   g_autoptr (state_vbd) b = state_vbd_get (d->state, row->vbd);
-  g_autofree char *path = xapi_vdi_path (dst_sr, dst);
   g_autofree char *name = g_strconcat (dst->uuid, "-target", NULL);
   g_autofree char *line = NULL;
   g_autoptr (GError) error = NULL;
@@ -479,7 +478,8 @@ move_live (struct job *job, const struct sr_vdi *src, struct xapi_sr *dst_sr,
     *err = g_strdup ("the VM's disk is no longer served");
     return -1;
   }
-  if (xapi_serve_image (d, name, path, false, false, &sv, &error) == -1) {
+  if (xapi_serve_image (d, name, dst_sr, dst, false, false, &sv, &error)
+      == -1) {
     *err = g_strdup (error->message);
     return -1;
   }

@@ -431,7 +431,6 @@ prepare_disk (struct xapi_call *c, struct state_migration *m,
   struct sr_vdi_create_params params = { 0 };
   struct sr_vdi *v
       = sr_vdi_create (r->sr->sr, "", r->format, r->size, &params);
-  g_autofree char *path = NULL;
   g_autofree char *fwd_name = NULL;
   g_autofree char *uri = NULL;
   g_autoptr (GError) error = NULL;
@@ -450,9 +449,8 @@ prepare_disk (struct xapi_call *c, struct state_migration *m,
   md.userdevice = r->userdevice;
   /* Recorded before anything runs, so an abort finds the VDI. */
   state_mdisk_add (d->state, &md);
-  path = xapi_vdi_path (r->sr, v);
   fwd_name = g_strconcat (v->uuid, FORWARDER_SUFFIX, NULL);
-  if (xapi_serve_image (d, v->uuid, path, true, false, &sv, &error) == -1
+  if (xapi_serve_image (d, v->uuid, r->sr, v, true, false, &sv, &error) == -1
       || xapi_serve_forward (d, fwd_name, sv.socket, psk, d->nbd_address, &fw,
                              &error)
              == -1) {

@@ -151,10 +151,15 @@ start_nbdkit (struct xapi_daemon *d, const char *const *argv,
 }
 
 int
-xapi_serve_image (struct xapi_daemon *d, const char *name, const char *image,
-                  bool mirror, bool readonly, struct xapi_served *out,
-                  GError **error)
+xapi_serve_image (struct xapi_daemon *d, const char *name, struct xapi_sr *s,
+                  const struct sr_vdi *v, bool mirror, bool readonly,
+                  struct xapi_served *out, GError **error)
 {
+  g_autofree char *image = xapi_vdi_path (s, v);
+  g_autofree char *format_arg
+      = g_strconcat ("format=", vdisk_format_name (v->format), NULL);
+  g_autofree char *confine_arg
+      = g_strconcat ("confine=", sr_get_path (s->sr), NULL);
   g_autofree char *sock = run_path (d, name, ".sock");
   g_autofree char *ctl = mirror ? run_path (d, name, ".ctl") : NULL;
   g_autofree char *pidfile = run_path (d, name, ".pid");
@@ -180,6 +185,8 @@ xapi_serve_image (struct xapi_daemon *d, const char *name, const char *image,
     g_ptr_array_add (argv, filter_arg);
   g_ptr_array_add (argv, d->vdi_plugin);
   g_ptr_array_add (argv, file_arg);
+  g_ptr_array_add (argv, format_arg);
+  g_ptr_array_add (argv, confine_arg);
   if (readonly)
     g_ptr_array_add (argv, "readonly=true");
   if (mirror)

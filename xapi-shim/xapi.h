@@ -224,8 +224,10 @@ bool xapi_oc_from_xmlrpc (struct xapi_call *c, xmlrpc_value *m,
  * are really running (at start, after a restart or a crash). */
 void xapi_vms_reconcile (struct xapi_daemon *d);
 
-/* vm-disks.c: nbdkit serving one image on <run-dir>/<name>.sock, with the
- * mirror filter (control on <name>.ctl) when MIRROR. */
+/* vm-disks.c: nbdkit serving VDI V of SR S on <run-dir>/<name>.sock, with
+ * the mirror filter (control on <name>.ctl) when MIRROR.  The plugin is
+ * told the VDI's format from its record and kept inside the SR's
+ * directory: a guest's bytes are never taken for an image header. */
 struct xapi_served
 {
   char *socket;
@@ -233,8 +235,8 @@ struct xapi_served
   pid_t pid;
 };
 int xapi_serve_image (struct xapi_daemon *d, const char *name,
-                      const char *image, bool mirror, bool readonly,
-                      struct xapi_served *out, GError **error);
+                      struct xapi_sr *s, const struct sr_vdi *v, bool mirror,
+                      bool readonly, struct xapi_served *out, GError **error);
 /* nbdkit forwarding TLS-PSK NBD on ADDR:<a free port> to UNIX_SOCKET
  * (the TCP export a migration's source mirrors into). */
 struct xapi_forward
