@@ -33,6 +33,16 @@ void cli_error (const char *cmd, const char *fmt, ...)
 /* Print the command's usage line; returns EXIT_USAGE. */
 int cli_usage (const struct command *c);
 
+struct vdisk;
+/* A format name as qemu-img's -f/-F/-O take it ("raw", "vhd" or "vpc",
+ * "qcow2") -> enum vdisk_format; -1 after saying what is wrong. */
+int cli_parse_format (const char *cmd, const char *name);
+/* Open image PATH with its chain as FORMAT (VDISK_FORMAT_PROBE when the
+ * user gave none: then guessed layers are warned about on stderr, as
+ * qemu-img does).  NULL after printing libvdisk's error. */
+struct vdisk *cli_open_image (const char *cmd, const char *path,
+                              unsigned flags, int format);
+
 /* "10G", "512K", "4096" -> bytes (K/M/G/T are powers of 1024). */
 int cli_parse_size (const char *s, uint64_t *out);
 /* 1536 -> "1.5 KiB" into BUF. */

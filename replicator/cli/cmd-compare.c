@@ -155,14 +155,12 @@ check_tail (struct side *s, uint64_t pos, uint64_t *diff, struct progress *pr)
 }
 
 static int
-open_side (struct side *s, const char *path)
+open_side (struct side *s, const char *path, int format)
 {
   s->path = path;
-  s->d = vdisk_open (path, 0);
-  if (!s->d) {
-    cli_error ("compare", "%s", vdisk_get_error ());
+  s->d = cli_open_image ("compare", path, 0, format);
+  if (!s->d)
     return -1;
-  }
   if (posix_memalign ((void **)&s->buf, 4096, BUF_SIZE) != 0) {
     cli_error ("compare", "out of memory");
     return -1;
@@ -189,9 +187,16 @@ run (int argc, char **argv)
     { NULL },
   };
   int mode = PROGRESS_AUTO, c;
+  int fa = VDISK_FORMAT_PROBE, fb = VDISK_FORMAT_PROBE;
   bool quiet = false;
-  while ((c = getopt_long (argc, argv, "pqh", opts, NULL)) != -1) {
+  /* -f and -F: the first and second image's formats, as qemu-img's. */
+  while ((c = getopt_long (argc, argv, "f:F:pqh", opts, NULL)) != -1) {
     switch (c) {
+    case 'f':
+    case 'F':
+      if ((*(c == 'f' ? &fa : &fb) = cli_parse_format ("compare", optarg)) < 0)
+        return CMP_EXIT_ERROR;
+      break;
     case 'p': mode = PROGRESS_ON; break;
     case 'P': mode = PROGRESS_OFF; break;
     case 'q': quiet = true; break;
@@ -209,8 +214,8 @@ run (int argc, char **argv)
   struct side a = { 0 }, b = { 0 };
   int ret = CMP_EXIT_ERROR;
   uint64_t diff = UINT64_MAX;
-  if (open_side (&a, argv[optind]) == -1
-      || open_side (&b, argv[optind + 1]) == -1)
+  if (open_side (&a, argv[optind], fa) == -1
+      || open_side (&b, argv[optind + 1], fb) == -1)
     goto out;
 
   uint64_t sa = vdisk_get_size (a.d), sb = vdisk_get_size (b.d);
@@ -242,4 +247,6 @@ out:
 }
 
 const struct command cmd_compare
-    = { "compare", "[--progress|--no-progress] [-q] IMAGE1 IMAGE2", run };
+    = { "compare",
+        "[-f FMT] [-F FMT] [--progress|--no-progress] [-q] IMAGE1 IMAGE2",
+        run };

@@ -24,7 +24,8 @@
 
 struct options
 {
-  int format; /* -O, or -1 */
+  int format;     /* -O, or -1 */
+  int src_format; /* -f, or VDISK_FORMAT_PROBE */
   bool keep_chain, overwrite, json;
   int progress;
   const char *journal;
@@ -114,11 +115,9 @@ open_source (const char *src, struct options *o, struct vdisk **d)
   if (copy_is_nbd_uri (src))
     e = copy_endpoint_nbd (src, false, o->connections, &err);
   else {
-    *d = vdisk_open (src, COPY_OPEN_FLAGS);
-    if (!*d) {
-      cli_error ("copy", "%s", vdisk_get_error ());
+    *d = cli_open_image ("copy", src, COPY_OPEN_FLAGS, o->src_format);
+    if (!*d)
       return NULL;
-    }
     e = copy_endpoint_local (*d, false, &err);
   }
   if (!e) {
@@ -148,12 +147,16 @@ forget_created (struct created *c)
   c->n = 0;
 }
 
-/* Create PATH (recording it for cleanup). */
+/* Create PATH (recording it for cleanup); a PARENT is of the same
+ * FORMAT, and the child records so. */
 static int
 create_image (struct created *c, const char *path, int format, uint64_t size,
               const char *parent)
 {
-  struct vdisk_create_params cp = { .parent = parent };
+  struct vdisk_create_params cp = {
+    .parent = parent,
+    .parent_format = parent ? vdisk_format_name (format) : NULL,
+  };
   if (vdisk_create (path, format, size, &cp) == -1) {
     cli_error ("copy", "%s", vdisk_get_error ());
     return -1;
@@ -212,7 +215,8 @@ copy_to_path (struct copy_endpoint *src, const char *dst, struct options *o,
     if (create_image (made, dst, format, copy_endpoint_size (src), NULL) == -1)
       return -1;
   }
-  struct vdisk *d = vdisk_open (dst, VDISK_OPEN_RDWR | COPY_OPEN_FLAGS);
+  struct vdisk *d
+      = vdisk_open_as (dst, VDISK_OPEN_RDWR | COPY_OPEN_FLAGS, format, NULL);
   if (!d) {
     cli_error ("copy", "%s", vdisk_get_error ());
     return -1;
@@ -294,7 +298,8 @@ copy_chain (struct vdisk *src, const char *dst, struct options *o,
                         parent_name);
     if (r == 0) {
       char *err = NULL;
-      struct vdisk *d = vdisk_open (path, VDISK_OPEN_RDWR | COPY_OPEN_FLAGS);
+      struct vdisk *d = vdisk_open_as (path, VDISK_OPEN_RDWR | COPY_OPEN_FLAGS,
+                                       format, NULL);
       struct copy_endpoint *se = copy_endpoint_local (layers[i], true, &err);
       struct copy_endpoint *de
           = d ? copy_endpoint_local (d, false, &err) : NULL;
@@ -374,8 +379,12 @@ parse_args (int argc, char **argv, struct options *o)
   };
   uint64_t v;
   int c;
-  while ((c = getopt_long (argc, argv, "O:h", opts, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "f:O:h", opts, NULL)) != -1) {
     switch (c) {
+    case 'f':
+      if ((o->src_format = cli_parse_format ("copy", optarg)) < 0)
+        return -1;
+      break;
     case 'O':
       o->format = vdisk_format_from_name (optarg);
       if (o->format < 0) {
@@ -424,7 +433,8 @@ parse_args (int argc, char **argv, struct options *o)
 static int
 run (int argc, char **argv)
 {
-  struct options o = { .format = -1, .connections = 4 };
+  struct options o
+      = { .format = -1, .src_format = VDISK_FORMAT_PROBE, .connections = 4 };
   if (parse_args (argc, argv, &o) == -1)
     return cli_usage (&cmd_copy);
   const char *src = argv[optind], *dst = argv[optind + 1];
@@ -480,7 +490,7 @@ run (int argc, char **argv)
 
 const struct command cmd_copy
     = { "copy",
-        "[-O raw|vhd|qcow2] [--keep-chain] [--journal FILE] "
+        "[-f FMT] [-O raw|vhd|qcow2] [--keep-chain] [--journal FILE] "
         "[--progress|--no-progress] [--json] [--requests N] "
         "[--request-size BYTES] [--connections N] [--overwrite] SRC DST",
         run };

@@ -54,13 +54,14 @@ run (int argc, char **argv)
   static const struct option opts[] = {
     { "format", required_argument, NULL, 'f' },
     { "backing", required_argument, NULL, 'b' },
+    { "backing-format", required_argument, NULL, 'F' },
     { "options", required_argument, NULL, 'o' },
     { "help", no_argument, NULL, 'h' },
     { NULL },
   };
   struct vdisk_create_params p = { 0 };
   int format = -1, c;
-  while ((c = getopt_long (argc, argv, "f:b:o:h", opts, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "f:b:F:o:h", opts, NULL)) != -1) {
     switch (c) {
     case 'f':
       format = vdisk_format_from_name (optarg);
@@ -71,6 +72,11 @@ run (int argc, char **argv)
       }
       break;
     case 'b': p.parent = optarg; break;
+    case 'F':
+      if (cli_parse_format ("create", optarg) < 0)
+        return EXIT_USAGE;
+      p.parent_format = optarg;
+      break;
     case 'o':
       if (parse_options (optarg, &p) == -1)
         return EXIT_USAGE;
@@ -98,5 +104,6 @@ run (int argc, char **argv)
 }
 
 const struct command cmd_create
-    = { "create", "-f raw|vhd|qcow2 [-b PARENT] [-o OPTIONS] IMAGE [SIZE]",
+    = { "create",
+        "-f raw|vhd|qcow2 [-b PARENT [-F FMT]] [-o OPTIONS] IMAGE [SIZE]",
         run };

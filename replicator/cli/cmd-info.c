@@ -32,6 +32,8 @@ print_human (struct vdisk *d, const char *name)
       printf ("backing file: %s%s%s%s\n", i.parent_name,
               i.parent_path ? " (actual path: " : "",
               i.parent_path ? i.parent_path : "", i.parent_path ? ")" : "");
+    if (i.parent_format_name)
+      printf ("backing file format: %s\n", i.parent_format_name);
     if (vdisk_get_parent (d))
       printf ("\n");
   }
@@ -63,6 +65,10 @@ print_json_layer (struct vdisk *d, const char *filename)
     printf (",\n    \"backing-filename\": ");
     cli_json_string (stdout, i.parent_name);
   }
+  if (i.parent_format_name) {
+    printf (",\n    \"backing-filename-format\": ");
+    cli_json_string (stdout, i.parent_format_name);
+  }
   if (i.parent_path) {
     printf (",\n    \"full-backing-filename\": ");
     cli_json_string (stdout, i.parent_path);
@@ -75,14 +81,19 @@ run (int argc, char **argv)
 {
   static const struct option opts[] = {
     { "json", no_argument, NULL, 'j' },
+    { "format", required_argument, NULL, 'f' },
     { "help", no_argument, NULL, 'h' },
     { NULL },
   };
   bool json = false;
-  int c;
-  while ((c = getopt_long (argc, argv, "h", opts, NULL)) != -1) {
+  int c, format = VDISK_FORMAT_PROBE;
+  while ((c = getopt_long (argc, argv, "f:h", opts, NULL)) != -1) {
     if (c == 'j')
       json = true;
+    else if (c == 'f') {
+      if ((format = cli_parse_format ("info", optarg)) < 0)
+        return EXIT_USAGE;
+    }
     else if (c == 'h') {
       printf ("usage: vdimotion info %s\n", cmd_info.synopsis);
       return EXIT_OK;
@@ -93,11 +104,9 @@ run (int argc, char **argv)
   if (argc - optind != 1)
     return cli_usage (&cmd_info);
   const char *path = argv[optind];
-  struct vdisk *d = vdisk_open (path, VDISK_OPEN_BUFFERED);
-  if (!d) {
-    cli_error ("info", "%s", vdisk_get_error ());
+  struct vdisk *d = cli_open_image ("info", path, VDISK_OPEN_BUFFERED, format);
+  if (!d)
     return EXIT_ERROR;
-  }
   if (json) {
     /* One object for the image; with a chain, an array top first (as
      * qemu-img info --backing-chain). */
@@ -122,4 +131,4 @@ run (int argc, char **argv)
   return EXIT_OK;
 }
 
-const struct command cmd_info = { "info", "[--json] IMAGE", run };
+const struct command cmd_info = { "info", "[-f FMT] [--json] IMAGE", run };

@@ -49,13 +49,18 @@ run (int argc, char **argv)
     { "json", no_argument, NULL, 'j' },
     { "output", required_argument, NULL, 'o' },
     { "layer", no_argument, NULL, 'l' },
+    { "format", required_argument, NULL, 'f' },
     { "help", no_argument, NULL, 'h' },
     { NULL },
   };
   bool json = false, layer = false;
-  int c;
-  while ((c = getopt_long (argc, argv, "h", opts, NULL)) != -1) {
+  int c, format = VDISK_FORMAT_PROBE;
+  while ((c = getopt_long (argc, argv, "f:h", opts, NULL)) != -1) {
     switch (c) {
+    case 'f':
+      if ((format = cli_parse_format ("map", optarg)) < 0)
+        return EXIT_USAGE;
+      break;
     case 'j': json = true; break;
     case 'l': layer = true; break;
     case 'o':
@@ -74,11 +79,10 @@ run (int argc, char **argv)
   if (argc - optind != 1)
     return cli_usage (&cmd_map);
 
-  struct vdisk *d = vdisk_open (argv[optind], VDISK_OPEN_BUFFERED);
-  if (!d) {
-    cli_error ("map", "%s", vdisk_get_error ());
+  struct vdisk *d
+      = cli_open_image ("map", argv[optind], VDISK_OPEN_BUFFERED, format);
+  if (!d)
     return EXIT_ERROR;
-  }
   uint64_t size = vdisk_get_size (d), pos = 0;
   struct vdisk_extents e = { 0 };
   bool first = true;
@@ -113,4 +117,5 @@ run (int argc, char **argv)
   return ret;
 }
 
-const struct command cmd_map = { "map", "[--json] [--layer] IMAGE", run };
+const struct command cmd_map
+    = { "map", "[-f FMT] [--json] [--layer] IMAGE", run };

@@ -8,6 +8,30 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "vdisk.h"
+
+int
+cli_parse_format (const char *cmd, const char *name)
+{
+  int f = vdisk_format_from_name (name);
+  if (f < 0)
+    cli_error (cmd, "unknown format \"%s\" (raw, vhd or qcow2)", name);
+  return f;
+}
+
+struct vdisk *
+cli_open_image (const char *cmd, const char *path, unsigned flags, int format)
+{
+  struct vdisk *d = vdisk_open_as (path, flags, format, NULL);
+  if (!d) {
+    cli_error (cmd, "%s", vdisk_get_error ());
+    return NULL;
+  }
+  char prefix[64];
+  snprintf (prefix, sizeof prefix, "vdimotion %s", cmd);
+  vdisk_warn_probed (d, prefix);
+  return d;
+}
 
 void
 cli_error (const char *cmd, const char *fmt, ...)
