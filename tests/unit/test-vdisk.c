@@ -42,6 +42,63 @@ test_format_names (void)
   CU_ASSERT_STRING_EQUAL (vdisk_format_name (VDISK_FORMAT_VHD), "vhd");
 }
 
+/* The owner's word: an explicit format is never second-guessed by the
+ * content, a qcow2 child's recorded backing format is honoured, a
+ * confining directory holds the whole chain and allows no probing. */
+static void
+test_open_as_owner_says (void)
+{
+  const char *base = unit_path ("owner-base.raw");
+  const char *top = unit_path ("owner-top.qcow2");
+  struct vdisk_create_params cp
+      = { .parent = "owner-base.raw", .parent_format = "raw" };
+  static unsigned char magic[4] = { 'Q', 'F', 'I', 0xfb }, r[4];
+  struct vdisk_info info;
+  struct vdisk *d;
+  char dir[512];
+
+  snprintf (dir, sizeof dir, "%s", unit_path ("."));
+  /* A raw disk whose guest wrote qcow2's magic at offset 0. */
+  CU_ASSERT_FATAL (vdisk_create (base, VDISK_FORMAT_RAW, 1 << 20, NULL) == 0);
+  CU_ASSERT_FATAL (
+      (d = vdisk_open_as (base, VDISK_OPEN_RDWR, VDISK_FORMAT_RAW, NULL))
+      != NULL);
+  CU_ASSERT (vdisk_pwrite (d, magic, 4, 0, 0) == 0);
+  vdisk_get_info (d, &info);
+  CU_ASSERT (!info.probed);
+  vdisk_close (d);
+  /* Probing now fails (a qcow2 header with nothing behind it)... */
+  CU_ASSERT (vdisk_open (base, 0) == NULL);
+  /* ...but the owner's word still reads the guest's bytes. */
+  CU_ASSERT_FATAL ((d = vdisk_open_as (base, 0, VDISK_FORMAT_RAW, NULL))
+                   != NULL);
+  CU_ASSERT (vdisk_pread (d, r, 4, 0) == 0 && memcmp (r, magic, 4) == 0);
+  vdisk_close (d);
+
+  /* A child that records "raw": its parent is opened as raw. */
+  CU_ASSERT_FATAL (vdisk_create (top, VDISK_FORMAT_QCOW2, 0, &cp) == 0);
+  CU_ASSERT_FATAL ((d = vdisk_open_as (top, 0, VDISK_FORMAT_QCOW2, dir))
+                   != NULL);
+  vdisk_get_info (d, &info);
+  CU_ASSERT_STRING_EQUAL (info.parent_format_name, "raw");
+  vdisk_get_info (vdisk_get_parent (d), &info);
+  CU_ASSERT_EQUAL (info.format, VDISK_FORMAT_RAW);
+  CU_ASSERT (!info.probed);
+  CU_ASSERT (vdisk_pread (d, r, 4, 0) == 0 && memcmp (r, magic, 4) == 0);
+  vdisk_close (d);
+
+  /* Confined: a format must be given; a directory that does not hold
+   * the image refuses it. */
+  CU_ASSERT (vdisk_open_as (top, 0, VDISK_FORMAT_PROBE, dir) == NULL);
+  CU_ASSERT_EQUAL (vdisk_get_errno (), EINVAL);
+  CU_ASSERT (vdisk_open_as (top, 0, VDISK_FORMAT_QCOW2, "/usr") == NULL);
+  CU_ASSERT_EQUAL (vdisk_get_errno (), EPERM);
+  CU_ASSERT (strstr (vdisk_get_error (), "outside") != NULL);
+  /* The wrong format is an error, not a fallback. */
+  CU_ASSERT (vdisk_open_as (top, 0, VDISK_FORMAT_VHD, NULL) == NULL);
+  CU_ASSERT (vdisk_open_as (top, 0, 42, NULL) == NULL);
+}
+
 static void
 test_raw_write_read_map (void)
 {
@@ -154,6 +211,7 @@ main (void)
   static const struct unit_test tests[] = {
     { "extents merge", test_extents_merge },
     { "format names", test_format_names },
+    { "open as the owner says", test_open_as_owner_says },
     { "raw write read map", test_raw_write_read_map },
     { "out of range is refused", test_out_of_range_is_refused },
     { "readonly refuses writes", test_readonly_refuses_writes },
