@@ -88,6 +88,7 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-filter.h>
 
+#include "chunks.h"
 #include "copy.h"
 #include "mirror.h"
 #include "target.h"
@@ -126,19 +127,18 @@ static unsigned timeout_s = 30;
 /* Set in .after_fork. */
 static nbdkit_next *bg; /* the copier's own context */
 static uint64_t disk_size, nchunks;
-static uint64_t *dirty, *busy; /* bitmaps, under `lock` */
 
 static pthread_rwlock_t mode_lock;
 static enum mode mode = MODE_LOCAL; /* written under the write lock */
 
 /* The mirror: everything below is under `lock`. */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t chunk_cond = PTHREAD_COND_INITIALIZER;
+static struct chunks chunks; /* dirty bits and range locks (chunks.h) */
 static pthread_cond_t copier_cond = PTHREAD_COND_INITIALIZER;
 static enum state state = ST_IDLE;
 static char *error_msg;
 static struct target *target;
-static uint64_t dirty_count, cursor;
+static uint64_t cursor; /* where the copier looks next */
 static bool copier_stop, pivoted;
 static unsigned copiers_running; /* threads in copiers[] to join */
 static unsigned runs_in_flight;  /* runs taken and not yet written */
@@ -229,47 +229,16 @@ stats_reset (void)
     atomic_store (&lat_hist[i], 0);
 }
 
-/* ---- bitmaps ---- */
-
-static bool
-bit (const uint64_t *m, uint64_t i)
-{
-  return m[i / 64] >> (i % 64) & 1;
-}
-static void
-bit_set (uint64_t *m, uint64_t i)
-{
-  m[i / 64] |= UINT64_C (1) << (i % 64);
-}
-static void
-bit_clear (uint64_t *m, uint64_t i)
-{
-  m[i / 64] &= ~(UINT64_C (1) << (i % 64));
-}
+/* ---- the dirty map ---- */
 
 /* Caller holds lock. */
 static void
 mark_dirty (uint64_t c0, uint64_t c1)
 {
-  for (uint64_t c = c0; c <= c1; c++)
-    if (!bit (dirty, c)) {
-      bit_set (dirty, c);
-      dirty_count++;
-    }
-  if (dirty_count && state == ST_READY)
+  chunks_mark_dirty (&chunks, c0, c1);
+  if (chunks.dirty_count && state == ST_READY)
     state = ST_SYNCING;
   pthread_cond_signal (&copier_cond);
-}
-
-/* Caller holds lock. */
-static void
-mark_clean (uint64_t c0, uint64_t c1)
-{
-  for (uint64_t c = c0; c <= c1; c++)
-    if (bit (dirty, c)) {
-      bit_clear (dirty, c);
-      dirty_count--;
-    }
 }
 
 static bool
@@ -295,7 +264,7 @@ fail_locked (char *why)
     target_kill (target);
   copier_stop = true;
   pthread_cond_broadcast (&copier_cond);
-  pthread_cond_broadcast (&chunk_cond);
+  pthread_cond_broadcast (&chunks.freed);
 }
 
 static void
@@ -308,15 +277,6 @@ mirror_fail (char *why)
 
 /* ---- range locks ---- */
 
-static bool
-range_free (uint64_t c0, uint64_t c1)
-{
-  for (uint64_t c = c0; c <= c1; c++)
-    if (bit (busy, c))
-      return false;
-  return true;
-}
-
 /* Lock chunks C0..C1 for a guest request; returns a reference to the
  * target if the request must be mirrored (NULL once the mirror failed or
  * was aborted). */
@@ -324,10 +284,7 @@ static struct target *
 lock_range (uint64_t c0, uint64_t c1)
 {
   pthread_mutex_lock (&lock);
-  while (!range_free (c0, c1))
-    pthread_cond_wait (&chunk_cond, &lock);
-  for (uint64_t c = c0; c <= c1; c++)
-    bit_set (busy, c);
+  chunks_lock (&chunks, c0, c1);
   struct target *t = attached_locked () ? target : NULL;
   if (t)
     target_ref (t);
@@ -356,15 +313,13 @@ unlock_range (uint64_t c0, uint64_t c1, uint64_t offset, uint64_t count,
       uint64_t end = offset + count;
       uint64_t last_end = end == disk_size ? nchunks : end / granularity;
       if (first < last_end)
-        mark_clean (first, last_end - 1);
+        chunks_mark_clean (&chunks, first, last_end - 1);
       break;
     }
-    case CLEAN_ALL: mark_clean (c0, c1); break;
+    case CLEAN_ALL: chunks_mark_clean (&chunks, c0, c1); break;
     case DIRTY_ALL: mark_dirty (c0, c1); break;
     }
-  for (uint64_t c = c0; c <= c1; c++)
-    bit_clear (busy, c);
-  pthread_cond_broadcast (&chunk_cond);
+  chunks_unlock (&chunks, c0, c1);
   pthread_mutex_unlock (&lock);
 }
 
@@ -465,22 +420,6 @@ chunk_end (uint64_t c)
 {
   uint64_t e = (c + 1) * granularity;
   return e < disk_size ? e : disk_size;
-}
-
-/* The next dirty chunk at or after the cursor (wrapping); caller holds
- * lock and knows dirty_count > 0. */
-static uint64_t
-next_dirty (void)
-{
-  uint64_t words = (nchunks + 63) / 64, w0 = cursor / 64;
-  for (uint64_t k = 0; k <= words; k++) {
-    uint64_t w = (w0 + k) % words, v = dirty[w];
-    if (k == 0)
-      v &= ~UINT64_C (0) << (cursor % 64);
-    if (v)
-      return w * 64 + __builtin_ctzll (v);
-  }
-  return 0; /* not reached while dirty_count > 0 */
 }
 
 /* How many chunks from C on the plugin says read as zero (0 if C's
@@ -588,23 +527,18 @@ copier_main (void *arg)
   for (;;) {
     if (copier_stop || !attached_locked ())
       break;
-    if (dirty_count == 0) {
+    if (chunks.dirty_count == 0) {
       if (runs_in_flight == 0)
         state = ST_READY;
       pthread_cond_wait (&copier_cond, &lock);
       continue;
     }
-    uint64_t c = next_dirty ();
-    if (bit (busy, c)) {
-      /* A guest write holds it; it will not leave it dirty unless its
-       * local write failed.  Look elsewhere first. */
-      cursor = c + 1 < nchunks ? c + 1 : 0;
-      bool other = false;
-      for (uint64_t k = 0; k < (nchunks + 63) / 64 && !other; k++)
-        if (dirty[k] & ~busy[k])
-          other = true;
-      if (!other)
-        pthread_cond_wait (&chunk_cond, &lock);
+    /* A chunk a guest write holds will not stay dirty unless its local
+     * write fails: take a free one; if every dirty chunk is busy, wait
+     * for one to be released. */
+    uint64_t c = chunks_next_dirty (&chunks, cursor, true);
+    if (c == nchunks) {
+      chunks_wait_freed (&chunks);
       continue;
     }
     /* A run is at most COPY_RUN bytes of data, but a zero or hole range
@@ -614,21 +548,13 @@ copier_main (void *arg)
      * sent as thousands of small zero requests. */
     uint64_t limit = run_chunks;
     uint64_t hint = zero_chunks_hint (c);
-    if (!bit (dirty, c) || bit (busy, c))
+    if (!chunks_is_dirty (&chunks, c) || chunks_is_busy (&chunks, c))
       continue; /* another copier or a guest write took it meanwhile */
     if (hint > limit)
       limit = hint;
-    uint64_t n = 1;
-    while (n < limit && c + n < nchunks && bit (dirty, c + n)
-           && !bit (busy, c + n))
-      n++;
-    for (uint64_t k = c; k < c + n; k++) {
-      bit_set (busy, k);
-      bit_clear (dirty, k); /* before the read: a later write re-dirties */
-    }
-    dirty_count -= n;
+    uint64_t n = chunks_take_run (&chunks, c, limit);
     runs_in_flight++;
-    if (dirty_count)
+    if (chunks.dirty_count)
       pthread_cond_signal (&copier_cond); /* more for another copier */
     struct target *t = target;
     target_ref (t);
@@ -641,10 +567,8 @@ copier_main (void *arg)
 
     pthread_mutex_lock (&lock);
     runs_in_flight--;
-    for (uint64_t k = c; k < c + n; k++)
-      bit_clear (busy, k);
-    pthread_cond_broadcast (&chunk_cond);
-    if (runs_in_flight == 0 && dirty_count == 0)
+    chunks_unlock (&chunks, c, c + n - 1);
+    if (runs_in_flight == 0 && chunks.dirty_count == 0)
       pthread_cond_broadcast (&copier_cond); /* someone declares ready */
     if (r == -1) {
       mark_dirty (c, c + n - 1);
@@ -670,7 +594,7 @@ copier_join (void)
   unsigned running = copiers_running;
   copier_stop = true;
   pthread_cond_broadcast (&copier_cond);
-  pthread_cond_broadcast (&chunk_cond);
+  pthread_cond_broadcast (&chunks.freed);
   pthread_mutex_unlock (&lock);
   for (unsigned i = 0; i < running; i++)
     pthread_join (copiers[i], NULL);
@@ -791,10 +715,7 @@ mirror_cmd_start (const char *uri, const char *psk_file)
    * and the copier reads only after all earlier writes landed. */
   pthread_rwlock_wrlock (&mode_lock);
   pthread_mutex_lock (&lock);
-  memset (dirty, 0xff, (nchunks + 63) / 64 * 8);
-  if (nchunks % 64)
-    dirty[nchunks / 64] = (UINT64_C (1) << (nchunks % 64)) - 1;
-  dirty_count = nchunks;
+  chunks_mark_all_dirty (&chunks);
   cursor = 0;
   target = t;
   state = nchunks ? ST_SYNCING : ST_READY;
@@ -837,8 +758,8 @@ mirror_cmd_status (void)
   if (!f)
     return NULL;
   pthread_mutex_lock (&lock);
-  uint64_t dirty_bytes = dirty_count * granularity;
-  if (dirty_count && bit (dirty, nchunks - 1))
+  uint64_t dirty_bytes = chunks.dirty_count * granularity;
+  if (chunks.dirty_count && chunks_is_dirty (&chunks, nchunks - 1))
     dirty_bytes -= nchunks * granularity - disk_size;
   if (dirty_bytes > disk_size)
     dirty_bytes = disk_size;
@@ -885,7 +806,7 @@ mirror_cmd_complete (bool pivot)
   mirror_reap ();
   pthread_mutex_lock (&lock);
   enum state st = state;
-  uint64_t d = dirty_count;
+  uint64_t d = chunks.dirty_count;
   pthread_mutex_unlock (&lock);
   if (st != ST_READY)
     return mirror_reply_error (
@@ -895,7 +816,7 @@ mirror_cmd_complete (bool pivot)
   /* Quiesce: no guest request in flight, none starts. */
   pthread_rwlock_wrlock (&mode_lock);
   pthread_mutex_lock (&lock);
-  if (state != ST_READY || dirty_count) {
+  if (state != ST_READY || chunks.dirty_count) {
     st = state;
     pthread_mutex_unlock (&lock);
     pthread_rwlock_unlock (&mode_lock);
@@ -1265,10 +1186,7 @@ mirror_after_fork (nbdkit_backend *backend)
     return -1;
   disk_size = size;
   nchunks = (disk_size + granularity - 1) / granularity;
-  size_t words = (nchunks + 63) / 64 + 1;
-  dirty = calloc (words, 8);
-  busy = calloc (words, 8);
-  if (!dirty || !busy) {
+  if (chunks_init (&chunks, nchunks, &lock) == -1) {
     nbdkit_error ("mirror: out of memory for the bitmap");
     return -1;
   }
@@ -1298,8 +1216,7 @@ static void
 mirror_unload (void)
 {
   free (control_path);
-  free (dirty);
-  free (busy);
+  chunks_free (&chunks);
   free (error_msg);
 }
 

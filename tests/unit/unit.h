@@ -26,7 +26,7 @@ unit_rmdir (void)
   }
 }
 
-static const char *
+static inline const char *
 unit_path (const char *name)
 {
   static __thread char buf[4][512];

@@ -1,0 +1,83 @@
+/* common/bitmap.h: bits, the tail of the last word, and the wrapping
+ * search the mirror's copier uses. */
+#include <stdlib.h>
+
+#include "bitmap.h"
+#include "unit.h"
+
+static void
+test_get_set_clear (void)
+{
+  uint64_t m[3] = { 0 };
+  CU_ASSERT_EQUAL (bitmap_words (0), 0);
+  CU_ASSERT_EQUAL (bitmap_words (64), 1);
+  CU_ASSERT_EQUAL (bitmap_words (65), 2);
+  for (uint64_t i = 0; i < 192; i += 7)
+    bitmap_set (m, i);
+  for (uint64_t i = 0; i < 192; i++)
+    CU_ASSERT_EQUAL (bitmap_get (m, i), i % 7 == 0);
+  bitmap_clear (m, 63);
+  bitmap_clear (m, 70);
+  CU_ASSERT (!bitmap_get (m, 70) && bitmap_get (m, 77));
+}
+
+static void
+test_set_all_keeps_the_tail_clear (void)
+{
+  uint64_t m[3];
+  memset (m, 0, sizeof m);
+  bitmap_set_all (m, 130);
+  CU_ASSERT (bitmap_get (m, 129));
+  CU_ASSERT (!bitmap_get (m, 130));
+  CU_ASSERT_EQUAL (m[2], 3);
+  bitmap_set_all (m, 128);
+  CU_ASSERT_EQUAL (m[1], ~UINT64_C (0));
+}
+
+static void
+test_next_wrapping (void)
+{
+  uint64_t a[2] = { 0 }, b[2] = { 0 };
+  const uint64_t n = 100;
+  CU_ASSERT_EQUAL (bitmap_next_wrapping (a, NULL, n, 0), n);
+  bitmap_set (a, 10);
+  bitmap_set (a, 90);
+  CU_ASSERT_EQUAL (bitmap_next_wrapping (a, NULL, n, 0), 10);
+  CU_ASSERT_EQUAL (bitmap_next_wrapping (a, NULL, n, 10), 10);
+  CU_ASSERT_EQUAL (bitmap_next_wrapping (a, NULL, n, 11), 90);
+  CU_ASSERT_EQUAL (bitmap_next_wrapping (a, NULL, n, 91), 10); /* wraps */
+  /* B hides bits of A. */
+  bitmap_set (b, 10);
+  CU_ASSERT_EQUAL (bitmap_next_wrapping (a, b, n, 91), 90);
+  bitmap_set (b, 90);
+  CU_ASSERT_EQUAL (bitmap_next_wrapping (a, b, n, 0), n);
+  /* Against a plain loop, for every start. */
+  uint64_t s = 7;
+  memset (a, 0, sizeof a);
+  memset (b, 0, sizeof b);
+  for (int i = 0; i < 12; i++) {
+    bitmap_set (a, unit_rnd (&s) % n);
+    bitmap_set (b, unit_rnd (&s) % n);
+  }
+  for (uint64_t from = 0; from < n; from++) {
+    uint64_t want = n;
+    for (uint64_t k = 0; k < n && want == n; k++) {
+      uint64_t i = (from + k) % n;
+      if (bitmap_get (a, i) && !bitmap_get (b, i))
+        want = i;
+    }
+    CU_ASSERT_EQUAL (bitmap_next_wrapping (a, b, n, from), want);
+  }
+}
+
+int
+main (void)
+{
+  static const struct unit_test tests[] = {
+    { "get set clear", test_get_set_clear },
+    { "set all keeps the tail clear", test_set_all_keeps_the_tail_clear },
+    { "next set bit, wrapping", test_next_wrapping },
+    { NULL },
+  };
+  return unit_main ("bitmap", tests);
+}
