@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "control-client.h"
 
 #define MAX_REPLY 65536
@@ -45,22 +46,13 @@ connect_control (const char *path, char **err)
   return fd;
 }
 
-static double
-now (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 char *
 mirror_control_call (const char *path, const char *line, int timeout_seconds,
                      char **err)
 {
   int fd = connect_control (path, err);
   size_t n = strlen (line), have = 0;
-  double deadline = now () + timeout_seconds;
+  double deadline = monotonic_seconds () + timeout_seconds;
   char *buf, *nl;
 
   if (fd == -1)
@@ -79,7 +71,7 @@ mirror_control_call (const char *path, const char *line, int timeout_seconds,
   buf = malloc (MAX_REPLY);
   while (buf && have < MAX_REPLY - 1) {
     struct pollfd p = { .fd = fd, .events = POLLIN };
-    int left = (int)((deadline - now ()) * 1000);
+    int left = (int)((deadline - monotonic_seconds ()) * 1000);
     ssize_t k;
 
     if (left <= 0 || poll (&p, 1, left) == 0) {

@@ -88,6 +88,7 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-filter.h>
 
+#include "clock.h"
 #include "chunks.h"
 #include "copy.h"
 #include "mirror.h"
@@ -161,14 +162,6 @@ static int
 timeout_ms (void)
 {
   return (int)timeout_s * 1000;
-}
-
-static uint64_t
-now_ns (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 /* ---- latency histogram: log-linear, 16 steps per power of two ---- */
@@ -910,7 +903,7 @@ mirrored (nbdkit_next *next, enum treq_op op, const void *buf, uint32_t count,
   uint64_t c0, c1;
   chunks_of (offset, count, &c0, &c1);
   struct target *t = lock_range (c0, c1);
-  uint64_t t0 = now_ns ();
+  uint64_t t0 = monotonic_ns ();
   struct treq *rq
       = t ? target_start (t, op, buf, count, offset, flags & NBDKIT_FLAG_FUA)
           : NULL;
@@ -923,7 +916,7 @@ mirrored (nbdkit_next *next, enum treq_op op, const void *buf, uint32_t count,
     if (target_finish (t, rq, NULL, timeout_ms (), &why) == -1)
       mirror_fail (why); /* before the guest hears anything */
     else if (r == 0) {
-      lat_record (now_ns () - t0);
+      lat_record (monotonic_ns () - t0);
       atomic_fetch_add (&writes_mirrored, 1);
       what = CLEAN_WHOLE;
     }

@@ -96,19 +96,4 @@ void vdisk_set_error (int errnum, const char *fmt, ...)
 void vdisk_error (struct vdisk *d, int errnum, const char *fmt, ...)
     __attribute__ ((format (printf, 3, 4)));
 
-/* Little helpers every format needs. */
-static inline bool
-vdisk_is_zero (const void *buf, size_t len)
-{
-  const unsigned char *p = buf;
-  size_t i;
-  for (i = 0; i < len && i < 16; i++)
-    if (p[i])
-      return false;
-  if (len <= 16)
-    return true;
-  /* Compare the buffer with itself shifted by 16 bytes (nbdkit's trick). */
-  return __builtin_memcmp (p, p + 16, len - 16) == 0;
-}
-
 #endif /* VDISK_INTERNAL_H */

@@ -33,6 +33,7 @@
 
 #include <libsoup/soup.h>
 
+#include "iszero.h"
 #include "vhd-stream.h"
 #include "xapi.h"
 
@@ -171,12 +172,6 @@ struct import
   guint status;
   char *error;
 };
-
-static bool
-is_zero (const uint8_t *p, size_t len)
-{
-  return len == 0 || (p[0] == 0 && memcmp (p, p + 1, len - 1) == 0);
-}
 
 /* vhd_stream_zero_fn: a range that must read as zero. */
 static int

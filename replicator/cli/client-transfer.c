@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "iszero.h"
 #include "client-internal.h"
 #include "vdisk.h"
 
@@ -186,12 +187,6 @@ client_import_vdi (struct client *c, const char *vdi, const char *path,
 
 #define EXPORT_BUF (1u << 20)
 #define SPARSE_BLOCK 65536
-
-static bool
-is_zero (const char *buf, size_t len)
-{
-  return len == 0 || (buf[0] == 0 && memcmp (buf, buf + 1, len - 1) == 0);
-}
 
 /* Write LEN bytes of BUF at OFFSET of FD; in SPARSE mode, blocks of zeros
  * are skipped (the file is extended at the end). */

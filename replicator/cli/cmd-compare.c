@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "iszero.h"
 #include "cli.h"
 #include "vdisk.h"
 
@@ -49,12 +50,6 @@ static bool
 reads_zero (const struct vdisk_extent *x)
 {
   return x->type != VDISK_EXTENT_DATA;
-}
-
-static bool
-buf_is_zero (const char *p, size_t n)
-{
-  return n == 0 || (p[0] == 0 && memcmp (p, p + 1, n - 1) == 0);
 }
 
 /* Offset of the first differing byte of the two buffers. */
@@ -140,7 +135,7 @@ check_tail (struct side *s, uint64_t pos, uint64_t *diff, struct progress *pr)
         report_error (s);
         return -1;
       }
-      if (!buf_is_zero (s->buf, n)) {
+      if (!is_zero (s->buf, n)) {
         size_t k = 0;
         while (s->buf[k] == 0)
           k++;

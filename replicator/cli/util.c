@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "cli.h"
 #include "vdisk.h"
 
@@ -131,20 +132,12 @@ cli_json_string (FILE *f, const char *s)
   fputc ('"', f);
 }
 
-static double
-now (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 void
 progress_init (struct progress *p, int mode, uint64_t total)
 {
   p->enabled = mode == PROGRESS_ON || (mode == PROGRESS_AUTO && isatty (2));
   p->total = total;
-  p->start = now ();
+  p->start = monotonic_seconds ();
   p->last_draw = 0;
 }
 
@@ -152,7 +145,7 @@ static void
 draw (struct progress *p, uint64_t done)
 {
   const int width = 30;
-  double t = now () - p->start;
+  double t = monotonic_seconds () - p->start;
   double frac = p->total ? (double)done / p->total : 1;
   int fill = frac * width;
   char rate[32], eta[32] = "";
@@ -170,7 +163,7 @@ progress_update (struct progress *p, uint64_t done)
 {
   if (!p->enabled)
     return;
-  double t = now ();
+  double t = monotonic_seconds ();
   if (t - p->last_draw < 0.1)
     return;
   p->last_draw = t;

@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "iszero.h"
+#include "clock.h"
 #include "endpoint.h"
 #include "journal.h"
 
@@ -67,14 +69,6 @@ struct engine
   struct copy_stats stats;
   uint64_t done_bytes;
 };
-
-static double
-now (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /* Record the first failure; everyone stops at their next step. */
 static void
@@ -334,12 +328,6 @@ put_run (struct engine *e, const char *buf, uint64_t off, uint64_t len,
   return r;
 }
 
-static bool
-block_is_zero (const char *p, size_t n)
-{
-  return n == 0 || (p[0] == 0 && memcmp (p, p + 1, n - 1) == 0);
-}
-
 /* Write a buffer read from the source: all-zero blocks (at the
  * destination's granularity, aligned to guest offsets) become zero
  * requests or nothing; the rest is written in runs. */
@@ -354,7 +342,7 @@ write_buffer (struct engine *e, const char *buf, uint64_t off, uint64_t len,
     uint64_t k = g - (off + pos) % g;
     if (k > len - pos)
       k = len - pos;
-    int z = block_is_zero (buf + pos, k);
+    int z = is_zero (buf + pos, k);
     if (run_zero != -1 && z != run_zero) {
       if (put_run (e, buf + run_start, off + run_start, pos - run_start,
                    run_zero, dest_zero, err)
@@ -495,7 +483,7 @@ copy_run (struct copy_endpoint *src, struct copy_endpoint *dst,
   unsigned nthreads = params->requests ? params->requests : 16;
   pthread_t *threads = NULL, map_thread;
   bool resumed = false;
-  double t0 = now ();
+  double t0 = monotonic_seconds ();
   int r = -1;
 
   if (nthreads > 256)
@@ -575,7 +563,7 @@ out:
   free (e.err);
   pthread_mutex_destroy (&e.lock);
   pthread_cond_destroy (&e.cond);
-  e.stats.seconds = now () - t0;
+  e.stats.seconds = monotonic_seconds () - t0;
   if (stats)
     *stats = e.stats;
   return r;

@@ -1,8 +1,11 @@
-/* common/bitmap.h: bits, the tail of the last word, and the wrapping
- * search the mirror's copier uses. */
+/* common/: bitmaps (bits, the tail of the last word, the wrapping search
+ * the mirror's copier uses), the zero test, the monotonic clock. */
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "bitmap.h"
+#include "clock.h"
+#include "iszero.h"
 #include "unit.h"
 
 static void
@@ -70,6 +73,35 @@ test_next_wrapping (void)
   }
 }
 
+static void
+test_is_zero (void)
+{
+  static unsigned char buf[65536 + 1];
+  CU_ASSERT (is_zero (buf, 0));
+  CU_ASSERT (is_zero (buf, sizeof buf));
+  /* A non-zero byte anywhere, the first and the last included. */
+  for (size_t i = 0; i < sizeof buf; i += 4093) {
+    buf[i] = 1;
+    CU_ASSERT (!is_zero (buf, sizeof buf));
+    CU_ASSERT (is_zero (buf, i)); /* everything before it */
+    buf[i] = 0;
+  }
+  buf[sizeof buf - 1] = 0x80;
+  CU_ASSERT (!is_zero (buf, sizeof buf));
+  buf[sizeof buf - 1] = 0;
+}
+
+static void
+test_monotonic_clock (void)
+{
+  uint64_t a = monotonic_ns ();
+  double s = monotonic_seconds ();
+  usleep (20 * 1000);
+  CU_ASSERT (monotonic_ns () - a >= 20 * 1000000ULL);
+  CU_ASSERT (monotonic_seconds () - s >= 0.02);
+  CU_ASSERT (monotonic_seconds () - s < 5);
+}
+
 int
 main (void)
 {
@@ -77,7 +109,9 @@ main (void)
     { "get set clear", test_get_set_clear },
     { "set all keeps the tail clear", test_set_all_keeps_the_tail_clear },
     { "next set bit, wrapping", test_next_wrapping },
+    { "is_zero", test_is_zero },
+    { "monotonic clock", test_monotonic_clock },
     { NULL },
   };
-  return unit_main ("bitmap", tests);
+  return unit_main ("common", tests);
 }
