@@ -163,6 +163,17 @@ open_parent (struct vdisk *d, struct open_ctx *ctx, unsigned depth)
     if (access (p, F_OK) == 0) {
       d->parent = open_layer (p, d->parent_format, ctx, depth + 1);
       if (!d->parent) {
+        /* Say whose word the parent was opened on. */
+        char why[768];
+        snprintf (why, sizeof why, "%s", vdisk_get_error ());
+        int e = vdisk_get_errno ();
+        vdisk_error (d, e, "backing file \"%s\", opened as %s%s: %s",
+                     d->parent_names[i], vdisk_format_name (d->parent_format),
+                     d->parent_format == VDISK_FORMAT_PROBE ? " (probed)"
+                     : d->ops->format == VDISK_FORMAT_VHD
+                         ? " (a VHD's parent)"
+                         : " (as the image records)",
+                     why);
         free (p);
         return -1;
       }
@@ -183,15 +194,24 @@ open_parent (struct vdisk *d, struct open_ctx *ctx, unsigned depth)
   return 0;
 }
 
-/* Whether canonical PATH is a file directly in canonical directory DIR. */
+/* Whether canonical PATH is a file directly in canonical directory DIR,
+ * named as an image of FORMAT is in a confining directory: not hidden,
+ * and ending in ".<format>" (raw, vhd, qcow2).  So a layer is always
+ * opened as what its name says, whoever named it, and no other file of
+ * the directory (an SR's database, a file being deleted) can be one. */
 static bool
-is_directly_in (const char *path, const char *dir)
+is_image_in (const char *path, const char *dir, int format)
 {
   size_t n = strlen (dir);
   if (n == 1 && dir[0] == '/')
     n = 0;
-  return strncmp (path, dir, n) == 0 && path[n] == '/'
-         && strchr (path + n + 1, '/') == NULL;
+  if (strncmp (path, dir, n) != 0 || path[n] != '/'
+      || strchr (path + n + 1, '/') != NULL)
+    return false;
+  const char *name = path + n + 1, *dot = strrchr (name, '.');
+  return name[0] != '.' && dot && dot != name
+         && vdisk_format_from_name (dot + 1) == format
+         && strcmp (dot + 1, "vpc") != 0;
 }
 
 static void free_layer (struct vdisk *d);
@@ -213,8 +233,14 @@ open_layer (const char *path, int format, struct open_ctx *ctx, unsigned depth)
     vdisk_set_error (errno, "%s: %s", path, strerror (errno));
     goto fail;
   }
-  if (ctx->confine && !is_directly_in (d->realpath, ctx->confine)) {
-    vdisk_set_error (EPERM, "%s: is %s, outside %s", path, d->realpath,
+  if (ctx->confine && !is_image_in (d->realpath, ctx->confine, format)) {
+    vdisk_set_error (EXDEV,
+                     "%s: is %s: not a %s image's name directly in %s (a "
+                     "confined chain stays in its directory, and a file is "
+                     "opened only as the format its name ends in)",
+                     path, d->realpath,
+                     format == VDISK_FORMAT_PROBE ? "known"
+                                                  : vdisk_format_name (format),
                      ctx->confine);
     goto fail;
   }
@@ -353,11 +379,19 @@ vdisk_create (const char *path, enum vdisk_format format, uint64_t size,
       vdisk_set_error (ENOMEM, "%s: out of memory", path);
       return -1;
     }
-    int pf = VDISK_FORMAT_PROBE;
+    /* A VHD's parent is a VHD; a qcow2's is what the caller says. */
+    int pf = format == VDISK_FORMAT_VHD ? VDISK_FORMAT_VHD : VDISK_FORMAT_PROBE;
     if (params->parent_format
         && (pf = vdisk_format_from_name (params->parent_format)) == -1) {
       vdisk_set_error (ENOTSUP, "%s: unknown backing format \"%s\"", path,
                        params->parent_format);
+      free (p);
+      return -1;
+    }
+    if (format == VDISK_FORMAT_VHD && pf != VDISK_FORMAT_VHD) {
+      vdisk_set_error (EINVAL,
+                       "%s: a differencing VHD's parent is a VHD, not %s",
+                       path, params->parent_format);
       free (p);
       return -1;
     }

@@ -65,11 +65,15 @@ struct vdisk;
  * without the backing-format extension).
  *
  * CONFINE, if not NULL, is a directory (an SR's): every layer must be a
- * file directly in it once symlinks are resolved, and nothing is probed
- * (FORMAT must be given; a parent whose format its child does not record
- * is refused).  Errors: EINVAL for a bad FORMAT, EPERM for a layer outside
- * CONFINE, ENOTSUP for a backing format that is not raw, vpc/vhd or
- * qcow2, and whatever the format's own checks say. */
+ * file directly in it once symlinks are resolved, named "<anything>.<fmt>"
+ * (not starting with a dot) where <fmt> ("raw", "vhd", "qcow2") is the
+ * format it is opened as, and nothing is probed (FORMAT must be given; a
+ * parent whose format its child does not record is refused).  So a
+ * child's word cannot make a raw image of the directory, or any other
+ * file in it, into metadata.  Errors: EINVAL for a bad FORMAT, EXDEV for a
+ * layer outside CONFINE or not named for its format, ENOTSUP for a backing
+ * format that is not raw, vpc/vhd or qcow2, and whatever the format's own
+ * checks say (a parent's error says whose word it was opened on). */
 #define VDISK_MAX_DEPTH 64
 struct vdisk *vdisk_open_as (const char *path, unsigned flags, int format,
                              const char *confine);
