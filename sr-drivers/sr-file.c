@@ -121,11 +121,42 @@ is_printable_name (const char *name)
   return true;
 }
 
-/* Only these names are images of the SR (see vdimotion-sr(5)). */
+/* Only these names are images of the SR (see vdimotion-sr(5)).  A scan
+ * adopts only printable ones (list_images); a record made before that
+ * rule keeps working, its labels shown with replacement characters. */
 static bool
 is_image_name (const char *name)
 {
-  return has_image_ext (name) && is_printable_name (name);
+  return has_image_ext (name);
+}
+
+char *
+sr_printable (const char *s)
+{
+  char *v = g_utf8_make_valid (s, -1);
+  GString *out = g_string_new (NULL);
+  for (const char *p = v; *p; p = g_utf8_next_char (p)) {
+    gunichar ch = g_utf8_get_char (p);
+    bool xml_ok = ch >= 0x20 || ch == '\t' || ch == '\n' || ch == '\r';
+    if (ch == 0xfffe || ch == 0xffff)
+      xml_ok = false;
+    g_string_append_unichar (out, xml_ok ? ch : 0xfffd);
+  }
+  g_free (v);
+  char *r = strdup (out->str);
+  g_string_free (out, TRUE);
+  return r;
+}
+
+/* Takes S; NULL stays NULL. */
+static char *
+printable (char *s)
+{
+  if (!s || is_printable_name (s))
+    return s;
+  char *r = sr_printable (s);
+  free (s);
+  return r;
 }
 
 /* An image's format in this SR is its name's word: we name every image
@@ -339,10 +370,10 @@ row_to_vdi (struct sr *sr, sqlite3_stmt *st)
   }
   copy_uuid (v->uuid, sqlite3_column_text (st, 0));
   v->location = strdup ((const char *)sqlite3_column_text (st, 1));
-  v->name_label = strdup ((const char *)sqlite3_column_text (st, 2));
-  v->name_description = strdup ((const char *)sqlite3_column_text (st, 3));
-  int fmt = vdisk_format_from_name ((const char *)sqlite3_column_text (st, 4));
-  v->format = fmt == -1 ? VDISK_FORMAT_RAW : (enum vdisk_format)fmt;
+  v->name_label
+      = printable (strdup ((const char *)sqlite3_column_text (st, 2)));
+  v->name_description
+      = printable (strdup ((const char *)sqlite3_column_text (st, 3)));
   v->virtual_size = sqlite3_column_int64 (st, 5);
   copy_uuid (v->parent_uuid, sqlite3_column_text (st, 6));
   v->read_only = sqlite3_column_int (st, 7);
@@ -365,6 +396,9 @@ row_to_vdi (struct sr *sr, sqlite3_stmt *st)
     sr_vdi_free (v);
     return NULL;
   }
+  /* The format is the name's word, whatever the format column says: a
+   * damaged or hostile sr.db cannot make a raw image metadata. */
+  v->format = format_of_name (v->location);
   struct stat sb;
   if (fstatat (F (sr)->dirfd, v->location, &sb, AT_SYMLINK_NOFOLLOW) == 0)
     v->physical_utilisation = (uint64_t)sb.st_blocks * 512;
@@ -1341,14 +1375,6 @@ list_images (struct sr *sr, struct names *out)
   struct dirent *e;
   while ((e = readdir (dir)) != NULL) {
     struct stat sb;
-    if (has_image_ext (e->d_name) && !is_printable_name (e->d_name)) {
-      g_autofree char *shown = g_strescape (e->d_name, NULL);
-      fprintf (stderr,
-               "sr: %s: skipping \"%s\": a name that is not valid UTF-8 "
-               "or holds control characters cannot be a VDI's location\n",
-               sr->path, shown);
-      continue;
-    }
     if (!is_image_name (e->d_name)
         || fstatat (F (sr)->dirfd, e->d_name, &sb, AT_SYMLINK_NOFOLLOW) == -1
         || !S_ISREG (sb.st_mode))
@@ -1510,7 +1536,15 @@ scan_locked (struct sr *sr)
                                "s", files.v[j]);
     if (!known && errno)
       goto fail;
-    if (!known && adopt (sr, files.v[j]) == -1)
+    if (!known && !is_printable_name (files.v[j])) {
+      g_autofree char *shown = g_strescape (files.v[j], NULL);
+      fprintf (stderr,
+               "sr: %s: not adopting \"%s\": a name that is not valid "
+               "UTF-8 or holds control characters cannot be a VDI's "
+               "location (rename the file)\n",
+               sr->path, shown);
+    }
+    else if (!known && adopt (sr, files.v[j]) == -1)
       goto fail;
     free (known);
   }

@@ -233,6 +233,12 @@ struct sr_vdi *sr_vdi_clone (struct sr *sr, const char *uuid,
 int sr_vdi_set_parent (struct sr *sr, const char *uuid,
                        const char *parent_uuid);
 
+/* S as a client can be shown it (malloc'd): invalid UTF-8, and characters
+ * XML cannot carry (C0 controls but tab, newline and CR; U+FFFE, U+FFFF)
+ * become U+FFFD.  For names that came from a directory, not
+ * from a client (a VDI's location). */
+char *sr_printable (const char *s);
+
 /* true if S is a canonical lowercase uuid (8-4-4-4-12 hex digits). */
 bool sr_uuid_is_valid (const char *s);
 /* A fresh random (version 4) uuid into OUT.  -1 if no randomness. */

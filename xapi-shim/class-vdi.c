@@ -168,7 +168,9 @@ vdi_record (struct xapi_call *c, const char *ref)
               xapi_string (c, v->other_config[i].value));
   xapi_set (c, r, "other_config", oc);
   xapi_set (c, r, "storage_lock", xapi_bool (c, false));
-  xapi_set (c, r, "location", xapi_string (c, v->location));
+  char *location = sr_printable (v->location);
+  xapi_set (c, r, "location", xapi_string (c, location));
+  free (location);
   xapi_set (c, r, "managed", xapi_bool (c, true));
   xapi_set (c, r, "missing", xapi_bool (c, false));
   xapi_set (c, r, "parent", xapi_string (c, XAPI_NULL_REF));
