@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "client.h"
+#include "vdisk.h"
 
 enum
 {
@@ -21,6 +22,7 @@ enum
   OPT_NAME,
   OPT_LIVE,
   OPT_DISK,
+  OPT_FORMAT,
   OPT_HELP,
 };
 
@@ -35,6 +37,7 @@ static const struct option long_opts[] = {
   { "name", required_argument, NULL, OPT_NAME },
   { "live", no_argument, NULL, OPT_LIVE },
   { "disk", required_argument, NULL, OPT_DISK },
+  { "format", required_argument, NULL, OPT_FORMAT },
   { "help", no_argument, NULL, OPT_HELP },
   { NULL },
 };
@@ -143,7 +146,8 @@ client_run_group (const struct command *group,
   argc--;
   argv++;
   optind = 0; /* glibc: start afresh */
-  while ((c = getopt_long (argc, argv, "h", long_opts, NULL)) != -1) {
+  a.format = VDISK_FORMAT_PROBE;
+  while ((c = getopt_long (argc, argv, "f:h", long_opts, NULL)) != -1) {
     unsigned need = 0;
     if (client_option (c, optarg))
       continue;
@@ -159,6 +163,12 @@ client_run_group (const struct command *group,
     case OPT_DISK:
       need = CLIENT_OPT_DISK;
       g_ptr_array_add (disks, optarg);
+      break;
+    case 'f':
+    case OPT_FORMAT:
+      need = CLIENT_OPT_FORMAT;
+      if ((a.format = cli_parse_format (group->name, optarg)) < 0)
+        return sub_usage (group, sub);
       break;
     case 'h':
     case OPT_HELP:

@@ -114,9 +114,9 @@ set_http_error (struct client *c, GError **err, SoupMessage *msg,
 
 int
 client_import_vdi (struct client *c, const char *vdi, const char *path,
-                   int progress_mode, GError **err)
+                   int format, int progress_mode, GError **err)
 {
-  struct vdisk *d = vdisk_open (path, VDISK_OPEN_BUFFERED);
+  struct vdisk *d = vdisk_open_as (path, VDISK_OPEN_BUFFERED, format, NULL);
   struct vdisk_info info;
   g_autoptr (SourceStream) in = NULL;
   g_autoptr (SoupMessage) msg = NULL;

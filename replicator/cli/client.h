@@ -163,10 +163,12 @@ char *client_task_wait (struct client *c, const char *task, int mode,
 
 /* ---- Bulk data (client-transfer.c) ---------------------------------- */
 
-/* PUT the disk image PATH into VDI (a ref): a VHD as-is (format=vhd),
- * anything else as raw bytes read through libvdisk (format=raw). */
+/* PUT the disk image PATH, of FORMAT (enum vdisk_format, or
+ * VDISK_FORMAT_PROBE), into VDI (a ref): a VHD without a parent as-is
+ * (format=vhd), anything else as raw bytes read through libvdisk
+ * (format=raw). */
 int client_import_vdi (struct client *c, const char *vdi, const char *path,
-                       int progress_mode, GError **err);
+                       int format, int progress_mode, GError **err);
 /* GET VDI into PATH: format=vhd if PATH ends in ".vhd", else raw. */
 int client_export_vdi (struct client *c, const char *vdi, uint64_t size,
                        const char *path, int progress_mode, GError **err);
@@ -174,9 +176,10 @@ int client_export_vdi (struct client *c, const char *vdi, uint64_t size,
 /* ---- Server commands (client-command.c) ----------------------------- */
 
 /* The options a subcommand takes besides the client ones. */
-#define CLIENT_OPT_NAME 1u /* --name N */
-#define CLIENT_OPT_LIVE 2u /* --live */
-#define CLIENT_OPT_DISK 4u /* --disk VDI, repeatable */
+#define CLIENT_OPT_NAME 1u   /* --name N */
+#define CLIENT_OPT_LIVE 2u   /* --live */
+#define CLIENT_OPT_DISK 4u   /* --disk VDI, repeatable */
+#define CLIENT_OPT_FORMAT 8u /* -f FMT: a local image's format */
 
 struct client_args
 {
@@ -186,6 +189,7 @@ struct client_args
   bool live;
   const char **disks; /* n_disks of them */
   size_t n_disks;
+  int format; /* -f, or VDISK_FORMAT_PROBE */
 };
 
 struct client_subcommand

@@ -446,6 +446,13 @@ run (int argc, char **argv)
     cli_error ("copy", "--keep-chain cannot be combined with --journal yet");
     return EXIT_USAGE;
   }
+  /* An NBD export is a disk's guest view: raw bytes, nothing to open. */
+  if (copy_is_nbd_uri (src) && o.src_format != VDISK_FORMAT_PROBE
+      && o.src_format != VDISK_FORMAT_RAW) {
+    cli_error ("copy", "-f %s: an NBD source is read as raw bytes",
+               vdisk_format_name (o.src_format));
+    return EXIT_USAGE;
+  }
 
   struct vdisk *sd;
   struct copy_endpoint *se = open_source (src, &o, &sd);

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <glib.h>
+
 #include "cli.h"
 #include "vdisk.h"
 
@@ -46,6 +48,31 @@ parse_options (char *s, struct vdisk_create_params *p)
     }
   }
   return 0;
+}
+
+/* -b without -F for a qcow2: say what the parent looks like, and refuse. */
+static int
+refuse_unnamed_backing (const char *image, const char *parent)
+{
+  char *dir = g_path_get_dirname (image);
+  char *path = g_path_is_absolute (parent)
+                   ? g_strdup (parent)
+                   : g_build_filename (dir, parent, NULL);
+  struct vdisk *d
+      = vdisk_open (path, VDISK_OPEN_NO_PARENT | VDISK_OPEN_BUFFERED);
+  struct vdisk_info info = { .format_name = NULL };
+  if (d)
+    vdisk_get_info (d, &info);
+  cli_error ("create",
+             "backing file specified without backing format (-F)%s%s%s; "
+             "say it, e.g. -F %s",
+             d ? ": it looks like " : "", d ? info.format_name : "",
+             d ? ", but a guest may have written what it looks like" : "",
+             d ? info.format_name : "raw");
+  vdisk_close (d);
+  g_free (path);
+  g_free (dir);
+  return EXIT_ERROR;
 }
 
 static int
@@ -96,6 +123,14 @@ run (int argc, char **argv)
                argv[optind + 1]);
     return EXIT_USAGE;
   }
+  if (p.parent_format && !p.parent) {
+    cli_error ("create", "-F (backing format) needs -b (backing file)");
+    return EXIT_USAGE;
+  }
+  /* As qemu-img: a qcow2 records its backing file's format, and that
+   * record is the user's word, never a guess of ours. */
+  if (p.parent && !p.parent_format && format == VDISK_FORMAT_QCOW2)
+    return refuse_unnamed_backing (argv[optind], p.parent);
   if (vdisk_create (argv[optind], format, size, &p) == -1) {
     cli_error ("create", "%s", vdisk_get_error ());
     return EXIT_ERROR;

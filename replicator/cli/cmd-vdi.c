@@ -1,6 +1,6 @@
 /* vdimotion vdi: virtual disks of a server (XenAPI VDI class).
  *   vdi list [SR]                 one line per VDI
- *   vdi import SR FILE [--name N] VDI.create + PUT /import_raw_vdi
+ *   vdi import SR FILE [-f FMT] [--name N]  VDI.create + PUT /import_raw_vdi
  *   vdi export VDI FILE           GET /export_raw_vdi (vhd or raw)
  *   vdi move VDI SR [--live]      Async.VDI.pool_migrate, waited on
  * Commands that make a VDI print its uuid as the last line of stdout, so
@@ -86,13 +86,16 @@ vdi_import (struct client *c, const struct client_args *a, GError **err)
   g_autoptr (xv) vdi = NULL;
   struct vdisk *d;
 
-  /* The size first: a file we cannot read makes no VDI. */
-  d = vdisk_open (file, VDISK_OPEN_BUFFERED);
+  /* The size first: a file we cannot read makes no VDI.  Its format is
+   * -f's word; a guess is warned about (a raw disk exported earlier holds
+   * whatever its guest wrote, an image header included). */
+  d = vdisk_open_as (file, VDISK_OPEN_BUFFERED, a->format, NULL);
   if (d == NULL) {
     g_set_error (err, CLIENT_ERROR, CLIENT_ERROR_LOCAL, "%s",
                  vdisk_get_error ());
     return EXIT_ERROR;
   }
+  vdisk_warn_probed (d, "vdimotion vdi import");
   size = g_strdup_printf ("%" PRIu64, vdisk_get_size (d));
   vdisk_close (d);
 
@@ -111,7 +114,8 @@ vdi_import (struct client *c, const struct client_args *a, GError **err)
                  "%s: VDI.create: no ref", client_url (c));
     return EXIT_ERROR;
   }
-  if (client_import_vdi (c, vdi->s, file, client_opts.progress, err) == -1) {
+  if (client_import_vdi (c, vdi->s, file, a->format, client_opts.progress, err)
+      == -1) {
     /* No half-imported VDI is left behind. */
     g_autoptr (GError) e = NULL;
     xv_free (client_call (c, &e, "VDI.destroy", "(s)", vdi->s));
@@ -200,7 +204,8 @@ vdi_move (struct client *c, const struct client_args *a, GError **err)
 
 static const struct client_subcommand subs[] = {
   { "list", "[--json] [SR]", 0, 1, 0, vdi_list },
-  { "import", "SR FILE [--name NAME]", 2, 2, CLIENT_OPT_NAME, vdi_import },
+  { "import", "SR FILE [-f FMT] [--name NAME]", 2, 2,
+    CLIENT_OPT_NAME | CLIENT_OPT_FORMAT, vdi_import },
   { "export", "VDI FILE", 2, 2, 0, vdi_export },
   { "move", "VDI SR [--live]", 2, 2, CLIENT_OPT_LIVE, vdi_move },
   { NULL },
