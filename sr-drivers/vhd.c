@@ -1494,11 +1494,15 @@ vhd_create (struct vfile *f, uint64_t size,
 
   if (parent && size == 0)
     size = vdisk_get_size (parent);
-  if (size == 0 || size > VHD_MAX_SIZE || size % SECTOR != 0)
-    return create_error (f, EINVAL,
+  if (size > VHD_MAX_SIZE)
+    return create_error (f, EFBIG,
                          "virtual size %" PRIu64
-                         " must be a multiple of 512 between 512 and %" PRIu64,
+                         " is more than a VHD can hold (%" PRIu64 " bytes)",
                          size, VHD_MAX_SIZE);
+  if (size == 0 || size % SECTOR != 0)
+    return create_error (
+        f, EINVAL,
+        "virtual size %" PRIu64 " must be a multiple of 512 and not 0", size);
   if (!is_power_of_2 (bs) || bs < MIN_BLOCK_SIZE || bs > MAX_BLOCK_SIZE)
     return create_error (f, EINVAL,
                          "block size %" PRIu32

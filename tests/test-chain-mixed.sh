@@ -7,11 +7,11 @@ requires qemu-img
 # base.vhd <- mid.qcow2 <- top.qcow2, all written by qemu.
 qemu-img create -f vpc "$T/base.vhd" 24M > /dev/null
 qemu-io -f vpc -c 'write -P 0x11 0 8M' "$T/base.vhd" > /dev/null
-"$VDIMOTION" create -f qcow2 -b base.vhd "$T/mid.qcow2"
+"$VDIMOTION" create -f qcow2 -b base.vhd -F vhd "$T/mid.qcow2"
 qemu-img info "$T/mid.qcow2" | grep -q 'backing file format: vpc' \
   || fail "qcow2 on VHD does not record backing format vpc"
 qemu-io -f qcow2 -c 'write -P 0x22 4M 8M' "$T/mid.qcow2" > /dev/null
-"$VDIMOTION" create -f qcow2 -b mid.qcow2 "$T/top.qcow2"
+"$VDIMOTION" create -f qcow2 -b mid.qcow2 -F qcow2 "$T/top.qcow2"
 qemu-io -f qcow2 -c 'write -P 0x33 10M 1M' -c 'write -z 1M 1M' "$T/top.qcow2" > /dev/null
 
 qemu_raw "$T/top.qcow2" "$T/ref.raw"
@@ -44,7 +44,7 @@ PY
 # qcow2 on raw.
 "$VDIMOTION" create -f raw "$T/r.raw" 16M
 write_pattern "$T/r.raw" 5 0 $((2 << 20))
-"$VDIMOTION" create -f qcow2 -b r.raw "$T/over-raw.qcow2"
+"$VDIMOTION" create -f qcow2 -b r.raw -F raw "$T/over-raw.qcow2"
 qemu-io -f qcow2 -c 'write -P 0x44 1M 64k' "$T/over-raw.qcow2" > /dev/null
 qemu_raw "$T/over-raw.qcow2" "$T/ref2.raw"
 "$VDIMOTION" compare "$T/over-raw.qcow2" "$T/ref2.raw" | grep -q identical || fail "qcow2 over raw"

@@ -67,9 +67,17 @@ grep -q 'vhd: plain.raw' "$T/err" || fail "copy -f vhd of a raw file"
 qemu-img info c1.qcow2 | grep -q '^backing file format: raw' || fail "create -F raw"
 qemu-img compare -q -f qcow2 -F raw c1.qcow2 qhdr.raw || fail "create -F raw: data"
 qemu-img create -q -f vpc -o subformat=dynamic p.vhd 8M
-"$VDIMOTION" create -f qcow2 -b p.vhd c2.qcow2
+"$VDIMOTION" create -f qcow2 -b p.vhd -F vhd c2.qcow2
 qemu-img info c2.qcow2 | grep -q '^backing file format: vpc' || fail "create -b VHD"
 expect_exit 2 "$VDIMOTION" create -f qcow2 -b p.vhd -F nbd c3.qcow2
+# As qemu-img: no -F, no qcow2 child (its record would be a guess).
+expect_exit 1 "$VDIMOTION" create -f qcow2 -b qhdr.raw c4.qcow2
+grep -q 'without backing format (-F): it looks like qcow2' "$T/err" || fail "create -b without -F"
+[ ! -e c4.qcow2 ] || fail "create -b without -F made an image"
+expect_exit 2 "$VDIMOTION" create -f qcow2 -F raw c5.qcow2 1M
+expect_exit 1 "$VDIMOTION" create -f vhd -b p.vhd -F raw c6.vhd
+grep -q "parent is a VHD" "$T/err" || fail "create -f vhd -F raw"
+"$VDIMOTION" create -f vhd -b p.vhd c7.vhd   # a VHD's parent is a VHD
 # copy --keep-chain records each layer's backing format.
 mkdir kc
 "$VDIMOTION" copy --keep-chain "top-qhdr.raw.qcow2" kc/top.qcow2
@@ -108,7 +116,7 @@ if [ -z "${VDM_SANITIZED:-}" ] && command -v nbdkit > /dev/null \
   cp qhdr.raw other/base.raw
   qemu-img create -q -f qcow2 -b ../other/base.raw -F raw sr/leaf.qcow2
   expect_exit 1 nbdkit -U "$T/x.sock" "$PLUGIN" file=sr/leaf.qcow2 format=qcow2 confine=sr
-  grep -q 'outside' "$T/err" || { cat "$T/err"; fail "plugin: chain left confine="; }
+  grep -q 'not a raw image.s name directly in' "$T/err" || { cat "$T/err"; fail "plugin: chain left confine="; }
   # Inside, but the backing format is not recorded: no guessing there.
   cp qhdr.raw sr/base.raw
   qemu-img create -q -f qcow2 -u -b base.raw -F raw sr/nofmt.qcow2 4M

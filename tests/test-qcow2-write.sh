@@ -90,7 +90,7 @@ echo "ok: refcount growth"
 # the size defaults to the parent's, writes fall through correctly.
 qemu-img create -q -f qcow2 base.qcow2 6M
 qemu-io -f qcow2 -c 'write -P 0x31 0 6M' base.qcow2 > /dev/null
-"$VDIMOTION" create -f qcow2 -b base.qcow2 child.qcow2
+"$VDIMOTION" create -f qcow2 -b base.qcow2 -F qcow2 child.qcow2
 qemu-img info --output=json child.qcow2 > info.json
 python3 - info.json <<'PY'
 import json, sys
@@ -119,7 +119,7 @@ echo "ok: backing file"
 
 # A raw parent is recorded as raw; a bigger child than its parent.
 truncate -s 2M rawparent.img
-"$VDIMOTION" create -f qcow2 -b rawparent.img overraw.qcow2 4M
+"$VDIMOTION" create -f qcow2 -b rawparent.img -F raw overraw.qcow2 4M
 qemu-img info --output=json overraw.qcow2 | python3 -c '
 import json, sys
 i = json.load(sys.stdin)
@@ -128,7 +128,7 @@ assert i["virtual-size"] == 4 << 20, i'
 check_clean overraw.qcow2
 
 # A chain of three we made, written at every level by qemu-io.
-"$VDIMOTION" create -f qcow2 -b child.qcow2 grandchild.qcow2
+"$VDIMOTION" create -f qcow2 -b child.qcow2 -F qcow2 grandchild.qcow2
 both grandchild.qcow2 child.raw -c 'write -P 0x34 65000 70000'
 check_clean grandchild.qcow2
 equal grandchild.qcow2 child.raw
@@ -137,7 +137,7 @@ echo "ok: chain of three"
 # A VHD parent is recorded with qemu's name for the format, "vpc".
 if "$VDIMOTION" create -f vhd vhdparent.vhd 8M 2> /dev/null; then
   qemu-io -f vpc -c 'write -P 0x35 0 1M' vhdparent.vhd > /dev/null
-  "$VDIMOTION" create -f qcow2 -b vhdparent.vhd overvhd.qcow2
+  "$VDIMOTION" create -f qcow2 -b vhdparent.vhd -F vhd overvhd.qcow2
   qemu-img info --output=json overvhd.qcow2 | python3 -c '
 import json, sys
 i = json.load(sys.stdin)

@@ -5,6 +5,11 @@
 # VM's disk socket after VM.start, Async.VDI.copy, a cross-host
 # VM.migrate, and there a live Async.VDI.pool_migrate.
 #   xapi-format-owner.py URL PEER_URL T IMAGE...
+#   xapi-format-owner.py URL - T --sr-tricks SR1_DIR
+# The second form: images dropped into an SR whose headers name other
+# files of the SR (a raw VDI as a qcow2 parent, sr.db as a backing file)
+# are refused, and a record whose format column lies is read as its name
+# says.
 import http.client
 import os
 import subprocess
@@ -18,9 +23,7 @@ from xapi_checks import ok
 url, peer_url, T = sys.argv[1:4]
 images = sys.argv[4:]
 x = xmlrpc.client.ServerProxy(url)
-peer = xmlrpc.client.ServerProxy(peer_url)
 s = ok(x.session.login_with_password("root", "secret"))
-ps = ok(peer.session.login_with_password("root", "secret"))
 srs = {r["name_label"]: ref for ref, r in ok(x.SR.get_all_records(s)).items()}
 
 
@@ -30,12 +33,15 @@ def same(path, want, what):
     xapi_checks.checks += 1
 
 
-def export(proxy_url, session, vdi, fmt, out):
+def export(proxy_url, session, vdi, fmt, out, want=200):
     u = urllib.parse.urlsplit(proxy_url)
     c = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
     c.request("GET", "/export_raw_vdi?" + urllib.parse.urlencode(
         {"session_id": session, "vdi": vdi, "format": fmt}))
     r = c.getresponse()
+    if want != 200:
+        assert r.status >= 400, (r.status, r.getheaders())
+        return r.read().decode()
     assert r.status == 200, (r.status, r.read())
     with open(out, "wb") as f:
         f.write(r.read())
@@ -50,6 +56,56 @@ def read_socket(sock, out):
     subprocess.check_call(["nbdcopy", "nbd+unix:///?socket=" + sock, out])
     return out
 
+
+if images[:1] == ["--sr-tricks"]:
+    sr_dir = images[1]
+
+    def by_location(loc):
+        for ref, r in ok(x.VDI.get_all_records(s)).items():
+            if r["location"] == loc:
+                return ref, r
+        raise AssertionError("no VDI at " + loc)
+
+    def qcow2_over(name, backing, fmt):
+        subprocess.check_call(["qemu-img", "create", "-q", "-f", "qcow2",
+                               "-u", "-b", backing, "-F", fmt,
+                               os.path.join(sr_dir, name), "1M"])
+
+    R = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa.raw"
+    S = "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb.raw"
+    with open(os.path.join(sr_dir, S), "wb") as f:
+        f.write(b"OTHER VM SECRET".ljust(1 << 20, b"\0"))
+    # R: a raw disk whose guest wrote a qcow2 header naming S.
+    hdr = os.path.join(T, "hdr.qcow2")
+    subprocess.check_call(["qemu-img", "create", "-q", "-f", "qcow2", "-u",
+                           "-b", S, "-F", "raw", hdr, "1M"])
+    with open(hdr, "rb") as f:
+        head = f.read()
+    with open(os.path.join(sr_dir, R), "wb") as f:
+        f.write(head.ljust(1 << 20, b"\0"))
+    qcow2_over("cccccccc-cccc-4ccc-8ccc-cccccccccccc.qcow2", R, "qcow2")
+    qcow2_over("dddddddd-dddd-4ddd-8ddd-dddddddddddd.qcow2", "sr.db", "raw")
+    ok(x.SR.scan(s, srs["sr1"]))
+    for q in ("cccccccc-cccc-4ccc-8ccc-cccccccccccc.qcow2",
+              "dddddddd-dddd-4ddd-8ddd-dddddddddddd.qcow2"):
+        try:
+            ref, _ = by_location(q)
+        except AssertionError:
+            continue  # not adopted at all: as good
+        if True:
+            why = export(url, s, ref, "raw", os.path.join(T, "trick"),
+                         want=None)
+            assert "not a" in why and "image's name" in why, why
+    ref, rec = by_location(R)
+    assert rec["sm_config"]["image-format"] == "raw", rec
+    got = export(url, s, ref, "raw", os.path.join(T, "r.raw"))
+    same(got, os.path.join(sr_dir, R), "the raw VDI under a trick child")
+    print("ok: SR tricks refused")
+    print("%d checks passed" % xapi_checks.checks)
+    sys.exit(0)
+
+peer = xmlrpc.client.ServerProxy(peer_url)
+ps = ok(peer.session.login_with_password("root", "secret"))
 
 for n, img in enumerate(images):
     name = os.path.basename(img)

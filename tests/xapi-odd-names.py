@@ -7,6 +7,10 @@
 #   request carrying invalid UTF-8 gets a XenAPI failure.
 # after (a restart later): every listing still works, the records are
 #   the same.
+# legacy: sr.db holds a record made before names were checked (location
+#   and label not valid UTF-8, a control character, the format column
+#   saying qcow2 for a .raw file): it is listed, its label and location
+#   shown with U+FFFD, and its image is read as raw, the name's word.
 import http.client
 import json
 import os
@@ -27,6 +31,7 @@ FILES = {"vm-\U0001F680.vhd": True, "\u9577\u3044\u540d\u524d.qcow2": True,
          b"bad-\xff\xfe.vhd": False, b"bad-\xc3\x28.raw": False,
          "ctl-\x01-\x7f.raw": False}
 state = os.path.join(sr_dir, "..", "odd-names.json")
+LEGACY = "0badc0de-0000-4000-8000-000000000001"
 
 
 def labels():
@@ -84,6 +89,13 @@ if phase == "before":
         assert b"Failure" in answer, answer
     with open(state, "w") as f:
         json.dump(got, f)
+elif phase == "legacy":
+    recs = ok(x.VDI.get_all_records(s))
+    [rec] = [r for r in recs.values() if r["uuid"] == LEGACY]
+    assert "\ufffd" in rec["name_label"] and "\ufffd" in rec["location"], rec
+    assert rec["sm_config"]["image-format"] == "raw", rec
+    assert int(rec["virtual_size"]) == 1 << 20, rec
+    labels()
 else:
     with open(state) as f:
         before = json.load(f)
