@@ -1,26 +1,33 @@
 /* XenAPI over HTTP(S): a SoupServer taking XML-RPC POSTs at "/", as xapi
- * does.  xmlrpc-c parses the call and hands every method name to one
- * default handler, xapi_dispatch.  Disk data goes through xapi's own
- * URLs, PUT /import_raw_vdi and GET /export_raw_vdi (http-vdi.c).
+ * does.  Disk data goes through xapi's own URLs, PUT /import_raw_vdi and
+ * GET /export_raw_vdi (http-vdi.c).
  *
  * Request bodies are bounded before they are read: a Content-Length over
  * max-request-size is answered 413 from the headers alone, and a chunked
  * body is collected here (not by libsoup) and dropped as soon as it passes
  * the limit, so a huge request never costs more than the limit in
- * memory. */
+ * memory.
+ *
+ * One call, once its body is in: the message is paused; a worker thread
+ * decodes the body (rpc.c, xmlrpc-decode.c: bounded depth, no DTD, no
+ * entity expansion); the main loop, which owns the daemon's state, runs
+ * the call (xapi_dispatch); a worker thread encodes the reply; the main
+ * loop sends it.  So a huge or hostile body never holds up the main loop
+ * that answers every other client. */
 
 #include <string.h>
 
 #include <libsoup/soup.h>
-#include <xmlrpc-c/server.h>
 
+#include "rpc.h"
 #include "xapi.h"
 
 struct xapi_http
 {
   struct xapi_daemon *d;
   SoupServer *server;
-  xmlrpc_registry *registry;
+  unsigned inflight; /* calls between pause and answer */
+  bool stopping;     /* xapi_http_free: answer nothing more */
 };
 
 /* The body of one request as it arrives. */
@@ -210,13 +217,133 @@ early_handler (SoupServer *server, SoupServerMessage *msg, const char *path,
   g_signal_connect (msg, "got-chunk", G_CALLBACK (got_chunk), b);
 }
 
-static xmlrpc_value *
-default_method (xmlrpc_env *env, const char *call_info, const char *method,
-                xmlrpc_value *params, void *user_data)
+/* One XML-RPC call on its way (see the top of the file). */
+struct rpc_call
 {
-  struct xapi_http *h = user_data;
+  struct xapi_http *h;
+  SoupServerMessage *msg; /* a reference, paused */
+  GByteArray *body;
+  struct xapi_rpc_request rq; /* decoded */
+  xmlrpc_value *reply;        /* from the dispatcher, to encode */
+  GBytes *out;                /* encoded */
+};
 
-  return xapi_dispatch (h->d, env, method, params);
+static void
+rpc_call_free (struct rpc_call *rc)
+{
+  if (rc->body)
+    g_byte_array_unref (rc->body);
+  xapi_rpc_request_clear (&rc->rq);
+  if (rc->reply)
+    xmlrpc_DECREF (rc->reply);
+  if (rc->out)
+    g_bytes_unref (rc->out);
+  g_object_unref (rc->msg);
+  g_free (rc);
+}
+
+/* Send BYTES as the answer and let the message go on. */
+static void
+rpc_answer (struct rpc_call *rc, guint status, const char *content_type,
+            GBytes *bytes)
+{
+  gsize len;
+  const char *data = g_bytes_get_data (bytes, &len);
+
+  soup_server_message_set_status (rc->msg, status, NULL);
+  if (status != SOUP_STATUS_OK)
+    soup_message_headers_replace (
+        soup_server_message_get_response_headers (rc->msg), "Connection",
+        "close");
+  soup_server_message_set_response (rc->msg, content_type, SOUP_MEMORY_COPY,
+                                    data, len);
+  soup_server_message_unpause (rc->msg);
+}
+
+/* The end of a call: answered, or dropped while the daemon stops. */
+static void
+rpc_done (struct rpc_call *rc)
+{
+  rc->h->inflight--;
+  rpc_call_free (rc);
+}
+
+static void
+encode_thread (GTask *task, gpointer source, gpointer task_data,
+               GCancellable *cancellable)
+{
+  struct rpc_call *rc = task_data;
+
+  /* The reply is this call's alone now (the dispatcher returned it and
+   * the main loop no longer looks at it). */
+  rc->out = xapi_rpc_encode (rc->reply);
+  g_clear_pointer (&rc->reply, xmlrpc_DECREF);
+  g_task_return_boolean (task, TRUE);
+}
+
+static void
+encoded (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  struct rpc_call *rc = user_data;
+
+  if (!rc->h->stopping)
+    rpc_answer (rc, SOUP_STATUS_OK, "text/xml", rc->out);
+  rpc_done (rc);
+}
+
+static void
+decode_thread (GTask *task, gpointer source, gpointer task_data,
+               GCancellable *cancellable)
+{
+  struct rpc_call *rc = task_data;
+
+  xapi_rpc_decode (rc->body->data, rc->body->len, &rc->rq);
+  g_clear_pointer (&rc->body, g_byte_array_unref);
+  g_task_return_boolean (task, TRUE);
+}
+
+/* Back on the main loop with the decoded call: run it here (the
+ * daemon's state is the main loop's), encode the reply in a thread. */
+static void
+decoded (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  struct rpc_call *rc = user_data;
+  xmlrpc_env env;
+  GTask *task;
+
+  if (rc->h->stopping) {
+    rpc_done (rc);
+    return;
+  }
+  if (rc->rq.answer) {
+    g_message ("%s: %s", soup_server_message_get_remote_host (rc->msg),
+               rc->rq.log);
+    rpc_answer (rc, rc->rq.status, rc->rq.content_type, rc->rq.answer);
+    rpc_done (rc);
+    return;
+  }
+  xmlrpc_env_init (&env);
+  rc->reply = xapi_dispatch (rc->h->d, &env, rc->rq.method, rc->rq.params);
+  if (env.fault_occurred || rc->reply == NULL) {
+    /* xapi_dispatch turns xmlrpc-c's own errors into INTERNAL_ERROR;
+     * this is for when it could not even build that. */
+    g_autoptr (GBytes) out = xapi_rpc_failure ((const char *const[]){
+        "INTERNAL_ERROR", env.fault_occurred ? env.fault_string : "no reply",
+        NULL });
+
+    g_warning ("xmlrpc: %s",
+               env.fault_occurred ? env.fault_string : "no reply");
+    rpc_answer (rc, SOUP_STATUS_OK, "text/xml", out);
+    xmlrpc_env_clean (&env);
+    rpc_done (rc);
+    return;
+  }
+  xmlrpc_env_clean (&env);
+  xapi_rpc_request_clear (&rc->rq); /* the parameters, before the thread */
+  task = g_task_new (NULL, NULL, encoded, rc);
+  g_task_set_task_data (task, rc, NULL);
+  g_task_run_in_thread (task, encode_thread);
+  g_object_unref (task);
 }
 
 static void
@@ -225,10 +352,8 @@ handler (SoupServer *server, SoupServerMessage *msg, const char *path,
 {
   struct xapi_http *h = user_data;
   struct body *b = g_object_get_data (G_OBJECT (msg), "xapi-body");
-  xmlrpc_env env;
-  const char *method_name = NULL;
-  xmlrpc_value *params = NULL;
-  xmlrpc_mem_block *out = NULL;
+  struct rpc_call *rc;
+  GTask *task;
 
   if (soup_server_message_get_status (msg) != 0)
     return; /* refused by early_handler */
@@ -260,74 +385,27 @@ handler (SoupServer *server, SoupServerMessage *msg, const char *path,
     return;
   }
 
-  /* A request that is not XML-RPC at all is the client's error: 400,
-   * rather than a fault the client might take for a XenAPI answer. */
-  xmlrpc_env_init (&env);
-  xmlrpc_parse_call (&env, (const char *)b->data->data, b->data->len,
-                     &method_name, &params);
-  if (env.fault_occurred) {
-    g_autofree char *text = g_strdup_printf ("malformed XML-RPC request: %s\n",
-                                             env.fault_string);
-    g_message ("%s: %s", soup_server_message_get_remote_host (msg),
-               g_strchomp (text));
-    refuse (msg, SOUP_STATUS_BAD_REQUEST, text);
-    xmlrpc_env_clean (&env);
-    return;
-  }
-  if (g_ascii_strncasecmp (method_name, "system.", 7) == 0) {
-    /* xmlrpc-c answers system.* itself, with XML-RPC faults; a XenAPI
-     * client gets a XenAPI reply (MESSAGE_METHOD_UNKNOWN) instead. */
-    xmlrpc_value *reply = xapi_dispatch (h->d, &env, method_name, params);
-
-    out = XMLRPC_MEMBLOCK_NEW (char, &env, 0);
-    if (!env.fault_occurred)
-      xmlrpc_serialize_response (&env, out, reply);
-    xmlrpc_DECREF (reply);
-  }
-  else
-    xmlrpc_registry_process_call2 (&env, h->registry,
-                                   (const char *)b->data->data, b->data->len,
-                                   NULL, &out);
-  free ((void *)method_name);
-  xmlrpc_DECREF (params);
-  if (env.fault_occurred) {
-    g_warning ("xmlrpc: %s", env.fault_string);
-    refuse (msg, SOUP_STATUS_INTERNAL_SERVER_ERROR, "internal error\n");
-    xmlrpc_env_clean (&env);
-    return;
-  }
-  soup_server_message_set_status (msg, SOUP_STATUS_OK, NULL);
-  soup_server_message_set_response (msg, "text/xml", SOUP_MEMORY_COPY,
-                                    XMLRPC_MEMBLOCK_CONTENTS (char, out),
-                                    XMLRPC_MEMBLOCK_SIZE (char, out));
-  XMLRPC_MEMBLOCK_FREE (char, out);
-  xmlrpc_env_clean (&env);
+  rc = g_new0 (struct rpc_call, 1);
+  rc->h = h;
+  rc->msg = g_object_ref (msg);
+  rc->body = g_steal_pointer (&b->data);
+  h->inflight++;
+  soup_server_message_pause (msg);
+  task = g_task_new (NULL, NULL, decoded, rc);
+  g_task_set_task_data (task, rc, NULL);
+  g_task_run_in_thread (task, decode_thread);
+  g_object_unref (task);
 }
 
 struct xapi_http *
 xapi_http_new (struct xapi_daemon *d, GError **error)
 {
   struct xapi_http *h = g_new0 (struct xapi_http, 1);
-  xmlrpc_env env;
 
   h->d = d;
-  /* xmlrpc-c refuses documents over 512 KiB by default; our own limit
-   * (checked before parsing) is the one that counts. */
-  xmlrpc_limit_set (XMLRPC_XML_SIZE_LIMIT_ID, d->max_request_size);
-
-  xmlrpc_env_init (&env);
-  h->registry = xmlrpc_registry_new (&env);
-  if (!env.fault_occurred)
-    xmlrpc_registry_set_default_method (&env, h->registry, default_method, h);
-  if (env.fault_occurred) {
-    g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED, "xmlrpc-c: %s",
-                 env.fault_string);
-    xmlrpc_env_clean (&env);
-    xapi_http_free (h);
-    return NULL;
-  }
-  xmlrpc_env_clean (&env);
-
+  if (!xapi_rpc_full_unicode ())
+    g_warning ("xmlrpc-c refuses characters outside the Basic Multilingual "
+               "Plane: strings holding them will be refused");
   h->server = soup_server_new ("server-header",
                                PACKAGE_NAME "/" PACKAGE_VERSION " ", NULL);
   soup_server_add_early_handler (h->server, NULL, early_handler, h, NULL);
@@ -394,11 +472,14 @@ xapi_http_free (struct xapi_http *h)
 {
   if (h == NULL)
     return;
+  h->stopping = true;
   if (h->server) {
     soup_server_disconnect (h->server);
     g_object_unref (h->server);
   }
-  if (h->registry)
-    xmlrpc_registry_free (h->registry);
+  /* Calls still in a worker thread come back to the main context, and
+   * are dropped there (decoding and encoding take a bounded time). */
+  while (h->inflight > 0)
+    g_main_context_iteration (NULL, TRUE);
   g_free (h);
 }

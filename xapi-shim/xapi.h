@@ -1,7 +1,8 @@
 /* xapi-shim: the XenAPI face of vdimotiond (DESIGN.md §1).
  *
- * One call goes: HTTP POST / (http.c) → xmlrpc-c parses it and hands every
- * method name to xapi_dispatch (dispatch.c) → the class is found by name,
+ * One call goes: HTTP POST / (http.c) → our decoder reads it in a worker
+ * thread (xmlrpc-decode.c, rpc.c) → the main loop hands the method name
+ * to xapi_dispatch (dispatch.c) → the class is found by name,
  * in any letter case as xapi accepts ("Host.get_all" == "host.get_all"),
  * the session is checked, and the method runs → its Value or its
  * ErrorDescription is wrapped as XenAPI does:
