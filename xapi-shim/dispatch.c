@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "rpc.h"
 #include "xapi.h"
 
 /* The classes this daemon serves.  A new class is one file and one line
@@ -57,10 +58,24 @@ xapi_fail_sr (struct xapi_call *c, const char *cls, const char *ref)
   }
 }
 
+/* xmlrpc_string_new, but NULL when it fails: xmlrpc-c then returns an
+ * uninitialized pointer (a string that is not valid UTF-8, as a label
+ * read from disk may be, must not crash the reply). */
+static xmlrpc_value *
+new_string (xmlrpc_env *env, const char *s)
+{
+  xmlrpc_value *v;
+
+  if (env->fault_occurred)
+    return NULL;
+  v = xmlrpc_string_new (env, s);
+  return env->fault_occurred ? NULL : v;
+}
+
 xmlrpc_value *
 xapi_string (struct xapi_call *c, const char *s)
 {
-  return xmlrpc_string_new (c->env, s ? s : "");
+  return new_string (c->env, s ? s : "");
 }
 
 xmlrpc_value *
@@ -69,7 +84,7 @@ xapi_int64 (struct xapi_call *c, int64_t v)
   char buf[32];
 
   snprintf (buf, sizeof buf, "%" PRId64, v);
-  return xmlrpc_string_new (c->env, buf);
+  return new_string (c->env, buf);
 }
 
 xmlrpc_value *
@@ -83,14 +98,14 @@ xapi_ref (struct xapi_call *c, const char *uuid)
 {
   g_autofree char *ref = g_strconcat (XAPI_REF_PREFIX, uuid, NULL);
 
-  return xmlrpc_string_new (c->env, ref);
+  return new_string (c->env, ref);
 }
 
 /* xapi answers a method without a result with an empty string. */
 xmlrpc_value *
 xapi_void (struct xapi_call *c)
 {
-  return xmlrpc_string_new (c->env, "");
+  return new_string (c->env, "");
 }
 
 xmlrpc_value *
@@ -286,7 +301,7 @@ generic_by_uuid (struct xapi_call *c, const struct xapi_class *cls,
       xapi_fail (c, "UUID_INVALID", cls->name, uuid, NULL);
     return NULL;
   }
-  return xmlrpc_string_new (c->env, ref);
+  return new_string (c->env, ref);
 }
 
 static xmlrpc_value *
@@ -515,8 +530,14 @@ wrap (struct xapi_call *c, xmlrpc_value *value)
 
     if (value)
       xmlrpc_DECREF (value);
-    for (guint i = 0; i < c->error->len; i++)
-      xapi_append (c, desc, xapi_string (c, c->error->pdata[i]));
+    /* Error parameters may quote what is not valid UTF-8 (a file
+     * name, an SR's message): cleaned so that the failure can always be
+     * sent. */
+    for (guint i = 0; i < c->error->len; i++) {
+      g_autofree char *text = xapi_rpc_clean_text (c->error->pdata[i]);
+
+      xapi_append (c, desc, xapi_string (c, text));
+    }
     xapi_set (c, reply, "Status", xapi_string (c, "Failure"));
     xapi_set (c, reply, "ErrorDescription", desc);
   }
