@@ -397,6 +397,13 @@ test_unencodable (void)
   reply = xmlrpc_i8_new (&env, 1);
   xmlrpc_DECREF (reply);
 
+  {
+    g_autofree char *t = xapi_rpc_clean_text ("a\x01\xef\xbf\xbf\xff"
+                                              "b\xf0\x9f\x98\x80");
+
+    CU_ASSERT_STRING_EQUAL (t, "a\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
+                               "b\xf0\x9f\x98\x80");
+  }
   /* failure parameters are cleaned, never refused */
   out = xapi_rpc_failure (desc);
   data = g_bytes_get_data (out, &len);
