@@ -63,24 +63,11 @@ xapi_rpc_full_unicode (void)
   return ok;
 }
 
-/* Is DATA valid UTF-8 holding only characters XML allows?  Byte by
- * byte, for speed: in valid UTF-8 the only characters XML refuses are
- * C0 controls other than tab, LF and CR, and U+FFFE, U+FFFF. */
+/* Is DATA valid UTF-8 holding only characters XML allows? */
 static bool
 xml_text (const char *data, size_t len)
 {
-  const unsigned char *p = (const unsigned char *)data;
-
-  if (!g_utf8_validate_len (data, len, NULL))
-    return false;
-  for (size_t i = 0; i < len; i++) {
-    if (p[i] < 0x20 && p[i] != '\t' && p[i] != '\n' && p[i] != '\r')
-      return false;
-    if (p[i] == 0xef && i + 2 < len && p[i + 1] == 0xbf
-        && (p[i + 2] == 0xbe || p[i + 2] == 0xbf))
-      return false;
-  }
-  return true;
+  return g_utf8_validate_len (data, len, NULL) && xapi_xml_utf8_ok (data, len);
 }
 
 char *
@@ -111,7 +98,7 @@ check_xml (const char *data, size_t len)
 {
   if (!g_utf8_validate_len (data, len, NULL))
     return "the reply is not valid UTF-8";
-  if (!xml_text (data, len))
+  if (!xapi_xml_utf8_ok (data, len))
     return "the reply holds a character XML cannot carry";
   return NULL;
 }

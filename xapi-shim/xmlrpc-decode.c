@@ -148,21 +148,54 @@ all_space (const char *s, size_t len)
   return true;
 }
 
-/* Are all characters of S (valid UTF-8) ones XML 1.0 allows? */
+/* In valid UTF-8 the only characters XML refuses are C0 controls other
+ * than tab, LF and CR, and U+FFFE, U+FFFF (EF BF BE, EF BF BF).  Blocks
+ * without a byte below 0x20 or an 0xEF (most of them) are skipped by a
+ * loop the compiler vectorizes. */
+#define XML_BLOCK 1024
+
+bool
+xapi_xml_utf8_ok (const char *s, size_t len)
+{
+  const unsigned char *p = (const unsigned char *)s;
+
+  for (size_t at = 0; at < len; at += XML_BLOCK) {
+    size_t n = len - at < XML_BLOCK ? len - at : XML_BLOCK;
+    unsigned char suspect = 0;
+
+    for (size_t i = at; i < at + n; i++)
+      suspect |= (unsigned char)((p[i] < 0x20) | (p[i] == 0xef));
+    if (!suspect)
+      continue;
+    for (size_t i = at; i < at + n; i++) {
+      if (p[i] < 0x20 && p[i] != '\t' && p[i] != '\n' && p[i] != '\r')
+        return false;
+      if (p[i] == 0xef && i + 2 < len && p[i + 1] == 0xbf
+          && (p[i + 2] == 0xbe || p[i + 2] == 0xbf))
+        return false;
+    }
+  }
+  return true;
+}
+
+/* Are all characters of S (valid UTF-8) ones XML 1.0 allows?  If not,
+ * *BADP is the first that is not. */
 static bool
 xml_chars (const char *s, size_t len, gunichar *badp)
 {
   const char *end = s + len;
 
+  if (xapi_xml_utf8_ok (s, len))
+    return true;
   for (const char *p = s; p < end; p = g_utf8_next_char (p)) {
     gunichar u = g_utf8_get_char (p);
 
-    if (xapi_xml_char (u))
-      continue;
-    *badp = u;
-    return false;
+    if (!xapi_xml_char (u)) {
+      *badp = u;
+      break;
+    }
   }
-  return true;
+  return false;
 }
 
 /* The text of a scalar, without the blanks around it. */
@@ -639,7 +672,7 @@ on_text (GMarkupParseContext *pc, const char *text, gsize len,
 {
   struct ctx *c = user_data;
   struct frame *f = top (c);
-  gunichar bad;
+  gunichar bad = 0;
 
   if (!xml_chars (text, len, &bad)) {
     bad_value (c, error, "characters XML allows",
@@ -710,7 +743,11 @@ xapi_decode_call (const char *body, size_t len, struct xapi_decoded *out)
   enum xapi_decode_status status = XAPI_DECODE_OK;
 
   memset (out, 0, sizeof *out);
-  if (memchr (body, '\r', len)) {
+  if (body == NULL || len == 0) { /* an empty GByteArray has no data */
+    body = "";
+    len = 0;
+  }
+  if (len && memchr (body, '\r', len)) {
     copy = normalize_newlines (body, len, &len);
     body = copy;
   }

@@ -75,6 +75,10 @@ xapi_xml_char (uint32_t u)
          || (u >= 0xe000 && u <= 0xfffd) || (u >= 0x10000 && u <= 0x10ffff);
 }
 
+/* Does S (LEN bytes of valid UTF-8) hold only characters XML allows?
+ * Fast: most blocks of text are passed over in one vectorized scan. */
+bool xapi_xml_utf8_ok (const char *s, size_t len);
+
 /* Decode the call in BODY (LEN bytes; need not be NUL-terminated).  OUT
  * is filled in either way; release it with xapi_decoded_clear. */
 enum xapi_decode_status xapi_decode_call (const char *body, size_t len,

@@ -366,6 +366,9 @@ test_process_failures (void)
                                         (gssize)g_bytes_get_size (out),
                                         "XMLRPC_UNMARSHAL_FAILURE"));
   g_bytes_unref (out);
+  out = xapi_rpc_process (NULL, 0, echo, NULL, &status, &ctype);
+  CU_ASSERT_EQUAL (status, 400);
+  g_bytes_unref (out);
   out = xapi_rpc_process ("<x", 2, echo, NULL, &status, &ctype);
   CU_ASSERT_EQUAL (status, 400);
   CU_ASSERT_STRING_EQUAL (ctype, "text/plain");
