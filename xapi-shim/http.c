@@ -9,13 +9,17 @@
  * memory.
  *
  * One call, once its body is in: the message is paused; a worker thread
- * decodes the body (rpc.c, xmlrpc-decode.c: bounded depth, no DTD, no
- * entity expansion); the main loop, which owns the daemon's state, runs
- * the call (xapi_dispatch); a worker thread encodes the reply; the main
- * loop sends it.  So a huge or hostile body never holds up the main loop
- * that answers every other client. */
+ * (rpc_work) decodes the body (rpc.c, xmlrpc-decode.c: bounded depth, no DTD,
+ * no entity expansion); the main loop, which owns the daemon's state, runs the
+ * call (xapi_dispatch); a worker thread encodes the reply; the main loop sends
+ * it.  So a huge or hostile body never holds up the main loop that answers
+ * every other client. */
 
+#include <errno.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <libsoup/soup.h>
 
@@ -26,8 +30,9 @@ struct xapi_http
 {
   struct xapi_daemon *d;
   SoupServer *server;
-  unsigned inflight; /* calls between pause and answer */
-  bool stopping;     /* xapi_http_free: answer nothing more */
+  GThreadPool *fast, *bulk; /* see rpc_work */
+  unsigned inflight;        /* calls between pause and answer */
+  bool stopping;            /* xapi_http_free: answer nothing more */
 };
 
 /* The body of one request as it arrives. */
@@ -217,11 +222,24 @@ early_handler (SoupServer *server, SoupServerMessage *msg, const char *path,
   g_signal_connect (msg, "got-chunk", G_CALLBACK (got_chunk), b);
 }
 
+/* Worker threads.  Bodies up to BULK_BODY bytes (the calls clients
+ * make) are decoded, and their replies encoded, by up to FAST_THREADS
+ * threads; bigger ones by up to BULK_THREADS threads that run at a lower
+ * CPU priority (nice BULK_NICE).  So a flood of huge bodies neither takes
+ * the CPU from the main loop nor keeps small calls waiting in a queue
+ * behind them. */
+#define BULK_BODY (64 * 1024)
+#define FAST_THREADS 4
+#define BULK_THREADS 2
+#define BULK_NICE 10
+
 /* One XML-RPC call on its way (see the top of the file). */
 struct rpc_call
 {
   struct xapi_http *h;
   SoupServerMessage *msg; /* a reference, paused */
+  bool bulk;              /* a big body: the bulk threads */
+  bool encode;            /* the thread's step: decode, or encode */
   GByteArray *body;
   struct xapi_rpc_request rq; /* decoded */
   xmlrpc_value *reply;        /* from the dispatcher, to encode */
@@ -268,59 +286,77 @@ rpc_done (struct rpc_call *rc)
   rpc_call_free (rc);
 }
 
-static void
-encode_thread (GTask *task, gpointer source, gpointer task_data,
-               GCancellable *cancellable)
-{
-  struct rpc_call *rc = task_data;
+static gboolean decoded (gpointer user_data);
+static gboolean encoded (gpointer user_data);
 
-  /* The reply is this call's alone now (the dispatcher returned it and
-   * the main loop no longer looks at it). */
-  rc->out = xapi_rpc_encode (rc->reply);
-  g_clear_pointer (&rc->reply, xmlrpc_DECREF);
-  g_task_return_boolean (task, TRUE);
+/* A thread's step of a call, then back to the main loop. */
+static void
+rpc_work (gpointer data, gpointer pool_data)
+{
+  static __thread bool niced;
+  struct rpc_call *rc = data;
+  GSource *src;
+
+  if (pool_data && !niced) { /* a bulk thread (its pool is exclusive) */
+    if (setpriority (PRIO_PROCESS, (id_t)syscall (SYS_gettid), BULK_NICE)
+        == -1)
+      g_message ("cannot lower the priority of a worker: %s",
+                 g_strerror (errno));
+    niced = true;
+  }
+  if (!rc->encode) {
+    xapi_rpc_decode (rc->body->data, rc->body->len, &rc->rq);
+    g_clear_pointer (&rc->body, g_byte_array_unref);
+  }
+  else {
+    /* The reply is this call's alone now (the dispatcher returned it and
+     * the main loop no longer looks at it). */
+    rc->out = xapi_rpc_encode (rc->reply);
+    g_clear_pointer (&rc->reply, xmlrpc_DECREF);
+  }
+  /* Not g_main_context_invoke, which may run the callback right here
+   * when the main context happens to be free. */
+  src = g_idle_source_new ();
+  g_source_set_callback (src, rc->encode ? encoded : decoded, rc, NULL);
+  g_source_attach (src, NULL);
+  g_source_unref (src);
 }
 
 static void
-encoded (GObject *source, GAsyncResult *res, gpointer user_data)
+rpc_queue (struct rpc_call *rc)
+{
+  g_thread_pool_push (rc->bulk ? rc->h->bulk : rc->h->fast, rc, NULL);
+}
+
+static gboolean
+encoded (gpointer user_data)
 {
   struct rpc_call *rc = user_data;
 
   if (!rc->h->stopping)
     rpc_answer (rc, SOUP_STATUS_OK, "text/xml", rc->out);
   rpc_done (rc);
-}
-
-static void
-decode_thread (GTask *task, gpointer source, gpointer task_data,
-               GCancellable *cancellable)
-{
-  struct rpc_call *rc = task_data;
-
-  xapi_rpc_decode (rc->body->data, rc->body->len, &rc->rq);
-  g_clear_pointer (&rc->body, g_byte_array_unref);
-  g_task_return_boolean (task, TRUE);
+  return G_SOURCE_REMOVE;
 }
 
 /* Back on the main loop with the decoded call: run it here (the
  * daemon's state is the main loop's), encode the reply in a thread. */
-static void
-decoded (GObject *source, GAsyncResult *res, gpointer user_data)
+static gboolean
+decoded (gpointer user_data)
 {
   struct rpc_call *rc = user_data;
   xmlrpc_env env;
-  GTask *task;
 
   if (rc->h->stopping) {
     rpc_done (rc);
-    return;
+    return G_SOURCE_REMOVE;
   }
   if (rc->rq.answer) {
     g_message ("%s: %s", soup_server_message_get_remote_host (rc->msg),
                rc->rq.log);
     rpc_answer (rc, rc->rq.status, rc->rq.content_type, rc->rq.answer);
     rpc_done (rc);
-    return;
+    return G_SOURCE_REMOVE;
   }
   xmlrpc_env_init (&env);
   rc->reply = xapi_dispatch (rc->h->d, &env, rc->rq.method, rc->rq.params);
@@ -336,14 +372,13 @@ decoded (GObject *source, GAsyncResult *res, gpointer user_data)
     rpc_answer (rc, SOUP_STATUS_OK, "text/xml", out);
     xmlrpc_env_clean (&env);
     rpc_done (rc);
-    return;
+    return G_SOURCE_REMOVE;
   }
   xmlrpc_env_clean (&env);
   xapi_rpc_request_clear (&rc->rq); /* the parameters, before the thread */
-  task = g_task_new (NULL, NULL, encoded, rc);
-  g_task_set_task_data (task, rc, NULL);
-  g_task_run_in_thread (task, encode_thread);
-  g_object_unref (task);
+  rc->encode = true;
+  rpc_queue (rc);
+  return G_SOURCE_REMOVE;
 }
 
 static void
@@ -353,7 +388,6 @@ handler (SoupServer *server, SoupServerMessage *msg, const char *path,
   struct xapi_http *h = user_data;
   struct body *b = g_object_get_data (G_OBJECT (msg), "xapi-body");
   struct rpc_call *rc;
-  GTask *task;
 
   if (soup_server_message_get_status (msg) != 0)
     return; /* refused by early_handler */
@@ -389,12 +423,10 @@ handler (SoupServer *server, SoupServerMessage *msg, const char *path,
   rc->h = h;
   rc->msg = g_object_ref (msg);
   rc->body = g_steal_pointer (&b->data);
+  rc->bulk = rc->body->len > BULK_BODY;
   h->inflight++;
   soup_server_message_pause (msg);
-  task = g_task_new (NULL, NULL, decoded, rc);
-  g_task_set_task_data (task, rc, NULL);
-  g_task_run_in_thread (task, decode_thread);
-  g_object_unref (task);
+  rpc_queue (rc);
 }
 
 struct xapi_http *
@@ -403,6 +435,10 @@ xapi_http_new (struct xapi_daemon *d, GError **error)
   struct xapi_http *h = g_new0 (struct xapi_http, 1);
 
   h->d = d;
+  /* Exclusive: the bulk threads lower their own priority, so they must
+   * not serve anyone else. */
+  h->fast = g_thread_pool_new (rpc_work, NULL, FAST_THREADS, TRUE, NULL);
+  h->bulk = g_thread_pool_new (rpc_work, h, BULK_THREADS, TRUE, NULL);
   if (!xapi_rpc_full_unicode ())
     g_warning ("xmlrpc-c refuses characters outside the Basic Multilingual "
                "Plane: strings holding them will be refused");
@@ -479,6 +515,10 @@ xapi_http_free (struct xapi_http *h)
   }
   /* Calls still in a worker thread come back to the main context, and
    * are dropped there (decoding and encoding take a bounded time). */
+  if (h->fast)
+    g_thread_pool_free (h->fast, FALSE, TRUE);
+  if (h->bulk)
+    g_thread_pool_free (h->bulk, FALSE, TRUE);
   while (h->inflight > 0)
     g_main_context_iteration (NULL, TRUE);
   g_free (h);
