@@ -10,6 +10,9 @@
 #include "rpc.h"
 #include "xapi.h"
 
+/* Error parameters longer than this are cut (see wrap). */
+#define XAPI_ERROR_PARAM_MAX (64 * 1024)
+
 /* The classes this daemon serves.  A new class is one file and one line
  * here. */
 static const struct xapi_class *const classes[] = {
@@ -490,7 +493,8 @@ run_method (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
     s = xapi_read_string (c, args[0], "session_id");
     if (s == NULL)
       return NULL;
-    if (!xapi_session_valid (c->d, s)) {
+    /* A ref is short: a huge "session" is not even looked up. */
+    if (strnlen (s, 256) == 256 || !xapi_session_valid (c->d, s)) {
       xapi_fail (c, "SESSION_INVALID", s, NULL);
       return NULL;
     }
@@ -532,10 +536,23 @@ wrap (struct xapi_call *c, xmlrpc_value *value)
       xmlrpc_DECREF (value);
     /* Error parameters may quote what is not valid UTF-8 (a file
      * name, an SR's message): cleaned so that the failure can always be
-     * sent. */
+     * sent.  They may also quote a huge argument back (a 16 MiB
+     * "session"): cut, so that it costs neither the main loop nor the
+     * reply much. */
     for (guint i = 0; i < c->error->len; i++) {
-      g_autofree char *text = xapi_rpc_clean_text (c->error->pdata[i]);
+      const char *p = c->error->pdata[i];
+      g_autofree char *cut = NULL;
+      g_autofree char *text = NULL;
 
+      if (strnlen (p, XAPI_ERROR_PARAM_MAX + 1) > XAPI_ERROR_PARAM_MAX) {
+        const char *end = p + XAPI_ERROR_PARAM_MAX;
+
+        while (end > p && ((unsigned char)*end & 0xc0) == 0x80)
+          end--; /* not in the middle of a character */
+        cut = g_strdup_printf ("%.*s...", (int)(end - p), p);
+        p = cut;
+      }
+      text = xapi_rpc_clean_text (p);
       xapi_append (c, desc, xapi_string (c, text));
     }
     xapi_set (c, reply, "Status", xapi_string (c, "Failure"));
