@@ -563,9 +563,10 @@ wrap (struct xapi_call *c, xmlrpc_value *value)
 
 xmlrpc_value *
 xapi_dispatch (struct xapi_daemon *d, xmlrpc_env *env, const char *method,
-               xmlrpc_value *params)
+               xmlrpc_value *params, const struct xapi_login_check *login)
 {
-  struct xapi_call c = { .d = d, .env = env, .method = method };
+  struct xapi_call c
+      = { .d = d, .env = env, .method = method, .login = login };
   g_autoptr (GPtrArray) args
       = g_ptr_array_new_with_free_func ((GDestroyNotify)xmlrpc_DECREF);
   xmlrpc_value *result = NULL, *reply;

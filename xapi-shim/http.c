@@ -10,8 +10,9 @@
  *
  * One call, once its body is in: the message is paused; a worker thread
  * (rpc_work) decodes the body (rpc.c, xmlrpc-decode.c: bounded depth, no DTD,
- * no entity expansion); the main loop, which owns the daemon's state, runs the
- * call (xapi_dispatch); a worker thread encodes the reply; the main loop sends
+ * no entity expansion) and checks a login's password (crypt(3) is slow by
+ * design); the main loop, which owns the daemon's state, runs the call
+ * (xapi_dispatch); a worker thread encodes the reply; the main loop sends
  * it.  So a huge or hostile body never holds up the main loop that answers
  * every other client. */
 
@@ -241,9 +242,10 @@ struct rpc_call
   bool bulk;              /* a big body: the bulk threads */
   bool encode;            /* the thread's step: decode, or encode */
   GByteArray *body;
-  struct xapi_rpc_request rq; /* decoded */
-  xmlrpc_value *reply;        /* from the dispatcher, to encode */
-  GBytes *out;                /* encoded */
+  struct xapi_rpc_request rq;    /* decoded */
+  struct xapi_login_check login; /* a login's password, checked */
+  xmlrpc_value *reply;           /* from the dispatcher, to encode */
+  GBytes *out;                   /* encoded */
 };
 
 static void
@@ -252,6 +254,7 @@ rpc_call_free (struct rpc_call *rc)
   if (rc->body)
     g_byte_array_unref (rc->body);
   xapi_rpc_request_clear (&rc->rq);
+  xapi_login_check_clear (&rc->login);
   if (rc->reply)
     xmlrpc_DECREF (rc->reply);
   if (rc->out)
@@ -307,6 +310,8 @@ rpc_work (gpointer data, gpointer pool_data)
   if (!rc->encode) {
     xapi_rpc_decode (rc->body->data, rc->body->len, &rc->rq);
     g_clear_pointer (&rc->body, g_byte_array_unref);
+    if (rc->rq.method)
+      xapi_login_precheck (rc->h->d, rc->rq.method, rc->rq.params, &rc->login);
   }
   else {
     /* The reply is this call's alone now (the dispatcher returned it and
@@ -359,7 +364,8 @@ decoded (gpointer user_data)
     return G_SOURCE_REMOVE;
   }
   xmlrpc_env_init (&env);
-  rc->reply = xapi_dispatch (rc->h->d, &env, rc->rq.method, rc->rq.params);
+  rc->reply = xapi_dispatch (rc->h->d, &env, rc->rq.method, rc->rq.params,
+                             rc->login.user ? &rc->login : NULL);
   if (env.fault_occurred || rc->reply == NULL) {
     /* xapi_dispatch turns xmlrpc-c's own errors into INTERNAL_ERROR;
      * this is for when it could not even build that. */
