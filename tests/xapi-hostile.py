@@ -220,6 +220,22 @@ def hammer(rounds):
         t.join()
 
 
+def login_flood(seconds):
+    """Wrong passwords from six connections at once: crypt(3) is slow by
+    design, and must not be paid for on the main loop."""
+    def one(k):
+        p = xmlrpc.client.ServerProxy(url)
+        t_end = time.monotonic() + seconds
+        while time.monotonic() < t_end:
+            failure(p.session.login_with_password("root", "guess%d" % k),
+                    "SESSION_AUTHENTICATION_FAILED")
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 s = ok(x.session.login_with_password("root", "secret"))
 stop = multiprocessing.Event()
 rx, tx = multiprocessing.Pipe(False)
@@ -238,7 +254,8 @@ def run(name, fn):
 
 
 jobs = [threading.Thread(target=run, args=("slow", lambda: slow_big_body(4))),
-        threading.Thread(target=run, args=("hammer", lambda: hammer(2)))]
+        threading.Thread(target=run, args=("hammer", lambda: hammer(2))),
+        threading.Thread(target=run, args=("logins", lambda: login_flood(4)))]
 for j in jobs:
     j.start()
 for j in jobs:
