@@ -519,7 +519,13 @@ on_start (GMarkupParseContext *pc, const char *name, const char **attr_names,
         return;
       }
     if (strcmp (name, "nil") == 0 || strcmp (name, "ex:nil") == 0) {
-      f->v = xmlrpc_nil_new (&c->env);
+      xmlrpc_value *nil = xmlrpc_nil_new (&c->env);
+
+      if (c->env.fault_occurred) {
+        bad_value (c, error, "nil", g_strdup (c->env.fault_string));
+        return;
+      }
+      f->v = nil;
       push (c, K_NIL);
     }
     else if (strcmp (name, "struct") == 0) {
