@@ -31,9 +31,9 @@ struct xapi_http
 {
   struct xapi_daemon *d;
   SoupServer *server;
-  GThreadPool *fast, *bulk; /* see rpc_work */
-  unsigned inflight;        /* calls between pause and answer */
-  bool stopping;            /* xapi_http_free: answer nothing more */
+  GThreadPool *fast, *bulk, *login; /* see rpc_work */
+  unsigned inflight;                /* calls between pause and answer */
+  bool stopping;                    /* xapi_http_free: answer nothing more */
 };
 
 /* The body of one request as it arrives. */
@@ -217,7 +217,13 @@ early_handler (SoupServer *server, SoupServerMessage *msg, const char *path,
     return;
   }
   b = g_new0 (struct body, 1);
-  b->data = g_byte_array_new ();
+  /* Sized from the header (checked above): growing a big body by
+   * doubling would copy it again and again on the main loop. */
+  if (soup_message_headers_get_encoding (hdrs) == SOUP_ENCODING_CONTENT_LENGTH)
+    b->data = g_byte_array_sized_new (
+        (guint)soup_message_headers_get_content_length (hdrs));
+  else
+    b->data = g_byte_array_new ();
   b->limit = h->d->max_request_size;
   g_object_set_data_full (G_OBJECT (msg), "xapi-body", b, body_free);
   g_signal_connect (msg, "got-chunk", G_CALLBACK (got_chunk), b);
@@ -226,13 +232,26 @@ early_handler (SoupServer *server, SoupServerMessage *msg, const char *path,
 /* Worker threads.  Bodies up to BULK_BODY bytes (the calls clients
  * make) are decoded, and their replies encoded, by up to FAST_THREADS
  * threads; bigger ones by up to BULK_THREADS threads that run at a lower
- * CPU priority (nice BULK_NICE).  So a flood of huge bodies neither takes
+ * CPU priority (nice SLOW_NICE).  So a flood of huge bodies neither takes
  * the CPU from the main loop nor keeps small calls waiting in a queue
- * behind them. */
+ * behind them.  The passwords of logins are checked by LOGIN_THREADS
+ * threads of their own: a flood of guesses then queues up there and
+ * slows down logins, not everyone.  They keep the normal priority, so
+ * that a thread holding a lock the main loop may need (the allocator's,
+ * the memory map's: crypt(3) maps megabytes) is not one the scheduler
+ * starves. */
 #define BULK_BODY (64 * 1024)
 #define FAST_THREADS 4
 #define BULK_THREADS 2
-#define BULK_NICE 10
+#define LOGIN_THREADS 2
+#define SLOW_NICE 10
+
+enum step
+{
+  STEP_DECODE,
+  STEP_LOGIN,
+  STEP_ENCODE,
+};
 
 /* One XML-RPC call on its way (see the top of the file). */
 struct rpc_call
@@ -240,7 +259,7 @@ struct rpc_call
   struct xapi_http *h;
   SoupServerMessage *msg; /* a reference, paused */
   bool bulk;              /* a big body: the bulk threads */
-  bool encode;            /* the thread's step: decode, or encode */
+  enum step step;         /* the worker's next step */
   GByteArray *body;
   struct xapi_rpc_request rq;    /* decoded */
   struct xapi_login_check login; /* a login's password, checked */
@@ -293,6 +312,9 @@ static gboolean decoded (gpointer user_data);
 static gboolean encoded (gpointer user_data);
 
 /* A thread's step of a call, then back to the main loop. */
+static void rpc_queue (struct rpc_call *rc);
+
+/* A worker's step of a call, then back to the main loop. */
 static void
 rpc_work (gpointer data, gpointer pool_data)
 {
@@ -300,29 +322,38 @@ rpc_work (gpointer data, gpointer pool_data)
   struct rpc_call *rc = data;
   GSource *src;
 
-  if (pool_data && !niced) { /* a bulk thread (its pool is exclusive) */
-    if (setpriority (PRIO_PROCESS, (id_t)syscall (SYS_gettid), BULK_NICE)
+  if (pool_data && !niced) { /* a slow pool's thread (exclusive) */
+    if (setpriority (PRIO_PROCESS, (id_t)syscall (SYS_gettid), SLOW_NICE)
         == -1)
       g_message ("cannot lower the priority of a worker: %s",
                  g_strerror (errno));
     niced = true;
   }
-  if (!rc->encode) {
+  switch (rc->step) {
+  case STEP_DECODE:
     xapi_rpc_decode (rc->body->data, rc->body->len, &rc->rq);
     g_clear_pointer (&rc->body, g_byte_array_unref);
-    if (rc->rq.method)
-      xapi_login_precheck (rc->h->d, rc->rq.method, rc->rq.params, &rc->login);
-  }
-  else {
+    if (rc->rq.method && xapi_login_method (rc->rq.method)) {
+      rc->step = STEP_LOGIN;
+      rpc_queue (rc);
+      return;
+    }
+    break;
+  case STEP_LOGIN:
+    xapi_login_precheck (rc->h->d, rc->rq.method, rc->rq.params, &rc->login);
+    break;
+  case STEP_ENCODE:
     /* The reply is this call's alone now (the dispatcher returned it and
      * the main loop no longer looks at it). */
     rc->out = xapi_rpc_encode (rc->reply);
     g_clear_pointer (&rc->reply, xmlrpc_DECREF);
+    break;
   }
   /* Not g_main_context_invoke, which may run the callback right here
    * when the main context happens to be free. */
   src = g_idle_source_new ();
-  g_source_set_callback (src, rc->encode ? encoded : decoded, rc, NULL);
+  g_source_set_callback (src, rc->step == STEP_ENCODE ? encoded : decoded, rc,
+                         NULL);
   g_source_attach (src, NULL);
   g_source_unref (src);
 }
@@ -330,7 +361,12 @@ rpc_work (gpointer data, gpointer pool_data)
 static void
 rpc_queue (struct rpc_call *rc)
 {
-  g_thread_pool_push (rc->bulk ? rc->h->bulk : rc->h->fast, rc, NULL);
+  struct xapi_http *h = rc->h;
+
+  g_thread_pool_push (rc->step == STEP_LOGIN ? h->login
+                      : rc->bulk             ? h->bulk
+                                             : h->fast,
+                      rc, NULL);
 }
 
 static gboolean
@@ -382,7 +418,7 @@ decoded (gpointer user_data)
   }
   xmlrpc_env_clean (&env);
   xapi_rpc_request_clear (&rc->rq); /* the parameters, before the thread */
-  rc->encode = true;
+  rc->step = STEP_ENCODE;
   rpc_queue (rc);
   return G_SOURCE_REMOVE;
 }
@@ -445,6 +481,7 @@ xapi_http_new (struct xapi_daemon *d, GError **error)
    * not serve anyone else. */
   h->fast = g_thread_pool_new (rpc_work, NULL, FAST_THREADS, TRUE, NULL);
   h->bulk = g_thread_pool_new (rpc_work, h, BULK_THREADS, TRUE, NULL);
+  h->login = g_thread_pool_new (rpc_work, NULL, LOGIN_THREADS, TRUE, NULL);
   if (!xapi_rpc_full_unicode ())
     g_warning ("xmlrpc-c refuses characters outside the Basic Multilingual "
                "Plane: strings holding them will be refused");
@@ -525,6 +562,8 @@ xapi_http_free (struct xapi_http *h)
     g_thread_pool_free (h->fast, FALSE, TRUE);
   if (h->bulk)
     g_thread_pool_free (h->bulk, FALSE, TRUE);
+  if (h->login)
+    g_thread_pool_free (h->login, FALSE, TRUE);
   while (h->inflight > 0)
     g_main_context_iteration (NULL, TRUE);
   g_free (h);

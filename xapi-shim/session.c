@@ -75,6 +75,15 @@ xapi_password_ok (struct xapi_daemon *d, const char *user, const char *pw)
 }
 
 bool
+xapi_login_method (const char *method)
+{
+  if (g_ascii_strncasecmp (method, "Async.", 6) == 0)
+    method += 6;
+  return g_ascii_strncasecmp (method, "session.", 8) == 0
+         && strcmp (method + 8, "login_with_password") == 0;
+}
+
+bool
 xapi_login_precheck (struct xapi_daemon *d, const char *method,
                      xmlrpc_value *params, struct xapi_login_check *check)
 {
@@ -83,10 +92,7 @@ xapi_login_precheck (struct xapi_daemon *d, const char *method,
   const char *user = NULL, *pw = NULL;
 
   memset (check, 0, sizeof *check);
-  if (g_ascii_strncasecmp (method, "Async.", 6) == 0)
-    method += 6;
-  if (g_ascii_strncasecmp (method, "session.", 8) != 0
-      || strcmp (method + 8, "login_with_password") != 0)
+  if (!xapi_login_method (method))
     return false;
   xmlrpc_env_init (&env);
   if (xmlrpc_array_size (&env, params) >= 2) {

@@ -196,6 +196,8 @@ bool xapi_session_valid (struct xapi_daemon *d, const char *ref);
  * only). */
 bool xapi_password_ok (struct xapi_daemon *d, const char *user,
                        const char *pw);
+/* Is METHOD session.login_with_password (or its Async.)? */
+bool xapi_login_method (const char *method);
 /* If METHOD(PARAMS) is a login, check its password into *CHECK (free it
  * with xapi_login_check_clear) and return true.  Any thread. */
 bool xapi_login_precheck (struct xapi_daemon *d, const char *method,
