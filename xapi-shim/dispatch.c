@@ -7,7 +7,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "rpc.h"
 #include "xapi.h"
+
+/* Error parameters longer than this are cut (see wrap). */
+#define XAPI_ERROR_PARAM_MAX (64 * 1024)
 
 /* The classes this daemon serves.  A new class is one file and one line
  * here. */
@@ -57,10 +61,24 @@ xapi_fail_sr (struct xapi_call *c, const char *cls, const char *ref)
   }
 }
 
+/* xmlrpc_string_new, but NULL when it fails: xmlrpc-c then returns an
+ * uninitialized pointer (a string that is not valid UTF-8, as a label
+ * read from disk may be, must not crash the reply). */
+static xmlrpc_value *
+new_string (xmlrpc_env *env, const char *s)
+{
+  xmlrpc_value *v;
+
+  if (env->fault_occurred)
+    return NULL;
+  v = xmlrpc_string_new (env, s);
+  return env->fault_occurred ? NULL : v;
+}
+
 xmlrpc_value *
 xapi_string (struct xapi_call *c, const char *s)
 {
-  return xmlrpc_string_new (c->env, s ? s : "");
+  return new_string (c->env, s ? s : "");
 }
 
 xmlrpc_value *
@@ -69,7 +87,7 @@ xapi_int64 (struct xapi_call *c, int64_t v)
   char buf[32];
 
   snprintf (buf, sizeof buf, "%" PRId64, v);
-  return xmlrpc_string_new (c->env, buf);
+  return new_string (c->env, buf);
 }
 
 xmlrpc_value *
@@ -83,14 +101,14 @@ xapi_ref (struct xapi_call *c, const char *uuid)
 {
   g_autofree char *ref = g_strconcat (XAPI_REF_PREFIX, uuid, NULL);
 
-  return xmlrpc_string_new (c->env, ref);
+  return new_string (c->env, ref);
 }
 
 /* xapi answers a method without a result with an empty string. */
 xmlrpc_value *
 xapi_void (struct xapi_call *c)
 {
-  return xmlrpc_string_new (c->env, "");
+  return new_string (c->env, "");
 }
 
 xmlrpc_value *
@@ -286,7 +304,7 @@ generic_by_uuid (struct xapi_call *c, const struct xapi_class *cls,
       xapi_fail (c, "UUID_INVALID", cls->name, uuid, NULL);
     return NULL;
   }
-  return xmlrpc_string_new (c->env, ref);
+  return new_string (c->env, ref);
 }
 
 static xmlrpc_value *
@@ -475,7 +493,8 @@ run_method (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
     s = xapi_read_string (c, args[0], "session_id");
     if (s == NULL)
       return NULL;
-    if (!xapi_session_valid (c->d, s)) {
+    /* A ref is short: a huge "session" is not even looked up. */
+    if (strnlen (s, 256) == 256 || !xapi_session_valid (c->d, s)) {
       xapi_fail (c, "SESSION_INVALID", s, NULL);
       return NULL;
     }
@@ -515,8 +534,27 @@ wrap (struct xapi_call *c, xmlrpc_value *value)
 
     if (value)
       xmlrpc_DECREF (value);
-    for (guint i = 0; i < c->error->len; i++)
-      xapi_append (c, desc, xapi_string (c, c->error->pdata[i]));
+    /* Error parameters may quote what is not valid UTF-8 (a file
+     * name, an SR's message): cleaned so that the failure can always be
+     * sent.  They may also quote a huge argument back (a 16 MiB
+     * "session"): cut, so that it costs neither the main loop nor the
+     * reply much. */
+    for (guint i = 0; i < c->error->len; i++) {
+      const char *p = c->error->pdata[i];
+      g_autofree char *cut = NULL;
+      g_autofree char *text = NULL;
+
+      if (strnlen (p, XAPI_ERROR_PARAM_MAX + 1) > XAPI_ERROR_PARAM_MAX) {
+        const char *end = p + XAPI_ERROR_PARAM_MAX;
+
+        while (end > p && ((unsigned char)*end & 0xc0) == 0x80)
+          end--; /* not in the middle of a character */
+        cut = g_strdup_printf ("%.*s...", (int)(end - p), p);
+        p = cut;
+      }
+      text = xapi_rpc_clean_text (p);
+      xapi_append (c, desc, xapi_string (c, text));
+    }
     xapi_set (c, reply, "Status", xapi_string (c, "Failure"));
     xapi_set (c, reply, "ErrorDescription", desc);
   }
@@ -525,9 +563,10 @@ wrap (struct xapi_call *c, xmlrpc_value *value)
 
 xmlrpc_value *
 xapi_dispatch (struct xapi_daemon *d, xmlrpc_env *env, const char *method,
-               xmlrpc_value *params)
+               xmlrpc_value *params, const struct xapi_login_check *login)
 {
-  struct xapi_call c = { .d = d, .env = env, .method = method };
+  struct xapi_call c
+      = { .d = d, .env = env, .method = method, .login = login };
   g_autoptr (GPtrArray) args
       = g_ptr_array_new_with_free_func ((GDestroyNotify)xmlrpc_DECREF);
   xmlrpc_value *result = NULL, *reply;

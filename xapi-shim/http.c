@@ -1,26 +1,39 @@
 /* XenAPI over HTTP(S): a SoupServer taking XML-RPC POSTs at "/", as xapi
- * does.  xmlrpc-c parses the call and hands every method name to one
- * default handler, xapi_dispatch.  Disk data goes through xapi's own
- * URLs, PUT /import_raw_vdi and GET /export_raw_vdi (http-vdi.c).
+ * does.  Disk data goes through xapi's own URLs, PUT /import_raw_vdi and
+ * GET /export_raw_vdi (http-vdi.c).
  *
  * Request bodies are bounded before they are read: a Content-Length over
  * max-request-size is answered 413 from the headers alone, and a chunked
  * body is collected here (not by libsoup) and dropped as soon as it passes
  * the limit, so a huge request never costs more than the limit in
- * memory. */
+ * memory.
+ *
+ * One call, once its body is in: the message is paused; a worker thread
+ * (rpc_work) decodes the body (rpc.c, xmlrpc-decode.c: bounded depth, no DTD,
+ * no entity expansion) and checks a login's password (crypt(3) is slow by
+ * design); the main loop, which owns the daemon's state, runs the call
+ * (xapi_dispatch); a worker thread encodes the reply; the main loop sends
+ * it.  So a huge or hostile body never holds up the main loop that answers
+ * every other client. */
 
+#include <errno.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <libsoup/soup.h>
-#include <xmlrpc-c/server.h>
 
+#include "rpc.h"
 #include "xapi.h"
 
 struct xapi_http
 {
   struct xapi_daemon *d;
   SoupServer *server;
-  xmlrpc_registry *registry;
+  GThreadPool *fast, *bulk, *login; /* see rpc_work */
+  unsigned inflight;                /* calls between pause and answer */
+  bool stopping;                    /* xapi_http_free: answer nothing more */
 };
 
 /* The body of one request as it arrives. */
@@ -204,19 +217,210 @@ early_handler (SoupServer *server, SoupServerMessage *msg, const char *path,
     return;
   }
   b = g_new0 (struct body, 1);
-  b->data = g_byte_array_new ();
+  /* Sized from the header (checked above): growing a big body by
+   * doubling would copy it again and again on the main loop. */
+  if (soup_message_headers_get_encoding (hdrs) == SOUP_ENCODING_CONTENT_LENGTH)
+    b->data = g_byte_array_sized_new (
+        (guint)soup_message_headers_get_content_length (hdrs));
+  else
+    b->data = g_byte_array_new ();
   b->limit = h->d->max_request_size;
   g_object_set_data_full (G_OBJECT (msg), "xapi-body", b, body_free);
   g_signal_connect (msg, "got-chunk", G_CALLBACK (got_chunk), b);
 }
 
-static xmlrpc_value *
-default_method (xmlrpc_env *env, const char *call_info, const char *method,
-                xmlrpc_value *params, void *user_data)
-{
-  struct xapi_http *h = user_data;
+/* Worker threads.  Bodies up to BULK_BODY bytes (the calls clients
+ * make) are decoded, and their replies encoded, by up to FAST_THREADS
+ * threads; bigger ones by up to BULK_THREADS threads that run at a lower
+ * CPU priority (nice SLOW_NICE).  So a flood of huge bodies neither takes
+ * the CPU from the main loop nor keeps small calls waiting in a queue
+ * behind them.  The passwords of logins are checked by LOGIN_THREADS
+ * threads of their own: a flood of guesses then queues up there and
+ * slows down logins, not everyone.  They keep the normal priority, so
+ * that a thread holding a lock the main loop may need (the allocator's,
+ * the memory map's: crypt(3) maps megabytes) is not one the scheduler
+ * starves. */
+#define BULK_BODY (64 * 1024)
+#define FAST_THREADS 4
+#define BULK_THREADS 2
+#define LOGIN_THREADS 2
+#define SLOW_NICE 10
 
-  return xapi_dispatch (h->d, env, method, params);
+enum step
+{
+  STEP_DECODE,
+  STEP_LOGIN,
+  STEP_ENCODE,
+};
+
+/* One XML-RPC call on its way (see the top of the file). */
+struct rpc_call
+{
+  struct xapi_http *h;
+  SoupServerMessage *msg; /* a reference, paused */
+  bool bulk;              /* a big body: the bulk threads */
+  enum step step;         /* the worker's next step */
+  GByteArray *body;
+  struct xapi_rpc_request rq;    /* decoded */
+  struct xapi_login_check login; /* a login's password, checked */
+  xmlrpc_value *reply;           /* from the dispatcher, to encode */
+  GBytes *out;                   /* encoded */
+};
+
+static void
+rpc_call_free (struct rpc_call *rc)
+{
+  if (rc->body)
+    g_byte_array_unref (rc->body);
+  xapi_rpc_request_clear (&rc->rq);
+  xapi_login_check_clear (&rc->login);
+  if (rc->reply)
+    xmlrpc_DECREF (rc->reply);
+  if (rc->out)
+    g_bytes_unref (rc->out);
+  g_object_unref (rc->msg);
+  g_free (rc);
+}
+
+/* Send BYTES as the answer and let the message go on. */
+static void
+rpc_answer (struct rpc_call *rc, guint status, const char *content_type,
+            GBytes *bytes)
+{
+  gsize len;
+  const char *data = g_bytes_get_data (bytes, &len);
+
+  soup_server_message_set_status (rc->msg, status, NULL);
+  if (status != SOUP_STATUS_OK)
+    soup_message_headers_replace (
+        soup_server_message_get_response_headers (rc->msg), "Connection",
+        "close");
+  soup_server_message_set_response (rc->msg, content_type, SOUP_MEMORY_COPY,
+                                    data, len);
+  soup_server_message_unpause (rc->msg);
+}
+
+/* The end of a call: answered, or dropped while the daemon stops. */
+static void
+rpc_done (struct rpc_call *rc)
+{
+  rc->h->inflight--;
+  rpc_call_free (rc);
+}
+
+static gboolean decoded (gpointer user_data);
+static gboolean encoded (gpointer user_data);
+
+/* A thread's step of a call, then back to the main loop. */
+static void rpc_queue (struct rpc_call *rc);
+
+/* A worker's step of a call, then back to the main loop. */
+static void
+rpc_work (gpointer data, gpointer pool_data)
+{
+  static __thread bool niced;
+  struct rpc_call *rc = data;
+  GSource *src;
+
+  if (pool_data && !niced) { /* a slow pool's thread (exclusive) */
+    if (setpriority (PRIO_PROCESS, (id_t)syscall (SYS_gettid), SLOW_NICE)
+        == -1)
+      g_message ("cannot lower the priority of a worker: %s",
+                 g_strerror (errno));
+    niced = true;
+  }
+  switch (rc->step) {
+  case STEP_DECODE:
+    xapi_rpc_decode (rc->body->data, rc->body->len, &rc->rq);
+    g_clear_pointer (&rc->body, g_byte_array_unref);
+    if (rc->rq.method && xapi_login_method (rc->rq.method)) {
+      rc->step = STEP_LOGIN;
+      rpc_queue (rc);
+      return;
+    }
+    break;
+  case STEP_LOGIN:
+    xapi_login_precheck (rc->h->d, rc->rq.method, rc->rq.params, &rc->login);
+    break;
+  case STEP_ENCODE:
+    /* The reply is this call's alone now (the dispatcher returned it and
+     * the main loop no longer looks at it). */
+    rc->out = xapi_rpc_encode (rc->reply);
+    g_clear_pointer (&rc->reply, xmlrpc_DECREF);
+    break;
+  }
+  /* Not g_main_context_invoke, which may run the callback right here
+   * when the main context happens to be free. */
+  src = g_idle_source_new ();
+  g_source_set_callback (src, rc->step == STEP_ENCODE ? encoded : decoded, rc,
+                         NULL);
+  g_source_attach (src, NULL);
+  g_source_unref (src);
+}
+
+static void
+rpc_queue (struct rpc_call *rc)
+{
+  struct xapi_http *h = rc->h;
+
+  g_thread_pool_push (rc->step == STEP_LOGIN ? h->login
+                      : rc->bulk             ? h->bulk
+                                             : h->fast,
+                      rc, NULL);
+}
+
+static gboolean
+encoded (gpointer user_data)
+{
+  struct rpc_call *rc = user_data;
+
+  if (!rc->h->stopping)
+    rpc_answer (rc, SOUP_STATUS_OK, "text/xml", rc->out);
+  rpc_done (rc);
+  return G_SOURCE_REMOVE;
+}
+
+/* Back on the main loop with the decoded call: run it here (the
+ * daemon's state is the main loop's), encode the reply in a thread. */
+static gboolean
+decoded (gpointer user_data)
+{
+  struct rpc_call *rc = user_data;
+  xmlrpc_env env;
+
+  if (rc->h->stopping) {
+    rpc_done (rc);
+    return G_SOURCE_REMOVE;
+  }
+  if (rc->rq.answer) {
+    g_message ("%s: %s", soup_server_message_get_remote_host (rc->msg),
+               rc->rq.log);
+    rpc_answer (rc, rc->rq.status, rc->rq.content_type, rc->rq.answer);
+    rpc_done (rc);
+    return G_SOURCE_REMOVE;
+  }
+  xmlrpc_env_init (&env);
+  rc->reply = xapi_dispatch (rc->h->d, &env, rc->rq.method, rc->rq.params,
+                             rc->login.user ? &rc->login : NULL);
+  if (env.fault_occurred || rc->reply == NULL) {
+    /* xapi_dispatch turns xmlrpc-c's own errors into INTERNAL_ERROR;
+     * this is for when it could not even build that. */
+    g_autoptr (GBytes) out = xapi_rpc_failure ((const char *const[]){
+        "INTERNAL_ERROR", env.fault_occurred ? env.fault_string : "no reply",
+        NULL });
+
+    g_warning ("xmlrpc: %s",
+               env.fault_occurred ? env.fault_string : "no reply");
+    rpc_answer (rc, SOUP_STATUS_OK, "text/xml", out);
+    xmlrpc_env_clean (&env);
+    rpc_done (rc);
+    return G_SOURCE_REMOVE;
+  }
+  xmlrpc_env_clean (&env);
+  xapi_rpc_request_clear (&rc->rq); /* the parameters, before the thread */
+  rc->step = STEP_ENCODE;
+  rpc_queue (rc);
+  return G_SOURCE_REMOVE;
 }
 
 static void
@@ -225,10 +429,7 @@ handler (SoupServer *server, SoupServerMessage *msg, const char *path,
 {
   struct xapi_http *h = user_data;
   struct body *b = g_object_get_data (G_OBJECT (msg), "xapi-body");
-  xmlrpc_env env;
-  const char *method_name = NULL;
-  xmlrpc_value *params = NULL;
-  xmlrpc_mem_block *out = NULL;
+  struct rpc_call *rc;
 
   if (soup_server_message_get_status (msg) != 0)
     return; /* refused by early_handler */
@@ -260,74 +461,30 @@ handler (SoupServer *server, SoupServerMessage *msg, const char *path,
     return;
   }
 
-  /* A request that is not XML-RPC at all is the client's error: 400,
-   * rather than a fault the client might take for a XenAPI answer. */
-  xmlrpc_env_init (&env);
-  xmlrpc_parse_call (&env, (const char *)b->data->data, b->data->len,
-                     &method_name, &params);
-  if (env.fault_occurred) {
-    g_autofree char *text = g_strdup_printf ("malformed XML-RPC request: %s\n",
-                                             env.fault_string);
-    g_message ("%s: %s", soup_server_message_get_remote_host (msg),
-               g_strchomp (text));
-    refuse (msg, SOUP_STATUS_BAD_REQUEST, text);
-    xmlrpc_env_clean (&env);
-    return;
-  }
-  if (g_ascii_strncasecmp (method_name, "system.", 7) == 0) {
-    /* xmlrpc-c answers system.* itself, with XML-RPC faults; a XenAPI
-     * client gets a XenAPI reply (MESSAGE_METHOD_UNKNOWN) instead. */
-    xmlrpc_value *reply = xapi_dispatch (h->d, &env, method_name, params);
-
-    out = XMLRPC_MEMBLOCK_NEW (char, &env, 0);
-    if (!env.fault_occurred)
-      xmlrpc_serialize_response (&env, out, reply);
-    xmlrpc_DECREF (reply);
-  }
-  else
-    xmlrpc_registry_process_call2 (&env, h->registry,
-                                   (const char *)b->data->data, b->data->len,
-                                   NULL, &out);
-  free ((void *)method_name);
-  xmlrpc_DECREF (params);
-  if (env.fault_occurred) {
-    g_warning ("xmlrpc: %s", env.fault_string);
-    refuse (msg, SOUP_STATUS_INTERNAL_SERVER_ERROR, "internal error\n");
-    xmlrpc_env_clean (&env);
-    return;
-  }
-  soup_server_message_set_status (msg, SOUP_STATUS_OK, NULL);
-  soup_server_message_set_response (msg, "text/xml", SOUP_MEMORY_COPY,
-                                    XMLRPC_MEMBLOCK_CONTENTS (char, out),
-                                    XMLRPC_MEMBLOCK_SIZE (char, out));
-  XMLRPC_MEMBLOCK_FREE (char, out);
-  xmlrpc_env_clean (&env);
+  rc = g_new0 (struct rpc_call, 1);
+  rc->h = h;
+  rc->msg = g_object_ref (msg);
+  rc->body = g_steal_pointer (&b->data);
+  rc->bulk = rc->body->len > BULK_BODY;
+  h->inflight++;
+  soup_server_message_pause (msg);
+  rpc_queue (rc);
 }
 
 struct xapi_http *
 xapi_http_new (struct xapi_daemon *d, GError **error)
 {
   struct xapi_http *h = g_new0 (struct xapi_http, 1);
-  xmlrpc_env env;
 
   h->d = d;
-  /* xmlrpc-c refuses documents over 512 KiB by default; our own limit
-   * (checked before parsing) is the one that counts. */
-  xmlrpc_limit_set (XMLRPC_XML_SIZE_LIMIT_ID, d->max_request_size);
-
-  xmlrpc_env_init (&env);
-  h->registry = xmlrpc_registry_new (&env);
-  if (!env.fault_occurred)
-    xmlrpc_registry_set_default_method (&env, h->registry, default_method, h);
-  if (env.fault_occurred) {
-    g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED, "xmlrpc-c: %s",
-                 env.fault_string);
-    xmlrpc_env_clean (&env);
-    xapi_http_free (h);
-    return NULL;
-  }
-  xmlrpc_env_clean (&env);
-
+  /* Exclusive: the bulk threads lower their own priority, so they must
+   * not serve anyone else. */
+  h->fast = g_thread_pool_new (rpc_work, NULL, FAST_THREADS, TRUE, NULL);
+  h->bulk = g_thread_pool_new (rpc_work, h, BULK_THREADS, TRUE, NULL);
+  h->login = g_thread_pool_new (rpc_work, NULL, LOGIN_THREADS, TRUE, NULL);
+  if (!xapi_rpc_full_unicode ())
+    g_warning ("xmlrpc-c refuses characters outside the Basic Multilingual "
+               "Plane: strings holding them will be refused");
   h->server = soup_server_new ("server-header",
                                PACKAGE_NAME "/" PACKAGE_VERSION " ", NULL);
   soup_server_add_early_handler (h->server, NULL, early_handler, h, NULL);
@@ -394,11 +551,20 @@ xapi_http_free (struct xapi_http *h)
 {
   if (h == NULL)
     return;
+  h->stopping = true;
   if (h->server) {
     soup_server_disconnect (h->server);
     g_object_unref (h->server);
   }
-  if (h->registry)
-    xmlrpc_registry_free (h->registry);
+  /* Calls still in a worker thread come back to the main context, and
+   * are dropped there (decoding and encoding take a bounded time). */
+  if (h->fast)
+    g_thread_pool_free (h->fast, FALSE, TRUE);
+  if (h->bulk)
+    g_thread_pool_free (h->bulk, FALSE, TRUE);
+  if (h->login)
+    g_thread_pool_free (h->login, FALSE, TRUE);
+  while (h->inflight > 0)
+    g_main_context_iteration (NULL, TRUE);
   g_free (h);
 }

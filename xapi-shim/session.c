@@ -58,8 +58,8 @@ same_secret (const char *a, const char *b)
   return diff == 0;
 }
 
-static bool
-password_ok (struct xapi_daemon *d, const char *user, const char *pw)
+bool
+xapi_password_ok (struct xapi_daemon *d, const char *user, const char *pw)
 {
   const char *hash = g_hash_table_lookup (d->users, user);
   g_autofree struct crypt_data *cd = g_new0 (struct crypt_data, 1);
@@ -74,6 +74,62 @@ password_ok (struct xapi_daemon *d, const char *user, const char *pw)
   return same_secret (got, hash);
 }
 
+bool
+xapi_login_method (const char *method)
+{
+  if (g_ascii_strncasecmp (method, "Async.", 6) == 0)
+    method += 6;
+  return g_ascii_strncasecmp (method, "session.", 8) == 0
+         && strcmp (method + 8, "login_with_password") == 0;
+}
+
+bool
+xapi_login_precheck (struct xapi_daemon *d, const char *method,
+                     xmlrpc_value *params, struct xapi_login_check *check)
+{
+  xmlrpc_env env;
+  xmlrpc_value *u = NULL, *p = NULL;
+  const char *user = NULL, *pw = NULL;
+
+  memset (check, 0, sizeof *check);
+  if (!xapi_login_method (method))
+    return false;
+  xmlrpc_env_init (&env);
+  if (xmlrpc_array_size (&env, params) >= 2) {
+    xmlrpc_array_read_item (&env, params, 0, &u);
+    if (!env.fault_occurred)
+      xmlrpc_array_read_item (&env, params, 1, &p);
+    if (!env.fault_occurred && xmlrpc_value_type (u) == XMLRPC_TYPE_STRING
+        && xmlrpc_value_type (p) == XMLRPC_TYPE_STRING) {
+      xmlrpc_read_string (&env, u, &user);
+      if (!env.fault_occurred)
+        xmlrpc_read_string (&env, p, &pw);
+    }
+  }
+  if (!env.fault_occurred && user && pw) {
+    check->user = g_strdup (user);
+    check->password = g_strdup (pw);
+    check->ok = xapi_password_ok (d, user, pw);
+  }
+  if (u)
+    xmlrpc_DECREF (u);
+  if (p)
+    xmlrpc_DECREF (p);
+  free ((void *)user);
+  free ((void *)pw);
+  xmlrpc_env_clean (&env);
+  return check->user != NULL;
+}
+
+void
+xapi_login_check_clear (struct xapi_login_check *check)
+{
+  if (check->password)
+    memset (check->password, 0, strlen (check->password));
+  g_clear_pointer (&check->user, g_free);
+  g_clear_pointer (&check->password, g_free);
+}
+
 static xmlrpc_value *
 login_with_password (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 {
@@ -86,7 +142,10 @@ login_with_password (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
    * as xapi does. */
   if (pw == NULL)
     return NULL;
-  if (!password_ok (c->d, user, pw)) {
+  if (c->login && strcmp (c->login->user, user) == 0
+              && strcmp (c->login->password, pw) == 0
+          ? !c->login->ok
+          : !xapi_password_ok (c->d, user, pw)) {
     g_message ("session.login_with_password: %s: authentication failed", user);
     xapi_fail (c, "SESSION_AUTHENTICATION_FAILED", user,
                "Authentication failure", NULL);

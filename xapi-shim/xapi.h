@@ -1,7 +1,8 @@
 /* xapi-shim: the XenAPI face of vdimotiond (DESIGN.md §1).
  *
- * One call goes: HTTP POST / (http.c) → xmlrpc-c parses it and hands every
- * method name to xapi_dispatch (dispatch.c) → the class is found by name,
+ * One call goes: HTTP POST / (http.c) → our decoder reads it in a worker
+ * thread (xmlrpc-decode.c, rpc.c) → the main loop hands the method name
+ * to xapi_dispatch (dispatch.c) → the class is found by name,
  * in any letter case as xapi accepts ("Host.get_all" == "host.get_all"),
  * the session is checked, and the method runs → its Value or its
  * ErrorDescription is wrapped as XenAPI does:
@@ -79,6 +80,17 @@ struct xapi_daemon
   GHashTable *vdi_ops;
 };
 
+/* The password check of a session.login_with_password call, made in a
+ * worker thread before the call reaches the main loop (crypt(3) takes
+ * tens of milliseconds by design, which the main loop must not spend on
+ * anyone who asks). */
+struct xapi_login_check
+{
+  char *user;
+  char *password;
+  bool ok;
+};
+
 /* One call in progress. */
 struct xapi_call
 {
@@ -89,6 +101,7 @@ struct xapi_call
   bool async_ran;     /* the method itself ran (past session checks) */
   bool async_task;    /* it answered with the task of its job */
   GPtrArray *error;   /* the ErrorDescription once the call failed */
+  const struct xapi_login_check *login; /* or NULL */
 };
 
 typedef xmlrpc_value *xapi_method_fn (struct xapi_call *c,
@@ -122,9 +135,11 @@ extern const struct xapi_class xapi_class_task;
 extern const struct xapi_class xapi_class_network;
 extern const struct xapi_class xapi_class_migration;
 
-/* dispatch.c: run one XML-RPC call; always returns the wrapped reply. */
+/* dispatch.c: run one XML-RPC call; always returns the wrapped reply.
+ * LOGIN (or NULL) is the password check already made for it. */
 xmlrpc_value *xapi_dispatch (struct xapi_daemon *d, xmlrpc_env *env,
-                             const char *method, xmlrpc_value *params);
+                             const char *method, xmlrpc_value *params,
+                             const struct xapi_login_check *login);
 
 /* Fail the call with CODE and string params, NULL-terminated. */
 void xapi_fail (struct xapi_call *c, const char *code,
@@ -177,6 +192,18 @@ const char *xapi_ref_uuid (const char *ref);
 int xapi_load_auth_file (struct xapi_daemon *d, const char *path,
                          GError **error);
 bool xapi_session_valid (struct xapi_daemon *d, const char *ref);
+/* Is PW the password of USER?  Any thread (the users are read at start
+ * only). */
+bool xapi_password_ok (struct xapi_daemon *d, const char *user,
+                       const char *pw);
+/* Is METHOD session.login_with_password (or its Async.)? */
+bool xapi_login_method (const char *method);
+/* If METHOD(PARAMS) is a login, check its password into *CHECK (free it
+ * with xapi_login_check_clear) and return true.  Any thread. */
+bool xapi_login_precheck (struct xapi_daemon *d, const char *method,
+                          xmlrpc_value *params,
+                          struct xapi_login_check *check);
+void xapi_login_check_clear (struct xapi_login_check *check);
 /* Put the sessions of the state database back in memory (at start). */
 void xapi_load_sessions (struct xapi_daemon *d);
 /* Read a password from stdin, print its crypt(3) hash (--hash-password). */
