@@ -116,8 +116,11 @@ token_value (xmlrpc_env *env, GKeyFile *kf)
 
   g_hash_table_iter_init (&it, t);
   while (g_hash_table_iter_next (&it, &k, &v)) {
+    /* On failure xmlrpc-c returns no value at all: stop there. */
     xmlrpc_value *s = xmlrpc_string_new (env, v);
 
+    if (env->fault_occurred)
+      break;
     xmlrpc_struct_set_value (env, st, k, s);
     xmlrpc_DECREF (s);
   }
@@ -949,8 +952,17 @@ commit (struct migration *m, char **dst_vm)
   while (g_hash_table_iter_next (&it, &k, &val)) {
     xmlrpc_value *s = xmlrpc_string_new (&env, val);
 
+    if (env.fault_occurred)
+      break;
     xmlrpc_struct_set_value (&env, oc, k, s);
     xmlrpc_DECREF (s);
+  }
+  if (env.fault_occurred) {
+    fail_step (m, "the VM's other_config cannot be sent: %s",
+               env.fault_string);
+    xmlrpc_DECREF (oc);
+    xmlrpc_env_clean (&env);
+    return false;
   }
   vbds = xmlrpc_array_new (&env);
   for (guint i = 0; i < m->disks->len; i++) {
