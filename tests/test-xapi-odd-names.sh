@@ -12,6 +12,9 @@ requires qemu-img
 py () { PYTHONPATH=$srcdir python3 "$srcdir/xapi-odd-names.py" "$url" "$T/sr1" "$@"; }
 start_vdimotiond
 py before || { cat "$T/vdimotiond.log"; fail "odd names"; }
+# The vdimotion command reads such names too.
+VDIMOTION_PASSWORD=secret "$VDIMOTION" --server "$url" vdi list > "$T/list"
+grep -q "$(printf 'disk-\360\237\230\200')" "$T/list" || { cat "$T/list"; fail "vdi list: no emoji"; }
 grep -q 'not adopting "bad-' "$T/vdimotiond.log" || fail "no log line for a skipped name"
 kill -0 "$vdimotiond_pid" || fail "the daemon died"
 kill -9 "$vdimotiond_pid"

@@ -26,6 +26,7 @@
 
 #include "rpc.h"
 #include "xapi.h"
+#include "xmlrpc-utf8.h"
 
 struct xapi_http
 {
@@ -482,7 +483,7 @@ xapi_http_new (struct xapi_daemon *d, GError **error)
   h->fast = g_thread_pool_new (rpc_work, NULL, FAST_THREADS, TRUE, NULL);
   h->bulk = g_thread_pool_new (rpc_work, h, BULK_THREADS, TRUE, NULL);
   h->login = g_thread_pool_new (rpc_work, NULL, LOGIN_THREADS, TRUE, NULL);
-  if (!xapi_rpc_full_unicode ())
+  if (!xmlrpc_full_unicode ())
     g_warning ("xmlrpc-c refuses characters outside the Basic Multilingual "
                "Plane: strings holding them will be refused");
   h->server = soup_server_new ("server-header",

@@ -1,17 +1,7 @@
 /* A request's way to its reply without sockets (rpc.h): decoding with
  * xmlrpc-decode.c, encoding with xmlrpc-c, and the failures in between.
- *
- * Characters outside the Basic Multilingual Plane: xmlrpc-c 1.33 checks
- * every string it is given (xmlrpc_string_new, struct member names, the
- * serializer) with xmlrpc_validate_utf8, which refuses any 4-byte UTF-8
- * sequence, so that an emoji in a name label could neither be decoded
- * nor sent back.  xmlrpc_validate_utf8 is public API of libxmlrpc_util,
- * and libxmlrpc calls it through the dynamic linker, so the program
- * defines its own below: the same check per RFC 3629 (all of Unicode,
- * no surrogates, no overlong forms), which then serves xmlrpc-c too.
- * xmlrpc-c stores and writes strings as bytes, so nothing else in it
- * needs to know.  xapi_rpc_full_unicode tells whether it took effect
- * (vdimotiond logs a warning at start if not). */
+ * Strings outside the Basic Multilingual Plane pass xmlrpc-c thanks to
+ * common/xmlrpc-utf8.c. */
 
 #include <string.h>
 
@@ -21,47 +11,6 @@
 
 #include "rpc.h"
 #include "xmlrpc-decode.h"
-
-void
-xmlrpc_validate_utf8 (xmlrpc_env *const envP, const char *const utf8Data,
-                      size_t const utf8Len)
-{
-  const char *p = utf8Data, *end = utf8Data + utf8Len;
-
-  /* NUL is a valid character here, as in xmlrpc-c's own check (strings
-   * with NULs are refused elsewhere); GLib's check stops at it. */
-  while (p < end) {
-    const char *nul = memchr (p, '\0', (size_t)(end - p));
-    const char *seg_end = nul ? nul : end;
-    const char *bad = NULL;
-
-    if (!g_utf8_validate_len (p, (gsize)(seg_end - p), &bad)) {
-      xmlrpc_env_set_fault_formatted (
-          envP, XMLRPC_INVALID_UTF8_ERROR,
-          "%u-byte supposed UTF-8 string is not valid UTF-8 "
-          "(at byte %u)",
-          (unsigned)utf8Len, (unsigned)(bad - utf8Data));
-      return;
-    }
-    p = nul ? nul + 1 : end;
-  }
-}
-
-bool
-xapi_rpc_full_unicode (void)
-{
-  xmlrpc_env env;
-  xmlrpc_value *v;
-  bool ok;
-
-  xmlrpc_env_init (&env);
-  v = xmlrpc_string_new (&env, "\xf0\x9f\x98\x80"); /* U+1F600 */
-  ok = !env.fault_occurred;
-  if (ok)
-    xmlrpc_DECREF (v);
-  xmlrpc_env_clean (&env);
-  return ok;
-}
 
 /* Is DATA valid UTF-8 holding only characters XML allows? */
 static bool

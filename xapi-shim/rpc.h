@@ -46,10 +46,6 @@ GBytes *xapi_rpc_failure (const char *const *desc);
  * others become U+FFFD.  g_free the result. */
 char *xapi_rpc_clean_text (const char *s);
 
-/* Can xmlrpc-c hold strings with characters outside the Basic
- * Multilingual Plane (emoji)?  xmlrpc-c 1.33 alone cannot; rpc.c gives
- * it a UTF-8 check that can (see there). */
-bool xapi_rpc_full_unicode (void);
 
 /* The dispatcher: the wrapped reply ({Status, Value/ErrorDescription})
  * of METHOD(PARAMS), a new reference, or NULL with ENV faulted. */

@@ -8,9 +8,10 @@
  * is 200 text/xml or 400 text/plain; a 200 answer is a methodResponse in
  * valid UTF-8 holding only characters XML allows.
  *
- * Build (clang): compile xapi-shim/rpc.c, xapi-shim/xmlrpc-decode.c and
- * this file with -fsanitize=fuzzer,address,undefined, include paths
- * -Ixapi-shim plus `pkg-config --cflags glib-2.0`, and link with
+ * Build (clang): compile xapi-shim/rpc.c, xapi-shim/xmlrpc-decode.c,
+ * common/xmlrpc-utf8.c and this file with -fsanitize=fuzzer,address,
+ * undefined, include paths -Ixapi-shim -Icommon plus `pkg-config --cflags
+ * glib-2.0`, and link with
  * `pkg-config --libs glib-2.0` and `xmlrpc-c-config --libs` (libxmlrpc,
  * libxmlrpc_util; xmlrpc-c's parser is not used).  Seeds:
  * tests/fuzz/corpus/xmlrpc/.  Use -max_len=65536 or more so that deep

@@ -15,6 +15,7 @@
 #include "rpc.h"
 #include "unit.h"
 #include "xmlrpc-decode.h"
+#include "xmlrpc-utf8.h"
 
 #define CALL(params)                                                          \
   "<?xml "                                                                    \
@@ -330,7 +331,7 @@ test_round_trip (void)
     "mixed \xf0\x9f\x8e\x89\xe6\x97\xa5\xe6\x9c\xac <&> \xf4\x8f\xbf\xbd",
   };
 
-  CU_ASSERT_TRUE (xapi_rpc_full_unicode ());
+  CU_ASSERT_TRUE (xmlrpc_full_unicode ());
   for (size_t i = 0; i < G_N_ELEMENTS (texts); i++) {
     g_autofree char *escaped = g_markup_escape_text (texts[i], -1);
     g_autofree char *body = g_strdup_printf (
