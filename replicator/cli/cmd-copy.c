@@ -219,6 +219,7 @@ copy_to_path (struct copy_endpoint *src, const char *dst, struct options *o,
   }
   struct copy_endpoint *de = copy_endpoint_local (d, false, &err);
   int r = -1;
+  o->params.keep_journal = true;
   if (!de)
     cli_error ("copy", "%s", err);
   else
@@ -226,6 +227,11 @@ copy_to_path (struct copy_endpoint *src, const char *dst, struct options *o,
   copy_endpoint_close (de, NULL);
   if (vdisk_close (d) == -1 && r == 0) {
     cli_error ("copy", "%s", vdisk_get_error ());
+    r = -1;
+  }
+  /* The journal goes last, once the destination is complete and closed. */
+  if (r == 0 && o->journal && unlink (o->journal) == -1 && errno != ENOENT) {
+    cli_error ("copy", "journal %s: %s", o->journal, strerror (errno));
     r = -1;
   }
   free (err);

@@ -575,7 +575,7 @@ out:
   /* Leftover mapped windows after a failure. */
   for (size_t i = 0; i < e.ring_len; i++)
     window_free (e.ring[(e.ring_head + i) % MAP_AHEAD]);
-  journal_close (e.journal, r == 0);
+  journal_close (e.journal, r == 0 && !params->keep_journal);
   free (e.finished);
   free (threads);
   free (e.err);

@@ -56,6 +56,11 @@ struct copy_params
   /* If not NULL: when *cancel becomes nonzero (another thread sets it),
    * the copy stops at its next step and fails with "cancelled". */
   const int *cancel;
+  /* A completed copy leaves its journal to the caller, to remove once
+   * the destination is closed: a kill before that then resumes (and
+   * finds nothing left to copy) rather than finding a destination and
+   * no journal. */
+  bool keep_journal;
 };
 
 struct copy_stats
