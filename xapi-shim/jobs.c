@@ -584,6 +584,7 @@ move_live (struct job *job, const struct sr_vdi *src, struct xapi_sr *dst_sr,
   if ((reply = mirror_cmd (b, "complete pivot=true\n", err)) == NULL)
     goto abort;
   free (reply);
+  crash_point ("pivot-done");
   g_free (row->phase);
   row->phase = g_strdup ("pivoted");
   state_job_update (d->state, row);
