@@ -96,7 +96,7 @@ done
 # 1b. A live move whose pivot happened with no time to record it: the
 # restart finds it from the mirror filter and finishes the move (it used
 # to abort it and destroy the disk the VM had been pivoted to).
-if [ -z "${VDM_SANITIZED-}" ] && [ -f "$modules_dir/sr-drivers/.libs/nbdkit-vdi-plugin.so" ] \
+if [ -n "$modules_dir" ] && [ -f "$modules_dir/sr-drivers/.libs/nbdkit-vdi-plugin.so" ] \
    && command -v nbdkit > /dev/null && command -v nbdcopy > /dev/null; then
   head -c 64M /dev/urandom > "$T/live.raw"
   kill -9 "$vdimotiond_pid"; wait "$vdimotiond_pid" 2>/dev/null || :
