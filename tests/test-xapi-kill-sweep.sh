@@ -5,8 +5,9 @@
 # waiting for the killed process to be gone; after the restart the task
 # must end as what happened on disk says (xapi-kill-sweep.py check):
 # success with the new VDI existing and equal to the data, or failure
-# with the source intact, and in both cases no marked VDI, no stray image
-# and no journal left.  Also: a start waits for an SR lock held by
+# (or cancelled, when the client cancelled the job before the kill) with
+# the source intact, and in both cases no marked VDI, no stray image and
+# no journal left.  Also: a start waits for an SR lock held by
 # another process instead of refusing.
 #
 # The points are random but seeded: the seed is printed, and
@@ -131,9 +132,15 @@ for kind in migrate copy; do
     n=$((n + 1))
     fmt=qcow2
     [ $((RANDOM % 2)) -eq 0 ] || fmt=vhd
-    py start $kind $fmt > /dev/null
     ms=$(( RANDOM % (full + full / 4 + 2) ))
-    sleep "$(( ms / 1000 )).$(printf %03d $(( ms % 1000 )))"
+    if [ $((RANDOM % 4)) -eq 0 ]; then
+      # The client cancels the job just before the kill.
+      py start $kind $fmt cancel=$ms > /dev/null
+      ms="$ms (cancelled)"
+    else
+      py start $kind $fmt > /dev/null
+      sleep "$(( ms / 1000 )).$(printf %03d $(( ms % 1000 )))"
+    fi
     crash_and_restart
     # Now and then a second kill, while the restarted daemon resumes.
     if [ $((RANDOM % 3)) -eq 0 ]; then
