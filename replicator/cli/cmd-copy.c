@@ -176,6 +176,12 @@ copy_to_path (struct copy_endpoint *src, const char *dst, struct options *o,
   struct stat jst;
   bool have_journal = o->journal && stat (o->journal, &jst) == 0;
   bool resuming = have_journal && jst.st_size > 0;
+  /* Refused before the journal is made: a refusal leaves nothing. */
+  if (!have_journal && !o->overwrite && access (dst, F_OK) == 0) {
+    cli_error ("copy", "%s already exists (use --overwrite to replace it)",
+               dst);
+    return -1;
+  }
   if (o->journal && !have_journal) {
     int fd = open (o->journal, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd == -1 || fsync (fd) == -1) {
