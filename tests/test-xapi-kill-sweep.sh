@@ -25,13 +25,26 @@ rounds=${VDM_SWEEP_ROUNDS:-10}
 
 py () { python3 "$srcdir/xapi-kill-sweep.py" "$url" "$T" "$@"; }
 
+# Wait (at most a minute) for the daemon to kill itself at its crash point.
+# (Dead but not yet waited for, it is a zombie.)
+alive () { st=$(ps -o stat= -p "$1" 2>/dev/null) && [ "${st#Z}" = "$st" ]; }
+wait_crashed ()
+{
+  for _ in $(seq 600); do
+    alive "$vdimotiond_pid" || break
+    sleep 0.1
+  done
+  ! alive "$vdimotiond_pid" || fail "the daemon never reached $1"
+  wait "$vdimotiond_pid" 2>/dev/null || :
+}
+
 # A start while another process holds an SR's lock waits for it (and
 # says so) rather than refusing.
 mkdir -p "$T/sr1"
 : > "$T/sr1/sr.db"
-flock -x "$T/sr1/sr.db" sleep 1 &
+flock -x "$T/sr1/sr.db" -c "touch '$T/locked'; sleep 1" &
 holder=$!
-sleep 0.2
+while [ ! -e "$T/locked" ]; do sleep 0.05; done
 start_vdimotiond
 wait $holder
 grep -q 'is held by another process.*waiting' "$T/vdimotiond.log" \
@@ -66,7 +79,7 @@ for kind in migrate copy; do
     start_vdimotiond > /dev/null
     unset VDIMOTIOND_CRASH_AT
     py start $kind qcow2 > /dev/null
-    wait "$vdimotiond_pid" 2>/dev/null || :
+    wait_crashed $point
     grep -q "crash point $point" "$T/vdimotiond.log" \
       || fail "$kind: the daemon did not crash at $point"
     if [ $point = dest-chosen ]; then
@@ -105,7 +118,7 @@ if [ -n "$modules_dir" ] && [ -f "$modules_dir/sr-drivers/.libs/nbdkit-vdi-plugi
   start_vdimotiond > /dev/null
   unset VDIMOTIOND_CRASH_AT
   py live-start > /dev/null
-  wait "$vdimotiond_pid" 2>/dev/null || :
+  wait_crashed pivot-done
   grep -q "crash point pivot-done" "$T/vdimotiond.log" \
     || fail "live: the daemon did not crash at pivot-done"
   vdimotiond_pid=
