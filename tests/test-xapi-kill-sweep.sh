@@ -172,4 +172,15 @@ done
 grep -q 'resuming\|finishing' "$T/vdimotiond-earlier.log" "$T/vdimotiond.log" \
   || fail "no job was ever resumed or finished at a restart"
 stop_vdimotiond
+
+# The state directory's lock is waited for the same way.
+rm -f "$T/locked"
+flock -x "$T/state/lock" -c "touch '$T/locked'; sleep 1" &
+holder=$!
+while [ ! -e "$T/locked" ]; do sleep 0.05; done
+start_vdimotiond
+wait $holder
+grep -q 'state/lock is held by another process.*waiting' "$T/vdimotiond.log" \
+  || fail "the start did not wait for the state directory's lock"
+stop_vdimotiond
 echo PASS
