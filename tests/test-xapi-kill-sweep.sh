@@ -24,6 +24,9 @@ RANDOM=$seed
 rounds=${VDM_SWEEP_ROUNDS:-10}
 
 py () { python3 "$srcdir/xapi-kill-sweep.py" "$url" "$T" "$@"; }
+# Some 40 starts: on a loaded CI machine one of them may be slow (its
+# SQLite fsyncs wait for the disk).
+vdm_start_ticks=600
 
 # Wait (at most a minute) for the daemon to kill itself at its crash point.
 # (Dead but not yet waited for, it is a zombie.)
