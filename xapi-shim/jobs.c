@@ -147,7 +147,7 @@ remove_journal (struct jobs *jobs, const char *task)
 {
   g_autofree char *jp = journal_path (jobs, task);
 
-  unlink (jp);
+  copy_journal_remove (jp);
 }
 
 static void

@@ -236,7 +236,7 @@ copy_to_path (struct copy_endpoint *src, const char *dst, struct options *o,
     r = -1;
   }
   /* The journal goes last, once the destination is complete and closed. */
-  if (r == 0 && o->journal && unlink (o->journal) == -1 && errno != ENOENT) {
+  if (r == 0 && o->journal && copy_journal_remove (o->journal) == -1) {
     cli_error ("copy", "journal %s: %s", o->journal, strerror (errno));
     r = -1;
   }

@@ -98,4 +98,8 @@ int copy_endpoint_close (struct copy_endpoint *e, char **err);
 /* Is this string an NBD URI rather than a path? */
 bool copy_is_nbd_uri (const char *s);
 
+/* Remove the journal at PATH (and what an interrupted creation of it
+ * left beside it).  -1 with errno if it exists and cannot be removed. */
+int copy_journal_remove (const char *path);
+
 #endif /* VDM_COPY_H */
