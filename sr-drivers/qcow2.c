@@ -1313,6 +1313,189 @@ qcow2_flush (struct vdisk *d)
 }
 
 /* ---------------------------------------------------------------- */
+/* Leak repair. */
+
+/* One more reference to every cluster of [off, off+len), in REFS (N
+ * clusters, the file's length). */
+static int
+count_refs (struct vdisk *d, struct qcow2 *q, uint32_t *refs, uint64_t n,
+            uint64_t off, uint64_t len)
+{
+  uint64_t c = off >> q->cluster_bits;
+  uint64_t end = div_round_up (off + len, q->cluster_size);
+
+  for (; c < end; c++) {
+    if (c >= n) {
+      vdisk_error (d, EINVAL,
+                   "cannot repair: cluster 0x%" PRIx64
+                   " is in use but past the end of the file",
+                   c << q->cluster_bits);
+      return -1;
+    }
+    refs[c]++;
+  }
+  return 0;
+}
+
+/* What every cluster of the file should count: the header, the L1 and
+ * refcount tables, the refcount blocks, the L2 tables and what their
+ * entries point at.  Lock held. */
+static int
+count_all_refs (struct vdisk *d, struct qcow2 *q, uint32_t *refs, uint64_t n)
+{
+  uint64_t cs = q->cluster_size, i, j;
+  uint8_t *t;
+
+  if (count_refs (d, q, refs, n, 0, cs) == -1
+      || (q->l1_size
+          && count_refs (d, q, refs, n, q->l1_offset, (uint64_t)q->l1_size * 8)
+                 == -1)
+      || count_refs (d, q, refs, n, q->rt_offset,
+                     (uint64_t)q->rt_clusters * cs)
+             == -1)
+    return -1;
+  for (i = 0; i < q->rt_entries; i++)
+    if (q->rt[i] && count_refs (d, q, refs, n, q->rt[i], cs) == -1)
+      return -1;
+  for (i = 0; i < q->l1_size; i++) {
+    uint64_t l2 = q->l1[i] & OFFSET_MASK;
+
+    if (l2 == 0)
+      continue;
+    if (count_refs (d, q, refs, n, l2, cs) == -1 || get_l2 (d, q, i, &t) == -1)
+      return -1;
+    for (j = 0; j < (1ULL << q->l2_bits); j++) {
+      uint64_t e = get64 (t + j * 8), host, len = cs;
+
+      switch (classify (q, e, &host)) {
+      case C_COMPRESSED:
+        compressed_range (q, e, &host, &len);
+        /* fall through */
+      case C_NORMAL:
+      case C_ZERO_ALLOC:
+        if (count_refs (d, q, refs, n, host, len) == -1)
+          return -1;
+        break;
+      default: break;
+      }
+    }
+  }
+  return 0;
+}
+
+/* Make the refcounts say what count_all_refs found.  Only refcount
+ * blocks that exist are changed (a writer killed half-way leaves counts
+ * too high, never a block missing); leaked clusters are given back to
+ * the filesystem, and the file is cut after the last cluster in use.
+ * Lock held. */
+static int
+repair_locked (struct vdisk *d, struct qcow2 *q, uint64_t *freed)
+{
+  uint64_t cs = q->cluster_size, per = 1ULL << q->rb_bits;
+  uint64_t n = div_round_up (q->next_alloc, cs), last = 0, rti, i;
+  uint64_t nblocks = div_round_up (n, per), hole = 0, nhole = 0;
+  unsigned bits = 1U << q->refcount_order;
+  uint32_t *refs = calloc (n ? n : 1, sizeof *refs);
+  int r = -1;
+
+  *freed = 0;
+  /* Clusters of structures we do not walk (persistent bitmaps, whose
+   * auto-clear bit is still set) would look leaked: leave such an
+   * image alone. */
+  if (q->autoclear) {
+    free (refs);
+    return 0;
+  }
+  if (!refs) {
+    vdisk_error (d, ENOMEM, "cannot allocate the refcount check");
+    return -1;
+  }
+  if (count_all_refs (d, q, refs, n) == -1)
+    goto out;
+  if (nblocks < q->rt_entries)
+    nblocks = q->rt_entries;
+  for (rti = 0; rti < nblocks; rti++) {
+    uint64_t base = rti << q->rb_bits, first = UINT64_MAX, end = 0;
+    uint8_t *b = NULL;
+
+    if (rti < q->rt_entries && q->rt[rti]
+        && get_refblock (d, q, q->rt[rti], &b) == -1)
+      goto out;
+    for (i = 0; i < per && (b || base + i < n); i++) {
+      uint64_t c = base + i, boff;
+      uint64_t want = c < n ? refs[c] : 0;
+      uint64_t have = b ? rb_get (b, q->refcount_order, i) : 0;
+      unsigned blen;
+
+      if (want)
+        last = c + 1;
+      if (want == have)
+        continue;
+      if (!b) {
+        vdisk_error (d, EINVAL,
+                     "cannot repair: cluster 0x%" PRIx64
+                     " is in use but has no refcount block",
+                     c << q->cluster_bits);
+        goto out;
+      }
+      if (want > (bits == 64 ? UINT64_MAX : (1ULL << bits) - 1)) {
+        vdisk_error (d, EINVAL,
+                     "cannot repair: cluster 0x%" PRIx64
+                     " has more references than its refcount holds",
+                     c << q->cluster_bits);
+        goto out;
+      }
+      rb_put (b, q->refcount_order, i, want, &boff, &blen);
+      if (first > boff)
+        first = boff;
+      if (end < boff + blen)
+        end = boff + blen;
+      if (want == 0)
+        (*freed)++;
+      if (want == 0 && c < n) {
+        if (nhole && hole + nhole == c)
+          nhole++;
+        else {
+          if (nhole)
+            (void)vfile_zero (&d->file, nhole * cs, hole * cs, true);
+          hole = c;
+          nhole = 1;
+        }
+      }
+    }
+    if (b && first < end
+        && vfile_pwrite (&d->file, b + first, end - first, q->rt[rti] + first)
+               == -1)
+      goto out;
+  }
+  /* Give the leaked clusters' space back (a hint, as in zero_cluster). */
+  if (nhole)
+    (void)vfile_zero (&d->file, nhole * cs, hole * cs, true);
+  if (last * cs < q->next_alloc) {
+    q->next_alloc = last * cs;
+    q->file_end = q->next_alloc;
+    if (trim_file (d, q) == -1)
+      goto out;
+  }
+  r = vfile_flush (&d->file);
+out:
+  free (refs);
+  return r;
+}
+
+static int
+qcow2_repair_leaks (struct vdisk *d, uint64_t *freed)
+{
+  struct qcow2 *q = d->priv;
+  int r;
+
+  pthread_mutex_lock (&q->lock);
+  r = repair_locked (d, q, freed);
+  pthread_mutex_unlock (&q->lock);
+  return r;
+}
+
+/* ---------------------------------------------------------------- */
 /* Map. */
 
 /* Append an extent, merging it into the last one when qemu would. */
@@ -1992,4 +2175,5 @@ const struct vdisk_format_ops vdisk_qcow2_ops = {
   .pwrite = qcow2_pwrite,
   .zero = qcow2_zero,
   .flush = qcow2_flush,
+  .repair_leaks = qcow2_repair_leaks,
 };

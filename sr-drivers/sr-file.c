@@ -919,6 +919,21 @@ insert_record (struct sr *sr, const struct sr_vdi *v, const char *pending)
              : 0;
 }
 
+static int
+insert_other_config (struct sr *sr, const char *uuid,
+                     const struct sr_vdi_create_params *params)
+{
+  for (size_t i = 0; params && i < params->n_other_config; i++)
+    if (db_run (sr,
+                "INSERT OR REPLACE INTO other_config (vdi, key, value) "
+                "VALUES (?1, ?2, ?3)",
+                "sss", uuid, params->other_config[i].key,
+                params->other_config[i].value)
+        == -1)
+      return -1;
+  return 0;
+}
+
 static struct sr_vdi *
 create_locked (struct sr *sr, const char *name_label, enum vdisk_format format,
                uint64_t virtual_size,
@@ -928,7 +943,16 @@ create_locked (struct sr *sr, const char *name_label, enum vdisk_format format,
   struct sr_vdi *parent = NULL;
   char loc[SR_UUID_LEN + 16];
 
-  if (sr_uuid_generate (v.uuid) == -1)
+  if (params && params->uuid) {
+    struct sr_vdi *taken = load_vdi (sr, params->uuid);
+    if (taken) {
+      sr_vdi_free (taken);
+      sr_err (sr, EEXIST, "VDI %s exists already", params->uuid);
+      return NULL;
+    }
+    snprintf (v.uuid, sizeof v.uuid, "%s", params->uuid);
+  }
+  else if (sr_uuid_generate (v.uuid) == -1)
     return NULL;
   if (params && params->parent_uuid) {
     parent = load_vdi (sr, params->parent_uuid);
@@ -947,6 +971,10 @@ create_locked (struct sr *sr, const char *name_label, enum vdisk_format format,
     memcpy (v.parent_uuid, parent->uuid, sizeof v.parent_uuid);
   }
   snprintf (loc, sizeof loc, "%s.%s", v.uuid, ext_of (format));
+  /* An image of the caller's uuid without a record: the leftover of
+   * this very creation, interrupted by a crash. */
+  if (params && params->uuid)
+    (void)unlinkat (F (sr)->dirfd, loc, 0);
   if (create_image (sr, v.uuid, loc, format, virtual_size,
                     parent ? parent->location : NULL,
                     params ? params->block_size : 0, params && params->fixed)
@@ -973,6 +1001,7 @@ create_locked (struct sr *sr, const char *name_label, enum vdisk_format format,
   if (db_begin (sr) == -1)
     goto fail;
   if (insert_record (sr, &v, NULL) == -1
+      || insert_other_config (sr, v.uuid, params) == -1
       || (parent
           && db_run (sr, "UPDATE vdi SET read_only = 1 WHERE uuid = ?1", "s",
                      parent->uuid)
@@ -1129,12 +1158,41 @@ fail:
   return -1;
 }
 
+/* No record of UUID: remove an image named for it that a crash between
+ * creating it and recording it left (sr_vdi_create_params.uuid). */
+static int
+destroy_unrecorded (struct sr *sr, const char *uuid)
+{
+  static const enum vdisk_format formats[]
+      = { VDISK_FORMAT_VHD, VDISK_FORMAT_QCOW2, VDISK_FORMAT_RAW };
+  bool found = false;
+  char loc[SR_UUID_LEN + 16];
+
+  for (size_t i = 0; i < sizeof formats / sizeof formats[0]; i++) {
+    snprintf (loc, sizeof loc, "%s.%s", uuid, ext_of (formats[i]));
+    if (unlinkat (F (sr)->dirfd, loc, 0) == 0)
+      found = true;
+  }
+  if (!found) {
+    sr_err (sr, ENOENT, "VDI %s: no such VDI", uuid);
+    return -1;
+  }
+  sync_dir (sr);
+  return 0;
+}
+
 static int
 fsr_destroy_vdi (struct sr *sr, const char *uuid)
 {
   struct names trash = { 0 };
   pthread_mutex_lock (&F (sr)->lock);
-  int r = destroy_locked (sr, uuid, &trash);
+  struct sr_vdi *v = load_vdi (sr, uuid);
+  int r;
+  if (v)
+    r = destroy_locked (sr, uuid, &trash);
+  else
+    r = vdisk_get_errno () == ENOENT ? destroy_unrecorded (sr, uuid) : -1;
+  sr_vdi_free (v);
   pthread_mutex_unlock (&F (sr)->lock);
   for (size_t i = 0; i < trash.len; i++)
     (void)unlinkat (F (sr)->dirfd, trash.v[i], 0);

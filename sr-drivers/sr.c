@@ -181,6 +181,8 @@ sr_vdi_create (struct sr *sr, const char *name_label, enum vdisk_format format,
   if (params && params->parent_uuid
       && check_uuid (sr, "parent VDI", params->parent_uuid) == -1)
     return NULL;
+  if (params && params->uuid && check_uuid (sr, "VDI", params->uuid) == -1)
+    return NULL;
   if (format != VDISK_FORMAT_RAW && format != VDISK_FORMAT_VHD
       && format != VDISK_FORMAT_QCOW2) {
     vdisk_set_error (EINVAL, "%s SR %s: unknown VDI format %d", sr->ops->name,

@@ -115,6 +115,15 @@ struct sr_vdi_create_params
   const char *parent_uuid;
   uint32_t block_size; /* 0: the format's default */
   bool fixed;          /* VHD fixed / preallocated raw */
+  /* The VDI's uuid, chosen by the caller (NULL: a random one), so that
+   * a caller can record it before the VDI exists and finish or undo the
+   * creation after a crash: an image of that uuid without a record (a
+   * crash between the image and its record) is replaced, and
+   * sr_vdi_destroy removes it.  EEXIST if a VDI has that uuid. */
+  const char *uuid;
+  /* other_config, recorded with the VDI itself (atomically). */
+  const struct sr_kv *other_config;
+  size_t n_other_config;
 };
 
 /* One SR type.  The driver's private state hangs off the struct sr
@@ -212,7 +221,9 @@ int sr_vdi_set_other_config (struct sr *sr, const char *uuid, const char *key,
 struct vdisk *sr_vdi_open (struct sr *sr, const char *uuid, unsigned flags);
 /* Delete the VDI and its image.  Refused with EBUSY while another VDI
  * has it as parent.  An unmanaged parent (a clone's base) left without
- * children goes with it. */
+ * children goes with it.  Without a record of UUID, an image named for
+ * it that a crash left unrecorded (see sr_vdi_create_params.uuid) is
+ * removed; ENOENT if there is none either. */
 int sr_vdi_destroy (struct sr *sr, const char *uuid);
 /* Snapshot (see the top of this file).  The VDI must be writable and
  * must not be open for writing while this runs (quiesce first: the open

@@ -60,6 +60,9 @@ struct vdisk_format_ops
   int (*trim) (struct vdisk *d, uint64_t count, uint64_t offset,
                unsigned flags);
   int (*flush) (struct vdisk *d);
+  /* Optional: give back what a writer killed half-way left allocated
+   * but unreferenced (vdisk_repair_leaks). */
+  int (*repair_leaks) (struct vdisk *d, uint64_t *freed);
 };
 
 extern const struct vdisk_format_ops vdisk_raw_ops;

@@ -550,6 +550,19 @@ vdisk_flush (struct vdisk *d)
   return d->ops->flush (d);
 }
 
+int
+vdisk_repair_leaks (struct vdisk *d, uint64_t *freed)
+{
+  uint64_t n = 0;
+  int r = 0;
+
+  if (vdisk_is_writable (d) && d->ops->repair_leaks)
+    r = d->ops->repair_leaks (d, &n);
+  if (freed)
+    *freed = n;
+  return r;
+}
+
 void
 vdisk_start_writeback (struct vdisk *d)
 {

@@ -132,6 +132,13 @@ int vdisk_zero (struct vdisk *d, uint64_t count, uint64_t offset,
 int vdisk_trim (struct vdisk *d, uint64_t count, uint64_t offset,
                 unsigned flags);
 int vdisk_flush (struct vdisk *d);
+/* After a writer of this image was killed half-way (a copy resumed from
+ * its journal): free what it had allocated and not yet linked, so that
+ * the image checks clean (qemu-img check: no leaked clusters) once the
+ * writing is done again.  Only while nothing else writes the image.
+ * *FREED (if not NULL) gets the number of clusters or blocks freed; a
+ * format without allocation metadata frees nothing. */
+int vdisk_repair_leaks (struct vdisk *d, uint64_t *freed);
 /* Start writing what this layer holds in the page cache out to the
  * device, without waiting: a later vdisk_flush then has little left to
  * do.  A hint; it never fails. */

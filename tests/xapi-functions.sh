@@ -49,7 +49,9 @@ run_vdimotiond ()
     --mirror-filter "$modules_dir/mirror-filter/.libs/nbdkit-mirror-filter.so" \
     "$@" 2> "$dir/vdimotiond.log" &
   vdm_pid=$!
-  for _ in $(seq 100); do
+  # 10 s to start (vdm_start_ticks tenths: a test that restarts the
+  # daemon many times on a loaded machine gives it longer).
+  for _ in $(seq "${vdm_start_ticks:-100}"); do
     grep -q 'listening on http://' "$dir/vdimotiond.log" && break
     kill -0 "$vdm_pid" 2>/dev/null || {
       cat "$dir/vdimotiond.log" >&2

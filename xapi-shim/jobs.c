@@ -7,8 +7,11 @@
  * - The source VDI is claimed (class-vdi.c) from submission to the end,
  *   and the new VDI from its creation, so nothing else starts on them.
  * - The new VDI carries other_config["vdimotion-task"] = the task's uuid
- *   from the moment it exists until the job succeeds.  Whatever happens,
- *   a VDI with that mark and no running job is a leftover to destroy.
+ *   from the moment it exists (recorded with it) until the job succeeds.
+ *   Whatever happens, a VDI with that mark and no running job is a
+ *   leftover to destroy.  Its uuid is chosen and recorded in the job
+ *   before it is created, so that an image a crash left without a
+ *   record is found (and replaced or removed) too.
  * - Offline (the VDI is not in use): the copy engine copies the source
  *   chain, flattened, into the new VDI with a journal in
  *   <state-dir>/jobs/<task>.journal.  Progress is the engine's bytes.
@@ -21,15 +24,25 @@
  *   VDI, destroy the old one.
  * - Cancel sets a flag the copy engine checks at every piece, and the
  *   live loop at every poll; the job then aborts and removes the new VDI.
+ * - An offline job whose copy is complete records the phase
+ *   "committing" before it touches anything else: its point of no
+ *   return.  Then the VBDs of halted VMs follow the VDI (a move), the
+ *   mark goes, the source is destroyed (a move), the task succeeds.
  * - Restart (jobs_recover, before the daemon serves): an offline job is
  *   queued again and resumes from its journal (windows done are not
- *   copied again); a live job before its pivot is aborted and cleaned up
- *   (task failure), after its pivot it is finished.  A clean stop
+ *   copied again), or if it was committing is finished (every step of
+ *   the commit may be done twice); a live job before its pivot is
+ *   aborted and cleaned up (task failure), after its pivot it is
+ *   finished (the mirror filter is asked whether the pivot happened
+ *   when the job had no time to record it).  A job whose task ended has
+ *   only its record left to remove.  A clean stop
  *   (SIGTERM) stops running copies where they are, so they resume the
  *   same way; live moves are aborted.
  */
 
 #include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -59,6 +72,21 @@ struct jobs
 };
 
 static void job_thread (gpointer data, gpointer user_data);
+
+/* For the tests (test-xapi-kill-sweep.sh): with VDIMOTIOND_CRASH_AT=NAME
+ * in its environment the daemon kills itself (SIGKILL, as kill -9) when
+ * a job reaches the point NAME, so that the tests can put a crash in
+ * each window between two durable steps, however short. */
+static void
+crash_point (const char *name)
+{
+  const char *at = getenv ("VDIMOTIOND_CRASH_AT");
+
+  if (at && strcmp (at, name) == 0) {
+    g_message ("crash point %s: killing myself", name);
+    kill (getpid (), SIGKILL);
+  }
+}
 
 struct jobs *
 jobs_new (struct xapi_daemon *d, unsigned max_running)
@@ -119,7 +147,7 @@ remove_journal (struct jobs *jobs, const char *task)
 {
   g_autofree char *jp = journal_path (jobs, task);
 
-  unlink (jp);
+  copy_journal_remove (jp);
 }
 
 static void
@@ -307,26 +335,49 @@ destroy_marked (struct xapi_daemon *d, struct xapi_sr *s, const char *task)
 }
 
 /* The job's new VDI: created (with the mark) unless a previous run made
- * it.  NULL with *ERR. */
+ * it.  Its uuid goes into the job's record before the VDI exists, and
+ * the VDI's record carries the mark from its first moment, so whatever
+ * a crash interrupts, the next start finds the VDI (or the image it
+ * left without a record) by the job.  NULL with *ERR. */
 static struct sr_vdi *
 make_dest (struct job *job, const struct sr_vdi *src, struct xapi_sr *dst,
            char **err)
 {
   struct xapi_daemon *d = job->jobs->d;
   struct state_job *row = job->row;
-  struct sr_vdi_create_params params
-      = { .name_description = src->name_description };
+  struct sr_kv mark = { (char *)TASK_MARK, row->task };
+  struct sr_vdi_create_params params = {
+    .name_description = src->name_description,
+    .other_config = &mark,
+    .n_other_config = 1,
+  };
   struct sr_vdi *v;
 
   if (row->dst_vdi) {
     v = sr_vdi_get_by_uuid (dst->sr, row->dst_vdi);
     if (v)
       return v;
-    /* Recorded but gone: start over, without the journal. */
-    g_clear_pointer (&row->dst_vdi, g_free);
+    /* Chosen but not (completely) created: create it afresh under the
+     * same uuid, without the journal. */
     remove_journal (job->jobs, row->task);
   }
+  else {
+    char uuid[SR_UUID_LEN + 1];
+
+    if (sr_uuid_generate (uuid) == -1) {
+      *err = g_strdup_printf ("cannot make a uuid: %s", sr_get_error ());
+      return NULL;
+    }
+    row->dst_vdi = g_strdup (uuid);
+    if (state_job_update (d->state, row) == -1) {
+      g_clear_pointer (&row->dst_vdi, g_free);
+      *err = g_strdup ("cannot record the new VDI's uuid");
+      return NULL;
+    }
+    crash_point ("dest-chosen");
+  }
   destroy_marked (d, dst, row->task);
+  params.uuid = row->dst_vdi;
   v = sr_vdi_create (dst->sr, src->name_label,
                      vdisk_format_from_name (row->format), src->virtual_size,
                      &params);
@@ -334,16 +385,24 @@ make_dest (struct job *job, const struct sr_vdi *src, struct xapi_sr *dst,
     *err = g_strdup_printf ("cannot create the new VDI: %s", sr_get_error ());
     return NULL;
   }
-  if (sr_vdi_set_other_config (dst->sr, v->uuid, TASK_MARK, row->task) == -1) {
-    *err = g_strdup_printf ("cannot mark the new VDI: %s", sr_get_error ());
-    sr_vdi_destroy (dst->sr, v->uuid);
-    sr_vdi_free (v);
-    return NULL;
-  }
   xapi_vdi_try_claim (d, v->uuid, row->kind);
-  row->dst_vdi = g_strdup (v->uuid);
-  state_job_update (d->state, row);
   return v;
+}
+
+/* The job's new VDI, if it has no record: remove the image a crash
+ * between its creation and its record left (make_dest). */
+static void
+destroy_unrecorded (struct xapi_sr *s, const struct state_job *row)
+{
+  struct sr_vdi *v;
+
+  if (s == NULL || row->dst_vdi == NULL)
+    return;
+  v = sr_vdi_get_by_uuid (s->sr, row->dst_vdi);
+  if (v == NULL && sr_vdi_destroy (s->sr, row->dst_vdi) == 0)
+    g_message ("task %s: removed the partial image of VDI %s", row->task,
+               row->dst_vdi);
+  sr_vdi_free (v);
 }
 
 /* Copy the source chain into the new VDI with the copy engine. */
@@ -525,6 +584,7 @@ move_live (struct job *job, const struct sr_vdi *src, struct xapi_sr *dst_sr,
   if ((reply = mirror_cmd (b, "complete pivot=true\n", err)) == NULL)
     goto abort;
   free (reply);
+  crash_point ("pivot-done");
   g_free (row->phase);
   row->phase = g_strdup ("pivoted");
   state_job_update (d->state, row);
@@ -555,6 +615,7 @@ finish (struct job *job, const char *status, const char *result,
   if (progress > 0)
     state_task_set_progress (d->state, row->task, progress);
   state_task_finish (d->state, row->task, status, result, error_info);
+  crash_point ("finished");
   state_job_remove (d->state, row->task);
   g_message ("task %s: %s%s%s", row->task, status, error_info ? ": " : "",
              error_info ? error_info[1] : "");
@@ -573,8 +634,62 @@ fail_job (struct job *job, struct xapi_sr *dst_sr, const char *code,
                        was_cancelled ? task_ref : msg, ref, NULL };
 
   destroy_marked (job->jobs->d, dst_sr, row->task);
+  destroy_unrecorded (dst_sr, row);
   remove_journal (job->jobs, row->task);
   finish (job, was_cancelled ? "cancelled" : "failure", NULL, ei);
+}
+
+/* An offline job whose copy is complete: from here it can only succeed.
+ * "committing" is recorded first, so that a restart finishes the job
+ * (jobs_recover) rather than undoing it: every step below may be done
+ * again.  A move then points halted VMs' VBDs at the new VDI and
+ * destroys the source: the point of no return is the record of the
+ * phase, before the source is touched. */
+static void
+commit_offline (struct job *job, struct xapi_sr *dst_sr)
+{
+  struct xapi_daemon *d = job->jobs->d;
+  struct state_job *row = job->row;
+  struct xapi_sr *src_sr = NULL;
+  struct sr_vdi *src;
+  g_autofree char *result = NULL;
+
+  if (g_strcmp0 (row->phase, "committing") != 0) {
+    g_free (row->phase);
+    row->phase = g_strdup ("committing");
+    if (state_job_update (d->state, row) == -1)
+      g_warning ("task %s: cannot record the commit", row->task);
+    crash_point ("committing");
+  }
+  if (strcmp (row->kind, "migrate") == 0) {
+    /* Any halted VM's VBDs follow the VDI. */
+    g_autoptr (GPtrArray) vbds
+        = state_list (d->state, "vbds", "vdi", row->vdi);
+
+    for (guint i = 0; i < vbds->len; i++) {
+      g_autoptr (state_vbd) b = state_vbd_get (d->state, vbds->pdata[i]);
+
+      if (b)
+        live_commit (d, b, row->dst_vdi);
+    }
+  }
+  /* The new VDI is a VDI like any other from here. */
+  if (sr_vdi_set_other_config (dst_sr->sr, row->dst_vdi, TASK_MARK, NULL)
+      == -1)
+    g_warning ("task %s: VDI %s keeps its mark: %s", row->task, row->dst_vdi,
+               sr_get_error ());
+  if (strcmp (row->kind, "migrate") == 0
+      && (src = xapi_find_vdi (d, row->vdi, &src_sr)) != NULL) {
+    if (sr_vdi_destroy (src_sr->sr, src->uuid) == -1)
+      g_warning ("task %s: the old VDI %s stays: %s", row->task, src->uuid,
+                 sr_get_error ());
+    sr_vdi_free (src);
+    crash_point ("source-destroyed");
+  }
+  remove_journal (job->jobs, row->task);
+  result
+      = g_strdup_printf ("<value>" XAPI_REF_PREFIX "%s</value>", row->dst_vdi);
+  finish (job, "success", result, NULL);
 }
 
 static void
@@ -617,22 +732,15 @@ run_job (struct job *job)
   }
   if (r == -1)
     goto fail;
+  if (!live) {
+    crash_point ("copied");
+    commit_offline (job, dst_sr);
+    goto out;
+  }
 
-  /* Success.  The new VDI is a VDI like any other from here. */
+  /* Pivoted.  The new VDI is a VDI like any other from here. */
   sr_vdi_set_other_config (dst_sr->sr, dst->uuid, TASK_MARK, NULL);
   if (strcmp (row->kind, "migrate") == 0) {
-    if (!live) {
-      /* Any halted VM's VBDs follow the VDI. */
-      g_autoptr (GPtrArray) vbds
-          = state_list (d->state, "vbds", "vdi", src->uuid);
-
-      for (guint i = 0; i < vbds->len; i++) {
-        g_autoptr (state_vbd) b = state_vbd_get (d->state, vbds->pdata[i]);
-
-        if (b)
-          live_commit (d, b, dst->uuid);
-      }
-    }
     if (sr_vdi_destroy (src_sr->sr, src->uuid) == -1)
       g_warning ("task %s: the old VDI %s stays: %s", row->task, src->uuid,
                  sr_get_error ());
@@ -733,6 +841,22 @@ recover_live (struct jobs *jobs, struct state_job *row)
   struct xapi_sr *src_sr = NULL;
   g_autofree char *ref = g_strconcat (XAPI_REF_PREFIX, row->vdi, NULL);
 
+  /* The pivot may have happened with no time left to record it: the
+   * filter knows. */
+  if (g_strcmp0 (row->phase, "pivoted") != 0 && row->dst_vdi && b
+      && b->control_socket && xapi_serving (b->pid, b->nbd_socket)) {
+    g_autofree char *err = NULL;
+    g_autofree char *reply = mirror_cmd (b, "status\n", &err);
+    g_autofree char *pivoted
+        = reply ? mirror_reply_get (reply, "pivoted") : NULL;
+
+    if (g_strcmp0 (pivoted, "true") == 0) {
+      g_message ("task %s: the VBD's disk was pivoted to VDI %s", row->task,
+                 row->dst_vdi);
+      g_free (row->phase);
+      row->phase = g_strdup ("pivoted");
+    }
+  }
   if (g_strcmp0 (row->phase, "pivoted") == 0 && row->dst_vdi) {
     struct sr_vdi *src = xapi_find_vdi (d, row->vdi, &src_sr);
     g_autofree char *result = g_strdup_printf (
@@ -761,8 +885,32 @@ recover_live (struct jobs *jobs, struct state_job *row)
     if (b)
       live_abort (d, b);
     destroy_marked (d, dst_sr, row->task);
+    destroy_unrecorded (dst_sr, row);
     finish (&job, "failure", NULL, ei);
   }
+}
+
+/* Did the offline job ROW pass its point of no return?  Its commit was
+ * recorded, or (a record of an earlier version) its source is gone and
+ * its new VDI exists without the mark. */
+static bool
+committed (struct xapi_daemon *d, const struct state_job *row)
+{
+  struct xapi_sr *dst_sr = xapi_find_sr (d, row->dst_sr);
+  struct sr_vdi *dst = NULL, *src;
+  bool r = false;
+
+  if (dst_sr == NULL || row->dst_vdi == NULL
+      || (dst = sr_vdi_get_by_uuid (dst_sr->sr, row->dst_vdi)) == NULL)
+    return false;
+  if (g_strcmp0 (row->phase, "committing") == 0)
+    r = true;
+  else if ((src = xapi_find_vdi (d, row->vdi, NULL)) == NULL)
+    r = sr_vdi_get_other_config (dst, TASK_MARK) == NULL;
+  else
+    sr_vdi_free (src);
+  sr_vdi_free (dst);
+  return r;
 }
 
 void
@@ -778,6 +926,15 @@ jobs_recover (struct jobs *jobs)
     if (row == NULL)
       continue;
     t = state_task_get (d->state, row->task);
+    if (strcmp (row->kind, "vm-migrate") != 0 && t
+        && strcmp (t->status, "pending") != 0
+        && strcmp (t->status, "cancelling") != 0) {
+      /* The task ended; only its job's record was left to remove. */
+      state_job_remove (d->state, row->task);
+      remove_journal (jobs, row->task);
+      state_job_free (row);
+      continue;
+    }
     if (strcmp (row->kind, "vm-migrate") == 0) {
       struct job job = { .jobs = jobs, .row = row };
 
@@ -787,6 +944,15 @@ jobs_recover (struct jobs *jobs)
     }
     if (row->vbd) {
       recover_live (jobs, row);
+      state_job_free (row);
+      continue;
+    }
+    if (committed (d, row)) {
+      struct job job = { .jobs = jobs, .row = row };
+
+      g_message ("task %s: finishing (%s of VDI %s to %s)", row->task,
+                 row->kind, row->vdi, row->dst_vdi);
+      commit_offline (&job, xapi_find_sr (d, row->dst_sr));
       state_job_free (row);
       continue;
     }

@@ -409,8 +409,10 @@ state_task_set_progress (struct state *st, const char *uuid, double progress)
 int
 state_task_set_status (struct state *st, const char *uuid, const char *status)
 {
-  return run (st, "UPDATE tasks SET status = ? WHERE uuid = ?", "ss", status,
-              uuid);
+  return run (st,
+              "UPDATE tasks SET status = ? WHERE uuid = ? "
+              "AND status IN ('pending', 'cancelling')",
+              "ss", status, uuid);
 }
 
 int

@@ -102,6 +102,8 @@ int state_task_add (struct state *st, const struct state_task *t);
 struct state_task *state_task_get (struct state *st, const char *uuid);
 int state_task_set_progress (struct state *st, const char *uuid,
                              double progress);
+/* The status of a task still running (pending or cancelling): a task
+ * that ended meanwhile keeps its outcome. */
 int state_task_set_status (struct state *st, const char *uuid,
                            const char *status);
 /* Ends the task: status, result (may be NULL) and error_info. */

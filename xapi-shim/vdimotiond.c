@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -33,6 +34,10 @@
 #define DEFAULT_VDI_PLUGIN NBDKIT_PLUGINDIR "/nbdkit-vdi-plugin.so"
 #define DEFAULT_MIRROR_FILTER NBDKIT_FILTERDIR "/nbdkit-mirror-filter.so"
 #define DEFAULT_MEMORY_MIGRATOR "vdimotion-mm-none"
+/* How long a start waits for the locks (and the listening port) of a
+ * previous daemon that is still exiting, e.g. right after a kill -9. */
+#define LOCK_WAIT_SECONDS 30
+#define PORT_WAIT_SECONDS 5
 
 struct options
 {
@@ -195,8 +200,90 @@ kept_uuid (const char *state_dir, const char *file, GError **error)
   return g_strdup (uuid);
 }
 
+/* Wait until FN (which tries once, false while the resource is held by
+ * another process) succeeds or DEADLINE (monotonic) passes; WHAT is
+ * logged once when it has to wait. */
+static bool
+wait_for (bool (*fn) (void *), void *opaque, gint64 deadline, const char *what)
+{
+  bool logged = false;
+
+  for (;;) {
+    if (fn (opaque))
+      return true;
+    if (g_get_monotonic_time () >= deadline)
+      return false;
+    if (!logged) {
+      g_message (
+          "%s is held by another process (a previous vdimotiond "
+          "still exiting?): waiting up to %d s",
+          what,
+          (int)((deadline - g_get_monotonic_time ()) / G_USEC_PER_SEC + 1));
+      logged = true;
+    }
+    g_usleep (20 * 1000);
+  }
+}
+
+struct try_flock
+{
+  int fd;
+};
+
+static bool
+try_flock (void *opaque)
+{
+  struct try_flock *t = opaque;
+
+  return flock (t->fd, LOCK_EX | LOCK_NB) == 0 || errno != EWOULDBLOCK;
+}
+
+/* One daemon per state directory: an flock on <state-dir>/lock, held
+ * until the process ends (a kill -9 included).  A start right after a
+ * kill waits for the old process to be gone.  The descriptor, or -1. */
 static int
-open_srs (struct xapi_daemon *d, char **srs, GError **error)
+lock_state_dir (const char *state_dir, gint64 deadline, GError **error)
+{
+  g_autofree char *path = g_build_filename (state_dir, "lock", NULL);
+  struct try_flock t = { open (path, O_RDWR | O_CREAT | O_CLOEXEC, 0600) };
+
+  if (t.fd == -1) {
+    g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (errno),
+                 "%s: %s", path, g_strerror (errno));
+    return -1;
+  }
+  if (!wait_for (try_flock, &t, deadline, path)
+      || flock (t.fd, LOCK_EX | LOCK_NB) == -1) {
+    int e = errno;
+
+    g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (e), "%s: %s",
+                 path,
+                 e == EWOULDBLOCK ? "another vdimotiond uses this state "
+                                    "directory"
+                                  : g_strerror (e));
+    close (t.fd);
+    return -1;
+  }
+  return t.fd;
+}
+
+struct try_sr
+{
+  const char *path;
+  struct sr *sr;
+};
+
+static bool
+try_sr (void *opaque)
+{
+  struct try_sr *t = opaque;
+
+  t->sr = sr_open ("file", t->path, SR_OPEN_CREATE);
+  return t->sr || sr_get_errno () != EBUSY;
+}
+
+static int
+open_srs (struct xapi_daemon *d, char **srs, gint64 deadline, GError **error)
 {
   for (char **s = srs; s && *s; s++) {
     const char *eq = strchr (*s, '=');
@@ -208,7 +295,14 @@ open_srs (struct xapi_daemon *d, char **srs, GError **error)
                    "--sr %s: expected NAME=PATH", *s);
       return -1;
     }
-    sr = sr_open ("file", eq + 1, SR_OPEN_CREATE);
+    {
+      /* The SR's lock is the previous daemon's until it is gone. */
+      g_autofree char *what = g_strdup_printf ("SR %s", eq + 1);
+      struct try_sr t = { eq + 1, NULL };
+
+      wait_for (try_sr, &t, deadline, what);
+      sr = t.sr;
+    }
     if (sr == NULL) {
       g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_FAILED, "%s",
                    sr_get_error ());
@@ -266,6 +360,36 @@ migration_address (const char *given, const char *url)
     ret = g_inet_address_to_string (addrs->data);
   g_resolver_free_addresses (addrs);
   return ret ? ret : g_strdup ("127.0.0.1");
+}
+
+/* Listen on ADDR_PORT; while the port is in use (by a previous daemon
+ * still exiting), try again for a few seconds. */
+static int
+listen_waiting (struct xapi_http *h, const char *addr_port,
+                GTlsCertificate *tls, GError **error)
+{
+  gint64 deadline
+      = g_get_monotonic_time () + PORT_WAIT_SECONDS * G_USEC_PER_SEC;
+  bool logged = false;
+
+  for (;;) {
+    GError *e = NULL;
+
+    if (xapi_http_listen (h, addr_port, tls, &e) == 0)
+      return 0;
+    if (!g_error_matches (e, G_IO_ERROR, G_IO_ERROR_ADDRESS_IN_USE)
+        || g_get_monotonic_time () >= deadline) {
+      g_propagate_error (error, e);
+      return -1;
+    }
+    if (!logged) {
+      g_message ("%s is in use: waiting up to %d s", addr_port,
+                 PORT_WAIT_SECONDS);
+      logged = true;
+    }
+    g_error_free (e);
+    g_usleep (20 * 1000);
+  }
 }
 
 static gboolean
@@ -330,7 +454,8 @@ run (struct options *o)
   struct xapi_daemon d = { 0 };
   struct xapi_http *h = NULL;
   g_autofree char *served = NULL;
-  int ready_fd = -1, ret = 1;
+  int ready_fd = -1, ret = 1, lock_fd = -1;
+  gint64 deadline;
 
   if (o->config && read_config (o, &error) == -1)
     goto out;
@@ -376,6 +501,9 @@ run (struct options *o)
                  "%s: %s", o->state_dir, g_strerror (errno));
     goto out;
   }
+  deadline = g_get_monotonic_time () + LOCK_WAIT_SECONDS * G_USEC_PER_SEC;
+  if ((lock_fd = lock_state_dir (o->state_dir, deadline, &error)) == -1)
+    goto out;
   if ((d.host_uuid = kept_uuid (o->state_dir, "host-uuid", &error)) == NULL
       || (d.network_uuid = kept_uuid (o->state_dir, "network-uuid", &error))
              == NULL)
@@ -402,7 +530,7 @@ run (struct options *o)
   }
   else
     g_warning ("no --auth-file: nobody can log in");
-  if (open_srs (&d, o->srs, &error) == -1)
+  if (open_srs (&d, o->srs, deadline, &error) == -1)
     goto out;
   xapi_load_sessions (&d);
   xapi_vms_reconcile (&d);
@@ -411,10 +539,10 @@ run (struct options *o)
 
   if ((h = xapi_http_new (&d, &error)) == NULL)
     goto out;
-  if (o->listen && xapi_http_listen (h, o->listen, NULL, &error) == -1)
+  if (o->listen && listen_waiting (h, o->listen, NULL, &error) == -1)
     goto out;
   if (o->listen_https
-      && xapi_http_listen (h, o->listen_https, tls, &error) == -1)
+      && listen_waiting (h, o->listen_https, tls, &error) == -1)
     goto out;
   served = xapi_http_log_uris (h);
   /* Sources reach us at the URL we serve (HTTPS first), unless told. */
@@ -463,6 +591,8 @@ out:
   g_free (d.cert_sha256);
   g_free (d.host_name_label);
   g_mutex_clear (&d.vdi_ops_lock);
+  if (lock_fd >= 0)
+    close (lock_fd); /* last: the state is closed */
   return ret;
 }
 

@@ -179,6 +179,12 @@ copy_to_path (struct copy_endpoint *src, const char *dst, struct options *o,
   struct stat jst;
   bool have_journal = o->journal && stat (o->journal, &jst) == 0;
   bool resuming = have_journal && jst.st_size > 0;
+  /* Refused before the journal is made: a refusal leaves nothing. */
+  if (!have_journal && !o->overwrite && access (dst, F_OK) == 0) {
+    cli_error ("copy", "%s already exists (use --overwrite to replace it)",
+               dst);
+    return -1;
+  }
   if (o->journal && !have_journal) {
     int fd = open (o->journal, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd == -1 || fsync (fd) == -1) {
@@ -223,6 +229,7 @@ copy_to_path (struct copy_endpoint *src, const char *dst, struct options *o,
   }
   struct copy_endpoint *de = copy_endpoint_local (d, false, &err);
   int r = -1;
+  o->params.keep_journal = true;
   if (!de)
     cli_error ("copy", "%s", err);
   else
@@ -230,6 +237,11 @@ copy_to_path (struct copy_endpoint *src, const char *dst, struct options *o,
   copy_endpoint_close (de, NULL);
   if (vdisk_close (d) == -1 && r == 0) {
     cli_error ("copy", "%s", vdisk_get_error ());
+    r = -1;
+  }
+  /* The journal goes last, once the destination is complete and closed. */
+  if (r == 0 && o->journal && copy_journal_remove (o->journal) == -1) {
+    cli_error ("copy", "journal %s: %s", o->journal, strerror (errno));
     r = -1;
   }
   free (err);

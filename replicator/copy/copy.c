@@ -519,6 +519,12 @@ copy_run (struct copy_endpoint *src, struct copy_endpoint *dst,
     free (id);
     if (!e.journal)
       goto out;
+    /* The killed run may have allocated space in the destination that
+     * nothing points at yet (a qcow2 cluster counted before its L2
+     * entry was written); the windows it started are copied again and
+     * allocate anew, so give that space back first. */
+    if (resumed && dst->ops->repair && dst->ops->repair (dst, err) == -1)
+      goto out;
   }
 
   threads = calloc (nthreads, sizeof *threads);
@@ -557,7 +563,7 @@ out:
   /* Leftover mapped windows after a failure. */
   for (size_t i = 0; i < e.ring_len; i++)
     window_free (e.ring[(e.ring_head + i) % MAP_AHEAD]);
-  journal_close (e.journal, r == 0);
+  journal_close (e.journal, r == 0 && !params->keep_journal);
   free (e.finished);
   free (threads);
   free (e.err);

@@ -56,6 +56,11 @@ struct copy_params
   /* If not NULL: when *cancel becomes nonzero (another thread sets it),
    * the copy stops at its next step and fails with "cancelled". */
   const int *cancel;
+  /* A completed copy leaves its journal to the caller, to remove once
+   * the destination is closed: a kill before that then resumes (and
+   * finds nothing left to copy) rather than finding a destination and
+   * no journal. */
+  bool keep_journal;
 };
 
 struct copy_stats
@@ -92,5 +97,9 @@ int copy_endpoint_close (struct copy_endpoint *e, char **err);
 
 /* Is this string an NBD URI rather than a path? */
 bool copy_is_nbd_uri (const char *s);
+
+/* Remove the journal at PATH (and what an interrupted creation of it
+ * left beside it).  -1 with errno if it exists and cannot be removed. */
+int copy_journal_remove (const char *path);
 
 #endif /* VDM_COPY_H */

@@ -90,6 +90,12 @@ local_plain_fd (struct copy_endpoint *e)
   return vdisk_get_plain_fd (disk (e));
 }
 
+static int
+local_repair (struct copy_endpoint *e, char **err)
+{
+  return vdisk_repair_leaks (disk (e), NULL) == -1 ? vdisk_fail (err) : 0;
+}
+
 static const struct copy_endpoint_ops local_ops = {
   .kind = "local",
   .map = local_map,
@@ -100,6 +106,7 @@ static const struct copy_endpoint_ops local_ops = {
   .writeback = local_writeback,
   .close = local_close,
   .plain_fd = local_plain_fd,
+  .repair = local_repair,
 };
 
 struct copy_endpoint *

@@ -30,6 +30,11 @@ struct copy_endpoint_ops
   /* Optional: the plain file descriptor under the endpoint, when bytes can
    * move between two such files with copy_file_range; else -1. */
   int (*plain_fd) (struct copy_endpoint *e);
+  /* Optional: before a copy resumed from its journal writes anything:
+   * free what the killed run had allocated in the destination and not
+   * yet linked (vdisk_repair_leaks), which the resumed run allocates
+   * again. */
+  int (*repair) (struct copy_endpoint *e, char **err);
 };
 
 struct copy_endpoint

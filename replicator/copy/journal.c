@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -42,20 +43,49 @@ sync_journal (struct journal *j, char **err)
   return 0;
 }
 
+/* A new journal replaces the (empty) file at its path whole: written
+ * and synced under another name, then renamed, so that a kill at any
+ * point leaves the path empty (a copy that never started) or complete,
+ * never a header without its bitmaps. */
 static int
 create_new (struct journal *j, const char *identity, char **err)
 {
-  char hdr[HEADER_SIZE] = { 0 };
-  memcpy (hdr, MAGIC, 8);
-  memcpy (hdr + 8, &j->nwindows, 8);
-  strcpy (hdr + 16, identity);
-  if (write_all (j, hdr, sizeof hdr, 0, err) == -1
-      || write_all (j, j->started, j->bitmap_bytes, HEADER_SIZE, err) == -1
-      || write_all (j, j->done, j->bitmap_bytes, HEADER_SIZE + j->bitmap_bytes,
-                    err)
-             == -1)
-    return -1;
-  return sync_journal (j, err);
+  size_t len = HEADER_SIZE + 2 * j->bitmap_bytes;
+  char *buf = calloc (1, len);
+  char *tmp = NULL;
+  int fd = -1, r = -1;
+
+  if (!buf || asprintf (&tmp, "%s.new", j->path) == -1) {
+    free (buf);
+    return copy_error (err, "journal %s: out of memory", j->path);
+  }
+  memcpy (buf, MAGIC, 8);
+  memcpy (buf + 8, &j->nwindows, 8);
+  strcpy (buf + 16, identity);
+  /* The bitmaps start all clear (calloc). */
+  fd = open (tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd == -1)
+    copy_error (err, "journal %s: %s", tmp, strerror (errno));
+  else if (pwrite (fd, buf, len, 0) != (ssize_t)len)
+    copy_error (err, "journal %s: write: %s", tmp,
+                strerror (errno ? errno : EIO));
+  else if (fdatasync (fd) == -1)
+    copy_error (err, "journal %s: sync: %s", tmp, strerror (errno));
+  else if (rename (tmp, j->path) == -1)
+    copy_error (err, "journal %s: %s", j->path, strerror (errno));
+  else {
+    close (j->fd);
+    j->fd = fd;
+    fd = -1;
+    r = 0;
+  }
+  if (fd >= 0) {
+    close (fd);
+    unlink (tmp);
+  }
+  free (tmp);
+  free (buf);
+  return r;
 }
 
 static int
@@ -183,10 +213,26 @@ journal_close (struct journal *j, bool remove)
   if (j->fd >= 0)
     close (j->fd);
   if (remove && j->path)
-    unlink (j->path);
+    copy_journal_remove (j->path);
   pthread_mutex_destroy (&j->lock);
   free (j->started);
   free (j->done);
   free (j->path);
   free (j);
+}
+
+int
+copy_journal_remove (const char *path)
+{
+  char *tmp = NULL;
+  int r = unlink (path) == -1 && errno != ENOENT ? -1 : 0;
+  int e = errno;
+
+  /* What a kill in the middle of create_new left. */
+  if (asprintf (&tmp, "%s.new", path) != -1) {
+    unlink (tmp);
+    free (tmp);
+  }
+  errno = e;
+  return r;
 }
