@@ -11,6 +11,9 @@
  * directory are not found (access() below): an input must not make the
  * fuzzer open whatever file of this machine it happens to name.
  *
+ * A disk of up to 64 GiB is also read as GET /export_raw_vdi
+ * ?format=vhd streams it (vhd-stream.h, the writer).
+ *
  * Besides the sanitizers, the target checks libvdisk's own promises
  * (vdisk.h): a map is sorted, contiguous and covers exactly the range
  * asked, and what a flattened map calls ZERO or HOLE reads as zeroes.
@@ -26,11 +29,14 @@
 #include <unistd.h>
 
 #include "vdisk.h"
+#include "vhd-stream.h"
 
 #define CHAIN_MAGIC "VDMCHAIN"
 #define READ_CHUNK 16384 /* bytes per read */
 #define MAX_READS 12     /* reads per input */
-#define MAX_MAP_CHECKS 64
+/* Disks up to this size are also streamed as a VHD export (its map is
+ * read 1 GiB at a time). */
+#define MAX_EXPORT_SIZE (UINT64_C (64) << 30)
 
 static char dir[PATH_MAX];
 static char top_path[PATH_MAX + 8], parent_path[PATH_MAX + 8];
@@ -186,6 +192,21 @@ exercise (struct vdisk *d)
   if (size > READ_CHUNK)
     read_at (d, buf, size - READ_CHUNK, READ_CHUNK, false);
   vdisk_extents_free (&e);
+
+  /* The image as GET /export_raw_vdi?format=vhd streams it: the
+   * metadata, the first block's bitmap and data, the closing footer. */
+  if (size <= MAX_EXPORT_SIZE) {
+    struct vhd_stream_writer *w = vhd_stream_writer_new (d);
+    if (w) {
+      uint64_t len = vhd_stream_writer_get_length (w);
+      uint64_t n = len < READ_CHUNK ? len : READ_CHUNK;
+      vhd_stream_writer_read (w, buf, n, 0);
+      if (len > 3 * READ_CHUNK)
+        vhd_stream_writer_read (w, buf, READ_CHUNK, 2 * READ_CHUNK + 7);
+      vhd_stream_writer_read (w, buf, n, len - n);
+      vhd_stream_writer_free (w);
+    }
+  }
 }
 
 int
