@@ -54,48 +54,22 @@ control_listen (const char *path)
   return 0;
 }
 
-/* Split LINE into words; returns the reply. */
+/* One command line; returns the reply. */
 static char *
 dispatch (char *line)
 {
-  char *save = NULL, *cmd = strtok_r (line, " \t\r\n", &save);
-  const char *uri = NULL, *psk = NULL;
-  bool pivot = false;
-  if (!cmd)
-    return mirror_reply_error ("empty command");
-  for (char *w; (w = strtok_r (NULL, " \t\r\n", &save));) {
-    char *eq = strchr (w, '=');
-    if (!eq)
-      return mirror_reply_error ("%s: expected KEY=VALUE, got \"%s\"", cmd, w);
-    *eq = '\0';
-    const char *v = eq + 1;
-    if (strcmp (cmd, "start") == 0 && strcmp (w, "target") == 0)
-      uri = v;
-    else if (strcmp (cmd, "start") == 0 && strcmp (w, "tls-psk-file") == 0)
-      psk = v;
-    else if (strcmp (cmd, "complete") == 0 && strcmp (w, "pivot") == 0) {
-      if (strcmp (v, "true") == 0)
-        pivot = true;
-      else if (strcmp (v, "false") == 0)
-        pivot = false;
-      else
-        return mirror_reply_error ("complete: pivot must be true or false");
-    }
-    else
-      return mirror_reply_error ("%s: unknown parameter \"%s\"", cmd, w);
+  struct control_request req;
+  char *reply;
+
+  if (control_parse (line, &req, &reply) == -1)
+    return reply;
+  switch (req.cmd) {
+  case CONTROL_START: return mirror_cmd_start (req.target, req.tls_psk_file);
+  case CONTROL_STATUS: return mirror_cmd_status ();
+  case CONTROL_COMPLETE: return mirror_cmd_complete (req.pivot);
+  case CONTROL_ABORT: return mirror_cmd_abort ();
   }
-  if (strcmp (cmd, "start") == 0) {
-    if (!uri)
-      return mirror_reply_error ("start: target=URI is required");
-    return mirror_cmd_start (uri, psk);
-  }
-  if (strcmp (cmd, "status") == 0)
-    return mirror_cmd_status ();
-  if (strcmp (cmd, "complete") == 0)
-    return mirror_cmd_complete (pivot);
-  if (strcmp (cmd, "abort") == 0)
-    return mirror_cmd_abort ();
-  return mirror_reply_error ("unknown command \"%s\"", cmd);
+  return mirror_reply_error ("unknown command");
 }
 
 static int

@@ -78,7 +78,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -598,45 +597,6 @@ copier_join (void)
 }
 
 /* ---- control commands (called from the control thread only) ---- */
-
-void
-mirror_json_string (FILE *f, const char *s)
-{
-  fputc ('"', f);
-  for (; s && *s; s++) {
-    unsigned char ch = *s;
-    if (ch == '"' || ch == '\\')
-      fprintf (f, "\\%c", ch);
-    else if (ch < 0x20)
-      fprintf (f, "\\u%04x", ch);
-    else
-      fputc (ch, f);
-  }
-  fputc ('"', f);
-}
-
-char *
-mirror_reply_error (const char *fmt, ...)
-{
-  char *m = NULL, *out = NULL;
-  size_t len;
-  va_list ap;
-  va_start (ap, fmt);
-  if (vasprintf (&m, fmt, ap) == -1)
-    m = NULL;
-  va_end (ap);
-  FILE *f = open_memstream (&out, &len);
-  if (!f) {
-    free (m);
-    return NULL;
-  }
-  fputs ("{\"ok\":false,\"error\":", f);
-  mirror_json_string (f, m ? m : "out of memory");
-  fputs ("}", f);
-  fclose (f);
-  free (m);
-  return out;
-}
 
 static char *
 reply_ok (const char *extra)

@@ -14,6 +14,27 @@ char *mirror_cmd_abort (void);
 /* Housekeeping between commands: a failed target is detached here. */
 void mirror_reap (void);
 
+/* control-proto.c: a command line parsed.  TARGET and TLS_PSK_FILE
+ * point into the line. */
+enum control_command
+{
+  CONTROL_START,
+  CONTROL_STATUS,
+  CONTROL_COMPLETE,
+  CONTROL_ABORT,
+};
+struct control_request
+{
+  enum control_command cmd;
+  const char *target;       /* start: required */
+  const char *tls_psk_file; /* start: or NULL */
+  bool pivot;               /* complete */
+};
+/* Parse LINE (one command, without its newline; split in place).
+ * Returns 0, or -1 with the error reply in *REPLY (malloc'd; NULL if out
+ * of memory). */
+int control_parse (char *line, struct control_request *req, char **reply);
+
 /* A reply {"ok":false,"error":MSG}. */
 char *mirror_reply_error (const char *fmt, ...)
     __attribute__ ((format (printf, 1, 2)));

@@ -9,12 +9,17 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/vdm-test.XXXXXX")
 cleanup_hooks=""
 on_exit ()
 {
+  rc=$?
   for h in $cleanup_hooks; do $h || :; done
   # VDM_KEEP_TEST_DIR=1 keeps the scratch directory to look at.
   if [ -n "${VDM_KEEP_TEST_DIR-}" ]; then
     echo "kept $T" >&2
   else
     rm -rf "$T"
+  fi
+  # A sanitizer's report fails a test that passed or skipped.
+  if [ -n "${sanitizer_failed-}" ] && { [ "$rc" -eq 0 ] || [ "$rc" -eq 77 ]; }; then
+    exit 1
   fi
 }
 trap on_exit EXIT
@@ -60,12 +65,91 @@ with open(path, "r+b") as f:
 PY
 }
 
-# Tests that load our nbdkit plugin or filter (.so) into nbdkit: in the
-# sanitizer build the .so needs an ASan runtime preloaded into nbdkit,
-# and such an nbdkit deadlocks at exit in libp11-kit here, so these tests
-# run in the normal build only.  libvdisk and the copy engine under them
-# are covered by the sanitizer build's other tests.
-requires_plain_nbdkit_module ()
+# Tests that load our nbdkit plugin or filter (.so) into nbdkit call this
+# first.  In the sanitizer build (VDM_SANITIZED) the modules are built
+# with ASan and UBSan, whose runtime must come first in the process: every
+# nbdkit the test starts (through $PATH, whoever starts it) runs with the
+# modules' own libasan preloaded, and tests/nbdkit-asan-preload.c (ASan
+# started early enough, modules kept mapped for the leak report).  The
+# sanitizers' reports go to
+# $T/sanitizer.PID; when the test ends, once its nbdkits have exited
+# (leaks show at exit), any report fails it, even where the test does not
+# look at nbdkit's exit status.
+uses_nbdkit_module ()
 {
-  [ -z "${VDM_SANITIZED:-}" ] || skip "loads an nbdkit module: runs in the normal build only"
+  [ -n "${VDM_SANITIZED:-}" ] || return 0
+  real_nbdkit=$(command -v nbdkit) || skip "nbdkit is not installed"
+  mod=$top_builddir/sr-drivers/.libs/nbdkit-vdi-plugin.so
+  asan_rt=$(ldd "$mod" 2>/dev/null \
+              | sed -n 's/^[[:space:]]*libasan[^ ]* => \([^ ]*\) .*/\1/p')
+  [ -n "$asan_rt" ] || fail "$mod: links no libasan, but VDM_SANITIZED is set"
+  mkdir -p "$T/sanitized-bin"
+  # Without sanitizers: it runs before ASan has started.
+  cc -O2 -shared -fPIC -o "$T/sanitized-bin/nbdkit-asan-preload.so" \
+    "$top_srcdir/tests/nbdkit-asan-preload.c" -ldl \
+    || fail "cannot build tests/nbdkit-asan-preload.c"
+  cat > "$T/sanitized-bin/nbdkit" <<EOF
+#!/bin/sh
+# nbdkit with the ASan runtime of this build's modules (tests/functions.sh).
+LD_PRELOAD="$asan_rt $T/sanitized-bin/nbdkit-asan-preload.so\${LD_PRELOAD:+ \$LD_PRELOAD}" \\
+ASAN_OPTIONS="\${ASAN_OPTIONS:+\$ASAN_OPTIONS:}log_path=$T/sanitizer:fast_unwind_on_malloc=0" \\
+UBSAN_OPTIONS="\${UBSAN_OPTIONS:+\$UBSAN_OPTIONS:}log_path=$T/sanitizer" \\
+  exec "$real_nbdkit" "\$@"
+EOF
+  chmod +x "$T/sanitized-bin/nbdkit"
+  PATH=$T/sanitized-bin:$PATH
+  export PATH
+  cleanup_fn check_sanitizer_logs
+}
+# The name of uses_nbdkit_module when such tests ran in the plain build
+# only.
+requires_plain_nbdkit_module () { uses_nbdkit_module; }
+
+# At exit: stop the sanitized nbdkits still running (those whose
+# environment names $T, forked ones included) and wait until they have
+# gone, then fail on any sanitizer report.
+sanitizer_failed=
+sanitized_pids ()
+{
+  grep -lzs "log_path=$T/sanitizer" /proc/[0-9]*/environ 2>/dev/null \
+    | sed 's|^/proc/\([0-9]*\)/environ$|\1|'
+}
+# ours_in_report FILE: true if the sanitizer report FILE is about this
+# tree: any error but a leak, or a leak allocated with a frame of our
+# code on its stack (a file of this tree, or one of our modules).  nbdkit
+# 1.32 itself leaks a connection's context when it is stopped while a
+# client is still connected; such a leak has nbdkit frames only.
+ours_in_report ()
+{
+  grep -q -E 'ERROR: AddressSanitizer|runtime error|ERROR: UndefinedBehavior' "$1" \
+    && return 0
+  awk -v top="$top_srcdir" '
+    /^(Direct|Indirect) leak of/ { inleak = 1; next }
+    /^$/ { inleak = 0 }
+    inleak && (index($0, top "/") || /nbdkit-(vdi-plugin|mirror-filter)\.so/) { found = 1 }
+    END { exit !found }' "$1"
+}
+check_sanitizer_logs ()
+{
+  pids=$(sanitized_pids)
+  [ -z "$pids" ] || kill $pids 2>/dev/null || :
+  for _ in $(seq 300); do
+    pids=$(sanitized_pids)
+    [ -n "$pids" ] || break
+    sleep 0.05
+  done
+  [ -z "$pids" ] || echo "sanitized nbdkit $pids did not exit" >&2
+  for f in "$T"/sanitizer.*; do
+    [ -e "$f" ] || continue
+    if ours_in_report "$f"; then
+      echo "==== $f" >&2
+      cat "$f" >&2
+      sanitizer_failed=1
+    else
+      echo "note: nbdkit's own leaks, not ours (no frame of this tree):" >&2
+      grep -E '^(Direct|Indirect) leak' "$f" >&2 || :
+    fi
+  done
+  [ -z "$sanitizer_failed" ] \
+    || echo "FAIL: a sanitizer found errors in nbdkit (above)" >&2
 }

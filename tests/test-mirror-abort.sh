@@ -3,7 +3,7 @@
 # the source intact and the filter passing I/O through; a new start
 # works afterwards.
 . "$srcdir/functions.sh"
-requires_plain_nbdkit_module
+uses_nbdkit_module
 . "$top_srcdir/mirror-filter/test-functions.sh"
 
 SZ=$(( 64 << 20 ))

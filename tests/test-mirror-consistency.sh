@@ -6,7 +6,7 @@
 # unaligned offsets, two granularities, every format the servers can
 # serve (raw always; VHD and qcow2 through the vdi plugin).
 . "$srcdir/functions.sh"
-requires_plain_nbdkit_module
+uses_nbdkit_module
 . "$top_srcdir/mirror-filter/test-functions.sh"
 
 SZ=$(( 32 << 20 ))

@@ -5,7 +5,7 @@
 # "failed" with the reason in status, fio keeps running without an
 # error, and the source image holds every write.
 . "$srcdir/functions.sh"
-requires_plain_nbdkit_module
+uses_nbdkit_module
 . "$top_srcdir/mirror-filter/test-functions.sh"
 
 SZ=$(( 32 << 20 ))

@@ -3,7 +3,7 @@
 # writes land in the target (fio's verify pass over the target is clean)
 # and the source stops changing.
 . "$srcdir/functions.sh"
-requires_plain_nbdkit_module
+uses_nbdkit_module
 . "$top_srcdir/mirror-filter/test-functions.sh"
 
 SZ=$(( 32 << 20 ))

@@ -6,7 +6,7 @@
 # A fresh target already reads as zero, so its zero ranges are skipped
 # (its own extents say so); a target full of old data gets them zeroed.
 . "$srcdir/functions.sh"
-requires_plain_nbdkit_module
+uses_nbdkit_module
 requires qemu-io
 . "$top_srcdir/mirror-filter/test-functions.sh"
 

@@ -5,7 +5,7 @@
 # foreground and when it would fork into the background, with libvdisk's
 # message naming the file; it never serves, and the image is untouched.
 . "$srcdir/functions.sh"
-requires_plain_nbdkit_module
+uses_nbdkit_module
 requires nbdkit
 requires qemu-img
 requires qemu-io

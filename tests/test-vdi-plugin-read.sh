@@ -6,7 +6,7 @@
 # extents a client sees (nbdinfo --map, qemu-img map over NBD) are the
 # image's own allocation map (vdimotion map), holes and data alike.
 . "$srcdir/functions.sh"
-requires_plain_nbdkit_module
+uses_nbdkit_module
 . "$srcdir/copy-sources.sh"
 requires nbdkit
 requires nbdcopy

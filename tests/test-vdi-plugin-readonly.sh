@@ -5,7 +5,7 @@
 # with strict mode off) gets them refused, reads still work, and not a
 # byte of the image or its parents changes.
 . "$srcdir/functions.sh"
-requires_plain_nbdkit_module
+uses_nbdkit_module
 . "$srcdir/copy-sources.sh"   # start_nbdkit
 requires nbdkit
 requires nbdcopy

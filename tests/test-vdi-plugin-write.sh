@@ -9,7 +9,7 @@
 # libvhdi), qemu-img check finds the qcow2 clean, the parents are
 # untouched and the ranges fio did not write still hold the old data.
 . "$srcdir/functions.sh"
-requires_plain_nbdkit_module
+uses_nbdkit_module
 . "$srcdir/copy-sources.sh"   # start_nbdkit
 requires nbdkit
 requires nbdcopy

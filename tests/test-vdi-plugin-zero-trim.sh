@@ -6,7 +6,7 @@
 # succeeds and touches nothing else; FUA writes and flush land.  Each
 # image ends up reading the same as a raw file given the same commands.
 . "$srcdir/functions.sh"
-requires_plain_nbdkit_module
+uses_nbdkit_module
 . "$srcdir/copy-sources.sh"   # start_nbdkit
 requires nbdkit
 requires nbdcopy
