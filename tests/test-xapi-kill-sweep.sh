@@ -16,6 +16,9 @@
 . "$srcdir/xapi-functions.sh"
 requires qemu-img
 requires flock
+requires nbdkit
+# A live move's VM serves its disk through the plugin and the filter.
+requires_vm_disks
 
 seed=${VDM_SWEEP_SEED:-$(( $$ ^ $(date +%s) ))}
 seed=$(( seed % 32768 ))
