@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "client-internal.h"
+#include "xmlrpc-decode.h"
+#include "xmlrpc-utf8.h"
 
 struct client_options client_opts = { .progress = PROGRESS_AUTO };
 
@@ -114,8 +116,7 @@ post_call (struct client *c, const char *method, xmlrpc_value *params,
   g_autoptr (GError) cause = NULL;
   g_autofree char *uri = client_uri (c, "/");
   xmlrpc_value *result = NULL;
-  int fault_code = 0;
-  const char *fault_string = NULL;
+  g_autofree char *why = NULL;
   struct xv *v = NULL;
 
   xmlrpc_env_init (&env);
@@ -156,19 +157,12 @@ post_call (struct client *c, const char *method, xmlrpc_value *params,
     return NULL;
   }
 
-  xmlrpc_parse_response2 (&env, g_bytes_get_data (reply, NULL),
-                          g_bytes_get_size (reply), &result, &fault_code,
-                          &fault_string);
-  if (env.fault_occurred)
-    g_set_error (err, CLIENT_ERROR, CLIENT_ERROR_PROTOCOL,
-                 "%s: %s: bad XML-RPC reply: %s", c->url, method,
-                 env.fault_string);
-  else if (fault_string) {
-    g_set_error (err, CLIENT_ERROR, CLIENT_ERROR_PROTOCOL,
-                 "%s: %s: XML-RPC fault %d: %s", c->url, method, fault_code,
-                 fault_string);
-    free ((void *)fault_string);
-  }
+  /* Our own decoder: what a server sends cannot crash us. */
+  result = xapi_response_value (g_bytes_get_data (reply, NULL),
+                                g_bytes_get_size (reply), &why);
+  if (result == NULL)
+    g_set_error (err, CLIENT_ERROR, CLIENT_ERROR_PROTOCOL, "%s: %s: %s",
+                 c->url, method, why);
   else {
     v = xv_from_xmlrpc (&env, result);
     xmlrpc_DECREF (result);
@@ -299,6 +293,11 @@ client_connect (const struct client_options *opts, GError **err)
   struct client *c;
   struct xv *ref;
 
+  /* Names may hold any character (xmlrpc-utf8.h); this call also links
+   * the check that makes it so. */
+  if (!xmlrpc_full_unicode ())
+    fprintf (stderr, "vdimotion: warning: xmlrpc-c refuses characters "
+                     "outside the Basic Multilingual Plane here\n");
   if (server == NULL || *server == '\0') {
     g_set_error_literal (err, CLIENT_ERROR, CLIENT_ERROR_LOCAL,
                          "no server: give --server URL or set "

@@ -19,7 +19,7 @@ enum kind
   K_CALL,   /* <methodCall> */
   K_NAME,   /* <methodName> */
   K_PARAMS, /* <params> */
-  K_PARAM,  /* <param> */
+  K_PARAM,  /* <param>, or a response's <fault> */
   K_VALUE,  /* <value> */
   K_SCALAR, /* <int>, <string>, ... inside a <value> */
   K_NIL,    /* <nil/> */
@@ -87,7 +87,8 @@ struct ctx
   GString *text; /* the text of the innermost open element so far */
   int depth;     /* open <value>s */
   unsigned values;
-  bool done; /* </methodCall> seen */
+  bool done;     /* </methodCall> (</methodResponse>) seen */
+  bool response; /* decoding a <methodResponse> */
   xmlrpc_env env;
   struct xapi_decoded *out;
 };
@@ -447,14 +448,33 @@ on_start (GMarkupParseContext *pc, const char *name, const char **attr_names,
   struct frame *f = top (c);
 
   if (f == NULL) {
-    if (c->done || strcmp (name, "methodCall") != 0)
-      malformed (error, "<%s> where <methodCall> was expected", name);
+    const char *root = c->response ? "methodResponse" : "methodCall";
+    if (c->done || strcmp (name, root) != 0)
+      malformed (error, "<%s> where <%s> was expected", name, root);
     else
       push (c, K_CALL);
     return;
   }
   switch (f->kind) {
   case K_CALL:
+    if (c->response) {
+      /* One <params> with one <param>, or one <fault> with its value:
+       * either way one value, in out->params. */
+      if (f->seen_params)
+        malformed (error, "unexpected <%s> in <methodResponse>", name);
+      else if (strcmp (name, "params") == 0) {
+        f->seen_params = true;
+        push (c, K_PARAMS);
+      }
+      else if (strcmp (name, "fault") == 0) {
+        f->seen_params = true;
+        c->out->fault = true;
+        push (c, K_PARAM);
+      }
+      else
+        malformed (error, "unexpected <%s> in <methodResponse>", name);
+      return;
+    }
     if (strcmp (name, "methodName") == 0 && !f->seen_name && !f->seen_params) {
       f->seen_name = true;
       push (c, K_NAME);
@@ -611,7 +631,9 @@ on_end (GMarkupParseContext *pc, const char *name, gpointer user_data,
   g_array_set_size (c->stack, c->stack->len - 1);
   switch (f.kind) {
   case K_CALL:
-    if (!f.seen_name)
+    if (c->response && !f.seen_params)
+      malformed (error, "no <params> or <fault> in <methodResponse>");
+    else if (!c->response && !f.seen_name)
       malformed (error, "no <%s> in <methodCall>", "methodName");
     c->done = true;
     break;
@@ -739,10 +761,10 @@ normalize_newlines (const char *body, size_t len, size_t *outlen)
   return out;
 }
 
-enum xapi_decode_status
-xapi_decode_call (const char *body, size_t len, struct xapi_decoded *out)
+static enum xapi_decode_status
+decode (const char *body, size_t len, bool response, struct xapi_decoded *out)
 {
-  struct ctx c = { .out = out };
+  struct ctx c = { .out = out, .response = response };
   g_autofree char *copy = NULL;
   g_autoptr (GError) error = NULL;
   GMarkupParseContext *pc;
@@ -776,9 +798,17 @@ xapi_decode_call (const char *body, size_t len, struct xapi_decoded *out)
       g_markup_parse_context_end_parse (pc, &error);
     g_markup_parse_context_free (pc);
   }
-  if (error == NULL && (!c.done || out->method == NULL))
+  if (error == NULL && !c.done)
+    g_set_error (&error, decode_error_quark (), E_MALFORMED, "no <%s>",
+                 response ? "methodResponse" : "methodCall");
+  else if (error == NULL && !response && out->method == NULL)
     g_set_error (&error, decode_error_quark (), E_MALFORMED,
                  "no <methodCall>");
+  else if (error == NULL && response
+           && xmlrpc_array_size (&c.env, out->params) != 1)
+    g_set_error (&error, decode_error_quark (), E_MALFORMED,
+                 "a <methodResponse> holds one value, not %d",
+                 xmlrpc_array_size (&c.env, out->params));
 
   if (error && error->domain == decode_error_quark ()
       && error->code == E_BAD_VALUE)
@@ -807,6 +837,84 @@ xapi_decode_call (const char *body, size_t len, struct xapi_decoded *out)
   return status;
 }
 
+enum xapi_decode_status
+xapi_decode_call (const char *body, size_t len, struct xapi_decoded *out)
+{
+  return decode (body, len, false, out);
+}
+
+enum xapi_decode_status
+xapi_decode_response (const char *body, size_t len, struct xapi_decoded *out)
+{
+  return decode (body, len, true, out);
+}
+
+/* A fault's struct: faultCode (an int) and faultString, as text. */
+static char *
+fault_text (xmlrpc_value *f)
+{
+  xmlrpc_env env;
+  xmlrpc_value *code = NULL, *str = NULL;
+  xmlrpc_int32 n = 0;
+  const char *s = NULL;
+  char *text;
+
+  xmlrpc_env_init (&env);
+  if (xmlrpc_value_type (f) == XMLRPC_TYPE_STRUCT) {
+    xmlrpc_struct_find_value (&env, f, "faultCode", &code);
+    if (!env.fault_occurred)
+      xmlrpc_struct_find_value (&env, f, "faultString", &str);
+  }
+  if (code && xmlrpc_value_type (code) == XMLRPC_TYPE_INT)
+    xmlrpc_read_int (&env, code, &n);
+  if (str && xmlrpc_value_type (str) == XMLRPC_TYPE_STRING)
+    xmlrpc_read_string (&env, str, &s);
+  text = g_strdup_printf ("XML-RPC fault %d: %s", (int)n,
+                          s ? s : "(no faultString)");
+  free ((void *)s);
+  if (code)
+    xmlrpc_DECREF (code);
+  if (str)
+    xmlrpc_DECREF (str);
+  xmlrpc_env_clean (&env);
+  return text;
+}
+
+xmlrpc_value *
+xapi_response_value (const char *body, size_t len, char **why)
+{
+  struct xapi_decoded d;
+  xmlrpc_value *v = NULL;
+  xmlrpc_env env;
+
+  *why = NULL;
+  switch (xapi_decode_response (body, len, &d)) {
+  case XAPI_DECODE_OK:
+    xmlrpc_env_init (&env);
+    xmlrpc_array_read_item (&env, d.params, 0, &v);
+    if (env.fault_occurred) {
+      v = NULL;
+      *why = g_strdup_printf ("bad XML-RPC reply: %s", env.fault_string);
+    }
+    else if (d.fault) {
+      *why = fault_text (v);
+      xmlrpc_DECREF (v);
+      v = NULL;
+    }
+    xmlrpc_env_clean (&env);
+    break;
+  case XAPI_DECODE_MALFORMED:
+    *why = g_strdup_printf ("bad XML-RPC reply: %s", d.message);
+    break;
+  case XAPI_DECODE_BAD_VALUE:
+    *why = g_strdup_printf ("bad XML-RPC reply: expected %s, received %s",
+                            d.expected, d.received);
+    break;
+  }
+  xapi_decoded_clear (&d);
+  return v;
+}
+
 void
 xapi_decoded_clear (struct xapi_decoded *d)
 {
@@ -815,4 +923,5 @@ xapi_decoded_clear (struct xapi_decoded *d)
   g_clear_pointer (&d->message, g_free);
   g_clear_pointer (&d->expected, g_free);
   g_clear_pointer (&d->received, g_free);
+  d->fault = false;
 }

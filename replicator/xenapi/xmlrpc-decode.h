@@ -1,6 +1,8 @@
-/* Our own decoder of XML-RPC calls (xmlrpc-c's parser is not used on
- * requests): GLib's GMarkup reads the XML, and the call's values come
- * out as xmlrpc_value trees for the dispatcher.
+/* Our own decoder of XML-RPC calls and responses (xmlrpc-c's parser is
+ * used on neither): GLib's GMarkup reads the XML, and the values come out
+ * as xmlrpc_value trees, for the daemon's dispatcher and for the XenAPI
+ * clients (vdimotion, and a migration's source talking to its
+ * destination), so that a hostile peer cannot crash either.
  *
  * What it accepts: one <methodCall> with a <methodName> and optionally
  * <params>, each <param> holding one <value> of XML-RPC's types: i4, int,
@@ -56,9 +58,12 @@ enum xapi_decode_status
 
 struct xapi_decoded
 {
-  /* XAPI_DECODE_OK: the call. */
-  char *method;         /* g_free */
-  xmlrpc_value *params; /* an array; xmlrpc_DECREF */
+  /* XAPI_DECODE_OK: the call, or the response. */
+  char *method;         /* g_free; NULL for a response */
+  xmlrpc_value *params; /* an array; xmlrpc_DECREF.  A response's holds
+                           its one value */
+  bool fault;           /* a response that is a <fault> (its value is the
+                           fault struct: faultCode, faultString) */
   /* XAPI_DECODE_MALFORMED: why (one line, ASCII or valid UTF-8).
    * XAPI_DECODE_BAD_VALUE: what was expected and what came, the two
    * parameters of XMLRPC_UNMARSHAL_FAILURE (valid UTF-8, short). */
@@ -83,6 +88,17 @@ bool xapi_xml_utf8_ok (const char *s, size_t len);
  * is filled in either way; release it with xapi_decoded_clear. */
 enum xapi_decode_status xapi_decode_call (const char *body, size_t len,
                                           struct xapi_decoded *out);
+/* Decode the response in BODY: one <methodResponse> holding <params>
+ * with one <param>, or a <fault>; the same limits and errors as a call
+ * (a response with other than one value is XAPI_DECODE_MALFORMED). */
+enum xapi_decode_status xapi_decode_response (const char *body, size_t len,
+                                              struct xapi_decoded *out);
 void xapi_decoded_clear (struct xapi_decoded *d);
+
+/* For a client: the one value of the response in BODY (a new reference),
+ * or NULL and *WHY (g_free) saying what was wrong: "bad XML-RPC reply:
+ * ..." for a reply that does not decode, "XML-RPC fault CODE: STRING"
+ * for a fault. */
+xmlrpc_value *xapi_response_value (const char *body, size_t len, char **why);
 
 #endif /* XMLRPC_DECODE_H */
