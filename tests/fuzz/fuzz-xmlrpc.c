@@ -8,10 +8,9 @@
  * is 200 text/xml or 400 text/plain; a 200 answer is a methodResponse in
  * valid UTF-8 holding only characters XML allows.
  *
- * Build (clang): compile xapi-shim/rpc.c, xapi-shim/xmlrpc-decode.c,
- * common/xmlrpc-utf8.c and this file with -fsanitize=fuzzer,address,
- * undefined, include paths -Ixapi-shim -Icommon plus `pkg-config --cflags
- * glib-2.0`, and link with
+ * Built by tests/fuzz/Makefile (make fuzz): xapi-shim/rpc.c,
+ * replicator/xenapi/xmlrpc-decode.c and xmlrpc-utf8.c with this file,
+ * -fsanitize=fuzzer,address,undefined, GLib's flags, and linked with
  * `pkg-config --libs glib-2.0` and `xmlrpc-c-config --libs` (libxmlrpc,
  * libxmlrpc_util; xmlrpc-c's parser is not used).  Seeds:
  * tests/fuzz/corpus/xmlrpc/.  Use -max_len=65536 or more so that deep
@@ -26,6 +25,7 @@
 #include <xmlrpc-c/base.h>
 
 #include "rpc.h"
+#include "xmlrpc-decode.h"
 
 static xmlrpc_value *
 echo (void *opaque, xmlrpc_env *env, const char *method, xmlrpc_value *params)
@@ -88,5 +88,20 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   else if (status != 400 || strcmp (ctype, "text/plain") != 0)
     abort ();
   g_bytes_unref (out);
+
+  /* The same bytes as a reply to one of our clients: a value, or why
+   * not; never both, never neither. */
+  {
+    char *why = NULL;
+    xmlrpc_value *v = xapi_response_value ((const char *)data, size, &why);
+
+    if ((v == NULL) == (why == NULL))
+      abort ();
+    if (why && !g_utf8_validate (why, -1, NULL))
+      abort ();
+    if (v)
+      xmlrpc_DECREF (v);
+    g_free (why);
+  }
   return 0;
 }

@@ -474,11 +474,62 @@ test_utf8_check (void)
   }
 }
 
+/* Responses, as our clients read them: one value, a fault, and the same
+ * refusals as a call (xmlrpc-c's parser crashed on <i8>A</i8>). */
+static void
+test_responses (void)
+{
+  static const char ok[]
+      = "<?xml version='1.0'?><methodResponse><params><param><value><struct>"
+        "<member><name>Status</name><value>Success</value></member>"
+        "<member><name>Value</name><value><string>\xf0\x9f\x98\x80"
+        "</string></value></member></struct></value></param></params>"
+        "</methodResponse>";
+  static const char fault[]
+      = "<methodResponse><fault><value><struct><member><name>faultCode"
+        "</name><value><int>-501</int></value></member><member><name>"
+        "faultString</name><value>no such method</value></member></struct>"
+        "</value></fault></methodResponse>";
+  const char *bad[] = {
+    "<methodResponse><params><param><value><i8>A</i8></value></param>"
+    "</params></methodResponse>",
+    "<methodResponse><params></params></methodResponse>",
+    "<methodResponse><params><param><value>1</value></param><param><value>"
+    "2</value></param></params></methodResponse>",
+    "<methodResponse></methodResponse>",
+    "<methodCall><methodName>x</methodName></methodCall>",
+    "<!DOCTYPE x [<!ENTITY a \"aaaa\">]><methodResponse/>",
+    "",
+  };
+  char *why = NULL;
+  xmlrpc_value *v = xapi_response_value (ok, strlen (ok), &why);
+  xmlrpc_env env;
+
+  xmlrpc_env_init (&env);
+  CU_ASSERT_FATAL (v != NULL && why == NULL);
+  CU_ASSERT_EQUAL (xmlrpc_value_type (v), XMLRPC_TYPE_STRUCT);
+  xmlrpc_DECREF (v);
+
+  v = xapi_response_value (fault, strlen (fault), &why);
+  CU_ASSERT (v == NULL);
+  CU_ASSERT_STRING_EQUAL (why, "XML-RPC fault -501: no such method");
+  g_free (why);
+
+  for (size_t i = 0; i < G_N_ELEMENTS (bad); i++) {
+    v = xapi_response_value (bad[i], strlen (bad[i]), &why);
+    CU_ASSERT (v == NULL);
+    CU_ASSERT (why != NULL && g_str_has_prefix (why, "bad XML-RPC reply: "));
+    g_free (why);
+  }
+  xmlrpc_env_clean (&env);
+}
+
 int
 main (void)
 {
   static const struct unit_test tests[] = {
     { "types", test_types },
+    { "responses", test_responses },
     { "bad values", test_bad_values },
     { "malformed", test_malformed },
     { "entity bomb", test_entity_bomb },
