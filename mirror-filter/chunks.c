@@ -50,35 +50,37 @@ chunks_is_busy (const struct chunks *c, uint64_t i)
   return bitmap_get (c->busy, i);
 }
 
-uint64_t
-chunks_mark_dirty (struct chunks *c, uint64_t c0, uint64_t c1)
+/* Set chunks C0..C1 dirty or clean; how many changed. */
+static uint64_t
+mark (struct chunks *c, uint64_t c0, uint64_t c1, bool dirty)
 {
   uint64_t changed = 0;
   ASSERT_LOCKED (c);
   assert (c0 <= c1 && c1 < c->n);
   for (uint64_t i = c0; i <= c1; i++)
-    if (!bitmap_get (c->dirty, i)) {
-      bitmap_set (c->dirty, i);
+    if (bitmap_get (c->dirty, i) != dirty) {
+      (dirty ? bitmap_set : bitmap_clear) (c->dirty, i);
       changed++;
     }
-  c->dirty_count += changed;
+  if (dirty)
+    c->dirty_count += changed;
+  else {
+    assert (c->dirty_count >= changed);
+    c->dirty_count -= changed;
+  }
   return changed;
+}
+
+uint64_t
+chunks_mark_dirty (struct chunks *c, uint64_t c0, uint64_t c1)
+{
+  return mark (c, c0, c1, true);
 }
 
 uint64_t
 chunks_mark_clean (struct chunks *c, uint64_t c0, uint64_t c1)
 {
-  uint64_t changed = 0;
-  ASSERT_LOCKED (c);
-  assert (c0 <= c1 && c1 < c->n);
-  for (uint64_t i = c0; i <= c1; i++)
-    if (bitmap_get (c->dirty, i)) {
-      bitmap_clear (c->dirty, i);
-      changed++;
-    }
-  assert (c->dirty_count >= changed);
-  c->dirty_count -= changed;
-  return changed;
+  return mark (c, c0, c1, false);
 }
 
 void
