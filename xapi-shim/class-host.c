@@ -8,7 +8,7 @@
 static bool
 host_list (struct xapi_call *c, GPtrArray *refs)
 {
-  g_ptr_array_add (refs, g_strconcat (XAPI_REF_PREFIX, c->d->host_uuid, NULL));
+  g_ptr_array_add (refs, g_strconcat (XAPI_REF_PREFIX, c->d->host->uuid, NULL));
   return true;
 }
 
@@ -18,13 +18,13 @@ host_record (struct xapi_call *c, const char *ref)
   const char *uuid = xapi_ref_uuid (ref);
   xmlrpc_value *r, *sv, *a;
 
-  if (uuid == NULL || strcmp (uuid, c->d->host_uuid) != 0) {
+  if (uuid == NULL || strcmp (uuid, c->d->host->uuid) != 0) {
     xapi_fail (c, "HANDLE_INVALID", "host", ref, NULL);
     return NULL;
   }
   r = xmlrpc_struct_new (c->env);
-  xapi_set (c, r, "uuid", xapi_string (c, c->d->host_uuid));
-  xapi_set (c, r, "name_label", xapi_string (c, c->d->host_name_label));
+  xapi_set (c, r, "uuid", xapi_string (c, c->d->host->uuid));
+  xapi_set (c, r, "name_label", xapi_string (c, c->d->host->name_label));
   xapi_set (c, r, "name_description", xapi_string (c, "vdimotiond"));
   xapi_set (c, r, "hostname", xapi_string (c, g_get_host_name ()));
   xapi_set (c, r, "address", xapi_string (c, ""));
@@ -40,10 +40,10 @@ host_record (struct xapi_call *c, const char *ref)
   xapi_set (c, r, "tags", xapi_empty_array (c));
   a = xmlrpc_array_new (c->env);
   {
-    g_autoptr (GPtrArray) vms = state_list (c->d->state, "vms", NULL, NULL);
+    g_autoptr (GPtrArray) vms = state_list (c->d->host->state, "vms", NULL, NULL);
 
     for (guint i = 0; i < vms->len; i++) {
-      g_autoptr (state_vm) vm = state_vm_get (c->d->state, vms->pdata[i]);
+      g_autoptr (state_vm) vm = state_vm_get (c->d->host->state, vms->pdata[i]);
 
       if (vm && strcmp (vm->power_state, "Running") == 0)
         xapi_append (c, a, xapi_ref (c, vm->uuid));
@@ -55,8 +55,8 @@ host_record (struct xapi_call *c, const char *ref)
   xapi_set (c, r, "PBDs", xapi_empty_array (c));
   /* SRs reachable from this host: all of ours (there are no PBDs yet). */
   a = xmlrpc_array_new (c->env);
-  for (guint i = 0; i < c->d->srs->len; i++) {
-    struct xapi_sr *s = c->d->srs->pdata[i];
+  for (guint i = 0; i < c->d->host->srs->len; i++) {
+    struct host_sr *s = c->d->host->srs->pdata[i];
     xapi_append (c, a, xapi_ref (c, sr_get_uuid (s->sr)));
   }
   xapi_set (c, r, "local_SRs", a);

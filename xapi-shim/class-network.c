@@ -11,7 +11,7 @@ static bool
 network_list (struct xapi_call *c, GPtrArray *refs)
 {
   g_ptr_array_add (refs,
-                   g_strconcat (XAPI_REF_PREFIX, c->d->network_uuid, NULL));
+                   g_strconcat (XAPI_REF_PREFIX, c->d->host->network_uuid, NULL));
   return true;
 }
 
@@ -21,7 +21,7 @@ network_record (struct xapi_call *c, const char *ref)
   const char *uuid = xapi_ref_uuid (ref);
   xmlrpc_value *r;
 
-  if (uuid == NULL || g_strcmp0 (uuid, c->d->network_uuid) != 0) {
+  if (uuid == NULL || g_strcmp0 (uuid, c->d->host->network_uuid) != 0) {
     xapi_fail (c, "HANDLE_INVALID", "network", ref ? ref : "", NULL);
     return NULL;
   }

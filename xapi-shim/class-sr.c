@@ -5,21 +5,10 @@
 
 #include "xapi.h"
 
-struct xapi_sr *
-xapi_find_sr (struct xapi_daemon *d, const char *uuid)
-{
-  for (guint i = 0; uuid && i < d->srs->len; i++) {
-    struct xapi_sr *s = d->srs->pdata[i];
-    if (strcmp (sr_get_uuid (s->sr), uuid) == 0)
-      return s;
-  }
-  return NULL;
-}
-
-struct xapi_sr *
+struct host_sr *
 xapi_sr_by_ref (struct xapi_call *c, const char *ref)
 {
-  struct xapi_sr *s = xapi_find_sr (c->d, xapi_ref_uuid (ref));
+  struct host_sr *s = host_find_sr (c->d->host, xapi_ref_uuid (ref));
 
   if (s == NULL)
     xapi_fail (c, "HANDLE_INVALID", "SR", ref ? ref : "", NULL);
@@ -29,8 +18,8 @@ xapi_sr_by_ref (struct xapi_call *c, const char *ref)
 static bool
 sr_list (struct xapi_call *c, GPtrArray *refs)
 {
-  for (guint i = 0; i < c->d->srs->len; i++) {
-    struct xapi_sr *s = c->d->srs->pdata[i];
+  for (guint i = 0; i < c->d->host->srs->len; i++) {
+    struct host_sr *s = c->d->host->srs->pdata[i];
     g_ptr_array_add (refs,
                      g_strconcat (XAPI_REF_PREFIX, sr_get_uuid (s->sr), NULL));
   }
@@ -40,7 +29,7 @@ sr_list (struct xapi_call *c, GPtrArray *refs)
 static xmlrpc_value *
 sr_record (struct xapi_call *c, const char *ref)
 {
-  struct xapi_sr *s = xapi_sr_by_ref (c, ref);
+  struct host_sr *s = xapi_sr_by_ref (c, ref);
   struct sr_stat st;
   struct sr_vdi_list list = { 0 };
   xmlrpc_value *r, *vdis, *sm;
@@ -92,7 +81,7 @@ static xmlrpc_value *
 sr_scan_method (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 {
   g_autofree char *ref = xapi_read_string (c, args[1], "sr");
-  struct xapi_sr *s = ref ? xapi_sr_by_ref (c, ref) : NULL;
+  struct host_sr *s = ref ? xapi_sr_by_ref (c, ref) : NULL;
 
   if (s == NULL)
     return NULL;

@@ -15,7 +15,7 @@
 static bool
 task_list (struct xapi_call *c, GPtrArray *refs)
 {
-  g_autoptr (GPtrArray) uuids = state_list (c->d->state, "tasks", NULL, NULL);
+  g_autoptr (GPtrArray) uuids = state_list (c->d->host->state, "tasks", NULL, NULL);
 
   for (guint i = 0; i < uuids->len; i++)
     g_ptr_array_add (
@@ -27,7 +27,7 @@ static struct state_task *
 task_by_ref (struct xapi_call *c, const char *ref)
 {
   const char *uuid = xapi_ref_uuid (ref);
-  struct state_task *t = uuid ? state_task_get (c->d->state, uuid) : NULL;
+  struct state_task *t = uuid ? state_task_get (c->d->host->state, uuid) : NULL;
 
   if (t == NULL)
     xapi_fail (c, "HANDLE_INVALID", "task", ref ? ref : "", NULL);
@@ -49,7 +49,7 @@ task_record (struct xapi_call *c, const char *ref)
   /* A job's progress is in memory while it runs; once over, the record's
    * (1.0 after a success) is the one. */
   if (pending || strcmp (t->status, "cancelling") == 0)
-    jobs_get_progress (c->d->jobs, t->uuid, &progress);
+    jobs_get_progress (c->d->host->jobs, t->uuid, &progress);
   r = xmlrpc_struct_new (c->env);
   xapi_set (c, r, "uuid", xapi_string (c, t->uuid));
   xapi_set (c, r, "name_label", xapi_string (c, t->name_label));
@@ -62,10 +62,18 @@ task_record (struct xapi_call *c, const char *ref)
   xapi_set (c, r, "created", xmlrpc_datetime_new_sec (c->env, t->created));
   xapi_set (c, r, "finished", xmlrpc_datetime_new_sec (c->env, t->finished));
   xapi_set (c, r, "status", xapi_string (c, t->status));
-  xapi_set (c, r, "resident_on", xapi_ref (c, c->d->host_uuid));
+  xapi_set (c, r, "resident_on", xapi_ref (c, c->d->host->uuid));
   xapi_set (c, r, "progress", xmlrpc_double_new (c->env, progress));
   xapi_set (c, r, "type", xapi_string (c, ""));
-  xapi_set (c, r, "result", xapi_string (c, t->result));
+  if (t->result_uuid) {
+    /* A job's result: the ref of what it made, as xapi writes it. */
+    g_autofree char *text = g_strdup_printf (
+        "<value>" XAPI_REF_PREFIX "%s</value>", t->result_uuid);
+
+    xapi_set (c, r, "result", xapi_string (c, text));
+  }
+  else
+    xapi_set (c, r, "result", xapi_string (c, t->result));
   ei = xmlrpc_array_new (c->env);
   for (size_t i = 0; t->error_info && t->error_info[i]; i++)
     xapi_append (c, ei, xapi_string (c, t->error_info[i]));
@@ -93,7 +101,7 @@ xapi_task_done (struct xapi_daemon *d, const char *name_label,
     .finished = now,
   };
 
-  if (state_task_add (d->state, &t) == -1) {
+  if (state_task_add (d->host->state, &t) == -1) {
     g_free (t.uuid);
     return NULL;
   }
@@ -139,7 +147,7 @@ task_cancel (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 
   if (t == NULL)
     return NULL;
-  if (!jobs_cancel (c->d->jobs, t->uuid)) {
+  if (!jobs_cancel (c->d->host->jobs, t->uuid)) {
     /* Over already, or a task that was never cancellable. */
     if (strcmp (t->status, "pending") != 0)
       return xapi_void (c);
@@ -164,7 +172,7 @@ task_destroy (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
     xapi_fail (c, "OTHER_OPERATION_IN_PROGRESS", "task", ref, t->status, NULL);
     return NULL;
   }
-  state_task_remove (c->d->state, t->uuid);
+  state_task_remove (c->d->host->state, t->uuid);
   return xapi_void (c);
 }
 
@@ -180,3 +188,59 @@ const struct xapi_class xapi_class_task = {
   .list = task_list,
   .get_record = task_record,
 };
+
+char *
+xapi_job_submit (struct xapi_call *c, struct state_job *j,
+                 const char *name_label)
+{
+  g_autoptr (GError) error = NULL;
+  char *task = jobs_submit (c->d->host->jobs, j, name_label, &error);
+
+  if (task == NULL)
+    xapi_fail (c, "INTERNAL_ERROR", error->message, NULL);
+  return task;
+}
+
+static gboolean
+wake (gpointer p)
+{
+  return G_SOURCE_CONTINUE;
+}
+
+xmlrpc_value *
+xapi_job_reply (struct xapi_call *c, const char *task)
+{
+  g_autoptr (state_task) t = NULL;
+  guint tick;
+
+  if (c->async) {
+    c->async_task = true;
+    return xapi_ref (c, task);
+  }
+  /* Synchronous: keep serving other clients while this one waits. */
+  tick = g_timeout_add (50, wake, NULL);
+  for (;;) {
+    g_main_context_iteration (NULL, TRUE);
+    state_task_free (t);
+    t = state_task_get (c->d->host->state, task);
+    if (t == NULL
+        || (strcmp (t->status, "pending") != 0
+            && strcmp (t->status, "cancelling") != 0))
+      break;
+  }
+  g_source_remove (tick);
+  if (t == NULL) {
+    xapi_fail (c, "HANDLE_INVALID", "task", task, NULL);
+    return NULL;
+  }
+  if (strcmp (t->status, "success") == 0)
+    return t->result_uuid ? xapi_ref (c, t->result_uuid) : xapi_void (c);
+  if (t->error_info && t->error_info[0]) {
+    c->error = g_ptr_array_new_with_free_func (g_free);
+    for (size_t i = 0; t->error_info[i]; i++)
+      g_ptr_array_add (c->error, g_strdup (t->error_info[i]));
+  }
+  else
+    xapi_fail (c, "INTERNAL_ERROR", t->status, NULL);
+  return NULL;
+}

@@ -12,7 +12,7 @@
 static bool
 vbd_list (struct xapi_call *c, GPtrArray *refs)
 {
-  g_autoptr (GPtrArray) uuids = state_list (c->d->state, "vbds", NULL, NULL);
+  g_autoptr (GPtrArray) uuids = state_list (c->d->host->state, "vbds", NULL, NULL);
 
   for (guint i = 0; i < uuids->len; i++)
     g_ptr_array_add (
@@ -24,25 +24,11 @@ static struct state_vbd *
 vbd_by_ref (struct xapi_call *c, const char *ref)
 {
   const char *uuid = xapi_ref_uuid (ref);
-  struct state_vbd *b = uuid ? state_vbd_get (c->d->state, uuid) : NULL;
+  struct state_vbd *b = uuid ? state_vbd_get (c->d->host->state, uuid) : NULL;
 
   if (b == NULL)
     xapi_fail (c, "HANDLE_INVALID", "VBD", ref ? ref : "", NULL);
   return b;
-}
-
-bool
-xapi_vdi_attached (struct xapi_daemon *d, const char *vdi_uuid)
-{
-  g_autoptr (GPtrArray) uuids = state_list (d->state, "vbds", "vdi", vdi_uuid);
-
-  for (guint i = 0; i < uuids->len; i++) {
-    g_autoptr (state_vbd) b = state_vbd_get (d->state, uuids->pdata[i]);
-
-    if (b && b->pid > 0)
-      return true;
-  }
-  return false;
 }
 
 static xmlrpc_value *
@@ -87,7 +73,7 @@ static struct state_vm *
 halted_vm (struct xapi_call *c, const char *vm_ref)
 {
   const char *uuid = xapi_ref_uuid (vm_ref);
-  struct state_vm *vm = uuid ? state_vm_get (c->d->state, uuid) : NULL;
+  struct state_vm *vm = uuid ? state_vm_get (c->d->host->state, uuid) : NULL;
 
   if (vm == NULL) {
     xapi_fail (c, "HANDLE_INVALID", "VM", vm_ref ? vm_ref : "", NULL);
@@ -106,7 +92,7 @@ static bool
 device_used (struct xapi_call *c, GPtrArray *vbds, const char *dev)
 {
   for (guint i = 0; i < vbds->len; i++) {
-    g_autoptr (state_vbd) b = state_vbd_get (c->d->state, vbds->pdata[i]);
+    g_autoptr (state_vbd) b = state_vbd_get (c->d->host->state, vbds->pdata[i]);
 
     if (b && g_strcmp0 (b->userdevice, dev) == 0)
       return true;
@@ -118,7 +104,7 @@ device_used (struct xapi_call *c, GPtrArray *vbds, const char *dev)
 static char *
 pick_userdevice (struct xapi_call *c, const char *vm_uuid, const char *want)
 {
-  g_autoptr (GPtrArray) vbds = state_list (c->d->state, "vbds", "vm", vm_uuid);
+  g_autoptr (GPtrArray) vbds = state_list (c->d->host->state, "vbds", "vm", vm_uuid);
 
   if (want && strcmp (want, "autodetect") != 0) {
     if (!device_used (c, vbds, want))
@@ -180,7 +166,7 @@ vbd_create (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   b.vdi = v->uuid;
   b.userdevice = dev;
   b.mode = mode ? mode : "RW";
-  if (state_vbd_add (c->d->state, &b) == -1)
+  if (state_vbd_add (c->d->host->state, &b) == -1)
     xapi_fail (c, "INTERNAL_ERROR", "cannot record the VBD", NULL);
   else
     g_message ("VBD.create: %s: VM %s disk %s = VDI %s", uuid, vm->uuid, dev,
@@ -202,7 +188,7 @@ vbd_destroy (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   vm_ref = g_strconcat (XAPI_REF_PREFIX, b->vm, NULL);
   if ((vm = halted_vm (c, vm_ref)) == NULL)
     return NULL;
-  state_vbd_remove (c->d->state, b->uuid);
+  state_vbd_remove (c->d->host->state, b->uuid);
   return xapi_void (c);
 }
 

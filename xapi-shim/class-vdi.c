@@ -12,12 +12,12 @@
 #include "xapi.h"
 
 struct sr_vdi *
-xapi_vdi_by_ref (struct xapi_call *c, const char *ref, struct xapi_sr **srp)
+xapi_vdi_by_ref (struct xapi_call *c, const char *ref, struct host_sr **srp)
 {
   const char *uuid = xapi_ref_uuid (ref);
 
-  for (guint i = 0; uuid && i < c->d->srs->len; i++) {
-    struct xapi_sr *s = c->d->srs->pdata[i];
+  for (guint i = 0; uuid && i < c->d->host->srs->len; i++) {
+    struct host_sr *s = c->d->host->srs->pdata[i];
     struct sr_vdi *v = sr_vdi_get_by_uuid (s->sr, uuid);
 
     if (v && v->managed) {
@@ -38,64 +38,19 @@ xapi_vdi_by_ref (struct xapi_call *c, const char *ref, struct xapi_sr **srp)
   return NULL;
 }
 
-struct sr_vdi *
-xapi_find_vdi (struct xapi_daemon *d, const char *uuid, struct xapi_sr **srp)
-{
-  for (guint i = 0; uuid && i < d->srs->len; i++) {
-    struct xapi_sr *s = d->srs->pdata[i];
-    struct sr_vdi *v = sr_vdi_get_by_uuid (s->sr, uuid);
-
-    if (v) {
-      if (srp)
-        *srp = s;
-      return v;
-    }
-  }
-  return NULL;
-}
-
-char *
-xapi_vdi_path (struct xapi_sr *s, const struct sr_vdi *v)
-{
-  return g_build_filename (sr_get_path (s->sr), v->location, NULL);
-}
-
-bool
-xapi_vdi_try_claim (struct xapi_daemon *d, const char *uuid, const char *op)
-{
-  bool ok;
-
-  g_mutex_lock (&d->vdi_ops_lock);
-  ok = !g_hash_table_contains (d->vdi_ops, uuid);
-  if (ok)
-    g_hash_table_insert (d->vdi_ops, g_strdup (uuid), g_strdup (op));
-  g_mutex_unlock (&d->vdi_ops_lock);
-  return ok;
-}
-
 bool
 xapi_vdi_claim (struct xapi_call *c, const char *uuid, const char *op)
 {
   g_autofree char *busy = NULL;
   g_autofree char *ref = NULL;
 
-  if (xapi_vdi_try_claim (c->d, uuid, op))
+  if (host_vdi_claim (c->d->host, uuid, op))
     return true;
-  g_mutex_lock (&c->d->vdi_ops_lock);
-  busy = g_strdup (g_hash_table_lookup (c->d->vdi_ops, uuid));
-  g_mutex_unlock (&c->d->vdi_ops_lock);
+  busy = host_vdi_operation (c->d->host, uuid);
   ref = g_strconcat (XAPI_REF_PREFIX, uuid, NULL);
   xapi_fail (c, "OTHER_OPERATION_IN_PROGRESS", "VDI", ref, busy ? busy : "",
              NULL);
   return false;
-}
-
-void
-xapi_vdi_release (struct xapi_daemon *d, const char *uuid)
-{
-  g_mutex_lock (&d->vdi_ops_lock);
-  g_hash_table_remove (d->vdi_ops, uuid);
-  g_mutex_unlock (&d->vdi_ops_lock);
 }
 
 /* The VDI's current_operations: {task-or-"": op}, as xapi shows them. */
@@ -103,21 +58,18 @@ static xmlrpc_value *
 vdi_current_operations (struct xapi_call *c, const char *uuid)
 {
   xmlrpc_value *st = xmlrpc_struct_new (c->env);
-  const char *op;
+  g_autofree char *op = host_vdi_operation (c->d->host, uuid);
 
-  g_mutex_lock (&c->d->vdi_ops_lock);
-  op = g_hash_table_lookup (c->d->vdi_ops, uuid);
   if (op)
     xapi_set (c, st, "OpaqueRef:NULL", xapi_string (c, op));
-  g_mutex_unlock (&c->d->vdi_ops_lock);
   return st;
 }
 
 static bool
 vdi_list (struct xapi_call *c, GPtrArray *refs)
 {
-  for (guint i = 0; i < c->d->srs->len; i++) {
-    struct xapi_sr *s = c->d->srs->pdata[i];
+  for (guint i = 0; i < c->d->host->srs->len; i++) {
+    struct host_sr *s = c->d->host->srs->pdata[i];
     struct sr_vdi_list list = { 0 };
 
     if (sr_vdi_list (s->sr, &list) == -1) {
@@ -136,7 +88,7 @@ vdi_list (struct xapi_call *c, GPtrArray *refs)
 static xmlrpc_value *
 vdi_record (struct xapi_call *c, const char *ref)
 {
-  struct xapi_sr *s = NULL;
+  struct host_sr *s = NULL;
   struct sr_vdi *v = xapi_vdi_by_ref (c, ref, &s);
   g_autoptr (GPtrArray) vbds = NULL;
   xmlrpc_value *r, *oc, *sm, *a;
@@ -150,7 +102,7 @@ vdi_record (struct xapi_call *c, const char *ref)
   xapi_set (c, r, "allowed_operations", xapi_empty_array (c));
   xapi_set (c, r, "current_operations", vdi_current_operations (c, v->uuid));
   xapi_set (c, r, "SR", xapi_ref (c, sr_get_uuid (s->sr)));
-  vbds = state_list (c->d->state, "vbds", "vdi", v->uuid);
+  vbds = state_list (c->d->host->state, "vbds", "vdi", v->uuid);
   a = xmlrpc_array_new (c->env);
   for (guint i = 0; i < vbds->len; i++)
     xapi_append (c, a, xapi_ref (c, vbds->pdata[i]));
@@ -261,7 +213,7 @@ pick_format (struct xapi_call *c, xmlrpc_value *rec, enum vdisk_format *fmt)
 
 struct new_vdi
 {
-  struct xapi_sr *s;
+  struct host_sr *s;
   const char *uuid;
 };
 
@@ -278,7 +230,7 @@ set_one (struct xapi_call *c, const char *key, const char *value, void *opaque)
 
 /* Copy the record's other_config onto the new VDI. */
 static bool
-set_other_config (struct xapi_call *c, struct xapi_sr *s, const char *uuid,
+set_other_config (struct xapi_call *c, struct host_sr *s, const char *uuid,
                   xmlrpc_value *rec)
 {
   g_autoptr (xmlrpc_value) m = NULL;
@@ -301,7 +253,7 @@ vdi_create (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   g_autofree char *label = NULL;
   g_autofree char *desc = NULL;
   struct sr_vdi_create_params params = { 0 };
-  struct xapi_sr *s;
+  struct host_sr *s;
   struct sr_vdi *v;
   enum vdisk_format fmt;
   uint64_t size;
@@ -348,12 +300,12 @@ static xmlrpc_value *
 vdi_destroy (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 {
   g_autofree char *ref = xapi_read_string (c, args[1], "vdi");
-  struct xapi_sr *s = NULL;
+  struct host_sr *s = NULL;
   struct sr_vdi *v = ref ? xapi_vdi_by_ref (c, ref, &s) : NULL;
 
   if (v == NULL)
     return NULL;
-  if (xapi_vdi_attached (c->d, v->uuid)) {
+  if (host_vdi_attached (c->d->host, v->uuid)) {
     xapi_fail (c, "VDI_IN_USE", ref, "destroy", NULL);
     sr_vdi_free (v);
     return NULL;
@@ -364,11 +316,11 @@ vdi_destroy (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   }
   if (sr_vdi_destroy (s->sr, v->uuid) == -1) {
     xapi_fail_sr (c, "VDI", ref);
-    xapi_vdi_release (c->d, v->uuid);
+    host_vdi_release (c->d->host, v->uuid);
     sr_vdi_free (v);
     return NULL;
   }
-  xapi_vdi_release (c->d, v->uuid);
+  host_vdi_release (c->d->host, v->uuid);
   g_message ("VDI.destroy: %s in SR %s", v->uuid, s->name);
   sr_vdi_free (v);
   return xapi_void (c);
@@ -391,7 +343,7 @@ submit_move (struct xapi_call *c, xmlrpc_value *const *args, bool migrate)
   g_autofree char *task = NULL;
   g_autofree char *label = NULL;
   g_autoptr (GPtrArray) vbds = NULL;
-  struct xapi_sr *dst;
+  struct host_sr *dst;
   struct sr_vdi *v;
   struct state_job j = { 0 };
   enum vdisk_format fmt;
@@ -417,9 +369,9 @@ submit_move (struct xapi_call *c, xmlrpc_value *const *args, bool migrate)
   j.format = (char *)vdisk_format_name (fmt);
   j.phase = "queued";
   /* A VDI a running VM uses moves live; it cannot be copied offline. */
-  vbds = state_list (c->d->state, "vbds", "vdi", v->uuid);
+  vbds = state_list (c->d->host->state, "vbds", "vdi", v->uuid);
   for (guint i = 0; i < vbds->len && j.vbd == NULL; i++) {
-    g_autoptr (state_vbd) b = state_vbd_get (c->d->state, vbds->pdata[i]);
+    g_autoptr (state_vbd) b = state_vbd_get (c->d->host->state, vbds->pdata[i]);
 
     if (b && b->pid > 0)
       j.vbd = g_strdup (b->uuid);
@@ -432,14 +384,14 @@ submit_move (struct xapi_call *c, xmlrpc_value *const *args, bool migrate)
     goto out;
   label = g_strdup_printf ("%s %s", migrate ? "VDI.pool_migrate" : "VDI.copy",
                            v->uuid);
-  task = jobs_submit (c, &j, label);
+  task = xapi_job_submit (c, &j, label);
   if (task == NULL)
-    xapi_vdi_release (c->d, v->uuid);
+    host_vdi_release (c->d->host, v->uuid);
   g_free (j.task);
 out:
   g_free (j.vbd);
   sr_vdi_free (v);
-  return task ? jobs_reply (c, task) : NULL;
+  return task ? xapi_job_reply (c, task) : NULL;
 }
 
 static xmlrpc_value *

@@ -19,7 +19,7 @@
 static bool
 vm_list (struct xapi_call *c, GPtrArray *refs)
 {
-  g_autoptr (GPtrArray) uuids = state_list (c->d->state, "vms", NULL, NULL);
+  g_autoptr (GPtrArray) uuids = state_list (c->d->host->state, "vms", NULL, NULL);
 
   for (guint i = 0; i < uuids->len; i++)
     g_ptr_array_add (
@@ -31,46 +31,11 @@ struct state_vm *
 xapi_vm_by_ref (struct xapi_call *c, const char *ref)
 {
   const char *uuid = xapi_ref_uuid (ref);
-  struct state_vm *vm = uuid ? state_vm_get (c->d->state, uuid) : NULL;
+  struct state_vm *vm = uuid ? state_vm_get (c->d->host->state, uuid) : NULL;
 
   if (vm == NULL)
     xapi_fail (c, "HANDLE_INVALID", "VM", ref ? ref : "", NULL);
   return vm;
-}
-
-GHashTable *
-xapi_oc_parse (const char *text)
-{
-  GHashTable *oc
-      = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
-  g_autoptr (GVariant) v = NULL;
-  GVariantIter it;
-  const char *k, *val;
-
-  if (text && *text)
-    v = g_variant_parse (G_VARIANT_TYPE ("a{ss}"), text, NULL, NULL, NULL);
-  if (v == NULL)
-    return oc;
-  g_variant_iter_init (&it, v);
-  while (g_variant_iter_next (&it, "{&s&s}", &k, &val))
-    g_hash_table_replace (oc, g_strdup (k), g_strdup (val));
-  return oc;
-}
-
-char *
-xapi_oc_print (GHashTable *oc)
-{
-  GVariantBuilder b;
-  GHashTableIter it;
-  gpointer k, v;
-  g_autoptr (GVariant) var = NULL;
-
-  g_variant_builder_init (&b, G_VARIANT_TYPE ("a{ss}"));
-  g_hash_table_iter_init (&it, oc);
-  while (g_hash_table_iter_next (&it, &k, &v))
-    g_variant_builder_add (&b, "{ss}", (const char *)k, (const char *)v);
-  var = g_variant_ref_sink (g_variant_builder_end (&b));
-  return g_variant_print (var, FALSE);
 }
 
 static bool
@@ -89,7 +54,7 @@ xapi_oc_from_xmlrpc (struct xapi_call *c, xmlrpc_value *m, GHashTable *oc)
 static xmlrpc_value *
 oc_to_xmlrpc (struct xapi_call *c, const char *text)
 {
-  g_autoptr (GHashTable) oc = xapi_oc_parse (text);
+  g_autoptr (GHashTable) oc = host_oc_parse (text);
   xmlrpc_value *st = xmlrpc_struct_new (c->env);
   GHashTableIter it;
   gpointer k, v;
@@ -115,7 +80,7 @@ vm_record (struct xapi_call *c, const char *ref)
 
   if (vm == NULL)
     return NULL;
-  vbds = state_list (c->d->state, "vbds", "vm", vm->uuid);
+  vbds = state_list (c->d->host->state, "vbds", "vm", vm->uuid);
   r = xmlrpc_struct_new (c->env);
   xapi_set (c, r, "uuid", xapi_string (c, vm->uuid));
   xapi_set (c, r, "name_label", xapi_string (c, vm->name_label));
@@ -132,7 +97,7 @@ vm_record (struct xapi_call *c, const char *ref)
   xapi_set (c, r, "VBDs", a);
   xapi_set (c, r, "VIFs", xapi_empty_array (c));
   xapi_set (c, r, "resident_on",
-            is_running (vm) ? xapi_ref (c, c->d->host_uuid)
+            is_running (vm) ? xapi_ref (c, c->d->host->uuid)
                             : xapi_string (c, XAPI_NULL_REF));
   xapi_set (c, r, "is_a_template", xapi_bool (c, false));
   xapi_set (c, r, "is_a_snapshot", xapi_bool (c, false));
@@ -151,7 +116,7 @@ vm_create (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   g_autofree char *desc = NULL;
   g_autofree char *uuid = g_uuid_string_random ();
   g_autofree char *oc_text = NULL;
-  g_autoptr (GHashTable) oc = xapi_oc_parse (NULL);
+  g_autoptr (GHashTable) oc = host_oc_parse (NULL);
   g_autoptr (xmlrpc_value) ocv = NULL;
   struct state_vm vm = { 0 };
 
@@ -165,13 +130,13 @@ vm_create (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
     return NULL;
   if (xapi_failed (c))
     return NULL;
-  vm.other_config = oc_text = xapi_oc_print (oc);
+  vm.other_config = oc_text = host_oc_print (oc);
   vm.uuid = uuid;
   vm.name_label = label ? label : "";
   vm.name_description = desc ? desc : "";
   vm.power_state = "Halted";
   vm.created = g_get_real_time () / G_USEC_PER_SEC;
-  if (state_vm_add (c->d->state, &vm) == -1) {
+  if (state_vm_add (c->d->host->state, &vm) == -1) {
     xapi_fail (c, "INTERNAL_ERROR", "cannot record the VM", NULL);
     return NULL;
   }
@@ -202,10 +167,10 @@ vm_destroy (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
     return NULL;
   }
   /* As xapi: the VBDs go with the VM, the VDIs stay. */
-  vbds = state_list (c->d->state, "vbds", "vm", vm->uuid);
+  vbds = state_list (c->d->host->state, "vbds", "vm", vm->uuid);
   for (guint i = 0; i < vbds->len; i++)
-    state_vbd_remove (c->d->state, vbds->pdata[i]);
-  state_vm_remove (c->d->state, vm->uuid);
+    state_vbd_remove (c->d->host->state, vbds->pdata[i]);
+  state_vm_remove (c->d->host->state, vm->uuid);
   g_message ("VM.destroy: %s", vm->uuid);
   return xapi_void (c);
 }
@@ -214,26 +179,26 @@ vm_destroy (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 static void
 stop_vbd (struct xapi_daemon *d, struct state_vbd *b)
 {
-  xapi_stop_serving (b->pid, b->nbd_socket, b->control_socket,
-                     XAPI_STOP_GRACE);
+  nbdkit_stop (b->pid, b->nbd_socket, b->control_socket,
+                     NBDKIT_STOP_GRACE);
   if (b->target_pid)
-    xapi_stop_serving (b->target_pid, b->target_socket, NULL, XAPI_STOP_GRACE);
+    nbdkit_stop (b->target_pid, b->target_socket, NULL, NBDKIT_STOP_GRACE);
   g_clear_pointer (&b->nbd_socket, g_free);
   g_clear_pointer (&b->control_socket, g_free);
   g_clear_pointer (&b->target_socket, g_free);
   b->pid = b->target_pid = 0;
-  state_vbd_update (d->state, b);
+  state_vbd_update (d->host->state, b);
 }
 
 /* Serve one VBD's VDI; false after xapi_fail. */
 static bool
 start_vbd (struct xapi_call *c, struct state_vbd *b)
 {
-  struct xapi_sr *s = NULL;
-  struct sr_vdi *v = xapi_find_vdi (c->d, b->vdi, &s);
+  struct host_sr *s = NULL;
+  struct sr_vdi *v = host_find_vdi (c->d->host, b->vdi, &s);
   int r;
   g_autoptr (GError) error = NULL;
-  struct xapi_served sv = { 0 };
+  struct nbdkit_served sv = { 0 };
   bool ro = g_strcmp0 (b->mode, "RO") == 0;
 
   if (v == NULL) {
@@ -249,7 +214,7 @@ start_vbd (struct xapi_call *c, struct state_vbd *b)
     xapi_fail (c, "VDI_READ_ONLY", ref, NULL);
     return false;
   }
-  r = xapi_serve_image (c->d, b->uuid, s, v, true, ro, &sv, &error);
+  r = nbdkit_serve_image (c->d->host, b->uuid, s, v, true, ro, &sv, &error);
   sr_vdi_free (v);
   if (r == -1) {
     xapi_fail (c, "INTERNAL_ERROR", error->message, NULL);
@@ -260,7 +225,7 @@ start_vbd (struct xapi_call *c, struct state_vbd *b)
   b->nbd_socket = sv.socket;
   b->control_socket = sv.control;
   b->pid = sv.pid;
-  state_vbd_update (c->d->state, b);
+  state_vbd_update (c->d->host->state, b);
   return true;
 }
 
@@ -280,11 +245,11 @@ vm_start (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
     fail_power_state (c, vm, "Halted");
     return NULL;
   }
-  uuids = state_list (c->d->state, "vbds", "vm", vm->uuid);
+  uuids = state_list (c->d->host->state, "vbds", "vm", vm->uuid);
   started = g_ptr_array_new_with_free_func ((GDestroyNotify)state_vbd_free);
   claimed = g_ptr_array_new_with_free_func (g_free);
   for (guint i = 0; i < uuids->len; i++) {
-    struct state_vbd *b = state_vbd_get (c->d->state, uuids->pdata[i]);
+    struct state_vbd *b = state_vbd_get (c->d->host->state, uuids->pdata[i]);
 
     if (b == NULL)
       continue;
@@ -300,14 +265,14 @@ vm_start (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
     g_ptr_array_add (started, b);
   }
   for (guint i = 0; i < claimed->len; i++)
-    xapi_vdi_release (c->d, claimed->pdata[i]);
+    host_vdi_release (c->d->host, claimed->pdata[i]);
   if (xapi_failed (c)) {
     /* All or nothing: stop what started. */
     for (guint i = 0; i < started->len; i++)
       stop_vbd (c->d, started->pdata[i]);
     return NULL;
   }
-  state_vm_set_power_state (c->d->state, vm->uuid, "Running");
+  state_vm_set_power_state (c->d->host->state, vm->uuid, "Running");
   g_message ("VM.start: %s (%u disks)", vm->uuid, started->len);
   return xapi_void (c);
 }
@@ -327,11 +292,11 @@ vm_shutdown (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
     fail_power_state (c, vm, "Running");
     return NULL;
   }
-  uuids = state_list (c->d->state, "vbds", "vm", vm->uuid);
+  uuids = state_list (c->d->host->state, "vbds", "vm", vm->uuid);
   claimed = g_ptr_array_new_with_free_func (g_free);
   /* Not while one of its disks is moving: the move needs its nbdkit. */
   for (guint i = 0; i < uuids->len; i++) {
-    g_autoptr (state_vbd) b = state_vbd_get (c->d->state, uuids->pdata[i]);
+    g_autoptr (state_vbd) b = state_vbd_get (c->d->host->state, uuids->pdata[i]);
 
     if (b && !xapi_vdi_claim (c, b->vdi, "detach"))
       break;
@@ -340,36 +305,36 @@ vm_shutdown (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   }
   if (!xapi_failed (c)) {
     for (guint i = 0; i < uuids->len; i++) {
-      g_autoptr (state_vbd) b = state_vbd_get (c->d->state, uuids->pdata[i]);
+      g_autoptr (state_vbd) b = state_vbd_get (c->d->host->state, uuids->pdata[i]);
 
       if (b)
         stop_vbd (c->d, b);
     }
-    state_vm_set_power_state (c->d->state, vm->uuid, "Halted");
+    state_vm_set_power_state (c->d->host->state, vm->uuid, "Halted");
     g_message ("VM.shutdown: %s", vm->uuid);
   }
   for (guint i = 0; i < claimed->len; i++)
-    xapi_vdi_release (c->d, claimed->pdata[i]);
+    host_vdi_release (c->d->host, claimed->pdata[i]);
   return xapi_failed (c) ? NULL : xapi_void (c);
 }
 
 void
 xapi_vms_reconcile (struct xapi_daemon *d)
 {
-  g_autoptr (GPtrArray) vms = state_list (d->state, "vms", NULL, NULL);
+  g_autoptr (GPtrArray) vms = state_list (d->host->state, "vms", NULL, NULL);
 
   for (guint i = 0; i < vms->len; i++) {
-    g_autoptr (state_vm) vm = state_vm_get (d->state, vms->pdata[i]);
+    g_autoptr (state_vm) vm = state_vm_get (d->host->state, vms->pdata[i]);
     g_autoptr (GPtrArray) vbds = NULL;
     bool all_alive = true;
 
     if (vm == NULL || !is_running (vm))
       continue;
-    vbds = state_list (d->state, "vbds", "vm", vm->uuid);
+    vbds = state_list (d->host->state, "vbds", "vm", vm->uuid);
     for (guint j = 0; j < vbds->len; j++) {
-      g_autoptr (state_vbd) b = state_vbd_get (d->state, vbds->pdata[j]);
+      g_autoptr (state_vbd) b = state_vbd_get (d->host->state, vbds->pdata[j]);
 
-      if (b && !xapi_serving (b->pid, b->nbd_socket))
+      if (b && !nbdkit_serving (b->pid, b->nbd_socket))
         all_alive = false;
     }
     if (all_alive) {
@@ -379,12 +344,12 @@ xapi_vms_reconcile (struct xapi_daemon *d)
     }
     g_warning ("VM %s: a disk server is gone: the VM is halted", vm->uuid);
     for (guint j = 0; j < vbds->len; j++) {
-      g_autoptr (state_vbd) b = state_vbd_get (d->state, vbds->pdata[j]);
+      g_autoptr (state_vbd) b = state_vbd_get (d->host->state, vbds->pdata[j]);
 
       if (b)
         stop_vbd (d, b);
     }
-    state_vm_set_power_state (d->state, vm->uuid, "Halted");
+    state_vm_set_power_state (d->host->state, vm->uuid, "Halted");
   }
 }
 
@@ -403,7 +368,7 @@ vm_change_other_config (struct xapi_call *c, xmlrpc_value *const *args,
 
   if (vm == NULL)
     return NULL;
-  oc = xapi_oc_parse (vm->other_config);
+  oc = host_oc_parse (vm->other_config);
   if (strcmp (m, "set_other_config") == 0) {
     g_hash_table_remove_all (oc);
     if (!xapi_oc_from_xmlrpc (c, args[2], oc))
@@ -429,8 +394,8 @@ vm_change_other_config (struct xapi_call *c, xmlrpc_value *const *args,
     else
       g_hash_table_remove (oc, key);
   }
-  text = xapi_oc_print (oc);
-  state_vm_set_other_config (c->d->state, vm->uuid, text);
+  text = host_oc_print (oc);
+  state_vm_set_other_config (c->d->host->state, vm->uuid, text);
   return xapi_void (c);
 }
 

@@ -56,7 +56,7 @@ struct vdi_target
 {
   struct xapi_daemon *d;
   struct sr_vdi *vdi;
-  struct xapi_sr *sr;
+  struct host_sr *sr;
   enum vdi_http_format format;
   bool claimed;
 };
@@ -65,7 +65,7 @@ static void
 vdi_target_clear (struct vdi_target *t)
 {
   if (t->claimed)
-    xapi_vdi_release (t->d, t->vdi->uuid);
+    host_vdi_release (t->d->host, t->vdi->uuid);
   t->claimed = false;
   if (t->vdi)
     sr_vdi_free (t->vdi);

@@ -157,10 +157,10 @@ login_with_password (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
     char *oldest = g_queue_pop_head (&c->d->session_order);
 
     g_message ("session limit reached: %s ends", oldest);
-    state_session_remove (c->d->state, oldest);
+    state_session_remove (c->d->host->state, oldest);
     g_hash_table_remove (c->d->sessions, oldest);
   }
-  if (state_session_add (c->d->state, ref, user) == -1) {
+  if (state_session_add (c->d->host->state, ref, user) == -1) {
     g_free (ref);
     xapi_fail (c, "INTERNAL_ERROR", "cannot record the session", NULL);
     return NULL;
@@ -179,7 +179,7 @@ logout (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   if (s == NULL)
     return NULL;
   if (g_hash_table_lookup_extended (c->d->sessions, s, &key, NULL)) {
-    state_session_remove (c->d->state, s);
+    state_session_remove (c->d->host->state, s);
     g_queue_remove (&c->d->session_order, key);
     g_hash_table_remove (c->d->sessions, s);
   }
@@ -203,7 +203,7 @@ load_one (const char *ref, const char *user, void *opaque)
 void
 xapi_load_sessions (struct xapi_daemon *d)
 {
-  state_session_foreach (d->state, load_one, d);
+  state_session_foreach (d->host->state, load_one, d);
   if (g_hash_table_size (d->sessions))
     g_message ("%u sessions restored", g_hash_table_size (d->sessions));
 }
@@ -211,7 +211,7 @@ xapi_load_sessions (struct xapi_daemon *d)
 static xmlrpc_value *
 get_this_host (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 {
-  return xapi_ref (c, c->d->host_uuid);
+  return xapi_ref (c, c->d->host->uuid);
 }
 
 static const struct xapi_method methods[] = {

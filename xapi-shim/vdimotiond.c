@@ -287,7 +287,7 @@ open_srs (struct xapi_daemon *d, char **srs, gint64 deadline, GError **error)
 {
   for (char **s = srs; s && *s; s++) {
     const char *eq = strchr (*s, '=');
-    struct xapi_sr *x;
+    struct host_sr *x;
     struct sr *sr;
 
     if (eq == NULL || eq == *s || eq[1] == '\0') {
@@ -308,30 +308,19 @@ open_srs (struct xapi_daemon *d, char **srs, gint64 deadline, GError **error)
                    sr_get_error ());
       return -1;
     }
-    x = g_new0 (struct xapi_sr, 1);
+    x = g_new0 (struct host_sr, 1);
     x->name = g_strndup (*s, eq - *s);
     x->sr = sr;
-    g_ptr_array_add (d->srs, x);
+    g_ptr_array_add (d->host->srs, x);
     g_message ("SR %s: %s (%s)", x->name, sr_get_uuid (sr), eq + 1);
   }
   return 0;
 }
 
-static void
-xapi_sr_free (gpointer p)
-{
-  struct xapi_sr *x = p;
-
-  if (sr_close (x->sr) == -1)
-    g_warning ("SR %s: %s", x->name, sr_get_error ());
-  g_free (x->name);
-  g_free (x);
-}
-
 static gboolean
 expire_migrations (gpointer d)
 {
-  xapi_migrations_expire (d, false);
+  xapi_migrations_expire (((struct xapi_daemon *)d)->host, false);
   return G_SOURCE_CONTINUE;
 }
 
@@ -452,6 +441,7 @@ run (struct options *o)
   g_autoptr (GTlsCertificate) tls = NULL;
   g_autoptr (GMainLoop) loop = NULL;
   struct xapi_daemon d = { 0 };
+  struct host *host = NULL;
   struct xapi_http *h = NULL;
   g_autofree char *served = NULL;
   int ready_fd = -1, ret = 1, lock_fd = -1;
@@ -489,13 +479,11 @@ run (struct options *o)
   if (!o->foreground)
     ready_fd = daemonize ();
 
-  d.state_dir = o->state_dir;
+  d.host = host = host_new ();
+  host->state_dir = g_strdup (o->state_dir);
   d.max_request_size = o->max_request_size;
-  d.srs = g_ptr_array_new_with_free_func (xapi_sr_free);
   d.users = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   d.sessions = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
-  d.vdi_ops = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
-  g_mutex_init (&d.vdi_ops_lock);
   if (g_mkdir_with_parents (o->state_dir, 0700) == -1) {
     g_set_error (&error, G_FILE_ERROR, g_file_error_from_errno (errno),
                  "%s: %s", o->state_dir, g_strerror (errno));
@@ -504,25 +492,26 @@ run (struct options *o)
   deadline = g_get_monotonic_time () + LOCK_WAIT_SECONDS * G_USEC_PER_SEC;
   if ((lock_fd = lock_state_dir (o->state_dir, deadline, &error)) == -1)
     goto out;
-  if ((d.host_uuid = kept_uuid (o->state_dir, "host-uuid", &error)) == NULL
-      || (d.network_uuid = kept_uuid (o->state_dir, "network-uuid", &error))
+  if ((host->uuid = kept_uuid (o->state_dir, "host-uuid", &error)) == NULL
+      || (host->network_uuid
+          = kept_uuid (o->state_dir, "network-uuid", &error))
              == NULL)
     goto out;
-  d.run_dir = g_build_filename (o->state_dir, "run", NULL);
-  if (g_mkdir_with_parents (d.run_dir, 0700) == -1) {
+  host->run_dir = g_build_filename (o->state_dir, "run", NULL);
+  if (g_mkdir_with_parents (host->run_dir, 0700) == -1) {
     g_set_error (&error, G_FILE_ERROR, g_file_error_from_errno (errno),
-                 "%s: %s", d.run_dir, g_strerror (errno));
+                 "%s: %s", host->run_dir, g_strerror (errno));
     goto out;
   }
-  if ((d.state = state_open (o->state_dir, &error)) == NULL)
+  if ((host->state = state_open (o->state_dir, &error)) == NULL)
     goto out;
-  d.nbdkit = g_strdup (o->nbdkit ? o->nbdkit : DEFAULT_NBDKIT);
-  d.vdi_plugin = g_strdup (o->vdi_plugin ? o->vdi_plugin : DEFAULT_VDI_PLUGIN);
-  d.mirror_filter
+  host->nbdkit = g_strdup (o->nbdkit ? o->nbdkit : DEFAULT_NBDKIT);
+  host->vdi_plugin = g_strdup (o->vdi_plugin ? o->vdi_plugin : DEFAULT_VDI_PLUGIN);
+  host->mirror_filter
       = g_strdup (o->mirror_filter ? o->mirror_filter : DEFAULT_MIRROR_FILTER);
-  d.memory_migrator = g_strdup (o->memory_migrator ? o->memory_migrator
+  host->memory_migrator = g_strdup (o->memory_migrator ? o->memory_migrator
                                                    : DEFAULT_MEMORY_MIGRATOR);
-  d.host_name_label
+  host->name_label
       = g_strdup (o->name_label ? o->name_label : g_get_host_name ());
   if (o->auth_file) {
     if (xapi_load_auth_file (&d, o->auth_file, &error) == -1)
@@ -534,8 +523,8 @@ run (struct options *o)
     goto out;
   xapi_load_sessions (&d);
   xapi_vms_reconcile (&d);
-  d.jobs = jobs_new (&d, o->max_storage_operations);
-  jobs_recover (d.jobs);
+  host->jobs = jobs_new (host, o->max_storage_operations, job_kinds);
+  jobs_recover (host->jobs);
 
   if ((h = xapi_http_new (&d, &error)) == NULL)
     goto out;
@@ -546,11 +535,12 @@ run (struct options *o)
     goto out;
   served = xapi_http_log_uris (h);
   /* Sources reach us at the URL we serve (HTTPS first), unless told. */
-  d.migration_url = g_strdup (o->migration_url ? o->migration_url : served);
-  d.nbd_address = migration_address (o->migration_address, d.migration_url);
+  host->migration_url = g_strdup (o->migration_url ? o->migration_url : served);
+  host->nbd_address
+      = migration_address (o->migration_address, host->migration_url);
   if (tls)
-    d.cert_sha256 = xapi_cert_sha256 (tls);
-  xapi_migrations_expire (&d, true);
+    host->cert_sha256 = xapi_cert_sha256 (tls);
+  xapi_migrations_expire (host, true);
   g_timeout_add_seconds (30, expire_migrations, &d);
 
   loop = g_main_loop_new (NULL, FALSE);
@@ -567,30 +557,12 @@ out:
   if (ready_fd >= 0)
     close (ready_fd); /* the waiting parent exits 1 */
   xapi_http_free (h);
-  /* The jobs first: they use the SRs and the state. */
-  jobs_free (d.jobs);
-  if (d.srs)
-    g_ptr_array_unref (d.srs);
+  host_free (host); /* its jobs first, then its SRs and state */
   if (d.users)
     g_hash_table_unref (d.users);
   g_queue_clear (&d.session_order); /* the refs are the table's keys */
   if (d.sessions)
     g_hash_table_unref (d.sessions);
-  if (d.vdi_ops)
-    g_hash_table_unref (d.vdi_ops);
-  state_close (d.state);
-  g_free (d.host_uuid);
-  g_free (d.network_uuid);
-  g_free (d.run_dir);
-  g_free (d.nbdkit);
-  g_free (d.vdi_plugin);
-  g_free (d.mirror_filter);
-  g_free (d.memory_migrator);
-  g_free (d.migration_url);
-  g_free (d.nbd_address);
-  g_free (d.cert_sha256);
-  g_free (d.host_name_label);
-  g_mutex_clear (&d.vdi_ops_lock);
   if (lock_fd >= 0)
     close (lock_fd); /* last: the state is closed */
   return ret;

@@ -29,7 +29,9 @@
 #include <gio/gio.h>
 #include <xmlrpc-c/base.h>
 
-#include "sr.h"
+#include "host.h"
+#include "jobs.h"
+#include "nbdkit.h"
 #include "state.h"
 
 #define XAPI_REF_PREFIX "OpaqueRef:"
@@ -37,47 +39,19 @@
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (xmlrpc_value, xmlrpc_DECREF)
 
-/* One SR given with --sr NAME=PATH or [sr:NAME]. */
-struct xapi_sr
-{
-  char *name; /* the SR's name_label */
-  struct sr *sr;
-};
-
 /* At most this many sessions; a login beyond it ends the oldest session,
  * as xapi does, so clients that never log out cannot exhaust memory. */
 #define XAPI_MAX_SESSIONS 1000
 
-struct jobs;
 
 /* Everything the XenAPI face serves. */
 struct xapi_daemon
 {
-  char *host_uuid;
-  char *host_name_label;
-  char *network_uuid;
-  char *state_dir;
-  char *run_dir;       /* <state-dir>/run: nbdkit sockets and pid files */
-  struct state *state; /* sessions, VMs, VBDs, tasks, jobs */
-  struct jobs *jobs;   /* the storage operations (jobs.c) */
-  /* How a VM's disks are served (vm-disks.c). */
-  char *nbdkit;        /* the nbdkit program */
-  char *vdi_plugin;    /* path of nbdkit-vdi-plugin.so */
-  char *mirror_filter; /* path of nbdkit-mirror-filter.so */
-  /* Migration (migrate.c, migrate-receive.c). */
-  char *migration_url;   /* how sources reach this daemon */
-  char *cert_sha256;     /* of the HTTPS certificate, or NULL */
-  char *nbd_address;     /* where migration NBD exports listen */
-  char *memory_migrator; /* the command handing a VM over */
-  GPtrArray *srs;        /* struct xapi_sr * */
+  struct host *host;    /* the brain: SRs, state, jobs (host.h) */
   GHashTable *users;     /* user name → crypt(3) hash */
   GHashTable *sessions;  /* session ref → user name */
   GQueue session_order;  /* the refs (keys of sessions), oldest first */
   size_t max_request_size;
-  /* VDIs with an operation running (VDI record "current_operations"):
-   * uuid → operation name.  Jobs run in threads, so under vdi_ops_lock. */
-  GMutex vdi_ops_lock;
-  GHashTable *vdi_ops;
 };
 
 /* The password check of a session.login_with_password call, made in a
@@ -212,37 +186,18 @@ int xapi_hash_password (void);
 /* class-vdi.c.  The VDI named by REF and the SR holding it (*SRP, may be
  * NULL); NULL after HANDLE_INVALID or another error of the SR. */
 struct sr_vdi *xapi_vdi_by_ref (struct xapi_call *c, const char *ref,
-                                struct xapi_sr **srp);
+                                struct host_sr **srp);
 /* Mark VDI UUID busy with operation OP ("import", "copy", ...) so that no
  * other operation starts on it; false if it already has one (the call
  * then fails with OTHER_OPERATION_IN_PROGRESS).  Release when done. */
 bool xapi_vdi_claim (struct xapi_call *c, const char *uuid, const char *op);
-/* The same without a call (job threads): false if already busy. */
-bool xapi_vdi_try_claim (struct xapi_daemon *d, const char *uuid,
-                         const char *op);
-void xapi_vdi_release (struct xapi_daemon *d, const char *uuid);
-/* The SR holding VDI UUID and its record, without a call (threads);
- * NULL if no SR has it. */
-struct sr_vdi *xapi_find_vdi (struct xapi_daemon *d, const char *uuid,
-                              struct xapi_sr **srp);
-/* The path of the VDI's image file (g_free it). */
-char *xapi_vdi_path (struct xapi_sr *s, const struct sr_vdi *v);
-/* The SR with uuid UUID, or NULL. */
-struct xapi_sr *xapi_find_sr (struct xapi_daemon *d, const char *uuid);
 
 /* class-sr.c, for class-vdi.c */
-struct xapi_sr *xapi_sr_by_ref (struct xapi_call *c, const char *ref);
-
-/* class-vbd.c: is VDI UUID served to a running VM? */
-bool xapi_vdi_attached (struct xapi_daemon *d, const char *vdi_uuid);
+struct host_sr *xapi_sr_by_ref (struct xapi_call *c, const char *ref);
 
 /* class-vm.c: the VM named by REF; NULL after HANDLE_INVALID. */
 struct state_vm *xapi_vm_by_ref (struct xapi_call *c, const char *ref);
 
-/* class-vm.c: a VM's other_config as kept in state.h (GVariant text of
- * an a{ss}) from and to a key → value table (never NULL). */
-GHashTable *xapi_oc_parse (const char *text);
-char *xapi_oc_print (GHashTable *oc);
 /* An XML-RPC struct of strings into OC; false after FIELD_TYPE_ERROR. */
 bool xapi_oc_from_xmlrpc (struct xapi_call *c, xmlrpc_value *m,
                           GHashTable *oc);
@@ -251,77 +206,15 @@ bool xapi_oc_from_xmlrpc (struct xapi_call *c, xmlrpc_value *m,
  * are really running (at start, after a restart or a crash). */
 void xapi_vms_reconcile (struct xapi_daemon *d);
 
-/* vm-disks.c: nbdkit serving VDI V of SR S on <run-dir>/<name>.sock, with
- * the mirror filter (control on <name>.ctl) when MIRROR.  The plugin is
- * told the VDI's format from its record and kept inside the SR's
- * directory: a guest's bytes are never taken for an image header. */
-struct xapi_served
-{
-  char *socket;
-  char *control; /* NULL without the mirror filter */
-  pid_t pid;
-};
-int xapi_serve_image (struct xapi_daemon *d, const char *name,
-                      struct xapi_sr *s, const struct sr_vdi *v, bool mirror,
-                      bool readonly, struct xapi_served *out, GError **error);
-/* nbdkit forwarding TLS-PSK NBD on ADDR:<a free port> to UNIX_SOCKET
- * (the TCP export a migration's source mirrors into). */
-struct xapi_forward
-{
-  char *pidfile; /* <run-dir>/<name>.pid: names the process */
-  int port;
-  pid_t pid;
-};
-int xapi_serve_forward (struct xapi_daemon *d, const char *name,
-                        const char *unix_socket, const char *psk_file,
-                        const char *addr, struct xapi_forward *out,
-                        GError **error);
-/* Is PID still the nbdkit serving SOCKET (or using pid file SOCKET)? */
-bool xapi_serving (pid_t pid, const char *socket);
-/* Stop it (SIGTERM, then SIGKILL after GRACE_SECONDS) and remove its
- * socket (or pid file), pid file, log and control socket.  A server
- * whose data still matters gets XAPI_STOP_GRACE; one whose image is about
- * to be destroyed, XAPI_STOP_NOW. */
-#define XAPI_STOP_GRACE 10
-#define XAPI_STOP_NOW 1
-void xapi_stop_serving (pid_t pid, const char *socket, const char *control,
-                        int grace_seconds);
 
-/* jobs.c: storage operations run as tasks (VDI.copy, VDI.pool_migrate),
- * at most max_running at once, the others queued. */
-struct jobs *jobs_new (struct xapi_daemon *d, unsigned max_running);
-/* Stop: running copies stop where they are (their journals let the next
- * start resume them), live moves are aborted. */
-void jobs_free (struct jobs *jobs);
-/* At start: resume or clean up the jobs a previous run left. */
-void jobs_recover (struct jobs *jobs);
-/* Queue job J (J->task is set by this call: a new pending task named
- * NAME_LABEL).  The caller claimed J->vdi.  Returns the task uuid or
- * NULL after xapi_fail. */
-char *jobs_submit (struct xapi_call *c, struct state_job *j,
-                   const char *name_label);
-/* The progress of a task whose job runs or waits (false if none). */
-bool jobs_get_progress (struct jobs *jobs, const char *task, double *progress);
-/* Ask a job to stop; false if TASK has no job. */
-bool jobs_cancel (struct jobs *jobs, const char *task);
+/* class-task.c: submit job J (jobs_submit); NULL after xapi_fail. */
+char *xapi_job_submit (struct xapi_call *c, struct state_job *j,
+                       const char *name_label);
 /* What a method returns for the task of a job it submitted: the task ref
  * when called as Async.*, else (after waiting for it, the main loop
  * running meanwhile) the task's result or its error. */
-xmlrpc_value *jobs_reply (struct xapi_call *c, const char *task);
+xmlrpc_value *xapi_job_reply (struct xapi_call *c, const char *task);
 
-/* jobs.c, for the kinds of jobs that live elsewhere (a VM migration,
- * migrate.c): what a running job sees of itself. */
-struct job;
-const struct state_job *job_row (struct job *job);
-struct xapi_daemon *job_daemon (struct job *job);
-bool job_cancelled (struct job *job); /* cancelled, or the daemon stops */
-bool job_stopping (struct job *job);  /* the daemon stops */
-const int *job_cancel_flag (struct job *job); /* for copy_params.cancel */
-void job_set_progress (struct job *job, double progress);
-void job_set_phase (struct job *job, const char *phase); /* recorded */
-/* End the task (and drop the job's row). */
-void job_finish (struct job *job, const char *status, const char *result,
-                 const char *const *error_info);
 
 /* migrate-receive.c: the destination side.  The methods of class
  * "migration" take a token, not a session (see the file's top). */
@@ -331,11 +224,11 @@ xmlrpc_value *xapi_host_migrate_receive (struct xapi_call *c,
                                          xmlrpc_value *const *args, int nargs);
 /* Abort prepared migrations whose source went quiet (AT_START: all of
  * them, since a restart lost track); forget old ones. */
-void xapi_migrations_expire (struct xapi_daemon *d, bool at_start);
+void xapi_migrations_expire (struct host *d, bool at_start);
 /* The NBD pre-shared key (hex) both sides derive from a token's secret,
  * and a PSK file for nbdkit / libnbd holding it, in the run dir. */
 char *xapi_migration_psk (const char *secret);
-char *xapi_migration_write_psk (struct xapi_daemon *d, const char *name,
+char *xapi_migration_write_psk (struct host *d, const char *name,
                                 const char *secret, GError **error);
 
 /* migrate.c: the source side: VM.migrate(session, vm, token, live,

@@ -50,7 +50,7 @@ xapi_migration_psk (const char *secret)
 }
 
 char *
-xapi_migration_write_psk (struct xapi_daemon *d, const char *name,
+xapi_migration_write_psk (struct host *d, const char *name,
                           const char *secret, GError **error)
 {
   g_autofree char *file = g_strconcat (name, ".psk", NULL);
@@ -68,11 +68,11 @@ xapi_migration_write_psk (struct xapi_daemon *d, const char *name,
 /* Token issue. */
 
 static xmlrpc_value *
-issue_token (struct xapi_call *c, struct xapi_sr *sr, xmlrpc_value *options)
+issue_token (struct xapi_call *c, struct host_sr *sr, xmlrpc_value *options)
 {
   g_autofree char *ttl_s = xapi_member_string (c, options, "token-lifetime");
   guint64 ttl = TOKEN_LIFETIME;
-  struct xapi_daemon *d = c->d;
+  struct host *d = c->d->host;
   guint8 raw[32];
   g_autoptr (GString) secret = g_string_new (NULL);
   g_autofree char *uuid = g_uuid_string_random ();
@@ -119,7 +119,7 @@ issue_token (struct xapi_call *c, struct xapi_sr *sr, xmlrpc_value *options)
 
   tok = xmlrpc_struct_new (c->env);
   xapi_set (c, tok, "url", xapi_string (c, d->migration_url));
-  xapi_set (c, tok, "host", xapi_string (c, d->host_uuid));
+  xapi_set (c, tok, "host", xapi_string (c, d->uuid));
   xapi_set (c, tok, "migration", xapi_string (c, uuid));
   xapi_set (c, tok, "secret", xapi_string (c, secret->str));
   xapi_set (c, tok, "expires", xapi_string (c, expires));
@@ -141,11 +141,11 @@ xapi_vm_migrate_receive (struct xapi_call *c, xmlrpc_value *const *args,
 {
   g_autofree char *host = xapi_read_string (c, args[1], "host");
   g_autofree char *sr_ref = host ? xapi_read_string (c, args[2], "sr") : NULL;
-  struct xapi_sr *sr;
+  struct host_sr *sr;
 
   if (sr_ref == NULL || !xapi_is_record (c, args[3], "options"))
     return NULL;
-  if (g_strcmp0 (xapi_ref_uuid (host), c->d->host_uuid) != 0) {
+  if (g_strcmp0 (xapi_ref_uuid (host), c->d->host->uuid) != 0) {
     xapi_fail (c, "HANDLE_INVALID", "host", host, NULL);
     return NULL;
   }
@@ -165,15 +165,15 @@ xapi_host_migrate_receive (struct xapi_call *c, xmlrpc_value *const *args,
   g_autofree char *net
       = host ? xapi_read_string (c, args[2], "network") : NULL;
   g_autofree char *sr_ref = NULL;
-  struct xapi_sr *sr;
+  struct host_sr *sr;
 
   if (net == NULL || !xapi_is_record (c, args[3], "options"))
     return NULL;
-  if (g_strcmp0 (xapi_ref_uuid (host), c->d->host_uuid) != 0) {
+  if (g_strcmp0 (xapi_ref_uuid (host), c->d->host->uuid) != 0) {
     xapi_fail (c, "HANDLE_INVALID", "host", host, NULL);
     return NULL;
   }
-  if (g_strcmp0 (xapi_ref_uuid (net), c->d->network_uuid) != 0) {
+  if (g_strcmp0 (xapi_ref_uuid (net), c->d->host->network_uuid) != 0) {
     xapi_fail (c, "HANDLE_INVALID", "network", net, NULL);
     return NULL;
   }
@@ -182,8 +182,8 @@ xapi_host_migrate_receive (struct xapi_call *c, xmlrpc_value *const *args,
     return NULL;
   if (sr_ref)
     sr = xapi_sr_by_ref (c, sr_ref);
-  else if (c->d->srs->len)
-    sr = c->d->srs->pdata[0];
+  else if (c->d->host->srs->len)
+    sr = c->d->host->srs->pdata[0];
   else {
     xapi_fail (c, "SR_NOT_FOUND", "this host has no SR", NULL);
     return NULL;
@@ -220,10 +220,10 @@ token_migration (struct xapi_call *c, xmlrpc_value *tok, enum token_use use)
     return NULL;
   if (id == NULL || secret == NULL || host == NULL)
     why = "not a migration token";
-  else if (strcmp (host, c->d->host_uuid) != 0)
+  else if (strcmp (host, c->d->host->uuid) != 0)
     why = "the token is for another host";
   else if (!sr_uuid_is_valid (id)
-           || (m = state_migration_get (c->d->state, id)) == NULL)
+           || (m = state_migration_get (c->d->host->state, id)) == NULL)
     why = "no such migration";
   else {
     hash = g_compute_checksum_for_string (G_CHECKSUM_SHA256, secret, -1);
@@ -250,7 +250,7 @@ token_migration (struct xapi_call *c, xmlrpc_value *tok, enum token_use use)
     return NULL;
   }
   m->last_seen = now_s ();
-  state_migration_update (c->d->state, m);
+  state_migration_update (c->d->host->state, m);
   return m;
 }
 
@@ -260,7 +260,7 @@ struct disk_req
   char *userdevice;
   uint64_t size, physical;
   enum vdisk_format format;
-  struct xapi_sr *sr;
+  struct host_sr *sr;
 };
 
 static void
@@ -322,7 +322,7 @@ read_disks (struct xapi_call *c, xmlrpc_value *v,
       break;
     }
     r.format = vdisk_format_from_name (fmt);
-    r.sr = xapi_find_sr (c->d, sr && *sr ? sr : m->sr);
+    r.sr = host_find_sr (c->d->host, sr && *sr ? sr : m->sr);
     if (r.sr == NULL) {
       xapi_fail (c, "HANDLE_INVALID", "SR", sr ? sr : m->sr, NULL);
       break;
@@ -342,13 +342,13 @@ read_disks (struct xapi_call *c, xmlrpc_value *v,
 
     g_hash_table_iter_init (&it, need);
     while (g_hash_table_iter_next (&it, &k, &val)) {
-      struct xapi_sr *s = k;
+      struct host_sr *s = k;
       struct sr_stat st;
 
       if (sr_stat (s->sr, &st) == 0
           && st.free_bytes < GPOINTER_TO_SIZE (val)) {
         g_autofree char *ref
-            = g_strconcat (XAPI_REF_PREFIX, sr_get_uuid (s->sr), NULL);
+            = g_strconcat (HOST_REF_PREFIX, sr_get_uuid (s->sr), NULL);
         g_autofree char *want
             = g_strdup_printf ("%" G_GSIZE_FORMAT, GPOINTER_TO_SIZE (val));
 
@@ -361,24 +361,24 @@ read_disks (struct xapi_call *c, xmlrpc_value *v,
 }
 
 /* Stop a disk's TLS forwarder.  It has no socket of its own, so
- * xapi_stop_serving knows it by its pid file and leaves its log
+ * nbdkit_stop knows it by its pid file and leaves its log
  * (<vdi>-fwd.log) behind: that goes here. */
 static void
-stop_forwarder (struct xapi_daemon *d, const struct state_mdisk *md,
+stop_forwarder (struct host *d, const struct state_mdisk *md,
                 int grace_seconds)
 {
   g_autofree char *name
       = g_strconcat (md->uuid, FORWARDER_SUFFIX ".log", NULL);
   g_autofree char *log = g_build_filename (d->run_dir, name, NULL);
 
-  xapi_stop_serving (md->fwd_pid, md->fwd_pidfile, NULL, grace_seconds);
+  nbdkit_stop (md->fwd_pid, md->fwd_pidfile, NULL, grace_seconds);
   unlink (log);
 }
 
 /* Undo a prepared (or half-prepared) migration: the forwarders and disk
  * servers stop, the new VDIs go. */
 static void
-drop_migration (struct xapi_daemon *d, struct state_migration *m,
+drop_migration (struct host *d, struct state_migration *m,
                 const char *state)
 {
   g_autoptr (GPtrArray) disks
@@ -388,14 +388,14 @@ drop_migration (struct xapi_daemon *d, struct state_migration *m,
 
   for (guint i = 0; i < disks->len; i++) {
     g_autoptr (state_mdisk) md = state_mdisk_get (d->state, disks->pdata[i]);
-    struct xapi_sr *s = NULL;
+    struct host_sr *s = NULL;
     struct sr_vdi *v;
 
     if (md == NULL)
       continue;
-    stop_forwarder (d, md, XAPI_STOP_NOW);
-    xapi_stop_serving (md->pid, md->socket, md->control, XAPI_STOP_NOW);
-    if ((v = xapi_find_vdi (d, md->uuid, &s))) {
+    stop_forwarder (d, md, NBDKIT_STOP_NOW);
+    nbdkit_stop (md->pid, md->socket, md->control, NBDKIT_STOP_NOW);
+    if ((v = host_find_vdi (d, md->uuid, &s))) {
       if (sr_vdi_destroy (s->sr, v->uuid) == -1)
         g_warning ("migration %s: cannot remove VDI %s: %s", m->uuid, v->uuid,
                    sr_get_error ());
@@ -427,15 +427,15 @@ static bool
 prepare_disk (struct xapi_call *c, struct state_migration *m,
               const struct disk_req *r, const char *psk, xmlrpc_value *out)
 {
-  struct xapi_daemon *d = c->d;
+  struct host *d = c->d->host;
   struct sr_vdi_create_params params = { 0 };
   struct sr_vdi *v
       = sr_vdi_create (r->sr->sr, "", r->format, r->size, &params);
   g_autofree char *fwd_name = NULL;
   g_autofree char *uri = NULL;
   g_autoptr (GError) error = NULL;
-  struct xapi_served sv = { 0 };
-  struct xapi_forward fw = { 0 };
+  struct nbdkit_served sv = { 0 };
+  struct nbdkit_forward fw = { 0 };
   struct state_mdisk md = { 0 };
   xmlrpc_value *e;
 
@@ -450,8 +450,8 @@ prepare_disk (struct xapi_call *c, struct state_migration *m,
   /* Recorded before anything runs, so an abort finds the VDI. */
   state_mdisk_add (d->state, &md);
   fwd_name = g_strconcat (v->uuid, FORWARDER_SUFFIX, NULL);
-  if (xapi_serve_image (d, v->uuid, r->sr, v, true, false, &sv, &error) == -1
-      || xapi_serve_forward (d, fwd_name, sv.socket, psk, d->nbd_address, &fw,
+  if (nbdkit_serve_image (d, v->uuid, r->sr, v, true, false, &sv, &error) == -1
+      || nbdkit_serve_forward (d, fwd_name, sv.socket, psk, d->nbd_address, &fw,
                              &error)
              == -1) {
     if (sv.pid) {
@@ -511,13 +511,13 @@ migration_prepare (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   /* Spent from here on: a second prepare is refused. */
   g_free (m->state);
   m->state = g_strdup ("prepared");
-  state_migration_update (c->d->state, m);
+  state_migration_update (c->d->host->state, m);
   secret = xapi_member_string (c, args[0], "secret");
-  psk = xapi_migration_write_psk (c->d, m->uuid, secret, &error);
+  psk = xapi_migration_write_psk (c->d->host, m->uuid, secret, &error);
   explicit_bzero (secret, strlen (secret));
   if (psk == NULL) {
     xapi_fail (c, "INTERNAL_ERROR", error->message, NULL);
-    drop_migration (c->d, m, "aborted");
+    drop_migration (c->d->host, m, "aborted");
     return NULL;
   }
   out = xmlrpc_array_new (c->env);
@@ -525,7 +525,7 @@ migration_prepare (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
     prepare_disk (c, m, &g_array_index (disks, struct disk_req, i), psk, out);
   if (xapi_failed (c)) {
     xmlrpc_DECREF (out);
-    drop_migration (c->d, m, "aborted");
+    drop_migration (c->d->host, m, "aborted");
     return NULL;
   }
   g_message ("migration %s: prepared %u disks", m->uuid, disks->len);
@@ -547,7 +547,7 @@ migration_abort (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 
   if (m == NULL)
     return NULL;
-  drop_migration (c->d, m, "aborted");
+  drop_migration (c->d->host, m, "aborted");
   return xapi_void (c);
 }
 
@@ -557,12 +557,12 @@ migration_abort (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 static xmlrpc_value *
 migration_commit (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 {
-  struct xapi_daemon *d = c->d;
+  struct host *d = c->d->host;
   g_autoptr (state_migration) m = token_migration (c, args[0], TOKEN_ACTIVE);
   g_autoptr (GPtrArray) disks = NULL;
   g_autoptr (xmlrpc_value) vbds = NULL;
   g_autoptr (xmlrpc_value) ocv = NULL;
-  g_autoptr (GHashTable) oc = xapi_oc_parse (NULL);
+  g_autoptr (GHashTable) oc = host_oc_parse (NULL);
   g_autofree char *label = NULL;
   g_autofree char *desc = NULL;
   g_autofree char *power = NULL;
@@ -588,7 +588,7 @@ migration_commit (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   /* A halted VM's disks were copied, not mirrored: no server stays. */
   vm.power_state = g_strcmp0 (power, "Halted") == 0 ? "Halted" : "Running";
   vm.created = now_s ();
-  vm.other_config = oc_text = xapi_oc_print (oc);
+  vm.other_config = oc_text = host_oc_print (oc);
   if (state_vm_add (d->state, &vm) == -1) {
     xapi_fail (c, "INTERNAL_ERROR", "cannot record the VM", NULL);
     return NULL;
@@ -599,7 +599,7 @@ migration_commit (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   for (guint i = 0; i < disks->len; i++) {
     g_autoptr (state_mdisk) md = state_mdisk_get (d->state, disks->pdata[i]);
     g_autofree char *vbd_uuid = g_uuid_string_random ();
-    struct xapi_sr *s = NULL;
+    struct host_sr *s = NULL;
     struct sr_vdi *v;
     struct state_vbd b = { 0 };
     const char *mode = "RW";
@@ -622,14 +622,14 @@ migration_commit (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
       if (g_strcmp0 (dev, md->userdevice) == 0 && g_strcmp0 (mo, "RO") == 0)
         mode = "RO";
     }
-    stop_forwarder (d, md, XAPI_STOP_GRACE);
+    stop_forwarder (d, md, NBDKIT_STOP_GRACE);
     if (strcmp (vm.power_state, "Halted") == 0) {
-      xapi_stop_serving (md->pid, md->socket, md->control, XAPI_STOP_GRACE);
+      nbdkit_stop (md->pid, md->socket, md->control, NBDKIT_STOP_GRACE);
       g_clear_pointer (&md->socket, g_free);
       g_clear_pointer (&md->control, g_free);
       md->pid = 0;
     }
-    if ((v = xapi_find_vdi (d, md->uuid, &s))) {
+    if ((v = host_find_vdi (d, md->uuid, &s))) {
       sr_vdi_set_other_config (s->sr, v->uuid, MIGRATION_MARK, NULL);
       if (label)
         sr_vdi_set_name_label (s->sr, v->uuid, label);
@@ -661,7 +661,7 @@ migration_commit (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 }
 
 void
-xapi_migrations_expire (struct xapi_daemon *d, bool at_start)
+xapi_migrations_expire (struct host *d, bool at_start)
 {
   g_autoptr (GPtrArray) ids = state_list (d->state, "migrations", NULL, NULL);
   int64_t now = now_s ();

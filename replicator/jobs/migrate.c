@@ -28,7 +28,7 @@
  * Any failure before commit aborts the mirrors and the destination's
  * side (migration.abort destroys every VDI it made): the VM keeps running
  * here, untouched.  A restart of this daemon does the same to a migration
- * it finds half done (xapi_migrate_recover).
+ * it finds half done (migrate_recover).
  */
 
 #include <errno.h>
@@ -55,7 +55,7 @@ struct mdisk
 {
   struct state_vbd *vbd;
   struct sr_vdi *vdi;
-  struct xapi_sr *sr;
+  struct host_sr *sr;
   char *dst_sr;  /* vdi_map's SR uuid, or "" (the token's) */
   char *uri;     /* the export (prepare's answer) */
   char *dst_vdi; /* the new VDI's uuid */
@@ -67,7 +67,7 @@ struct mdisk
 struct migration
 {
   struct job *job;
-  struct xapi_daemon *d;
+  struct host *d;
   GKeyFile *params;
   struct state_vm *vm;
   GArray *disks; /* struct mdisk */
@@ -216,15 +216,15 @@ read_params (struct xapi_call *c, xmlrpc_value *const *args, int vdi_map,
 static bool
 claim_disks (struct xapi_call *c, const char *vm_uuid)
 {
-  g_autoptr (GPtrArray) vbds = state_list (c->d->state, "vbds", "vm", vm_uuid);
+  g_autoptr (GPtrArray) vbds = state_list (c->d->host->state, "vbds", "vm", vm_uuid);
   g_autoptr (GPtrArray) claimed = g_ptr_array_new_with_free_func (g_free);
 
   for (guint i = 0; i < vbds->len; i++) {
-    g_autoptr (state_vbd) b = state_vbd_get (c->d->state, vbds->pdata[i]);
+    g_autoptr (state_vbd) b = state_vbd_get (c->d->host->state, vbds->pdata[i]);
 
     if (b && !xapi_vdi_claim (c, b->vdi, "migrate")) {
       for (guint j = 0; j < claimed->len; j++)
-        xapi_vdi_release (c->d, claimed->pdata[j]);
+        host_vdi_release (c->d->host, claimed->pdata[j]);
       return false;
     }
     if (b)
@@ -234,7 +234,7 @@ claim_disks (struct xapi_call *c, const char *vm_uuid)
 }
 
 static void
-release_disks (struct xapi_daemon *d, const char *vm_uuid)
+release_disks (struct host *d, const char *vm_uuid)
 {
   g_autoptr (GPtrArray) vbds = state_list (d->state, "vbds", "vm", vm_uuid);
 
@@ -242,7 +242,7 @@ release_disks (struct xapi_daemon *d, const char *vm_uuid)
     g_autoptr (state_vbd) b = state_vbd_get (d->state, vbds->pdata[i]);
 
     if (b)
-      xapi_vdi_release (d, b->vdi);
+      host_vdi_release (d, b->vdi);
   }
 }
 
@@ -268,13 +268,13 @@ submit (struct xapi_call *c, xmlrpc_value *const *args, int vdi_map,
   j.phase = "queued";
   j.params = text;
   label = g_strdup_printf ("VM.%s %s", strchr (c->method, '.') + 1, vm->uuid);
-  task = jobs_submit (c, &j, label);
+  task = xapi_job_submit (c, &j, label);
   g_free (j.task);
   if (task == NULL) {
-    release_disks (c->d, vm->uuid);
+    release_disks (c->d->host, vm->uuid);
     return NULL;
   }
-  return jobs_reply (c, task);
+  return xapi_job_reply (c, task);
 }
 
 /* VM.migrate(session, vm, dest, live, options): the design's spelling. */
@@ -313,9 +313,14 @@ fail_step (struct migration *m, const char *fmt, ...)
 static void
 set_step (struct migration *m, const char *step)
 {
+  g_autoptr (GError) error = NULL;
+
   g_free (m->step);
   m->step = g_strdup (step);
-  job_set_phase (m->job, step);
+  /* The phase of a VM migration is for the record only: whatever it
+   * says, a restart undoes the migration (recover). */
+  if (job_set_phase (m->job, step, &error) == -1)
+    g_warning ("task %s: %s", job_row (m->job)->task, error->message);
   g_message ("task %s: VM %s: %s", job_row (m->job)->task, m->vm->uuid, step);
 }
 
@@ -381,7 +386,7 @@ load_disks (struct migration *m)
     md.vbd = state_vbd_get (m->d->state, vbds->pdata[i]);
     if (md.vbd == NULL)
       continue;
-    md.vdi = xapi_find_vdi (m->d, md.vbd->vdi, &md.sr);
+    md.vdi = host_find_vdi (m->d, md.vbd->vdi, &md.sr);
     md.dst_sr
         = g_key_file_get_string (m->params, "vdi_map", md.vbd->vdi, NULL);
     g_array_append_val (m->disks, md);
@@ -574,7 +579,7 @@ mirror_all (struct migration *m)
     g_autofree char *line = NULL;
     char *reply;
 
-    if (!xapi_serving (md->vbd->pid, md->vbd->nbd_socket)) {
+    if (!nbdkit_serving (md->vbd->pid, md->vbd->nbd_socket)) {
       fail_step (m, "disk %s is no longer served", md->vbd->userdevice);
       return false;
     }
@@ -665,7 +670,7 @@ migrator_input (struct migration *m)
   g_autoptr (JsonBuilder) b = json_builder_new ();
   g_autoptr (JsonGenerator) gen = json_generator_new ();
   g_autoptr (JsonNode) root = NULL;
-  g_autoptr (GHashTable) oc = xapi_oc_parse (m->vm->other_config);
+  g_autoptr (GHashTable) oc = host_oc_parse (m->vm->other_config);
   g_autoptr (GHashTable) opts = group_table (m->params, "options");
   g_autofree char *url
       = g_key_file_get_string (m->params, "token", "url", NULL);
@@ -692,7 +697,7 @@ migrator_input (struct migration *m)
   json_builder_set_member_name (b, "source");
   json_builder_begin_object (b);
   json_builder_set_member_name (b, "host");
-  json_builder_add_string_value (b, m->d->host_uuid);
+  json_builder_add_string_value (b, m->d->uuid);
   json_builder_set_member_name (b, "url");
   json_builder_add_string_value (b, m->d->migration_url ? m->d->migration_url
                                                         : "");
@@ -924,7 +929,7 @@ commit (struct migration *m, char **dst_vm)
 {
   xmlrpc_env env;
   xmlrpc_value *vm, *vbds, *oc, *v;
-  g_autoptr (GHashTable) vm_oc = xapi_oc_parse (m->vm->other_config);
+  g_autoptr (GHashTable) vm_oc = host_oc_parse (m->vm->other_config);
   GHashTableIter it;
   gpointer k, val;
   g_autofree char *keep = option (m, "keep-source");
@@ -1004,9 +1009,9 @@ commit (struct migration *m, char **dst_vm)
     for (guint i = 0; i < m->disks->len; i++) {
       struct mdisk *md = &g_array_index (m->disks, struct mdisk, i);
 
-      xapi_stop_serving (md->vbd->pid, md->vbd->nbd_socket,
-                         md->vbd->control_socket, XAPI_STOP_GRACE);
-      xapi_vdi_release (m->d, md->vdi->uuid);
+      nbdkit_stop (md->vbd->pid, md->vbd->nbd_socket,
+                         md->vbd->control_socket, NBDKIT_STOP_GRACE);
+      host_vdi_release (m->d, md->vdi->uuid);
       /* Each image's unlink takes a while: all at once. */
       if (!keep_source)
         g_ptr_array_add (destroyers,
@@ -1099,7 +1104,7 @@ migration_init (struct migration *m, struct job *job)
   xmlrpc_env env;
 
   m->job = job;
-  m->d = job_daemon (job);
+  m->d = job_host (job);
   m->disks = g_array_new (FALSE, TRUE, sizeof (struct mdisk));
   m->mm_result
       = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
@@ -1141,17 +1146,18 @@ static void
 end (struct migration *m, const char *dst_vm)
 {
   g_autofree char *vm_ref
-      = g_strconcat (XAPI_REF_PREFIX, m->vm ? m->vm->uuid : "", NULL);
-  g_autofree char *src = g_strconcat (XAPI_REF_PREFIX, m->d->host_uuid, NULL);
+      = g_strconcat (HOST_REF_PREFIX, m->vm ? m->vm->uuid : "", NULL);
+  g_autofree char *src = g_strconcat (HOST_REF_PREFIX, m->d->uuid, NULL);
   g_autofree char *dst
-      = g_strconcat (XAPI_REF_PREFIX, m->dst_host ? m->dst_host : "", NULL);
+      = g_strconcat (HOST_REF_PREFIX, m->dst_host ? m->dst_host : "", NULL);
   g_autofree char *msg = NULL;
   g_autofree char *task_ref = NULL;
 
   if (dst_vm) {
-    g_autofree char *result = g_strdup_printf ("<value>%s</value>", dst_vm);
-
-    job_finish (m->job, "success", result, NULL);
+    /* The destination is a vdimotiond: its refs carry the uuid. */
+    job_succeed (m->job, g_str_has_prefix (dst_vm, HOST_REF_PREFIX)
+                             ? dst_vm + strlen (HOST_REF_PREFIX)
+                             : dst_vm);
     return;
   }
   if (m->vm)
@@ -1160,22 +1166,22 @@ end (struct migration *m, const char *dst_vm)
   if (job_cancelled (m->job) && !job_stopping (m->job)) {
     /* xapi's error, and the step the cancel stopped ("mirror: cancelled"). */
     const char *ei[] = { "TASK_CANCELLED",
-                         task_ref = g_strconcat (XAPI_REF_PREFIX,
+                         task_ref = g_strconcat (HOST_REF_PREFIX,
                                                  job_row (m->job)->task, NULL),
                          msg, NULL };
 
-    job_finish (m->job, "cancelled", NULL, ei);
+    job_fail (m->job, ei);
     return;
   }
   {
     const char *ei[] = { "VM_MIGRATE_FAILED", vm_ref, src, dst, msg, NULL };
 
-    job_finish (m->job, "failure", NULL, ei);
+    job_fail (m->job, ei);
   }
 }
 
-void
-xapi_migrate_run (struct job *job)
+static void
+migrate_run (struct job *job)
 {
   struct migration m = { 0 };
   g_autofree char *dst_vm = NULL;
@@ -1193,8 +1199,8 @@ xapi_migrate_run (struct job *job)
   migration_free (&m);
 }
 
-void
-xapi_migrate_recover (struct job *job)
+static enum job_recovery
+migrate_recover (struct job *job)
 {
   struct migration m = { 0 };
 
@@ -1209,7 +1215,14 @@ xapi_migrate_recover (struct job *job)
   undo (&m);
   end (&m, NULL);
   migration_free (&m);
+  return JOB_RECOVER_DONE;
 }
+
+const struct job_kind job_kind_vm_migrate = {
+  .name = "vm-migrate",
+  .run = migrate_run,
+  .recover = migrate_recover,
+};
 
 /* VM.assert_can_migrate(session, vm, dest, live, vdi_map, vif_map,
  * options): the checks of the migration's first step, done now. */
@@ -1232,8 +1245,8 @@ xapi_vm_assert_can_migrate (struct xapi_call *c, xmlrpc_value *const *args,
   /* Not already migrating (or otherwise busy). */
   if (!claim_disks (c, vm->uuid))
     return NULL;
-  release_disks (c->d, vm->uuid);
-  m.d = c->d;
+  release_disks (c->d->host, vm->uuid);
+  m.d = c->d->host;
   m.vm = vm;
   m.params = kf;
   m.disks = g_array_new (FALSE, TRUE, sizeof (struct mdisk));
@@ -1258,9 +1271,9 @@ xapi_vm_assert_can_migrate (struct xapi_call *c, xmlrpc_value *const *args,
       g_ptr_array_add (c->error, g_strdup (*d));
   }
   else {
-    g_autofree char *vm_ref = g_strconcat (XAPI_REF_PREFIX, vm->uuid, NULL);
+    g_autofree char *vm_ref = g_strconcat (HOST_REF_PREFIX, vm->uuid, NULL);
     g_autofree char *src
-        = g_strconcat (XAPI_REF_PREFIX, c->d->host_uuid, NULL);
+        = g_strconcat (HOST_REF_PREFIX, c->d->host->uuid, NULL);
     g_autofree char *msg = g_strdup_printf (
         "check: cannot reach the destination: %s", error->message);
 

@@ -34,7 +34,7 @@ static const char schema[]
       "CREATE TABLE IF NOT EXISTS tasks ("
       "  uuid TEXT PRIMARY KEY, name_label TEXT, status TEXT NOT NULL,"
       "  progress REAL, result TEXT, error_info TEXT, created INTEGER,"
-      "  finished INTEGER);"
+      "  finished INTEGER, result_uuid TEXT);"
       "CREATE TABLE IF NOT EXISTS jobs ("
       "  task TEXT PRIMARY KEY, kind TEXT NOT NULL, vdi TEXT NOT NULL,"
       "  dst_sr TEXT NOT NULL, dst_vdi TEXT, format TEXT, phase TEXT,"
@@ -76,6 +76,8 @@ state_open (const char *state_dir, GError **error)
   sqlite3_exec (st->db, "ALTER TABLE jobs ADD COLUMN params TEXT", NULL, NULL,
                 NULL);
   sqlite3_exec (st->db, "ALTER TABLE vms ADD COLUMN other_config TEXT", NULL,
+                NULL, NULL);
+  sqlite3_exec (st->db, "ALTER TABLE tasks ADD COLUMN result_uuid TEXT", NULL,
                 NULL, NULL);
   return st;
 }
@@ -367,9 +369,12 @@ state_task_add (struct state *st, const struct state_task *t)
 {
   g_autofree char *ei = join_error_info ((const char *const *)t->error_info);
 
-  return run (st, "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-              "sssdssii", t->uuid, t->name_label, t->status, t->progress,
-              t->result, ei, t->created, t->finished);
+  return run (st,
+              "INSERT INTO tasks (uuid, name_label, status, progress, result,"
+              " error_info, created, finished, result_uuid)"
+              " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+              "sssdssiis", t->uuid, t->name_label, t->status, t->progress,
+              t->result, ei, t->created, t->finished, t->result_uuid);
 }
 
 struct state_task *
@@ -378,7 +383,7 @@ state_task_get (struct state *st, const char *uuid)
   sqlite3_stmt *s = query_row (
       st,
       "SELECT uuid, name_label, status, progress, result, error_info, "
-      "created, finished FROM tasks WHERE uuid = ?",
+      "created, finished, result_uuid FROM tasks WHERE uuid = ?",
       "s", uuid);
   struct state_task *t;
   const unsigned char *ei;
@@ -395,6 +400,7 @@ state_task_get (struct state *st, const char *uuid)
   t->error_info = ei && *ei ? g_strsplit ((const char *)ei, "\n", -1) : NULL;
   t->created = sqlite3_column_int64 (s, 6);
   t->finished = sqlite3_column_int64 (s, 7);
+  t->result_uuid = col_text (s, 8);
   sqlite3_finalize (s);
   return t;
 }
@@ -417,15 +423,16 @@ state_task_set_status (struct state *st, const char *uuid, const char *status)
 
 int
 state_task_finish (struct state *st, const char *uuid, const char *status,
-                   const char *result, const char *const *error_info)
+                   const char *result_uuid, const char *const *error_info)
 {
   g_autofree char *ei = join_error_info (error_info);
 
   return run (st,
-              "UPDATE tasks SET status = ?, result = ?, error_info = ?, "
+              "UPDATE tasks SET status = ?, result = '', result_uuid = ?, "
+              "error_info = ?, "
               "progress = CASE WHEN ? = 'success' THEN 1.0 ELSE progress END, "
               "finished = ? WHERE uuid = ?",
-              "ssssis", status, result ? result : "", ei, status,
+              "ssssis", status, result_uuid, ei, status,
               (int64_t)(g_get_real_time () / G_USEC_PER_SEC), uuid);
 }
 
@@ -444,6 +451,7 @@ state_task_free (struct state_task *t)
   g_free (t->name_label);
   g_free (t->status);
   g_free (t->result);
+  g_free (t->result_uuid);
   g_strfreev (t->error_info);
   g_free (t);
 }

@@ -87,7 +87,10 @@ typedef struct state_vbd state_vbd; /* for g_autoptr */
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (state_vbd, state_vbd_free)
 
 /* Tasks.  status: "pending", "success", "failure", "cancelling",
- * "cancelled".  result is XenAPI's: "<value>OpaqueRef:...</value>". */
+ * "cancelled".  A job's result is typed: result_uuid, the object it made
+ * (jobs.h).  result is the text of a task the XenAPI face ended itself
+ * (an Async call of a method that finishes at once): XenAPI's wire form,
+ * kept as the face wrote it. */
 struct state_task
 {
   char *uuid;
@@ -95,6 +98,7 @@ struct state_task
   char *status;
   double progress;
   char *result;
+  char *result_uuid;
   char **error_info; /* NULL-terminated, may be NULL */
   int64_t created, finished;
 };
@@ -106,9 +110,11 @@ int state_task_set_progress (struct state *st, const char *uuid,
  * that ended meanwhile keeps its outcome. */
 int state_task_set_status (struct state *st, const char *uuid,
                            const char *status);
-/* Ends the task: status, result (may be NULL) and error_info. */
+/* Ends the task: status, the uuid of the object made (may be NULL) and
+ * error_info (may be NULL). */
 int state_task_finish (struct state *st, const char *uuid, const char *status,
-                       const char *result, const char *const *error_info);
+                       const char *result_uuid,
+                       const char *const *error_info);
 int state_task_remove (struct state *st, const char *uuid);
 void state_task_free (struct state_task *t);
 typedef struct state_task state_task; /* for g_autoptr */

@@ -20,10 +20,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "xapi.h"
+#include <gio/gio.h>
+
+#include "nbdkit.h"
 
 static char *
-run_path (struct xapi_daemon *d, const char *name, const char *ext)
+run_path (struct host *d, const char *name, const char *ext)
 {
   g_autofree char *file = g_strconcat (name, ext, NULL);
 
@@ -56,7 +58,7 @@ log_tail (const char *log)
  * <run-dir>/gnutls.conf, through GNUTLS_SYSTEM_PRIORITY_FILE.
  * Returns the file to use, or NULL. */
 static const char *
-gnutls_config (struct xapi_daemon *d)
+gnutls_config (struct host *d)
 {
   static char *path;
   static gsize done;
@@ -86,7 +88,7 @@ gnutls_config (struct xapi_daemon *d)
 }
 
 static GSubprocessLauncher *
-launcher (struct xapi_daemon *d, const char *log)
+launcher (struct host *d, const char *log)
 {
   GSubprocessLauncher *l
       = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDIN_INHERIT);
@@ -118,7 +120,7 @@ read_pidfile (const char *path)
  * *ERROR (BUSY: the foreground nbdkit failed, e.g. a port taken, with
  * the log's tail in the message). */
 static pid_t
-start_nbdkit (struct xapi_daemon *d, const char *const *argv,
+start_nbdkit (struct host *d, const char *const *argv,
               const char *pidfile, const char *log, const char *what,
               bool *busy, GError **error)
 {
@@ -151,11 +153,11 @@ start_nbdkit (struct xapi_daemon *d, const char *const *argv,
 }
 
 int
-xapi_serve_image (struct xapi_daemon *d, const char *name, struct xapi_sr *s,
+nbdkit_serve_image (struct host *d, const char *name, struct host_sr *s,
                   const struct sr_vdi *v, bool mirror, bool readonly,
-                  struct xapi_served *out, GError **error)
+                  struct nbdkit_served *out, GError **error)
 {
-  g_autofree char *image = xapi_vdi_path (s, v);
+  g_autofree char *image = host_vdi_path (s, v);
   g_autofree char *format_arg
       = g_strconcat ("format=", vdisk_format_name (v->format), NULL);
   g_autofree char *confine_arg
@@ -226,9 +228,9 @@ free_port (const char *addr)
 }
 
 int
-xapi_serve_forward (struct xapi_daemon *d, const char *name,
+nbdkit_serve_forward (struct host *d, const char *name,
                     const char *unix_socket, const char *psk_file,
-                    const char *addr, struct xapi_forward *out, GError **error)
+                    const char *addr, struct nbdkit_forward *out, GError **error)
 {
   g_autofree char *pidfile = run_path (d, name, ".pid");
   g_autofree char *log = run_path (d, name, ".log");
@@ -275,7 +277,7 @@ xapi_serve_forward (struct xapi_daemon *d, const char *name,
 
 /* Is PID a live (not zombie) process whose command line names SOCKET? */
 bool
-xapi_serving (pid_t pid, const char *socket)
+nbdkit_serving (pid_t pid, const char *socket)
 {
   g_autofree char *cmdline_path = NULL;
   g_autofree char *stat_path = NULL;
@@ -303,19 +305,19 @@ xapi_serving (pid_t pid, const char *socket)
 }
 
 void
-xapi_stop_serving (pid_t pid, const char *socket, const char *control,
+nbdkit_stop (pid_t pid, const char *socket, const char *control,
                    int grace_seconds)
 {
-  if (xapi_serving (pid, socket)) {
+  if (nbdkit_serving (pid, socket)) {
     kill (pid, SIGTERM);
     /* nbdkit finishes the requests in flight and flushes. */
-    for (int i = 0; i < grace_seconds * 100 && xapi_serving (pid, socket); i++)
+    for (int i = 0; i < grace_seconds * 100 && nbdkit_serving (pid, socket); i++)
       g_usleep (10 * 1000);
-    if (xapi_serving (pid, socket)) {
+    if (nbdkit_serving (pid, socket)) {
       g_message ("nbdkit %d still runs %d s after SIGTERM: killing it",
                  (int)pid, grace_seconds);
       kill (pid, SIGKILL);
-      for (int i = 0; i < 500 && xapi_serving (pid, socket); i++)
+      for (int i = 0; i < 500 && nbdkit_serving (pid, socket); i++)
         g_usleep (10 * 1000);
     }
     g_message ("nbdkit %d (%s) stopped", (int)pid, socket);

@@ -1,0 +1,175 @@
+/* The host: its SRs, VDI claims and small shared helpers (host.h). */
+
+#include <string.h>
+
+#include "host.h"
+#include "jobs.h"
+
+static void
+host_sr_free (gpointer p)
+{
+  struct host_sr *s = p;
+
+  if (sr_close (s->sr) == -1)
+    g_warning ("SR %s: %s", s->name, sr_get_error ());
+  g_free (s->name);
+  g_free (s);
+}
+
+struct host *
+host_new (void)
+{
+  struct host *h = g_new0 (struct host, 1);
+
+  h->srs = g_ptr_array_new_with_free_func (host_sr_free);
+  h->vdi_ops = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  g_mutex_init (&h->vdi_ops_lock);
+  return h;
+}
+
+void
+host_free (struct host *h)
+{
+  if (h == NULL)
+    return;
+  /* The jobs first: they use the SRs and the state. */
+  jobs_free (h->jobs);
+  g_ptr_array_unref (h->srs);
+  g_hash_table_unref (h->vdi_ops);
+  g_mutex_clear (&h->vdi_ops_lock);
+  state_close (h->state);
+  g_free (h->uuid);
+  g_free (h->name_label);
+  g_free (h->network_uuid);
+  g_free (h->state_dir);
+  g_free (h->run_dir);
+  g_free (h->nbdkit);
+  g_free (h->vdi_plugin);
+  g_free (h->mirror_filter);
+  g_free (h->migration_url);
+  g_free (h->cert_sha256);
+  g_free (h->nbd_address);
+  g_free (h->memory_migrator);
+  g_free (h);
+}
+
+struct host_sr *
+host_find_sr (struct host *h, const char *uuid)
+{
+  for (guint i = 0; uuid && i < h->srs->len; i++) {
+    struct host_sr *s = h->srs->pdata[i];
+
+    if (strcmp (sr_get_uuid (s->sr), uuid) == 0)
+      return s;
+  }
+  return NULL;
+}
+
+struct sr_vdi *
+host_find_vdi (struct host *h, const char *uuid, struct host_sr **srp)
+{
+  for (guint i = 0; uuid && i < h->srs->len; i++) {
+    struct host_sr *s = h->srs->pdata[i];
+    struct sr_vdi *v = sr_vdi_get_by_uuid (s->sr, uuid);
+
+    if (v) {
+      if (srp)
+        *srp = s;
+      return v;
+    }
+  }
+  return NULL;
+}
+
+char *
+host_vdi_path (const struct host_sr *s, const struct sr_vdi *v)
+{
+  return g_build_filename (sr_get_path (s->sr), v->location, NULL);
+}
+
+bool
+host_vdi_claim (struct host *h, const char *uuid, const char *op)
+{
+  bool ok;
+
+  g_mutex_lock (&h->vdi_ops_lock);
+  ok = !g_hash_table_contains (h->vdi_ops, uuid);
+  if (ok)
+    g_hash_table_insert (h->vdi_ops, g_strdup (uuid), g_strdup (op));
+  g_mutex_unlock (&h->vdi_ops_lock);
+  return ok;
+}
+
+void
+host_vdi_release (struct host *h, const char *uuid)
+{
+  g_mutex_lock (&h->vdi_ops_lock);
+  g_hash_table_remove (h->vdi_ops, uuid);
+  g_mutex_unlock (&h->vdi_ops_lock);
+}
+
+char *
+host_vdi_operation (struct host *h, const char *uuid)
+{
+  char *op;
+
+  g_mutex_lock (&h->vdi_ops_lock);
+  op = g_strdup (g_hash_table_lookup (h->vdi_ops, uuid));
+  g_mutex_unlock (&h->vdi_ops_lock);
+  return op;
+}
+
+bool
+host_vdi_attached (struct host *h, const char *vdi_uuid)
+{
+  g_autoptr (GPtrArray) uuids = state_list (h->state, "vbds", "vdi", vdi_uuid);
+
+  for (guint i = 0; i < uuids->len; i++) {
+    g_autoptr (state_vbd) b = state_vbd_get (h->state, uuids->pdata[i]);
+
+    if (b && b->pid > 0)
+      return true;
+  }
+  return false;
+}
+
+char *
+host_ref (const char *uuid)
+{
+  return g_strconcat (HOST_REF_PREFIX, uuid, NULL);
+}
+
+GHashTable *
+host_oc_parse (const char *text)
+{
+  GHashTable *oc
+      = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  g_autoptr (GVariant) v = NULL;
+  GVariantIter it;
+  const char *k, *val;
+
+  if (text && *text)
+    v = g_variant_parse (G_VARIANT_TYPE ("a{ss}"), text, NULL, NULL, NULL);
+  if (v == NULL)
+    return oc;
+  g_variant_iter_init (&it, v);
+  while (g_variant_iter_next (&it, "{&s&s}", &k, &val))
+    g_hash_table_replace (oc, g_strdup (k), g_strdup (val));
+  return oc;
+}
+
+char *
+host_oc_print (GHashTable *oc)
+{
+  GVariantBuilder b;
+  GHashTableIter it;
+  gpointer k, v;
+  g_autoptr (GVariant) var = NULL;
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE ("a{ss}"));
+  g_hash_table_iter_init (&it, oc);
+  while (g_hash_table_iter_next (&it, &k, &v))
+    g_variant_builder_add (&b, "{ss}", (const char *)k, (const char *)v);
+  var = g_variant_ref_sink (g_variant_builder_end (&b));
+  return g_variant_print (var, FALSE);
+}

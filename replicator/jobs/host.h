@@ -1,0 +1,99 @@
+/* The host: what vdimotiond's brain works on, apart from any wire form.
+ *
+ * Design: one `struct host` per daemon holds the SRs it serves, its
+ * durable state (state.h), its job manager (jobs.h), where its nbdkit
+ * processes live (nbdkit.h) and how migrations reach it.  The XenAPI
+ * face (xapi-shim/) turns calls into calls of these functions; nothing
+ * here knows XML-RPC, HTTP or sessions.
+ *
+ * Objects are named by uuid.  A XenAPI ref of vdimotiond is
+ * "OpaqueRef:<uuid>" (HOST_REF_PREFIX), so refs survive restarts and an
+ * SR moved to another host keeps its VDIs' refs; the brain writes refs
+ * only into a task's error_info, which XenAPI defines as strings.
+ *
+ * Threads: the SR list is fixed after start; the VDI claims are under a
+ * lock; state.h is safe from any thread.  Everything else of the host is
+ * read-only once the daemon serves.
+ */
+#ifndef VDM_HOST_H
+#define VDM_HOST_H
+
+#include <stdbool.h>
+
+#include <glib.h>
+
+#include "sr.h"
+#include "state.h"
+
+#define HOST_REF_PREFIX "OpaqueRef:"
+
+/* One SR given with --sr NAME=PATH or [sr:NAME]. */
+struct host_sr
+{
+  char *name; /* the SR's name_label */
+  struct sr *sr;
+};
+
+struct jobs;
+
+struct host
+{
+  char *uuid;
+  char *name_label;
+  char *network_uuid;
+  char *state_dir;
+  char *run_dir;       /* <state-dir>/run: nbdkit sockets and pid files */
+  struct state *state; /* VMs, VBDs, tasks, jobs, migrations */
+  struct jobs *jobs;   /* the storage operations (jobs.h) */
+  /* How disks are served (nbdkit.h). */
+  char *nbdkit;        /* the nbdkit program */
+  char *vdi_plugin;    /* path of nbdkit-vdi-plugin.so */
+  char *mirror_filter; /* path of nbdkit-mirror-filter.so */
+  /* Migration (migrate.c, migrate-receive.c). */
+  char *migration_url;   /* how sources reach this daemon */
+  char *cert_sha256;     /* of the HTTPS certificate, or NULL */
+  char *nbd_address;     /* where migration NBD exports listen */
+  char *memory_migrator; /* the command handing a VM over */
+  GPtrArray *srs;        /* struct host_sr *, owned */
+  /* VDIs with an operation running (VDI record "current_operations"):
+   * uuid → operation name, under vdi_ops_lock (jobs run in threads). */
+  GMutex vdi_ops_lock;
+  GHashTable *vdi_ops;
+};
+
+/* An empty host (no SRs, no state yet); free with host_free, which also
+ * closes its SRs and state. */
+struct host *host_new (void);
+void host_free (struct host *h);
+
+/* The SR with uuid UUID, or NULL. */
+struct host_sr *host_find_sr (struct host *h, const char *uuid);
+/* The record of VDI UUID (sr_vdi_free it) and the SR holding it (*SRP,
+ * if SRP); NULL if no SR has it (SR-internal images included: the
+ * caller checks ->managed where that matters). */
+struct sr_vdi *host_find_vdi (struct host *h, const char *uuid,
+                              struct host_sr **srp);
+/* The path of V's image file in S (g_free it). */
+char *host_vdi_path (const struct host_sr *s, const struct sr_vdi *v);
+
+/* Claim VDI UUID for operation OP ("copy", "import", ...), so that no
+ * other operation starts on it: false if it already has one.  Release
+ * when done.  host_vdi_operation: the operation VDI UUID has now (a new
+ * string), or NULL. */
+bool host_vdi_claim (struct host *h, const char *uuid, const char *op);
+void host_vdi_release (struct host *h, const char *uuid);
+char *host_vdi_operation (struct host *h, const char *uuid);
+
+/* Is VDI UUID served to a running VM (a VBD with a disk server)? */
+bool host_vdi_attached (struct host *h, const char *vdi_uuid);
+
+/* "OpaqueRef:<uuid>" (g_free it). */
+char *host_ref (const char *uuid);
+
+/* A VM's other_config as kept in state.h (GVariant text of an a{ss}):
+ * from text (NULL or unreadable: empty) to a table of strings, never
+ * NULL; and back. */
+GHashTable *host_oc_parse (const char *text);
+char *host_oc_print (GHashTable *oc);
+
+#endif /* VDM_HOST_H */
