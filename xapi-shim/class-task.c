@@ -201,34 +201,23 @@ xapi_job_submit (struct xapi_call *c, struct state_job *j,
   return task;
 }
 
-static gboolean
-wake (gpointer p)
-{
-  return G_SOURCE_CONTINUE;
-}
-
 xmlrpc_value *
 xapi_job_reply (struct xapi_call *c, const char *task)
 {
-  g_autoptr (state_task) t = NULL;
-  guint tick;
-
   if (c->async) {
     c->async_task = true;
     return xapi_ref (c, task);
   }
-  /* Synchronous: keep serving other clients while this one waits. */
-  tick = g_timeout_add (50, wake, NULL);
-  for (;;) {
-    g_main_context_iteration (NULL, TRUE);
-    state_task_free (t);
-    t = state_task_get (c->d->host->state, task);
-    if (t == NULL
-        || (strcmp (t->status, "pending") != 0
-            && strcmp (t->status, "cancelling") != 0))
-      break;
-  }
-  g_source_remove (tick);
+  g_assert (c->wait_task == NULL);
+  c->wait_task = g_strdup (task);
+  return NULL;
+}
+
+xmlrpc_value *
+xapi_task_outcome (struct xapi_call *c, const char *task)
+{
+  g_autoptr (state_task) t = state_task_get (c->d->host->state, task);
+
   if (t == NULL) {
     xapi_fail (c, "HANDLE_INVALID", "task", task, NULL);
     return NULL;

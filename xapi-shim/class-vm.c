@@ -1,16 +1,10 @@
 /* The VM class: VMs as a storage host sees them — a name and disks.
  *
- * vdimotiond does not run guests.  VM.start serves each of the VM's
- * disks (VBDs) with its own nbdkit (vm-disks.c): nbdkit-vdi-plugin over
- * the VDI's image and nbdkit-mirror-filter on top, on a Unix socket named
- * in the VBD's other_config["nbd-socket"].  That socket is where a
- * hypervisor (or fio) attaches; the mirror filter is what lets a running
- * VM's disk move (VDI.pool_migrate) without the VM noticing.
- * VM.shutdown stops them.  A VM is "Running" while its disks are served.
- *
- * The records are durable (state.h).  At start, xapi_vms_reconcile
- * checks that each running VM's nbdkits are still alive (they outlive
- * a restart of the daemon); a VM that lost a disk server is halted. */
+ * VM.start, VM.shutdown and VM.destroy are the brain's (replicator/jobs/
+ * vms.h: each disk served by its own nbdkit with the mirror filter, on
+ * a Unix socket named in the VBD's other_config["nbd-socket"]); this
+ * file reads the arguments and writes the records.  The records are
+ * durable (state.h). */
 
 #include <string.h>
 
@@ -144,89 +138,21 @@ vm_create (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   return xapi_ref (c, uuid);
 }
 
-static void
-fail_power_state (struct xapi_call *c, const struct state_vm *vm,
-                  const char *expected)
-{
-  g_autofree char *ref = g_strconcat (XAPI_REF_PREFIX, vm->uuid, NULL);
-
-  xapi_fail (c, "VM_BAD_POWER_STATE", ref, expected, vm->power_state, NULL);
-}
 
 static xmlrpc_value *
 vm_destroy (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 {
   g_autofree char *ref = xapi_read_string (c, args[1], "vm");
   g_autoptr (state_vm) vm = ref ? xapi_vm_by_ref (c, ref) : NULL;
-  g_autoptr (GPtrArray) vbds = NULL;
+  char **err = NULL;
 
   if (vm == NULL)
     return NULL;
-  if (is_running (vm)) {
-    fail_power_state (c, vm, "Halted");
+  if (host_vm_destroy (c->d->host, vm->uuid, &err) == -1) {
+    xapi_fail_err (c, err);
     return NULL;
   }
-  /* As xapi: the VBDs go with the VM, the VDIs stay. */
-  vbds = state_list (c->d->host->state, "vbds", "vm", vm->uuid);
-  for (guint i = 0; i < vbds->len; i++)
-    state_vbd_remove (c->d->host->state, vbds->pdata[i]);
-  state_vm_remove (c->d->host->state, vm->uuid);
-  g_message ("VM.destroy: %s", vm->uuid);
   return xapi_void (c);
-}
-
-/* Stop serving one VBD (and the target of a live move, if any). */
-static void
-stop_vbd (struct xapi_daemon *d, struct state_vbd *b)
-{
-  nbdkit_stop (b->pid, b->nbd_socket, b->control_socket,
-                     NBDKIT_STOP_GRACE);
-  if (b->target_pid)
-    nbdkit_stop (b->target_pid, b->target_socket, NULL, NBDKIT_STOP_GRACE);
-  g_clear_pointer (&b->nbd_socket, g_free);
-  g_clear_pointer (&b->control_socket, g_free);
-  g_clear_pointer (&b->target_socket, g_free);
-  b->pid = b->target_pid = 0;
-  state_vbd_update (d->host->state, b);
-}
-
-/* Serve one VBD's VDI; false after xapi_fail. */
-static bool
-start_vbd (struct xapi_call *c, struct state_vbd *b)
-{
-  struct host_sr *s = NULL;
-  struct sr_vdi *v = host_find_vdi (c->d->host, b->vdi, &s);
-  int r;
-  g_autoptr (GError) error = NULL;
-  struct nbdkit_served sv = { 0 };
-  bool ro = g_strcmp0 (b->mode, "RO") == 0;
-
-  if (v == NULL) {
-    g_autofree char *ref = g_strconcat (XAPI_REF_PREFIX, b->vdi, NULL);
-
-    xapi_fail (c, "VDI_MISSING", XAPI_NULL_REF, ref, NULL);
-    return false;
-  }
-  if (v->read_only && !ro) {
-    g_autofree char *ref = g_strconcat (XAPI_REF_PREFIX, b->vdi, NULL);
-
-    sr_vdi_free (v);
-    xapi_fail (c, "VDI_READ_ONLY", ref, NULL);
-    return false;
-  }
-  r = nbdkit_serve_image (c->d->host, b->uuid, s, v, true, ro, &sv, &error);
-  sr_vdi_free (v);
-  if (r == -1) {
-    xapi_fail (c, "INTERNAL_ERROR", error->message, NULL);
-    return false;
-  }
-  g_free (b->nbd_socket);
-  g_free (b->control_socket);
-  b->nbd_socket = sv.socket;
-  b->control_socket = sv.control;
-  b->pid = sv.pid;
-  state_vbd_update (c->d->host->state, b);
-  return true;
 }
 
 /* VM.start(session, vm[, start_paused, force]). */
@@ -235,45 +161,14 @@ vm_start (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 {
   g_autofree char *ref = xapi_read_string (c, args[1], "vm");
   g_autoptr (state_vm) vm = ref ? xapi_vm_by_ref (c, ref) : NULL;
-  g_autoptr (GPtrArray) uuids = NULL;
-  g_autoptr (GPtrArray) started = NULL;
-  g_autoptr (GPtrArray) claimed = NULL;
+  char **err = NULL;
 
   if (vm == NULL)
     return NULL;
-  if (is_running (vm)) {
-    fail_power_state (c, vm, "Halted");
+  if (host_vm_start (c->d->host, vm->uuid, &err) == -1) {
+    xapi_fail_err (c, err);
     return NULL;
   }
-  uuids = state_list (c->d->host->state, "vbds", "vm", vm->uuid);
-  started = g_ptr_array_new_with_free_func ((GDestroyNotify)state_vbd_free);
-  claimed = g_ptr_array_new_with_free_func (g_free);
-  for (guint i = 0; i < uuids->len; i++) {
-    struct state_vbd *b = state_vbd_get (c->d->host->state, uuids->pdata[i]);
-
-    if (b == NULL)
-      continue;
-    /* A VDI being imported, copied or moved cannot be served; the claim
-     * is held only while starting. */
-    if (!xapi_vdi_claim (c, b->vdi, "attach") || !start_vbd (c, b)) {
-      if (!xapi_failed (c))
-        xapi_fail (c, "INTERNAL_ERROR", "cannot start", NULL);
-      state_vbd_free (b);
-      break;
-    }
-    g_ptr_array_add (claimed, g_strdup (b->vdi));
-    g_ptr_array_add (started, b);
-  }
-  for (guint i = 0; i < claimed->len; i++)
-    host_vdi_release (c->d->host, claimed->pdata[i]);
-  if (xapi_failed (c)) {
-    /* All or nothing: stop what started. */
-    for (guint i = 0; i < started->len; i++)
-      stop_vbd (c->d, started->pdata[i]);
-    return NULL;
-  }
-  state_vm_set_power_state (c->d->host->state, vm->uuid, "Running");
-  g_message ("VM.start: %s (%u disks)", vm->uuid, started->len);
   return xapi_void (c);
 }
 
@@ -283,74 +178,15 @@ vm_shutdown (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 {
   g_autofree char *ref = xapi_read_string (c, args[1], "vm");
   g_autoptr (state_vm) vm = ref ? xapi_vm_by_ref (c, ref) : NULL;
-  g_autoptr (GPtrArray) uuids = NULL;
-  g_autoptr (GPtrArray) claimed = NULL;
+  char **err = NULL;
 
   if (vm == NULL)
     return NULL;
-  if (!is_running (vm)) {
-    fail_power_state (c, vm, "Running");
+  if (host_vm_shutdown (c->d->host, vm->uuid, &err) == -1) {
+    xapi_fail_err (c, err);
     return NULL;
   }
-  uuids = state_list (c->d->host->state, "vbds", "vm", vm->uuid);
-  claimed = g_ptr_array_new_with_free_func (g_free);
-  /* Not while one of its disks is moving: the move needs its nbdkit. */
-  for (guint i = 0; i < uuids->len; i++) {
-    g_autoptr (state_vbd) b = state_vbd_get (c->d->host->state, uuids->pdata[i]);
-
-    if (b && !xapi_vdi_claim (c, b->vdi, "detach"))
-      break;
-    if (b)
-      g_ptr_array_add (claimed, g_strdup (b->vdi));
-  }
-  if (!xapi_failed (c)) {
-    for (guint i = 0; i < uuids->len; i++) {
-      g_autoptr (state_vbd) b = state_vbd_get (c->d->host->state, uuids->pdata[i]);
-
-      if (b)
-        stop_vbd (c->d, b);
-    }
-    state_vm_set_power_state (c->d->host->state, vm->uuid, "Halted");
-    g_message ("VM.shutdown: %s", vm->uuid);
-  }
-  for (guint i = 0; i < claimed->len; i++)
-    host_vdi_release (c->d->host, claimed->pdata[i]);
-  return xapi_failed (c) ? NULL : xapi_void (c);
-}
-
-void
-xapi_vms_reconcile (struct xapi_daemon *d)
-{
-  g_autoptr (GPtrArray) vms = state_list (d->host->state, "vms", NULL, NULL);
-
-  for (guint i = 0; i < vms->len; i++) {
-    g_autoptr (state_vm) vm = state_vm_get (d->host->state, vms->pdata[i]);
-    g_autoptr (GPtrArray) vbds = NULL;
-    bool all_alive = true;
-
-    if (vm == NULL || !is_running (vm))
-      continue;
-    vbds = state_list (d->host->state, "vbds", "vm", vm->uuid);
-    for (guint j = 0; j < vbds->len; j++) {
-      g_autoptr (state_vbd) b = state_vbd_get (d->host->state, vbds->pdata[j]);
-
-      if (b && !nbdkit_serving (b->pid, b->nbd_socket))
-        all_alive = false;
-    }
-    if (all_alive) {
-      g_message ("VM %s: still running (%u disks served)", vm->uuid,
-                 vbds->len);
-      continue;
-    }
-    g_warning ("VM %s: a disk server is gone: the VM is halted", vm->uuid);
-    for (guint j = 0; j < vbds->len; j++) {
-      g_autoptr (state_vbd) b = state_vbd_get (d->host->state, vbds->pdata[j]);
-
-      if (b)
-        stop_vbd (d, b);
-    }
-    state_vm_set_power_state (d->host->state, vm->uuid, "Halted");
-  }
+  return xapi_void (c);
 }
 
 /* VM.add_to_other_config(session, vm, key, value),
@@ -395,7 +231,11 @@ vm_change_other_config (struct xapi_call *c, xmlrpc_value *const *args,
       g_hash_table_remove (oc, key);
   }
   text = host_oc_print (oc);
-  state_vm_set_other_config (c->d->host->state, vm->uuid, text);
+  if (state_vm_set_other_config (c->d->host->state, vm->uuid, text) == -1) {
+    xapi_fail (c, "INTERNAL_ERROR", "cannot record the VM's other_config",
+               NULL);
+    return NULL;
+  }
   return xapi_void (c);
 }
 

@@ -37,6 +37,19 @@ xapi_fail (struct xapi_call *c, const char *code, ...)
   va_end (ap);
 }
 
+void
+xapi_fail_err (struct xapi_call *c, char **err)
+{
+  if (c->error == NULL && err && err[0]) {
+    c->error = g_ptr_array_new_with_free_func (g_free);
+    for (size_t i = 0; err[i]; i++)
+      g_ptr_array_add (c->error, g_steal_pointer (&err[i]));
+  }
+  else if (c->error == NULL)
+    xapi_fail (c, "INTERNAL_ERROR", "failed without saying why", NULL);
+  g_strfreev (err);
+}
+
 bool
 xapi_failed (struct xapi_call *c)
 {
@@ -563,7 +576,8 @@ wrap (struct xapi_call *c, xmlrpc_value *value)
 
 xmlrpc_value *
 xapi_dispatch (struct xapi_daemon *d, xmlrpc_env *env, const char *method,
-               xmlrpc_value *params, const struct xapi_login_check *login)
+               xmlrpc_value *params, const struct xapi_login_check *login,
+               char **wait_task)
 {
   struct xapi_call c
       = { .d = d, .env = env, .method = method, .login = login };
@@ -581,7 +595,25 @@ xapi_dispatch (struct xapi_daemon *d, xmlrpc_env *env, const char *method,
   }
   if (!env->fault_occurred)
     result = run (&c, (xmlrpc_value *const *)args->pdata, args->len);
+  if (c.wait_task && c.error == NULL && !env->fault_occurred) {
+    g_assert (result == NULL);
+    *wait_task = c.wait_task;
+    return NULL;
+  }
+  g_free (c.wait_task);
   reply = wrap (&c, result);
+  if (c.error)
+    g_ptr_array_unref (c.error);
+  return reply;
+}
+
+xmlrpc_value *
+xapi_dispatch_task_reply (struct xapi_daemon *d, xmlrpc_env *env,
+                          const char *task)
+{
+  struct xapi_call c = { .d = d, .env = env, .method = "task" };
+  xmlrpc_value *reply = wrap (&c, xapi_task_outcome (&c, task));
+
   if (c.error)
     g_ptr_array_unref (c.error);
   return reply;

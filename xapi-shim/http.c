@@ -14,7 +14,10 @@
  * design); the main loop, which owns the daemon's state, runs the call
  * (xapi_dispatch); a worker thread encodes the reply; the main loop sends
  * it.  So a huge or hostile body never holds up the main loop that answers
- * every other client. */
+ * every other client.  A synchronous call of a job's method (VDI.copy,
+ * VM.migrate_send) waits for its task without a thread and without a
+ * nested main loop: the job manager calls task_over when the task is
+ * over (jobs_watch), and the reply takes the same way from there. */
 
 #include <errno.h>
 #include <string.h>
@@ -34,7 +37,8 @@ struct xapi_http
   SoupServer *server;
   GThreadPool *fast, *bulk, *login; /* see rpc_work */
   unsigned inflight;                /* calls between pause and answer */
-  bool stopping;                    /* xapi_http_free: answer nothing more */
+  GPtrArray *waiting; /* struct rpc_call * waiting for their task */
+  bool stopping;      /* xapi_http_free: answer nothing more */
 };
 
 /* The body of one request as it arrives. */
@@ -265,6 +269,7 @@ struct rpc_call
   struct xapi_rpc_request rq;    /* decoded */
   struct xapi_login_check login; /* a login's password, checked */
   xmlrpc_value *reply;           /* from the dispatcher, to encode */
+  char *wait_task;               /* answered once this task is over */
   GBytes *out;                   /* encoded */
 };
 
@@ -279,6 +284,7 @@ rpc_call_free (struct rpc_call *rc)
     xmlrpc_DECREF (rc->reply);
   if (rc->out)
     g_bytes_unref (rc->out);
+  g_free (rc->wait_task);
   g_object_unref (rc->msg);
   g_free (rc);
 }
@@ -311,6 +317,7 @@ rpc_done (struct rpc_call *rc)
 
 static gboolean decoded (gpointer user_data);
 static gboolean encoded (gpointer user_data);
+static void task_over (const char *task, void *opaque);
 
 /* A thread's step of a call, then back to the main loop. */
 static void rpc_queue (struct rpc_call *rc);
@@ -402,7 +409,16 @@ decoded (gpointer user_data)
   }
   xmlrpc_env_init (&env);
   rc->reply = xapi_dispatch (rc->h->d, &env, rc->rq.method, rc->rq.params,
-                             rc->login.user ? &rc->login : NULL);
+                             rc->login.user ? &rc->login : NULL,
+                             &rc->wait_task);
+  if (rc->wait_task) {
+    /* A synchronous call of a job: answered when its task is over. */
+    xmlrpc_env_clean (&env);
+    xapi_rpc_request_clear (&rc->rq);
+    g_ptr_array_add (rc->h->waiting, rc);
+    jobs_watch (rc->h->d->host->jobs, rc->wait_task, task_over, rc);
+    return G_SOURCE_REMOVE;
+  }
   if (env.fault_occurred || rc->reply == NULL) {
     /* xapi_dispatch turns xmlrpc-c's own errors into INTERNAL_ERROR;
      * this is for when it could not even build that. */
@@ -422,6 +438,36 @@ decoded (gpointer user_data)
   rc->step = STEP_ENCODE;
   rpc_queue (rc);
   return G_SOURCE_REMOVE;
+}
+
+/* The task a synchronous call waited for is over (the main loop, from
+ * jobs_watch): its reply goes to a thread to be encoded. */
+static void
+task_over (const char *task, void *opaque)
+{
+  struct rpc_call *rc = opaque;
+  xmlrpc_env env;
+
+  g_ptr_array_remove_fast (rc->h->waiting, rc);
+  if (rc->h->stopping) {
+    rpc_done (rc);
+    return;
+  }
+  xmlrpc_env_init (&env);
+  rc->reply = xapi_dispatch_task_reply (rc->h->d, &env, task);
+  if (env.fault_occurred || rc->reply == NULL) {
+    g_autoptr (GBytes) out = xapi_rpc_failure ((const char *const[]){
+        "INTERNAL_ERROR", env.fault_occurred ? env.fault_string : "no reply",
+        NULL });
+
+    rpc_answer (rc, SOUP_STATUS_OK, "text/xml", out);
+    xmlrpc_env_clean (&env);
+    rpc_done (rc);
+    return;
+  }
+  xmlrpc_env_clean (&env);
+  rc->step = STEP_ENCODE;
+  rpc_queue (rc);
 }
 
 static void
@@ -478,6 +524,7 @@ xapi_http_new (struct xapi_daemon *d, GError **error)
   struct xapi_http *h = g_new0 (struct xapi_http, 1);
 
   h->d = d;
+  h->waiting = g_ptr_array_new ();
   /* Exclusive: the bulk threads lower their own priority, so they must
    * not serve anyone else. */
   h->fast = g_thread_pool_new (rpc_work, NULL, FAST_THREADS, TRUE, NULL);
@@ -565,7 +612,19 @@ xapi_http_free (struct xapi_http *h)
     g_thread_pool_free (h->bulk, FALSE, TRUE);
   if (h->login)
     g_thread_pool_free (h->login, FALSE, TRUE);
+  /* Calls waiting for a task are dropped: their jobs end only after
+   * this (the host stops them), and the daemon answers nothing more.  A
+   * watch already on its way comes back through task_over. */
+  for (guint i = h->waiting->len; i-- > 0;) {
+    struct rpc_call *rc = h->waiting->pdata[i];
+
+    if (jobs_unwatch (h->d->host->jobs, rc->wait_task, task_over, rc)) {
+      g_ptr_array_remove_index_fast (h->waiting, i);
+      rpc_done (rc);
+    }
+  }
   while (h->inflight > 0)
     g_main_context_iteration (NULL, TRUE);
+  g_ptr_array_unref (h->waiting);
   g_free (h);
 }

@@ -522,7 +522,7 @@ run (struct options *o)
   if (open_srs (&d, o->srs, deadline, &error) == -1)
     goto out;
   xapi_load_sessions (&d);
-  xapi_vms_reconcile (&d);
+  host_vms_reconcile (host);
   host->jobs = jobs_new (host, o->max_storage_operations, job_kinds);
   jobs_recover (host->jobs);
 

@@ -33,6 +33,7 @@
 #include "jobs.h"
 #include "nbdkit.h"
 #include "state.h"
+#include "vms.h"
 
 #define XAPI_REF_PREFIX "OpaqueRef:"
 #define XAPI_NULL_REF "OpaqueRef:NULL"
@@ -75,6 +76,7 @@ struct xapi_call
   bool async_ran;     /* the method itself ran (past session checks) */
   bool async_task;    /* it answered with the task of its job */
   GPtrArray *error;   /* the ErrorDescription once the call failed */
+  char *wait_task;    /* answer once this task is over (xapi_job_reply) */
   const struct xapi_login_check *login; /* or NULL */
 };
 
@@ -109,15 +111,26 @@ extern const struct xapi_class xapi_class_task;
 extern const struct xapi_class xapi_class_network;
 extern const struct xapi_class xapi_class_migration;
 
-/* dispatch.c: run one XML-RPC call; always returns the wrapped reply.
- * LOGIN (or NULL) is the password check already made for it. */
+/* dispatch.c: run one XML-RPC call; returns the wrapped reply.  LOGIN
+ * (or NULL) is the password check already made for it.  A synchronous
+ * call of a job's method returns NULL with *WAIT_TASK (g_free) set
+ * instead: its reply is xapi_dispatch_task_reply's once the task is
+ * over (jobs_watch), and the main loop serves others meanwhile. */
 xmlrpc_value *xapi_dispatch (struct xapi_daemon *d, xmlrpc_env *env,
                              const char *method, xmlrpc_value *params,
-                             const struct xapi_login_check *login);
+                             const struct xapi_login_check *login,
+                             char **wait_task);
+/* The wrapped reply of a synchronous call that waited for TASK: its
+ * result (the ref of what the job made) or its error_info. */
+xmlrpc_value *xapi_dispatch_task_reply (struct xapi_daemon *d,
+                                        xmlrpc_env *env, const char *task);
 
 /* Fail the call with CODE and string params, NULL-terminated. */
 void xapi_fail (struct xapi_call *c, const char *code,
                 ...) G_GNUC_NULL_TERMINATED;
+/* Fail with the error_info ERR of the brain (host_err_set), taking it
+ * (NULL: INTERNAL_ERROR). */
+void xapi_fail_err (struct xapi_call *c, char **err);
 /* Fail with the XenAPI error that the SR layer's errno says (sr.h). */
 void xapi_fail_sr (struct xapi_call *c, const char *cls, const char *ref);
 bool xapi_failed (struct xapi_call *c);
@@ -202,17 +215,17 @@ struct state_vm *xapi_vm_by_ref (struct xapi_call *c, const char *ref);
 bool xapi_oc_from_xmlrpc (struct xapi_call *c, xmlrpc_value *m,
                           GHashTable *oc);
 
-/* class-vm.c: make the VM records agree with the nbdkit processes that
- * are really running (at start, after a restart or a crash). */
-void xapi_vms_reconcile (struct xapi_daemon *d);
 
 
+/* class-task.c: the Value of a task that is over (the ref of what its
+ * job made), or NULL after failing C with its error_info. */
+xmlrpc_value *xapi_task_outcome (struct xapi_call *c, const char *task);
 /* class-task.c: submit job J (jobs_submit); NULL after xapi_fail. */
 char *xapi_job_submit (struct xapi_call *c, struct state_job *j,
                        const char *name_label);
 /* What a method returns for the task of a job it submitted: the task ref
- * when called as Async.*, else (after waiting for it, the main loop
- * running meanwhile) the task's result or its error. */
+ * when called as Async.*, else NULL with c->wait_task set: the call is
+ * answered once the task is over (xapi_dispatch). */
 xmlrpc_value *xapi_job_reply (struct xapi_call *c, const char *task);
 
 

@@ -1,5 +1,6 @@
 /* The host: its SRs, VDI claims and small shared helpers (host.h). */
 
+#include <stdarg.h>
 #include <string.h>
 
 #include "host.h"
@@ -137,6 +138,42 @@ char *
 host_ref (const char *uuid)
 {
   return g_strconcat (HOST_REF_PREFIX, uuid, NULL);
+}
+
+void
+host_err_set (char ***err, const char *code, ...)
+{
+  GPtrArray *a;
+  va_list ap;
+  const char *p;
+
+  if (err == NULL)
+    return;
+  g_assert (*err == NULL); /* a failure is reported once */
+  a = g_ptr_array_new ();
+  g_ptr_array_add (a, g_strdup (code));
+  va_start (ap, code);
+  while ((p = va_arg (ap, const char *)))
+    g_ptr_array_add (a, g_strdup (p));
+  va_end (ap);
+  g_ptr_array_add (a, NULL);
+  *err = (char **)g_ptr_array_free (a, FALSE);
+}
+
+int
+host_vdi_claim_or_fail (struct host *h, const char *uuid, const char *op,
+                        char ***err)
+{
+  g_autofree char *busy = NULL;
+  g_autofree char *ref = NULL;
+
+  if (host_vdi_claim (h, uuid, op))
+    return 0;
+  busy = host_vdi_operation (h, uuid);
+  ref = host_ref (uuid);
+  host_err_set (err, "OTHER_OPERATION_IN_PROGRESS", "VDI", ref,
+                busy ? busy : "", NULL);
+  return -1;
 }
 
 GHashTable *

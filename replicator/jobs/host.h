@@ -90,6 +90,18 @@ bool host_vdi_attached (struct host *h, const char *vdi_uuid);
 /* "OpaqueRef:<uuid>" (g_free it). */
 char *host_ref (const char *uuid);
 
+/* A failure a XenAPI client tells apart: its error_info, XenAPI's error
+ * code then the code's parameters (strings; refs as host_ref writes
+ * them), NULL-terminated.  Functions of the brain that fail so return -1
+ * (or NULL) and set *ERR to a new array (g_strfreev) when ERR is not
+ * NULL.  The codes are xapi's (its datamodel's Api_errors). */
+void host_err_set (char ***err, const char *code, ...) G_GNUC_NULL_TERMINATED;
+
+/* Claim VDI UUID for OP as host_vdi_claim does; on failure *ERR is
+ * OTHER_OPERATION_IN_PROGRESS VDI <ref> <the operation it has>. */
+int host_vdi_claim_or_fail (struct host *h, const char *uuid, const char *op,
+                            char ***err);
+
 /* A VM's other_config as kept in state.h (GVariant text of an a{ss}):
  * from text (NULL or unreadable: empty) to a table of strings, never
  * NULL; and back. */

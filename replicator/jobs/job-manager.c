@@ -275,6 +275,25 @@ jobs_watch (struct jobs *jobs, const char *task,
     schedule_watch (w);
 }
 
+bool
+jobs_unwatch (struct jobs *jobs, const char *task,
+              void (*done) (const char *task, void *opaque), void *opaque)
+{
+  bool found = false;
+
+  g_mutex_lock (&jobs->lock);
+  for (guint i = 0; i < jobs->watches->len && !found; i++) {
+    struct watch *w = jobs->watches->pdata[i];
+
+    if (w->done == done && w->opaque == opaque && strcmp (w->task, task) == 0) {
+      g_ptr_array_remove_index_fast (jobs->watches, i);
+      found = true;
+    }
+  }
+  g_mutex_unlock (&jobs->lock);
+  return found;
+}
+
 /* TASK's job has left by_task: its watchers go to the main context.
  * Under jobs->lock. */
 static void

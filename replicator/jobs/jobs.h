@@ -102,6 +102,11 @@ bool jobs_cancel (struct jobs *jobs, const char *task);
 void jobs_watch (struct jobs *jobs, const char *task,
                  void (*done) (const char *task, void *opaque),
                  void *opaque);
+/* Take back a watch that has not been called yet: true if it will not
+ * be called; false if it is on its way (an idle source will call it). */
+bool jobs_unwatch (struct jobs *jobs, const char *task,
+                   void (*done) (const char *task, void *opaque),
+                   void *opaque);
 /* The directory for the jobs' files (journals): <state-dir>/jobs. */
 const char *jobs_dir (struct jobs *jobs);
 
