@@ -172,7 +172,10 @@ task_destroy (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
     xapi_fail (c, "OTHER_OPERATION_IN_PROGRESS", "task", ref, t->status, NULL);
     return NULL;
   }
-  state_task_remove (c->d->host->state, t->uuid);
+  if (state_task_remove (c->d->host->state, t->uuid) == -1) {
+    xapi_fail (c, "INTERNAL_ERROR", "cannot remove the task", NULL);
+    return NULL;
+  }
   return xapi_void (c);
 }
 

@@ -188,7 +188,10 @@ vbd_destroy (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   vm_ref = g_strconcat (XAPI_REF_PREFIX, b->vm, NULL);
   if ((vm = halted_vm (c, vm_ref)) == NULL)
     return NULL;
-  state_vbd_remove (c->d->host->state, b->uuid);
+  if (state_vbd_remove (c->d->host->state, b->uuid) == -1) {
+    xapi_fail (c, "INTERNAL_ERROR", "cannot remove the VBD", NULL);
+    return NULL;
+  }
   return xapi_void (c);
 }
 

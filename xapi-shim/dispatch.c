@@ -59,19 +59,10 @@ xapi_failed (struct xapi_call *c)
 void
 xapi_fail_sr (struct xapi_call *c, const char *cls, const char *ref)
 {
-  const char *msg = sr_get_error ();
+  char **err = NULL;
 
-  switch (sr_get_errno ()) {
-  case ENOENT: xapi_fail (c, "HANDLE_INVALID", cls, ref, NULL); break;
-  case EINVAL: xapi_fail (c, "UUID_INVALID", cls, ref, NULL); break;
-  case EBUSY: xapi_fail (c, "VDI_IN_USE", ref, c->method, NULL); break;
-  case EROFS: xapi_fail (c, "VDI_READ_ONLY", ref, NULL); break;
-  case ENOSPC: xapi_fail (c, "SR_FULL", ref, msg, NULL); break;
-  case ENOTSUP:
-    xapi_fail (c, "SR_OPERATION_NOT_SUPPORTED", ref, msg, NULL);
-    break;
-  default: xapi_fail (c, "INTERNAL_ERROR", msg ? msg : "unknown", NULL);
-  }
+  host_err_sr (&err, cls, ref, c->method);
+  xapi_fail_err (c, err);
 }
 
 /* xmlrpc_string_new, but NULL when it fails: xmlrpc-c then returns an

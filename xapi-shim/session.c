@@ -157,7 +157,10 @@ login_with_password (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
     char *oldest = g_queue_pop_head (&c->d->session_order);
 
     g_message ("session limit reached: %s ends", oldest);
-    state_session_remove (c->d->host->state, oldest);
+    /* Ended in memory whatever the record: one left behind is only
+     * loaded again at a restart, and then ends the same way. */
+    if (state_session_remove (c->d->host->state, oldest) == -1)
+      g_warning ("session %s: cannot remove its record", oldest);
     g_hash_table_remove (c->d->sessions, oldest);
   }
   if (state_session_add (c->d->host->state, ref, user) == -1) {
@@ -179,7 +182,12 @@ logout (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   if (s == NULL)
     return NULL;
   if (g_hash_table_lookup_extended (c->d->sessions, s, &key, NULL)) {
-    state_session_remove (c->d->host->state, s);
+    if (state_session_remove (c->d->host->state, s) == -1) {
+      /* Still valid after a restart otherwise: say so, keep it. */
+      xapi_fail (c, "INTERNAL_ERROR", "cannot remove the session's record",
+                 NULL);
+      return NULL;
+    }
     g_queue_remove (&c->d->session_order, key);
     g_hash_table_remove (c->d->sessions, s);
   }

@@ -320,7 +320,7 @@ open_srs (struct xapi_daemon *d, char **srs, gint64 deadline, GError **error)
 static gboolean
 expire_migrations (gpointer d)
 {
-  xapi_migrations_expire (((struct xapi_daemon *)d)->host, false);
+  host_migrations_expire (((struct xapi_daemon *)d)->host, false);
   return G_SOURCE_CONTINUE;
 }
 
@@ -540,7 +540,7 @@ run (struct options *o)
       = migration_address (o->migration_address, host->migration_url);
   if (tls)
     host->cert_sha256 = xapi_cert_sha256 (tls);
-  xapi_migrations_expire (host, true);
+  host_migrations_expire (host, true);
   g_timeout_add_seconds (30, expire_migrations, &d);
 
   loop = g_main_loop_new (NULL, FALSE);

@@ -31,6 +31,7 @@
 
 #include "host.h"
 #include "jobs.h"
+#include "migrate-receive.h"
 #include "nbdkit.h"
 #include "state.h"
 #include "vms.h"
@@ -229,20 +230,13 @@ char *xapi_job_submit (struct xapi_call *c, struct state_job *j,
 xmlrpc_value *xapi_job_reply (struct xapi_call *c, const char *task);
 
 
-/* migrate-receive.c: the destination side.  The methods of class
- * "migration" take a token, not a session (see the file's top). */
+/* class-migration.c: the destination side of a migration (the brain's
+ * is replicator/jobs/migrate-receive.h).  Class "migration" takes a
+ * token, not a session. */
 xmlrpc_value *xapi_vm_migrate_receive (struct xapi_call *c,
                                        xmlrpc_value *const *args, int nargs);
 xmlrpc_value *xapi_host_migrate_receive (struct xapi_call *c,
                                          xmlrpc_value *const *args, int nargs);
-/* Abort prepared migrations whose source went quiet (AT_START: all of
- * them, since a restart lost track); forget old ones. */
-void xapi_migrations_expire (struct host *d, bool at_start);
-/* The NBD pre-shared key (hex) both sides derive from a token's secret,
- * and a PSK file for nbdkit / libnbd holding it, in the run dir. */
-char *xapi_migration_psk (const char *secret);
-char *xapi_migration_write_psk (struct host *d, const char *name,
-                                const char *secret, GError **error);
 
 /* migrate.c: the source side: VM.migrate(session, vm, token, live,
  * options), VM.migrate_send(session, vm, token, live, vdi_map, vif_map,

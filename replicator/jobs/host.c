@@ -1,5 +1,6 @@
 /* The host: its SRs, VDI claims and small shared helpers (host.h). */
 
+#include <errno.h>
 #include <stdarg.h>
 #include <string.h>
 
@@ -158,6 +159,25 @@ host_err_set (char ***err, const char *code, ...)
   va_end (ap);
   g_ptr_array_add (a, NULL);
   *err = (char **)g_ptr_array_free (a, FALSE);
+}
+
+void
+host_err_sr (char ***err, const char *cls, const char *ref, const char *op)
+{
+  const char *msg = sr_get_error ();
+
+  switch (sr_get_errno ()) {
+  case ENOENT: host_err_set (err, "HANDLE_INVALID", cls, ref, NULL); break;
+  case EINVAL: host_err_set (err, "UUID_INVALID", cls, ref, NULL); break;
+  case EBUSY: host_err_set (err, "VDI_IN_USE", ref, op, NULL); break;
+  case EROFS: host_err_set (err, "VDI_READ_ONLY", ref, NULL); break;
+  case ENOSPC: host_err_set (err, "SR_FULL", ref, msg, NULL); break;
+  case ENOTSUP:
+    host_err_set (err, "SR_OPERATION_NOT_SUPPORTED", ref, msg, NULL);
+    break;
+  default:
+    host_err_set (err, "INTERNAL_ERROR", msg ? msg : "unknown", NULL);
+  }
 }
 
 int

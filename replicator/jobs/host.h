@@ -97,6 +97,13 @@ char *host_ref (const char *uuid);
  * NULL.  The codes are xapi's (its datamodel's Api_errors). */
 void host_err_set (char ***err, const char *code, ...) G_GNUC_NULL_TERMINATED;
 
+/* The XenAPI error for the SR layer's last failure (sr_get_errno,
+ * sr_get_error) on object REF of class CLS during OP (the method, for
+ * VDI_IN_USE): HANDLE_INVALID, UUID_INVALID, VDI_IN_USE, VDI_READ_ONLY,
+ * SR_FULL, SR_OPERATION_NOT_SUPPORTED, else INTERNAL_ERROR. */
+void host_err_sr (char ***err, const char *cls, const char *ref,
+                  const char *op);
+
 /* Claim VDI UUID for OP as host_vdi_claim does; on failure *ERR is
  * OTHER_OPERATION_IN_PROGRESS VDI <ref> <the operation it has>. */
 int host_vdi_claim_or_fail (struct host *h, const char *uuid, const char *op,

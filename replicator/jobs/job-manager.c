@@ -191,8 +191,8 @@ jobs_submit (struct jobs *jobs, struct state_job *j, const char *name_label,
       || (row = state_job_get (st, t.uuid)) == NULL) {
     g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED,
                  "cannot record the job");
-    state_job_remove (st, t.uuid);
-    if (state_task_remove (st, t.uuid) == -1)
+    if (state_job_remove (st, t.uuid) == -1
+        || state_task_remove (st, t.uuid) == -1)
       g_critical ("task %s: cannot remove the task of a job never "
                   "recorded",
                   t.uuid);
@@ -383,8 +383,9 @@ job_set_progress (struct job *job, double p)
   g_mutex_unlock (&job->jobs->lock);
   /* Progress is advice: a failed write of it is logged by state.c and
    * costs nothing but a stale figure after a restart. */
-  if (save)
-    state_task_set_progress (job->jobs->host->state, job->row->task, p);
+  if (save && state_task_set_progress (job->jobs->host->state,
+                                       job->row->task, p) == -1)
+    g_debug ("task %s: progress not recorded", job->row->task);
 }
 
 int
@@ -428,8 +429,8 @@ finish (struct job *job, const char *status, const char *result_uuid,
   g_mutex_lock (&job->jobs->lock);
   progress = job->progress;
   g_mutex_unlock (&job->jobs->lock);
-  if (progress > 0)
-    state_task_set_progress (h->state, task, progress);
+  if (progress > 0 && state_task_set_progress (h->state, task, progress) == -1)
+    g_debug ("task %s: last progress not recorded", task);
   if (state_task_finish (h->state, task, status, result_uuid, error_info)
       == -1) {
     /* The row stays, so the next start ends the task again. */

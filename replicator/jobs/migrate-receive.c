@@ -1,4 +1,4 @@
-/* The destination side of a cross-host migration.
+/* The destination side of a cross-host migration (migrate-receive.h).
  *
  * Design
  * - VM.migrate_receive / Host.migrate_receive issue a token: a map of
@@ -26,9 +26,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "xapi.h"
+#include "migrate-receive.h"
+#include "nbdkit.h"
 
-#define TOKEN_LIFETIME (10 * 60)
 #define SOURCE_SILENCE_LIMIT (5 * 60)
 #define MIGRATION_MARK "vdimotion-migration"
 #define PSK_IDENTITY "vdimotion"
@@ -42,7 +42,7 @@ now_s (void)
 }
 
 char *
-xapi_migration_psk (const char *secret)
+host_migration_psk (const char *secret)
 {
   g_autofree char *in = g_strconcat ("vdimotion-nbd-psk:", secret, NULL);
 
@@ -50,12 +50,12 @@ xapi_migration_psk (const char *secret)
 }
 
 char *
-xapi_migration_write_psk (struct host *d, const char *name,
+host_migration_write_psk (struct host *h, const char *name,
                           const char *secret, GError **error)
 {
   g_autofree char *file = g_strconcat (name, ".psk", NULL);
-  g_autofree char *path = g_build_filename (d->run_dir, file, NULL);
-  g_autofree char *key = xapi_migration_psk (secret);
+  g_autofree char *path = g_build_filename (h->run_dir, file, NULL);
+  g_autofree char *key = host_migration_psk (secret);
   g_autofree char *text = g_strdup_printf ("%s:%s\n", PSK_IDENTITY, key);
 
   /* The run dir is 0700; the file is written whole, then renamed. */
@@ -65,37 +65,41 @@ xapi_migration_write_psk (struct host *d, const char *name,
   return g_steal_pointer (&path);
 }
 
+void
+host_migration_export_free (struct host_migration_export *e)
+{
+  if (e == NULL)
+    return;
+  g_free (e->userdevice);
+  g_free (e->vdi);
+  g_free (e->uri);
+  g_free (e->socket);
+  g_free (e);
+}
+
 /* Token issue. */
 
-static xmlrpc_value *
-issue_token (struct xapi_call *c, struct host_sr *sr, xmlrpc_value *options)
+GHashTable *
+host_migration_issue (struct host *h, struct host_sr *sr, guint64 lifetime,
+                      char ***err)
 {
-  g_autofree char *ttl_s = xapi_member_string (c, options, "token-lifetime");
-  guint64 ttl = TOKEN_LIFETIME;
-  struct host *d = c->d->host;
   guint8 raw[32];
   g_autoptr (GString) secret = g_string_new (NULL);
   g_autofree char *uuid = g_uuid_string_random ();
   g_autofree char *expires = NULL;
   g_autoptr (GDateTime) t = NULL;
   struct state_migration m = { 0 };
-  xmlrpc_value *tok;
+  GHashTable *tok;
 
-  if (ttl_s
-      && !g_ascii_string_to_unsigned (ttl_s, 10, 1, TOKEN_LIFETIME, &ttl,
-                                      NULL)) {
-    xapi_fail (c, "INVALID_VALUE", "token-lifetime", ttl_s, NULL);
-    return NULL;
-  }
-  if (xapi_failed (c))
-    return NULL;
-  if (d->migration_url == NULL) {
-    xapi_fail (c, "INTERNAL_ERROR",
-               "this host has no migration URL (see --migration-url)", NULL);
+  g_assert (lifetime >= 1 && lifetime <= HOST_MIGRATION_TOKEN_LIFETIME);
+  if (h->migration_url == NULL) {
+    host_err_set (err, "INTERNAL_ERROR",
+                  "this host has no migration URL (see --migration-url)",
+                  NULL);
     return NULL;
   }
   if (getentropy (raw, sizeof raw) == -1) {
-    xapi_fail (c, "INTERNAL_ERROR", "no randomness for the token", NULL);
+    host_err_set (err, "INTERNAL_ERROR", "no randomness for the token", NULL);
     return NULL;
   }
   for (size_t i = 0; i < sizeof raw; i++)
@@ -104,96 +108,40 @@ issue_token (struct xapi_call *c, struct host_sr *sr, xmlrpc_value *options)
   m.uuid = uuid;
   m.secret_sha256
       = g_compute_checksum_for_string (G_CHECKSUM_SHA256, secret->str, -1);
-  m.expires = now_s () + (int64_t)ttl;
+  m.expires = now_s () + (int64_t)lifetime;
   m.sr = (char *)sr_get_uuid (sr->sr);
   m.state = "issued";
   m.last_seen = now_s ();
-  if (state_migration_add (d->state, &m) == -1) {
+  if (state_migration_add (h->state, &m) == -1) {
     g_free (m.secret_sha256);
-    xapi_fail (c, "INTERNAL_ERROR", "cannot record the migration", NULL);
+    explicit_bzero (secret->str, secret->len);
+    host_err_set (err, "INTERNAL_ERROR", "cannot record the migration", NULL);
     return NULL;
   }
   g_free (m.secret_sha256);
   t = g_date_time_new_from_unix_utc (m.expires);
   expires = g_date_time_format (t, "%Y%m%dT%H:%M:%SZ");
 
-  tok = xmlrpc_struct_new (c->env);
-  xapi_set (c, tok, "url", xapi_string (c, d->migration_url));
-  xapi_set (c, tok, "host", xapi_string (c, d->uuid));
-  xapi_set (c, tok, "migration", xapi_string (c, uuid));
-  xapi_set (c, tok, "secret", xapi_string (c, secret->str));
-  xapi_set (c, tok, "expires", xapi_string (c, expires));
-  xapi_set (c, tok, "sr", xapi_string (c, sr_get_uuid (sr->sr)));
-  xapi_set (c, tok, "nbd-address", xapi_string (c, d->nbd_address));
-  xapi_set (c, tok, "nbd-tls", xapi_string (c, "psk"));
-  if (d->cert_sha256)
-    xapi_set (c, tok, "tls-cert-sha256", xapi_string (c, d->cert_sha256));
+  tok = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, g_free);
+  g_hash_table_insert (tok, "url", g_strdup (h->migration_url));
+  g_hash_table_insert (tok, "host", g_strdup (h->uuid));
+  g_hash_table_insert (tok, "migration", g_strdup (uuid));
+  g_hash_table_insert (tok, "secret", g_strdup (secret->str));
+  g_hash_table_insert (tok, "expires", g_strdup (expires));
+  g_hash_table_insert (tok, "sr", g_strdup (sr_get_uuid (sr->sr)));
+  g_hash_table_insert (tok, "nbd-address", g_strdup (h->nbd_address));
+  g_hash_table_insert (tok, "nbd-tls", g_strdup ("psk"));
+  if (h->cert_sha256)
+    g_hash_table_insert (tok, "tls-cert-sha256", g_strdup (h->cert_sha256));
   explicit_bzero (secret->str, secret->len);
   g_message ("migration %s: token issued (SR %s, until %s)", uuid, sr->name,
              expires);
   return tok;
 }
 
-/* VM.migrate_receive(session, host, sr, options) → token. */
-xmlrpc_value *
-xapi_vm_migrate_receive (struct xapi_call *c, xmlrpc_value *const *args,
-                         int nargs)
-{
-  g_autofree char *host = xapi_read_string (c, args[1], "host");
-  g_autofree char *sr_ref = host ? xapi_read_string (c, args[2], "sr") : NULL;
-  struct host_sr *sr;
-
-  if (sr_ref == NULL || !xapi_is_record (c, args[3], "options"))
-    return NULL;
-  if (g_strcmp0 (xapi_ref_uuid (host), c->d->host->uuid) != 0) {
-    xapi_fail (c, "HANDLE_INVALID", "host", host, NULL);
-    return NULL;
-  }
-  if ((sr = xapi_sr_by_ref (c, sr_ref)) == NULL)
-    return NULL;
-  return issue_token (c, sr, args[3]);
-}
-
-/* Host.migrate_receive(session, host, network, options) → token; the
- * destination SR is options["sr"] (a ref), else this host's first SR;
- * VM.migrate_send's vdi_map places disks elsewhere. */
-xmlrpc_value *
-xapi_host_migrate_receive (struct xapi_call *c, xmlrpc_value *const *args,
-                           int nargs)
-{
-  g_autofree char *host = xapi_read_string (c, args[1], "host");
-  g_autofree char *net
-      = host ? xapi_read_string (c, args[2], "network") : NULL;
-  g_autofree char *sr_ref = NULL;
-  struct host_sr *sr;
-
-  if (net == NULL || !xapi_is_record (c, args[3], "options"))
-    return NULL;
-  if (g_strcmp0 (xapi_ref_uuid (host), c->d->host->uuid) != 0) {
-    xapi_fail (c, "HANDLE_INVALID", "host", host, NULL);
-    return NULL;
-  }
-  if (g_strcmp0 (xapi_ref_uuid (net), c->d->host->network_uuid) != 0) {
-    xapi_fail (c, "HANDLE_INVALID", "network", net, NULL);
-    return NULL;
-  }
-  sr_ref = xapi_member_string (c, args[3], "sr");
-  if (xapi_failed (c))
-    return NULL;
-  if (sr_ref)
-    sr = xapi_sr_by_ref (c, sr_ref);
-  else if (c->d->host->srs->len)
-    sr = c->d->host->srs->pdata[0];
-  else {
-    xapi_fail (c, "SR_NOT_FOUND", "this host has no SR", NULL);
-    return NULL;
-  }
-  return sr ? issue_token (c, sr, args[3]) : NULL;
-}
-
 /* The migration a token names, checked.  USE: the token is spent now
- * (prepare); else the migration must be prepared already (or, with
- * ISSUED_OK, may still be only issued: check). */
+ * (prepare); else the migration must be prepared already (or may still
+ * be only issued: check).  Its last_seen is brought up to now. */
 enum token_use
 {
   TOKEN_CHECK,   /* issued, unexpired, unspent */
@@ -202,31 +150,23 @@ enum token_use
 };
 
 static struct state_migration *
-token_migration (struct xapi_call *c, xmlrpc_value *tok, enum token_use use)
+token_migration (struct host *h, const struct host_migration_token *tok,
+                 enum token_use use, char ***err)
 {
-  g_autofree char *id = NULL;
-  g_autofree char *secret = NULL;
-  g_autofree char *host = NULL;
   g_autofree char *hash = NULL;
   struct state_migration *m = NULL;
+  const char *id = tok->migration;
   const char *why = NULL;
 
-  if (!xapi_is_record (c, tok, "token"))
-    return NULL;
-  id = xapi_member_string (c, tok, "migration");
-  secret = xapi_member_string (c, tok, "secret");
-  host = xapi_member_string (c, tok, "host");
-  if (xapi_failed (c))
-    return NULL;
-  if (id == NULL || secret == NULL || host == NULL)
+  if (id == NULL || tok->secret == NULL || tok->host == NULL)
     why = "not a migration token";
-  else if (strcmp (host, c->d->host->uuid) != 0)
+  else if (strcmp (tok->host, h->uuid) != 0)
     why = "the token is for another host";
   else if (!sr_uuid_is_valid (id)
-           || (m = state_migration_get (c->d->host->state, id)) == NULL)
+           || (m = state_migration_get (h->state, id)) == NULL)
     why = "no such migration";
   else {
-    hash = g_compute_checksum_for_string (G_CHECKSUM_SHA256, secret, -1);
+    hash = g_compute_checksum_for_string (G_CHECKSUM_SHA256, tok->secret, -1);
     /* Both are hex digests of the same length. */
     unsigned char diff = strlen (hash) != strlen (m->secret_sha256);
     for (size_t i = 0; hash[i] && m->secret_sha256[i]; i++)
@@ -241,231 +181,204 @@ token_migration (struct xapi_call *c, xmlrpc_value *tok, enum token_use use)
       why = strcmp (m->state, "issued") == 0 ? "the migration is not prepared"
                                              : "the migration is over";
   }
-  if (secret)
-    explicit_bzero (secret, strlen (secret));
   if (why) {
     g_message ("migration %s: token refused: %s", id ? id : "?", why);
-    xapi_fail (c, "MIGRATION_TOKEN_INVALID", why, NULL);
+    host_err_set (err, "MIGRATION_TOKEN_INVALID", why, NULL);
     state_migration_free (m);
     return NULL;
   }
+  /* The source's sign of life: a missed record only brings the silence
+   * limit nearer (host_migrations_expire). */
   m->last_seen = now_s ();
-  state_migration_update (c->d->host->state, m);
+  if (state_migration_update (h->state, m) == -1)
+    g_warning ("migration %s: cannot record the source's call", m->uuid);
   return m;
 }
 
-/* Disks: [{userdevice, virtual_size, format, sr, physical_utilisation}]. */
-struct disk_req
+/* The SRs of DISKS (into SRS, N entries) checked: formats known, SRs
+ * here, room for them.  -1 with *ERR. */
+static int
+check_disks (struct host *h, const struct state_migration *m,
+             const struct host_migration_disk *disks, size_t n,
+             struct host_sr **srs, char ***err)
 {
-  char *userdevice;
-  uint64_t size, physical;
-  enum vdisk_format format;
-  struct host_sr *sr;
-};
-
-static void
-disk_req_clear (gpointer p)
-{
-  g_free (((struct disk_req *)p)->userdevice);
-}
-
-static bool
-read_u64 (struct xapi_call *c, xmlrpc_value *rec, const char *key,
-          uint64_t *out)
-{
-  g_autofree char *s = xapi_member_string (c, rec, key);
-
-  if (s && g_ascii_string_to_unsigned (s, 10, 0, G_MAXINT64, out, NULL))
-    return true;
-  if (!xapi_failed (c))
-    xapi_fail (c, "FIELD_TYPE_ERROR", key, NULL);
-  return false;
-}
-
-/* Read the disks and check them against the SRs (free space, formats). */
-static GArray *
-read_disks (struct xapi_call *c, xmlrpc_value *v,
-            const struct state_migration *m)
-{
-  g_autoptr (GArray) a = g_array_new (FALSE, TRUE, sizeof (struct disk_req));
   g_autoptr (GHashTable) need = g_hash_table_new (NULL, NULL);
-  int n;
+  GHashTableIter it;
+  gpointer k, val;
 
-  if (xmlrpc_value_type (v) != XMLRPC_TYPE_ARRAY) {
-    xapi_fail (c, "FIELD_TYPE_ERROR", "disks", NULL);
-    return NULL;
-  }
-  g_array_set_clear_func (a, disk_req_clear);
-  n = xmlrpc_array_size (c->env, v);
-  for (int i = 0; i < n && !xapi_failed (c); i++) {
-    g_autoptr (xmlrpc_value) d = NULL;
-    g_autofree char *fmt = NULL;
-    g_autofree char *sr = NULL;
-    struct disk_req r = { 0 };
+  for (size_t i = 0; i < n; i++) {
+    const struct host_migration_disk *r = &disks[i];
+    const char *sr = r->sr && *r->sr ? r->sr : m->sr;
+    int format = r->format ? vdisk_format_from_name (r->format) : -1;
 
-    xmlrpc_array_read_item (c->env, v, i, &d);
-    if (!xapi_is_record (c, d, "disks"))
-      break;
-    r.userdevice = xapi_member_string (c, d, "userdevice");
-    fmt = xapi_member_string (c, d, "format");
-    sr = xapi_member_string (c, d, "sr");
-    g_array_append_val (a, r); /* owns userdevice from here */
-    if (xapi_failed (c) || !read_u64 (c, d, "virtual_size", &r.size)
-        || !read_u64 (c, d, "physical_utilisation", &r.physical))
-      break;
-    if (r.userdevice == NULL) {
-      xapi_fail (c, "FIELD_TYPE_ERROR", "userdevice", NULL);
-      break;
+    if (format < 0) {
+      host_err_set (err, "VDI_INCOMPATIBLE_TYPE", r->format ? r->format : "",
+                    "format", NULL);
+      return -1;
     }
-    if (fmt == NULL || vdisk_format_from_name (fmt) < 0) {
-      xapi_fail (c, "VDI_INCOMPATIBLE_TYPE", fmt ? fmt : "", "format", NULL);
-      break;
+    if ((srs[i] = host_find_sr (h, sr)) == NULL) {
+      host_err_set (err, "HANDLE_INVALID", "SR", sr, NULL);
+      return -1;
     }
-    r.format = vdisk_format_from_name (fmt);
-    r.sr = host_find_sr (c->d->host, sr && *sr ? sr : m->sr);
-    if (r.sr == NULL) {
-      xapi_fail (c, "HANDLE_INVALID", "SR", sr ? sr : m->sr, NULL);
-      break;
-    }
-    g_array_index (a, struct disk_req, a->len - 1) = r;
     /* A raw image takes its whole size; sparse ones what the source's
      * occupies. */
     g_hash_table_insert (
-        need, r.sr,
-        GSIZE_TO_POINTER (
-            GPOINTER_TO_SIZE (g_hash_table_lookup (need, r.sr))
-            + (r.format == VDISK_FORMAT_RAW ? r.size : r.physical)));
+        need, srs[i],
+        GSIZE_TO_POINTER (GPOINTER_TO_SIZE (g_hash_table_lookup (need, srs[i]))
+                          + (format == VDISK_FORMAT_RAW
+                                 ? r->virtual_size
+                                 : r->physical_utilisation)));
   }
-  if (!xapi_failed (c)) {
-    GHashTableIter it;
-    gpointer k, val;
+  g_hash_table_iter_init (&it, need);
+  while (g_hash_table_iter_next (&it, &k, &val)) {
+    struct host_sr *s = k;
+    struct sr_stat st;
 
-    g_hash_table_iter_init (&it, need);
-    while (g_hash_table_iter_next (&it, &k, &val)) {
-      struct host_sr *s = k;
-      struct sr_stat st;
+    if (sr_stat (s->sr, &st) == 0 && st.free_bytes < GPOINTER_TO_SIZE (val)) {
+      g_autofree char *ref = host_ref (sr_get_uuid (s->sr));
+      g_autofree char *want
+          = g_strdup_printf ("%" G_GSIZE_FORMAT, GPOINTER_TO_SIZE (val));
 
-      if (sr_stat (s->sr, &st) == 0
-          && st.free_bytes < GPOINTER_TO_SIZE (val)) {
-        g_autofree char *ref
-            = g_strconcat (HOST_REF_PREFIX, sr_get_uuid (s->sr), NULL);
-        g_autofree char *want
-            = g_strdup_printf ("%" G_GSIZE_FORMAT, GPOINTER_TO_SIZE (val));
-
-        xapi_fail (c, "SR_FULL", ref, want, NULL);
-        break;
-      }
+      host_err_set (err, "SR_FULL", ref, want, NULL);
+      return -1;
     }
   }
-  return xapi_failed (c) ? NULL : g_steal_pointer (&a);
+  return 0;
 }
 
 /* Stop a disk's TLS forwarder.  It has no socket of its own, so
  * nbdkit_stop knows it by its pid file and leaves its log
  * (<vdi>-fwd.log) behind: that goes here. */
 static void
-stop_forwarder (struct host *d, const struct state_mdisk *md,
+stop_forwarder (struct host *h, const struct state_mdisk *md,
                 int grace_seconds)
 {
   g_autofree char *name
       = g_strconcat (md->uuid, FORWARDER_SUFFIX ".log", NULL);
-  g_autofree char *log = g_build_filename (d->run_dir, name, NULL);
+  g_autofree char *log = g_build_filename (h->run_dir, name, NULL);
 
   nbdkit_stop (md->fwd_pid, md->fwd_pidfile, NULL, grace_seconds);
   unlink (log);
 }
 
 /* Undo a prepared (or half-prepared) migration: the forwarders and disk
- * servers stop, the new VDIs go. */
+ * servers stop, the new VDIs go.  A disk whose record cannot be removed
+ * stays listed, so the next expiry tries it again. */
 static void
-drop_migration (struct host *d, struct state_migration *m,
-                const char *state)
+drop_migration (struct host *h, struct state_migration *m, const char *state)
 {
   g_autoptr (GPtrArray) disks
-      = state_list (d->state, "mdisks", "migration", m->uuid);
+      = state_list (h->state, "mdisks", "migration", m->uuid);
   g_autofree char *psk_name = g_strconcat (m->uuid, ".psk", NULL);
-  g_autofree char *psk = g_build_filename (d->run_dir, psk_name, NULL);
+  g_autofree char *psk = g_build_filename (h->run_dir, psk_name, NULL);
+  bool all_gone = true;
 
   for (guint i = 0; i < disks->len; i++) {
-    g_autoptr (state_mdisk) md = state_mdisk_get (d->state, disks->pdata[i]);
+    g_autoptr (state_mdisk) md = state_mdisk_get (h->state, disks->pdata[i]);
     struct host_sr *s = NULL;
     struct sr_vdi *v;
 
     if (md == NULL)
       continue;
-    stop_forwarder (d, md, NBDKIT_STOP_NOW);
+    stop_forwarder (h, md, NBDKIT_STOP_NOW);
     nbdkit_stop (md->pid, md->socket, md->control, NBDKIT_STOP_NOW);
-    if ((v = host_find_vdi (d, md->uuid, &s))) {
+    if ((v = host_find_vdi (h, md->uuid, &s))) {
       if (sr_vdi_destroy (s->sr, v->uuid) == -1)
         g_warning ("migration %s: cannot remove VDI %s: %s", m->uuid, v->uuid,
                    sr_get_error ());
       sr_vdi_free (v);
     }
-    state_mdisk_remove (d->state, md->uuid);
+    if (state_mdisk_remove (h->state, md->uuid) == -1)
+      all_gone = false;
   }
   unlink (psk);
+  if (!all_gone) {
+    g_warning ("migration %s: some disks' records stay; retried later",
+               m->uuid);
+    return;
+  }
   g_free (m->state);
   m->state = g_strdup (state);
-  state_migration_update (d->state, m);
-  g_message ("migration %s: %s", m->uuid, state);
+  if (state_migration_update (h->state, m) == -1)
+    g_warning ("migration %s: cannot record it %s", m->uuid, state);
+  else
+    g_message ("migration %s: %s", m->uuid, state);
 }
 
-static xmlrpc_value *
-migration_check (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+int
+host_migration_check (struct host *h, const struct host_migration_token *tok,
+                      const struct host_migration_disk *disks, size_t n,
+                      char ***err)
 {
-  g_autoptr (state_migration) m = token_migration (c, args[0], TOKEN_CHECK);
-  GArray *disks = m ? read_disks (c, args[1], m) : NULL;
+  g_autoptr (state_migration) m = token_migration (h, tok, TOKEN_CHECK, err);
+  g_autofree struct host_sr **srs = g_new0 (struct host_sr *, n + 1);
 
-  if (disks == NULL)
-    return NULL;
-  g_array_unref (disks);
-  return xapi_void (c);
+  if (m == NULL)
+    return -1;
+  return check_disks (h, m, disks, n, srs, err);
 }
 
-/* Create, serve and export one disk; false after xapi_fail. */
+/* Record MD (replacing its row); false if it could not be. */
 static bool
-prepare_disk (struct xapi_call *c, struct state_migration *m,
-              const struct disk_req *r, const char *psk, xmlrpc_value *out)
+save_mdisk (struct host *h, const struct state_mdisk *md)
 {
-  struct host *d = c->d->host;
+  return state_mdisk_remove (h->state, md->uuid) == 0
+         && state_mdisk_add (h->state, md) == 0;
+}
+
+/* Create, serve and export one disk into S; NULL with *ERR. */
+static struct host_migration_export *
+prepare_disk (struct host *h, struct state_migration *m,
+              const struct host_migration_disk *r, struct host_sr *s,
+              const char *psk, char ***err)
+{
   struct sr_vdi_create_params params = { 0 };
   struct sr_vdi *v
-      = sr_vdi_create (r->sr->sr, "", r->format, r->size, &params);
+      = sr_vdi_create (s->sr, "", vdisk_format_from_name (r->format),
+                       r->virtual_size, &params);
   g_autofree char *fwd_name = NULL;
-  g_autofree char *uri = NULL;
   g_autoptr (GError) error = NULL;
   struct nbdkit_served sv = { 0 };
   struct nbdkit_forward fw = { 0 };
   struct state_mdisk md = { 0 };
-  xmlrpc_value *e;
+  struct host_migration_export *e;
 
   if (v == NULL) {
-    xapi_fail_sr (c, "SR", sr_get_uuid (r->sr->sr));
-    return false;
+    host_err_sr (err, "SR", sr_get_uuid (s->sr), "migration.prepare");
+    return NULL;
   }
-  sr_vdi_set_other_config (r->sr->sr, v->uuid, MIGRATION_MARK, m->uuid);
   md.uuid = v->uuid;
   md.migration = m->uuid;
   md.userdevice = r->userdevice;
   /* Recorded before anything runs, so an abort finds the VDI. */
-  state_mdisk_add (d->state, &md);
+  if (sr_vdi_set_other_config (s->sr, v->uuid, MIGRATION_MARK, m->uuid) == -1
+      || state_mdisk_add (h->state, &md) == -1) {
+    host_err_set (err, "INTERNAL_ERROR", "cannot record the new disk", NULL);
+    if (sr_vdi_destroy (s->sr, v->uuid) == -1)
+      g_warning ("migration %s: cannot remove VDI %s: %s", m->uuid, v->uuid,
+                 sr_get_error ());
+    sr_vdi_free (v);
+    return NULL;
+  }
   fwd_name = g_strconcat (v->uuid, FORWARDER_SUFFIX, NULL);
-  if (nbdkit_serve_image (d, v->uuid, r->sr, v, true, false, &sv, &error) == -1
-      || nbdkit_serve_forward (d, fwd_name, sv.socket, psk, d->nbd_address, &fw,
-                             &error)
+  if (nbdkit_serve_image (h, v->uuid, s, v, true, false, &sv, &error) == -1
+      || nbdkit_serve_forward (h, fwd_name, sv.socket, psk, h->nbd_address,
+                               &fw, &error)
              == -1) {
     if (sv.pid) {
       md.socket = sv.socket;
       md.control = sv.control;
       md.pid = sv.pid;
-      state_mdisk_remove (d->state, md.uuid);
-      state_mdisk_add (d->state, &md);
+      if (!save_mdisk (h, &md)) {
+        /* The abort would not find this server: stop it now. */
+        nbdkit_stop (sv.pid, sv.socket, sv.control, NBDKIT_STOP_NOW);
+      }
     }
-    xapi_fail (c, "INTERNAL_ERROR", error->message, NULL);
+    host_err_set (err, "INTERNAL_ERROR", error->message, NULL);
     g_free (sv.socket);
     g_free (sv.control);
     sr_vdi_free (v);
-    return false;
+    return NULL;
   }
   md.socket = sv.socket;
   md.control = sv.control;
@@ -473,202 +386,204 @@ prepare_disk (struct xapi_call *c, struct state_migration *m,
   md.fwd_pidfile = fw.pidfile;
   md.fwd_pid = fw.pid;
   md.fwd_port = fw.port;
-  state_mdisk_remove (d->state, md.uuid);
-  state_mdisk_add (d->state, &md);
+  if (!save_mdisk (h, &md)) {
+    nbdkit_stop (fw.pid, fw.pidfile, NULL, NBDKIT_STOP_NOW);
+    nbdkit_stop (sv.pid, sv.socket, sv.control, NBDKIT_STOP_NOW);
+    host_err_set (err, "INTERNAL_ERROR", "cannot record the disk's servers",
+                  NULL);
+    g_free (sv.socket);
+    g_free (sv.control);
+    g_free (fw.pidfile);
+    sr_vdi_free (v);
+    return NULL;
+  }
 
-  if (strchr (d->nbd_address, ':'))
-    uri = g_strdup_printf ("nbds://" PSK_IDENTITY "@[%s]:%d/", d->nbd_address,
-                           fw.port);
+  e = g_new0 (struct host_migration_export, 1);
+  e->userdevice = g_strdup (r->userdevice);
+  e->vdi = g_strdup (v->uuid);
+  if (strchr (h->nbd_address, ':'))
+    e->uri = g_strdup_printf ("nbds://" PSK_IDENTITY "@[%s]:%d/",
+                              h->nbd_address, fw.port);
   else
-    uri = g_strdup_printf ("nbds://" PSK_IDENTITY "@%s:%d/", d->nbd_address,
-                           fw.port);
-  e = xmlrpc_struct_new (c->env);
-  xapi_set (c, e, "userdevice", xapi_string (c, r->userdevice));
-  xapi_set (c, e, "vdi", xapi_string (c, v->uuid));
-  xapi_set (c, e, "uri", xapi_string (c, uri));
-  xapi_set (c, e, "socket", xapi_string (c, sv.socket));
-  xapi_append (c, out, e);
-  g_free (sv.socket);
+    e->uri = g_strdup_printf ("nbds://" PSK_IDENTITY "@%s:%d/",
+                              h->nbd_address, fw.port);
+  e->socket = sv.socket;
   g_free (sv.control);
   g_free (fw.pidfile);
   sr_vdi_free (v);
-  return true;
+  return e;
 }
 
-/* migration.prepare(token, disks) → [{userdevice, vdi, uri, socket}]. */
-static xmlrpc_value *
-migration_prepare (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+GPtrArray *
+host_migration_prepare (struct host *h, const struct host_migration_token *tok,
+                        const struct host_migration_disk *disks, size_t n,
+                        char ***err)
 {
-  g_autoptr (state_migration) m = token_migration (c, args[0], TOKEN_PREPARE);
-  g_autoptr (GArray) disks = m ? read_disks (c, args[1], m) : NULL;
-  g_autofree char *secret = NULL;
+  g_autoptr (state_migration) m = token_migration (h, tok, TOKEN_PREPARE, err);
+  g_autofree struct host_sr **srs = g_new0 (struct host_sr *, n + 1);
+  g_autoptr (GPtrArray) out = NULL;
   g_autofree char *psk = NULL;
   g_autoptr (GError) error = NULL;
-  xmlrpc_value *out;
 
-  if (disks == NULL)
+  if (m == NULL || check_disks (h, m, disks, n, srs, err) == -1)
     return NULL;
   /* Spent from here on: a second prepare is refused. */
   g_free (m->state);
   m->state = g_strdup ("prepared");
-  state_migration_update (c->d->host->state, m);
-  secret = xapi_member_string (c, args[0], "secret");
-  psk = xapi_migration_write_psk (c->d->host, m->uuid, secret, &error);
-  explicit_bzero (secret, strlen (secret));
+  if (state_migration_update (h->state, m) == -1) {
+    host_err_set (err, "INTERNAL_ERROR", "cannot record the migration", NULL);
+    return NULL;
+  }
+  psk = host_migration_write_psk (h, m->uuid, tok->secret, &error);
   if (psk == NULL) {
-    xapi_fail (c, "INTERNAL_ERROR", error->message, NULL);
-    drop_migration (c->d->host, m, "aborted");
+    host_err_set (err, "INTERNAL_ERROR", error->message, NULL);
+    drop_migration (h, m, "aborted");
     return NULL;
   }
-  out = xmlrpc_array_new (c->env);
-  for (guint i = 0; i < disks->len && !xapi_failed (c); i++)
-    prepare_disk (c, m, &g_array_index (disks, struct disk_req, i), psk, out);
-  if (xapi_failed (c)) {
-    xmlrpc_DECREF (out);
-    drop_migration (c->d->host, m, "aborted");
-    return NULL;
+  out = g_ptr_array_new_with_free_func (
+      (GDestroyNotify)host_migration_export_free);
+  for (size_t i = 0; i < n; i++) {
+    struct host_migration_export *e
+        = prepare_disk (h, m, &disks[i], srs[i], psk, err);
+
+    if (e == NULL) {
+      drop_migration (h, m, "aborted");
+      return NULL;
+    }
+    g_ptr_array_add (out, e);
   }
-  g_message ("migration %s: prepared %u disks", m->uuid, disks->len);
-  return out;
+  g_message ("migration %s: prepared %zu disks", m->uuid, n);
+  return g_steal_pointer (&out);
 }
 
-static xmlrpc_value *
-migration_keepalive (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+int
+host_migration_keepalive (struct host *h,
+                          const struct host_migration_token *tok, char ***err)
 {
-  g_autoptr (state_migration) m = token_migration (c, args[0], TOKEN_ACTIVE);
+  g_autoptr (state_migration) m = token_migration (h, tok, TOKEN_ACTIVE, err);
 
-  return m ? xapi_void (c) : NULL;
+  return m ? 0 : -1;
 }
 
-static xmlrpc_value *
-migration_abort (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+int
+host_migration_abort (struct host *h, const struct host_migration_token *tok,
+                      char ***err)
 {
-  g_autoptr (state_migration) m = token_migration (c, args[0], TOKEN_ACTIVE);
+  g_autoptr (state_migration) m = token_migration (h, tok, TOKEN_ACTIVE, err);
 
   if (m == NULL)
-    return NULL;
-  drop_migration (c->d->host, m, "aborted");
-  return xapi_void (c);
+    return -1;
+  drop_migration (h, m, "aborted");
+  return 0;
 }
 
-/* migration.commit(token, vm) → the VM's ref here.  vm: {name_label,
- * name_description, other_config, vbds: [{userdevice, mode}]}.  The VM
- * runs here from now on, on the disks' sockets. */
-static xmlrpc_value *
-migration_commit (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+char *
+host_migration_commit (struct host *h, const struct host_migration_token *tok,
+                       const struct host_migration_vm *in, char ***err)
 {
-  struct host *d = c->d->host;
-  g_autoptr (state_migration) m = token_migration (c, args[0], TOKEN_ACTIVE);
+  g_autoptr (state_migration) m = token_migration (h, tok, TOKEN_ACTIVE, err);
   g_autoptr (GPtrArray) disks = NULL;
-  g_autoptr (xmlrpc_value) vbds = NULL;
-  g_autoptr (xmlrpc_value) ocv = NULL;
   g_autoptr (GHashTable) oc = host_oc_parse (NULL);
-  g_autofree char *label = NULL;
-  g_autofree char *desc = NULL;
-  g_autofree char *power = NULL;
   g_autofree char *vm_uuid = g_uuid_string_random ();
   g_autofree char *oc_text = NULL;
   struct state_vm vm = { 0 };
-  int n;
+  bool all_recorded = true;
 
-  if (m == NULL || !xapi_is_record (c, args[1], "vm"))
+  if (m == NULL)
     return NULL;
-  label = xapi_member_string (c, args[1], "name_label");
-  desc = xapi_member_string (c, args[1], "name_description");
-  power = xapi_member_string (c, args[1], "power_state");
-  xmlrpc_struct_find_value (c->env, args[1], "other_config", &ocv);
-  xmlrpc_struct_find_value (c->env, args[1], "vbds", &vbds);
-  if (xapi_failed (c))
-    return NULL;
-  if (ocv && !xapi_oc_from_xmlrpc (c, ocv, oc))
-    return NULL;
+  if (in->other_config) {
+    GHashTableIter it;
+    gpointer k, v;
+
+    g_hash_table_iter_init (&it, in->other_config);
+    while (g_hash_table_iter_next (&it, &k, &v))
+      g_hash_table_replace (oc, g_strdup (k), g_strdup (v));
+  }
   vm.uuid = vm_uuid;
-  vm.name_label = label ? label : "";
-  vm.name_description = desc ? desc : "";
+  vm.name_label = (char *)(in->name_label ? in->name_label : "");
+  vm.name_description
+      = (char *)(in->name_description ? in->name_description : "");
   /* A halted VM's disks were copied, not mirrored: no server stays. */
-  vm.power_state = g_strcmp0 (power, "Halted") == 0 ? "Halted" : "Running";
+  vm.power_state
+      = g_strcmp0 (in->power_state, "Halted") == 0 ? "Halted" : "Running";
   vm.created = now_s ();
   vm.other_config = oc_text = host_oc_print (oc);
-  if (state_vm_add (d->state, &vm) == -1) {
-    xapi_fail (c, "INTERNAL_ERROR", "cannot record the VM", NULL);
+  if (state_vm_add (h->state, &vm) == -1) {
+    host_err_set (err, "INTERNAL_ERROR", "cannot record the VM", NULL);
     return NULL;
   }
   /* Each disk becomes a VBD of the VM on its running nbdkit; its
    * forwarder goes, and its VDI is an ordinary VDI. */
-  disks = state_list (d->state, "mdisks", "migration", m->uuid);
+  disks = state_list (h->state, "mdisks", "migration", m->uuid);
   for (guint i = 0; i < disks->len; i++) {
-    g_autoptr (state_mdisk) md = state_mdisk_get (d->state, disks->pdata[i]);
+    g_autoptr (state_mdisk) md = state_mdisk_get (h->state, disks->pdata[i]);
     g_autofree char *vbd_uuid = g_uuid_string_random ();
     struct host_sr *s = NULL;
     struct sr_vdi *v;
     struct state_vbd b = { 0 };
-    const char *mode = "RW";
+    bool ro;
 
     if (md == NULL)
       continue;
-    n = vbds && xmlrpc_value_type (vbds) == XMLRPC_TYPE_ARRAY
-            ? xmlrpc_array_size (c->env, vbds)
-            : 0;
-    for (int j = 0; j < n; j++) {
-      g_autoptr (xmlrpc_value) e = NULL;
-      g_autofree char *dev = NULL;
-      g_autofree char *mo = NULL;
-
-      xmlrpc_array_read_item (c->env, vbds, j, &e);
-      if (e == NULL || xmlrpc_value_type (e) != XMLRPC_TYPE_STRUCT)
-        continue;
-      dev = xapi_member_string (c, e, "userdevice");
-      mo = xapi_member_string (c, e, "mode");
-      if (g_strcmp0 (dev, md->userdevice) == 0 && g_strcmp0 (mo, "RO") == 0)
-        mode = "RO";
-    }
-    stop_forwarder (d, md, NBDKIT_STOP_GRACE);
+    ro = in->read_only && g_hash_table_contains (in->read_only, md->userdevice);
+    stop_forwarder (h, md, NBDKIT_STOP_GRACE);
     if (strcmp (vm.power_state, "Halted") == 0) {
       nbdkit_stop (md->pid, md->socket, md->control, NBDKIT_STOP_GRACE);
       g_clear_pointer (&md->socket, g_free);
       g_clear_pointer (&md->control, g_free);
       md->pid = 0;
     }
-    if ((v = host_find_vdi (d, md->uuid, &s))) {
-      sr_vdi_set_other_config (s->sr, v->uuid, MIGRATION_MARK, NULL);
-      if (label)
-        sr_vdi_set_name_label (s->sr, v->uuid, label);
+    if ((v = host_find_vdi (h, md->uuid, &s))) {
+      if (sr_vdi_set_other_config (s->sr, v->uuid, MIGRATION_MARK, NULL)
+          == -1)
+        g_warning ("VDI %s keeps its migration mark: %s", v->uuid,
+                   sr_get_error ());
+      if (in->name_label
+          && sr_vdi_set_name_label (s->sr, v->uuid, in->name_label) == -1)
+        g_warning ("VDI %s keeps its name: %s", v->uuid, sr_get_error ());
       sr_vdi_free (v);
     }
     b.uuid = vbd_uuid;
     b.vm = vm_uuid;
     b.vdi = md->uuid;
     b.userdevice = md->userdevice;
-    b.mode = (char *)mode;
+    b.mode = (char *)(ro ? "RO" : "RW");
     b.nbd_socket = md->socket;
     b.control_socket = md->control;
     b.pid = md->pid;
-    state_vbd_add (d->state, &b);
-    state_mdisk_remove (d->state, md->uuid);
+    if (state_vbd_add (h->state, &b) == -1
+        || state_mdisk_remove (h->state, md->uuid) == -1)
+      all_recorded = false;
   }
   {
     g_autofree char *psk_name = g_strconcat (m->uuid, ".psk", NULL);
-    g_autofree char *psk = g_build_filename (d->run_dir, psk_name, NULL);
+    g_autofree char *psk = g_build_filename (h->run_dir, psk_name, NULL);
 
     unlink (psk);
   }
   g_free (m->state);
   m->state = g_strdup ("committed");
-  state_migration_update (d->state, m);
+  if (!all_recorded || state_migration_update (h->state, m) == -1) {
+    /* The VM runs here now (the source let go of it): say what is
+     * missing rather than pretend. */
+    host_err_set (err, "INTERNAL_ERROR",
+                  "the VM is here but its records are incomplete", NULL);
+    return NULL;
+  }
   g_message ("migration %s: committed: VM %s (%s) runs here with %u disks",
              m->uuid, vm_uuid, vm.name_label, disks->len);
-  return xapi_ref (c, vm_uuid);
+  return g_steal_pointer (&vm_uuid);
 }
 
 void
-xapi_migrations_expire (struct host *d, bool at_start)
+host_migrations_expire (struct host *h, bool at_start)
 {
-  g_autoptr (GPtrArray) ids = state_list (d->state, "migrations", NULL, NULL);
+  g_autoptr (GPtrArray) ids = state_list (h->state, "migrations", NULL, NULL);
   int64_t now = now_s ();
 
   for (guint i = 0; i < ids->len; i++) {
     g_autoptr (state_migration) m
-        = state_migration_get (d->state, ids->pdata[i]);
+        = state_migration_get (h->state, ids->pdata[i]);
 
     if (m == NULL)
       continue;
@@ -676,32 +591,17 @@ xapi_migrations_expire (struct host *d, bool at_start)
       /* We do not know what happened while we were away: the source
        * hears "the migration is over" at its next call, and undoes. */
       g_warning ("migration %s: prepared before a restart: aborted", m->uuid);
-      drop_migration (d, m, "aborted");
+      drop_migration (h, m, "aborted");
     }
     else if (strcmp (m->state, "prepared") == 0
              && m->last_seen + SOURCE_SILENCE_LIMIT < now) {
       g_warning ("migration %s: no word from the source for %d s: aborted",
                  m->uuid, SOURCE_SILENCE_LIMIT);
-      drop_migration (d, m, "aborted");
+      drop_migration (h, m, "aborted");
     }
     else if (strcmp (m->state, "prepared") != 0
-             && m->expires + TOKEN_LIFETIME < now)
-      state_migration_remove (d->state, m->uuid); /* long over */
+             && m->expires + HOST_MIGRATION_TOKEN_LIFETIME < now
+             && state_migration_remove (h->state, m->uuid) == -1)
+      g_warning ("migration %s: long over, but its record stays", m->uuid);
   }
 }
-
-static const struct xapi_method methods[] = {
-  { "check", 2, 2, true, migration_check },
-  { "prepare", 2, 2, true, migration_prepare },
-  { "keepalive", 1, 1, true, migration_keepalive },
-  { "commit", 2, 2, true, migration_commit },
-  { "abort", 1, 1, true, migration_abort },
-  { NULL },
-};
-
-/* Called by the source daemon, authenticated by the token (not by a
- * session): the methods are listed in vdimotiond(8). */
-const struct xapi_class xapi_class_migration = {
-  .name = "migration",
-  .methods = methods,
-};

@@ -1131,7 +1131,7 @@ migration_init (struct migration *m, struct job *job)
   m->token = token_value (&env, m->params);
   xmlrpc_env_clean (&env);
   secret = g_key_file_get_string (m->params, "token", "secret", NULL);
-  m->psk = xapi_migration_write_psk (m->d, row->task, secret ? secret : "",
+  m->psk = host_migration_write_psk (m->d, row->task, secret ? secret : "",
                                      &error);
   if (secret)
     explicit_bzero (secret, strlen (secret));

@@ -13,8 +13,12 @@
  *
  * Every record is a plain struct, newly allocated by the getters and
  * freed with its *_free (or g_autoptr).  Getters return NULL when the row
- * does not exist; other failures are logged (a database that can no
- * longer be written is a daemon that must stop, and says so).
+ * does not exist.  Every write returns 0, or -1 after logging SQLite's
+ * message; the compiler makes every caller look at it
+ * (G_GNUC_WARN_UNUSED_RESULT), and a caller that cannot record a step
+ * does not take it: the call or job fails with an error that names the
+ * write, or (where the step already happened, as a pivot) says so loudly
+ * and leaves what the next start needs to finish it.
  */
 #ifndef XAPI_STATE_H
 #define XAPI_STATE_H
@@ -31,8 +35,8 @@ struct state *state_open (const char *state_dir, GError **error);
 void state_close (struct state *st);
 
 /* Sessions: ref → user. */
-int state_session_add (struct state *st, const char *ref, const char *user);
-int state_session_remove (struct state *st, const char *ref);
+G_GNUC_WARN_UNUSED_RESULT int state_session_add (struct state *st, const char *ref, const char *user);
+G_GNUC_WARN_UNUSED_RESULT int state_session_remove (struct state *st, const char *ref);
 /* Calls FN for each session, oldest first. */
 void state_session_foreach (struct state *st,
                             void (*fn) (const char *ref, const char *user,
@@ -49,13 +53,13 @@ struct state_vm
   int64_t created;
   char *other_config; /* GVariant text of an a{ss}, or NULL for {} */
 };
-int state_vm_add (struct state *st, const struct state_vm *vm);
+G_GNUC_WARN_UNUSED_RESULT int state_vm_add (struct state *st, const struct state_vm *vm);
 struct state_vm *state_vm_get (struct state *st, const char *uuid);
-int state_vm_set_power_state (struct state *st, const char *uuid,
+G_GNUC_WARN_UNUSED_RESULT int state_vm_set_power_state (struct state *st, const char *uuid,
                               const char *power_state);
-int state_vm_set_other_config (struct state *st, const char *uuid,
+G_GNUC_WARN_UNUSED_RESULT int state_vm_set_other_config (struct state *st, const char *uuid,
                                const char *other_config);
-int state_vm_remove (struct state *st, const char *uuid);
+G_GNUC_WARN_UNUSED_RESULT int state_vm_remove (struct state *st, const char *uuid);
 void state_vm_free (struct state_vm *vm);
 typedef struct state_vm state_vm; /* for g_autoptr */
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (state_vm, state_vm_free)
@@ -77,11 +81,11 @@ struct state_vbd
   char *target_socket;
   pid_t target_pid;
 };
-int state_vbd_add (struct state *st, const struct state_vbd *vbd);
+G_GNUC_WARN_UNUSED_RESULT int state_vbd_add (struct state *st, const struct state_vbd *vbd);
 struct state_vbd *state_vbd_get (struct state *st, const char *uuid);
 /* Writes every field of VBD (looked up by uuid). */
-int state_vbd_update (struct state *st, const struct state_vbd *vbd);
-int state_vbd_remove (struct state *st, const char *uuid);
+G_GNUC_WARN_UNUSED_RESULT int state_vbd_update (struct state *st, const struct state_vbd *vbd);
+G_GNUC_WARN_UNUSED_RESULT int state_vbd_remove (struct state *st, const char *uuid);
 void state_vbd_free (struct state_vbd *vbd);
 typedef struct state_vbd state_vbd; /* for g_autoptr */
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (state_vbd, state_vbd_free)
@@ -102,20 +106,20 @@ struct state_task
   char **error_info; /* NULL-terminated, may be NULL */
   int64_t created, finished;
 };
-int state_task_add (struct state *st, const struct state_task *t);
+G_GNUC_WARN_UNUSED_RESULT int state_task_add (struct state *st, const struct state_task *t);
 struct state_task *state_task_get (struct state *st, const char *uuid);
-int state_task_set_progress (struct state *st, const char *uuid,
+G_GNUC_WARN_UNUSED_RESULT int state_task_set_progress (struct state *st, const char *uuid,
                              double progress);
 /* The status of a task still running (pending or cancelling): a task
  * that ended meanwhile keeps its outcome. */
-int state_task_set_status (struct state *st, const char *uuid,
+G_GNUC_WARN_UNUSED_RESULT int state_task_set_status (struct state *st, const char *uuid,
                            const char *status);
 /* Ends the task: status, the uuid of the object made (may be NULL) and
  * error_info (may be NULL). */
-int state_task_finish (struct state *st, const char *uuid, const char *status,
+G_GNUC_WARN_UNUSED_RESULT int state_task_finish (struct state *st, const char *uuid, const char *status,
                        const char *result_uuid,
                        const char *const *error_info);
-int state_task_remove (struct state *st, const char *uuid);
+G_GNUC_WARN_UNUSED_RESULT int state_task_remove (struct state *st, const char *uuid);
 void state_task_free (struct state_task *t);
 typedef struct state_task state_task; /* for g_autoptr */
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (state_task, state_task_free)
@@ -135,10 +139,10 @@ struct state_job
   char *params;  /* kind-specific parameters (a VM migration's token and
                     maps, as GKeyFile text), or NULL */
 };
-int state_job_add (struct state *st, const struct state_job *j);
+G_GNUC_WARN_UNUSED_RESULT int state_job_add (struct state *st, const struct state_job *j);
 struct state_job *state_job_get (struct state *st, const char *task);
-int state_job_update (struct state *st, const struct state_job *j);
-int state_job_remove (struct state *st, const char *task);
+G_GNUC_WARN_UNUSED_RESULT int state_job_update (struct state *st, const struct state_job *j);
+G_GNUC_WARN_UNUSED_RESULT int state_job_remove (struct state *st, const char *task);
 void state_job_free (struct state_job *j);
 typedef struct state_job state_job; /* for g_autoptr */
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (state_job, state_job_free)
@@ -155,11 +159,11 @@ struct state_migration
   char *state;         /* "issued", "prepared", "committed", "aborted" */
   int64_t last_seen;   /* last call from the source (unix time) */
 };
-int state_migration_add (struct state *st, const struct state_migration *m);
+G_GNUC_WARN_UNUSED_RESULT int state_migration_add (struct state *st, const struct state_migration *m);
 struct state_migration *state_migration_get (struct state *st,
                                              const char *uuid);
-int state_migration_update (struct state *st, const struct state_migration *m);
-int state_migration_remove (struct state *st, const char *uuid);
+G_GNUC_WARN_UNUSED_RESULT int state_migration_update (struct state *st, const struct state_migration *m);
+G_GNUC_WARN_UNUSED_RESULT int state_migration_remove (struct state *st, const char *uuid);
 void state_migration_free (struct state_migration *m);
 typedef struct state_migration state_migration; /* for g_autoptr */
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (state_migration, state_migration_free)
@@ -178,9 +182,9 @@ struct state_mdisk
   pid_t fwd_pid;
   int64_t fwd_port;
 };
-int state_mdisk_add (struct state *st, const struct state_mdisk *md);
+G_GNUC_WARN_UNUSED_RESULT int state_mdisk_add (struct state *st, const struct state_mdisk *md);
 struct state_mdisk *state_mdisk_get (struct state *st, const char *uuid);
-int state_mdisk_remove (struct state *st, const char *uuid);
+G_GNUC_WARN_UNUSED_RESULT int state_mdisk_remove (struct state *st, const char *uuid);
 void state_mdisk_free (struct state_mdisk *md);
 typedef struct state_mdisk state_mdisk; /* for g_autoptr */
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (state_mdisk, state_mdisk_free)

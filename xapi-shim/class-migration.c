@@ -1,0 +1,370 @@
+/* The migration destination's XenAPI: VM.migrate_receive and
+ * Host.migrate_receive (a token), and class "migration", which a source
+ * daemon calls with the token instead of a session (check, prepare,
+ * keepalive, commit, abort; listed in vdimotiond(8)).  The work is the
+ * brain's (replicator/jobs/migrate-receive.h); here the arguments are
+ * read and the answers written. */
+
+#include <string.h>
+
+#include "migrate-receive.h"
+#include "xapi.h"
+
+static xmlrpc_value *
+token_value (struct xapi_call *c, GHashTable *tok)
+{
+  xmlrpc_value *v = xmlrpc_struct_new (c->env);
+  GHashTableIter it;
+  gpointer k, s;
+
+  g_hash_table_iter_init (&it, tok);
+  while (g_hash_table_iter_next (&it, &k, &s))
+    xapi_set (c, v, k, xapi_string (c, s));
+  return v;
+}
+
+/* A token for SR, with options["token-lifetime"] (seconds) if given. */
+static xmlrpc_value *
+issue_token (struct xapi_call *c, struct host_sr *sr, xmlrpc_value *options)
+{
+  g_autofree char *ttl_s = xapi_member_string (c, options, "token-lifetime");
+  guint64 ttl = HOST_MIGRATION_TOKEN_LIFETIME;
+  g_autoptr (GHashTable) tok = NULL;
+  char **err = NULL;
+  xmlrpc_value *v;
+
+  if (ttl_s
+      && !g_ascii_string_to_unsigned (ttl_s, 10, 1,
+                                      HOST_MIGRATION_TOKEN_LIFETIME, &ttl,
+                                      NULL)) {
+    xapi_fail (c, "INVALID_VALUE", "token-lifetime", ttl_s, NULL);
+    return NULL;
+  }
+  if (xapi_failed (c))
+    return NULL;
+  if ((tok = host_migration_issue (c->d->host, sr, ttl, &err)) == NULL) {
+    xapi_fail_err (c, err);
+    return NULL;
+  }
+  v = token_value (c, tok);
+  /* The secret is for the client, not for this process's memory. */
+  {
+    char *secret = g_hash_table_lookup (tok, "secret");
+
+    if (secret)
+      explicit_bzero (secret, strlen (secret));
+  }
+  return v;
+}
+
+/* VM.migrate_receive(session, host, sr, options) → token. */
+xmlrpc_value *
+xapi_vm_migrate_receive (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  g_autofree char *host = xapi_read_string (c, args[1], "host");
+  g_autofree char *sr_ref = host ? xapi_read_string (c, args[2], "sr") : NULL;
+  struct host_sr *sr;
+
+  if (sr_ref == NULL || !xapi_is_record (c, args[3], "options"))
+    return NULL;
+  if (g_strcmp0 (xapi_ref_uuid (host), c->d->host->uuid) != 0) {
+    xapi_fail (c, "HANDLE_INVALID", "host", host, NULL);
+    return NULL;
+  }
+  if ((sr = xapi_sr_by_ref (c, sr_ref)) == NULL)
+    return NULL;
+  return issue_token (c, sr, args[3]);
+}
+
+/* Host.migrate_receive(session, host, network, options) → token; the
+ * destination SR is options["sr"] (a ref), else this host's first SR;
+ * VM.migrate_send's vdi_map places disks elsewhere. */
+xmlrpc_value *
+xapi_host_migrate_receive (struct xapi_call *c, xmlrpc_value *const *args,
+                           int nargs)
+{
+  g_autofree char *host = xapi_read_string (c, args[1], "host");
+  g_autofree char *net
+      = host ? xapi_read_string (c, args[2], "network") : NULL;
+  g_autofree char *sr_ref = NULL;
+  struct host_sr *sr;
+
+  if (net == NULL || !xapi_is_record (c, args[3], "options"))
+    return NULL;
+  if (g_strcmp0 (xapi_ref_uuid (host), c->d->host->uuid) != 0) {
+    xapi_fail (c, "HANDLE_INVALID", "host", host, NULL);
+    return NULL;
+  }
+  if (g_strcmp0 (xapi_ref_uuid (net), c->d->host->network_uuid) != 0) {
+    xapi_fail (c, "HANDLE_INVALID", "network", net, NULL);
+    return NULL;
+  }
+  sr_ref = xapi_member_string (c, args[3], "sr");
+  if (xapi_failed (c))
+    return NULL;
+  if (sr_ref)
+    sr = xapi_sr_by_ref (c, sr_ref);
+  else if (c->d->host->srs->len)
+    sr = c->d->host->srs->pdata[0];
+  else {
+    xapi_fail (c, "SR_NOT_FOUND", "this host has no SR", NULL);
+    return NULL;
+  }
+  return sr ? issue_token (c, sr, args[3]) : NULL;
+}
+
+/* Class "migration". */
+
+/* A token argument: the members the brain checks. */
+struct token
+{
+  char *migration, *secret, *host;
+};
+
+static void
+token_clear (struct token *t)
+{
+  g_free (t->migration);
+  g_free (t->host);
+  if (t->secret)
+    explicit_bzero (t->secret, strlen (t->secret));
+  g_free (t->secret);
+}
+
+/* Read V into *T; false after xapi_fail (FIELD_TYPE_ERROR). */
+static bool
+read_token (struct xapi_call *c, xmlrpc_value *v, struct token *t,
+            struct host_migration_token *out)
+{
+  if (!xapi_is_record (c, v, "token"))
+    return false;
+  t->migration = xapi_member_string (c, v, "migration");
+  t->secret = xapi_member_string (c, v, "secret");
+  t->host = xapi_member_string (c, v, "host");
+  if (xapi_failed (c))
+    return false;
+  out->migration = t->migration;
+  out->secret = t->secret;
+  out->host = t->host;
+  return true;
+}
+
+static void
+disk_clear (gpointer p)
+{
+  struct host_migration_disk *d = p;
+
+  g_free (d->userdevice);
+  g_free (d->format);
+  g_free (d->sr);
+}
+
+static bool
+read_u64 (struct xapi_call *c, xmlrpc_value *rec, const char *key,
+          uint64_t *out)
+{
+  g_autofree char *s = xapi_member_string (c, rec, key);
+
+  if (s && g_ascii_string_to_unsigned (s, 10, 0, G_MAXINT64, out, NULL))
+    return true;
+  if (!xapi_failed (c))
+    xapi_fail (c, "FIELD_TYPE_ERROR", key, NULL);
+  return false;
+}
+
+/* Disks: [{userdevice, virtual_size, format, sr, physical_utilisation}];
+ * NULL after xapi_fail. */
+static GArray *
+read_disks (struct xapi_call *c, xmlrpc_value *v)
+{
+  g_autoptr (GArray) a
+      = g_array_new (FALSE, TRUE, sizeof (struct host_migration_disk));
+  int n;
+
+  if (xmlrpc_value_type (v) != XMLRPC_TYPE_ARRAY) {
+    xapi_fail (c, "FIELD_TYPE_ERROR", "disks", NULL);
+    return NULL;
+  }
+  g_array_set_clear_func (a, disk_clear);
+  n = xmlrpc_array_size (c->env, v);
+  for (int i = 0; i < n && !xapi_failed (c); i++) {
+    g_autoptr (xmlrpc_value) d = NULL;
+    struct host_migration_disk *r;
+
+    xmlrpc_array_read_item (c->env, v, i, &d);
+    if (!xapi_is_record (c, d, "disks"))
+      break;
+    g_array_set_size (a, a->len + 1);
+    r = &g_array_index (a, struct host_migration_disk, a->len - 1);
+    r->userdevice = xapi_member_string (c, d, "userdevice");
+    r->format = xapi_member_string (c, d, "format");
+    r->sr = xapi_member_string (c, d, "sr");
+    if (xapi_failed (c) || !read_u64 (c, d, "virtual_size", &r->virtual_size)
+        || !read_u64 (c, d, "physical_utilisation",
+                      &r->physical_utilisation))
+      break;
+    if (r->userdevice == NULL)
+      xapi_fail (c, "FIELD_TYPE_ERROR", "userdevice", NULL);
+  }
+  return xapi_failed (c) ? NULL : g_steal_pointer (&a);
+}
+
+/* migration.check(token, disks). */
+static xmlrpc_value *
+migration_check (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  struct token t = { 0 };
+  struct host_migration_token tok;
+  g_autoptr (GArray) disks = NULL;
+  char **err = NULL;
+  int r = -1;
+
+  if (read_token (c, args[0], &t, &tok)
+      && (disks = read_disks (c, args[1])) != NULL)
+    r = host_migration_check (c->d->host, &tok,
+                              (struct host_migration_disk *)disks->data,
+                              disks->len, &err);
+  token_clear (&t);
+  if (r == -1 && !xapi_failed (c))
+    xapi_fail_err (c, err);
+  return r == -1 ? NULL : xapi_void (c);
+}
+
+/* migration.prepare(token, disks) → [{userdevice, vdi, uri, socket}]. */
+static xmlrpc_value *
+migration_prepare (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  struct token t = { 0 };
+  struct host_migration_token tok;
+  g_autoptr (GArray) disks = NULL;
+  g_autoptr (GPtrArray) out = NULL;
+  char **err = NULL;
+  xmlrpc_value *v;
+
+  if (read_token (c, args[0], &t, &tok)
+      && (disks = read_disks (c, args[1])) != NULL)
+    out = host_migration_prepare (c->d->host, &tok,
+                                  (struct host_migration_disk *)disks->data,
+                                  disks->len, &err);
+  token_clear (&t);
+  if (out == NULL) {
+    if (!xapi_failed (c))
+      xapi_fail_err (c, err);
+    return NULL;
+  }
+  v = xmlrpc_array_new (c->env);
+  for (guint i = 0; i < out->len; i++) {
+    const struct host_migration_export *e = out->pdata[i];
+    xmlrpc_value *st = xmlrpc_struct_new (c->env);
+
+    xapi_set (c, st, "userdevice", xapi_string (c, e->userdevice));
+    xapi_set (c, st, "vdi", xapi_string (c, e->vdi));
+    xapi_set (c, st, "uri", xapi_string (c, e->uri));
+    xapi_set (c, st, "socket", xapi_string (c, e->socket));
+    xapi_append (c, v, st);
+  }
+  return v;
+}
+
+/* migration.keepalive(token) and migration.abort(token). */
+static xmlrpc_value *
+migration_token_only (struct xapi_call *c, xmlrpc_value *const *args,
+                      int nargs)
+{
+  struct token t = { 0 };
+  struct host_migration_token tok;
+  char **err = NULL;
+  int r = -1;
+
+  if (read_token (c, args[0], &t, &tok))
+    r = g_str_has_suffix (c->method, ".abort")
+            ? host_migration_abort (c->d->host, &tok, &err)
+            : host_migration_keepalive (c->d->host, &tok, &err);
+  token_clear (&t);
+  if (r == -1 && !xapi_failed (c))
+    xapi_fail_err (c, err);
+  return r == -1 ? NULL : xapi_void (c);
+}
+
+/* The userdevices of VBDS ([{userdevice, mode}]) attached "RO". */
+static GHashTable *
+read_only_devices (struct xapi_call *c, xmlrpc_value *vbds)
+{
+  GHashTable *ro = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
+                                          NULL);
+  int n = vbds && xmlrpc_value_type (vbds) == XMLRPC_TYPE_ARRAY
+              ? xmlrpc_array_size (c->env, vbds)
+              : 0;
+
+  for (int j = 0; j < n; j++) {
+    g_autoptr (xmlrpc_value) e = NULL;
+    g_autofree char *dev = NULL;
+    g_autofree char *mo = NULL;
+
+    xmlrpc_array_read_item (c->env, vbds, j, &e);
+    if (e == NULL || xmlrpc_value_type (e) != XMLRPC_TYPE_STRUCT)
+      continue;
+    dev = xapi_member_string (c, e, "userdevice");
+    mo = xapi_member_string (c, e, "mode");
+    if (dev && g_strcmp0 (mo, "RO") == 0)
+      g_hash_table_add (ro, g_steal_pointer (&dev));
+  }
+  return ro;
+}
+
+/* migration.commit(token, vm) → the VM's ref here.  vm: {name_label,
+ * name_description, power_state, other_config, vbds: [{userdevice,
+ * mode}]}.  The VM runs here from now on, on the disks' sockets. */
+static xmlrpc_value *
+migration_commit (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  struct token t = { 0 };
+  struct host_migration_token tok;
+  g_autoptr (xmlrpc_value) vbds = NULL;
+  g_autoptr (xmlrpc_value) ocv = NULL;
+  g_autoptr (GHashTable) oc = host_oc_parse (NULL);
+  g_autoptr (GHashTable) ro = NULL;
+  g_autofree char *label = NULL;
+  g_autofree char *desc = NULL;
+  g_autofree char *power = NULL;
+  g_autofree char *vm_uuid = NULL;
+  struct host_migration_vm vm = { 0 };
+  char **err = NULL;
+
+  if (!read_token (c, args[0], &t, &tok) || !xapi_is_record (c, args[1], "vm"))
+    goto out;
+  label = xapi_member_string (c, args[1], "name_label");
+  desc = xapi_member_string (c, args[1], "name_description");
+  power = xapi_member_string (c, args[1], "power_state");
+  xmlrpc_struct_find_value (c->env, args[1], "other_config", &ocv);
+  xmlrpc_struct_find_value (c->env, args[1], "vbds", &vbds);
+  if (xapi_failed (c) || (ocv && !xapi_oc_from_xmlrpc (c, ocv, oc)))
+    goto out;
+  ro = read_only_devices (c, vbds);
+  vm.name_label = label;
+  vm.name_description = desc;
+  vm.power_state = power;
+  vm.other_config = oc;
+  vm.read_only = ro;
+  if ((vm_uuid = host_migration_commit (c->d->host, &tok, &vm, &err)) == NULL)
+    xapi_fail_err (c, err);
+out:
+  token_clear (&t);
+  return vm_uuid ? xapi_ref (c, vm_uuid) : NULL;
+}
+
+static const struct xapi_method methods[] = {
+  { "check", 2, 2, true, migration_check },
+  { "prepare", 2, 2, true, migration_prepare },
+  { "keepalive", 1, 1, true, migration_token_only },
+  { "commit", 2, 2, true, migration_commit },
+  { "abort", 1, 1, true, migration_token_only },
+  { NULL },
+};
+
+/* Called by the source daemon, authenticated by the token (not by a
+ * session): the methods are listed in vdimotiond(8). */
+const struct xapi_class xapi_class_migration = {
+  .name = "migration",
+  .methods = methods,
+};
