@@ -402,17 +402,25 @@ set_connect_error (struct xapi_client *cl, GError **err, const GError *cause)
                cl->url, cause->message);
 }
 
-/* A message to URI (NULL: CL's URL itself). */
+/* A message to URI (NULL: CL's URL itself), which must be http(s) and
+ * name a host (libsoup would go on to other schemes, or complain). */
 static SoupMessage *
 new_message (struct xapi_client *cl, const char *method, const char *uri,
              GError **err)
 {
-  SoupMessage *msg = soup_message_new (method, uri ? uri : cl->url);
+  g_autoptr (GUri) u = g_uri_parse (uri ? uri : cl->url, G_URI_FLAGS_NONE,
+                                    NULL);
+  const char *scheme = u ? g_uri_get_scheme (u) : NULL;
 
-  if (msg == NULL)
+  if (u == NULL
+      || (g_ascii_strcasecmp (scheme, "http") != 0
+          && g_ascii_strcasecmp (scheme, "https") != 0)
+      || g_uri_get_host (u) == NULL || *g_uri_get_host (u) == '\0') {
     g_set_error (err, XAPI_CLIENT_ERROR, XAPI_CLIENT_ERROR_CONNECT,
                  "%s: not an http:// or https:// URL", cl->url);
-  return msg;
+    return NULL;
+  }
+  return soup_message_new_from_uri (method, u);
 }
 
 SoupMessage *
