@@ -31,8 +31,6 @@
 
 #include "xapi-value.h"
 
-#define XAPI_REF_NULL "OpaqueRef:NULL"
-
 /* The error domain of the client.  An extended GError: a
  * XAPI_CLIENT_ERROR_FAILURE carries the ErrorDescription. */
 #define XAPI_CLIENT_ERROR (xapi_client_error_quark ())
