@@ -123,7 +123,7 @@ client_run_group (const struct command *group,
   g_autoptr (GPtrArray) disks = g_ptr_array_new ();
   g_autoptr (GError) err = NULL;
   struct client_args a = { 0 };
-  struct client *client;
+  struct xapi_client *client;
   int c, rc;
 
   if (argc < 2) {

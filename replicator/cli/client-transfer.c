@@ -13,8 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "client.h"
 #include "iszero.h"
-#include "client-internal.h"
 #include "vdisk.h"
 
 /* ---- A GInputStream over a file or a libvdisk image ---------------- */
@@ -83,20 +83,22 @@ source_stream_init (SourceStream *s)
 
 /* ---- import ---------------------------------------------------------- */
 
-static char *
-transfer_uri (struct client *c, const char *what, const char *vdi,
-              const char *format)
+/* A request METHOD of WHAT (import_raw_vdi, ...) of VDI in FORMAT. */
+static SoupMessage *
+transfer_message (struct xapi_client *c, const char *method, const char *what,
+                  const char *vdi, const char *format, GError **err)
 {
-  g_autofree char *s = g_uri_escape_string (client_session (c), NULL, false);
+  g_autofree char *s
+      = g_uri_escape_string (xapi_client_session (c), NULL, false);
   g_autofree char *v = g_uri_escape_string (vdi, NULL, false);
   g_autofree char *rel = g_strdup_printf ("/%s?session_id=%s&vdi=%s&format=%s",
                                           what, s, v, format);
-  return client_uri (c, rel);
+  return xapi_client_message (c, method, rel, err);
 }
 
 /* A failed transfer's HTTP status, and the first line the server said. */
 static void
-set_http_error (struct client *c, GError **err, SoupMessage *msg,
+set_http_error (struct xapi_client *c, GError **err, SoupMessage *msg,
                 const char *what, GBytes *body)
 {
   g_autofree char *text = NULL;
@@ -105,15 +107,15 @@ set_http_error (struct client *c, GError **err, SoupMessage *msg,
 
   if (data && len)
     text = g_strndup (data, MIN (len, strcspn (data, "\r\n")));
-  g_set_error (err, CLIENT_ERROR, CLIENT_ERROR_CONNECT,
-               "%s: %s: HTTP %u %s%s%s", c->url, what,
+  g_set_error (err, XAPI_CLIENT_ERROR, XAPI_CLIENT_ERROR_CONNECT,
+               "%s: %s: HTTP %u %s%s%s", xapi_client_url (c), what,
                soup_message_get_status (msg),
                soup_message_get_reason_phrase (msg), text ? ": " : "",
                text ? text : "");
 }
 
 int
-client_import_vdi (struct client *c, const char *vdi, const char *path,
+client_import_vdi (struct xapi_client *c, const char *vdi, const char *path,
                    int format, int progress_mode, GError **err)
 {
   struct vdisk *d = vdisk_open_as (path, VDISK_OPEN_BUFFERED, format, NULL);
@@ -121,14 +123,12 @@ client_import_vdi (struct client *c, const char *vdi, const char *path,
   g_autoptr (SourceStream) in = NULL;
   g_autoptr (SoupMessage) msg = NULL;
   g_autoptr (GBytes) reply = NULL;
-  g_autoptr (GError) cause = NULL;
-  g_autofree char *uri = NULL;
   struct progress p;
   struct stat st;
   bool as_vhd;
 
   if (d == NULL) {
-    g_set_error (err, CLIENT_ERROR, CLIENT_ERROR_LOCAL, "%s",
+    g_set_error (err, XAPI_CLIENT_ERROR, XAPI_CLIENT_ERROR_LOCAL, "%s",
                  vdisk_get_error ());
     return -1;
   }
@@ -142,8 +142,8 @@ client_import_vdi (struct client *c, const char *vdi, const char *path,
     vdisk_close (d);
     in->fd = open (path, O_RDONLY | O_CLOEXEC);
     if (in->fd == -1 || fstat (in->fd, &st) == -1) {
-      g_set_error (err, CLIENT_ERROR, CLIENT_ERROR_LOCAL, "%s: %s", path,
-                   g_strerror (errno));
+      g_set_error (err, XAPI_CLIENT_ERROR, XAPI_CLIENT_ERROR_LOCAL, "%s: %s",
+                   path, g_strerror (errno));
       if (in->fd != -1)
         close (in->fd);
       return -1;
@@ -155,12 +155,19 @@ client_import_vdi (struct client *c, const char *vdi, const char *path,
     in->size = vdisk_get_size (d);
   }
 
-  uri = transfer_uri (c, "import_raw_vdi", vdi, as_vhd ? "vhd" : "raw");
-  msg = soup_message_new ("PUT", uri);
+  msg = transfer_message (c, "PUT", "import_raw_vdi", vdi,
+                          as_vhd ? "vhd" : "raw", err);
+  if (msg == NULL) {
+    if (in->d)
+      vdisk_close (in->d);
+    if (in->fd != -1)
+      close (in->fd);
+    return -1;
+  }
   soup_message_set_request_body (msg, "application/octet-stream",
                                  G_INPUT_STREAM (in), in->size);
   progress_init (&p, progress_mode, in->size);
-  reply = soup_session_send_and_read (c->soup, msg, NULL, &cause);
+  reply = xapi_client_send_and_read (c, msg, err);
   if (in->d)
     vdisk_close (in->d);
   if (in->fd != -1)
@@ -170,7 +177,6 @@ client_import_vdi (struct client *c, const char *vdi, const char *path,
   if (reply == NULL) {
     if (p.enabled)
       fputc ('\n', stderr);
-    client_set_connect_error (c, err, cause);
     return -1;
   }
   if (soup_message_get_status (msg) != SOUP_STATUS_OK) {
@@ -207,13 +213,12 @@ write_out (int fd, const char *buf, size_t len, uint64_t offset, bool sparse)
 }
 
 int
-client_export_vdi (struct client *c, const char *vdi, uint64_t size,
+client_export_vdi (struct xapi_client *c, const char *vdi, uint64_t size,
                    const char *path, int progress_mode, GError **err)
 {
   bool vhd = g_str_has_suffix (path, ".vhd");
-  g_autofree char *uri
-      = transfer_uri (c, "export_raw_vdi", vdi, vhd ? "vhd" : "raw");
-  g_autoptr (SoupMessage) msg = soup_message_new ("GET", uri);
+  g_autoptr (SoupMessage) msg = transfer_message (
+      c, "GET", "export_raw_vdi", vdi, vhd ? "vhd" : "raw", err);
   g_autoptr (GInputStream) in = NULL;
   g_autoptr (GError) cause = NULL;
   g_autofree char *buf = NULL;
@@ -222,11 +227,11 @@ client_export_vdi (struct client *c, const char *vdi, uint64_t size,
   goffset len;
   int fd;
 
-  in = soup_session_send (c->soup, msg, NULL, &cause);
-  if (in == NULL) {
-    client_set_connect_error (c, err, cause);
+  if (msg == NULL)
     return -1;
-  }
+  in = xapi_client_send (c, msg, err);
+  if (in == NULL)
+    return -1;
   if (soup_message_get_status (msg) != SOUP_STATUS_OK) {
     g_autoptr (GBytes) body = g_input_stream_read_bytes (in, 4096, NULL, NULL);
     set_http_error (c, err, msg, "export_raw_vdi", body);
@@ -236,8 +241,8 @@ client_export_vdi (struct client *c, const char *vdi, uint64_t size,
       soup_message_get_response_headers (msg));
   fd = open (path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
   if (fd == -1) {
-    g_set_error (err, CLIENT_ERROR, CLIENT_ERROR_LOCAL, "%s: %s", path,
-                 g_strerror (errno));
+    g_set_error (err, XAPI_CLIENT_ERROR, XAPI_CLIENT_ERROR_LOCAL, "%s: %s",
+                 path, g_strerror (errno));
     return -1;
   }
   buf = g_malloc (EXPORT_BUF);
@@ -245,29 +250,30 @@ client_export_vdi (struct client *c, const char *vdi, uint64_t size,
   for (;;) {
     gsize n = 0;
     if (!g_input_stream_read_all (in, buf, EXPORT_BUF, &n, NULL, &cause)) {
-      client_set_connect_error (c, err, cause);
+      g_set_error (err, XAPI_CLIENT_ERROR, XAPI_CLIENT_ERROR_CONNECT, "%s: %s",
+                   xapi_client_url (c), cause->message);
       goto fail;
     }
     if (n == 0)
       break;
     if (write_out (fd, buf, n, offset, !vhd) == -1) {
-      g_set_error (err, CLIENT_ERROR, CLIENT_ERROR_LOCAL, "%s: write: %s",
-                   path, g_strerror (errno));
+      g_set_error (err, XAPI_CLIENT_ERROR, XAPI_CLIENT_ERROR_LOCAL,
+                   "%s: write: %s", path, g_strerror (errno));
       goto fail;
     }
     offset += n;
     progress_update (&p, offset);
   }
   if (len > 0 && offset != (uint64_t)len) {
-    g_set_error (err, CLIENT_ERROR, CLIENT_ERROR_CONNECT,
+    g_set_error (err, XAPI_CLIENT_ERROR, XAPI_CLIENT_ERROR_CONNECT,
                  "%s: export_raw_vdi: %" G_GUINT64_FORMAT
                  " bytes received of %" G_GINT64_FORMAT,
-                 c->url, offset, len);
+                 xapi_client_url (c), offset, len);
     goto fail;
   }
   if (ftruncate (fd, offset) == -1 || fsync (fd) == -1 || close (fd) == -1) {
-    g_set_error (err, CLIENT_ERROR, CLIENT_ERROR_LOCAL, "%s: %s", path,
-                 g_strerror (errno));
+    g_set_error (err, XAPI_CLIENT_ERROR, XAPI_CLIENT_ERROR_LOCAL, "%s: %s",
+                 path, g_strerror (errno));
     fd = -1;
     goto fail;
   }

@@ -5,9 +5,9 @@
 #include "client.h"
 
 static int
-sr_list (struct client *c, const struct client_args *a, GError **err)
+sr_list (struct xapi_client *c, const struct client_args *a, GError **err)
 {
-  g_autoptr (xv) srs = client_call (c, err, "SR.get_all_records", "()");
+  g_autoptr (xv) srs = xapi_client_call (c, err, "SR.get_all_records", NULL);
   g_autofree size_t *order = NULL;
   bool first = true;
 

@@ -24,9 +24,10 @@ task_json (const struct xv *r)
 }
 
 static int
-task_list (struct client *c, const struct client_args *a, GError **err)
+task_list (struct xapi_client *c, const struct client_args *a, GError **err)
 {
-  g_autoptr (xv) tasks = client_call (c, err, "task.get_all_records", "()");
+  g_autoptr (xv) tasks
+      = xapi_client_call (c, err, "task.get_all_records", NULL);
   g_autofree size_t *order = NULL;
 
   if (tasks == NULL)
@@ -55,7 +56,7 @@ task_list (struct client *c, const struct client_args *a, GError **err)
 }
 
 static int
-task_show (struct client *c, const struct client_args *a, GError **err)
+task_show (struct xapi_client *c, const struct client_args *a, GError **err)
 {
   g_autoptr (xv) r = NULL;
   g_autofree char *ref = client_lookup (c, "task", a->argv[0], &r, err);
@@ -81,14 +82,14 @@ task_show (struct client *c, const struct client_args *a, GError **err)
 }
 
 static int
-task_cancel (struct client *c, const struct client_args *a, GError **err)
+task_cancel (struct xapi_client *c, const struct client_args *a, GError **err)
 {
   g_autofree char *ref = client_lookup (c, "task", a->argv[0], NULL, err);
   g_autoptr (xv) r = NULL;
 
   if (ref == NULL)
     return EXIT_ERROR;
-  r = client_call (c, err, "task.cancel", "(s)", ref);
+  r = xapi_client_call (c, err, "task.cancel", xv_new_string (ref), NULL);
   return r ? EXIT_OK : EXIT_ERROR;
 }
 

@@ -12,7 +12,7 @@
 #include "vdisk.h"
 
 static int
-vdi_list (struct client *c, const struct client_args *a, GError **err)
+vdi_list (struct xapi_client *c, const struct client_args *a, GError **err)
 {
   g_autoptr (xv) srs = NULL, vdis = NULL;
   g_autofree char *sr = NULL;
@@ -24,10 +24,10 @@ vdi_list (struct client *c, const struct client_args *a, GError **err)
     if (sr == NULL)
       return EXIT_ERROR;
   }
-  srs = client_call (c, err, "SR.get_all_records", "()");
+  srs = xapi_client_call (c, err, "SR.get_all_records", NULL);
   if (srs == NULL)
     return EXIT_ERROR;
-  vdis = client_call (c, err, "VDI.get_all_records", "()");
+  vdis = xapi_client_call (c, err, "VDI.get_all_records", NULL);
   if (vdis == NULL)
     return EXIT_ERROR;
   order = xv_sort_records (vdis, "name_label");
@@ -78,7 +78,7 @@ vdi_list (struct client *c, const struct client_args *a, GError **err)
 }
 
 static int
-vdi_import (struct client *c, const struct client_args *a, GError **err)
+vdi_import (struct xapi_client *c, const struct client_args *a, GError **err)
 {
   const char *file = a->argv[1];
   g_autofree char *sr = NULL, *base = g_path_get_basename (file);
@@ -91,7 +91,7 @@ vdi_import (struct client *c, const struct client_args *a, GError **err)
    * whatever its guest wrote, an image header included). */
   d = vdisk_open_as (file, VDISK_OPEN_BUFFERED, a->format, NULL);
   if (d == NULL) {
-    g_set_error (err, CLIENT_ERROR, CLIENT_ERROR_LOCAL, "%s",
+    g_set_error (err, XAPI_CLIENT_ERROR, XAPI_CLIENT_ERROR_LOCAL, "%s",
                  vdisk_get_error ());
     return EXIT_ERROR;
   }
@@ -102,30 +102,36 @@ vdi_import (struct client *c, const struct client_args *a, GError **err)
   sr = client_lookup (c, "SR", a->argv[0], NULL, err);
   if (sr == NULL)
     return EXIT_ERROR;
-  vdi = client_call (c, err, "VDI.create",
-                     "({s:s,s:s,s:s,s:s,s:b,s:b,s:{},s:{s:s}})", "SR", sr,
-                     "name_label", a->name ? a->name : base, "virtual_size",
-                     size, "type", "user", "sharable", 0, "read_only", 0,
-                     "other_config", "sm_config", "image-format", "vhd");
+  vdi = xapi_client_call (
+      c, err, "VDI.create",
+      xv_struct (
+          "SR", xv_new_string (sr), "name_label",
+          xv_new_string (a->name ? a->name : base), "virtual_size",
+          xv_new_string (size), "type", xv_new_string ("user"), "sharable",
+          xv_new_bool (false), "read_only", xv_new_bool (false),
+          "other_config", xv_new_struct (), "sm_config",
+          xv_struct ("image-format", xv_new_string ("vhd"), NULL), NULL),
+      NULL);
   if (vdi == NULL)
     return EXIT_ERROR;
   if (vdi->type != XV_STRING) {
-    g_set_error (err, CLIENT_ERROR, CLIENT_ERROR_PROTOCOL,
-                 "%s: VDI.create: no ref", client_url (c));
+    g_set_error (err, XAPI_CLIENT_ERROR, XAPI_CLIENT_ERROR_PROTOCOL,
+                 "%s: VDI.create: no ref", xapi_client_url (c));
     return EXIT_ERROR;
   }
   if (client_import_vdi (c, vdi->s, file, a->format, client_opts.progress, err)
       == -1) {
     /* No half-imported VDI is left behind. */
     g_autoptr (GError) e = NULL;
-    xv_free (client_call (c, &e, "VDI.destroy", "(s)", vdi->s));
+    xv_free (
+        xapi_client_call (c, &e, "VDI.destroy", xv_new_string (vdi->s), NULL));
     return EXIT_ERROR;
   }
   return client_print_new_uuid (c, "VDI", vdi->s, err);
 }
 
 static int
-vdi_export (struct client *c, const struct client_args *a, GError **err)
+vdi_export (struct xapi_client *c, const struct client_args *a, GError **err)
 {
   g_autoptr (xv) rec = NULL;
   g_autofree char *vdi = client_lookup (c, "VDI", a->argv[0], &rec, err);
@@ -141,10 +147,10 @@ vdi_export (struct client *c, const struct client_args *a, GError **err)
 
 /* Is VDI attached to a running VM?  (For --live.) */
 static int
-vdi_in_running_vm (struct client *c, const char *vdi, bool *running,
+vdi_in_running_vm (struct xapi_client *c, const char *vdi, bool *running,
                    GError **err)
 {
-  g_autoptr (xv) vbds = client_call (c, err, "VBD.get_all_records", "()");
+  g_autoptr (xv) vbds = xapi_client_call (c, err, "VBD.get_all_records", NULL);
 
   *running = false;
   if (vbds == NULL)
@@ -154,8 +160,8 @@ vdi_in_running_vm (struct client *c, const char *vdi, bool *running,
     g_autoptr (xv) state = NULL;
     if (strcmp (xv_str (r, "VDI"), vdi) != 0)
       continue;
-    state
-        = client_call (c, err, "VM.get_power_state", "(s)", xv_str (r, "VM"));
+    state = xapi_client_call (c, err, "VM.get_power_state",
+                              xv_new_string (xv_str (r, "VM")), NULL);
     if (state == NULL)
       return -1;
     *running = state->type == XV_STRING && strcmp (state->s, "Running") == 0;
@@ -164,7 +170,7 @@ vdi_in_running_vm (struct client *c, const char *vdi, bool *running,
 }
 
 static int
-vdi_move (struct client *c, const struct client_args *a, GError **err)
+vdi_move (struct xapi_client *c, const struct client_args *a, GError **err)
 {
   g_autoptr (xv) rec = NULL, task = NULL;
   g_autofree char *vdi = client_lookup (c, "VDI", a->argv[0], &rec, err);
@@ -180,19 +186,22 @@ vdi_move (struct client *c, const struct client_args *a, GError **err)
     if (vdi_in_running_vm (c, vdi, &running, err) == -1)
       return EXIT_ERROR;
     if (!running) {
-      g_set_error (err, CLIENT_ERROR, CLIENT_ERROR_LOCAL,
+      g_set_error (err, XAPI_CLIENT_ERROR, XAPI_CLIENT_ERROR_LOCAL,
                    "VDI %s is not in use by a running VM: no live move "
                    "(leave out --live for an offline one)",
                    xv_str (rec, "uuid"));
       return EXIT_ERROR;
     }
   }
-  task = client_call (c, err, "Async.VDI.pool_migrate", "(ss{})", vdi, sr);
+  task = xapi_client_call (c, err, "Async.VDI.pool_migrate",
+                           xv_new_string (vdi), xv_new_string (sr),
+                           xv_new_struct (), NULL);
   if (task == NULL)
     return EXIT_ERROR;
   if (task->type != XV_STRING) {
-    g_set_error (err, CLIENT_ERROR, CLIENT_ERROR_PROTOCOL,
-                 "%s: Async.VDI.pool_migrate: no task ref", client_url (c));
+    g_set_error (err, XAPI_CLIENT_ERROR, XAPI_CLIENT_ERROR_PROTOCOL,
+                 "%s: Async.VDI.pool_migrate: no task ref",
+                 xapi_client_url (c));
     return EXIT_ERROR;
   }
   result = client_task_wait (c, task->s, client_opts.progress,

@@ -13,19 +13,19 @@
 
 /* Undo a half-made VM (errors ignored: the first one is reported). */
 static void
-destroy_vm (struct client *c, const char *vm, GPtrArray *vbds)
+destroy_vm (struct xapi_client *c, const char *vm, GPtrArray *vbds)
 {
   for (guint i = 0; i < vbds->len; i++) {
     g_autoptr (GError) e = NULL;
-    xv_free (
-        client_call (c, &e, "VBD.destroy", "(s)", (char *)vbds->pdata[i]));
+    xv_free (xapi_client_call (c, &e, "VBD.destroy",
+                               xv_new_string (vbds->pdata[i]), NULL));
   }
   g_autoptr (GError) e = NULL;
-  xv_free (client_call (c, &e, "VM.destroy", "(s)", vm));
+  xv_free (xapi_client_call (c, &e, "VM.destroy", xv_new_string (vm), NULL));
 }
 
 static int
-vm_create (struct client *c, const struct client_args *a, GError **err)
+vm_create (struct xapi_client *c, const struct client_args *a, GError **err)
 {
   g_autoptr (GPtrArray) vdis = g_ptr_array_new_with_free_func (g_free);
   g_autoptr (GPtrArray) vbds = g_ptr_array_new_with_free_func (g_free);
@@ -38,25 +38,33 @@ vm_create (struct client *c, const struct client_args *a, GError **err)
       return EXIT_ERROR;
     g_ptr_array_add (vdis, ref);
   }
-  vm = client_call (c, err, "VM.create", "({s:s,s:s,s:{}})", "name_label",
-                    a->argv[0], "name_description", "", "other_config");
+  vm = xapi_client_call (c, err, "VM.create",
+                         xv_struct ("name_label", xv_new_string (a->argv[0]),
+                                    "name_description", xv_new_string (""),
+                                    "other_config", xv_new_struct (), NULL),
+                         NULL);
   if (vm == NULL)
     return EXIT_ERROR;
   if (vm->type != XV_STRING) {
-    g_set_error (err, CLIENT_ERROR, CLIENT_ERROR_PROTOCOL,
-                 "%s: VM.create: no ref", client_url (c));
+    g_set_error (err, XAPI_CLIENT_ERROR, XAPI_CLIENT_ERROR_PROTOCOL,
+                 "%s: VM.create: no ref", xapi_client_url (c));
     return EXIT_ERROR;
   }
   for (guint i = 0; i < vdis->len; i++) {
     g_autofree char *dev = g_strdup_printf ("%u", i);
-    struct xv *vbd = client_call (
-        c, err, "VBD.create", "({s:s,s:s,s:s,s:s,s:s,s:b,s:b,s:{}})", "VM",
-        vm->s, "VDI", (char *)vdis->pdata[i], "userdevice", dev, "mode", "RW",
-        "type", "Disk", "bootable", 0, "empty", 0, "other_config");
+    struct xv *vbd = xapi_client_call (
+        c, err, "VBD.create",
+        xv_struct ("VM", xv_new_string (vm->s), "VDI",
+                   xv_new_string (vdis->pdata[i]), "userdevice",
+                   xv_new_string (dev), "mode", xv_new_string ("RW"), "type",
+                   xv_new_string ("Disk"), "bootable", xv_new_bool (false),
+                   "empty", xv_new_bool (false), "other_config",
+                   xv_new_struct (), NULL),
+        NULL);
     if (vbd == NULL || vbd->type != XV_STRING) {
       if (vbd)
-        g_set_error (err, CLIENT_ERROR, CLIENT_ERROR_PROTOCOL,
-                     "%s: VBD.create: no ref", client_url (c));
+        g_set_error (err, XAPI_CLIENT_ERROR, XAPI_CLIENT_ERROR_PROTOCOL,
+                     "%s: VBD.create: no ref", xapi_client_url (c));
       xv_free (vbd);
       destroy_vm (c, vm->s, vbds);
       return EXIT_ERROR;
@@ -68,26 +76,27 @@ vm_create (struct client *c, const struct client_args *a, GError **err)
 }
 
 static int
-vm_start (struct client *c, const struct client_args *a, GError **err)
+vm_start (struct xapi_client *c, const struct client_args *a, GError **err)
 {
   g_autofree char *vm = client_lookup (c, "VM", a->argv[0], NULL, err);
   g_autoptr (xv) r = NULL;
 
   if (vm == NULL)
     return EXIT_ERROR;
-  r = client_call (c, err, "VM.start", "(sbb)", vm, 0, 0);
+  r = xapi_client_call (c, err, "VM.start", xv_new_string (vm),
+                        xv_new_bool (false), xv_new_bool (false), NULL);
   return r ? EXIT_OK : EXIT_ERROR;
 }
 
 static int
-vm_shutdown (struct client *c, const struct client_args *a, GError **err)
+vm_shutdown (struct xapi_client *c, const struct client_args *a, GError **err)
 {
   g_autofree char *vm = client_lookup (c, "VM", a->argv[0], NULL, err);
   g_autoptr (xv) r = NULL;
 
   if (vm == NULL)
     return EXIT_ERROR;
-  r = client_call (c, err, "VM.shutdown", "(s)", vm);
+  r = xapi_client_call (c, err, "VM.shutdown", xv_new_string (vm), NULL);
   return r ? EXIT_OK : EXIT_ERROR;
 }
 
@@ -100,9 +109,9 @@ is_guest (const struct xv *r)
 }
 
 static int
-vm_list (struct client *c, const struct client_args *a, GError **err)
+vm_list (struct xapi_client *c, const struct client_args *a, GError **err)
 {
-  g_autoptr (xv) vms = client_call (c, err, "VM.get_all_records", "()");
+  g_autoptr (xv) vms = xapi_client_call (c, err, "VM.get_all_records", NULL);
   g_autofree size_t *order = NULL;
   bool first = true, any = false;
 
@@ -139,7 +148,7 @@ vm_list (struct client *c, const struct client_args *a, GError **err)
 }
 
 static int
-vm_show (struct client *c, const struct client_args *a, GError **err)
+vm_show (struct xapi_client *c, const struct client_args *a, GError **err)
 {
   g_autoptr (xv) vm = NULL;
   g_autofree char *ref = client_lookup (c, "VM", a->argv[0], &vm, err);
@@ -167,8 +176,8 @@ vm_show (struct client *c, const struct client_args *a, GError **err)
   for (size_t i = 0; vbds && vbds->type == XV_ARRAY && i < vbds->n; i++) {
     const char *vbd_ref
         = vbds->items[i]->type == XV_STRING ? vbds->items[i]->s : "";
-    g_autoptr (xv) vbd
-        = client_call (c, err, "VBD.get_record", "(s)", vbd_ref);
+    g_autoptr (xv) vbd = xapi_client_call (c, err, "VBD.get_record",
+                                           xv_new_string (vbd_ref), NULL);
     g_autoptr (xv) vdi = NULL;
     const char *socket;
     char size[32];
@@ -176,7 +185,8 @@ vm_show (struct client *c, const struct client_args *a, GError **err)
       return EXIT_ERROR;
     if (strcmp (xv_str (vbd, "VDI"), CLIENT_NULL_REF) != 0
         && *xv_str (vbd, "VDI")) {
-      vdi = client_call (c, err, "VDI.get_record", "(s)", xv_str (vbd, "VDI"));
+      vdi = xapi_client_call (c, err, "VDI.get_record",
+                              xv_new_string (xv_str (vbd, "VDI")), NULL);
       if (vdi == NULL)
         return EXIT_ERROR;
     }

@@ -72,8 +72,8 @@ struct migration
   struct state_vm *vm;
   GArray *disks; /* struct mdisk */
   bool live;
-  struct xapi_client *client;
-  xmlrpc_value *token;
+  struct xapi_client *client; /* the destination's daemon */
+  struct xv *token;
   char *psk;      /* the PSK file */
   char *dst_host; /* the destination host's uuid */
   char *step;
@@ -105,26 +105,31 @@ option (struct migration *m, const char *key)
   return g_key_file_get_string (m->params, "options", key, NULL);
 }
 
-/* The token as an XML-RPC struct, for calls to the destination. */
-static xmlrpc_value *
-token_value (xmlrpc_env *env, GKeyFile *kf)
+/* The token (the [token] group of KF) as the struct the destination
+ * gave, the first parameter of every call to it. */
+static struct xv *
+token_value (GKeyFile *kf)
 {
   g_autoptr (GHashTable) t = group_table (kf, "token");
-  xmlrpc_value *st = xmlrpc_struct_new (env);
-  GHashTableIter it;
-  gpointer k, v;
 
-  g_hash_table_iter_init (&it, t);
-  while (g_hash_table_iter_next (&it, &k, &v)) {
-    /* On failure xmlrpc-c returns no value at all: stop there. */
-    xmlrpc_value *s = xmlrpc_string_new (env, v);
+  return xv_new_string_map (t);
+}
 
-    if (env->fault_occurred)
-      break;
-    xmlrpc_struct_set_value (env, st, k, s);
-    xmlrpc_DECREF (s);
-  }
-  return st;
+/* A client of the destination's daemon the token names: pinned to its
+ * certificate (when it serves HTTPS).  NULL and *ERROR on failure. */
+static struct xapi_client *
+dest_client (GKeyFile *kf, unsigned timeout_seconds, GError **error)
+{
+  g_autofree char *url = g_key_file_get_string (kf, "token", "url", NULL);
+  g_autofree char *pin
+      = g_key_file_get_string (kf, "token", "tls-cert-sha256", NULL);
+
+  return xapi_client_new (
+      &(struct xapi_client_config){ .url = url ? url : "",
+                                    .cert_sha256 = pin,
+                                    .timeout_seconds = timeout_seconds,
+                                    .user_agent = "vdimotiond" },
+      error);
 }
 
 /* Where a map argument goes: GROUP of KF; REFS: its keys and values are
@@ -324,28 +329,18 @@ set_step (struct migration *m, const char *step)
   g_message ("task %s: VM %s: %s", job_row (m->job)->task, m->vm->uuid, step);
 }
 
-/* Call the destination; the Value, or NULL after fail_step. */
-static xmlrpc_value *
-call_dest (struct migration *m, const char *method, xmlrpc_value *arg)
+/* Call the destination with the token and ARG (taken; NULL for none);
+ * the Value, or NULL after fail_step.  A XenAPI failure reads "CODE
+ * param1 ...". */
+static struct xv *
+call_dest (struct migration *m, const char *method, struct xv *arg)
 {
-  xmlrpc_env env;
-  xmlrpc_value *params, *v;
-  g_auto (GStrv) desc = NULL;
   g_autoptr (GError) error = NULL;
+  struct xv *v = xapi_client_call (m->client, &error, method,
+                                   xv_copy (m->token), arg, NULL);
 
-  xmlrpc_env_init (&env);
-  params = xmlrpc_array_new (&env);
-  xmlrpc_array_append_item (&env, params, m->token);
-  if (arg)
-    xmlrpc_array_append_item (&env, params, arg);
-  v = xapi_client_call (m->client, method, params, &desc, &error);
-  xmlrpc_DECREF (params);
-  xmlrpc_env_clean (&env);
-  if (v == NULL) {
-    g_autofree char *d = desc ? g_strjoinv (" ", desc) : NULL;
-
-    fail_step (m, "%s: %s", method, d ? d : error->message);
-  }
+  if (v == NULL)
+    fail_step (m, "%s: %s", method, error->message);
   return v;
 }
 
@@ -356,7 +351,7 @@ static bool
 keepalive (struct migration *m, bool force)
 {
   gint64 now = g_get_monotonic_time ();
-  xmlrpc_value *v;
+  struct xv *v;
 
   if (m->error)
     return false;
@@ -370,7 +365,7 @@ keepalive (struct migration *m, bool force)
     fail_step (m, "the destination is gone: %s", why);
     return false;
   }
-  xmlrpc_DECREF (v);
+  xv_free (v);
   return true;
 }
 
@@ -400,10 +395,10 @@ load_disks (struct migration *m)
 }
 
 /* [{userdevice, virtual_size, physical_utilisation, format, sr}] */
-static xmlrpc_value *
-disks_value (struct migration *m, xmlrpc_env *env)
+static struct xv *
+disks_value (struct migration *m)
 {
-  xmlrpc_value *a = xmlrpc_array_new (env);
+  struct xv *a = xv_new_array ();
 
   for (guint i = 0; i < m->disks->len; i++) {
     struct mdisk *md = &g_array_index (m->disks, struct mdisk, i);
@@ -412,84 +407,56 @@ disks_value (struct migration *m, xmlrpc_env *env)
         = g_strdup_printf ("%" G_GUINT64_FORMAT, md->vdi->virtual_size);
     g_autofree char *phys = g_strdup_printf ("%" G_GUINT64_FORMAT,
                                              md->vdi->physical_utilisation);
-    xmlrpc_value *st = xmlrpc_build_value (
-        env, "{s:s,s:s,s:s,s:s,s:s}", "userdevice", md->vbd->userdevice,
-        "virtual_size", size, "physical_utilisation", phys, "format",
-        fmt ? fmt : vdisk_format_name (md->vdi->format), "sr",
-        md->dst_sr ? md->dst_sr : "");
 
-    xmlrpc_array_append_item (env, a, st);
-    xmlrpc_DECREF (st);
+    xv_append (
+        a, xv_struct (
+               "userdevice", xv_new_string (md->vbd->userdevice),
+               "virtual_size", xv_new_string (size), "physical_utilisation",
+               xv_new_string (phys), "format",
+               xv_new_string (fmt ? fmt : vdisk_format_name (md->vdi->format)),
+               "sr", xv_new_string (md->dst_sr), NULL));
   }
   return a;
 }
 
+/* The string member KEY of ST (g_free it), or NULL. */
 static char *
-member (xmlrpc_env *env, xmlrpc_value *st, const char *key)
+member (const struct xv *st, const char *key)
 {
-  xmlrpc_value *v = NULL;
-  const char *s = NULL;
-  char *ret = NULL;
+  const struct xv *v = xv_get (st, key);
 
-  xmlrpc_struct_find_value (env, st, key, &v);
-  if (v && xmlrpc_value_type (v) == XMLRPC_TYPE_STRING) {
-    xmlrpc_read_string (env, v, &s);
-    ret = g_strdup (s);
-    free ((void *)s);
-  }
-  if (v)
-    xmlrpc_DECREF (v);
-  return ret;
+  return v && v->type == XV_STRING ? g_strdup (v->s) : NULL;
 }
 
 static bool
 prepare (struct migration *m)
 {
-  xmlrpc_env env;
-  xmlrpc_value *disks, *exports;
-  int n;
+  g_autoptr (xv) disks = disks_value (m);
+  g_autoptr (xv) exports = NULL;
 
-  xmlrpc_env_init (&env);
   set_step (m, "check");
-  disks = disks_value (m, &env);
-  exports = call_dest (m, "migration.check", disks);
+  exports = call_dest (m, "migration.check", xv_copy (disks));
   if (exports) {
-    xmlrpc_DECREF (exports);
+    g_clear_pointer (&exports, xv_free);
     set_step (m, "prepare");
-    exports = call_dest (m, "migration.prepare", disks);
+    exports = call_dest (m, "migration.prepare", xv_copy (disks));
   }
-  xmlrpc_DECREF (disks);
-  if (exports == NULL) {
-    xmlrpc_env_clean (&env);
+  if (exports == NULL)
     return false;
-  }
-  n = xmlrpc_value_type (exports) == XMLRPC_TYPE_ARRAY
-          ? xmlrpc_array_size (&env, exports)
-          : -1;
-  for (int i = 0; i < n; i++) {
-    xmlrpc_value *e = NULL;
-    g_autofree char *dev = NULL;
+  for (size_t i = 0; exports->type == XV_ARRAY && i < exports->n; i++) {
+    const struct xv *e = exports->items[i];
+    g_autofree char *dev = member (e, "userdevice");
 
-    xmlrpc_array_read_item (&env, exports, i, &e);
-    if (e == NULL || xmlrpc_value_type (e) != XMLRPC_TYPE_STRUCT) {
-      if (e)
-        xmlrpc_DECREF (e);
-      continue;
-    }
-    dev = member (&env, e, "userdevice");
-    for (guint j = 0; j < m->disks->len; j++) {
+    for (guint j = 0; e->type == XV_STRUCT && j < m->disks->len; j++) {
       struct mdisk *md = &g_array_index (m->disks, struct mdisk, j);
 
       if (g_strcmp0 (md->vbd->userdevice, dev) == 0 && md->uri == NULL) {
-        md->uri = member (&env, e, "uri");
-        md->dst_vdi = member (&env, e, "vdi");
-        md->dst_socket = member (&env, e, "socket");
+        md->uri = member (e, "uri");
+        md->dst_vdi = member (e, "vdi");
+        md->dst_socket = member (e, "socket");
       }
     }
-    xmlrpc_DECREF (e);
   }
-  xmlrpc_DECREF (exports);
-  xmlrpc_env_clean (&env);
   for (guint j = 0; j < m->disks->len; j++)
     if (g_array_index (m->disks, struct mdisk, j).uri == NULL) {
       fail_step (m, "the destination exported no disk %s",
@@ -927,8 +894,8 @@ destroy_source (gpointer data)
 static bool
 commit (struct migration *m, char **dst_vm)
 {
-  xmlrpc_env env;
-  xmlrpc_value *vm, *vbds, *oc, *v;
+  struct xv *vbds;
+  g_autoptr (xv) v = NULL;
   g_autoptr (GHashTable) vm_oc = host_oc_parse (m->vm->other_config);
   GHashTableIter it;
   gpointer k, val;
@@ -946,61 +913,29 @@ commit (struct migration *m, char **dst_vm)
     free (reply);
     md->mirroring = false;
   }
-  xmlrpc_env_init (&env);
   /* The migrator's result (the hypervisor's handles there) replaces
    * what it said of the VM here. */
   g_hash_table_iter_init (&it, m->mm_result);
   while (g_hash_table_iter_next (&it, &k, &val))
     g_hash_table_replace (vm_oc, g_strdup (k), g_strdup (val));
-  oc = xmlrpc_struct_new (&env);
-  g_hash_table_iter_init (&it, vm_oc);
-  while (g_hash_table_iter_next (&it, &k, &val)) {
-    xmlrpc_value *s = xmlrpc_string_new (&env, val);
-
-    if (env.fault_occurred)
-      break;
-    xmlrpc_struct_set_value (&env, oc, k, s);
-    xmlrpc_DECREF (s);
-  }
-  if (env.fault_occurred) {
-    fail_step (m, "the VM's other_config cannot be sent: %s",
-               env.fault_string);
-    xmlrpc_DECREF (oc);
-    xmlrpc_env_clean (&env);
-    return false;
-  }
-  vbds = xmlrpc_array_new (&env);
+  vbds = xv_new_array ();
   for (guint i = 0; i < m->disks->len; i++) {
     struct mdisk *md = &g_array_index (m->disks, struct mdisk, i);
-    xmlrpc_value *b
-        = xmlrpc_build_value (&env, "{s:s,s:s}", "userdevice",
-                              md->vbd->userdevice, "mode", md->vbd->mode);
 
-    xmlrpc_array_append_item (&env, vbds, b);
-    xmlrpc_DECREF (b);
+    xv_append (vbds,
+               xv_struct ("userdevice", xv_new_string (md->vbd->userdevice),
+                          "mode", xv_new_string (md->vbd->mode), NULL));
   }
-  vm = xmlrpc_build_value (
-      &env, "{s:s,s:s,s:s,s:V,s:V}", "name_label", m->vm->name_label,
-      "name_description", m->vm->name_description, "power_state",
-      m->vm->power_state, "other_config", oc, "vbds", vbds);
-  xmlrpc_DECREF (oc);
-  xmlrpc_DECREF (vbds);
-  v = call_dest (m, "migration.commit", vm);
-  xmlrpc_DECREF (vm);
-  if (v == NULL) {
-    xmlrpc_env_clean (&env);
+  v = call_dest (m, "migration.commit",
+                 xv_struct ("name_label", xv_new_string (m->vm->name_label),
+                            "name_description",
+                            xv_new_string (m->vm->name_description),
+                            "power_state", xv_new_string (m->vm->power_state),
+                            "other_config", xv_new_string_map (vm_oc), "vbds",
+                            vbds, NULL));
+  if (v == NULL)
     return false;
-  }
-  {
-    const char *s = NULL;
-
-    if (xmlrpc_value_type (v) == XMLRPC_TYPE_STRING)
-      xmlrpc_read_string (&env, v, &s);
-    *dst_vm = g_strdup (s ? s : "");
-    free ((void *)s);
-  }
-  xmlrpc_DECREF (v);
-  xmlrpc_env_clean (&env);
+  *dst_vm = g_strdup (v->type == XV_STRING ? v->s : "");
 
   /* From here the VM lives there: nothing below can fail the task. */
   {
@@ -1044,10 +979,10 @@ undo (struct migration *m)
   }
   if (m->client && m->token) {
     g_autofree char *saved = g_steal_pointer (&m->error);
-    xmlrpc_value *v = call_dest (m, "migration.abort", NULL);
+    struct xv *v = call_dest (m, "migration.abort", NULL);
 
     if (v)
-      xmlrpc_DECREF (v);
+      xv_free (v);
     else
       g_message ("migration abort at the destination: %s", m->error);
     g_free (m->error);
@@ -1074,13 +1009,7 @@ migration_free (struct migration *m)
     unlink (m->psk);
     g_free (m->psk);
   }
-  if (m->token) {
-    xmlrpc_env env;
-
-    xmlrpc_env_init (&env);
-    xmlrpc_DECREF (m->token);
-    xmlrpc_env_clean (&env);
-  }
+  xv_free (m->token);
   xapi_client_free (m->client);
   if (m->params)
     g_key_file_unref (m->params);
@@ -1098,10 +1027,7 @@ migration_init (struct migration *m, struct job *job)
 {
   const struct state_job *row = job_row (job);
   g_autoptr (GError) error = NULL;
-  g_autofree char *url = NULL;
-  g_autofree char *pin = NULL;
   g_autofree char *secret = NULL;
-  xmlrpc_env env;
 
   m->job = job;
   m->d = job_host (job);
@@ -1123,13 +1049,13 @@ migration_init (struct migration *m, struct job *job)
   }
   m->live = g_key_file_get_boolean (m->params, "migration", "live", NULL)
             && strcmp (m->vm->power_state, "Running") == 0;
-  url = g_key_file_get_string (m->params, "token", "url", NULL);
-  pin = g_key_file_get_string (m->params, "token", "tls-cert-sha256", NULL);
   m->dst_host = g_key_file_get_string (m->params, "token", "host", NULL);
-  m->client = xapi_client_new (url, pin, 120);
-  xmlrpc_env_init (&env);
-  m->token = token_value (&env, m->params);
-  xmlrpc_env_clean (&env);
+  m->client = dest_client (m->params, 120, &error);
+  if (m->client == NULL) {
+    fail_step (m, "%s", error->message);
+    return false;
+  }
+  m->token = token_value (m->params);
   secret = g_key_file_get_string (m->params, "token", "secret", NULL);
   m->psk = host_migration_write_psk (m->d, row->task, secret ? secret : "",
                                      &error);
@@ -1233,12 +1159,10 @@ xapi_vm_assert_can_migrate (struct xapi_call *c, xmlrpc_value *const *args,
   g_autoptr (state_vm) vm = NULL;
   g_autoptr (GKeyFile) kf = read_params (c, args, 4, 6, &vm);
   g_autoptr (xapi_client) cl = NULL;
-  g_autofree char *url = NULL;
-  g_autofree char *pin = NULL;
   g_autoptr (GError) error = NULL;
-  g_auto (GStrv) desc = NULL;
+  g_autoptr (xv) v = NULL;
+  const char *const *desc;
   struct migration m = { 0 };
-  xmlrpc_value *params, *disks, *v;
 
   if (kf == NULL)
     return NULL;
@@ -1254,23 +1178,19 @@ xapi_vm_assert_can_migrate (struct xapi_call *c, xmlrpc_value *const *args,
     xapi_fail (c, "VDI_MISSING", m.error, NULL);
     goto out;
   }
-  url = g_key_file_get_string (kf, "token", "url", NULL);
-  pin = g_key_file_get_string (kf, "token", "tls-cert-sha256", NULL);
-  cl = xapi_client_new (url, pin, 30);
-  params = xmlrpc_array_new (c->env);
-  xapi_append (c, params, token_value (c->env, kf));
-  disks = disks_value (&m, c->env);
-  xapi_append (c, params, disks);
-  v = xapi_client_call (cl, "migration.check", params, &desc, &error);
-  xmlrpc_DECREF (params);
-  if (v)
-    xmlrpc_DECREF (v);
-  else if (desc) {
+  cl = dest_client (kf, 30, &error);
+  if (cl)
+    v = xapi_client_call (cl, &error, "migration.check", token_value (kf),
+                          disks_value (&m), NULL);
+  /* The destination's refusal is ours; not reaching it is a failure of
+   * the migration's check. */
+  desc = xapi_client_error_description (error);
+  if (desc) {
     c->error = g_ptr_array_new_with_free_func (g_free);
-    for (char **d = desc; *d; d++)
+    for (const char *const *d = desc; *d; d++)
       g_ptr_array_add (c->error, g_strdup (*d));
   }
-  else {
+  else if (v == NULL) {
     g_autofree char *vm_ref = g_strconcat (HOST_REF_PREFIX, vm->uuid, NULL);
     g_autofree char *src
         = g_strconcat (HOST_REF_PREFIX, c->d->host->uuid, NULL);
