@@ -238,10 +238,8 @@ xmlrpc_value *xapi_vm_migrate_receive (struct xapi_call *c,
 xmlrpc_value *xapi_host_migrate_receive (struct xapi_call *c,
                                          xmlrpc_value *const *args, int nargs);
 
-/* migrate.c: the source side: VM.migrate(session, vm, token, live,
- * options), VM.migrate_send(session, vm, token, live, vdi_map, vif_map,
- * options[, vgpu_map]), VM.assert_can_migrate(session, vm, token, live,
- * vdi_map, vif_map, options). */
+/* class-vm-migrate.c: a migration's source (the brain's is
+ * replicator/jobs/migrate.h). */
 xmlrpc_value *xapi_vm_migrate (struct xapi_call *c, xmlrpc_value *const *args,
                                int nargs);
 xmlrpc_value *xapi_vm_migrate_send (struct xapi_call *c,
@@ -249,9 +247,6 @@ xmlrpc_value *xapi_vm_migrate_send (struct xapi_call *c,
 xmlrpc_value *xapi_vm_assert_can_migrate (struct xapi_call *c,
                                           xmlrpc_value *const *args,
                                           int nargs);
-void xapi_migrate_run (struct job *job);
-/* At start, for a migration a previous run left: abort it, fail the task. */
-void xapi_migrate_recover (struct job *job);
 
 /* class-task.c: a task that is already over, for Async.* calls of
  * methods that finish at once; returns its uuid. */

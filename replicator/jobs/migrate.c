@@ -42,8 +42,11 @@
 
 #include "control-client.h"
 #include "copy.h"
+#include "jobs.h"
+#include "migrate-receive.h"
+#include "migrate.h"
+#include "nbdkit.h"
 #include "xapi-client.h"
-#include "xapi.h"
 
 #define KEEPALIVE_SECONDS 30
 /* Shares of the progress: sync (mirror or copy), handover, commit. */
@@ -132,110 +135,76 @@ dest_client (GKeyFile *kf, unsigned timeout_seconds, GError **error)
       error);
 }
 
-/* Where a map argument goes: GROUP of KF; REFS: its keys and values are
- * refs (vdi_map: VDI → SR), kept as uuids. */
-struct map_dest
+/* Put the strings of T into GROUP of KF (GKeyFile cannot hold keys with
+ * "=[]" or a newline; no option or token member of ours has them). */
+static void
+put_group (GKeyFile *kf, const char *group, GHashTable *t)
 {
-  GKeyFile *kf;
-  const char *group;
-  bool refs;
-};
+  GHashTableIter it;
+  gpointer k, v;
 
-static bool
-keep_one (struct xapi_call *c, const char *key, const char *value,
-          void *opaque)
-{
-  struct map_dest *md = opaque;
-
-  if (md->refs) {
-    const char *ku = xapi_ref_uuid (key), *vu = xapi_ref_uuid (value);
-
-    if (ku == NULL || vu == NULL) {
-      xapi_fail (c, "HANDLE_INVALID", ku ? "SR" : "VDI", ku ? value : key,
-                 NULL);
-      return false;
-    }
-    g_key_file_set_string (md->kf, md->group, ku, vu);
-  }
-  /* GKeyFile cannot hold these keys; no option of ours has them. */
-  else if (*key && strcspn (key, "=[]\n") == strlen (key))
-    g_key_file_set_string (md->kf, md->group, key, value);
-  return true;
+  if (t == NULL)
+    return;
+  g_hash_table_iter_init (&it, t);
+  while (g_hash_table_iter_next (&it, &k, &v))
+    if (*(char *)k && strcspn (k, "=[]\n") == strlen (k))
+      g_key_file_set_string (kf, group, k, v);
 }
 
-/* Read a struct of strings into GROUP of KF; false after xapi_fail. */
-static bool
-read_string_map (struct xapi_call *c, xmlrpc_value *v, const char *what,
-                 GKeyFile *kf, const char *group, bool refs)
-{
-  struct map_dest md = { kf, group, refs };
-
-  return xapi_read_string_map (c, v, what, keep_one, &md);
-}
-
-/* Read the arguments into a params key file; NULL after xapi_fail.
- * VDI_MAP / OPTIONS: argument indexes (-1: none). */
+/* The job's parameters from P, checked: NULL with *ERR.  *VMP: the VM. */
 static GKeyFile *
-read_params (struct xapi_call *c, xmlrpc_value *const *args, int vdi_map,
-             int options, struct state_vm **vmp)
+make_params (struct host *h, const struct host_vm_migrate *p,
+             struct state_vm **vmp, char ***err)
 {
   g_autoptr (GKeyFile) kf = g_key_file_new ();
-  g_autofree char *ref = xapi_read_string (c, args[1], "vm");
-  g_autoptr (state_vm) vm = ref ? xapi_vm_by_ref (c, ref) : NULL;
-  xmlrpc_bool live = 0;
-  g_autofree char *url = NULL;
+  g_autoptr (state_vm) vm = state_vm_get (h->state, p->vm);
+  g_autofree char *ref = host_ref (p->vm);
 
-  if (vm == NULL)
-    return NULL;
-  if (xmlrpc_value_type (args[3]) != XMLRPC_TYPE_BOOL) {
-    xapi_fail (c, "FIELD_TYPE_ERROR", "live", NULL);
+  if (vm == NULL) {
+    host_err_set (err, "HANDLE_INVALID", "VM", ref, NULL);
     return NULL;
   }
-  xmlrpc_read_bool (c->env, args[3], &live);
   g_key_file_set_string (kf, "migration", "vm", vm->uuid);
-  g_key_file_set_boolean (kf, "migration", "live", live);
-  if (!read_string_map (c, args[2], "dest", kf, "token", false)
-      || (vdi_map >= 0
-          && !read_string_map (c, args[vdi_map], "vdi_map", kf, "vdi_map",
-                               true))
-      || (options >= 0
-          && !read_string_map (c, args[options], "options", kf, "options",
-                               false)))
-    return NULL;
-  url = g_key_file_get_string (kf, "token", "url", NULL);
-  if (url == NULL || !g_key_file_has_key (kf, "token", "migration", NULL)
+  g_key_file_set_boolean (kf, "migration", "live", p->live);
+  put_group (kf, "token", p->token);
+  put_group (kf, "vdi_map", p->vdi_map);
+  put_group (kf, "options", p->options);
+  if (!g_key_file_has_key (kf, "token", "url", NULL)
+      || !g_key_file_has_key (kf, "token", "migration", NULL)
       || !g_key_file_has_key (kf, "token", "secret", NULL)) {
-    xapi_fail (c, "MIGRATION_TOKEN_INVALID", "not a migration token", NULL);
+    host_err_set (err, "MIGRATION_TOKEN_INVALID", "not a migration token",
+                  NULL);
     return NULL;
   }
-  if (strcmp (vm->power_state, "Running") == 0 && !live) {
-    xapi_fail (c, "VM_BAD_POWER_STATE", ref, "Halted", vm->power_state, NULL);
+  if (strcmp (vm->power_state, "Running") == 0 && !p->live) {
+    host_err_set (err, "VM_BAD_POWER_STATE", ref, "Halted", vm->power_state,
+                  NULL);
     return NULL;
   }
   *vmp = g_steal_pointer (&vm);
   return g_steal_pointer (&kf);
 }
 
-/* Claim every VDI of the VM for the migration; false (all released)
- * after xapi_fail. */
-static bool
-claim_disks (struct xapi_call *c, const char *vm_uuid)
+/* Claim every VDI of the VM for the migration; -1 (all released) with
+ * *ERR. */
+static int
+claim_disks (struct host *h, const char *vm_uuid, char ***err)
 {
-  g_autoptr (GPtrArray) vbds = state_list (c->d->host->state, "vbds", "vm", vm_uuid);
+  g_autoptr (GPtrArray) vbds = state_list (h->state, "vbds", "vm", vm_uuid);
   g_autoptr (GPtrArray) claimed = g_ptr_array_new_with_free_func (g_free);
 
   for (guint i = 0; i < vbds->len; i++) {
-    g_autoptr (state_vbd) b = state_vbd_get (c->d->host->state, vbds->pdata[i]);
+    g_autoptr (state_vbd) b = state_vbd_get (h->state, vbds->pdata[i]);
 
-    if (b && !xapi_vdi_claim (c, b->vdi, "migrate")) {
+    if (b && host_vdi_claim_or_fail (h, b->vdi, "migrate", err) == -1) {
       for (guint j = 0; j < claimed->len; j++)
-        host_vdi_release (c->d->host, claimed->pdata[j]);
-      return false;
+        host_vdi_release (h, claimed->pdata[j]);
+      return -1;
     }
     if (b)
       g_ptr_array_add (claimed, g_strdup (b->vdi));
   }
-  return true;
+  return 0;
 }
 
 static void
@@ -251,19 +220,19 @@ release_disks (struct host *d, const char *vm_uuid)
   }
 }
 
-static xmlrpc_value *
-submit (struct xapi_call *c, xmlrpc_value *const *args, int vdi_map,
-        int options)
+char *
+host_vm_migrate_submit (struct host *h, const struct host_vm_migrate *p,
+                        const char *name_label, char ***err)
 {
   g_autoptr (state_vm) vm = NULL;
-  g_autoptr (GKeyFile) kf = read_params (c, args, vdi_map, options, &vm);
+  g_autoptr (GKeyFile) kf = make_params (h, p, &vm, err);
+  g_autoptr (GError) error = NULL;
   g_autofree char *text = NULL;
   g_autofree char *sr = NULL;
-  g_autofree char *label = NULL;
-  g_autofree char *task = NULL;
+  char *task;
   struct state_job j = { 0 };
 
-  if (kf == NULL || !claim_disks (c, vm->uuid))
+  if (kf == NULL || claim_disks (h, vm->uuid, err) == -1)
     return NULL;
   text = g_key_file_to_data (kf, NULL, NULL);
   sr = g_key_file_get_string (kf, "token", "sr", NULL);
@@ -272,30 +241,13 @@ submit (struct xapi_call *c, xmlrpc_value *const *args, int vdi_map,
   j.dst_sr = sr ? sr : "";
   j.phase = "queued";
   j.params = text;
-  label = g_strdup_printf ("VM.%s %s", strchr (c->method, '.') + 1, vm->uuid);
-  task = xapi_job_submit (c, &j, label);
+  task = jobs_submit (h->jobs, &j, name_label, &error);
   g_free (j.task);
   if (task == NULL) {
-    release_disks (c->d->host, vm->uuid);
-    return NULL;
+    host_err_set (err, "INTERNAL_ERROR", error->message, NULL);
+    release_disks (h, vm->uuid);
   }
-  return xapi_job_reply (c, task);
-}
-
-/* VM.migrate(session, vm, dest, live, options): the design's spelling. */
-xmlrpc_value *
-xapi_vm_migrate (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
-{
-  return submit (c, args, -1, 4);
-}
-
-/* VM.migrate_send(session, vm, dest, live, vdi_map, vif_map, options
- * [, vgpu_map]): xapi's.  vif_map and vgpu_map are accepted and unused. */
-xmlrpc_value *
-xapi_vm_migrate_send (struct xapi_call *c, xmlrpc_value *const *args,
-                      int nargs)
-{
-  return submit (c, args, 4, 6);
+  return task;
 }
 
 /* Running a migration (in a job thread). */
@@ -955,12 +907,20 @@ commit (struct migration *m, char **dst_vm)
     for (guint i = 0; i < destroyers->len; i++)
       g_thread_join (destroyers->pdata[i]);
   }
+  /* The VM runs at the destination now, whatever these records say: a
+   * record left behind names a halted VM here (its disk servers are
+   * gone, host_vms_reconcile halts it), so the migration still
+   * succeeds, and says so. */
   for (guint i = 0; i < m->disks->len; i++) {
     struct mdisk *md = &g_array_index (m->disks, struct mdisk, i);
 
-    state_vbd_remove (m->d->state, md->vbd->uuid);
+    if (state_vbd_remove (m->d->state, md->vbd->uuid) == -1)
+      g_warning ("task %s: the old VBD %s stays in the records",
+                 job_row (m->job)->task, md->vbd->uuid);
   }
-  state_vm_remove (m->d->state, m->vm->uuid);
+  if (state_vm_remove (m->d->state, m->vm->uuid) == -1)
+    g_warning ("task %s: the VM %s stays in the records (halted)",
+               job_row (m->job)->task, m->vm->uuid);
   return true;
 }
 
@@ -1150,32 +1110,31 @@ const struct job_kind job_kind_vm_migrate = {
   .recover = migrate_recover,
 };
 
-/* VM.assert_can_migrate(session, vm, dest, live, vdi_map, vif_map,
- * options): the checks of the migration's first step, done now. */
-xmlrpc_value *
-xapi_vm_assert_can_migrate (struct xapi_call *c, xmlrpc_value *const *args,
-                            int nargs)
+int
+host_vm_migrate_check (struct host *h, const struct host_vm_migrate *p,
+                       char ***err)
 {
   g_autoptr (state_vm) vm = NULL;
-  g_autoptr (GKeyFile) kf = read_params (c, args, 4, 6, &vm);
+  g_autoptr (GKeyFile) kf = make_params (h, p, &vm, err);
   g_autoptr (xapi_client) cl = NULL;
   g_autoptr (GError) error = NULL;
   g_autoptr (xv) v = NULL;
   const char *const *desc;
   struct migration m = { 0 };
+  int r = -1;
 
   if (kf == NULL)
-    return NULL;
+    return -1;
   /* Not already migrating (or otherwise busy). */
-  if (!claim_disks (c, vm->uuid))
-    return NULL;
-  release_disks (c->d->host, vm->uuid);
-  m.d = c->d->host;
+  if (claim_disks (h, vm->uuid, err) == -1)
+    return -1;
+  release_disks (h, vm->uuid);
+  m.d = h;
   m.vm = vm;
   m.params = kf;
   m.disks = g_array_new (FALSE, TRUE, sizeof (struct mdisk));
   if (!load_disks (&m)) {
-    xapi_fail (c, "VDI_MISSING", m.error, NULL);
+    host_err_set (err, "VDI_MISSING", m.error, NULL);
     goto out;
   }
   cl = dest_client (kf, 30, &error);
@@ -1185,20 +1144,18 @@ xapi_vm_assert_can_migrate (struct xapi_call *c, xmlrpc_value *const *args,
   /* The destination's refusal is ours; not reaching it is a failure of
    * the migration's check. */
   desc = xapi_client_error_description (error);
-  if (desc) {
-    c->error = g_ptr_array_new_with_free_func (g_free);
-    for (const char *const *d = desc; *d; d++)
-      g_ptr_array_add (c->error, g_strdup (*d));
-  }
+  if (desc)
+    *err = g_strdupv ((char **)desc);
   else if (v == NULL) {
-    g_autofree char *vm_ref = g_strconcat (HOST_REF_PREFIX, vm->uuid, NULL);
-    g_autofree char *src
-        = g_strconcat (HOST_REF_PREFIX, c->d->host->uuid, NULL);
+    g_autofree char *vm_ref = host_ref (vm->uuid);
+    g_autofree char *src = host_ref (h->uuid);
     g_autofree char *msg = g_strdup_printf (
         "check: cannot reach the destination: %s", error->message);
 
-    xapi_fail (c, "VM_MIGRATE_FAILED", vm_ref, src, "", msg, NULL);
+    host_err_set (err, "VM_MIGRATE_FAILED", vm_ref, src, "", msg, NULL);
   }
+  else
+    r = 0;
 out:
   for (guint i = 0; i < m.disks->len; i++) {
     struct mdisk *md = &g_array_index (m.disks, struct mdisk, i);
@@ -1208,5 +1165,6 @@ out:
     g_free (md->dst_sr);
   }
   g_array_unref (m.disks);
-  return xapi_failed (c) ? NULL : xapi_void (c);
+  g_free (m.error);
+  return r;
 }
