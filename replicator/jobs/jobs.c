@@ -465,44 +465,17 @@ out:
   return r;
 }
 
-/* Send one command to the VBD's mirror filter; the reply, or NULL with
- * *ERR.  A reply of {"ok":false} is an error too. */
-static char *
-mirror_cmd (const struct state_vbd *b, const char *line, char **err)
-{
-  char *e = NULL;
-  char *reply = mirror_control_call (b->control_socket, line, 60, &e);
-  g_autofree char *ok = NULL;
-
-  if (reply == NULL) {
-    *err = g_strdup (e ? e : "mirror control failed");
-    free (e);
-    return NULL;
-  }
-  ok = mirror_reply_get (reply, "ok");
-  if (g_strcmp0 (ok, "true") != 0) {
-    char *msg = mirror_reply_get (reply, "error");
-
-    *err = g_strdup_printf ("mirror filter: %s", msg ? msg : reply);
-    free (msg);
-    free (reply);
-    return NULL;
-  }
-  return reply;
-}
-
 /* Undo a live move before its pivot: the mirror is dropped, the target
  * nbdkit stopped, the VBD forgets it. */
 static void
 live_abort (struct xapi_daemon *d, struct state_vbd *b)
 {
   if (b->control_socket && xapi_serving (b->pid, b->nbd_socket)) {
-    g_autofree char *err = NULL;
-    char *reply = mirror_cmd (b, "abort\n", &err);
+    g_autoptr (GError) error = NULL;
 
-    free (reply);
-    if (err)
-      g_message ("mirror abort on %s: %s", b->control_socket, err);
+    if (!mirror_abort (b->control_socket, &error))
+      g_message ("mirror abort on %s: %s", b->control_socket,
+                 error->message);
   }
   if (b->target_pid)
     xapi_stop_serving (b->target_pid, b->target_socket, NULL, XAPI_STOP_NOW);
@@ -520,6 +493,27 @@ live_commit (struct xapi_daemon *d, struct state_vbd *b, const char *dst_vdi)
   state_vbd_update (d->state, b);
 }
 
+/* A live move's wait for its mirror: the job's cancel, and its progress
+ * up to 99 % (the pivot is the rest). */
+static bool
+live_cancelled (void *opaque)
+{
+  return cancelled (opaque);
+}
+
+static gboolean
+live_progress (const struct mirror_disk *disk, size_t n, bool all_ready,
+               void *opaque, GError **error)
+{
+  if (disk->bytes_total)
+    set_progress (opaque, 0.99 * (double)disk->bytes_done
+                              / (double)disk->bytes_total);
+  return TRUE;
+}
+
+static const struct mirror_wait_ops live_wait_ops
+    = { .cancelled = live_cancelled, .progress = live_progress };
+
 static int
 move_live (struct job *job, const struct sr_vdi *src, struct xapi_sr *dst_sr,
            const struct sr_vdi *dst, char **err)
@@ -528,10 +522,10 @@ move_live (struct job *job, const struct sr_vdi *src, struct xapi_sr *dst_sr,
   struct state_job *row = job->row;
   g_autoptr (state_vbd) b = state_vbd_get (d->state, row->vbd);
   g_autofree char *name = g_strconcat (dst->uuid, "-target", NULL);
-  g_autofree char *line = NULL;
+  g_autofree char *uri = NULL;
   g_autoptr (GError) error = NULL;
   struct xapi_served sv = { 0 };
-  char *reply;
+  struct mirror_disk disk = { 0 };
 
   if (b == NULL || !xapi_serving (b->pid, b->nbd_socket)) {
     *err = g_strdup ("the VM's disk is no longer served");
@@ -549,41 +543,15 @@ move_live (struct job *job, const struct sr_vdi *src, struct xapi_sr *dst_sr,
   row->phase = g_strdup ("mirroring");
   state_job_update (d->state, row);
 
-  line = g_strdup_printf ("start target=nbd+unix:///?socket=%s\n",
-                          b->target_socket);
-  if ((reply = mirror_cmd (b, line, err)) == NULL)
-    goto abort;
-  free (reply);
-  for (;;) {
-    g_autofree char *state = NULL;
-    uint64_t done = 0, total = 0;
-
-    if (cancelled (job)) {
-      *err = g_strdup ("cancelled");
-      goto abort;
-    }
-    g_usleep (100 * 1000);
-    if ((reply = mirror_cmd (b, "status\n", err)) == NULL)
-      goto abort;
-    state = mirror_reply_get (reply, "state");
-    if (mirror_reply_get_u64 (reply, "bytes_done", &done)
-        && mirror_reply_get_u64 (reply, "bytes_total", &total) && total)
-      set_progress (job, 0.99 * (double)done / (double)total);
-    if (g_strcmp0 (state, "failed") == 0) {
-      char *why = mirror_reply_get (reply, "error");
-
-      *err = g_strdup_printf ("the mirror failed: %s", why ? why : "?");
-      free (why);
-      free (reply);
-      goto abort;
-    }
-    free (reply);
-    if (g_strcmp0 (state, "ready") == 0)
-      break;
+  uri = g_strdup_printf ("nbd+unix:///?socket=%s", b->target_socket);
+  disk.socket = b->control_socket;
+  if (!mirror_start (b->control_socket, uri, NULL, &error)
+      || !mirror_wait_ready (&disk, 1, 100, &live_wait_ops, job, &error)
+      || !mirror_complete (b->control_socket, true, &error)) {
+    *err = g_strdup (error->message);
+    live_abort (d, b);
+    return -1;
   }
-  if ((reply = mirror_cmd (b, "complete pivot=true\n", err)) == NULL)
-    goto abort;
-  free (reply);
   crash_point ("pivot-done");
   g_free (row->phase);
   row->phase = g_strdup ("pivoted");
@@ -592,10 +560,6 @@ move_live (struct job *job, const struct sr_vdi *src, struct xapi_sr *dst_sr,
   g_message ("task %s: VBD %s pivoted from VDI %s to %s", row->task, b->uuid,
              src->uuid, dst->uuid);
   return 0;
-
-abort:
-  live_abort (d, b);
-  return -1;
 }
 
 static void
@@ -845,12 +809,12 @@ recover_live (struct jobs *jobs, struct state_job *row)
    * filter knows. */
   if (g_strcmp0 (row->phase, "pivoted") != 0 && row->dst_vdi && b
       && b->control_socket && xapi_serving (b->pid, b->nbd_socket)) {
-    g_autofree char *err = NULL;
-    g_autofree char *reply = mirror_cmd (b, "status\n", &err);
-    g_autofree char *pivoted
-        = reply ? mirror_reply_get (reply, "pivoted") : NULL;
+    struct mirror_status st;
+    bool pivoted = mirror_get_status (b->control_socket, &st, NULL)
+                   && st.pivoted;
 
-    if (g_strcmp0 (pivoted, "true") == 0) {
+    mirror_status_clear (&st);
+    if (pivoted) {
       g_message ("task %s: the VBD's disk was pivoted to VDI %s", row->task,
                  row->dst_vdi);
       g_free (row->phase);
