@@ -39,22 +39,26 @@ mirror_state_name (enum mirror_state state)
   return state_names[state];
 }
 
-int
-mirror_state_from_name (const char *name)
+/* The index of NAME in the table NAMES of N names, or -1. */
+static int
+index_of (const char *const *names, size_t n, const char *name)
 {
-  for (size_t i = 0; name && i < N_OF (state_names); i++)
-    if (strcmp (name, state_names[i]) == 0)
+  for (size_t i = 0; name && i < n; i++)
+    if (strcmp (name, names[i]) == 0)
       return i;
   return -1;
 }
 
 int
+mirror_state_from_name (const char *name)
+{
+  return index_of (state_names, N_OF (state_names), name);
+}
+
+int
 control_command_from_name (const char *name)
 {
-  for (size_t i = 0; name && i < N_OF (command_names); i++)
-    if (strcmp (name, command_names[i]) == 0)
-      return i;
-  return -1;
+  return index_of (command_names, N_OF (command_names), name);
 }
 
 /* Split LINE into words: the command, then KEY=VALUE parameters.  Each

@@ -504,9 +504,9 @@ total_size (struct migration *m)
   return t ? t : 1;
 }
 
-/* A disk's mirror failed: the step fails, naming the disk. */
+/* A command to a disk's mirror failed: the step fails, naming the disk. */
 static bool
-mirror_failed (struct migration *m, struct mdisk *md, const GError *error)
+disk_failed (struct migration *m, struct mdisk *md, const GError *error)
 {
   fail_step (m, "disk %s: %s", md->vbd->userdevice, error->message);
   return false;
@@ -546,20 +546,19 @@ mirrors_progress (struct migration *m, const struct mirror_disk *disks,
     job_set_progress (m->job, share * (double)done / (double)total_size (m));
 }
 
-/* Poll every mirror once: false after fail_step. */
-static bool
+/* Poll every mirror once (the handover's check that all stay in sync):
+ * fail_step if one cannot be read or failed. */
+static void
 poll_mirrors (struct migration *m)
 {
   g_autofree struct mirror_disk *disks = mirror_disks (m);
   g_autoptr (GError) error = NULL;
   bool ready;
 
-  if (!mirror_poll (disks, m->disks->len, &ready, &error)) {
+  if (mirror_poll (disks, m->disks->len, &ready, &error))
+    mirrors_progress (m, disks, 0);
+  else
     fail_step (m, "%s", error->message);
-    return false;
-  }
-  mirrors_progress (m, disks, 0);
-  return true;
 }
 
 /* mirror_all's wait: the job's cancel; the progress, and the keepalive
@@ -606,7 +605,7 @@ mirror_all (struct migration *m)
       return false;
     }
     if (!mirror_start (md->vbd->control_socket, md->uri, m->psk, &error))
-      return mirror_failed (m, md, error);
+      return disk_failed (m, md, error);
     md->mirroring = true;
   }
   disks = mirror_disks (m);
@@ -948,7 +947,7 @@ commit (struct migration *m, char **dst_vm)
     g_autoptr (GError) error = NULL;
 
     if (!mirror_complete (md->vbd->control_socket, false, &error))
-      return mirror_failed (m, md, error);
+      return disk_failed (m, md, error);
     md->mirroring = false;
   }
   xmlrpc_env_init (&env);

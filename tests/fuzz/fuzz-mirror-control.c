@@ -107,9 +107,11 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 
   /* The other way: the input as a reply the daemon reads. */
   g_autofree char *j = g_strndup ((const char *)data, size);
-  g_autoptr (JsonObject) o = mirror_reply_parse (j, NULL);
+  JsonObject *o = mirror_reply_parse (j, NULL);
   struct mirror_status st;
 
+  if (o)
+    json_object_unref (o);
   if (mirror_status_parse (j, &st, NULL))
     mirror_status_clear (&st);
   return 0;
