@@ -1,13 +1,13 @@
-/* The mirror filter's control client (control-client.h). */
-#include <ctype.h>
+/* The mirror filter's control client (control-client.h).  The socket is
+ * plain POSIX (one short connection per command, with a deadline); the
+ * replies are read with json-glib and checked member by member, since a
+ * filter that says something else must give an error, not a guess. */
 #include <errno.h>
 #include <poll.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -15,30 +15,31 @@
 
 #define MAX_REPLY 65536
 
-static char *
-fmt_err (const char *path, const char *what)
-{
-  char *s = NULL;
+G_DEFINE_QUARK (mirror-control-error-quark, mirror_control_error)
 
-  if (asprintf (&s, "mirror control %s: %s", path, what) == -1)
-    s = NULL;
-  return s;
+/* ---- the socket ---- */
+
+static void
+set_io_error (GError **error, const char *socket, const char *why)
+{
+  g_set_error (error, MIRROR_CONTROL_ERROR, MIRROR_CONTROL_ERROR_IO,
+               "mirror control %s: %s", socket, why);
 }
 
 static int
-connect_control (const char *path, char **err)
+connect_control (const char *path, GError **error)
 {
   struct sockaddr_un a = { .sun_family = AF_UNIX };
   int fd;
 
   if (strlen (path) >= sizeof a.sun_path) {
-    *err = fmt_err (path, "path too long");
+    set_io_error (error, path, "path too long");
     return -1;
   }
   strcpy (a.sun_path, path);
   fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd == -1 || connect (fd, (struct sockaddr *)&a, sizeof a) == -1) {
-    *err = fmt_err (path, strerror (errno));
+    set_io_error (error, path, g_strerror (errno));
     if (fd != -1)
       close (fd);
     return -1;
@@ -46,38 +47,41 @@ connect_control (const char *path, char **err)
   return fd;
 }
 
-char *
-mirror_control_call (const char *path, const char *line, int timeout_seconds,
-                     char **err)
+static gboolean
+send_line (int fd, const char *path, const char *line, GError **error)
 {
-  int fd = connect_control (path, err);
-  size_t n = strlen (line), have = 0;
-  double deadline = monotonic_seconds () + timeout_seconds;
-  char *buf, *nl;
+  size_t n = strlen (line);
 
-  if (fd == -1)
-    return NULL;
   for (size_t off = 0; off < n;) {
     ssize_t k = send (fd, line + off, n - off, MSG_NOSIGNAL);
+
     if (k == -1 && errno == EINTR)
       continue;
     if (k <= 0) {
-      *err = fmt_err (path, strerror (errno));
-      close (fd);
-      return NULL;
+      set_io_error (error, path, g_strerror (errno));
+      return FALSE;
     }
     off += k;
   }
-  buf = malloc (MAX_REPLY);
-  while (buf && have < MAX_REPLY - 1) {
+  return TRUE;
+}
+
+/* Receive until a newline, the end of the stream or MAX_REPLY bytes;
+ * the bytes, NUL-terminated, or NULL when DEADLINE (monotonic seconds)
+ * passes first. */
+static char *
+receive_reply (int fd, const char *path, double deadline, GError **error)
+{
+  g_autofree char *buf = g_malloc (MAX_REPLY);
+  size_t have = 0;
+
+  while (have < MAX_REPLY - 1) {
     struct pollfd p = { .fd = fd, .events = POLLIN };
     int left = (int)((deadline - monotonic_seconds ()) * 1000);
     ssize_t k;
 
     if (left <= 0 || poll (&p, 1, left) == 0) {
-      *err = fmt_err (path, "no reply in time");
-      free (buf);
-      close (fd);
+      set_io_error (error, path, "no reply in time");
       return NULL;
     }
     k = recv (fd, buf + have, MAX_REPLY - 1 - have, 0);
@@ -89,107 +93,382 @@ mirror_control_call (const char *path, const char *line, int timeout_seconds,
     if (memchr (buf + have - k, '\n', k))
       break;
   }
-  close (fd);
-  if (buf == NULL) {
-    *err = fmt_err (path, strerror (ENOMEM));
-    return NULL;
-  }
   buf[have] = '\0';
+  return g_steal_pointer (&buf);
+}
+
+char *
+mirror_control_call (const char *socket, const char *line,
+                     int timeout_seconds, GError **error)
+{
+  double deadline = monotonic_seconds () + timeout_seconds;
+  int fd = connect_control (socket, error);
+  char *buf = NULL, *nl;
+
+  if (fd == -1)
+    return NULL;
+  if (send_line (fd, socket, line, error))
+    buf = receive_reply (fd, socket, deadline, error);
+  close (fd);
+  if (buf == NULL)
+    return NULL;
   nl = strchr (buf, '\n');
   if (nl == NULL) {
-    *err = fmt_err (path, "no reply from the filter");
-    free (buf);
+    set_io_error (error, socket, "no reply from the filter");
+    g_free (buf);
     return NULL;
   }
   *nl = '\0';
   return buf;
 }
 
-/* Find "KEY": at the top level of the flat object J; returns the start
- * of the value. */
-static const char *
-find_member (const char *j, const char *key)
-{
-  size_t klen = strlen (key);
-  const char *p = j;
-  bool in_string = false;
+/* ---- the replies ---- */
 
-  for (; *p; p++) {
-    if (in_string) {
-      if (*p == '\\' && p[1])
-        p++;
-      else if (*p == '"')
-        in_string = false;
-      continue;
-    }
-    if (*p != '"')
-      continue;
-    if (strncmp (p + 1, key, klen) == 0 && p[1 + klen] == '"') {
-      const char *v = p + 2 + klen;
-      while (*v == ' ')
-        v++;
-      if (*v == ':') {
-        v++;
-        while (*v == ' ')
-          v++;
-        return v;
-      }
-    }
-    in_string = true;
+static gboolean G_GNUC_PRINTF (2, 3)
+reply_error (GError **error, const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start (ap, fmt);
+  g_propagate_error (error, g_error_new_valist (MIRROR_CONTROL_ERROR,
+                                                MIRROR_CONTROL_ERROR_REPLY,
+                                                fmt, ap));
+  va_end (ap);
+  return FALSE;
+}
+
+/* Member KEY of O as a JSON value of TYPE (G_TYPE_INT64, G_TYPE_STRING,
+ * ...), or NULL after an error; with NULLABLE, *IS_NULL says null. */
+static JsonNode *
+member (JsonObject *o, const char *key, GType type, bool nullable,
+        bool *is_null, GError **error)
+{
+  JsonNode *n = json_object_get_member (o, key);
+  static const struct
+  {
+    GType type;
+    const char *what;
+  } names[] = { { G_TYPE_INT64, "an integer" },
+                { G_TYPE_DOUBLE, "a number" },
+                { G_TYPE_BOOLEAN, "true or false" },
+                { G_TYPE_STRING, "a string" } };
+  const char *what = "a value";
+
+  if (is_null)
+    *is_null = false;
+  if (n && nullable && JSON_NODE_HOLDS_NULL (n)) {
+    *is_null = true;
+    return n;
   }
+  if (n && JSON_NODE_HOLDS_VALUE (n)
+      && (json_node_get_value_type (n) == type
+          || (type == G_TYPE_DOUBLE
+              && json_node_get_value_type (n) == G_TYPE_INT64)))
+    return n;
+  for (size_t i = 0; i < G_N_ELEMENTS (names); i++)
+    if (names[i].type == type)
+      what = names[i].what;
+  if (n == NULL)
+    reply_error (error, "the reply has no \"%s\"", key);
+  else
+    reply_error (error, "the reply's \"%s\" is not %s%s", key, what,
+                 nullable ? " or null" : "");
   return NULL;
 }
 
-char *
-mirror_reply_get (const char *j, const char *key)
+static gboolean
+get_u64 (JsonObject *o, const char *key, uint64_t *out, GError **error)
 {
-  const char *v = find_member (j, key);
-  char *out, *o;
+  JsonNode *n = member (o, key, G_TYPE_INT64, false, NULL, error);
 
-  if (v == NULL)
-    return NULL;
-  if (*v != '"') {
-    size_t n = strcspn (v, ",}");
-    while (n > 0 && v[n - 1] == ' ')
-      n--;
-    return strndup (v, n);
-  }
-  out = o = malloc (strlen (v) + 1);
-  if (out == NULL)
-    return NULL;
-  for (v++; *v && *v != '"'; v++) {
-    if (*v == '\\' && v[1]) {
-      v++;
-      switch (*v) {
-      case 'n': *o++ = '\n'; break;
-      case 't': *o++ = '\t'; break;
-      case 'u': /* not needed by the replies' contents: shown as '?' */
-        for (int k = 0; k < 4 && isxdigit ((unsigned char)v[1]); k++)
-          v++;
-        *o++ = '?';
-        break;
-      default: *o++ = *v;
-      }
-    }
-    else
-      *o++ = *v;
-  }
-  *o = '\0';
-  return out;
+  if (n == NULL)
+    return FALSE;
+  /* json-glib wraps numbers of 2^63 and more to negative ones. */
+  if (json_node_get_int (n) < 0)
+    return reply_error (error, "the reply's \"%s\" is negative or too large",
+                        key);
+  *out = json_node_get_int (n);
+  return TRUE;
 }
 
-bool
-mirror_reply_get_u64 (const char *j, const char *key, uint64_t *out)
+static gboolean
+get_double (JsonObject *o, const char *key, double *out, GError **error)
 {
-  char *s = mirror_reply_get (j, key);
-  char *end;
-  bool ok;
+  JsonNode *n = member (o, key, G_TYPE_DOUBLE, false, NULL, error);
 
-  if (s == NULL)
-    return false;
-  errno = 0;
-  *out = strtoull (s, &end, 10);
-  ok = errno == 0 && end != s && *end == '\0' && s[0] != '-';
-  free (s);
-  return ok;
+  if (n)
+    *out = json_node_get_double (n);
+  return n != NULL;
+}
+
+static gboolean
+get_bool (JsonObject *o, const char *key, bool *out, GError **error)
+{
+  JsonNode *n = member (o, key, G_TYPE_BOOLEAN, false, NULL, error);
+
+  if (n)
+    *out = json_node_get_boolean (n);
+  return n != NULL;
+}
+
+/* A string or null (*OUT NULL), g_free'd by the caller. */
+static gboolean
+get_string_or_null (JsonObject *o, const char *key, char **out,
+                    GError **error)
+{
+  bool is_null;
+  JsonNode *n = member (o, key, G_TYPE_STRING, true, &is_null, error);
+
+  if (n)
+    *out = is_null ? NULL : json_node_dup_string (n);
+  return n != NULL;
+}
+
+static gboolean
+get_state (JsonObject *o, enum mirror_state *out, GError **error)
+{
+  JsonNode *n = member (o, "state", G_TYPE_STRING, false, NULL, error);
+  int s;
+
+  if (n == NULL)
+    return FALSE;
+  s = mirror_state_from_name (json_node_get_string (n));
+  if (s == -1)
+    return reply_error (error, "the reply's \"state\" \"%s\" is no state",
+                        json_node_get_string (n));
+  *out = s;
+  return TRUE;
+}
+
+JsonObject *
+mirror_reply_parse (const char *reply, GError **error)
+{
+  g_autoptr (JsonParser) parser = json_parser_new ();
+  g_autoptr (GError) e = NULL;
+  JsonNode *root, *ok;
+  JsonObject *o;
+  char *msg = NULL;
+
+  if (!json_parser_load_from_data (parser, reply, -1, &e)) {
+    reply_error (error, "the reply is not JSON (%s)", e->message);
+    return NULL;
+  }
+  root = json_parser_get_root (parser);
+  if (root == NULL || !JSON_NODE_HOLDS_OBJECT (root)) {
+    reply_error (error, "the reply is not a JSON object");
+    return NULL;
+  }
+  o = json_node_get_object (root);
+  if ((ok = member (o, "ok", G_TYPE_BOOLEAN, false, NULL, error)) == NULL)
+    return NULL;
+  if (json_node_get_boolean (ok))
+    return json_object_ref (o);
+  if (!get_string_or_null (o, "error", &msg, error))
+    return NULL;
+  g_set_error (error, MIRROR_CONTROL_ERROR, MIRROR_CONTROL_ERROR_REFUSED,
+               "%s", msg ? msg : "(no message)");
+  g_free (msg);
+  return NULL;
+}
+
+void
+mirror_status_clear (struct mirror_status *st)
+{
+  g_free (st->target);
+  g_free (st->error);
+  *st = (struct mirror_status){ 0 };
+}
+
+/* The members of a status reply, in the filter's order. */
+static gboolean
+status_from_object (JsonObject *o, struct mirror_status *st, GError **error)
+{
+  return get_state (o, &st->state, error)
+         && get_string_or_null (o, "target", &st->target, error)
+         && get_bool (o, "pivoted", &st->pivoted, error)
+         && get_u64 (o, "bytes_total", &st->bytes_total, error)
+         && get_u64 (o, "bytes_done", &st->bytes_done, error)
+         && get_u64 (o, "dirty_bytes", &st->dirty_bytes, error)
+         && get_string_or_null (o, "error", &st->error, error)
+         && get_u64 (o, "bytes_copied", &st->bytes_copied, error)
+         && get_u64 (o, "bytes_zeroed", &st->bytes_zeroed, error)
+         && get_u64 (o, "bytes_skipped", &st->bytes_skipped, error)
+         && get_u64 (o, "writes_mirrored", &st->writes_mirrored, error)
+         && get_double (o, "write_latency_mean_us",
+                        &st->write_latency_mean_us, error)
+         && get_double (o, "write_latency_p99_us", &st->write_latency_p99_us,
+                        error)
+         && get_u64 (o, "granularity", &st->granularity, error)
+         && get_u64 (o, "timeout", &st->timeout, error);
+}
+
+gboolean
+mirror_status_parse (const char *reply, struct mirror_status *st,
+                     GError **error)
+{
+  g_autoptr (JsonObject) o = mirror_reply_parse (reply, error);
+
+  *st = (struct mirror_status){ 0 };
+  if (o == NULL)
+    return FALSE;
+  if (!status_from_object (o, st, error)) {
+    mirror_status_clear (st);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* ---- the commands ---- */
+
+/* Send REQ to SOCKET; the reply's object, or NULL with an error that
+ * says which side failed. */
+static JsonObject *
+command (const char *socket, const struct control_request *req,
+         GError **error)
+{
+  char *line = control_format (req);
+  g_autofree char *reply = NULL;
+  GError *e = NULL;
+  JsonObject *o;
+
+  if (line == NULL) {
+    g_set_error (error, MIRROR_CONTROL_ERROR, MIRROR_CONTROL_ERROR_REQUEST,
+                 "mirror control %s: %s", socket,
+                 errno == EINVAL ? "a value has blanks, which the "
+                                   "protocol cannot carry"
+                                 : g_strerror (errno));
+    return NULL;
+  }
+  reply = mirror_control_call (socket, line, MIRROR_CONTROL_TIMEOUT, error);
+  free (line);
+  if (reply == NULL)
+    return NULL;
+  o = mirror_reply_parse (reply, &e);
+  if (e && e->code == MIRROR_CONTROL_ERROR_REFUSED)
+    g_prefix_error (&e, "mirror filter: ");
+  else if (e)
+    g_prefix_error (&e, "mirror control %s: ", socket);
+  if (e)
+    g_propagate_error (error, e);
+  return o;
+}
+
+/* A command whose reply says the state it left. */
+static gboolean
+command_state (const char *socket, const struct control_request *req,
+               GError **error)
+{
+  g_autoptr (JsonObject) o = command (socket, req, error);
+  enum mirror_state state;
+
+  if (o && !get_state (o, &state, error)) {
+    g_prefix_error (error, "mirror control %s: ", socket);
+    return FALSE;
+  }
+  return o != NULL;
+}
+
+gboolean
+mirror_start (const char *socket, const char *target_uri,
+              const char *tls_psk_file, GError **error)
+{
+  struct control_request req = { .cmd = CONTROL_START,
+                                 .target = target_uri,
+                                 .tls_psk_file = tls_psk_file };
+
+  return command_state (socket, &req, error);
+}
+
+gboolean
+mirror_get_status (const char *socket, struct mirror_status *st,
+                   GError **error)
+{
+  struct control_request req = { .cmd = CONTROL_STATUS };
+  g_autoptr (JsonObject) o = command (socket, &req, error);
+
+  *st = (struct mirror_status){ 0 };
+  if (o == NULL)
+    return FALSE;
+  if (!status_from_object (o, st, error)) {
+    g_prefix_error (error, "mirror control %s: ", socket);
+    mirror_status_clear (st);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean
+mirror_complete (const char *socket, bool pivot, GError **error)
+{
+  struct control_request req = { .cmd = CONTROL_COMPLETE, .pivot = pivot };
+
+  return command_state (socket, &req, error);
+}
+
+gboolean
+mirror_abort (const char *socket, GError **error)
+{
+  struct control_request req = { .cmd = CONTROL_ABORT };
+
+  return command_state (socket, &req, error);
+}
+
+/* ---- waiting for mirrors ---- */
+
+static gboolean
+poll_disk (struct mirror_disk *d, GError **error)
+{
+  struct mirror_status st;
+
+  if (!mirror_get_status (d->socket, &st, error))
+    return FALSE;
+  d->state = st.state;
+  d->bytes_done = st.bytes_done;
+  d->bytes_total = st.bytes_total;
+  if (st.state == MIRROR_FAILED)
+    g_set_error (error, MIRROR_CONTROL_ERROR, MIRROR_CONTROL_ERROR_FAILED,
+                 "the mirror failed: %s", st.error ? st.error : "?");
+  mirror_status_clear (&st);
+  return d->state != MIRROR_FAILED;
+}
+
+gboolean
+mirror_poll (struct mirror_disk *disks, size_t n, bool *all_ready,
+             GError **error)
+{
+  *all_ready = true;
+  for (size_t i = 0; i < n; i++) {
+    if (!poll_disk (&disks[i], error)) {
+      if (disks[i].name)
+        g_prefix_error (error, "disk %s: ", disks[i].name);
+      return FALSE;
+    }
+    if (disks[i].state != MIRROR_READY)
+      *all_ready = false;
+  }
+  return TRUE;
+}
+
+gboolean
+mirror_wait_ready (struct mirror_disk *disks, size_t n, unsigned interval_ms,
+                   const struct mirror_wait_ops *ops, void *opaque,
+                   GError **error)
+{
+  for (;;) {
+    bool ready;
+
+    if (ops && ops->cancelled && ops->cancelled (opaque)) {
+      g_set_error_literal (error, MIRROR_CONTROL_ERROR,
+                           MIRROR_CONTROL_ERROR_CANCELLED, "cancelled");
+      return FALSE;
+    }
+    if (!mirror_poll (disks, n, &ready, error))
+      return FALSE;
+    if (ops && ops->progress
+        && !ops->progress (disks, n, ready, opaque, error))
+      return FALSE;
+    if (ready)
+      return TRUE;
+    g_usleep ((gulong)interval_ms * 1000);
+  }
 }

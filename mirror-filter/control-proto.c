@@ -1,13 +1,65 @@
-/* The control protocol's words (nbdkit-mirror-filter(1)): a command line
- * parsed into a request, and the JSON of the replies.  No nbdkit and no
- * sockets here, so that tests/fuzz/fuzz-mirror-control.c can link this
- * file alone; control.c frames the lines, mirror.c runs the commands. */
+/* The control protocol's words (nbdkit-mirror-filter(1), control-proto.h):
+ * a command line parsed into a request and a request formatted into its
+ * line, the state names, and the filter's error replies.  No nbdkit and
+ * no sockets here, so that tests/fuzz/fuzz-mirror-control.c can link
+ * this file alone; control.c frames the lines, mirror.c runs the
+ * commands, control-client.c is the other end. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "control-proto.h"
+#include "json.h"
 #include "mirror.h"
+
+#define BLANKS " \t\r\n"
+
+static const char *const state_names[] = {
+  [MIRROR_IDLE] = "idle",           [MIRROR_SYNCING] = "syncing",
+  [MIRROR_READY] = "ready",         [MIRROR_COMPLETED] = "completed",
+  [MIRROR_ABORTED] = "aborted",     [MIRROR_FAILED] = "failed",
+};
+
+static const char *const command_names[] = {
+  [CONTROL_START] = "start",
+  [CONTROL_STATUS] = "status",
+  [CONTROL_COMPLETE] = "complete",
+  [CONTROL_ABORT] = "abort",
+};
+
+#define N_OF(a) (sizeof (a) / sizeof (a)[0])
+
+const char *
+mirror_state_name (enum mirror_state state)
+{
+  if ((unsigned)state >= N_OF (state_names))
+    return "?";
+  return state_names[state];
+}
+
+/* The index of NAME in the table NAMES of N names, or -1. */
+static int
+index_of (const char *const *names, size_t n, const char *name)
+{
+  for (size_t i = 0; name && i < n; i++)
+    if (strcmp (name, names[i]) == 0)
+      return i;
+  return -1;
+}
+
+int
+mirror_state_from_name (const char *name)
+{
+  return index_of (state_names, N_OF (state_names), name);
+}
+
+int
+control_command_from_name (const char *name)
+{
+  return index_of (command_names, N_OF (command_names), name);
+}
 
 /* Split LINE into words: the command, then KEY=VALUE parameters.  Each
  * parameter is checked against its command before the command itself,
@@ -15,7 +67,8 @@
 int
 control_parse (char *line, struct control_request *req, char **reply)
 {
-  char *save = NULL, *cmd = strtok_r (line, " \t\r\n", &save);
+  char *save = NULL, *cmd = strtok_r (line, BLANKS, &save);
+  int c;
 
   *req = (struct control_request){ 0 };
   *reply = NULL;
@@ -23,7 +76,7 @@ control_parse (char *line, struct control_request *req, char **reply)
     *reply = mirror_reply_error ("empty command");
     return -1;
   }
-  for (char *w; (w = strtok_r (NULL, " \t\r\n", &save));) {
+  for (char *w; (w = strtok_r (NULL, BLANKS, &save));) {
     char *eq = strchr (w, '=');
     if (!eq) {
       *reply
@@ -51,61 +104,69 @@ control_parse (char *line, struct control_request *req, char **reply)
       return -1;
     }
   }
-  if (strcmp (cmd, "start") == 0) {
-    if (!req->target) {
-      *reply = mirror_reply_error ("start: target=URI is required");
-      return -1;
-    }
-    req->cmd = CONTROL_START;
-  }
-  else if (strcmp (cmd, "status") == 0)
-    req->cmd = CONTROL_STATUS;
-  else if (strcmp (cmd, "complete") == 0)
-    req->cmd = CONTROL_COMPLETE;
-  else if (strcmp (cmd, "abort") == 0)
-    req->cmd = CONTROL_ABORT;
-  else {
+  if ((c = control_command_from_name (cmd)) == -1) {
     *reply = mirror_reply_error ("unknown command \"%s\"", cmd);
+    return -1;
+  }
+  req->cmd = c;
+  if (req->cmd == CONTROL_START && !req->target) {
+    *reply = mirror_reply_error ("start: target=URI is required");
     return -1;
   }
   return 0;
 }
 
-void
-mirror_json_string (FILE *f, const char *s)
+/* A value the line can carry: no blanks (an empty one reaches the
+ * filter, which says what is wrong with it). */
+static bool
+carriable (const char *v)
 {
-  fputc ('"', f);
-  for (; s && *s; s++) {
-    unsigned char ch = *s;
-    if (ch == '"' || ch == '\\')
-      fprintf (f, "\\%c", ch);
-    else if (ch < 0x20)
-      fprintf (f, "\\u%04x", ch);
-    else
-      fputc (ch, f);
+  return v == NULL || strpbrk (v, BLANKS) == NULL;
+}
+
+char *
+control_format (const struct control_request *req)
+{
+  char *line = NULL;
+  int r;
+
+  if ((unsigned)req->cmd >= N_OF (command_names)
+      || (req->cmd == CONTROL_START && req->target == NULL)
+      || !carriable (req->target) || !carriable (req->tls_psk_file)) {
+    errno = EINVAL;
+    return NULL;
   }
-  fputc ('"', f);
+  switch (req->cmd) {
+  case CONTROL_START:
+    r = asprintf (&line, "start target=%s%s%s\n", req->target,
+                  req->tls_psk_file ? " tls-psk-file=" : "",
+                  req->tls_psk_file ? req->tls_psk_file : "");
+    break;
+  case CONTROL_COMPLETE:
+    r = asprintf (&line, "complete%s\n", req->pivot ? " pivot=true" : "");
+    break;
+  default:
+    r = asprintf (&line, "%s\n", command_names[req->cmd]);
+  }
+  if (r == -1) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  return line;
 }
 
 char *
 mirror_reply_error (const char *fmt, ...)
 {
-  char *m = NULL, *out = NULL;
-  size_t len;
+  g_autofree char *m = NULL, *q = NULL;
+  char *out = NULL;
   va_list ap;
+
   va_start (ap, fmt);
-  if (vasprintf (&m, fmt, ap) == -1)
-    m = NULL;
+  m = g_strdup_vprintf (fmt, ap);
   va_end (ap);
-  FILE *f = open_memstream (&out, &len);
-  if (!f) {
-    free (m);
+  q = json_quote (m);
+  if (asprintf (&out, "{\"ok\":false,\"error\":%s}", q) == -1)
     return NULL;
-  }
-  fputs ("{\"ok\":false,\"error\":", f);
-  mirror_json_string (f, m ? m : "out of memory");
-  fputs ("}", f);
-  fclose (f);
-  free (m);
   return out;
 }

@@ -90,6 +90,7 @@
 #include "clock.h"
 #include "chunks.h"
 #include "copy.h"
+#include "json.h"
 #include "mirror.h"
 #include "target.h"
 
@@ -98,19 +99,6 @@
 #define COPIERS 8
 #define ZERO_RUN (UINT64_C (1) << 30)
 #define LAT_BUCKETS 1024
-
-enum state
-{
-  ST_IDLE,
-  ST_SYNCING,
-  ST_READY,
-  ST_COMPLETED,
-  ST_ABORTED,
-  ST_FAILED,
-};
-static const char *const state_names[] = {
-  "idle", "syncing", "ready", "completed", "aborted", "failed",
-};
 
 enum mode
 {
@@ -135,7 +123,7 @@ static enum mode mode = MODE_LOCAL; /* written under the write lock */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct chunks chunks; /* dirty bits and range locks (chunks.h) */
 static pthread_cond_t copier_cond = PTHREAD_COND_INITIALIZER;
-static enum state state = ST_IDLE;
+static enum mirror_state state = MIRROR_IDLE;
 static char *error_msg;
 static struct target *target;
 static uint64_t cursor; /* where the copier looks next */
@@ -228,15 +216,15 @@ static void
 mark_dirty (uint64_t c0, uint64_t c1)
 {
   chunks_mark_dirty (&chunks, c0, c1);
-  if (chunks.dirty_count && state == ST_READY)
-    state = ST_SYNCING;
+  if (chunks.dirty_count && state == MIRROR_READY)
+    state = MIRROR_SYNCING;
   pthread_cond_signal (&copier_cond);
 }
 
 static bool
 attached_locked (void)
 {
-  return state == ST_SYNCING || state == ST_READY;
+  return state == MIRROR_SYNCING || state == MIRROR_READY;
 }
 
 /* The target failed: say so before anyone is answered, release every
@@ -251,7 +239,7 @@ fail_locked (char *why)
   nbdkit_error ("mirror: failed: %s", why ? why : "unknown error");
   free (error_msg);
   error_msg = why;
-  state = ST_FAILED;
+  state = MIRROR_FAILED;
   if (target)
     target_kill (target);
   copier_stop = true;
@@ -521,7 +509,7 @@ copier_main (void *arg)
       break;
     if (chunks.dirty_count == 0) {
       if (runs_in_flight == 0)
-        state = ST_READY;
+        state = MIRROR_READY;
       pthread_cond_wait (&copier_cond, &lock);
       continue;
     }
@@ -603,7 +591,7 @@ reply_ok (const char *extra)
 {
   char *out = NULL;
   pthread_mutex_lock (&lock);
-  const char *st = state_names[state];
+  const char *st = mirror_state_name (state);
   pthread_mutex_unlock (&lock);
   if (asprintf (&out, "{\"ok\":true,\"state\":\"%s\"%s}", st, extra) == -1)
     return NULL;
@@ -614,7 +602,7 @@ void
 mirror_reap (void)
 {
   pthread_mutex_lock (&lock);
-  bool dead = state == ST_FAILED && target && !pivoted;
+  bool dead = state == MIRROR_FAILED && target && !pivoted;
   pthread_mutex_unlock (&lock);
   if (!dead)
     return;
@@ -671,7 +659,7 @@ mirror_cmd_start (const char *uri, const char *psk_file)
   chunks_mark_all_dirty (&chunks);
   cursor = 0;
   target = t;
-  state = nchunks ? ST_SYNCING : ST_READY;
+  state = nchunks ? MIRROR_SYNCING : MIRROR_READY;
   free (error_msg);
   error_msg = NULL;
   stats_reset ();
@@ -687,7 +675,7 @@ mirror_cmd_start (const char *uri, const char *psk_file)
     e = 0; /* fewer copiers is slower, not wrong */
   if (e) {
     target = NULL;
-    state = ST_IDLE;
+    state = MIRROR_IDLE;
   }
   else
     mode = MODE_MIRROR;
@@ -716,25 +704,19 @@ mirror_cmd_status (void)
     dirty_bytes -= nchunks * granularity - disk_size;
   if (dirty_bytes > disk_size)
     dirty_bytes = disk_size;
-  bool has_target = target != NULL;
   uint64_t total = disk_size;
-  if (state == ST_IDLE)
+  if (state == MIRROR_IDLE)
     dirty_bytes = 0;
-  fprintf (f, "{\"ok\":true,\"state\":\"%s\",\"target\":", state_names[state]);
-  if (has_target)
-    mirror_json_string (f, target_uri (target));
-  else
-    fputs ("null", f);
+  fprintf (f, "{\"ok\":true,\"state\":\"%s\",\"target\":",
+           mirror_state_name (state));
+  json_write_string (f, target ? target_uri (target) : NULL);
   fprintf (f,
            ",\"pivoted\":%s,\"bytes_total\":%" PRIu64
            ",\"bytes_done\":%" PRIu64 ",\"dirty_bytes\":%" PRIu64,
            pivoted ? "true" : "false", total,
-           state == ST_IDLE ? 0 : total - dirty_bytes, dirty_bytes);
+           state == MIRROR_IDLE ? 0 : total - dirty_bytes, dirty_bytes);
   fputs (",\"error\":", f);
-  if (error_msg)
-    mirror_json_string (f, error_msg);
-  else
-    fputs ("null", f);
+  json_write_string (f, error_msg);
   pthread_mutex_unlock (&lock);
   uint64_t n = atomic_load (&lat_count);
   fprintf (f,
@@ -758,23 +740,23 @@ mirror_cmd_complete (bool pivot)
 {
   mirror_reap ();
   pthread_mutex_lock (&lock);
-  enum state st = state;
+  enum mirror_state st = state;
   uint64_t d = chunks.dirty_count;
   pthread_mutex_unlock (&lock);
-  if (st != ST_READY)
+  if (st != MIRROR_READY)
     return mirror_reply_error (
-        "complete: the mirror is %s, not ready%s", state_names[st],
-        st == ST_SYNCING && d ? " (still copying)" : "");
+        "complete: the mirror is %s, not ready%s", mirror_state_name (st),
+        st == MIRROR_SYNCING && d ? " (still copying)" : "");
 
   /* Quiesce: no guest request in flight, none starts. */
   pthread_rwlock_wrlock (&mode_lock);
   pthread_mutex_lock (&lock);
-  if (state != ST_READY || chunks.dirty_count) {
+  if (state != MIRROR_READY || chunks.dirty_count) {
     st = state;
     pthread_mutex_unlock (&lock);
     pthread_rwlock_unlock (&mode_lock);
     return mirror_reply_error ("complete: the mirror is %s, not ready",
-                               state_names[st]);
+                               mirror_state_name (st));
   }
   struct target *t = target;
   pthread_mutex_unlock (&lock);
@@ -800,7 +782,7 @@ mirror_cmd_complete (bool pivot)
   }
 
   pthread_mutex_lock (&lock);
-  state = ST_COMPLETED;
+  state = MIRROR_COMPLETED;
   if (pivot)
     pivoted = true;
   else
@@ -825,7 +807,7 @@ mirror_cmd_abort (void)
         "abort");
   }
   /* Aborted before anyone sees a target error caused by the kill. */
-  state = ST_ABORTED;
+  state = MIRROR_ABORTED;
   if (target)
     target_kill (target);
   pthread_mutex_unlock (&lock);

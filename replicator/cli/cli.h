@@ -47,7 +47,8 @@ struct vdisk *cli_open_image (const char *cmd, const char *path,
 int cli_parse_size (const char *s, uint64_t *out);
 /* 1536 -> "1.5 KiB" into BUF. */
 const char *cli_human_size (uint64_t n, char *buf, size_t len);
-/* Write S to F as a JSON string, quotes included. */
+/* Write S to F as a JSON string, quotes included: json_write_string
+ * (common/json.h), under the name the commands know. */
 void cli_json_string (FILE *f, const char *s);
 
 /* A progress bar on stderr for long work, drawn only when enabled

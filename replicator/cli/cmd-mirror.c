@@ -2,7 +2,8 @@
  * (the line protocol of nbdkit-mirror-filter(1)): send one command line,
  * read one JSON reply line.  --json prints the reply as it came; without
  * it, the reply is shown as "key: value" lines.  Exit 1 when the filter
- * says {"ok":false}. */
+ * says {"ok":false} (its message on stderr) or something that is no
+ * reply (control-client.h reads it). */
 #include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
@@ -14,65 +15,42 @@
 /* Long enough for "complete", which drains and flushes both sides. */
 #define CONTROL_TIMEOUT 600
 
-/* The replies are flat JSON objects of strings, numbers, booleans and
- * null: print each member as "key: value". */
+/* A member's value as a person reads it: strings unquoted. */
 static void
-print_human (const char *j)
+print_value (JsonNode *v)
 {
-  const char *p = j;
-  while (*p && *p != '{')
-    p++;
-  if (*p)
-    p++;
-  while (*p && *p != '}') {
-    while (*p == ',' || *p == ' ')
-      p++;
-    if (*p != '"')
-      break;
-    const char *k = ++p;
-    while (*p && *p != '"')
-      p++;
-    int klen = (int)(p - k);
-    if (*p)
-      p++;
-    if (*p == ':')
-      p++;
-    if (klen == 2 && strncmp (k, "ok", 2) == 0) {
-      while (*p && *p != ',' && *p != '}')
-        p++;
-      continue;
-    }
-    printf ("%.*s: ", klen, k);
-    if (*p == '"') {
-      for (p++; *p && *p != '"'; p++) {
-        if (*p == '\\' && p[1]) {
-          p++;
-          if (*p == 'u' && strlen (p) >= 5) {
-            putchar ('?');
-            p += 4;
-            continue;
-          }
-        }
-        putchar (*p);
-      }
-      if (*p)
-        p++;
-    }
-    else
-      while (*p && *p != ',' && *p != '}')
-        putchar (*p++);
-    putchar ('\n');
+  char buf[G_ASCII_DTOSTR_BUF_SIZE];
+
+  if (JSON_NODE_HOLDS_NULL (v))
+    fputs ("null", stdout);
+  else if (!JSON_NODE_HOLDS_VALUE (v)) {
+    g_autofree char *j = json_to_string (v, FALSE);
+    fputs (j, stdout);
   }
+  else if (json_node_get_value_type (v) == G_TYPE_STRING)
+    fputs (json_node_get_string (v), stdout);
+  else if (json_node_get_value_type (v) == G_TYPE_BOOLEAN)
+    fputs (json_node_get_boolean (v) ? "true" : "false", stdout);
+  else if (json_node_get_value_type (v) == G_TYPE_DOUBLE)
+    fputs (g_ascii_dtostr (buf, sizeof buf, json_node_get_double (v)),
+           stdout);
+  else
+    printf ("%" G_GINT64_FORMAT, json_node_get_int (v));
 }
 
-/* The "error" member of an {"ok":false} reply, for stderr. */
+/* Each member of an "ok" reply but "ok" as "key: value", in order. */
 static void
-print_error (const char *j)
+print_human (JsonObject *o)
 {
-  char *e = mirror_reply_get (j, "error");
+  g_autoptr (GList) keys = json_object_get_members (o);
 
-  cli_error ("mirror", "%s", e ? e : j);
-  free (e);
+  for (GList *k = keys; k; k = k->next) {
+    if (strcmp (k->data, "ok") == 0)
+      continue;
+    printf ("%s: ", (const char *)k->data);
+    print_value (json_object_get_member (o, k->data));
+    putchar ('\n');
+  }
 }
 
 static int
@@ -106,54 +84,47 @@ run (int argc, char **argv)
   if (argc - optind != 1 || !control)
     return cli_usage (&cmd_mirror);
   const char *verb = argv[optind];
-  bool is_start = strcmp (verb, "start") == 0;
-  if (!is_start && strcmp (verb, "status") != 0
-      && strcmp (verb, "complete") != 0 && strcmp (verb, "abort") != 0) {
+  int cmd = control_command_from_name (verb);
+  if (cmd == -1) {
     cli_error ("mirror", "unknown subcommand \"%s\"", verb);
     return cli_usage (&cmd_mirror);
   }
+  bool is_start = cmd == CONTROL_START;
   if (is_start != (target != NULL) || (psk && !is_start)
-      || (pivot && strcmp (verb, "complete") != 0)) {
+      || (pivot && cmd != CONTROL_COMPLETE)) {
     cli_error ("mirror", is_start ? "start needs --target URI"
                                   : "--target, --tls-psk-file and --pivot "
                                     "belong to start and complete");
     return cli_usage (&cmd_mirror);
   }
-  /* The protocol splits on blanks: refuse what it cannot carry. */
-  if ((target && strpbrk (target, " \t\r\n"))
-      || (psk && strpbrk (psk, " \t\r\n"))) {
+  struct control_request req
+      = { .cmd = cmd, .target = target, .tls_psk_file = psk, .pivot = pivot };
+  char *line = control_format (&req);
+  if (!line && errno == EINVAL) {
+    /* The protocol splits on blanks: refuse what it cannot carry. */
     cli_error ("mirror", "the target URI and PSK file may not contain blanks");
     return EXIT_USAGE;
   }
-
-  char *line = NULL;
-  int r;
-  if (is_start)
-    r = asprintf (&line, "start target=%s%s%s\n", target,
-                  psk ? " tls-psk-file=" : "", psk ? psk : "");
-  else
-    r = asprintf (&line, "%s%s\n", verb, pivot ? " pivot=true" : "");
-  if (r == -1) {
+  if (!line) {
     cli_error ("mirror", "out of memory");
     return EXIT_ERROR;
   }
-  char *err = NULL;
-  char *reply = mirror_control_call (control, line, CONTROL_TIMEOUT, &err);
+  g_autoptr (GError) error = NULL;
+  g_autofree char *reply
+      = mirror_control_call (control, line, CONTROL_TIMEOUT, &error);
   free (line);
   if (!reply) {
-    cli_error ("mirror", "%s", err ? err : "no reply");
-    free (err);
+    cli_error ("mirror", "%s", error->message);
     return EXIT_ERROR;
   }
-  bool ok = strncmp (reply, "{\"ok\":true", 10) == 0;
+  g_autoptr (JsonObject) o = mirror_reply_parse (reply, &error);
   if (json)
     printf ("%s\n", reply);
-  else if (ok)
-    print_human (reply);
-  if (!ok)
-    print_error (reply);
-  free (reply);
-  return ok ? EXIT_OK : EXIT_ERROR;
+  else if (o)
+    print_human (o);
+  if (!o)
+    cli_error ("mirror", "%s", error->message);
+  return o ? EXIT_OK : EXIT_ERROR;
 }
 
 const struct command cmd_mirror

@@ -9,6 +9,7 @@
 
 #include "clock.h"
 #include "cli.h"
+#include "json.h"
 #include "vdisk.h"
 
 int
@@ -119,17 +120,7 @@ cli_human_size (uint64_t n, char *buf, size_t len)
 void
 cli_json_string (FILE *f, const char *s)
 {
-  fputc ('"', f);
-  for (; *s; s++) {
-    unsigned char c = *s;
-    if (c == '"' || c == '\\')
-      fprintf (f, "\\%c", c);
-    else if (c < 0x20)
-      fprintf (f, "\\u%04x", c);
-    else
-      fputc (c, f);
-  }
-  fputc ('"', f);
+  json_write_string (f, s);
 }
 
 void

@@ -237,32 +237,6 @@ out:
   return r;
 }
 
-/* Send one command to the VBD's mirror filter; the reply, or NULL with
- * *ERR.  A reply of {"ok":false} is an error too. */
-static char *
-mirror_cmd (const struct state_vbd *b, const char *line, char **err)
-{
-  char *e = NULL;
-  char *reply = mirror_control_call (b->control_socket, line, 60, &e);
-  g_autofree char *ok = NULL;
-
-  if (reply == NULL) {
-    *err = g_strdup (e ? e : "mirror control failed");
-    free (e);
-    return NULL;
-  }
-  ok = mirror_reply_get (reply, "ok");
-  if (g_strcmp0 (ok, "true") != 0) {
-    char *msg = mirror_reply_get (reply, "error");
-
-    *err = g_strdup_printf ("mirror filter: %s", msg ? msg : reply);
-    free (msg);
-    free (reply);
-    return NULL;
-  }
-  return reply;
-}
-
 /* Write the VBD's record; false (logged) if it could not be written. */
 static bool
 save_vbd (struct host *d, const struct state_vbd *b)
@@ -280,12 +254,11 @@ static void
 live_abort (struct host *d, struct state_vbd *b)
 {
   if (b->control_socket && nbdkit_serving (b->pid, b->nbd_socket)) {
-    g_autofree char *err = NULL;
-    char *reply = mirror_cmd (b, "abort\n", &err);
+    g_autoptr (GError) error = NULL;
 
-    free (reply);
-    if (err)
-      g_message ("mirror abort on %s: %s", b->control_socket, err);
+    if (!mirror_abort (b->control_socket, &error))
+      g_message ("mirror abort on %s: %s", b->control_socket,
+                 error->message);
   }
   if (b->target_pid)
     nbdkit_stop (b->target_pid, b->target_socket, NULL, NBDKIT_STOP_NOW);
@@ -304,6 +277,27 @@ live_commit (struct host *d, struct state_vbd *b, const char *dst_vdi)
   return save_vbd (d, b);
 }
 
+/* A live move's wait for its mirror: the job's cancel, and its progress
+ * up to 99 % (the pivot is the rest). */
+static bool
+live_cancelled (void *opaque)
+{
+  return job_cancelled (opaque);
+}
+
+static gboolean
+live_progress (const struct mirror_disk *disk, size_t n, bool all_ready,
+               void *opaque, GError **error)
+{
+  if (disk->bytes_total)
+    job_set_progress (opaque, 0.99 * (double)disk->bytes_done
+                                  / (double)disk->bytes_total);
+  return TRUE;
+}
+
+static const struct mirror_wait_ops live_wait_ops
+    = { .cancelled = live_cancelled, .progress = live_progress };
+
 static int
 move_live (struct job *job, const struct sr_vdi *src, struct host_sr *dst_sr,
            const struct sr_vdi *dst, char **err)
@@ -312,10 +306,10 @@ move_live (struct job *job, const struct sr_vdi *src, struct host_sr *dst_sr,
   const struct state_job *row = job_row (job);
   g_autoptr (state_vbd) b = state_vbd_get (d->state, row->vbd);
   g_autofree char *name = g_strconcat (dst->uuid, "-target", NULL);
-  g_autofree char *line = NULL;
+  g_autofree char *uri = NULL;
   g_autoptr (GError) error = NULL;
   struct nbdkit_served sv = { 0 };
-  char *reply;
+  struct mirror_disk disk = { 0 };
 
   if (b == NULL || !nbdkit_serving (b->pid, b->nbd_socket)) {
     *err = g_strdup ("the VM's disk is no longer served");
@@ -334,41 +328,14 @@ move_live (struct job *job, const struct sr_vdi *src, struct host_sr *dst_sr,
     goto abort;
   }
 
-  line = g_strdup_printf ("start target=nbd+unix:///?socket=%s\n",
-                          b->target_socket);
-  if ((reply = mirror_cmd (b, line, err)) == NULL)
+  uri = g_strdup_printf ("nbd+unix:///?socket=%s", b->target_socket);
+  disk.socket = b->control_socket;
+  if (!mirror_start (b->control_socket, uri, NULL, &error)
+      || !mirror_wait_ready (&disk, 1, 100, &live_wait_ops, job, &error)
+      || !mirror_complete (b->control_socket, true, &error)) {
+    *err = g_strdup (error->message);
     goto abort;
-  free (reply);
-  for (;;) {
-    g_autofree char *state = NULL;
-    uint64_t done = 0, total = 0;
-
-    if (job_cancelled (job)) {
-      *err = g_strdup ("cancelled");
-      goto abort;
-    }
-    g_usleep (100 * 1000);
-    if ((reply = mirror_cmd (b, "status\n", err)) == NULL)
-      goto abort;
-    state = mirror_reply_get (reply, "state");
-    if (mirror_reply_get_u64 (reply, "bytes_done", &done)
-        && mirror_reply_get_u64 (reply, "bytes_total", &total) && total)
-      job_set_progress (job, 0.99 * (double)done / (double)total);
-    if (g_strcmp0 (state, "failed") == 0) {
-      char *why = mirror_reply_get (reply, "error");
-
-      *err = g_strdup_printf ("the mirror failed: %s", why ? why : "?");
-      free (why);
-      free (reply);
-      goto abort;
-    }
-    free (reply);
-    if (g_strcmp0 (state, "ready") == 0)
-      break;
   }
-  if ((reply = mirror_cmd (b, "complete pivot=true\n", err)) == NULL)
-    goto abort;
-  free (reply);
   job_crash_point ("pivot-done");
   /* The guest's writes now go to the new VDI only: from here the move
    * can only be finished, never undone.  A failed record of it is found
@@ -559,12 +526,12 @@ recover_live (struct job *job)
    * filter knows. */
   if (!pivoted && row->dst_vdi && b && b->control_socket
       && nbdkit_serving (b->pid, b->nbd_socket)) {
-    g_autofree char *err = NULL;
-    g_autofree char *reply = mirror_cmd (b, "status\n", &err);
-    g_autofree char *said
-        = reply ? mirror_reply_get (reply, "pivoted") : NULL;
+    struct mirror_status st;
+    bool said = mirror_get_status (b->control_socket, &st, NULL)
+                && st.pivoted;
 
-    if (g_strcmp0 (said, "true") == 0) {
+    mirror_status_clear (&st);
+    if (said) {
       g_message ("task %s: the VBD's disk was pivoted to VDI %s", row->task,
                  row->dst_vdi);
       pivoted = true;

@@ -428,105 +428,117 @@ total_size (struct migration *m)
   return t ? t : 1;
 }
 
-/* One command to a disk's mirror filter; the reply or NULL (fail_step). */
-static char *
-mirror (struct migration *m, struct mdisk *md, const char *line)
+/* A command to a disk's mirror failed: the step fails, naming the disk. */
+static bool
+disk_failed (struct migration *m, struct mdisk *md, const GError *error)
 {
-  char *e = NULL;
-  char *reply = mirror_control_call (md->vbd->control_socket, line, 60, &e);
-  g_autofree char *ok = NULL;
-
-  if (reply == NULL) {
-    fail_step (m, "disk %s: %s", md->vbd->userdevice, e ? e : "?");
-    free (e);
-    return NULL;
-  }
-  ok = mirror_reply_get (reply, "ok");
-  if (g_strcmp0 (ok, "true") != 0) {
-    char *why = mirror_reply_get (reply, "error");
-
-    fail_step (m, "disk %s: mirror filter: %s", md->vbd->userdevice,
-               why ? why : reply);
-    free (why);
-    free (reply);
-    return NULL;
-  }
-  return reply;
+  fail_step (m, "disk %s: %s", md->vbd->userdevice, error->message);
+  return false;
 }
 
-/* Poll every mirror once: false after fail_step; *ALL_READY. */
-static bool
-poll_mirrors (struct migration *m, bool *all_ready, double share)
+/* The VM's disks as mirror_poll and mirror_wait_ready watch them, in
+ * the order of M->disks (g_free it). */
+static struct mirror_disk *
+mirror_disks (struct migration *m)
+{
+  struct mirror_disk *disks = g_new0 (struct mirror_disk, m->disks->len);
+
+  for (guint i = 0; i < m->disks->len; i++) {
+    struct mdisk *md = &g_array_index (m->disks, struct mdisk, i);
+
+    disks[i].name = md->vbd->userdevice;
+    disks[i].socket = md->vbd->control_socket;
+  }
+  return disks;
+}
+
+/* After a poll: each disk's bytes in sync, and with SHARE the task's
+ * progress (those bytes over all disks, weighted by size). */
+static void
+mirrors_progress (struct migration *m, const struct mirror_disk *disks,
+                  double share)
 {
   uint64_t done = 0;
 
-  *all_ready = true;
   for (guint i = 0; i < m->disks->len; i++) {
     struct mdisk *md = &g_array_index (m->disks, struct mdisk, i);
-    char *reply = mirror (m, md, "status\n");
-    g_autofree char *state = NULL;
 
-    if (reply == NULL)
-      return false;
-    state = mirror_reply_get (reply, "state");
-    mirror_reply_get_u64 (reply, "bytes_done", &md->done);
-    if (g_strcmp0 (state, "failed") == 0) {
-      char *why = mirror_reply_get (reply, "error");
-
-      fail_step (m, "disk %s: the mirror failed: %s", md->vbd->userdevice,
-                 why ? why : "?");
-      free (why);
-      free (reply);
-      return false;
-    }
-    free (reply);
-    if (g_strcmp0 (state, "ready") != 0)
-      *all_ready = false;
+    md->done = disks[i].bytes_done;
     done += MIN (md->done, md->vdi->virtual_size);
   }
   if (share > 0)
     job_set_progress (m->job, share * (double)done / (double)total_size (m));
-  return true;
 }
+
+/* Poll every mirror once (the handover's check that all stay in sync):
+ * fail_step if one cannot be read or failed. */
+static void
+poll_mirrors (struct migration *m)
+{
+  g_autofree struct mirror_disk *disks = mirror_disks (m);
+  g_autoptr (GError) error = NULL;
+  bool ready;
+
+  if (mirror_poll (disks, m->disks->len, &ready, &error))
+    mirrors_progress (m, disks, 0);
+  else
+    fail_step (m, "%s", error->message);
+}
+
+/* mirror_all's wait: the job's cancel; the progress, and the keepalive
+ * that checks, once all are ready, that the destination still answers
+ * (its disk servers outlive its daemon, and a sync can end well with
+ * nobody left there to take the VM). */
+static bool
+sync_cancelled (void *opaque)
+{
+  struct migration *m = opaque;
+
+  return job_cancelled (m->job);
+}
+
+static gboolean
+sync_progress (const struct mirror_disk *disks, size_t n, bool all_ready,
+               void *opaque, GError **error)
+{
+  struct migration *m = opaque;
+
+  mirrors_progress (m, disks, SHARE_SYNC);
+  if (keepalive (m, all_ready))
+    return TRUE;
+  /* fail_step has the reason: it stays the step's error. */
+  g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_FAILED, m->error);
+  return FALSE;
+}
+
+static const struct mirror_wait_ops sync_wait_ops
+    = { .cancelled = sync_cancelled, .progress = sync_progress };
 
 static bool
 mirror_all (struct migration *m)
 {
+  g_autofree struct mirror_disk *disks = NULL;
+  g_autoptr (GError) error = NULL;
+
   set_step (m, "mirror");
   for (guint i = 0; i < m->disks->len; i++) {
     struct mdisk *md = &g_array_index (m->disks, struct mdisk, i);
-    g_autofree char *line = NULL;
-    char *reply;
 
     if (!nbdkit_serving (md->vbd->pid, md->vbd->nbd_socket)) {
       fail_step (m, "disk %s is no longer served", md->vbd->userdevice);
       return false;
     }
-    line = g_strdup_printf ("start target=%s tls-psk-file=%s\n", md->uri,
-                            m->psk);
-    if ((reply = mirror (m, md, line)) == NULL)
-      return false;
-    free (reply);
+    if (!mirror_start (md->vbd->control_socket, md->uri, m->psk, &error))
+      return disk_failed (m, md, error);
     md->mirroring = true;
   }
-  for (;;) {
-    bool ready;
-
-    if (job_cancelled (m->job)) {
-      fail_step (m, "cancelled");
-      return false;
-    }
-    if (!poll_mirrors (m, &ready, SHARE_SYNC))
-      return false;
-    /* The handover moves the VM, so only to a destination that still
-     * answers now: its disk servers outlive its daemon, and a sync can
-     * end well with nobody left there to take the VM. */
-    if (!keepalive (m, ready))
-      return false;
-    if (ready)
-      return true;
-    g_usleep (100 * 1000);
+  disks = mirror_disks (m);
+  if (!mirror_wait_ready (disks, m->disks->len, 100, &sync_wait_ops, m,
+                          &error)) {
+    fail_step (m, "%s", error->message);
+    return false;
   }
+  return true;
 }
 
 static void
@@ -793,10 +805,8 @@ handover (struct migration *m)
       signalled = true;
     }
     if (!signalled && now - last_poll > G_USEC_PER_SEC) {
-      bool ready;
-
       last_poll = now;
-      poll_mirrors (m, &ready, 0);
+      poll_mirrors (m);
       keepalive (m, false);
     }
     if (poll (pfd, 2, 100) <= 0)
@@ -858,11 +868,10 @@ commit (struct migration *m, char **dst_vm)
   /* The mirrors complete: both sides flushed, the target detached. */
   for (guint i = 0; i < m->disks->len && m->live; i++) {
     struct mdisk *md = &g_array_index (m->disks, struct mdisk, i);
-    char *reply = mirror (m, md, "complete\n");
+    g_autoptr (GError) error = NULL;
 
-    if (reply == NULL)
-      return false;
-    free (reply);
+    if (!mirror_complete (md->vbd->control_socket, false, &error))
+      return disk_failed (m, md, error);
     md->mirroring = false;
   }
   /* The migrator's result (the hypervisor's handles there) replaces
@@ -930,11 +939,11 @@ undo (struct migration *m)
 {
   for (guint i = 0; i < m->disks->len; i++) {
     struct mdisk *md = &g_array_index (m->disks, struct mdisk, i);
-    g_autofree char *e = NULL;
 
     if (!md->mirroring || md->vbd->control_socket == NULL)
       continue;
-    free (mirror_control_call (md->vbd->control_socket, "abort\n", 60, &e));
+    /* Nothing more to do if it fails: the mirror's own state says. */
+    mirror_abort (md->vbd->control_socket, NULL);
     md->mirroring = false;
   }
   if (m->client && m->token) {

@@ -2,10 +2,12 @@
  * (mirror-filter/control-proto.c), fed the bytes a client sends on the
  * control socket.  They are cut into lines as control.c's serve_client
  * cuts them (at '\n', at most MAX_LINE bytes), and each line is parsed
- * as the filter parses it.  Every error reply must be one line that the
- * daemon's own reader (control-client.c) reads back as "ok":false with
- * an error, and strict JSON when the line was UTF-8.  The input is also
- * read as a reply line, as the daemon would read a reply. */
+ * as the filter parses it.  Every error reply must be one line of strict
+ * JSON that the daemon's own reader (control-client.c) reads back as a
+ * refusal with a message, whatever bytes the line held; every request
+ * parsed must come back the same through the client's control_format.
+ * The input is also read as a reply, as the daemon would read one. */
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,30 +21,49 @@
 #define MAX_LINE 4096 /* as control.c */
 
 static void
-check_reply (const char *line, char *reply)
+check_reply (char *reply)
 {
-  char *ok, *err;
+  g_autoptr (GError) e = NULL;
+  g_autoptr (JsonObject) o = NULL;
 
   if (!reply)
     return; /* out of memory: the filter drops the client */
-  ok = mirror_reply_get (reply, "ok");
-  err = mirror_reply_get (reply, "error");
-  if (strchr (reply, '\n') || !ok || strcmp (ok, "false") != 0 || !err) {
-    fprintf (stderr, "fuzz: bad error reply: %s\n", reply);
+  o = mirror_reply_parse (reply, &e);
+  if (strchr (reply, '\n') || o || e->code != MIRROR_CONTROL_ERROR_REFUSED
+      || !*e->message) {
+    fprintf (stderr, "fuzz: bad error reply (%s): %s\n",
+             e ? e->message : "read as ok", reply);
     abort ();
   }
-  if (g_utf8_validate (line, -1, NULL)) {
-    g_autoptr (JsonParser) p = json_parser_new ();
-    g_autoptr (GError) e = NULL;
-    if (!json_parser_load_from_data (p, reply, -1, &e)) {
-      fprintf (stderr, "fuzz: reply is not JSON (%s): %s\n", e->message,
-               reply);
-      abort ();
-    }
-  }
-  free (ok);
-  free (err);
   free (reply);
+}
+
+static bool
+same_string (const char *a, const char *b)
+{
+  return (!a && !b) || (a && b && strcmp (a, b) == 0);
+}
+
+/* The client writes REQ's line; the filter reads back the same. */
+static void
+check_round_trip (const char *copy, const struct control_request *req)
+{
+  struct control_request back;
+  char *line = control_format (req), *reply = NULL;
+
+  if (!line && errno == EINVAL)
+    return; /* the client refuses what the line cannot carry */
+  if (!line)
+    abort ();
+  line[strlen (line) - 1] = '\0';
+  if (control_parse (line, &back, &reply) == -1 || back.cmd != req->cmd
+      || !same_string (back.target, req->target)
+      || !same_string (back.tls_psk_file, req->tls_psk_file)
+      || back.pivot != req->pivot) {
+    fprintf (stderr, "fuzz: \"%s\" does not come back the same\n", copy);
+    abort ();
+  }
+  free (line);
 }
 
 static void
@@ -56,7 +77,7 @@ one_line (const char *bytes, size_t len)
   line[len] = '\0';
   memcpy (copy, line, len + 1);
   if (control_parse (line, &req, &reply) == -1) {
-    check_reply (copy, reply);
+    check_reply (reply);
     return;
   }
   if (reply || req.cmd > CONTROL_ABORT
@@ -65,6 +86,7 @@ one_line (const char *bytes, size_t len)
     fprintf (stderr, "fuzz: \"%s\" parsed into a bad request\n", copy);
     abort ();
   }
+  check_round_trip (copy, &req);
 }
 
 int
@@ -84,14 +106,13 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   }
 
   /* The other way: the input as a reply the daemon reads. */
-  char *j = strndup ((const char *)data, size);
-  uint64_t u;
-  if (!j)
-    abort ();
-  free (mirror_reply_get (j, "ok"));
-  free (mirror_reply_get (j, "error"));
-  free (mirror_reply_get (j, "state"));
-  mirror_reply_get_u64 (j, "bytes_total", &u);
-  free (j);
+  g_autofree char *j = g_strndup ((const char *)data, size);
+  JsonObject *o = mirror_reply_parse (j, NULL);
+  struct mirror_status st;
+
+  if (o)
+    json_object_unref (o);
+  if (mirror_status_parse (j, &st, NULL))
+    mirror_status_clear (&st);
   return 0;
 }

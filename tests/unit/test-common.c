@@ -1,11 +1,13 @@
 /* common/: bitmaps (bits, the tail of the last word, the wrapping search
- * the mirror's copier uses), the zero test, the monotonic clock. */
+ * the mirror's copier uses), the zero test, the monotonic clock, JSON
+ * strings. */
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "bitmap.h"
 #include "clock.h"
 #include "iszero.h"
+#include "json.h"
 #include "unit.h"
 
 static void
@@ -102,6 +104,36 @@ test_monotonic_clock (void)
   CU_ASSERT (monotonic_seconds () - s < 5);
 }
 
+/* json_quote: json-glib's escapes, U+001F too, and any bytes made
+ * UTF-8, so json-glib's strict parser reads back what went in. */
+static void
+test_json_quote (void)
+{
+  static const struct
+  {
+    const char *in, *out, *back;
+  } cases[] = {
+    { "plain", "\"plain\"", "plain" },
+    { "q\" b\\ t\t n\n", "\"q\\\" b\\\\ t\\t n\\n\"", NULL },
+    { "\x01\x1f\x7f", "\"\\u0001\\u001f\\u007f\"", NULL },
+    { "\xc3\xa9", "\"\xc3\xa9\"", NULL },
+    { "bad \xff", "\"bad \xef\xbf\xbd\"", "bad \xef\xbf\xbd" },
+  };
+  g_autofree char *null = json_quote (NULL);
+
+  CU_ASSERT_STRING_EQUAL (null, "null");
+  for (size_t i = 0; i < G_N_ELEMENTS (cases); i++) {
+    g_autofree char *q = json_quote (cases[i].in);
+    g_autoptr (JsonParser) p = json_parser_new ();
+
+    CU_ASSERT_STRING_EQUAL (q, cases[i].out);
+    CU_ASSERT_FATAL (json_parser_load_from_data (p, q, -1, NULL));
+    CU_ASSERT_STRING_EQUAL (
+        json_node_get_string (json_parser_get_root (p)),
+        cases[i].back ? cases[i].back : cases[i].in);
+  }
+}
+
 int
 main (void)
 {
@@ -111,6 +143,7 @@ main (void)
     { "next set bit, wrapping", test_next_wrapping },
     { "is_zero", test_is_zero },
     { "monotonic clock", test_monotonic_clock },
+    { "json quote", test_json_quote },
     { NULL },
   };
   return unit_main ("common", tests);
