@@ -302,32 +302,22 @@ vdi_destroy (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   g_autofree char *ref = xapi_read_string (c, args[1], "vdi");
   struct host_sr *s = NULL;
   struct sr_vdi *v = ref ? xapi_vdi_by_ref (c, ref, &s) : NULL;
+  char **err = NULL;
+  int r;
 
   if (v == NULL)
     return NULL;
-  if (host_vdi_attached (c->d->host, v->uuid)) {
-    xapi_fail (c, "VDI_IN_USE", ref, "destroy", NULL);
-    sr_vdi_free (v);
-    return NULL;
-  }
-  if (!xapi_vdi_claim (c, v->uuid, "destroy")) {
-    sr_vdi_free (v);
-    return NULL;
-  }
-  if (sr_vdi_destroy (s->sr, v->uuid) == -1) {
-    xapi_fail_sr (c, "VDI", ref);
-    host_vdi_release (c->d->host, v->uuid);
-    sr_vdi_free (v);
-    return NULL;
-  }
-  host_vdi_release (c->d->host, v->uuid);
-  g_message ("VDI.destroy: %s in SR %s", v->uuid, s->name);
+  r = host_vdi_destroy (c->d->host, s, v->uuid, &err);
   sr_vdi_free (v);
+  if (r == -1) {
+    xapi_fail_err (c, err);
+    return NULL;
+  }
   return xapi_void (c);
 }
 
 /* VDI.copy(session, vdi, sr) and VDI.pool_migrate(session, vdi, sr,
- * options): a job (jobs.c).  copy makes a new VDI in SR with the same
+ * options): a job (replicator/jobs/vdi-jobs.h).  copy makes a new VDI in SR with the same
  * content, of the same format; the VDI must not be attached to a running
  * VM.  pool_migrate moves the VDI to SR: a new VDI in
  * options["dest-img-format"] (default: the same format) replaces it —
@@ -341,13 +331,10 @@ submit_move (struct xapi_call *c, xmlrpc_value *const *args, bool migrate)
   g_autofree char *sr_ref = ref ? xapi_read_string (c, args[2], "sr") : NULL;
   g_autofree char *fmt_name = NULL;
   g_autofree char *task = NULL;
-  g_autofree char *label = NULL;
-  g_autoptr (GPtrArray) vbds = NULL;
   struct host_sr *dst;
   struct sr_vdi *v;
-  struct state_job j = { 0 };
   enum vdisk_format fmt;
-  const char *op = migrate ? "migrate" : "copy";
+  char **err = NULL;
 
   if (sr_ref == NULL || (v = xapi_vdi_by_ref (c, ref, NULL)) == NULL
       || (dst = xapi_sr_by_ref (c, sr_ref)) == NULL)
@@ -359,37 +346,11 @@ submit_move (struct xapi_call *c, xmlrpc_value *const *args, bool migrate)
     xapi_fail (c, "INVALID_VALUE", "dest-img-format", fmt_name, NULL);
   else if (fmt_name)
     fmt = vdisk_format_from_name (fmt_name);
-  if (xapi_failed (c)) {
-    sr_vdi_free (v);
-    return NULL;
+  if (!xapi_failed (c)) {
+    task = host_vdi_move_submit (c->d->host, v->uuid, dst, fmt, migrate, &err);
+    if (task == NULL)
+      xapi_fail_err (c, err);
   }
-  j.kind = (char *)op;
-  j.vdi = v->uuid;
-  j.dst_sr = (char *)sr_get_uuid (dst->sr);
-  j.format = (char *)vdisk_format_name (fmt);
-  j.phase = "queued";
-  /* A VDI a running VM uses moves live; it cannot be copied offline. */
-  vbds = state_list (c->d->host->state, "vbds", "vdi", v->uuid);
-  for (guint i = 0; i < vbds->len && j.vbd == NULL; i++) {
-    g_autoptr (state_vbd) b = state_vbd_get (c->d->host->state, vbds->pdata[i]);
-
-    if (b && b->pid > 0)
-      j.vbd = g_strdup (b->uuid);
-  }
-  if (j.vbd && !migrate) {
-    xapi_fail (c, "VDI_IN_USE", ref, "copy", NULL);
-    goto out;
-  }
-  if (!xapi_vdi_claim (c, v->uuid, op))
-    goto out;
-  label = g_strdup_printf ("%s %s", migrate ? "VDI.pool_migrate" : "VDI.copy",
-                           v->uuid);
-  task = xapi_job_submit (c, &j, label);
-  if (task == NULL)
-    host_vdi_release (c->d->host, v->uuid);
-  g_free (j.task);
-out:
-  g_free (j.vbd);
   sr_vdi_free (v);
   return task ? xapi_job_reply (c, task) : NULL;
 }

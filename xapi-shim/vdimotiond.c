@@ -34,8 +34,9 @@
 #define DEFAULT_VDI_PLUGIN NBDKIT_PLUGINDIR "/nbdkit-vdi-plugin.so"
 #define DEFAULT_MIRROR_FILTER NBDKIT_FILTERDIR "/nbdkit-mirror-filter.so"
 #define DEFAULT_MEMORY_MIGRATOR "vdimotion-mm-none"
-/* How long a start waits for the locks (and the listening port) of a
- * previous daemon that is still exiting, e.g. right after a kill -9. */
+/* How long a start waits for the locks (host_open) and the listening
+ * port of a previous daemon that is still exiting, e.g. right after a
+ * kill -9. */
 #define LOCK_WAIT_SECONDS 30
 #define PORT_WAIT_SECONDS 5
 
@@ -173,150 +174,6 @@ read_config (struct options *o, GError **error)
   return 0;
 }
 
-/* A uuid made once and kept in the state directory (the host's, the
- * network's): FILE names it there. */
-static char *
-kept_uuid (const char *state_dir, const char *file, GError **error)
-{
-  g_autofree char *path = g_build_filename (state_dir, file, NULL);
-  g_autofree char *text = NULL;
-  char uuid[SR_UUID_LEN + 1];
-
-  if (g_file_get_contents (path, &text, NULL, NULL)) {
-    g_strstrip (text);
-    if (sr_uuid_is_valid (text))
-      return g_steal_pointer (&text);
-    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_INVAL, "%s: not a uuid",
-                 path);
-    return NULL;
-  }
-  if (sr_uuid_generate (uuid) == -1) {
-    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_FAILED,
-                 "cannot make a uuid: %s", sr_get_error ());
-    return NULL;
-  }
-  if (!g_file_set_contents (path, uuid, -1, error))
-    return NULL;
-  return g_strdup (uuid);
-}
-
-/* Wait until FN (which tries once, false while the resource is held by
- * another process) succeeds or DEADLINE (monotonic) passes; WHAT is
- * logged once when it has to wait. */
-static bool
-wait_for (bool (*fn) (void *), void *opaque, gint64 deadline, const char *what)
-{
-  bool logged = false;
-
-  for (;;) {
-    if (fn (opaque))
-      return true;
-    if (g_get_monotonic_time () >= deadline)
-      return false;
-    if (!logged) {
-      g_message (
-          "%s is held by another process (a previous vdimotiond "
-          "still exiting?): waiting up to %d s",
-          what,
-          (int)((deadline - g_get_monotonic_time ()) / G_USEC_PER_SEC + 1));
-      logged = true;
-    }
-    g_usleep (20 * 1000);
-  }
-}
-
-struct try_flock
-{
-  int fd;
-};
-
-static bool
-try_flock (void *opaque)
-{
-  struct try_flock *t = opaque;
-
-  return flock (t->fd, LOCK_EX | LOCK_NB) == 0 || errno != EWOULDBLOCK;
-}
-
-/* One daemon per state directory: an flock on <state-dir>/lock, held
- * until the process ends (a kill -9 included).  A start right after a
- * kill waits for the old process to be gone.  The descriptor, or -1. */
-static int
-lock_state_dir (const char *state_dir, gint64 deadline, GError **error)
-{
-  g_autofree char *path = g_build_filename (state_dir, "lock", NULL);
-  struct try_flock t = { open (path, O_RDWR | O_CREAT | O_CLOEXEC, 0600) };
-
-  if (t.fd == -1) {
-    g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (errno),
-                 "%s: %s", path, g_strerror (errno));
-    return -1;
-  }
-  if (!wait_for (try_flock, &t, deadline, path)
-      || flock (t.fd, LOCK_EX | LOCK_NB) == -1) {
-    int e = errno;
-
-    g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (e), "%s: %s",
-                 path,
-                 e == EWOULDBLOCK ? "another vdimotiond uses this state "
-                                    "directory"
-                                  : g_strerror (e));
-    close (t.fd);
-    return -1;
-  }
-  return t.fd;
-}
-
-struct try_sr
-{
-  const char *path;
-  struct sr *sr;
-};
-
-static bool
-try_sr (void *opaque)
-{
-  struct try_sr *t = opaque;
-
-  t->sr = sr_open ("file", t->path, SR_OPEN_CREATE);
-  return t->sr || sr_get_errno () != EBUSY;
-}
-
-static int
-open_srs (struct xapi_daemon *d, char **srs, gint64 deadline, GError **error)
-{
-  for (char **s = srs; s && *s; s++) {
-    const char *eq = strchr (*s, '=');
-    struct host_sr *x;
-    struct sr *sr;
-
-    if (eq == NULL || eq == *s || eq[1] == '\0') {
-      g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                   "--sr %s: expected NAME=PATH", *s);
-      return -1;
-    }
-    {
-      /* The SR's lock is the previous daemon's until it is gone. */
-      g_autofree char *what = g_strdup_printf ("SR %s", eq + 1);
-      struct try_sr t = { eq + 1, NULL };
-
-      wait_for (try_sr, &t, deadline, what);
-      sr = t.sr;
-    }
-    if (sr == NULL) {
-      g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_FAILED, "%s",
-                   sr_get_error ());
-      return -1;
-    }
-    x = g_new0 (struct host_sr, 1);
-    x->name = g_strndup (*s, eq - *s);
-    x->sr = sr;
-    g_ptr_array_add (d->host->srs, x);
-    g_message ("SR %s: %s (%s)", x->name, sr_get_uuid (sr), eq + 1);
-  }
-  return 0;
-}
-
 static gboolean
 expire_migrations (gpointer d)
 {
@@ -444,8 +301,7 @@ run (struct options *o)
   struct host *host = NULL;
   struct xapi_http *h = NULL;
   g_autofree char *served = NULL;
-  int ready_fd = -1, ret = 1, lock_fd = -1;
-  gint64 deadline;
+  int ready_fd = -1, ret = 1;
 
   if (o->config && read_config (o, &error) == -1)
     goto out;
@@ -479,48 +335,32 @@ run (struct options *o)
   if (!o->foreground)
     ready_fd = daemonize ();
 
-  d.host = host = host_new ();
-  host->state_dir = g_strdup (o->state_dir);
   d.max_request_size = o->max_request_size;
   d.users = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   d.sessions = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
-  if (g_mkdir_with_parents (o->state_dir, 0700) == -1) {
-    g_set_error (&error, G_FILE_ERROR, g_file_error_from_errno (errno),
-                 "%s: %s", o->state_dir, g_strerror (errno));
-    goto out;
-  }
-  deadline = g_get_monotonic_time () + LOCK_WAIT_SECONDS * G_USEC_PER_SEC;
-  if ((lock_fd = lock_state_dir (o->state_dir, deadline, &error)) == -1)
-    goto out;
-  if ((host->uuid = kept_uuid (o->state_dir, "host-uuid", &error)) == NULL
-      || (host->network_uuid
-          = kept_uuid (o->state_dir, "network-uuid", &error))
-             == NULL)
-    goto out;
-  host->run_dir = g_build_filename (o->state_dir, "run", NULL);
-  if (g_mkdir_with_parents (host->run_dir, 0700) == -1) {
-    g_set_error (&error, G_FILE_ERROR, g_file_error_from_errno (errno),
-                 "%s: %s", host->run_dir, g_strerror (errno));
-    goto out;
-  }
-  if ((host->state = state_open (o->state_dir, &error)) == NULL)
-    goto out;
-  host->nbdkit = g_strdup (o->nbdkit ? o->nbdkit : DEFAULT_NBDKIT);
-  host->vdi_plugin = g_strdup (o->vdi_plugin ? o->vdi_plugin : DEFAULT_VDI_PLUGIN);
-  host->mirror_filter
-      = g_strdup (o->mirror_filter ? o->mirror_filter : DEFAULT_MIRROR_FILTER);
-  host->memory_migrator = g_strdup (o->memory_migrator ? o->memory_migrator
-                                                   : DEFAULT_MEMORY_MIGRATOR);
-  host->name_label
-      = g_strdup (o->name_label ? o->name_label : g_get_host_name ());
   if (o->auth_file) {
     if (xapi_load_auth_file (&d, o->auth_file, &error) == -1)
       goto out;
   }
   else
     g_warning ("no --auth-file: nobody can log in");
-  if (open_srs (&d, o->srs, deadline, &error) == -1)
-    goto out;
+  {
+    struct host_config hc = {
+      .state_dir = o->state_dir,
+      .srs = (const char *const *)o->srs,
+      .name_label = o->name_label ? o->name_label : g_get_host_name (),
+      .nbdkit = o->nbdkit ? o->nbdkit : DEFAULT_NBDKIT,
+      .vdi_plugin = o->vdi_plugin ? o->vdi_plugin : DEFAULT_VDI_PLUGIN,
+      .mirror_filter
+      = o->mirror_filter ? o->mirror_filter : DEFAULT_MIRROR_FILTER,
+      .memory_migrator
+      = o->memory_migrator ? o->memory_migrator : DEFAULT_MEMORY_MIGRATOR,
+      .lock_wait_seconds = LOCK_WAIT_SECONDS,
+    };
+
+    if ((d.host = host = host_open (&hc, &error)) == NULL)
+      goto out;
+  }
   xapi_load_sessions (&d);
   host_vms_reconcile (host);
   host->jobs = jobs_new (host, o->max_storage_operations, job_kinds);
@@ -563,8 +403,6 @@ out:
   g_queue_clear (&d.session_order); /* the refs are the table's keys */
   if (d.sessions)
     g_hash_table_unref (d.sessions);
-  if (lock_fd >= 0)
-    close (lock_fd); /* last: the state is closed */
   return ret;
 }
 

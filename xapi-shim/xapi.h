@@ -34,6 +34,7 @@
 #include "migrate-receive.h"
 #include "nbdkit.h"
 #include "state.h"
+#include "vdi-jobs.h"
 #include "vms.h"
 
 #define XAPI_REF_PREFIX "OpaqueRef:"

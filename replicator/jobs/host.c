@@ -1,8 +1,12 @@
-/* The host: its SRs, VDI claims and small shared helpers (host.h). */
+/* The host: opening it, its SRs, VDI claims and small shared helpers
+ * (host.h). */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include "host.h"
 #include "jobs.h"
@@ -24,6 +28,7 @@ host_new (void)
   struct host *h = g_new0 (struct host, 1);
 
   h->srs = g_ptr_array_new_with_free_func (host_sr_free);
+  h->lock_fd = -1;
   h->vdi_ops = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   g_mutex_init (&h->vdi_ops_lock);
   return h;
@@ -52,7 +57,195 @@ host_free (struct host *h)
   g_free (h->cert_sha256);
   g_free (h->nbd_address);
   g_free (h->memory_migrator);
+  if (h->lock_fd >= 0)
+    close (h->lock_fd); /* last: the state is closed */
   g_free (h);
+}
+
+/* A uuid made once and kept in the state directory (the host's, the
+ * network's): FILE names it there. */
+static char *
+kept_uuid (const char *state_dir, const char *file, GError **error)
+{
+  g_autofree char *path = g_build_filename (state_dir, file, NULL);
+  g_autofree char *text = NULL;
+  char uuid[SR_UUID_LEN + 1];
+
+  if (g_file_get_contents (path, &text, NULL, NULL)) {
+    g_strstrip (text);
+    if (sr_uuid_is_valid (text))
+      return g_steal_pointer (&text);
+    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_INVAL, "%s: not a uuid",
+                 path);
+    return NULL;
+  }
+  if (sr_uuid_generate (uuid) == -1) {
+    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_FAILED,
+                 "cannot make a uuid: %s", sr_get_error ());
+    return NULL;
+  }
+  if (!g_file_set_contents (path, uuid, -1, error))
+    return NULL;
+  return g_strdup (uuid);
+}
+
+/* Wait until FN (which tries once, false while the resource is held by
+ * another process) succeeds or DEADLINE (monotonic) passes; WHAT is
+ * logged once when it has to wait. */
+static bool
+wait_for (bool (*fn) (void *), void *opaque, gint64 deadline, const char *what)
+{
+  bool logged = false;
+
+  for (;;) {
+    if (fn (opaque))
+      return true;
+    if (g_get_monotonic_time () >= deadline)
+      return false;
+    if (!logged) {
+      g_message (
+          "%s is held by another process (a previous vdimotiond "
+          "still exiting?): waiting up to %d s",
+          what,
+          (int)((deadline - g_get_monotonic_time ()) / G_USEC_PER_SEC + 1));
+      logged = true;
+    }
+    g_usleep (20 * 1000);
+  }
+}
+
+struct try_flock
+{
+  int fd;
+};
+
+static bool
+try_flock (void *opaque)
+{
+  struct try_flock *t = opaque;
+
+  return flock (t->fd, LOCK_EX | LOCK_NB) == 0 || errno != EWOULDBLOCK;
+}
+
+/* One daemon per state directory: an flock on <state-dir>/lock, held
+ * until the process ends (a kill -9 included).  A start right after a
+ * kill waits for the old process to be gone.  The descriptor, or -1. */
+static int
+lock_state_dir (const char *state_dir, gint64 deadline, GError **error)
+{
+  g_autofree char *path = g_build_filename (state_dir, "lock", NULL);
+  struct try_flock t = { open (path, O_RDWR | O_CREAT | O_CLOEXEC, 0600) };
+
+  if (t.fd == -1) {
+    g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (errno),
+                 "%s: %s", path, g_strerror (errno));
+    return -1;
+  }
+  if (!wait_for (try_flock, &t, deadline, path)
+      || flock (t.fd, LOCK_EX | LOCK_NB) == -1) {
+    int e = errno;
+
+    g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (e), "%s: %s",
+                 path,
+                 e == EWOULDBLOCK ? "another vdimotiond uses this state "
+                                    "directory"
+                                  : g_strerror (e));
+    close (t.fd);
+    return -1;
+  }
+  return t.fd;
+}
+
+struct try_sr
+{
+  const char *path;
+  struct sr *sr;
+};
+
+static bool
+try_sr (void *opaque)
+{
+  struct try_sr *t = opaque;
+
+  t->sr = sr_open ("file", t->path, SR_OPEN_CREATE);
+  return t->sr || sr_get_errno () != EBUSY;
+}
+
+static int
+open_srs (struct host *h, const char *const *srs, gint64 deadline,
+          GError **error)
+{
+  for (const char *const *s = srs; s && *s; s++) {
+    const char *eq = strchr (*s, '=');
+    struct host_sr *x;
+    struct sr *sr;
+
+    if (eq == NULL || eq == *s || eq[1] == '\0') {
+      g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                   "--sr %s: expected NAME=PATH", *s);
+      return -1;
+    }
+    {
+      /* The SR's lock is the previous daemon's until it is gone. */
+      g_autofree char *what = g_strdup_printf ("SR %s", eq + 1);
+      struct try_sr t = { eq + 1, NULL };
+
+      wait_for (try_sr, &t, deadline, what);
+      sr = t.sr;
+    }
+    if (sr == NULL) {
+      g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_FAILED, "%s",
+                   sr_get_error ());
+      return -1;
+    }
+    x = g_new0 (struct host_sr, 1);
+    x->name = g_strndup (*s, eq - *s);
+    x->sr = sr;
+    g_ptr_array_add (h->srs, x);
+    g_message ("SR %s: %s (%s)", x->name, sr_get_uuid (sr), eq + 1);
+  }
+  return 0;
+}
+
+struct host *
+host_open (const struct host_config *cfg, GError **error)
+{
+  struct host *h = host_new ();
+  gint64 deadline = g_get_monotonic_time ()
+                    + (gint64)cfg->lock_wait_seconds * G_USEC_PER_SEC;
+
+  h->state_dir = g_strdup (cfg->state_dir);
+  if (g_mkdir_with_parents (h->state_dir, 0700) == -1) {
+    g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (errno),
+                 "%s: %s", h->state_dir, g_strerror (errno));
+    goto fail;
+  }
+  if ((h->lock_fd = lock_state_dir (h->state_dir, deadline, error)) == -1)
+    goto fail;
+  if ((h->uuid = kept_uuid (h->state_dir, "host-uuid", error)) == NULL
+      || (h->network_uuid = kept_uuid (h->state_dir, "network-uuid", error))
+             == NULL)
+    goto fail;
+  h->run_dir = g_build_filename (h->state_dir, "run", NULL);
+  if (g_mkdir_with_parents (h->run_dir, 0700) == -1) {
+    g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (errno),
+                 "%s: %s", h->run_dir, g_strerror (errno));
+    goto fail;
+  }
+  if ((h->state = state_open (h->state_dir, error)) == NULL)
+    goto fail;
+  h->name_label = g_strdup (cfg->name_label);
+  h->nbdkit = g_strdup (cfg->nbdkit);
+  h->vdi_plugin = g_strdup (cfg->vdi_plugin);
+  h->mirror_filter = g_strdup (cfg->mirror_filter);
+  h->memory_migrator = g_strdup (cfg->memory_migrator);
+  if (open_srs (h, cfg->srs, deadline, error) == -1)
+    goto fail;
+  return h;
+
+fail:
+  host_free (h);
+  return NULL;
 }
 
 struct host_sr *

@@ -59,10 +59,31 @@ struct host
    * uuid → operation name, under vdi_ops_lock (jobs run in threads). */
   GMutex vdi_ops_lock;
   GHashTable *vdi_ops;
+  int lock_fd; /* the flock on <state-dir>/lock, or -1 */
 };
 
-/* An empty host (no SRs, no state yet); free with host_free, which also
- * closes its SRs and state. */
+/* How to open a host (vdimotiond.conf(5) says what each means). */
+struct host_config
+{
+  const char *state_dir;
+  const char *const *srs; /* "NAME=PATH", NULL-terminated; file SRs */
+  const char *name_label;
+  const char *nbdkit, *vdi_plugin, *mirror_filter, *memory_migrator;
+  int lock_wait_seconds; /* for a previous daemon's locks to go */
+};
+
+/* Open the host: its state directory (created if need be, 0700) locked
+ * for this process alone (flock on <state-dir>/lock; a start right after
+ * a kill waits up to lock_wait_seconds for the old process to go), its
+ * host and network uuids (made once, kept there), <state-dir>/run, the
+ * state database and the SRs (each waited for the same way).  No jobs
+ * yet: the caller makes h->jobs (jobs_new) once it is ready to recover
+ * them.  NULL with *ERROR (naming the file or SR). */
+struct host *host_open (const struct host_config *cfg, GError **error);
+
+/* An empty host (no SRs, no state, no lock: for tests); free with
+ * host_free, which also stops its jobs, closes its SRs and state and
+ * drops its lock. */
 struct host *host_new (void);
 void host_free (struct host *h);
 

@@ -50,6 +50,7 @@
 #include "copy.h"
 #include "jobs.h"
 #include "nbdkit.h"
+#include "vdi-jobs.h"
 
 #define TASK_MARK "vdimotion-task"
 
@@ -636,3 +637,72 @@ const struct job_kind job_kind_vdi_migrate = {
   .recover = vdi_job_recover,
   .forget = vdi_job_forget,
 };
+
+/* Submission, and destroying a VDI. */
+
+char *
+host_vdi_move_submit (struct host *h, const char *uuid, struct host_sr *dst,
+                      enum vdisk_format format, bool migrate, char ***err)
+{
+  const char *op = migrate ? "migrate" : "copy";
+  g_autoptr (GPtrArray) vbds = state_list (h->state, "vbds", "vdi", uuid);
+  g_autofree char *label = NULL;
+  g_autoptr (GError) error = NULL;
+  struct state_job j = { 0 };
+  char *task = NULL;
+
+  j.kind = (char *)op;
+  j.vdi = (char *)uuid;
+  j.dst_sr = (char *)sr_get_uuid (dst->sr);
+  j.format = (char *)vdisk_format_name (format);
+  j.phase = "queued";
+  /* A VDI a running VM uses moves live; it cannot be copied offline. */
+  for (guint i = 0; i < vbds->len && j.vbd == NULL; i++) {
+    g_autoptr (state_vbd) b = state_vbd_get (h->state, vbds->pdata[i]);
+
+    if (b && b->pid > 0)
+      j.vbd = g_strdup (b->uuid);
+  }
+  if (j.vbd && !migrate) {
+    g_autofree char *ref = host_ref (uuid);
+
+    host_err_set (err, "VDI_IN_USE", ref, "copy", NULL);
+    goto out;
+  }
+  if (host_vdi_claim_or_fail (h, uuid, op, err) == -1)
+    goto out;
+  label = g_strdup_printf ("%s %s", migrate ? "VDI.pool_migrate" : "VDI.copy",
+                           uuid);
+  task = jobs_submit (h->jobs, &j, label, &error);
+  if (task == NULL) {
+    host_err_set (err, "INTERNAL_ERROR", error->message, NULL);
+    host_vdi_release (h, uuid);
+  }
+  g_free (j.task);
+out:
+  g_free (j.vbd);
+  return task;
+}
+
+int
+host_vdi_destroy (struct host *h, struct host_sr *s, const char *uuid,
+                  char ***err)
+{
+  g_autofree char *ref = host_ref (uuid);
+  int r = 0;
+
+  if (host_vdi_attached (h, uuid)) {
+    host_err_set (err, "VDI_IN_USE", ref, "destroy", NULL);
+    return -1;
+  }
+  if (host_vdi_claim_or_fail (h, uuid, "destroy", err) == -1)
+    return -1;
+  if (sr_vdi_destroy (s->sr, uuid) == -1) {
+    host_err_sr (err, "VDI", ref, "VDI.destroy");
+    r = -1;
+  }
+  host_vdi_release (h, uuid);
+  if (r == 0)
+    g_message ("VDI.destroy: %s in SR %s", uuid, s->name);
+  return r;
+}
