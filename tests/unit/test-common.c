@@ -1,10 +1,15 @@
 /* common/: bitmaps (bits, the tail of the last word, the wrapping search
- * the mirror's copier uses), the zero test, the monotonic clock. */
+ * the mirror's copier uses), the zero test, the monotonic clock, whole
+ * reads and writes. */
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "bitmap.h"
 #include "clock.h"
+#include "full-io.h"
 #include "iszero.h"
 #include "unit.h"
 
@@ -102,6 +107,103 @@ test_monotonic_clock (void)
   CU_ASSERT (monotonic_seconds () - s < 5);
 }
 
+static void
+test_full_pwrite_pread (void)
+{
+  static char in[300000], out[sizeof in + 100];
+  int fd = open (unit_path ("full-io"), O_RDWR | O_CREAT | O_TRUNC, 0600);
+
+  CU_ASSERT_FATAL (fd >= 0);
+  unit_fill (in, sizeof in, 1);
+  CU_ASSERT (full_pwrite (fd, in, sizeof in, 4096) == 0);
+  CU_ASSERT (full_pread (fd, out, sizeof in, 4096) == (ssize_t)sizeof in);
+  CU_ASSERT (memcmp (in, out, sizeof in) == 0);
+  /* Short only at end of file; nothing at all past it. */
+  CU_ASSERT (full_pread (fd, out, sizeof out, 4096) == (ssize_t)sizeof in);
+  CU_ASSERT (full_pread (fd, out, 10, 4096 + sizeof in) == 0);
+  close (fd);
+  CU_ASSERT (full_pread (fd, out, 10, 0) == -1 && errno == EBADF);
+  CU_ASSERT (full_pwrite (fd, in, 10, 0) == -1 && errno == EBADF);
+}
+
+static volatile sig_atomic_t interrupted;
+
+static void
+on_signal (int sig)
+{
+  interrupted++;
+}
+
+struct drain
+{
+  int fd;
+  pthread_t writer;
+  size_t got;
+};
+
+/* Interrupts the writer blocked on a full pipe, then empties the pipe. */
+static void *
+drain_pipe (void *opaque)
+{
+  struct drain *d = opaque;
+  char buf[65536];
+  ssize_t r;
+
+  usleep (50 * 1000);
+  pthread_kill (d->writer, SIGUSR1);
+  usleep (50 * 1000);
+  while ((r = read (d->fd, buf, sizeof buf)) > 0)
+    d->got += r;
+  return NULL;
+}
+
+/* A write that blocks, is interrupted by a signal (no SA_RESTART: the
+ * write fails with EINTR or returns short) and resumes: every byte
+ * arrives, in one call. */
+static void
+test_full_write_through_signals (void)
+{
+  struct sigaction sa = { .sa_handler = on_signal }, old;
+  int p[2];
+  struct drain d = { .writer = pthread_self () };
+  pthread_t th;
+  size_t len;
+  char *buf;
+
+  CU_ASSERT_FATAL (pipe (p) == 0);
+  len = 4 * (size_t)fcntl (p[1], F_GETPIPE_SZ);
+  buf = calloc (1, len);
+  CU_ASSERT_FATAL (buf != NULL);
+  sigaction (SIGUSR1, &sa, &old);
+  d.fd = p[0];
+  interrupted = 0;
+  CU_ASSERT_FATAL (pthread_create (&th, NULL, drain_pipe, &d) == 0);
+  CU_ASSERT (full_write (p[1], buf, len) == 0);
+  close (p[1]);
+  pthread_join (th, NULL);
+  close (p[0]);
+  sigaction (SIGUSR1, &old, NULL);
+  CU_ASSERT_EQUAL (interrupted, 1);
+  CU_ASSERT_EQUAL (d.got, len);
+  free (buf);
+}
+
+/* A socket whose peer went away: EPIPE, and no SIGPIPE (the default
+ * action would end this test). */
+static void
+test_full_write_closed_socket (void)
+{
+  int s[2];
+
+  CU_ASSERT_FATAL (socketpair (AF_UNIX, SOCK_STREAM, 0, s) == 0);
+  close (s[1]);
+  CU_ASSERT (full_write (s[0], "x", 1) == -1);
+  CU_ASSERT_EQUAL (errno, EPIPE);
+  close (s[0]);
+  CU_ASSERT (full_write (s[0], "x", 1) == -1);
+  CU_ASSERT_EQUAL (errno, EBADF);
+}
+
 int
 main (void)
 {
@@ -111,6 +213,9 @@ main (void)
     { "next set bit, wrapping", test_next_wrapping },
     { "is_zero", test_is_zero },
     { "monotonic clock", test_monotonic_clock },
+    { "full pwrite and pread", test_full_pwrite_pread },
+    { "full write through signals", test_full_write_through_signals },
+    { "full write to a closed socket", test_full_write_closed_socket },
     { NULL },
   };
   return unit_main ("common", tests);
