@@ -1,9 +1,10 @@
 /* common/: bitmaps (bits, the tail of the last word, the wrapping search
  * the mirror's copier uses), the zero test, the monotonic clock, whole
- * reads and writes. */
+ * reads and writes, binding SQL parameters. */
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include "clock.h"
 #include "full-io.h"
 #include "iszero.h"
+#include "sqlite-bind.h"
 #include "unit.h"
 
 static void
@@ -204,6 +206,48 @@ test_full_write_closed_socket (void)
   CU_ASSERT_EQUAL (errno, EBADF);
 }
 
+static int
+bind_and_step (sqlite3_stmt *st, const char *types, ...)
+{
+  va_list ap;
+  int r;
+
+  va_start (ap, types);
+  r = sqlite_bindv (st, types, ap);
+  va_end (ap);
+  return r == SQLITE_OK ? sqlite3_step (st) : r;
+}
+
+/* Each letter binds its C type; a NULL string is SQL NULL, and the text
+ * is copied (the buffer may change after binding). */
+static void
+test_sqlite_bind (void)
+{
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
+  char text[] = "it's; DROP TABLE x";
+
+  CU_ASSERT_FATAL (sqlite3_open (":memory:", &db) == SQLITE_OK);
+  CU_ASSERT_FATAL (sqlite3_prepare_v2 (db, "SELECT ?1, ?2, ?3, ?4", -1, &st,
+                                       NULL)
+                   == SQLITE_OK);
+  CU_ASSERT (bind_and_step (st, "sids", text, (int64_t)1 << 40, 2.5, NULL)
+             == SQLITE_ROW);
+  memset (text, 'x', sizeof text - 1);
+  CU_ASSERT_STRING_EQUAL (sqlite3_column_text (st, 0), "it's; DROP TABLE x");
+  CU_ASSERT_EQUAL (sqlite3_column_type (st, 1), SQLITE_INTEGER);
+  CU_ASSERT_EQUAL (sqlite3_column_int64 (st, 1), (int64_t)1 << 40);
+  CU_ASSERT_EQUAL (sqlite3_column_type (st, 2), SQLITE_FLOAT);
+  CU_ASSERT_DOUBLE_EQUAL (sqlite3_column_double (st, 2), 2.5, 0);
+  CU_ASSERT_EQUAL (sqlite3_column_type (st, 3), SQLITE_NULL);
+  /* More letters than parameters: SQLite's range error, passed up. */
+  sqlite3_reset (st);
+  CU_ASSERT (bind_and_step (st, "sssss", "a", "b", "c", "d", "e")
+             == SQLITE_RANGE);
+  sqlite3_finalize (st);
+  sqlite3_close (db);
+}
+
 int
 main (void)
 {
@@ -216,6 +260,7 @@ main (void)
     { "full pwrite and pread", test_full_pwrite_pread },
     { "full write through signals", test_full_write_through_signals },
     { "full write to a closed socket", test_full_write_closed_socket },
+    { "sqlite bind", test_sqlite_bind },
     { NULL },
   };
   return unit_main ("common", tests);
