@@ -1,6 +1,6 @@
 /* common/: bitmaps (bits, the tail of the last word, the wrapping search
  * the mirror's copier uses), the zero test, the monotonic clock, whole
- * reads and writes, binding SQL parameters. */
+ * reads and writes, binding SQL parameters, password hashes. */
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -12,6 +12,7 @@
 #include "clock.h"
 #include "full-io.h"
 #include "iszero.h"
+#include "password.h"
 #include "sqlite-bind.h"
 #include "unit.h"
 
@@ -248,6 +249,52 @@ test_sqlite_bind (void)
   sqlite3_close (db);
 }
 
+/* A line without its line end, whichever; nothing at end of file. */
+static void
+test_password_read_line (void)
+{
+  static const char input[] = "secret\r\nother\nlast";
+  FILE *f = fmemopen ((void *)input, sizeof input - 1, "r");
+  char buf[64];
+
+  CU_ASSERT_FATAL (f != NULL);
+  CU_ASSERT (password_read_line (f, buf, sizeof buf));
+  CU_ASSERT_STRING_EQUAL (buf, "secret");
+  CU_ASSERT (password_read_line (f, buf, sizeof buf));
+  CU_ASSERT_STRING_EQUAL (buf, "other");
+  CU_ASSERT (password_read_line (f, buf, sizeof buf));
+  CU_ASSERT_STRING_EQUAL (buf, "last");
+  CU_ASSERT (!password_read_line (f, buf, sizeof buf));
+  fclose (f);
+}
+
+/* A hash is a crypt(3) string with a fresh salt each time; it matches
+ * its password only, and garbage or a failure marker matches nothing. */
+static void
+test_password_hash (void)
+{
+  char why[256] = "";
+  char *a = password_hash ("secret", why, sizeof why);
+  char *b = password_hash ("secret", why, sizeof why);
+
+  CU_ASSERT_FATAL (a != NULL && b != NULL);
+  CU_ASSERT_EQUAL (a[0], '$');
+  CU_ASSERT (strcmp (a, b) != 0);
+  CU_ASSERT (password_matches ("secret", a));
+  CU_ASSERT (password_matches ("secret", b));
+  CU_ASSERT (!password_matches ("Secret", a));
+  CU_ASSERT (!password_matches ("secret\n", a));
+  CU_ASSERT (!password_matches ("", a));
+  CU_ASSERT (!password_matches ("secret", ""));
+  CU_ASSERT (!password_matches ("secret", "*0"));
+  CU_ASSERT (!password_matches ("secret", "$not-a-method$x"));
+  /* The hash with its last character changed. */
+  a[strlen (a) - 1] ^= 1;
+  CU_ASSERT (!password_matches ("secret", a));
+  free (a);
+  free (b);
+}
+
 int
 main (void)
 {
@@ -261,6 +308,8 @@ main (void)
     { "full write through signals", test_full_write_through_signals },
     { "full write to a closed socket", test_full_write_closed_socket },
     { "sqlite bind", test_sqlite_bind },
+    { "password read line", test_password_read_line },
+    { "password hash", test_password_hash },
     { NULL },
   };
   return unit_main ("common", tests);
