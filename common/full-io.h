@@ -70,8 +70,8 @@ full_write (int fd, const void *buf, size_t count)
   bool socket = true;
 
   while (count > 0) {
-    ssize_t r = socket ? send (fd, p, count, MSG_NOSIGNAL)
-                       : write (fd, p, count);
+    ssize_t r
+        = socket ? send (fd, p, count, MSG_NOSIGNAL) : write (fd, p, count);
     if (r == -1 && socket && errno == ENOTSOCK) {
       socket = false;
       continue;

@@ -229,9 +229,9 @@ test_sqlite_bind (void)
   char text[] = "it's; DROP TABLE x";
 
   CU_ASSERT_FATAL (sqlite3_open (":memory:", &db) == SQLITE_OK);
-  CU_ASSERT_FATAL (sqlite3_prepare_v2 (db, "SELECT ?1, ?2, ?3, ?4", -1, &st,
-                                       NULL)
-                   == SQLITE_OK);
+  CU_ASSERT_FATAL (
+      sqlite3_prepare_v2 (db, "SELECT ?1, ?2, ?3, ?4", -1, &st, NULL)
+      == SQLITE_OK);
   CU_ASSERT (bind_and_step (st, "sids", text, (int64_t)1 << 40, 2.5, NULL)
              == SQLITE_ROW);
   memset (text, 'x', sizeof text - 1);

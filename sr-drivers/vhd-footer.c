@@ -1,0 +1,87 @@
+/* The rules a VHD footer must pass, whoever reads it (vhd-format.h).
+ *
+ * The image driver (vhd.c) reads the footer at the end of a file; the
+ * stream reader (vhd-stream.c) reads the copy at the start of a body and
+ * the footer at its end.  Both ask here, so that a rule added for bad
+ * input is added once and both refuse the same footers, in the same
+ * words.  What only one reader can know stays with it: the stream's
+ * target size (EFBIG), which disk types it can stream, and that a
+ * closing footer matches its copy. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "vhd-format.h"
+
+/* Dynamic and differencing disks: where the dynamic header lies. */
+static int
+check_header_offset (const uint8_t *ft, uint64_t end, char *why,
+                     size_t why_len)
+{
+  uint64_t off = get_be64 (ft + F_DATA_OFFSET);
+
+  /* Sector-aligned, after the footer copy, below the 2 TiB every
+   * offset of the format lies within. */
+  if (off < FOOTER_SIZE || off % SECTOR != 0 || off > VHD_MAX_SIZE) {
+    snprintf (why, why_len,
+              "footer: dynamic header offset %" PRIu64
+              " is not on a sector boundary after the footer copy",
+              off);
+    return EINVAL;
+  }
+  if (end != VHD_END_UNKNOWN && (off > end || end - off < HEADER_SIZE)) {
+    snprintf (why, why_len,
+              "footer: dynamic header offset %" PRIu64
+              " lies outside the file",
+              off);
+    return EINVAL;
+  }
+  return 0;
+}
+
+int
+vhd_footer_check (const uint8_t *ft, uint64_t end, char *why, size_t why_len)
+{
+  uint32_t stored = get_be32 (ft + F_CHECKSUM);
+  uint32_t computed = vhd_checksum (ft, FOOTER_SIZE, F_CHECKSUM);
+  uint32_t version = get_be32 (ft + F_VERSION);
+  uint32_t type = get_be32 (ft + F_DISK_TYPE);
+  uint64_t size = get_be64 (ft + F_CUR_SIZE);
+
+  if (memcmp (ft + F_COOKIE, "conectix", 8) != 0) {
+    snprintf (why, why_len, "no VHD footer (bad cookie)");
+    return EINVAL;
+  }
+  if (stored != computed) {
+    snprintf (why, why_len,
+              "footer checksum mismatch (stored 0x%08" PRIx32
+              ", computed 0x%08" PRIx32 ")",
+              stored, computed);
+    return EINVAL;
+  }
+  if (version >> 16 != 1) {
+    snprintf (why, why_len, "footer: unsupported format version 0x%08" PRIx32,
+              version);
+    return ENOTSUP;
+  }
+  if (type != TYPE_FIXED && type != TYPE_DYNAMIC && type != TYPE_DIFF) {
+    snprintf (why, why_len, "footer: unknown disk type %" PRIu32, type);
+    return EINVAL;
+  }
+  if (size == 0 || size > VHD_MAX_SIZE) {
+    snprintf (why, why_len,
+              "footer: virtual size %" PRIu64 " out of range (1..%" PRIu64 ")",
+              size, VHD_MAX_SIZE);
+    return EINVAL;
+  }
+  if (type == TYPE_FIXED && end != VHD_END_UNKNOWN && end < size) {
+    snprintf (why, why_len,
+              "fixed VHD data area truncated: %" PRIu64
+              " bytes before the footer, virtual size %" PRIu64,
+              end, size);
+    return EINVAL;
+  }
+  if (type != TYPE_FIXED)
+    return check_header_offset (ft, end, why, why_len);
+  return 0;
+}

@@ -1,0 +1,292 @@
+/* One rule set for VHD footers (vhd-footer.c): the image driver (a file
+ * opened as a VHD) and the stream reader (the same bytes as an import
+ * body, its length known or not) are given the same broken footers, and
+ * both refuse every one with the same errno and an error that names the
+ * broken rule. */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "unit.h"
+#include "vdisk.h"
+#include "vhd-format.h"
+#include "vhd-stream.h"
+
+#define MiB (UINT64_C (1) << 20)
+#define SIZE (4 * MiB)
+
+/* A good VHD file's bytes, dynamic or fixed, with data at 0 and 1 MiB. */
+static uint8_t *
+make_vhd (bool fixed, size_t *len)
+{
+  const char *p = unit_path (fixed ? "good-fixed.vhd" : "good-dynamic.vhd");
+  struct vdisk_create_params params = { .fixed = fixed };
+  static uint8_t data[MiB];
+  struct vdisk *d;
+  uint8_t *vhd;
+  FILE *f;
+
+  unlink (p);
+  CU_ASSERT_FATAL (vdisk_create (p, VDISK_FORMAT_VHD, SIZE, &params) == 0);
+  d = vdisk_open (p, VDISK_OPEN_RDWR);
+  CU_ASSERT_FATAL (d != NULL);
+  unit_fill (data, sizeof data, 3);
+  CU_ASSERT (vdisk_pwrite (d, data, sizeof data, 0, 0) == 0);
+  CU_ASSERT (vdisk_pwrite (d, data, sizeof data, MiB, 0) == 0);
+  CU_ASSERT_FATAL (vdisk_close (d) == 0);
+  f = fopen (p, "rb");
+  CU_ASSERT_FATAL (f != NULL);
+  fseek (f, 0, SEEK_END);
+  *len = ftell (f);
+  rewind (f);
+  vhd = malloc (*len);
+  CU_ASSERT_FATAL (vhd != NULL);
+  CU_ASSERT_FATAL (fread (vhd, 1, *len, f) == *len);
+  fclose (f);
+  return vhd;
+}
+
+static int
+discard (void *opaque, const void *buf, size_t len, uint64_t offset)
+{
+  return 0;
+}
+
+/* The reader's verdict on VHD as a body, fed in 64 KiB pieces. */
+static int
+stream_verdict (const uint8_t *vhd, size_t len, uint64_t stream_len)
+{
+  struct vhd_stream_reader *r
+      = vhd_stream_reader_new (4 * SIZE, stream_len, discard, NULL, NULL);
+  int ret = 0;
+
+  CU_ASSERT_FATAL (r != NULL);
+  for (size_t off = 0; off < len && ret == 0; off += 65536)
+    ret = vhd_stream_reader_feed (r, vhd + off,
+                                  len - off < 65536 ? len - off : 65536);
+  if (ret == 0)
+    ret = vhd_stream_reader_finish (r);
+  vhd_stream_reader_free (r);
+  return ret;
+}
+
+/* The driver's verdict on VHD as a file opened as a VHD. */
+static int
+file_verdict (const uint8_t *vhd, size_t len)
+{
+  const char *p = unit_path ("damaged.vhd");
+  FILE *f = fopen (p, "wb");
+  struct vdisk *d;
+
+  CU_ASSERT_FATAL (f != NULL);
+  CU_ASSERT_FATAL (fwrite (vhd, 1, len, f) == len);
+  CU_ASSERT_FATAL (fclose (f) == 0);
+  d = vdisk_open_as (p, 0, VDISK_FORMAT_VHD, NULL);
+  if (d == NULL)
+    return -1;
+  vdisk_close (d);
+  return 0;
+}
+
+static void
+expect_error (const char *reader, const char *damage, int errnum,
+              const char *words)
+{
+  if (vdisk_get_errno () != errnum || !strstr (vdisk_get_error (), words)) {
+    fprintf (stderr, "%s, %s: got \"%s\" (errno %d), want \"%s\" (%d)\n",
+             reader, damage, vdisk_get_error (), vdisk_get_errno (), words,
+             errnum);
+    CU_FAIL ("wrong error");
+  }
+}
+
+/* One broken field: WIDTH bytes big-endian at OFF of every footer. */
+struct damage
+{
+  const char *name;
+  size_t off;
+  int width;
+  uint64_t value;
+  bool stale_checksum; /* leave the checksum as it was */
+  int errnum;
+  const char *words; /* in both readers' errors */
+};
+
+static void
+put_field (uint8_t *ft, const struct damage *dm)
+{
+  switch (dm->width) {
+  case 1: ft[dm->off] = dm->value; break;
+  case 4: put_be32 (ft + dm->off, dm->value); break;
+  case 8: put_be64 (ft + dm->off, dm->value); break;
+  }
+  if (!dm->stale_checksum)
+    put_be32 (ft + F_CHECKSUM, vhd_checksum (ft, FOOTER_SIZE, F_CHECKSUM));
+}
+
+/* Both readers refuse GOOD with DM applied to its closing footer and,
+ * for a dynamic disk, to the copy at its start. */
+static void
+refused_by_both (const uint8_t *good, size_t len, bool fixed,
+                 const struct damage *dm)
+{
+  uint8_t *bad = malloc (len);
+
+  CU_ASSERT_FATAL (bad != NULL);
+  memcpy (bad, good, len);
+  put_field (bad + len - FOOTER_SIZE, dm);
+  if (!fixed)
+    put_field (bad, dm);
+
+  CU_ASSERT (file_verdict (bad, len) == -1);
+  expect_error ("file", dm->name, dm->errnum, dm->words);
+  CU_ASSERT (stream_verdict (bad, len, len) == -1);
+  expect_error ("stream", dm->name, dm->errnum, dm->words);
+  /* Its length unknown (chunked), the body is refused all the same. */
+  CU_ASSERT (stream_verdict (bad, len, 0) == -1);
+  free (bad);
+}
+
+static const struct damage common_damage[] = {
+  { "bad cookie", F_COOKIE, 1, 'C', false, EINVAL, "no VHD footer" },
+  { "checksum", F_CHECKSUM + 3, 1, 0x5a, true, EINVAL,
+    "footer checksum mismatch" },
+  { "version 2", F_VERSION, 4, 0x00020000, false, ENOTSUP,
+    "footer: unsupported format version 0x00020000" },
+  { "version 0", F_VERSION, 4, 0x00000005, false, ENOTSUP,
+    "footer: unsupported format version 0x00000005" },
+  { "disk type 7", F_DISK_TYPE, 4, 7, false, EINVAL,
+    "footer: unknown disk type 7" },
+  { "disk type 0", F_DISK_TYPE, 4, 0, false, EINVAL,
+    "footer: unknown disk type 0" },
+  { "size 0", F_CUR_SIZE, 8, 0, false, EINVAL,
+    "footer: virtual size 0 out of range" },
+  { "size past 2 TiB", F_CUR_SIZE, 8, VHD_MAX_SIZE + SECTOR, false, EINVAL,
+    "out of range (1..2199023255552)" },
+  { NULL },
+};
+
+static void
+test_common_rules_dynamic (void)
+{
+  size_t len;
+  uint8_t *good = make_vhd (false, &len);
+
+  CU_ASSERT (file_verdict (good, len) == 0);
+  CU_ASSERT (stream_verdict (good, len, len) == 0);
+  for (const struct damage *dm = common_damage; dm->name; dm++)
+    refused_by_both (good, len, false, dm);
+  free (good);
+}
+
+static void
+test_common_rules_fixed (void)
+{
+  size_t len;
+  uint8_t *good = make_vhd (true, &len);
+
+  CU_ASSERT (file_verdict (good, len) == 0);
+  CU_ASSERT (stream_verdict (good, len, len) == 0);
+  for (const struct damage *dm = common_damage; dm->name; dm++)
+    refused_by_both (good, len, true, dm);
+  free (good);
+}
+
+/* Where a dynamic disk's header lies: a sector after the footer copy,
+ * inside the file. */
+static void
+test_header_offset (void)
+{
+  size_t len;
+  uint8_t *good = make_vhd (false, &len);
+  const struct damage offsets[] = {
+    { "header offset 0", F_DATA_OFFSET, 8, 0, false, EINVAL,
+      "dynamic header offset 0 is not on a sector boundary after the footer "
+      "copy" },
+    { "header offset 100", F_DATA_OFFSET, 8, 100, false, EINVAL,
+      "dynamic header offset 100 is not on a sector boundary" },
+    { "header offset 1000", F_DATA_OFFSET, 8, 1000, false, EINVAL,
+      "dynamic header offset 1000 is not on a sector boundary" },
+    { "header offset none", F_DATA_OFFSET, 8, NO_OFFSET, false, EINVAL,
+      "is not on a sector boundary after the footer copy" },
+    { "header offset 4 TiB", F_DATA_OFFSET, 8, VHD_MAX_SIZE * 2, false, EINVAL,
+      "is not on a sector boundary after the footer copy" },
+    { "header past the footer", F_DATA_OFFSET, 8,
+      round_up (len, SECTOR) + SECTOR, false, EINVAL,
+      "lies outside the file" },
+    { "header across the footer", F_DATA_OFFSET, 8, len - FOOTER_SIZE - SECTOR,
+      false, EINVAL, "lies outside the file" },
+    { NULL },
+  };
+
+  for (const struct damage *dm = offsets; dm->name; dm++)
+    refused_by_both (good, len, false, dm);
+  free (good);
+}
+
+/* A fixed disk's data must hold its virtual size. */
+static void
+test_fixed_data_short (void)
+{
+  size_t len;
+  uint8_t *good = make_vhd (true, &len);
+  const struct damage bigger = {
+    .name = "size past the data",
+    .off = F_CUR_SIZE,
+    .width = 8,
+    .value = SIZE + SECTOR,
+    .errnum = EINVAL,
+    .words = "fixed VHD data area truncated: 4194304 bytes before the "
+             "footer, virtual size 4194816",
+  };
+
+  refused_by_both (good, len, true, &bigger);
+  free (good);
+}
+
+/* The same rules through the function itself: a good footer passes, and
+ * END is where it lies. */
+static void
+test_check_function (void)
+{
+  static const uint8_t uuid[16];
+  uint8_t ft[FOOTER_SIZE];
+  char why[256];
+
+  make_footer (ft, TYPE_DYNAMIC, SIZE, FOOTER_SIZE, uuid);
+  CU_ASSERT_EQUAL (vhd_footer_check (ft, VHD_END_UNKNOWN, why, sizeof why), 0);
+  CU_ASSERT_EQUAL (
+      vhd_footer_check (ft, FOOTER_SIZE + HEADER_SIZE, why, sizeof why), 0);
+  CU_ASSERT_EQUAL (
+      vhd_footer_check (ft, FOOTER_SIZE + HEADER_SIZE - 1, why, sizeof why),
+      EINVAL);
+  CU_ASSERT_EQUAL (vhd_footer_check (ft, 0, why, sizeof why), EINVAL);
+  make_footer (ft, TYPE_FIXED, SIZE, NO_OFFSET, uuid);
+  CU_ASSERT_EQUAL (vhd_footer_check (ft, SIZE, why, sizeof why), 0);
+  CU_ASSERT_EQUAL (vhd_footer_check (ft, SIZE - 1, why, sizeof why), EINVAL);
+  /* A fixed disk's data offset is not read. */
+  put_be64 (ft + F_DATA_OFFSET, 3);
+  put_be32 (ft + F_CHECKSUM, vhd_checksum (ft, FOOTER_SIZE, F_CHECKSUM));
+  CU_ASSERT_EQUAL (vhd_footer_check (ft, VHD_END_UNKNOWN, why, sizeof why), 0);
+  /* A message always fits WHY, cut if need be. */
+  ft[0] = 0;
+  CU_ASSERT_EQUAL (vhd_footer_check (ft, VHD_END_UNKNOWN, why, 8), EINVAL);
+  CU_ASSERT_STRING_EQUAL (why, "no VHD ");
+}
+
+int
+main (void)
+{
+  static const struct unit_test tests[] = {
+    { "dynamic: footer rules", test_common_rules_dynamic },
+    { "fixed: footer rules", test_common_rules_fixed },
+    { "dynamic: header offset", test_header_offset },
+    { "fixed: data shorter than the size", test_fixed_data_short },
+    { "vhd_footer_check", test_check_function },
+    { NULL },
+  };
+  return unit_main ("vhd footer", tests);
+}
