@@ -1,7 +1,9 @@
 /* common/: bitmaps (bits, the tail of the last word, the wrapping search
  * the mirror's copier uses), the zero test, the monotonic clock, whole
- * reads and writes, binding SQL parameters, password hashes. */
+ * reads and writes, binding SQL parameters, messages as new strings,
+ * password hashes. */
 #include <fcntl.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -14,6 +16,7 @@
 #include "iszero.h"
 #include "password.h"
 #include "sqlite-bind.h"
+#include "strprintf.h"
 #include "unit.h"
 
 static void
@@ -108,6 +111,36 @@ test_monotonic_clock (void)
   CU_ASSERT (monotonic_ns () - a >= 20 * 1000000ULL);
   CU_ASSERT (monotonic_seconds () - s >= 0.02);
   CU_ASSERT (monotonic_seconds () - s < 5);
+}
+
+/* A deadline is an absolute CLOCK_MONOTONIC time a condition variable
+ * set to that clock times out at: neither early nor much late. */
+static void
+test_monotonic_deadline (void)
+{
+  pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+  pthread_condattr_t ca;
+  pthread_cond_t cond;
+  struct timespec dl;
+  uint64_t start;
+
+  pthread_condattr_init (&ca);
+  pthread_condattr_setclock (&ca, CLOCK_MONOTONIC);
+  pthread_cond_init (&cond, &ca);
+  pthread_mutex_lock (&lock);
+  start = monotonic_ns ();
+  dl = monotonic_deadline (200);
+  CU_ASSERT (dl.tv_nsec >= 0 && dl.tv_nsec < 1000000000);
+  while (pthread_cond_timedwait (&cond, &lock, &dl) != ETIMEDOUT)
+    ;
+  CU_ASSERT (monotonic_ns () - start >= 200 * 1000000ULL);
+  CU_ASSERT (monotonic_ns () - start < 5000 * 1000000ULL);
+  /* A deadline in the past times out at once. */
+  dl = monotonic_deadline (-10);
+  CU_ASSERT_EQUAL (pthread_cond_timedwait (&cond, &lock, &dl), ETIMEDOUT);
+  pthread_mutex_unlock (&lock);
+  pthread_cond_destroy (&cond);
+  pthread_condattr_destroy (&ca);
 }
 
 static void
@@ -295,6 +328,30 @@ test_password_hash (void)
   free (b);
 }
 
+/* A message of any length, as a string of its own. */
+static void
+test_str_printf (void)
+{
+  char *s = str_printf ("%s: %d of %" PRIu64, "vdi", 3, UINT64_MAX);
+  char *big;
+
+  CU_ASSERT_STRING_EQUAL (s, "vdi: 3 of 18446744073709551615");
+  free (s);
+  s = str_printf ("%s", "");
+  CU_ASSERT_STRING_EQUAL (s, "");
+  free (s);
+  big = malloc (100000);
+  CU_ASSERT_FATAL (big != NULL);
+  memset (big, 'x', 99999);
+  big[99999] = '\0';
+  s = str_printf ("<%s>", big);
+  CU_ASSERT_FATAL (s != NULL);
+  CU_ASSERT_EQUAL (strlen (s), 100001);
+  CU_ASSERT (s[0] == '<' && s[100000] == '>');
+  free (s);
+  free (big);
+}
+
 int
 main (void)
 {
@@ -304,10 +361,12 @@ main (void)
     { "next set bit, wrapping", test_next_wrapping },
     { "is_zero", test_is_zero },
     { "monotonic clock", test_monotonic_clock },
+    { "monotonic deadline", test_monotonic_deadline },
     { "full pwrite and pread", test_full_pwrite_pread },
     { "full write through signals", test_full_write_through_signals },
     { "full write to a closed socket", test_full_write_closed_socket },
     { "sqlite bind", test_sqlite_bind },
+    { "str_printf", test_str_printf },
     { "password read line", test_password_read_line },
     { "password hash", test_password_hash },
     { NULL },
