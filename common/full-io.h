@@ -37,15 +37,23 @@ full_pread (int fd, void *buf, size_t count, uint64_t offset)
   return done;
 }
 
-/* Write all COUNT bytes of BUF at OFFSET of FD.  Returns 0, or -1. */
+/* The loop behind full_pwrite and full_write: at *AT of FD, or at its
+ * current position when AT is NULL. */
 static inline int
-full_pwrite (int fd, const void *buf, size_t count, uint64_t offset)
+full_write_loop (int fd, const char *p, size_t count, const uint64_t *at)
 {
+  bool socket = at == NULL;
   size_t done = 0;
 
   while (done < count) {
-    ssize_t r
-        = pwrite (fd, (const char *)buf + done, count - done, offset + done);
+    size_t n = count - done;
+    ssize_t r = at       ? pwrite (fd, p + done, n, *at + done)
+                : socket ? send (fd, p + done, n, MSG_NOSIGNAL)
+                         : write (fd, p + done, n);
+    if (r == -1 && socket && errno == ENOTSOCK) {
+      socket = false;
+      continue;
+    }
     if (r == -1 && errno == EINTR)
       continue;
     if (r == -1)
@@ -59,6 +67,13 @@ full_pwrite (int fd, const void *buf, size_t count, uint64_t offset)
   return 0;
 }
 
+/* Write all COUNT bytes of BUF at OFFSET of FD.  Returns 0, or -1. */
+static inline int
+full_pwrite (int fd, const void *buf, size_t count, uint64_t offset)
+{
+  return full_write_loop (fd, buf, count, &offset);
+}
+
 /* Write all COUNT bytes of BUF to FD (a pipe, a socket, a file).  On a
  * socket the bytes go with MSG_NOSIGNAL, so a peer that went away is an
  * EPIPE error, never a SIGPIPE that kills the process; on anything else
@@ -66,28 +81,7 @@ full_pwrite (int fd, const void *buf, size_t count, uint64_t offset)
 static inline int
 full_write (int fd, const void *buf, size_t count)
 {
-  const char *p = buf;
-  bool socket = true;
-
-  while (count > 0) {
-    ssize_t r
-        = socket ? send (fd, p, count, MSG_NOSIGNAL) : write (fd, p, count);
-    if (r == -1 && socket && errno == ENOTSOCK) {
-      socket = false;
-      continue;
-    }
-    if (r == -1 && errno == EINTR)
-      continue;
-    if (r == -1)
-      return -1;
-    if (r == 0) {
-      errno = EIO;
-      return -1;
-    }
-    p += r;
-    count -= r;
-  }
-  return 0;
+  return full_write_loop (fd, buf, count, NULL);
 }
 
 #endif /* VDM_FULL_IO_H */

@@ -1,6 +1,6 @@
 /* The VHD on-disk format (Microsoft "Virtual Hard Disk Image Format
  * Specification"): field offsets, limits, big-endian accessors, the
- * checksum and the footer (made here, checked in vhd-footer.c), shared
+ * checksum and the footer (made here, checked in vhd-check.c), shared
  * by the image driver (vhd.c) and the streaming reader and writer
  * (vhd-stream.c).  Nothing outside sr-drivers/ includes this. */
 #ifndef VHD_FORMAT_H
@@ -213,11 +213,20 @@ make_footer (uint8_t *ft, uint32_t type, uint64_t size, uint64_t data_offset,
  * file (the end of everything the footer describes), or
  * VHD_END_UNKNOWN: when known, a fixed disk's data must hold its virtual
  * size and a dynamic header must end before it.  The one rule set of vhd.c and
- * vhd-stream.c (vhd-footer.c).
+ * vhd-stream.c (vhd-check.c).
  * Returns 0, or EINVAL (ENOTSUP for a format version other than 1.x)
  * with WHY (WHY_LEN bytes) saying which rule failed, for example
  * "footer checksum mismatch (stored 0x..., computed 0x...)". */
 int vhd_footer_check (const uint8_t *ft, uint64_t end, char *why,
+                      size_t why_len);
+
+/* Whether HDR (HEADER_SIZE bytes) is a dynamic header vdimotion reads,
+ * for a disk of SIZE bytes (from its checked footer): the cookie, the
+ * checksum, version 1.x, a block size that is a power of two from
+ * MIN_BLOCK_SIZE to MAX_BLOCK_SIZE, and a BAT of enough entries for SIZE
+ * but at most MAX_BAT_ENTRIES.  Where the BAT lies is the reader's to
+ * check.  Returns as vhd_footer_check. */
+int vhd_header_check (const uint8_t *hdr, uint64_t size, char *why,
                       size_t why_len);
 
 #endif /* VHD_FORMAT_H */

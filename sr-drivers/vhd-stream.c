@@ -235,7 +235,7 @@ fixed_feed (struct vhd_stream_reader *r, const uint8_t *p, size_t len)
   return 0;
 }
 
-/* The footer's own rules (vhd-footer.c; END as there), then the
+/* The footer's own rules (vhd-check.c; END as there), then the
  * target's size.  WHERE names the footer in messages. */
 static int
 check_footer (struct vhd_stream_reader *r, const uint8_t *ft, uint64_t end,
@@ -297,41 +297,18 @@ static int
 header_done (struct vhd_stream_reader *r)
 {
   const uint8_t *h = r->header;
-  uint32_t stored = get_be32 (h + H_CHECKSUM);
-  uint32_t computed = vhd_checksum (h, HEADER_SIZE, H_CHECKSUM);
   uint32_t bs = get_be32 (h + H_BLOCK_SIZE);
   uint64_t bat = get_be64 (h + H_TABLE_OFFSET);
-  uint64_t n_blocks;
+  char why[256];
+  int e = vhd_header_check (h, r->size, why, sizeof why);
 
-  if (memcmp (h + H_COOKIE, "cxsparse", 8) != 0)
-    return stream_error (
-        r, EINVAL, "dynamic header at byte %" PRIu64 ": bad cookie", r->want);
-  if (stored != computed)
-    return stream_error (
-        r, EINVAL,
-        "dynamic header checksum mismatch (stored 0x%08" PRIx32
-        ", computed 0x%08" PRIx32 ")",
-        stored, computed);
-  if (get_be32 (h + H_VERSION) >> 16 != 1)
-    return stream_error (r, ENOTSUP,
-                         "dynamic header: unsupported version 0x%08" PRIx32,
-                         get_be32 (h + H_VERSION));
-  if (!is_power_of_2 (bs) || bs < MIN_BLOCK_SIZE || bs > MAX_BLOCK_SIZE)
-    return stream_error (r, EINVAL,
-                         "dynamic header: block size %" PRIu32
-                         " is not a power of two between %u and %" PRIu32,
-                         bs, MIN_BLOCK_SIZE, MAX_BLOCK_SIZE);
+  if (e)
+    return stream_error (r, e, "%s (the header at byte %" PRIu64 ")", why,
+                         r->want);
   r->block_size = bs;
   r->bitmap_size = round_up (bs / SECTOR / 8, SECTOR);
   r->n_entries = get_be32 (h + H_MAX_ENTRIES);
-  n_blocks = (r->size + bs - 1) / bs;
-  if (r->n_entries < n_blocks || r->n_entries > MAX_BAT_ENTRIES)
-    return stream_error (r, EINVAL,
-                         "dynamic header: max_table_entries %" PRIu32
-                         " does not fit virtual size %" PRIu64
-                         " and block size %" PRIu32,
-                         r->n_entries, r->size, bs);
-  r->n_blocks = n_blocks;
+  r->n_blocks = (r->size + bs - 1) / bs;
   if (bat < r->want + HEADER_SIZE || bat % SECTOR != 0)
     return stream_error (r, ENOTSUP,
                          "BAT at byte %" PRIu64
@@ -346,7 +323,7 @@ header_done (struct vhd_stream_reader *r)
                          " entries) lies past the end of the body",
                          bat, r->n_entries);
   r->bat_offset = bat;
-  r->bat = malloc ((size_t)n_blocks * 4 + 1);
+  r->bat = malloc ((size_t)r->n_blocks * 4 + 1);
   r->bitmap = malloc (r->bitmap_size);
   if (r->bat == NULL || r->bitmap == NULL)
     return stream_error (r, ENOMEM, "out of memory for the BAT");

@@ -1,12 +1,14 @@
-/* The rules a VHD footer must pass, whoever reads it (vhd-format.h).
+/* The rules a VHD's footer and dynamic header must pass, whoever reads
+ * them (vhd-format.h).
  *
  * The image driver (vhd.c) reads the footer at the end of a file; the
  * stream reader (vhd-stream.c) reads the copy at the start of a body and
- * the footer at its end.  Both ask here, so that a rule added for bad
- * input is added once and both refuse the same footers, in the same
- * words.  What only one reader can know stays with it: the stream's
- * target size (EFBIG), which disk types it can stream, and that a
- * closing footer matches its copy. */
+ * the footer at its end; both then read the dynamic header.  Both ask
+ * here, so that a rule added for bad input is added once and both
+ * refuse the same footers and headers, in the same words.  What only one
+ * reader can know stays with it: the stream's target size (EFBIG), which
+ * disk types it can stream, that a closing footer matches its copy, and
+ * where the BAT may lie. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -83,5 +85,47 @@ vhd_footer_check (const uint8_t *ft, uint64_t end, char *why, size_t why_len)
   }
   if (type != TYPE_FIXED)
     return check_header_offset (ft, end, why, why_len);
+  return 0;
+}
+
+int
+vhd_header_check (const uint8_t *hdr, uint64_t size, char *why, size_t why_len)
+{
+  uint32_t stored = get_be32 (hdr + H_CHECKSUM);
+  uint32_t computed = vhd_checksum (hdr, HEADER_SIZE, H_CHECKSUM);
+  uint32_t version = get_be32 (hdr + H_VERSION);
+  uint32_t bs = get_be32 (hdr + H_BLOCK_SIZE);
+  uint32_t entries = get_be32 (hdr + H_MAX_ENTRIES);
+
+  if (memcmp (hdr + H_COOKIE, "cxsparse", 8) != 0) {
+    snprintf (why, why_len, "dynamic header: bad cookie");
+    return EINVAL;
+  }
+  if (stored != computed) {
+    snprintf (why, why_len,
+              "dynamic header checksum mismatch (stored 0x%08" PRIx32
+              ", computed 0x%08" PRIx32 ")",
+              stored, computed);
+    return EINVAL;
+  }
+  if (version >> 16 != 1) {
+    snprintf (why, why_len, "dynamic header: unsupported version 0x%08" PRIx32,
+              version);
+    return ENOTSUP;
+  }
+  if (!is_power_of_2 (bs) || bs < MIN_BLOCK_SIZE || bs > MAX_BLOCK_SIZE) {
+    snprintf (why, why_len,
+              "dynamic header: block size %" PRIu32
+              " is not a power of two between %u and %" PRIu32,
+              bs, MIN_BLOCK_SIZE, MAX_BLOCK_SIZE);
+    return EINVAL;
+  }
+  if (entries < (size + bs - 1) / bs || entries > MAX_BAT_ENTRIES) {
+    snprintf (why, why_len,
+              "dynamic header: max_table_entries %" PRIu32
+              " does not fit virtual size %" PRIu64 " and block size %" PRIu32,
+              entries, size, bs);
+    return EINVAL;
+  }
   return 0;
 }

@@ -103,7 +103,8 @@ expect_error (const char *reader, const char *damage, int errnum,
   }
 }
 
-/* One broken field: WIDTH bytes big-endian at OFF of every footer. */
+/* One broken field: WIDTH bytes big-endian at OFF of every footer (or
+ * of the dynamic header). */
 struct damage
 {
   const char *name;
@@ -115,16 +116,29 @@ struct damage
   const char *words; /* in both readers' errors */
 };
 
+/* DM on the structure at P of LEN bytes, its checksum at CSUM. */
 static void
-put_field (uint8_t *ft, const struct damage *dm)
+put_field (uint8_t *p, size_t len, size_t csum, const struct damage *dm)
 {
   switch (dm->width) {
-  case 1: ft[dm->off] = dm->value; break;
-  case 4: put_be32 (ft + dm->off, dm->value); break;
-  case 8: put_be64 (ft + dm->off, dm->value); break;
+  case 1: p[dm->off] = dm->value; break;
+  case 4: put_be32 (p + dm->off, dm->value); break;
+  case 8: put_be64 (p + dm->off, dm->value); break;
   }
   if (!dm->stale_checksum)
-    put_be32 (ft + F_CHECKSUM, vhd_checksum (ft, FOOTER_SIZE, F_CHECKSUM));
+    put_be32 (p + csum, vhd_checksum (p, len, csum));
+}
+
+/* Both readers refuse BAD (LEN bytes) with DM's error. */
+static void
+both_refuse (const uint8_t *bad, size_t len, const struct damage *dm)
+{
+  CU_ASSERT (file_verdict (bad, len) == -1);
+  expect_error ("file", dm->name, dm->errnum, dm->words);
+  CU_ASSERT (stream_verdict (bad, len, len) == -1);
+  expect_error ("stream", dm->name, dm->errnum, dm->words);
+  /* Its length unknown (chunked), the body is refused all the same. */
+  CU_ASSERT (stream_verdict (bad, len, 0) == -1);
 }
 
 /* Both readers refuse GOOD with DM applied to its closing footer and,
@@ -137,16 +151,10 @@ refused_by_both (const uint8_t *good, size_t len, bool fixed,
 
   CU_ASSERT_FATAL (bad != NULL);
   memcpy (bad, good, len);
-  put_field (bad + len - FOOTER_SIZE, dm);
+  put_field (bad + len - FOOTER_SIZE, FOOTER_SIZE, F_CHECKSUM, dm);
   if (!fixed)
-    put_field (bad, dm);
-
-  CU_ASSERT (file_verdict (bad, len) == -1);
-  expect_error ("file", dm->name, dm->errnum, dm->words);
-  CU_ASSERT (stream_verdict (bad, len, len) == -1);
-  expect_error ("stream", dm->name, dm->errnum, dm->words);
-  /* Its length unknown (chunked), the body is refused all the same. */
-  CU_ASSERT (stream_verdict (bad, len, 0) == -1);
+    put_field (bad, FOOTER_SIZE, F_CHECKSUM, dm);
+  both_refuse (bad, len, dm);
   free (bad);
 }
 
@@ -247,6 +255,44 @@ test_fixed_data_short (void)
   free (good);
 }
 
+/* The dynamic header's own rules. */
+static void
+test_header_rules (void)
+{
+  size_t len;
+  uint8_t *good = make_vhd (false, &len);
+  uint8_t *bad = malloc (len);
+  const uint64_t hdr = get_be64 (good + len - FOOTER_SIZE + F_DATA_OFFSET);
+  const struct damage damage[] = {
+    { "header cookie", H_COOKIE, 1, 'C', false, EINVAL,
+      "dynamic header: bad cookie" },
+    { "header checksum", H_CHECKSUM, 1, 0x5a, true, EINVAL,
+      "dynamic header checksum mismatch" },
+    { "header version 2", H_VERSION, 4, 0x00020000, false, ENOTSUP,
+      "dynamic header: unsupported version 0x00020000" },
+    { "block size 3000", H_BLOCK_SIZE, 4, 3000, false, EINVAL,
+      "block size 3000 is not a power of two" },
+    { "block size 2 KiB", H_BLOCK_SIZE, 4, 2048, false, EINVAL,
+      "block size 2048 is not a power of two between" },
+    { "block size 512 MiB", H_BLOCK_SIZE, 4, 512 * MiB, false, EINVAL,
+      "block size 536870912 is not a power of two between" },
+    { "one BAT entry", H_MAX_ENTRIES, 4, 1, false, EINVAL,
+      "max_table_entries 1 does not fit virtual size 4194304" },
+    { "2^24 + 1 BAT entries", H_MAX_ENTRIES, 4, (1 << 24) + 1, false, EINVAL,
+      "max_table_entries 16777217 does not fit" },
+    { NULL },
+  };
+
+  CU_ASSERT_FATAL (bad != NULL && hdr + HEADER_SIZE < len);
+  for (const struct damage *dm = damage; dm->name; dm++) {
+    memcpy (bad, good, len);
+    put_field (bad + hdr, HEADER_SIZE, H_CHECKSUM, dm);
+    both_refuse (bad, len, dm);
+  }
+  free (bad);
+  free (good);
+}
+
 /* The same rules through the function itself: a good footer passes, and
  * END is where it lies. */
 static void
@@ -285,8 +331,9 @@ main (void)
     { "fixed: footer rules", test_common_rules_fixed },
     { "dynamic: header offset", test_header_offset },
     { "fixed: data shorter than the size", test_fixed_data_short },
+    { "dynamic: header rules", test_header_rules },
     { "vhd_footer_check", test_check_function },
     { NULL },
   };
-  return unit_main ("vhd footer", tests);
+  return unit_main ("vhd footer and header", tests);
 }
