@@ -9,11 +9,58 @@
  * reader can know stays with it: the stream's target size (EFBIG), which
  * disk types it can stream, that a closing footer matches its copy, and
  * where the BAT may lie. */
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 
 #include "vhd-format.h"
+
+/* What a footer and a dynamic header share: a cookie, a checksum and a
+ * version, with NAME and VERSION_NAME for messages. */
+struct envelope
+{
+  const char *cookie;
+  size_t len, checksum, version;
+  const char *name, *version_name;
+};
+
+static const struct envelope footer = {
+  "conectix", FOOTER_SIZE, F_CHECKSUM, F_VERSION, "footer", "format version",
+};
+static const struct envelope header = {
+  "cxsparse", HEADER_SIZE, H_CHECKSUM, H_VERSION, "dynamic header", "version",
+};
+
+/* Both cookies open their structure. */
+static_assert (F_COOKIE == 0 && H_COOKIE == 0, "cookies at offset 0");
+
+static int
+check_envelope (const uint8_t *p, const struct envelope *env, char *why,
+                size_t why_len)
+{
+  uint32_t stored = get_be32 (p + env->checksum);
+  uint32_t computed = vhd_checksum (p, env->len, env->checksum);
+  uint32_t version = get_be32 (p + env->version);
+
+  if (memcmp (p, env->cookie, 8) != 0) {
+    snprintf (why, why_len, "%s: bad cookie", env->name);
+    return EINVAL;
+  }
+  if (stored != computed) {
+    snprintf (why, why_len,
+              "%s checksum mismatch (stored 0x%08" PRIx32
+              ", computed 0x%08" PRIx32 ")",
+              env->name, stored, computed);
+    return EINVAL;
+  }
+  if (version >> 16 != 1) {
+    snprintf (why, why_len, "%s: unsupported %s 0x%08" PRIx32, env->name,
+              env->version_name, version);
+    return ENOTSUP;
+  }
+  return 0;
+}
 
 /* Dynamic and differencing disks: where the dynamic header lies. */
 static int
@@ -44,28 +91,12 @@ check_header_offset (const uint8_t *ft, uint64_t end, char *why,
 int
 vhd_footer_check (const uint8_t *ft, uint64_t end, char *why, size_t why_len)
 {
-  uint32_t stored = get_be32 (ft + F_CHECKSUM);
-  uint32_t computed = vhd_checksum (ft, FOOTER_SIZE, F_CHECKSUM);
-  uint32_t version = get_be32 (ft + F_VERSION);
   uint32_t type = get_be32 (ft + F_DISK_TYPE);
   uint64_t size = get_be64 (ft + F_CUR_SIZE);
+  int e = check_envelope (ft, &footer, why, why_len);
 
-  if (memcmp (ft + F_COOKIE, "conectix", 8) != 0) {
-    snprintf (why, why_len, "no VHD footer (bad cookie)");
-    return EINVAL;
-  }
-  if (stored != computed) {
-    snprintf (why, why_len,
-              "footer checksum mismatch (stored 0x%08" PRIx32
-              ", computed 0x%08" PRIx32 ")",
-              stored, computed);
-    return EINVAL;
-  }
-  if (version >> 16 != 1) {
-    snprintf (why, why_len, "footer: unsupported format version 0x%08" PRIx32,
-              version);
-    return ENOTSUP;
-  }
+  if (e)
+    return e;
   if (type != TYPE_FIXED && type != TYPE_DYNAMIC && type != TYPE_DIFF) {
     snprintf (why, why_len, "footer: unknown disk type %" PRIu32, type);
     return EINVAL;
@@ -91,28 +122,12 @@ vhd_footer_check (const uint8_t *ft, uint64_t end, char *why, size_t why_len)
 int
 vhd_header_check (const uint8_t *hdr, uint64_t size, char *why, size_t why_len)
 {
-  uint32_t stored = get_be32 (hdr + H_CHECKSUM);
-  uint32_t computed = vhd_checksum (hdr, HEADER_SIZE, H_CHECKSUM);
-  uint32_t version = get_be32 (hdr + H_VERSION);
   uint32_t bs = get_be32 (hdr + H_BLOCK_SIZE);
   uint32_t entries = get_be32 (hdr + H_MAX_ENTRIES);
+  int e = check_envelope (hdr, &header, why, why_len);
 
-  if (memcmp (hdr + H_COOKIE, "cxsparse", 8) != 0) {
-    snprintf (why, why_len, "dynamic header: bad cookie");
-    return EINVAL;
-  }
-  if (stored != computed) {
-    snprintf (why, why_len,
-              "dynamic header checksum mismatch (stored 0x%08" PRIx32
-              ", computed 0x%08" PRIx32 ")",
-              stored, computed);
-    return EINVAL;
-  }
-  if (version >> 16 != 1) {
-    snprintf (why, why_len, "dynamic header: unsupported version 0x%08" PRIx32,
-              version);
-    return ENOTSUP;
-  }
+  if (e)
+    return e;
   if (!is_power_of_2 (bs) || bs < MIN_BLOCK_SIZE || bs > MAX_BLOCK_SIZE) {
     snprintf (why, why_len,
               "dynamic header: block size %" PRIu32

@@ -320,7 +320,7 @@ test_check_function (void)
   /* A message always fits WHY, cut if need be. */
   ft[0] = 0;
   CU_ASSERT_EQUAL (vhd_footer_check (ft, VHD_END_UNKNOWN, why, 8), EINVAL);
-  CU_ASSERT_STRING_EQUAL (why, "no VHD ");
+  CU_ASSERT_STRING_EQUAL (why, "footer:");
 }
 
 int
