@@ -17,6 +17,7 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-filter.h>
 
+#include "full-io.h"
 #include "mirror.h"
 
 #define IDLE_CLIENT_SECONDS 60
@@ -72,22 +73,6 @@ dispatch (char *line)
   return mirror_reply_error ("unknown command");
 }
 
-static int
-write_all (int fd, const char *p, size_t n)
-{
-  while (n) {
-    ssize_t k = send (fd, p, n, MSG_NOSIGNAL);
-    if (k == -1) {
-      if (errno == EINTR)
-        continue;
-      return -1;
-    }
-    p += k;
-    n -= k;
-  }
-  return 0;
-}
-
 static void
 serve_client (int fd)
 {
@@ -101,7 +86,7 @@ serve_client (int fd)
       if (have == MAX_LINE) {
         char *r = mirror_reply_error ("line too long");
         if (r)
-          write_all (fd, r, strlen (r)), write_all (fd, "\n", 1);
+          full_write (fd, r, strlen (r)), full_write (fd, "\n", 1);
         free (r);
         return;
       }
@@ -115,9 +100,9 @@ serve_client (int fd)
     }
     *nl = '\0';
     char *reply = dispatch (buf);
-    int r = reply ? write_all (fd, reply, strlen (reply)) : -1;
+    int r = reply ? full_write (fd, reply, strlen (reply)) : -1;
     if (r == 0)
-      r = write_all (fd, "\n", 1);
+      r = full_write (fd, "\n", 1);
     free (reply);
     size_t used = nl + 1 - buf;
     memmove (buf, nl + 1, have - used);

@@ -12,14 +12,15 @@
 #include <inttypes.h>
 #include <libnbd.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "nbd-poller.h"
+#include "strprintf.h"
 #include "target.h"
 
 struct treq
@@ -53,20 +54,6 @@ struct target
 
 static const char *const op_names[]
     = { "read", "write", "zero", "trim", "flush", "map" };
-
-static char *msg (const char *fmt, ...)
-    __attribute__ ((format (printf, 1, 2)));
-static char *
-msg (const char *fmt, ...)
-{
-  va_list ap;
-  char *s = NULL;
-  va_start (ap, fmt);
-  if (vasprintf (&s, fmt, ap) == -1)
-    s = NULL;
-  va_end (ap);
-  return s;
-}
 
 /* The connection died: nothing will ever complete, so release everyone. */
 static void
@@ -262,33 +249,27 @@ target_finish (struct target *t, struct treq *r, void *buf, int timeout_ms,
                char **why)
 {
   if (!r) {
-    *why = msg ("%s: out of memory", t->uri);
+    *why = str_printf ("%s: out of memory", t->uri);
     return -1;
   }
-  struct timespec dl;
-  clock_gettime (CLOCK_MONOTONIC, &dl);
-  dl.tv_sec += timeout_ms / 1000;
-  dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-  if (dl.tv_nsec >= 1000000000) {
-    dl.tv_sec++;
-    dl.tv_nsec -= 1000000000;
-  }
+  struct timespec dl = monotonic_deadline (timeout_ms);
   int ret = 0;
   pthread_mutex_lock (&t->lock);
   while (!r->done)
     if (pthread_cond_timedwait (&r->cond, &t->lock, &dl) == ETIMEDOUT
         && !r->done) {
-      *why = msg ("%s: %s of %" PRIu32 " bytes at %" PRIu64
-                  " took longer than %d.%03d s",
-                  t->uri, op_names[r->op], r->count, r->offset,
-                  timeout_ms / 1000, timeout_ms % 1000);
+      *why = str_printf ("%s: %s of %" PRIu32 " bytes at %" PRIu64
+                         " took longer than %d.%03d s",
+                         t->uri, op_names[r->op], r->count, r->offset,
+                         timeout_ms / 1000, timeout_ms % 1000);
       ret = -1;
       break;
     }
   if (ret == 0 && r->err) {
-    *why = msg ("%s: %s of %" PRIu32 " bytes at %" PRIu64 ": %s", t->uri,
-                op_names[r->op], r->count, r->offset,
-                r->err == ECANCELED ? "target dropped" : strerror (r->err));
+    *why = str_printf ("%s: %s of %" PRIu32 " bytes at %" PRIu64 ": %s",
+                       t->uri, op_names[r->op], r->count, r->offset,
+                       r->err == ECANCELED ? "target dropped"
+                                           : strerror (r->err));
     ret = -1;
   }
   if (ret == 0 && r->op == TREQ_READ && buf)
@@ -391,30 +372,26 @@ connect_with_deadline (struct target *t, const char *uri, int timeout_ms,
                        char **err)
 {
   if (nbd_aio_connect_uri (t->h, uri) == -1) {
-    *err = msg ("%s: cannot connect: %s", uri, nbd_get_error ());
+    *err = str_printf ("%s: cannot connect: %s", uri, nbd_get_error ());
     return -1;
   }
-  struct timespec start, now;
-  clock_gettime (CLOCK_MONOTONIC, &start);
+  uint64_t start = monotonic_ns ();
   while (nbd_aio_is_connecting (t->h)) {
-    clock_gettime (CLOCK_MONOTONIC, &now);
-    long left = timeout_ms
-                - ((now.tv_sec - start.tv_sec) * 1000
-                   + (now.tv_nsec - start.tv_nsec) / 1000000);
+    int64_t left = timeout_ms - (int64_t)(monotonic_ns () - start) / 1000000;
     if (left <= 0) {
-      *err = msg ("%s: cannot connect: no answer within %d s", uri,
-                  timeout_ms / 1000);
+      *err = str_printf ("%s: cannot connect: no answer within %d s", uri,
+                         timeout_ms / 1000);
       return -1;
     }
     if (nbd_poll (t->h, (int)left) == -1) {
-      *err = msg ("%s: cannot connect: %s", uri, nbd_get_error ());
+      *err = str_printf ("%s: cannot connect: %s", uri, nbd_get_error ());
       return -1;
     }
   }
   if (!nbd_aio_is_ready (t->h)) {
     const char *e = nbd_get_error ();
-    *err = msg ("%s: cannot connect: %s", uri,
-                e ? e : "the server closed the connection");
+    *err = str_printf ("%s: cannot connect: %s", uri,
+                       e ? e : "the server closed the connection");
     return -1;
   }
   return 0;
@@ -425,7 +402,7 @@ target_open (const char *uri, const char *psk_file, int timeout_ms, char **err)
 {
   struct target *t = calloc (1, sizeof *t);
   if (!t) {
-    *err = msg ("out of memory");
+    *err = str_printf ("out of memory");
     return NULL;
   }
   pthread_mutex_init (&t->lock, NULL);
@@ -435,7 +412,8 @@ target_open (const char *uri, const char *psk_file, int timeout_ms, char **err)
   int pr = nbd_poller_init (&t->poller);
   t->h = nbd_create ();
   if (!t->uri || pr == -1 || !t->h) {
-    *err = msg ("%s: %s", uri, t->h ? strerror (errno) : nbd_get_error ());
+    *err = str_printf ("%s: %s", uri,
+                       t->h ? strerror (errno) : nbd_get_error ());
     goto fail;
   }
   if (nbd_set_uri_allow_local_file (t->h, true) == -1
@@ -443,18 +421,18 @@ target_open (const char *uri, const char *psk_file, int timeout_ms, char **err)
       || (psk_file
           && (nbd_set_tls (t->h, LIBNBD_TLS_REQUIRE) == -1
               || nbd_set_tls_psk_file (t->h, psk_file) == -1))) {
-    *err = msg ("%s: %s", uri, nbd_get_error ());
+    *err = str_printf ("%s: %s", uri, nbd_get_error ());
     goto fail;
   }
   if (connect_with_deadline (t, uri, timeout_ms, err) == -1)
     goto fail;
   int64_t size = nbd_get_size (t->h);
   if (size < 0) {
-    *err = msg ("%s: %s", uri, nbd_get_error ());
+    *err = str_printf ("%s: %s", uri, nbd_get_error ());
     goto fail;
   }
   if (nbd_is_read_only (t->h) == 1) {
-    *err = msg ("%s: the export is read-only", uri);
+    *err = str_printf ("%s: the export is read-only", uri);
     goto fail;
   }
   t->size = size;
@@ -465,7 +443,7 @@ target_open (const char *uri, const char *psk_file, int timeout_ms, char **err)
   t->can_map
       = nbd_can_meta_context (t->h, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
   if (nbd_poller_start (&t->poller, t->h, connection_gone, t) == -1) {
-    *err = msg ("%s: cannot start a thread", uri);
+    *err = str_printf ("%s: cannot start a thread", uri);
     goto fail;
   }
   return t;

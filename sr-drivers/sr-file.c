@@ -36,6 +36,7 @@
 #include <unistd.h>
 #include <assert.h>
 
+#include "sqlite-bind.h"
 #include "sr.h"
 #include "vdisk-internal.h"
 
@@ -241,27 +242,6 @@ db_prepare (struct sr *sr, const char *sql)
   return st;
 }
 
-/* Bind "?1".."?N" from a printf-like spec: 's' text (NULL -> NULL),
- * 'i' int64. */
-static int
-db_bindv (sqlite3_stmt *st, const char *spec, va_list ap)
-{
-  int i = 1;
-  for (const char *c = spec; *c; c++, i++) {
-    int r;
-    if (*c == 's') {
-      const char *s = va_arg (ap, const char *);
-      r = s ? sqlite3_bind_text (st, i, s, -1, SQLITE_TRANSIENT)
-            : sqlite3_bind_null (st, i);
-    }
-    else
-      r = sqlite3_bind_int64 (st, i, va_arg (ap, int64_t));
-    if (r != SQLITE_OK)
-      return -1;
-  }
-  return 0;
-}
-
 /* Run one statement that returns no rows.  Returns the number of rows
  * changed, or -1. */
 static int
@@ -272,7 +252,7 @@ db_run (struct sr *sr, const char *sql, const char *spec, ...)
     return -1;
   va_list ap;
   va_start (ap, spec);
-  int r = db_bindv (st, spec, ap);
+  int r = sqlite_bindv (st, spec, ap) == SQLITE_OK ? 0 : -1;
   va_end (ap);
   if (r == 0 && sqlite3_step (st) != SQLITE_DONE)
     r = -1;
@@ -295,7 +275,7 @@ db_get_text (struct sr *sr, const char *sql, const char *spec, ...)
     return NULL;
   va_list ap;
   va_start (ap, spec);
-  int r = db_bindv (st, spec, ap);
+  int r = sqlite_bindv (st, spec, ap) == SQLITE_OK ? 0 : -1;
   va_end (ap);
   errno = 0;
   if (r == 0) {

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "full-io.h"
 #include "vdisk-internal.h"
 
 #define DEFAULT_ALIGN 4096
@@ -128,42 +129,6 @@ is_aligned (const struct vfile *f, const void *buf, size_t count,
 {
   uint64_t a = f->align;
   return ((uintptr_t)buf % a) == 0 && count % a == 0 && offset % a == 0;
-}
-
-/* pread until COUNT bytes or end of file; returns bytes read or -1. */
-static ssize_t
-full_pread (int fd, void *buf, size_t count, uint64_t offset)
-{
-  size_t done = 0;
-  while (done < count) {
-    ssize_t r = pread (fd, (char *)buf + done, count - done, offset + done);
-    if (r < 0) {
-      if (errno == EINTR)
-        continue;
-      return -1;
-    }
-    if (r == 0)
-      break;
-    done += r;
-  }
-  return done;
-}
-
-static int
-full_pwrite (int fd, const void *buf, size_t count, uint64_t offset)
-{
-  size_t done = 0;
-  while (done < count) {
-    ssize_t r
-        = pwrite (fd, (const char *)buf + done, count - done, offset + done);
-    if (r < 0) {
-      if (errno == EINTR)
-        continue;
-      return -1;
-    }
-    done += r;
-  }
-  return 0;
 }
 
 /* The descriptor for a request: the O_DIRECT one when the request meets

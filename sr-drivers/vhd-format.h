@@ -1,8 +1,8 @@
 /* The VHD on-disk format (Microsoft "Virtual Hard Disk Image Format
  * Specification"): field offsets, limits, big-endian accessors, the
- * checksum and the footer, shared by the image driver (vhd.c) and the
- * streaming reader and writer (vhd-stream.c).  Nothing outside
- * sr-drivers/ includes this. */
+ * checksum and the footer (made here, checked in vhd-check.c), shared
+ * by the image driver (vhd.c) and the streaming reader and writer
+ * (vhd-stream.c).  Nothing outside sr-drivers/ includes this. */
 #ifndef VHD_FORMAT_H
 #define VHD_FORMAT_H
 
@@ -201,5 +201,32 @@ make_footer (uint8_t *ft, uint32_t type, uint64_t size, uint64_t data_offset,
   memcpy (ft + F_UUID, uuid, 16);
   put_be32 (ft + F_CHECKSUM, vhd_checksum (ft, FOOTER_SIZE, F_CHECKSUM));
 }
+
+/* END for vhd_footer_check when the footer's place is not known yet. */
+#define VHD_END_UNKNOWN UINT64_MAX
+
+/* Whether FT (FOOTER_SIZE bytes; a 511-byte footer padded with a zero)
+ * is a footer vdimotion reads: the cookie, the checksum, format version
+ * 1.x, a known disk type, a virtual size of 1 byte to VHD_MAX_SIZE; for
+ * a dynamic or differencing disk, a dynamic header offset on a sector
+ * boundary after the footer copy.  END is where this footer lies in its
+ * file (the end of everything the footer describes), or
+ * VHD_END_UNKNOWN: when known, a fixed disk's data must hold its virtual
+ * size and a dynamic header must end before it.  The one rule set of vhd.c and
+ * vhd-stream.c (vhd-check.c).
+ * Returns 0, or EINVAL (ENOTSUP for a format version other than 1.x)
+ * with WHY (WHY_LEN bytes) saying which rule failed, for example
+ * "footer checksum mismatch (stored 0x..., computed 0x...)". */
+int vhd_footer_check (const uint8_t *ft, uint64_t end, char *why,
+                      size_t why_len);
+
+/* Whether HDR (HEADER_SIZE bytes) is a dynamic header vdimotion reads,
+ * for a disk of SIZE bytes (from its checked footer): the cookie, the
+ * checksum, version 1.x, a block size that is a power of two from
+ * MIN_BLOCK_SIZE to MAX_BLOCK_SIZE, and a BAT of enough entries for SIZE
+ * but at most MAX_BAT_ENTRIES.  Where the BAT lies is the reader's to
+ * check.  Returns as vhd_footer_check. */
+int vhd_header_check (const uint8_t *hdr, uint64_t size, char *why,
+                      size_t why_len);
 
 #endif /* VHD_FORMAT_H */

@@ -27,6 +27,7 @@
  * merged with the parent's data under the lock, so that two disjoint
  * partial writes into the same sector cannot undo each other.
  */
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -355,42 +356,15 @@ read_footer (struct vdisk *d, uint64_t file_size, uint8_t *footer,
   return -1;
 }
 
+/* The footer's own rules (vhd-check.c), with the file's end known. */
 static int
 check_footer (struct vdisk *d, const uint8_t *footer, uint64_t footer_pos)
 {
-  uint32_t stored = get_be32 (footer + F_CHECKSUM);
-  uint32_t computed = vhd_checksum (footer, FOOTER_SIZE, F_CHECKSUM);
-  uint32_t type = get_be32 (footer + F_DISK_TYPE);
-  uint64_t size = get_be64 (footer + F_CUR_SIZE);
+  char why[256];
+  int e = vhd_footer_check (footer, footer_pos, why, sizeof why);
 
-  if (stored != computed) {
-    vdisk_error (d, EINVAL,
-                 "footer checksum mismatch (stored 0x%08" PRIx32
-                 ", computed 0x%08" PRIx32 ")",
-                 stored, computed);
-    return -1;
-  }
-  if (get_be32 (footer + F_VERSION) >> 16 != 1) {
-    vdisk_error (d, ENOTSUP, "footer: unsupported format version 0x%08" PRIx32,
-                 get_be32 (footer + F_VERSION));
-    return -1;
-  }
-  if (type != TYPE_FIXED && type != TYPE_DYNAMIC && type != TYPE_DIFF) {
-    vdisk_error (d, EINVAL, "footer: unknown disk type %" PRIu32, type);
-    return -1;
-  }
-  if (size == 0 || size > VHD_MAX_SIZE) {
-    vdisk_error (d, EINVAL,
-                 "footer: virtual size %" PRIu64 " out of range (1..%" PRIu64
-                 ")",
-                 size, VHD_MAX_SIZE);
-    return -1;
-  }
-  if (type == TYPE_FIXED && footer_pos < size) {
-    vdisk_error (d, EINVAL,
-                 "fixed VHD data area truncated: %" PRIu64
-                 " bytes before the footer, virtual size %" PRIu64,
-                 footer_pos, size);
+  if (e) {
+    vdisk_error (d, e, "%s", why);
     return -1;
   }
   return 0;
@@ -416,46 +390,18 @@ region_hit (const struct region *r, size_t n, uint64_t start, uint64_t end)
   return NULL;
 }
 
+/* The header's own rules (vhd-check.c), then the BAT inside the file. */
 static int
 check_header (struct vdisk *d, const uint8_t *hdr, uint64_t size,
               uint64_t footer_pos)
 {
-  uint32_t stored = get_be32 (hdr + H_CHECKSUM);
-  uint32_t computed = vhd_checksum (hdr, HEADER_SIZE, H_CHECKSUM);
-  uint32_t bs = get_be32 (hdr + H_BLOCK_SIZE);
   uint32_t entries = get_be32 (hdr + H_MAX_ENTRIES);
   uint64_t bat = get_be64 (hdr + H_TABLE_OFFSET);
+  char why[256];
+  int e = vhd_header_check (hdr, size, why, sizeof why);
 
-  if (memcmp (hdr + H_COOKIE, "cxsparse", 8) != 0) {
-    vdisk_error (d, EINVAL, "dynamic header: bad cookie");
-    return -1;
-  }
-  if (stored != computed) {
-    vdisk_error (d, EINVAL,
-                 "dynamic header checksum mismatch (stored 0x%08" PRIx32
-                 ", computed 0x%08" PRIx32 ")",
-                 stored, computed);
-    return -1;
-  }
-  if (get_be32 (hdr + H_VERSION) >> 16 != 1) {
-    vdisk_error (d, ENOTSUP,
-                 "dynamic header: unsupported version 0x%08" PRIx32,
-                 get_be32 (hdr + H_VERSION));
-    return -1;
-  }
-  if (!is_power_of_2 (bs) || bs < MIN_BLOCK_SIZE || bs > MAX_BLOCK_SIZE) {
-    vdisk_error (d, EINVAL,
-                 "dynamic header: block size %" PRIu32
-                 " is not a power of two between %u and %" PRIu32,
-                 bs, MIN_BLOCK_SIZE, MAX_BLOCK_SIZE);
-    return -1;
-  }
-  if (entries < (size + bs - 1) / bs || entries > MAX_BAT_ENTRIES) {
-    vdisk_error (d, EINVAL,
-                 "dynamic header: max_table_entries %" PRIu32
-                 " does not fit virtual size %" PRIu64
-                 " and block size %" PRIu32,
-                 entries, size, bs);
+  if (e) {
+    vdisk_error (d, e, "%s", why);
     return -1;
   }
   if (bat % SECTOR != 0 || bat > footer_pos
@@ -726,14 +672,9 @@ open_sparse (struct vdisk *d, uint64_t file_size, uint64_t footer_pos)
   uint64_t base;
   uint32_t blk;
 
-  if (hdr_off < SECTOR || hdr_off > footer_pos
-      || footer_pos - hdr_off < HEADER_SIZE) {
-    vdisk_error (d, EINVAL,
-                 "footer: dynamic header offset %" PRIu64
-                 " lies outside the file",
-                 hdr_off);
-    return -1;
-  }
+  /* check_footer saw the header lie inside the file. */
+  assert (hdr_off >= SECTOR && hdr_off <= footer_pos
+          && footer_pos - hdr_off >= HEADER_SIZE);
   if (vfile_pread (&d->file, hdr, HEADER_SIZE, hdr_off) == -1
       || check_header (d, hdr, size, footer_pos) == -1)
     return -1;

@@ -6,11 +6,11 @@
  * across a restart of the daemon, as xapi's clients expect of a pool
  * master restart. */
 
-#include <crypt.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "password.h"
 #include "xapi.h"
 
 int
@@ -46,32 +46,12 @@ xapi_session_valid (struct xapi_daemon *d, const char *ref)
   return g_hash_table_contains (d->sessions, ref);
 }
 
-/* Compare without leaking through timing how much of a hash matched. */
-static bool
-same_secret (const char *a, const char *b)
-{
-  size_t la = strlen (a), lb = strlen (b);
-  unsigned char diff = la != lb;
-
-  for (size_t i = 0; i < la && i < lb; i++)
-    diff |= (unsigned char)a[i] ^ (unsigned char)b[i];
-  return diff == 0;
-}
-
 bool
 xapi_password_ok (struct xapi_daemon *d, const char *user, const char *pw)
 {
   const char *hash = g_hash_table_lookup (d->users, user);
-  g_autofree struct crypt_data *cd = g_new0 (struct crypt_data, 1);
-  const char *got;
 
-  if (hash == NULL)
-    return false;
-  got = crypt_r (pw, hash, cd);
-  /* libxcrypt fails with NULL or a string starting with '*'. */
-  if (got == NULL || got[0] == '*')
-    return false;
-  return same_secret (got, hash);
+  return hash != NULL && password_matches (pw, hash);
 }
 
 bool
@@ -237,30 +217,17 @@ const struct xapi_class xapi_class_session = {
 int
 xapi_hash_password (void)
 {
-  char line[1024];
-  g_autofree struct crypt_data *cd = g_new0 (struct crypt_data, 1);
-  char *salt;
-  const char *hash;
-  size_t n;
+  char line[1024], why[256];
+  g_autofree char *hash = NULL;
 
-  if (fgets (line, sizeof line, stdin) == NULL) {
+  if (!password_read_line (stdin, line, sizeof line)) {
     fprintf (stderr, "vdimotiond: --hash-password: no password on stdin\n");
     return 1;
   }
-  n = strcspn (line, "\n");
-  line[n] = '\0';
-  /* NULL prefix: libxcrypt's preferred method (yescrypt on Debian). */
-  salt = crypt_gensalt_ra (NULL, 0, NULL, 0);
-  if (salt == NULL) {
-    fprintf (stderr, "vdimotiond: --hash-password: crypt_gensalt: %s\n",
-             g_strerror (errno));
-    return 1;
-  }
-  hash = crypt_r (line, salt, cd);
-  free (salt);
+  hash = password_hash (line, why, sizeof why);
   explicit_bzero (line, sizeof line);
-  if (hash == NULL || hash[0] == '*') {
-    fprintf (stderr, "vdimotiond: --hash-password: crypt failed\n");
+  if (hash == NULL) {
+    fprintf (stderr, "vdimotiond: --hash-password: %s\n", why);
     return 1;
   }
   printf ("%s\n", hash);

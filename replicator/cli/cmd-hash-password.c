@@ -1,20 +1,19 @@
 /* vdimotion hash-password: read a password on stdin, print its crypt(3)
  * hash for vdimotiond's auth file (the same as vdimotiond
- * --hash-password): libxcrypt's preferred method, a fresh salt. */
-#include <crypt.h>
+ * --hash-password, both through common/password.h): libxcrypt's
+ * preferred method, a fresh salt. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
+#include "password.h"
 
 static int
 run (int argc, char **argv)
 {
-  char line[1024];
-  void *data = NULL; /* crypt_ra's work area */
-  int size = 0;
-  char *salt, *hash;
+  char line[1024], why[256];
+  char *hash;
   int rc = EXIT_ERROR;
 
   if (argc == 2
@@ -26,28 +25,19 @@ run (int argc, char **argv)
     fprintf (stderr, "usage: vdimotion hash-password < PASSWORD\n");
     return EXIT_USAGE;
   }
-  if (fgets (line, sizeof line, stdin) == NULL) {
+  if (!password_read_line (stdin, line, sizeof line)) {
     cli_error ("hash-password", "no password on stdin");
     return EXIT_ERROR;
   }
-  line[strcspn (line, "\r\n")] = '\0';
-  /* NULL prefix: libxcrypt's preferred method (yescrypt on Debian). */
-  salt = crypt_gensalt_ra (NULL, 0, NULL, 0);
-  if (salt == NULL) {
-    cli_error ("hash-password", "crypt_gensalt: %s", strerror (errno));
-    explicit_bzero (line, sizeof line);
-    return EXIT_ERROR;
-  }
-  hash = crypt_ra (line, salt, &data, &size);
+  hash = password_hash (line, why, sizeof why);
   explicit_bzero (line, sizeof line);
-  if (hash == NULL || hash[0] == '*')
-    cli_error ("hash-password", "crypt failed");
+  if (hash == NULL)
+    cli_error ("hash-password", "%s", why);
   else if (printf ("%s\n", hash) < 0 || fflush (stdout) == EOF)
     cli_error ("hash-password", "stdout: %s", strerror (errno));
   else
     rc = EXIT_OK;
-  free (salt);
-  free (data);
+  free (hash);
   return rc;
 }
 

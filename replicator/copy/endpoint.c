@@ -5,15 +5,15 @@
 #include <string.h>
 
 #include "endpoint.h"
+#include "strprintf.h"
 
 int
 copy_error (char **err, const char *fmt, ...)
 {
   va_list ap;
-  char *m = NULL;
+  char *m;
   va_start (ap, fmt);
-  if (vasprintf (&m, fmt, ap) == -1)
-    m = NULL;
+  m = str_vprintf (fmt, ap);
   va_end (ap);
   if (err) {
     free (*err);

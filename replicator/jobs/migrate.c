@@ -42,6 +42,7 @@
 
 #include "control-client.h"
 #include "copy.h"
+#include "full-io.h"
 #include "jobs.h"
 #include "migrate-receive.h"
 #include "migrate.h"
@@ -753,18 +754,8 @@ stderr_line (struct migration *m, const char *line)
 static void
 write_all (int fd, const char *s, size_t n)
 {
-  while (n > 0) {
-    ssize_t r = write (fd, s, n);
-
-    if (r == -1 && errno == EINTR)
-      continue;
-    if (r <= 0) {
-      g_message ("memory migrator: stdin: %s", g_strerror (errno));
-      return;
-    }
-    s += r;
-    n -= r;
-  }
+  if (full_write (fd, s, n) == -1)
+    g_message ("memory migrator: stdin: %s", g_strerror (errno));
 }
 
 /* Run the memory migrator while the mirrors keep both sides in sync. */

@@ -14,6 +14,7 @@
 
 #include <sqlite3.h>
 
+#include "sqlite-bind.h"
 #include "state.h"
 
 struct state
@@ -101,25 +102,10 @@ prepare (struct state *st, const char *sql, const char *types, va_list ap)
     g_warning ("state: %s: %s", sql, sqlite3_errmsg (st->db));
     return NULL;
   }
-  for (int i = 0; types[i]; i++) {
-    int r;
-
-    switch (types[i]) {
-    case 's': {
-      const char *v = va_arg (ap, const char *);
-      r = v ? sqlite3_bind_text (s, i + 1, v, -1, SQLITE_TRANSIENT)
-            : sqlite3_bind_null (s, i + 1);
-      break;
-    }
-    case 'i': r = sqlite3_bind_int64 (s, i + 1, va_arg (ap, int64_t)); break;
-    case 'd': r = sqlite3_bind_double (s, i + 1, va_arg (ap, double)); break;
-    default: g_assert_not_reached ();
-    }
-    if (r != SQLITE_OK) {
-      g_warning ("state: %s: %s", sql, sqlite3_errmsg (st->db));
-      sqlite3_finalize (s);
-      return NULL;
-    }
+  if (sqlite_bindv (s, types, ap) != SQLITE_OK) {
+    g_warning ("state: %s: %s", sql, sqlite3_errmsg (st->db));
+    sqlite3_finalize (s);
+    return NULL;
   }
   return s;
 }

@@ -1,13 +1,23 @@
 /* common/: bitmaps (bits, the tail of the last word, the wrapping search
- * the mirror's copier uses), the zero test, the monotonic clock, JSON
- * strings. */
+ * the mirror's copier uses), the zero test, the monotonic clock, whole
+ * reads and writes, binding SQL parameters, messages as new strings,
+ * password hashes, JSON strings. */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "bitmap.h"
 #include "clock.h"
+#include "full-io.h"
 #include "iszero.h"
 #include "json.h"
+#include "password.h"
+#include "sqlite-bind.h"
+#include "strprintf.h"
 #include "unit.h"
 
 static void
@@ -134,6 +144,245 @@ test_json_quote (void)
   }
 }
 
+/* A deadline is an absolute CLOCK_MONOTONIC time a condition variable
+ * set to that clock times out at: neither early nor much late. */
+static void
+test_monotonic_deadline (void)
+{
+  pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+  pthread_condattr_t ca;
+  pthread_cond_t cond;
+  struct timespec dl;
+  uint64_t start;
+
+  pthread_condattr_init (&ca);
+  pthread_condattr_setclock (&ca, CLOCK_MONOTONIC);
+  pthread_cond_init (&cond, &ca);
+  pthread_mutex_lock (&lock);
+  start = monotonic_ns ();
+  dl = monotonic_deadline (200);
+  CU_ASSERT (dl.tv_nsec >= 0 && dl.tv_nsec < 1000000000);
+  while (pthread_cond_timedwait (&cond, &lock, &dl) != ETIMEDOUT)
+    ;
+  CU_ASSERT (monotonic_ns () - start >= 200 * 1000000ULL);
+  CU_ASSERT (monotonic_ns () - start < 5000 * 1000000ULL);
+  /* A deadline in the past times out at once. */
+  dl = monotonic_deadline (-10);
+  CU_ASSERT_EQUAL (pthread_cond_timedwait (&cond, &lock, &dl), ETIMEDOUT);
+  pthread_mutex_unlock (&lock);
+  pthread_cond_destroy (&cond);
+  pthread_condattr_destroy (&ca);
+}
+
+static void
+test_full_pwrite_pread (void)
+{
+  static char in[300000], out[sizeof in + 100];
+  int fd = open (unit_path ("full-io"), O_RDWR | O_CREAT | O_TRUNC, 0600);
+
+  CU_ASSERT_FATAL (fd >= 0);
+  unit_fill (in, sizeof in, 1);
+  CU_ASSERT (full_pwrite (fd, in, sizeof in, 4096) == 0);
+  CU_ASSERT (full_pread (fd, out, sizeof in, 4096) == (ssize_t)sizeof in);
+  CU_ASSERT (memcmp (in, out, sizeof in) == 0);
+  /* Short only at end of file; nothing at all past it. */
+  CU_ASSERT (full_pread (fd, out, sizeof out, 4096) == (ssize_t)sizeof in);
+  CU_ASSERT (full_pread (fd, out, 10, 4096 + sizeof in) == 0);
+  close (fd);
+  CU_ASSERT (full_pread (fd, out, 10, 0) == -1 && errno == EBADF);
+  CU_ASSERT (full_pwrite (fd, in, 10, 0) == -1 && errno == EBADF);
+}
+
+static volatile sig_atomic_t interrupted;
+
+static void
+on_signal (int sig)
+{
+  interrupted++;
+}
+
+struct drain
+{
+  int fd;
+  pthread_t writer;
+  size_t got;
+};
+
+/* Interrupts the writer blocked on a full pipe, then empties the pipe. */
+static void *
+drain_pipe (void *opaque)
+{
+  struct drain *d = opaque;
+  char buf[65536];
+  ssize_t r;
+
+  usleep (50 * 1000);
+  pthread_kill (d->writer, SIGUSR1);
+  usleep (50 * 1000);
+  while ((r = read (d->fd, buf, sizeof buf)) > 0)
+    d->got += r;
+  return NULL;
+}
+
+/* A write that blocks, is interrupted by a signal (no SA_RESTART: the
+ * write fails with EINTR or returns short) and resumes: every byte
+ * arrives, in one call. */
+static void
+test_full_write_through_signals (void)
+{
+  struct sigaction sa = { .sa_handler = on_signal }, old;
+  int p[2];
+  struct drain d = { .writer = pthread_self () };
+  pthread_t th;
+  size_t len;
+  char *buf;
+
+  CU_ASSERT_FATAL (pipe (p) == 0);
+  len = 4 * (size_t)fcntl (p[1], F_GETPIPE_SZ);
+  buf = calloc (1, len);
+  CU_ASSERT_FATAL (buf != NULL);
+  sigaction (SIGUSR1, &sa, &old);
+  d.fd = p[0];
+  interrupted = 0;
+  CU_ASSERT_FATAL (pthread_create (&th, NULL, drain_pipe, &d) == 0);
+  CU_ASSERT (full_write (p[1], buf, len) == 0);
+  close (p[1]);
+  pthread_join (th, NULL);
+  close (p[0]);
+  sigaction (SIGUSR1, &old, NULL);
+  CU_ASSERT_EQUAL (interrupted, 1);
+  CU_ASSERT_EQUAL (d.got, len);
+  free (buf);
+}
+
+/* A socket whose peer went away: EPIPE, and no SIGPIPE (the default
+ * action would end this test). */
+static void
+test_full_write_closed_socket (void)
+{
+  int s[2];
+
+  CU_ASSERT_FATAL (socketpair (AF_UNIX, SOCK_STREAM, 0, s) == 0);
+  close (s[1]);
+  CU_ASSERT (full_write (s[0], "x", 1) == -1);
+  CU_ASSERT_EQUAL (errno, EPIPE);
+  close (s[0]);
+  CU_ASSERT (full_write (s[0], "x", 1) == -1);
+  CU_ASSERT_EQUAL (errno, EBADF);
+}
+
+static int
+bind_and_step (sqlite3_stmt *st, const char *types, ...)
+{
+  va_list ap;
+  int r;
+
+  va_start (ap, types);
+  r = sqlite_bindv (st, types, ap);
+  va_end (ap);
+  return r == SQLITE_OK ? sqlite3_step (st) : r;
+}
+
+/* Each letter binds its C type; a NULL string is SQL NULL, and the text
+ * is copied (the buffer may change after binding). */
+static void
+test_sqlite_bind (void)
+{
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
+  char text[] = "it's; DROP TABLE x";
+
+  CU_ASSERT_FATAL (sqlite3_open (":memory:", &db) == SQLITE_OK);
+  CU_ASSERT_FATAL (
+      sqlite3_prepare_v2 (db, "SELECT ?1, ?2, ?3, ?4", -1, &st, NULL)
+      == SQLITE_OK);
+  CU_ASSERT (bind_and_step (st, "sids", text, (int64_t)1 << 40, 2.5, NULL)
+             == SQLITE_ROW);
+  memset (text, 'x', sizeof text - 1);
+  CU_ASSERT_STRING_EQUAL (sqlite3_column_text (st, 0), "it's; DROP TABLE x");
+  CU_ASSERT_EQUAL (sqlite3_column_type (st, 1), SQLITE_INTEGER);
+  CU_ASSERT_EQUAL (sqlite3_column_int64 (st, 1), (int64_t)1 << 40);
+  CU_ASSERT_EQUAL (sqlite3_column_type (st, 2), SQLITE_FLOAT);
+  CU_ASSERT_DOUBLE_EQUAL (sqlite3_column_double (st, 2), 2.5, 0);
+  CU_ASSERT_EQUAL (sqlite3_column_type (st, 3), SQLITE_NULL);
+  /* More letters than parameters: SQLite's range error, passed up. */
+  sqlite3_reset (st);
+  CU_ASSERT (bind_and_step (st, "sssss", "a", "b", "c", "d", "e")
+             == SQLITE_RANGE);
+  sqlite3_finalize (st);
+  sqlite3_close (db);
+}
+
+/* A line without its line end, whichever; nothing at end of file. */
+static void
+test_password_read_line (void)
+{
+  static const char input[] = "secret\r\nother\nlast";
+  FILE *f = fmemopen ((void *)input, sizeof input - 1, "r");
+  char buf[64];
+
+  CU_ASSERT_FATAL (f != NULL);
+  CU_ASSERT (password_read_line (f, buf, sizeof buf));
+  CU_ASSERT_STRING_EQUAL (buf, "secret");
+  CU_ASSERT (password_read_line (f, buf, sizeof buf));
+  CU_ASSERT_STRING_EQUAL (buf, "other");
+  CU_ASSERT (password_read_line (f, buf, sizeof buf));
+  CU_ASSERT_STRING_EQUAL (buf, "last");
+  CU_ASSERT (!password_read_line (f, buf, sizeof buf));
+  fclose (f);
+}
+
+/* A hash is a crypt(3) string with a fresh salt each time; it matches
+ * its password only, and garbage or a failure marker matches nothing. */
+static void
+test_password_hash (void)
+{
+  char why[256] = "";
+  char *a = password_hash ("secret", why, sizeof why);
+  char *b = password_hash ("secret", why, sizeof why);
+
+  CU_ASSERT_FATAL (a != NULL && b != NULL);
+  CU_ASSERT_EQUAL (a[0], '$');
+  CU_ASSERT (strcmp (a, b) != 0);
+  CU_ASSERT (password_matches ("secret", a));
+  CU_ASSERT (password_matches ("secret", b));
+  CU_ASSERT (!password_matches ("Secret", a));
+  CU_ASSERT (!password_matches ("secret\n", a));
+  CU_ASSERT (!password_matches ("", a));
+  CU_ASSERT (!password_matches ("secret", ""));
+  CU_ASSERT (!password_matches ("secret", "*0"));
+  CU_ASSERT (!password_matches ("secret", "$not-a-method$x"));
+  /* The hash with its last character changed. */
+  a[strlen (a) - 1] ^= 1;
+  CU_ASSERT (!password_matches ("secret", a));
+  free (a);
+  free (b);
+}
+
+/* A message of any length, as a string of its own. */
+static void
+test_str_printf (void)
+{
+  char *s = str_printf ("%s: %d of %" PRIu64, "vdi", 3, UINT64_MAX);
+  char *big;
+
+  CU_ASSERT_STRING_EQUAL (s, "vdi: 3 of 18446744073709551615");
+  free (s);
+  s = str_printf ("%s", "");
+  CU_ASSERT_STRING_EQUAL (s, "");
+  free (s);
+  big = malloc (100000);
+  CU_ASSERT_FATAL (big != NULL);
+  memset (big, 'x', 99999);
+  big[99999] = '\0';
+  s = str_printf ("<%s>", big);
+  CU_ASSERT_FATAL (s != NULL);
+  CU_ASSERT_EQUAL (strlen (s), 100001);
+  CU_ASSERT (s[0] == '<' && s[100000] == '>');
+  free (s);
+  free (big);
+}
+
 int
 main (void)
 {
@@ -144,6 +393,14 @@ main (void)
     { "is_zero", test_is_zero },
     { "monotonic clock", test_monotonic_clock },
     { "json quote", test_json_quote },
+    { "monotonic deadline", test_monotonic_deadline },
+    { "full pwrite and pread", test_full_pwrite_pread },
+    { "full write through signals", test_full_write_through_signals },
+    { "full write to a closed socket", test_full_write_closed_socket },
+    { "sqlite bind", test_sqlite_bind },
+    { "str_printf", test_str_printf },
+    { "password read line", test_password_read_line },
+    { "password hash", test_password_hash },
     { NULL },
   };
   return unit_main ("common", tests);
