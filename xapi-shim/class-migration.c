@@ -131,22 +131,31 @@ token_clear (struct token *t)
   g_free (t->secret);
 }
 
-/* Read V into *T; false after xapi_fail (FIELD_TYPE_ERROR). */
-static bool
-read_token (struct xapi_call *c, xmlrpc_value *v, struct token *t,
-            struct host_migration_token *out)
+/* Read V into *T and have the brain check it as the step will
+ * (PREPARED: keepalive, commit, abort), before any other argument is
+ * read, as xapi answers a bad token first.  The migration's default SR
+ * uuid (g_free), or NULL after xapi_fail. */
+static char *
+read_token (struct xapi_call *c, xmlrpc_value *v, bool prepared,
+            struct token *t, struct host_migration_token *out)
 {
+  char **err = NULL;
+  char *sr;
+
   if (!xapi_is_record (c, v, "token"))
-    return false;
+    return NULL;
   t->migration = xapi_member_string (c, v, "migration");
   t->secret = xapi_member_string (c, v, "secret");
   t->host = xapi_member_string (c, v, "host");
   if (xapi_failed (c))
-    return false;
+    return NULL;
   out->migration = t->migration;
   out->secret = t->secret;
   out->host = t->host;
-  return true;
+  if ((sr = host_migration_token_check (c->d->host, out, prepared, &err))
+      == NULL)
+    xapi_fail_err (c, err);
+  return sr;
 }
 
 static void
@@ -172,10 +181,11 @@ read_u64 (struct xapi_call *c, xmlrpc_value *rec, const char *key,
   return false;
 }
 
-/* Disks: [{userdevice, virtual_size, format, sr, physical_utilisation}];
- * NULL after xapi_fail. */
+/* Disks: [{userdevice, virtual_size, format, sr, physical_utilisation}],
+ * each checked by the brain once read (its SR DEFAULT_SR when it names
+ * none); NULL after xapi_fail. */
 static GArray *
-read_disks (struct xapi_call *c, xmlrpc_value *v)
+read_disks (struct xapi_call *c, xmlrpc_value *v, const char *default_sr)
 {
   g_autoptr (GArray) a
       = g_array_new (FALSE, TRUE, sizeof (struct host_migration_disk));
@@ -205,6 +215,12 @@ read_disks (struct xapi_call *c, xmlrpc_value *v)
       break;
     if (r->userdevice == NULL)
       xapi_fail (c, "FIELD_TYPE_ERROR", "userdevice", NULL);
+    else {
+      char **err = NULL;
+
+      if (host_migration_disk_check (c->d->host, default_sr, r, &err) == -1)
+        xapi_fail_err (c, err);
+    }
   }
   return xapi_failed (c) ? NULL : g_steal_pointer (&a);
 }
@@ -216,11 +232,12 @@ migration_check (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   struct token t = { 0 };
   struct host_migration_token tok;
   g_autoptr (GArray) disks = NULL;
+  g_autofree char *sr = NULL;
   char **err = NULL;
   int r = -1;
 
-  if (read_token (c, args[0], &t, &tok)
-      && (disks = read_disks (c, args[1])) != NULL)
+  if ((sr = read_token (c, args[0], false, &t, &tok)) != NULL
+      && (disks = read_disks (c, args[1], sr)) != NULL)
     r = host_migration_check (c->d->host, &tok,
                               (struct host_migration_disk *)disks->data,
                               disks->len, &err);
@@ -238,11 +255,12 @@ migration_prepare (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   struct host_migration_token tok;
   g_autoptr (GArray) disks = NULL;
   g_autoptr (GPtrArray) out = NULL;
+  g_autofree char *sr = NULL;
   char **err = NULL;
   xmlrpc_value *v;
 
-  if (read_token (c, args[0], &t, &tok)
-      && (disks = read_disks (c, args[1])) != NULL)
+  if ((sr = read_token (c, args[0], false, &t, &tok)) != NULL
+      && (disks = read_disks (c, args[1], sr)) != NULL)
     out = host_migration_prepare (c->d->host, &tok,
                                   (struct host_migration_disk *)disks->data,
                                   disks->len, &err);
@@ -273,10 +291,11 @@ migration_token_only (struct xapi_call *c, xmlrpc_value *const *args,
 {
   struct token t = { 0 };
   struct host_migration_token tok;
+  g_autofree char *sr = NULL;
   char **err = NULL;
   int r = -1;
 
-  if (read_token (c, args[0], &t, &tok))
+  if ((sr = read_token (c, args[0], true, &t, &tok)) != NULL)
     r = g_str_has_suffix (c->method, ".abort")
             ? host_migration_abort (c->d->host, &tok, &err)
             : host_migration_keepalive (c->d->host, &tok, &err);
@@ -329,9 +348,11 @@ migration_commit (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   g_autofree char *power = NULL;
   g_autofree char *vm_uuid = NULL;
   struct host_migration_vm vm = { 0 };
+  g_autofree char *sr = NULL;
   char **err = NULL;
 
-  if (!read_token (c, args[0], &t, &tok) || !xapi_is_record (c, args[1], "vm"))
+  if ((sr = read_token (c, args[0], true, &t, &tok)) == NULL
+      || !xapi_is_record (c, args[1], "vm"))
     goto out;
   label = xapi_member_string (c, args[1], "name_label");
   desc = xapi_member_string (c, args[1], "name_description");

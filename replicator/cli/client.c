@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "client.h"
-#include "xmlrpc-utf8.h"
 
 struct client_options client_opts = { .progress = PROGRESS_AUTO };
 
@@ -46,8 +45,8 @@ client_connect (const struct client_options *opts, GError **err)
   struct xapi_client *c;
   bool ok;
 
-  /* Names may hold any character (xmlrpc-utf8.h). */
-  if (!xmlrpc_full_unicode ())
+  /* Names may hold any character. */
+  if (!xapi_client_full_unicode ())
     fprintf (stderr, "vdimotion: warning: xmlrpc-c refuses characters "
                      "outside the Basic Multilingual Plane here\n");
   if (server == NULL || *server == '\0') {

@@ -179,16 +179,20 @@ jobs_submit (struct jobs *jobs, struct state_job *j, const char *name_label,
   t.uuid = g_uuid_string_random ();
   g_free (j->task);
   j->task = g_strdup (t.uuid);
-  if (j->phase == NULL)
-    j->phase = g_strdup ("queued");
   if (state_task_add (st, &t) == -1) {
     g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED,
                  "cannot record the task");
     g_free (t.uuid);
     return NULL;
   }
-  if (state_job_add (st, j) == -1
-      || (row = state_job_get (st, t.uuid)) == NULL) {
+  {
+    struct state_job queued = *j;
+
+    queued.phase = "queued";
+    row = state_job_add (st, &queued) == 0 ? state_job_get (st, t.uuid)
+                                            : NULL;
+  }
+  if (row == NULL) {
     g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED,
                  "cannot record the job");
     if (state_job_remove (st, t.uuid) == -1
@@ -504,11 +508,20 @@ jobs_recover (struct jobs *jobs)
     job = job_new (jobs, kind, row);
     if (t && strcmp (t->status, "cancelling") == 0)
       job->cancel = 1;
-    if (kind->recover (job) == JOB_RECOVER_RESUME && !job->ended) {
+    switch (kind->recover (job)) {
+    case JOB_RECOVER_RESUME:
+      g_assert (!job->ended);
       g_message ("task %s: resuming (%s of %s)", row->task, row->kind,
                  row->vdi);
       enqueue (jobs, job);
       continue;
+    case JOB_RECOVER_DONE:
+      g_assert (job->ended);
+      break;
+    case JOB_RECOVER_LEAVE:
+      g_assert (!job->ended);
+      g_warning ("task %s: left for the next start", row->task);
+      break;
     }
     job_free (job);
   }

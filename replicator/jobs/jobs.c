@@ -4,7 +4,8 @@
  * Design
  * - Phases (the row's phase): queued → copying → committing → (ended)
  *   offline; queued → mirroring → pivoted → (ended) live.
- * - The source VDI is claimed (class-vdi.c) from submission to the end,
+ * - The source VDI is claimed (host_vdi_move_submit) from submission to
+ *   the end,
  *   and the new VDI from its creation, so nothing else starts on them.
  * - The new VDI carries other_config["vdimotion-task"] = the task's uuid
  *   from the moment it exists (recorded with it) until the job succeeds.
@@ -409,6 +410,8 @@ commit_offline (struct job *job, struct host_sr *dst_sr)
   struct host_sr *src_sr = NULL;
   struct sr_vdi *src;
 
+  /* A copy is complete only into a VDI the job recorded. */
+  g_assert (row->dst_vdi != NULL);
   if (g_strcmp0 (row->phase, "committing") != 0) {
     g_autoptr (GError) error = NULL;
 
@@ -466,6 +469,8 @@ vdi_job_run (struct job *job)
   job_set_progress (job, 0.0);
   if ((dst = make_dest (job, src, dst_sr, &err)) == NULL)
     goto fail;
+  /* The new VDI's uuid was recorded before the VDI was made. */
+  g_assert (g_strcmp0 (row->dst_vdi, dst->uuid) == 0);
   if (g_strcmp0 (row->phase, "queued") == 0) {
     g_autoptr (GError) error = NULL;
 
@@ -545,7 +550,7 @@ recover_live (struct job *job)
       /* Leave the row: the next start tries again. */
       sr_vdi_free (src);
       g_critical ("task %s: cannot record the VBD's new VDI", row->task);
-      return JOB_RECOVER_DONE;
+      return JOB_RECOVER_LEAVE;
     }
     unmark (job, dst_sr, row->dst_vdi);
     if (src)

@@ -24,9 +24,14 @@
  * - A task's result is typed: the uuid of the object the job made (the
  *   face writes it as XenAPI's ref).  error_info is XenAPI's: a code and
  *   its parameters.
- * - Durable writes that fail end the job with INTERNAL_ERROR naming the
- *   write (the work done so far is undone as for any failure); a failure
- *   to record the end itself is logged as critical.
+ * - A durable write that fails before a kind's point of no return ends
+ *   the job as a failure (with the kind's error code and a message that
+ *   names the write), undone as any failure is.  After that point (a
+ *   pivot done, a VM handed over) the kind logs it as critical and the
+ *   next start finishes the job from what it finds.  A phase that is
+ *   only for the record (a VM migration's, which a restart undoes
+ *   whatever it says) is logged when it cannot be written.  A failure
+ *   to record the end itself is logged as critical, and the row stays.
  * - Threads: everything here may be called from any thread, except
  *   jobs_new, jobs_free and jobs_recover (the main thread, not serving).
  *   jobs_watch's callbacks run in the main context.
@@ -49,6 +54,9 @@ enum job_recovery
 {
   JOB_RECOVER_RESUME, /* queue it: run is called again */
   JOB_RECOVER_DONE,   /* it ended (job_succeed or job_fail was called) */
+  JOB_RECOVER_LEAVE,  /* neither: the row stays for the next start (a
+                         step it must finish cannot be recorded now);
+                         the task stays pending meanwhile */
 };
 
 struct job_kind
@@ -85,8 +93,10 @@ void jobs_free (struct jobs *jobs);
 /* At start: recover or clean up the jobs a previous run left. */
 void jobs_recover (struct jobs *jobs);
 
-/* Queue job J (its kind must be one of the manager's): a new pending
- * task named NAME_LABEL is recorded with it, and J->task set to its uuid.
+/* Queue job J (its kind must be one of the manager's), recorded in
+ * phase "queued" whatever J->phase says: a new pending task named
+ * NAME_LABEL is recorded with it, and J->task set to its uuid (a new
+ * string the caller frees).
  * Returns the task uuid (g_free it), or NULL with *ERROR if it cannot be
  * recorded or the kind is unknown (nothing is left behind then). */
 char *jobs_submit (struct jobs *jobs, struct state_job *j,

@@ -195,6 +195,43 @@ token_migration (struct host *h, const struct host_migration_token *tok,
   return m;
 }
 
+char *
+host_migration_token_check (struct host *h,
+                            const struct host_migration_token *tok,
+                            bool prepared, char ***err)
+{
+  g_autoptr (state_migration) m
+      = token_migration (h, tok, prepared ? TOKEN_ACTIVE : TOKEN_CHECK, err);
+
+  return m ? g_strdup (m->sr) : NULL;
+}
+
+/* Disk R's SR (DEFAULT_SR if it names none), its format checked; NULL
+ * with *ERR. */
+static struct host_sr *
+disk_sr (struct host *h, const char *default_sr,
+         const struct host_migration_disk *r, char ***err)
+{
+  const char *sr = r->sr && *r->sr ? r->sr : default_sr;
+  struct host_sr *s;
+
+  if (r->format == NULL || vdisk_format_from_name (r->format) < 0) {
+    host_err_set (err, "VDI_INCOMPATIBLE_TYPE", r->format ? r->format : "",
+                  "format", NULL);
+    return NULL;
+  }
+  if ((s = host_find_sr (h, sr)) == NULL)
+    host_err_set (err, "HANDLE_INVALID", "SR", sr, NULL);
+  return s;
+}
+
+int
+host_migration_disk_check (struct host *h, const char *default_sr,
+                           const struct host_migration_disk *d, char ***err)
+{
+  return disk_sr (h, default_sr, d, err) ? 0 : -1;
+}
+
 /* The SRs of DISKS (into SRS, N entries) checked: formats known, SRs
  * here, room for them.  -1 with *ERR. */
 static int
@@ -208,18 +245,11 @@ check_disks (struct host *h, const struct state_migration *m,
 
   for (size_t i = 0; i < n; i++) {
     const struct host_migration_disk *r = &disks[i];
-    const char *sr = r->sr && *r->sr ? r->sr : m->sr;
-    int format = r->format ? vdisk_format_from_name (r->format) : -1;
+    int format;
 
-    if (format < 0) {
-      host_err_set (err, "VDI_INCOMPATIBLE_TYPE", r->format ? r->format : "",
-                    "format", NULL);
+    if ((srs[i] = disk_sr (h, m->sr, r, err)) == NULL)
       return -1;
-    }
-    if ((srs[i] = host_find_sr (h, sr)) == NULL) {
-      host_err_set (err, "HANDLE_INVALID", "SR", sr, NULL);
-      return -1;
-    }
+    format = vdisk_format_from_name (r->format);
     /* A raw image takes its whole size; sparse ones what the source's
      * occupies. */
     g_hash_table_insert (
@@ -440,6 +470,8 @@ host_migration_prepare (struct host *h, const struct host_migration_token *tok,
     drop_migration (h, m, "aborted");
     return NULL;
   }
+  /* Spent before any disk exists: a second prepare finds it so. */
+  g_assert (strcmp (m->state, "prepared") == 0);
   out = g_ptr_array_new_with_free_func (
       (GDestroyNotify)host_migration_export_free);
   for (size_t i = 0; i < n; i++) {

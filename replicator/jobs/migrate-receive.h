@@ -71,6 +71,20 @@ struct host_migration_vm
   GHashTable *read_only;    /* the userdevices attached "RO", or NULL */
 };
 
+/* The token checked as the step about to run will: PREPARED false for
+ * check and prepare (issued, unexpired, unspent), true for keepalive,
+ * commit and abort (prepared).  For a face that reads a call's other
+ * arguments only once the token passed, as xapi answers.  The
+ * migration's default SR uuid (g_free), or NULL with *ERR. */
+char *host_migration_token_check (struct host *h,
+                                  const struct host_migration_token *tok,
+                                  bool prepared, char ***err);
+/* One disk checked as check and prepare will: its format known, its SR
+ * (DEFAULT_SR when it names none) on this host.  -1 with *ERR. */
+int host_migration_disk_check (struct host *h, const char *default_sr,
+                               const struct host_migration_disk *d,
+                               char ***err);
+
 /* The steps.  Each checks the token first (a token is refused when
  * expired before prepare, spent twice, shown to another host, or wrong).
  * check and prepare also check DISKS against the SRs (formats, free

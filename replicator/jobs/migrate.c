@@ -85,6 +85,7 @@ struct migration
   GHashTable *mm_result;
   char *mm_last_error; /* the migrator's last stderr line */
   gint64 last_keepalive;
+  bool recovering; /* undone at start: a failure, even if it was cancelled */
 };
 
 /* Parameters: [migration] vm, live; [token], [options], [vdi_map]. */
@@ -772,6 +773,8 @@ handover (struct migration *m)
   gint64 last_poll = 0;
   GPid pid;
 
+  /* Only a running VM is handed over, once every mirror is ready. */
+  g_assert (m->live);
   set_step (m, "handover");
   if (!g_spawn_async_with_pipes (
           NULL, argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_SEARCH_PATH,
@@ -1041,15 +1044,19 @@ end (struct migration *m, const char *dst_vm)
 
   if (dst_vm) {
     /* The destination is a vdimotiond: its refs carry the uuid. */
-    job_succeed (m->job, g_str_has_prefix (dst_vm, HOST_REF_PREFIX)
-                             ? dst_vm + strlen (HOST_REF_PREFIX)
-                             : dst_vm);
+    const char *uuid = g_str_has_prefix (dst_vm, HOST_REF_PREFIX)
+                           ? dst_vm + strlen (HOST_REF_PREFIX)
+                           : dst_vm;
+
+    /* The VM is there whatever the answer said: a destination that gave
+     * no ref leaves the task without a result. */
+    job_succeed (m->job, *uuid ? uuid : NULL);
     return;
   }
   if (m->vm)
     release_disks (m->d, m->vm->uuid);
   msg = g_strdup_printf ("%s: %s", m->step, m->error ? m->error : "failed");
-  if (job_cancelled (m->job) && !job_stopping (m->job)) {
+  if (job_cancelled (m->job) && !job_stopping (m->job) && !m->recovering) {
     /* xapi's error, and the step the cancel stopped ("mirror: cancelled"). */
     const char *ei[] = { "TASK_CANCELLED",
                          task_ref = g_strconcat (HOST_REF_PREFIX,
@@ -1088,7 +1095,7 @@ migrate_run (struct job *job)
 static enum job_recovery
 migrate_recover (struct job *job)
 {
-  struct migration m = { 0 };
+  struct migration m = { .recovering = true };
 
   /* Whatever the step, the VM is still here: undo and fail. */
   if (migration_init (&m, job)) {
@@ -1144,8 +1151,10 @@ host_vm_migrate_check (struct host *h, const struct host_vm_migrate *p,
   /* The destination's refusal is ours; not reaching it is a failure of
    * the migration's check. */
   desc = xapi_client_error_description (error);
-  if (desc)
+  if (desc && err) {
+    g_assert (*err == NULL);
     *err = g_strdupv ((char **)desc);
+  }
   else if (v == NULL) {
     g_autofree char *vm_ref = host_ref (vm->uuid);
     g_autofree char *src = host_ref (h->uuid);

@@ -35,7 +35,11 @@ static const char schema[]
       "CREATE TABLE IF NOT EXISTS tasks ("
       "  uuid TEXT PRIMARY KEY, name_label TEXT, status TEXT NOT NULL,"
       "  progress REAL, result TEXT, error_info TEXT, created INTEGER,"
-      "  finished INTEGER, result_uuid TEXT);"
+      "  finished INTEGER);"
+      /* A job's typed result, apart from the tasks table, so that a
+       * state dir stays readable by the daemon of the version before. */
+      "CREATE TABLE IF NOT EXISTS task_results ("
+      "  task TEXT PRIMARY KEY, result_uuid TEXT);"
       "CREATE TABLE IF NOT EXISTS jobs ("
       "  task TEXT PRIMARY KEY, kind TEXT NOT NULL, vdi TEXT NOT NULL,"
       "  dst_sr TEXT NOT NULL, dst_vdi TEXT, format TEXT, phase TEXT,"
@@ -77,8 +81,6 @@ state_open (const char *state_dir, GError **error)
   sqlite3_exec (st->db, "ALTER TABLE jobs ADD COLUMN params TEXT", NULL, NULL,
                 NULL);
   sqlite3_exec (st->db, "ALTER TABLE vms ADD COLUMN other_config TEXT", NULL,
-                NULL, NULL);
-  sqlite3_exec (st->db, "ALTER TABLE tasks ADD COLUMN result_uuid TEXT", NULL,
                 NULL, NULL);
   return st;
 }
@@ -357,10 +359,10 @@ state_task_add (struct state *st, const struct state_task *t)
 
   return run (st,
               "INSERT INTO tasks (uuid, name_label, status, progress, result,"
-              " error_info, created, finished, result_uuid)"
-              " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-              "sssdssiis", t->uuid, t->name_label, t->status, t->progress,
-              t->result, ei, t->created, t->finished, t->result_uuid);
+              " error_info, created, finished)"
+              " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+              "sssdssii", t->uuid, t->name_label, t->status, t->progress,
+              t->result, ei, t->created, t->finished);
 }
 
 struct state_task *
@@ -369,7 +371,8 @@ state_task_get (struct state *st, const char *uuid)
   sqlite3_stmt *s = query_row (
       st,
       "SELECT uuid, name_label, status, progress, result, error_info, "
-      "created, finished, result_uuid FROM tasks WHERE uuid = ?",
+      "created, finished, (SELECT result_uuid FROM task_results "
+      "WHERE task = tasks.uuid) FROM tasks WHERE uuid = ?",
       "s", uuid);
   struct state_task *t;
   const unsigned char *ei;
@@ -413,19 +416,28 @@ state_task_finish (struct state *st, const char *uuid, const char *status,
 {
   g_autofree char *ei = join_error_info (error_info);
 
+  /* The result first: a crash between the two leaves the task running,
+   * and the job that ends it again replaces the result. */
+  if (result_uuid
+      && run (st, "INSERT OR REPLACE INTO task_results VALUES (?, ?)", "ss",
+              uuid, result_uuid)
+             == -1)
+    return -1;
   return run (st,
-              "UPDATE tasks SET status = ?, result = '', result_uuid = ?, "
-              "error_info = ?, "
+              "UPDATE tasks SET status = ?, result = '', error_info = ?, "
               "progress = CASE WHEN ? = 'success' THEN 1.0 ELSE progress END, "
               "finished = ? WHERE uuid = ?",
-              "ssssis", status, result_uuid, ei, status,
+              "sssis", status, ei, status,
               (int64_t)(g_get_real_time () / G_USEC_PER_SEC), uuid);
 }
 
 int
 state_task_remove (struct state *st, const char *uuid)
 {
-  return run (st, "DELETE FROM tasks WHERE uuid = ?", "s", uuid);
+  if (run (st, "DELETE FROM tasks WHERE uuid = ?", "s", uuid) == -1)
+    return -1;
+  /* A result row left behind names a task that is gone: harmless. */
+  return run (st, "DELETE FROM task_results WHERE task = ?", "s", uuid);
 }
 
 void

@@ -13,10 +13,13 @@
 #include "xmlrpc-decode.h"
 #include "xmlrpc-utf8.h"
 
-/* Strings may hold any character: this reference links xmlrpc-utf8.c's
+/* Strings may hold any character: calling it links xmlrpc-utf8.c's
  * check (which replaces xmlrpc-c's) into every program with a client. */
-static bool (*const full_unicode) (void) __attribute__ ((used))
-= xmlrpc_full_unicode;
+bool
+xapi_client_full_unicode (void)
+{
+  return xmlrpc_full_unicode ();
+}
 
 struct xapi_client
 {

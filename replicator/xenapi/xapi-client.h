@@ -140,4 +140,10 @@ GInputStream *xapi_client_send (struct xapi_client *cl, SoupMessage *msg,
  * in migration tokens. */
 char *xapi_cert_sha256 (GTlsCertificate *cert);
 
+/* Does this process send and take strings with any Unicode character
+ * (xmlrpc-c's own check refuses those outside the Basic Multilingual
+ * Plane; replicator/xenapi/xmlrpc-utf8.c replaces it)?  A program warns
+ * when not. */
+bool xapi_client_full_unicode (void);
+
 #endif /* VDM_XAPI_CLIENT_H */

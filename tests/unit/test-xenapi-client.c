@@ -14,6 +14,7 @@
 
 #include <gio/gio.h>
 #include <glib.h>
+#include <glib/gstdio.h>
 
 #include "unit.h"
 #include "xapi-client.h"
