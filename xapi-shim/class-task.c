@@ -2,7 +2,7 @@
  *
  * Tasks are durable (state.h), so a client polling a task keeps seeing it
  * across a restart of the daemon.  A task whose job runs reports its
- * progress from memory (jobs.c); the database holds the last figure
+ * progress from memory (jobs_get_progress); the database holds the last figure
  * written, every second or so.  As in xapi, result is XML-RPC text:
  * "<value>OpaqueRef:...</value>" for a ref. */
 

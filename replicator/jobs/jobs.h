@@ -77,8 +77,8 @@ struct job_kind
 
 /* The kinds of vdimotiond, and all of them NULL-terminated
  * (job-kinds.c). */
-extern const struct job_kind job_kind_vdi_copy;    /* jobs.c */
-extern const struct job_kind job_kind_vdi_migrate; /* jobs.c */
+extern const struct job_kind job_kind_vdi_copy;    /* vdi-jobs.c */
+extern const struct job_kind job_kind_vdi_migrate; /* vdi-jobs.c */
 extern const struct job_kind job_kind_vm_migrate;  /* migrate.c */
 extern const struct job_kind *const job_kinds[];
 

@@ -1,6 +1,6 @@
 /* The source side of a cross-host migration (VM.migrate, VM.migrate_send).
  *
- * Design: one job ("vm-migrate", jobs.c) per migration, its parameters
+ * Design: one job ("vm-migrate", jobs.h) per migration, its parameters
  * (the token, live, options, vdi_map) kept with the job as GKeyFile text.
  * The steps, each named in the task's error if it fails:
  *   check    the destination checks the token and its SRs (free space,

@@ -2,7 +2,7 @@
  *
  * Every write is one statement, so each is atomic on its own; the callers
  * order their writes so that any prefix of them is a state a restarted
- * daemon understands (jobs.c says how).  Statements are built with
+ * daemon understands (the kinds of jobs.h say how).  Statements are built with
  * run(), which binds its arguments from a type string ('s' text or NULL,
  * 'i' int64, 'd' double), so no value is ever spliced into SQL text.
  * Table and column names in state_list are checked against a fixed list.

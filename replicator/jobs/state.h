@@ -125,7 +125,7 @@ typedef struct state_task state_task; /* for g_autoptr */
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (state_task, state_task_free)
 
 /* Jobs: the storage work behind a task, kept until the task ends so that
- * a restarted daemon resumes or cleans up (jobs.c). */
+ * a restarted daemon resumes or cleans up (jobs.h). */
 struct state_job
 {
   char *task;    /* uuid of its task */
