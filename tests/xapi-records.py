@@ -226,6 +226,7 @@ for m in ("session.login_with_password", "pool.set_default_SR",
     assert m in methods, m
 assert not any(m.startswith("Async.") for m in methods)
 assert len(methods) == len(set(methods))
+assert x.system.listMethods(s) == methods  # xapi ignores arguments
 
 # VM.assert_can_migrate takes 7 or 8 arguments, VM.migrate_send 7 to 9:
 # the extra maps are accepted (the call gets to the destination token).
