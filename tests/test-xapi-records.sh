@@ -19,7 +19,7 @@ PYTHONPATH=$srcdir python3 "$srcdir/xapi-records.py" "$url" \
 # The pool keeps its uuid (in the state dir, as the host's), its name,
 # other_config and default SR across a restart.
 pool_uuid=$(cat "$T/state/pool-uuid")
-python3 - "$url" > "$T/before" <<'PY'
+cat > "$T/pool.py" <<'PY'
 import sys, xmlrpc.client
 x = xmlrpc.client.ServerProxy(sys.argv[1])
 s = x.session.login_with_password("root", "secret")["Value"]
@@ -28,18 +28,11 @@ r = x.pool.get_record(s, p)["Value"]
 print(p, r["name_label"], r["name_description"], r["default_SR"],
       sorted(r["other_config"].items()))
 PY
+python3 "$T/pool.py" "$url" > "$T/before"
 stop_vdimotiond
 start_vdimotiond
 [ "$(cat "$T/state/pool-uuid")" = "$pool_uuid" ] || fail "pool uuid changed"
-python3 - "$url" > "$T/after" <<'PY'
-import sys, xmlrpc.client
-x = xmlrpc.client.ServerProxy(sys.argv[1])
-s = x.session.login_with_password("root", "secret")["Value"]
-p = x.pool.get_all(s)["Value"][0]
-r = x.pool.get_record(s, p)["Value"]
-print(p, r["name_label"], r["name_description"], r["default_SR"],
-      sorted(r["other_config"].items()))
-PY
+python3 "$T/pool.py" "$url" > "$T/after"
 cat "$T/before"
 cmp "$T/before" "$T/after" || fail "the pool's settings did not survive"
 grep -q "OpaqueRef:$pool_uuid the pool of one" "$T/after" \
