@@ -64,10 +64,11 @@ for bad in ["OpaqueRef:00000000-0000-0000-0000-000000000000", "", "x" * 5000,
             s + "x"]:
     e = failure(x.SR.get_all(bad), "SESSION_INVALID")
 failure(x.SR.get_all(17), "FIELD_TYPE_ERROR")
-# Unknown methods and classes.
+# Unknown methods and classes.  (system.listMethods is known since
+# issue 14: test-xapi-records.sh.)
 for m in ["VDI.no_such_method", "nosuchclass.get_all", "VDI", ".",
           "VDI.", "VDI.get_", "Async.VDI.no_such_method", "Async.",
-          "system.listMethods"]:
+          "system.no_such_method"]:
     failure(getattr(x, m)(s, "OpaqueRef:NULL"), "MESSAGE_METHOD_UNKNOWN")
 e = failure(x.VDI.no_such_method(s), "MESSAGE_METHOD_UNKNOWN")
 assert e[1:] == ["VDI.no_such_method"], e

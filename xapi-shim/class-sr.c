@@ -26,13 +26,17 @@ sr_list (struct xapi_call *c, GPtrArray *refs)
   return true;
 }
 
+/* What a file SR does, as xapi's storage_operations name it. */
+static const char *const sr_operations[]
+    = { "scan", "vdi_create", "vdi_destroy", "vdi_copy", "vdi_mirror" };
+
 static xmlrpc_value *
 sr_record (struct xapi_call *c, const char *ref)
 {
   struct host_sr *s = xapi_sr_by_ref (c, ref);
   struct sr_stat st;
   struct sr_vdi_list list = { 0 };
-  xmlrpc_value *r, *vdis, *sm;
+  xmlrpc_value *r, *vdis, *sm, *ops;
 
   if (s == NULL)
     return NULL;
@@ -50,7 +54,10 @@ sr_record (struct xapi_call *c, const char *ref)
   xapi_set (c, r, "uuid", xapi_string (c, sr_get_uuid (s->sr)));
   xapi_set (c, r, "name_label", xapi_string (c, s->name));
   xapi_set (c, r, "name_description", xapi_string (c, ""));
-  xapi_set (c, r, "allowed_operations", xapi_empty_array (c));
+  ops = xmlrpc_array_new (c->env);
+  for (size_t i = 0; i < G_N_ELEMENTS (sr_operations); i++)
+    xapi_append (c, ops, xapi_string (c, sr_operations[i]));
+  xapi_set (c, r, "allowed_operations", ops);
   xapi_set (c, r, "current_operations", xapi_empty_struct (c));
   xapi_set (c, r, "VDIs", vdis);
   xapi_set (c, r, "PBDs", xapi_empty_array (c));

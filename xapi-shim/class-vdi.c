@@ -65,6 +65,24 @@ vdi_current_operations (struct xapi_call *c, const char *uuid)
   return st;
 }
 
+/* What the VDI can do now, as xapi's vdi_operations name it: copy and
+ * move (VDI.pool_migrate is xapi's "mirror") when no operation runs,
+ * destroy too when no running VM uses it. */
+static xmlrpc_value *
+vdi_allowed_operations (struct xapi_call *c, const char *uuid)
+{
+  xmlrpc_value *a = xmlrpc_array_new (c->env);
+  g_autofree char *op = host_vdi_operation (c->d->host, uuid);
+
+  if (op)
+    return a;
+  xapi_append (c, a, xapi_string (c, "copy"));
+  xapi_append (c, a, xapi_string (c, "mirror"));
+  if (!host_vdi_attached (c->d->host, uuid))
+    xapi_append (c, a, xapi_string (c, "destroy"));
+  return a;
+}
+
 static bool
 vdi_list (struct xapi_call *c, GPtrArray *refs)
 {
@@ -99,7 +117,7 @@ vdi_record (struct xapi_call *c, const char *ref)
   xapi_set (c, r, "uuid", xapi_string (c, v->uuid));
   xapi_set (c, r, "name_label", xapi_string (c, v->name_label));
   xapi_set (c, r, "name_description", xapi_string (c, v->name_description));
-  xapi_set (c, r, "allowed_operations", xapi_empty_array (c));
+  xapi_set (c, r, "allowed_operations", vdi_allowed_operations (c, v->uuid));
   xapi_set (c, r, "current_operations", vdi_current_operations (c, v->uuid));
   xapi_set (c, r, "SR", xapi_ref (c, sr_get_uuid (s->sr)));
   vbds = state_list (c->d->host->state, "vbds", "vdi", v->uuid);

@@ -4,13 +4,14 @@
  *
  *   VM.migrate(session, vm, dest, live, options)            the design's
  *   VM.migrate_send(session, vm, dest, live, vdi_map, vif_map, options
- *                   [, vgpu_map])                            xapi's
+ *                   [, vgpu_map[, vdi_format_map]])          xapi's
  *   VM.assert_can_migrate(session, vm, dest, live, vdi_map, vif_map,
- *                         options)
+ *                         options[, vgpu_map])
  *
  * dest is the token VM.migrate_receive / Host.migrate_receive gave on the
- * destination; vdi_map maps VDI refs to SR refs there; vif_map and
- * vgpu_map are accepted and unused. */
+ * destination; vdi_map maps VDI refs to SR refs there; vif_map, vgpu_map
+ * and vdi_format_map are accepted and unused, as the arities xapi
+ * accepts (7 to 9, 7 or 8). */
 
 #include <string.h>
 

@@ -45,59 +45,91 @@ xapi_oc_from_xmlrpc (struct xapi_call *c, xmlrpc_value *m, GHashTable *oc)
   return xapi_read_string_map (c, m, "other_config", oc_put, oc);
 }
 
-static xmlrpc_value *
-oc_to_xmlrpc (struct xapi_call *c, const char *text)
-{
-  g_autoptr (GHashTable) oc = host_oc_parse (text);
-  xmlrpc_value *st = xmlrpc_struct_new (c->env);
-  GHashTableIter it;
-  gpointer k, v;
-
-  g_hash_table_iter_init (&it, oc);
-  while (g_hash_table_iter_next (&it, &k, &v))
-    xapi_set (c, st, k, xapi_string (c, v));
-  return st;
-}
-
 static bool
 is_running (const struct state_vm *vm)
 {
   return strcmp (vm->power_state, "Running") == 0;
 }
 
+/* Has one of the VM's disks an operation running (a move, a copy)?  The
+ * VM can then neither stop nor start nor migrate (vms.h). */
+static bool
+disks_busy (struct xapi_call *c, GPtrArray *vbds)
+{
+  for (guint i = 0; i < vbds->len; i++) {
+    g_autoptr (state_vbd) b = state_vbd_get (c->d->host->state, vbds->pdata[i]);
+    g_autofree char *op = b ? host_vdi_operation (c->d->host, b->vdi) : NULL;
+
+    if (op)
+      return true;
+  }
+  return false;
+}
+
+/* What the VM can do now, as xapi's vm_operations name it. */
+static xmlrpc_value *
+allowed_operations (struct xapi_call *c, const struct state_vm *vm,
+                    GPtrArray *vbds)
+{
+  static const char *const running[]
+      = { "clean_shutdown", "hard_shutdown", "shutdown", "migrate_send" };
+  static const char *const halted[] = { "start", "destroy", "migrate_send" };
+  bool run = is_running (vm);
+  const char *const *ops = run ? running : halted;
+  size_t n = run ? G_N_ELEMENTS (running) : G_N_ELEMENTS (halted);
+  xmlrpc_value *a = xmlrpc_array_new (c->env);
+
+  if (disks_busy (c, vbds))
+    return a;
+  for (size_t i = 0; i < n; i++)
+    xapi_append (c, a, xapi_string (c, ops[i]));
+  return a;
+}
+
+/* The VM's record.  A storage host knows a VM's name, power state and
+ * disks; it does not run the guest, so memory and VCPUs are not its to
+ * know: they read as xapi's smallest consistent values (no memory, one
+ * VCPU), the domain type as "unspecified".  A running VM's domid is a
+ * number of its own, kept while the VM exists (state_vm_number); a
+ * halted VM's is -1, as in xapi. */
 static xmlrpc_value *
 vm_record (struct xapi_call *c, const char *ref)
 {
   g_autoptr (state_vm) vm = xapi_vm_by_ref (c, ref);
   g_autoptr (GPtrArray) vbds = NULL;
-  xmlrpc_value *r, *a, *ops;
+  g_autoptr (GHashTable) oc = NULL;
+  xmlrpc_value *r, *a;
+  bool run;
 
   if (vm == NULL)
     return NULL;
+  run = is_running (vm);
   vbds = state_list (c->d->host->state, "vbds", "vm", vm->uuid);
+  oc = host_oc_parse (vm->other_config);
   r = xmlrpc_struct_new (c->env);
   xapi_set (c, r, "uuid", xapi_string (c, vm->uuid));
   xapi_set (c, r, "name_label", xapi_string (c, vm->name_label));
   xapi_set (c, r, "name_description", xapi_string (c, vm->name_description));
   xapi_set (c, r, "power_state", xapi_string (c, vm->power_state));
-  ops = xmlrpc_array_new (c->env);
-  xapi_append (c, ops,
-               xapi_string (c, is_running (vm) ? "clean_shutdown" : "start"));
-  xapi_set (c, r, "allowed_operations", ops);
-  xapi_set (c, r, "current_operations", xapi_empty_struct (c));
+  xapi_set (c, r, "allowed_operations", allowed_operations (c, vm, vbds));
+  xapi_set (c, r, "user_version", xapi_int64 (c, 1));
+  xapi_set (c, r, "resident_on",
+            run ? xapi_ref (c, c->d->host->uuid)
+                : xapi_string (c, XAPI_NULL_REF));
+  xapi_set (c, r, "VCPUs_max", xapi_int64 (c, 1));
+  xapi_set (c, r, "VCPUs_at_startup", xapi_int64 (c, 1));
+  xapi_set (c, r, "actions_after_shutdown", xapi_string (c, "destroy"));
+  xapi_set (c, r, "actions_after_reboot", xapi_string (c, "restart"));
+  xapi_set (c, r, "actions_after_crash", xapi_string (c, "restart"));
   a = xmlrpc_array_new (c->env);
   for (guint i = 0; i < vbds->len; i++)
     xapi_append (c, a, xapi_ref (c, vbds->pdata[i]));
   xapi_set (c, r, "VBDs", a);
-  xapi_set (c, r, "VIFs", xapi_empty_array (c));
-  xapi_set (c, r, "resident_on",
-            is_running (vm) ? xapi_ref (c, c->d->host->uuid)
-                            : xapi_string (c, XAPI_NULL_REF));
-  xapi_set (c, r, "is_a_template", xapi_bool (c, false));
-  xapi_set (c, r, "is_a_snapshot", xapi_bool (c, false));
-  xapi_set (c, r, "is_control_domain", xapi_bool (c, false));
-  xapi_set (c, r, "other_config", oc_to_xmlrpc (c, vm->other_config));
-  xapi_set (c, r, "tags", xapi_empty_array (c));
+  xapi_set (c, r, "other_config", xapi_string_map (c, oc));
+  xapi_set (c, r, "domid",
+            xapi_int64 (c, run ? state_vm_number (c->d->host->state, vm->uuid)
+                               : -1));
+  xapi_set (c, r, "has_vendor_device", xapi_bool (c, false));
   return r;
 }
 
@@ -189,9 +221,8 @@ vm_shutdown (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   return xapi_void (c);
 }
 
-/* VM.add_to_other_config(session, vm, key, value),
- * VM.remove_from_other_config(session, vm, key),
- * VM.set_other_config(session, vm, map). */
+/* VM.add_to_other_config, remove_from_other_config, set_other_config
+ * (xapi_change_other_config). */
 static xmlrpc_value *
 vm_change_other_config (struct xapi_call *c, xmlrpc_value *const *args,
                         int nargs)
@@ -200,36 +231,12 @@ vm_change_other_config (struct xapi_call *c, xmlrpc_value *const *args,
   g_autoptr (state_vm) vm = ref ? xapi_vm_by_ref (c, ref) : NULL;
   g_autoptr (GHashTable) oc = NULL;
   g_autofree char *text = NULL;
-  const char *m = strrchr (c->method, '.') + 1;
 
   if (vm == NULL)
     return NULL;
   oc = host_oc_parse (vm->other_config);
-  if (strcmp (m, "set_other_config") == 0) {
-    g_hash_table_remove_all (oc);
-    if (!xapi_oc_from_xmlrpc (c, args[2], oc))
-      return NULL;
-  }
-  else {
-    g_autofree char *key = xapi_read_string (c, args[2], "key");
-    char *value = NULL;
-
-    if (key == NULL)
-      return NULL;
-    if (strcmp (m, "add_to_other_config") == 0) {
-      if ((value = xapi_read_string (c, args[3], "value")) == NULL)
-        return NULL;
-      if (g_hash_table_contains (oc, key)) {
-        g_free (value);
-        xapi_fail (c, "MAP_DUPLICATE_KEY", "VM", "other_config", ref, key,
-                   NULL);
-        return NULL;
-      }
-      g_hash_table_replace (oc, g_steal_pointer (&key), value);
-    }
-    else
-      g_hash_table_remove (oc, key);
-  }
+  if (!xapi_change_other_config (c, args, "VM", ref, oc))
+    return NULL;
   text = host_oc_print (oc);
   if (state_vm_set_other_config (c->d->host->state, vm->uuid, text) == -1) {
     xapi_fail (c, "INTERNAL_ERROR", "cannot record the VM's other_config",
@@ -243,8 +250,8 @@ static const struct xapi_method methods[] = {
   { "create", 2, 2, false, vm_create },
   { "migrate_receive", 4, 4, false, xapi_vm_migrate_receive },
   { "migrate", 5, 5, false, xapi_vm_migrate },
-  { "migrate_send", 7, 8, false, xapi_vm_migrate_send },
-  { "assert_can_migrate", 7, 7, false, xapi_vm_assert_can_migrate },
+  { "migrate_send", 7, 9, false, xapi_vm_migrate_send },
+  { "assert_can_migrate", 7, 8, false, xapi_vm_assert_can_migrate },
   { "add_to_other_config", 4, 4, false, vm_change_other_config },
   { "remove_from_other_config", 3, 3, false, vm_change_other_config },
   { "set_other_config", 3, 3, false, vm_change_other_config },

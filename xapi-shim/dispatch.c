@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "rpc.h"
+#include "where.h"
 #include "xapi.h"
 
 /* Error parameters longer than this are cut (see wrap). */
@@ -15,10 +16,12 @@
 
 /* The classes this daemon serves.  A new class is one file and one line
  * here. */
+static const struct xapi_class xapi_class_system;
 static const struct xapi_class *const classes[] = {
-  &xapi_class_session, &xapi_class_host,    &xapi_class_sr,
-  &xapi_class_vdi,     &xapi_class_vm,      &xapi_class_vbd,
-  &xapi_class_task,    &xapi_class_network, &xapi_class_migration,
+  &xapi_class_session, &xapi_class_pool,    &xapi_class_host,
+  &xapi_class_sr,      &xapi_class_vdi,     &xapi_class_vm,
+  &xapi_class_vbd,     &xapi_class_task,    &xapi_class_network,
+  &xapi_class_migration, &xapi_class_system,
 };
 
 void
@@ -85,6 +88,16 @@ xapi_string (struct xapi_call *c, const char *s)
   return new_string (c->env, s ? s : "");
 }
 
+/* xapi_string of S, which it frees. */
+static xmlrpc_value *
+xapi_string_take (struct xapi_call *c, char *s)
+{
+  xmlrpc_value *v = xapi_string (c, s);
+
+  g_free (s);
+  return v;
+}
+
 xmlrpc_value *
 xapi_int64 (struct xapi_call *c, int64_t v)
 {
@@ -125,6 +138,21 @@ xmlrpc_value *
 xapi_empty_struct (struct xapi_call *c)
 {
   return xmlrpc_struct_new (c->env);
+}
+
+xmlrpc_value *
+xapi_string_map (struct xapi_call *c, GHashTable *oc)
+{
+  xmlrpc_value *st = xmlrpc_struct_new (c->env);
+  GHashTableIter it;
+  gpointer k, v;
+
+  if (oc == NULL)
+    return st;
+  g_hash_table_iter_init (&it, oc);
+  while (g_hash_table_iter_next (&it, &k, &v))
+    xapi_set (c, st, k, xapi_string (c, v));
+  return st;
 }
 
 void
@@ -239,7 +267,95 @@ xapi_ref_uuid (const char *ref)
   return sr_uuid_is_valid (u) ? u : NULL;
 }
 
+bool
+xapi_change_other_config (struct xapi_call *c, xmlrpc_value *const *args,
+                          const char *cls, const char *ref, GHashTable *oc)
+{
+  const char *m = strrchr (c->method, '.') + 1;
+  g_autofree char *key = NULL;
+  char *value;
+
+  if (strcmp (m, "set_other_config") == 0) {
+    g_hash_table_remove_all (oc);
+    return xapi_oc_from_xmlrpc (c, args[2], oc);
+  }
+  if ((key = xapi_read_string (c, args[2], "key")) == NULL)
+    return false;
+  if (strcmp (m, "remove_from_other_config") == 0) {
+    g_hash_table_remove (oc, key);
+    return true;
+  }
+  if ((value = xapi_read_string (c, args[3], "value")) == NULL)
+    return false;
+  if (g_hash_table_contains (oc, key)) {
+    g_free (value);
+    xapi_fail (c, "MAP_DUPLICATE_KEY", cls, "other_config", ref, key, NULL);
+    return false;
+  }
+  g_hash_table_replace (oc, g_steal_pointer (&key), value);
+  return true;
+}
+
 /* Generic methods of a class with records. */
+
+/* The datamodel's default of field F (datamodel.c). */
+static xmlrpc_value *
+field_default (struct xapi_call *c, const struct xapi_field *f)
+{
+  switch (f->type) {
+  case XAPI_FIELD_STRING: return xapi_string (c, f->dflt);
+  case XAPI_FIELD_INT: return new_string (c->env, f->dflt ? f->dflt : "0");
+  case XAPI_FIELD_FLOAT:
+    return xmlrpc_double_new (c->env, f->dflt ? g_ascii_strtod (f->dflt, NULL)
+                                              : 0.0);
+  case XAPI_FIELD_BOOL: return xapi_bool (c, g_strcmp0 (f->dflt, "true") == 0);
+  case XAPI_FIELD_DATETIME: return xmlrpc_datetime_new_sec (c->env, 0);
+  case XAPI_FIELD_REF: return xapi_string (c, XAPI_NULL_REF);
+  case XAPI_FIELD_SET: return xapi_empty_array (c);
+  case XAPI_FIELD_MAP: return xapi_empty_struct (c);
+  }
+  g_assert_not_reached ();
+}
+
+xmlrpc_value *
+xapi_class_record (struct xapi_call *c, const struct xapi_class *cls,
+                   const char *ref)
+{
+  g_autoptr (xmlrpc_value) own = cls->get_record (c, ref);
+  const struct xapi_field *f = xapi_datamodel_fields (cls->name);
+  xmlrpc_value *r;
+  int n;
+
+  if (own == NULL || f == NULL)
+    return g_steal_pointer (&own);
+  r = xmlrpc_struct_new (c->env);
+  for (; f->name && !c->env->fault_occurred; f++) {
+    xmlrpc_value *v = NULL;
+
+    xmlrpc_struct_find_value (c->env, own, f->name, &v);
+    xapi_set (c, r, f->name, v ? v : field_default (c, f));
+  }
+  /* The class's own fields outside the datamodel come last. */
+  n = c->env->fault_occurred ? 0 : xmlrpc_struct_size (c->env, own);
+  for (int i = 0; i < n && !c->env->fault_occurred; i++) {
+    xmlrpc_value *k = NULL, *v = NULL;
+    const char *key = NULL;
+
+    xmlrpc_struct_get_key_and_value (c->env, own, i, &k, &v);
+    if (k)
+      xmlrpc_read_string (c->env, k, &key);
+    if (key && !xmlrpc_struct_has_key (c->env, r, key)) {
+      xmlrpc_INCREF (v);
+      xapi_set (c, r, key, v);
+    }
+    free ((void *)key);
+  }
+  if (c->env->fault_occurred) {
+    xmlrpc_DECREF (r);
+    return NULL;
+  }
+  return r;
+}
 
 static xmlrpc_value *
 generic_get_all (struct xapi_call *c, const struct xapi_class *cls)
@@ -265,7 +381,8 @@ generic_get_all_records (struct xapi_call *c, const struct xapi_class *cls)
     return NULL;
   st = xmlrpc_struct_new (c->env);
   for (guint i = 0; i < refs->len && !xapi_failed (c); i++)
-    xapi_set (c, st, refs->pdata[i], cls->get_record (c, refs->pdata[i]));
+    xapi_set (c, st, refs->pdata[i],
+              xapi_class_record (c, cls, refs->pdata[i]));
   if (xapi_failed (c)) {
     xmlrpc_DECREF (st);
     return NULL;
@@ -278,7 +395,7 @@ static xmlrpc_value *
 generic_get_field (struct xapi_call *c, const struct xapi_class *cls,
                    const char *ref, const char *field)
 {
-  g_autoptr (xmlrpc_value) rec = cls->get_record (c, ref);
+  g_autoptr (xmlrpc_value) rec = xapi_class_record (c, cls, ref);
   xmlrpc_value *v = NULL;
 
   if (rec == NULL)
@@ -340,6 +457,170 @@ generic_by_name_label (struct xapi_call *c, const struct xapi_class *cls,
   return a;
 }
 
+/* xapi's database text of a field's value, which get_all_records_where
+ * compares: strings as they are (int64s and enums are strings here),
+ * bools "true"/"false", a float as OCaml prints it roughly, a datetime
+ * in its wire form, sets and maps as xapi's S-expressions ("('a' 'b')",
+ * "(('k' 'v'))"). */
+static void
+db_text (xmlrpc_env *env, xmlrpc_value *v, GString *out)
+{
+  switch (xmlrpc_value_type (v)) {
+  case XMLRPC_TYPE_STRING: {
+    const char *s = NULL;
+
+    xmlrpc_read_string (env, v, &s);
+    if (s)
+      g_string_append (out, s);
+    free ((void *)s);
+    break;
+  }
+  case XMLRPC_TYPE_BOOL: {
+    xmlrpc_bool b = 0;
+
+    xmlrpc_read_bool (env, v, &b);
+    g_string_append (out, b ? "true" : "false");
+    break;
+  }
+  case XMLRPC_TYPE_DOUBLE: {
+    double d = 0;
+
+    xmlrpc_read_double (env, v, &d);
+    g_string_append_printf (out, "%.16g", d);
+    break;
+  }
+  case XMLRPC_TYPE_DATETIME: {
+    time_t t = 0;
+    g_autoptr (GDateTime) dt = NULL;
+    g_autofree char *s = NULL;
+
+    xmlrpc_read_datetime_sec (env, v, &t);
+    dt = g_date_time_new_from_unix_utc (t);
+    s = dt ? g_date_time_format (dt, "%Y%m%dT%H:%M:%SZ") : NULL;
+    g_string_append (out, s ? s : "");
+    break;
+  }
+  case XMLRPC_TYPE_ARRAY: {
+    int n = xmlrpc_array_size (env, v);
+
+    g_string_append_c (out, '(');
+    for (int i = 0; i < n && !env->fault_occurred; i++) {
+      g_autoptr (xmlrpc_value) e = NULL;
+
+      xmlrpc_array_read_item (env, v, i, &e);
+      g_string_append (out, i ? " '" : "'");
+      if (e)
+        db_text (env, e, out);
+      g_string_append_c (out, '\'');
+    }
+    g_string_append_c (out, ')');
+    break;
+  }
+  case XMLRPC_TYPE_STRUCT: {
+    int n = xmlrpc_struct_size (env, v);
+
+    g_string_append_c (out, '(');
+    for (int i = 0; i < n && !env->fault_occurred; i++) {
+      g_autoptr (xmlrpc_value) k = NULL;
+      g_autoptr (xmlrpc_value) e = NULL;
+
+      xmlrpc_struct_read_member (env, v, i, &k, &e);
+      g_string_append (out, i ? " ('" : "('");
+      if (k)
+        db_text (env, k, out);
+      g_string_append (out, "' '");
+      if (e)
+        db_text (env, e, out);
+      g_string_append (out, "')");
+    }
+    g_string_append_c (out, ')');
+    break;
+  }
+  default: break;
+  }
+}
+
+/* The record get_all_records_where tests. */
+struct where_row
+{
+  struct xapi_call *c;
+  xmlrpc_value *rec;
+};
+
+/* A field of the record being tested (where.h): by its database name,
+ * whose namespaces are joined with "__" ("name__label"), or by its
+ * record name ("name_label"). */
+static char *
+where_field (const char *name, void *opaque)
+{
+  struct where_row *w = opaque;
+  g_autoptr (xmlrpc_value) v = NULL;
+  g_autoptr (GString) text = NULL;
+
+  xmlrpc_struct_find_value (w->c->env, w->rec, name, &v);
+  if (v == NULL && strstr (name, "__")) {
+    g_auto (GStrv) parts = g_strsplit (name, "__", -1);
+    g_autofree char *key = g_strjoinv ("_", parts);
+
+    xmlrpc_struct_find_value (w->c->env, w->rec, key, &v);
+  }
+  if (v == NULL)
+    return NULL;
+  text = g_string_new (NULL);
+  db_text (w->c->env, v, text);
+  return g_string_free (g_steal_pointer (&text), FALSE);
+}
+
+/* get_all_records_where(session, expr): the records get_all_records
+ * gives, of the objects matching EXPR (where.h).  A bad expression is
+ * INVALID_VALUE [expr, why] and a field the records lack is
+ * INTERNAL_ERROR ["missing field", name, ""], as xapi says them. */
+static xmlrpc_value *
+generic_where (struct xapi_call *c, const struct xapi_class *cls,
+               const char *expr)
+{
+  g_autofree char *why = NULL;
+  struct xapi_where *w = xapi_where_parse (expr, &why);
+  g_autoptr (xmlrpc_value) all = NULL;
+  xmlrpc_value *st;
+  int n;
+
+  if (w == NULL) {
+    xapi_fail (c, "INVALID_VALUE", expr, why, NULL);
+    return NULL;
+  }
+  all = generic_get_all_records (c, cls);
+  st = all ? xmlrpc_struct_new (c->env) : NULL;
+  n = all ? xmlrpc_struct_size (c->env, all) : 0;
+  for (int i = 0; i < n && !xapi_failed (c); i++) {
+    xmlrpc_value *k = NULL, *rec = NULL;
+    const char *ref = NULL;
+    struct where_row wf = { c, NULL };
+    g_autofree char *missing = NULL;
+    int m;
+
+    xmlrpc_struct_get_key_and_value (c->env, all, i, &k, &rec);
+    if (c->env->fault_occurred)
+      break;
+    wf.rec = rec;
+    m = xapi_where_eval (w, where_field, &wf, &missing);
+    if (m < 0)
+      xapi_fail (c, "INTERNAL_ERROR", "missing field", missing, "", NULL);
+    else if (m) {
+      xmlrpc_read_string (c->env, k, &ref);
+      if (ref) {
+        xmlrpc_INCREF (rec);
+        xapi_set (c, st, ref, rec);
+      }
+      free ((void *)ref);
+    }
+  }
+  xapi_where_free (w);
+  if (st && xapi_failed (c))
+    g_clear_pointer (&st, xmlrpc_DECREF);
+  return st;
+}
+
 /* The generic methods: NAME is the part after the class.  Returns false
  * if NAME is none of them (so the method is unknown). */
 static bool
@@ -347,11 +628,14 @@ run_generic (struct xapi_call *c, const struct xapi_class *cls,
              const char *name, xmlrpc_value *const *args, int nargs,
              xmlrpc_value **result)
 {
+  bool where = strcmp (name, "get_all_records_where") == 0;
   int want;
   g_autofree char *arg = NULL;
 
   if (strcmp (name, "get_all") == 0 || strcmp (name, "get_all_records") == 0)
     want = 1;
+  else if (where)
+    want = 2;
   else if (g_str_has_prefix (name, "get_") && name[4] != '\0')
     want = 2;
   else
@@ -365,7 +649,9 @@ run_generic (struct xapi_call *c, const struct xapi_class *cls,
     xapi_fail (c, "MESSAGE_PARAMETER_COUNT_MISMATCH", c->method, w, g, NULL);
     return true;
   }
-  if (want == 2 && (arg = xapi_read_string (c, args[1], "ref")) == NULL)
+  if (want == 2
+      && (arg = xapi_read_string (c, args[1], where ? "expr" : "ref"))
+             == NULL)
     return true;
 
   if (strcmp (name, "get_all") == 0)
@@ -377,7 +663,9 @@ run_generic (struct xapi_call *c, const struct xapi_class *cls,
   else if (strcmp (name, "get_by_name_label") == 0)
     *result = generic_by_name_label (c, cls, arg);
   else if (strcmp (name, "get_record") == 0)
-    *result = cls->get_record (c, arg);
+    *result = xapi_class_record (c, cls, arg);
+  else if (where)
+    *result = generic_where (c, cls, arg);
   else {
     *result = generic_get_field (c, cls, arg, name + 4);
     if (*result == NULL && !xapi_failed (c))
@@ -385,6 +673,56 @@ run_generic (struct xapi_call *c, const struct xapi_class *cls,
   }
   return true;
 }
+
+/* system.listMethods(): every "Class.method" name the daemon answers, in
+ * the order of the classes, as xapi lists them (no Async. names): a
+ * class's own methods, then for a class with records its generic ones
+ * and a getter per field of xapi's datamodel. */
+static xmlrpc_value *
+list_methods (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  static const char *const generic[]
+      = { "get_all", "get_all_records", "get_all_records_where",
+          "get_by_uuid", "get_record" };
+  xmlrpc_value *a = xmlrpc_array_new (c->env);
+
+  for (size_t i = 0; i < G_N_ELEMENTS (classes); i++) {
+    const struct xapi_class *cls = classes[i];
+    const struct xapi_field *f = xapi_datamodel_fields (cls->name);
+    g_autofree char *prefix = g_strconcat (cls->name, ".", NULL);
+
+    for (const struct xapi_method *m = cls->methods; m && m->name; m++)
+      xapi_append (c, a, xapi_string_take (c, g_strconcat (prefix, m->name,
+                                                           NULL)));
+    if (cls->get_record == NULL)
+      continue;
+    for (size_t j = 0; j < G_N_ELEMENTS (generic); j++)
+      xapi_append (c, a, xapi_string_take (c, g_strconcat (prefix, generic[j],
+                                                           NULL)));
+    for (const struct xapi_field *g = f; g && g->name; g++)
+      if (strcmp (g->name, "name_label") == 0)
+        xapi_append (c, a, xapi_string_take (
+                               c, g_strconcat (prefix, "get_by_name_label",
+                                               NULL)));
+    for (; f && f->name; f++)
+      xapi_append (c, a, xapi_string_take (
+                             c, g_strconcat (prefix, "get_", f->name, NULL)));
+  }
+  return a;
+}
+
+/* xapi ignores listMethods' arguments. */
+static const struct xapi_method system_methods[] = {
+  { "listMethods", 0, G_MAXINT, true, list_methods },
+  { NULL },
+};
+
+/* "system": XML-RPC's introspection, which xapi answers without a
+ * session (and, for listMethods, without the Status/Value wrapper). */
+static const struct xapi_class xapi_class_system = {
+  .name = "system",
+  .methods = system_methods,
+};
 
 static const struct xapi_class *
 find_class (const char *name, size_t len)
@@ -592,6 +930,10 @@ xapi_dispatch (struct xapi_daemon *d, xmlrpc_env *env, const char *method,
     return NULL;
   }
   g_free (c.wait_task);
+  /* xapi answers system.listMethods with the bare list. */
+  if (result && c.error == NULL && !env->fault_occurred
+      && g_ascii_strcasecmp (method, "system.listMethods") == 0)
+    return result;
   reply = wrap (&c, result);
   if (c.error)
     g_ptr_array_unref (c.error);

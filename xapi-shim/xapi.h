@@ -104,6 +104,7 @@ struct xapi_class
 };
 
 extern const struct xapi_class xapi_class_session;
+extern const struct xapi_class xapi_class_pool;
 extern const struct xapi_class xapi_class_host;
 extern const struct xapi_class xapi_class_sr;
 extern const struct xapi_class xapi_class_vdi;
@@ -112,6 +113,34 @@ extern const struct xapi_class xapi_class_vbd;
 extern const struct xapi_class xapi_class_task;
 extern const struct xapi_class xapi_class_network;
 extern const struct xapi_class xapi_class_migration;
+
+/* datamodel.c: the fields of xapi's record of class CLS ("VM"), in
+ * xapi's order and ended by { NULL }, or NULL for a class outside it. */
+enum xapi_field_type
+{
+  XAPI_FIELD_STRING, /* and enums */
+  XAPI_FIELD_INT,    /* int64: a decimal string */
+  XAPI_FIELD_FLOAT,
+  XAPI_FIELD_BOOL,
+  XAPI_FIELD_DATETIME,
+  XAPI_FIELD_REF,
+  XAPI_FIELD_SET,
+  XAPI_FIELD_MAP,
+};
+struct xapi_field
+{
+  const char *name;
+  enum xapi_field_type type;
+  const char *dflt; /* the datamodel's default as text, or NULL */
+};
+const struct xapi_field *xapi_datamodel_fields (const char *cls);
+
+/* dispatch.c: the whole record of REF of class CLS: what its get_record
+ * gives, with every other field of xapi's datamodel at its default, in
+ * the datamodel's order.  NULL after xapi_fail (HANDLE_INVALID). */
+xmlrpc_value *xapi_class_record (struct xapi_call *c,
+                                 const struct xapi_class *cls,
+                                 const char *ref);
 
 /* dispatch.c: run one XML-RPC call; returns the wrapped reply.  LOGIN
  * (or NULL) is the password check already made for it.  A synchronous
@@ -146,6 +175,8 @@ xmlrpc_value *xapi_ref (struct xapi_call *c, const char *uuid);
 xmlrpc_value *xapi_void (struct xapi_call *c);
 xmlrpc_value *xapi_empty_array (struct xapi_call *c);
 xmlrpc_value *xapi_empty_struct (struct xapi_call *c);
+/* A map of strings from OC (NULL: {}). */
+xmlrpc_value *xapi_string_map (struct xapi_call *c, GHashTable *oc);
 /* Set KEY of struct ST to V and drop the caller's reference to V. */
 void xapi_set (struct xapi_call *c, xmlrpc_value *st, const char *key,
                xmlrpc_value *v);
@@ -212,6 +243,15 @@ struct host_sr *xapi_sr_by_ref (struct xapi_call *c, const char *ref);
 
 /* class-vm.c: the VM named by REF; NULL after HANDLE_INVALID. */
 struct state_vm *xapi_vm_by_ref (struct xapi_call *c, const char *ref);
+
+/* dispatch.c: X.set_other_config(session, ref, map),
+ * X.add_to_other_config(session, ref, key, value) and
+ * X.remove_from_other_config(session, ref, key), by the method's name,
+ * applied to OC (the other_config of REF of class CLS).  False after
+ * xapi_fail (FIELD_TYPE_ERROR, MAP_DUPLICATE_KEY). */
+bool xapi_change_other_config (struct xapi_call *c, xmlrpc_value *const *args,
+                               const char *cls, const char *ref,
+                               GHashTable *oc);
 
 /* An XML-RPC struct of strings into OC; false after FIELD_TYPE_ERROR. */
 bool xapi_oc_from_xmlrpc (struct xapi_call *c, xmlrpc_value *m,

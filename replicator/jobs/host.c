@@ -48,6 +48,7 @@ host_free (struct host *h)
   g_free (h->uuid);
   g_free (h->name_label);
   g_free (h->network_uuid);
+  g_free (h->pool_uuid);
   g_free (h->state_dir);
   g_free (h->run_dir);
   g_free (h->nbdkit);
@@ -63,7 +64,7 @@ host_free (struct host *h)
 }
 
 /* A uuid made once and kept in the state directory (the host's, the
- * network's): FILE names it there. */
+ * network's, the pool's): FILE names it there. */
 static char *
 kept_uuid (const char *state_dir, const char *file, GError **error)
 {
@@ -224,6 +225,8 @@ host_open (const struct host_config *cfg, GError **error)
     goto fail;
   if ((h->uuid = kept_uuid (h->state_dir, "host-uuid", error)) == NULL
       || (h->network_uuid = kept_uuid (h->state_dir, "network-uuid", error))
+             == NULL
+      || (h->pool_uuid = kept_uuid (h->state_dir, "pool-uuid", error))
              == NULL)
     goto fail;
   h->run_dir = g_build_filename (h->state_dir, "run", NULL);

@@ -41,6 +41,7 @@ struct host
   char *uuid;
   char *name_label;
   char *network_uuid;
+  char *pool_uuid; /* the pool of one this host is the master of */
   char *state_dir;
   char *run_dir;       /* <state-dir>/run: nbdkit sockets and pid files */
   struct state *state; /* VMs, VBDs, tasks, jobs, migrations */
@@ -75,7 +76,7 @@ struct host_config
 /* Open the host: its state directory (created if need be, 0700) locked
  * for this process alone (flock on <state-dir>/lock; a start right after
  * a kill waits up to lock_wait_seconds for the old process to go), its
- * host and network uuids (made once, kept there), <state-dir>/run, the
+ * host, network and pool uuids (made once, kept there), <state-dir>/run, the
  * state database and the SRs (each waited for the same way).  No jobs
  * yet: the caller makes h->jobs (jobs_new) once it is ready to recover
  * them.  NULL with *ERROR (naming the file or SR). */

@@ -50,7 +50,10 @@ static const char schema[]
       "CREATE TABLE IF NOT EXISTS mdisks ("
       "  uuid TEXT PRIMARY KEY, migration TEXT NOT NULL, userdevice TEXT,"
       "  socket TEXT, control TEXT, pid INTEGER, fwd_pidfile TEXT,"
-      "  fwd_pid INTEGER, fwd_port INTEGER);";
+      "  fwd_pid INTEGER, fwd_port INTEGER);"
+      /* Host-wide settings (state_setting_get). */
+      "CREATE TABLE IF NOT EXISTS settings ("
+      "  key TEXT PRIMARY KEY, value TEXT NOT NULL);";
 
 struct state *
 state_open (const char *state_dir, GError **error)
@@ -637,6 +640,45 @@ state_mdisk_free (struct state_mdisk *md)
   g_free (md->control);
   g_free (md->fwd_pidfile);
   g_free (md);
+}
+
+/* Settings. */
+
+char *
+state_setting_get (struct state *st, const char *key)
+{
+  sqlite3_stmt *s
+      = query_row (st, "SELECT value FROM settings WHERE key = ?", "s", key);
+  char *value;
+
+  if (s == NULL)
+    return NULL;
+  value = col_text (s, 0);
+  sqlite3_finalize (s);
+  return value;
+}
+
+int
+state_setting_set (struct state *st, const char *key, const char *value)
+{
+  if (value == NULL)
+    return run (st, "DELETE FROM settings WHERE key = ?", "s", key);
+  return run (st, "INSERT OR REPLACE INTO settings VALUES (?, ?)", "ss", key,
+              value);
+}
+
+int64_t
+state_vm_number (struct state *st, const char *uuid)
+{
+  sqlite3_stmt *s
+      = query_row (st, "SELECT rowid FROM vms WHERE uuid = ?", "s", uuid);
+  int64_t n;
+
+  if (s == NULL)
+    return -1;
+  n = sqlite3_column_int64 (s, 0);
+  sqlite3_finalize (s);
+  return n;
 }
 
 /* Listing. */

@@ -2,7 +2,8 @@
  *
  * What lives here is what belongs to the host, not to an SR: sessions,
  * VM and VBD records (with the nbdkit processes that serve a running
- * VM's disks), tasks, and the jobs behind them.  VDI records live inside
+ * VM's disks), tasks, the jobs behind them, and a few host-wide
+ * settings (the pool's name and default SR).  VDI records live inside
  * their SR (sr.h), so an SR moved to another host keeps them.
  *
  * The database is <state-dir>/state.db, journal_mode=WAL,
@@ -188,6 +189,18 @@ G_GNUC_WARN_UNUSED_RESULT int state_mdisk_remove (struct state *st, const char *
 void state_mdisk_free (struct state_mdisk *md);
 typedef struct state_mdisk state_mdisk; /* for g_autoptr */
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (state_mdisk, state_mdisk_free)
+
+/* A number of VM UUID's own, positive and kept as long as the VM
+ * exists (its row's number; XenAPI's domid of a running VM), or -1 if
+ * there is no such VM. */
+int64_t state_vm_number (struct state *st, const char *uuid);
+
+/* Host-wide settings, text under a key ("pool-default-sr", ...): the
+ * value of KEY (g_free it) or NULL when it was never set; setting NULL
+ * removes it. */
+char *state_setting_get (struct state *st, const char *key);
+G_GNUC_WARN_UNUSED_RESULT int state_setting_set (struct state *st, const char *key,
+                                                 const char *value);
 
 /* The uuids of all rows of TABLE ("vms", "vbds", "tasks", "jobs",
  * "migrations", "mdisks"), in
