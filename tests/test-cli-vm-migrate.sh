@@ -212,7 +212,8 @@ expect_error 2 "--live or --offline, not both" vm4 --to "$dst" --live \
 expect_error 2 "--map vm4-d0: expected VDI=SR" vm4 --to "$dst" --map vm4-d0
 expect_error 2 "--option x: expected KEY=VALUE" vm4 --to "$dst" --option x
 expect_exit 2 "$VDIMOTION" vm start vm4 --to "$dst"
-grep -q "not for this subcommand" "$T/err" || fail "vm start --to"
+grep -q "option --to is not for this subcommand" "$T/err" \
+  || fail "vm start --to: $(cat "$T/err")"
 [ "$(vdm vm show --json vm4 | json 'j["power_state"]')" = Running ] \
   || fail "vm4 is not running after the errors"
 [ "$(sockets "$https_url" vm4)" = "$s4" ] || fail "vm4's socket changed"

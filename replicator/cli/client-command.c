@@ -196,7 +196,7 @@ client_run_group (const struct command *group,
   g_autoptr (GError) err = NULL;
   struct client_args a = { 0 };
   struct xapi_client *client;
-  int c, rc;
+  int c, rc, longindex = 0;
 
   if (argc < 2) {
     group_usage (stderr, group, subs);
@@ -219,7 +219,7 @@ client_run_group (const struct command *group,
   argv++;
   optind = 0; /* glibc: start afresh */
   a.format = VDISK_FORMAT_PROBE;
-  while ((c = getopt_long (argc, argv, "f:h", long_opts, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "f:h", long_opts, &longindex)) != -1) {
     unsigned need = 0;
     if (client_option (c, optarg))
       continue;
@@ -261,8 +261,10 @@ client_run_group (const struct command *group,
     default: return sub_usage (group, sub);
     }
     if (!(sub->options & need)) {
-      cli_error (group->name, "%s: option %s is not for this subcommand",
-                 sub->name, argv[optind - 1]);
+      /* Named as its table has it: argv[optind - 1] may be its value. */
+      cli_error (group->name, "%s: option %s%s is not for this subcommand",
+                 sub->name, c == 'f' ? "-" : "--",
+                 c == 'f' ? "f" : long_opts[longindex].name);
       return sub_usage (group, sub);
     }
   }
