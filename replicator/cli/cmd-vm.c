@@ -244,7 +244,7 @@ vm_vdis (struct xapi_client *c, const struct xv *vm, GPtrArray *vdis,
   for (size_t i = 0; vbds && vbds->type == XV_ARRAY && i < vbds->n; i++) {
     const struct xv *vbd = vbds->items[i];
     g_autoptr (xv) vdi = NULL;
-    g_autoptr (xv) size = NULL;
+    g_autoptr (xv) rec = NULL;
     if (vbd->type != XV_STRING)
       continue;
     vdi = xapi_client_call (c, err, "VBD.get_VDI", xv_new_string (vbd->s),
@@ -254,13 +254,11 @@ vm_vdis (struct xapi_client *c, const struct xv *vm, GPtrArray *vdis,
     if (vdi->type != XV_STRING || *vdi->s == '\0'
         || strcmp (vdi->s, CLIENT_NULL_REF) == 0)
       continue; /* an empty drive */
-    size = xapi_client_call (c, err, "VDI.get_virtual_size",
-                             xv_new_string (vdi->s), NULL);
-    if (size == NULL)
+    rec = xapi_client_call (c, err, "VDI.get_record", xv_new_string (vdi->s),
+                            NULL);
+    if (rec == NULL)
       return -1;
-    *total += size->type == XV_STRING ? g_ascii_strtoull (size->s, NULL, 10)
-              : size->type == XV_INT && size->i > 0 ? (uint64_t)size->i
-                                                    : 0;
+    *total += xv_u64 (rec, "virtual_size");
     g_ptr_array_add (vdis, g_steal_pointer (&vdi->s));
   }
   return 0;
