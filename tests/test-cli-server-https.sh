@@ -4,22 +4,8 @@
 # error names the URL).
 . "$srcdir/functions.sh"
 . "$srcdir/xapi-functions.sh"
-requires openssl
-
-openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost \
-  -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -days 1 \
-  -keyout "$T/key.pem" -out "$T/cert.pem" 2> "$T/openssl.log" \
-  || { cat "$T/openssl.log" >&2; fail "openssl req"; }
-
-# LeakSanitizer's tracer crashes on the TLS worker threads of
-# glib-networking/GnuTLS (as in test-xapi-https.sh); ASan and UBSan still
-# check this test.
-if [ -n "${ASAN_OPTIONS-}" ]; then
-  ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=0"
-  export ASAN_OPTIONS
-fi
-start_vdimotiond --listen-https 127.0.0.1:0 \
-  --tls-cert "$T/cert.pem" --tls-key "$T/key.pem"
+tls_setup
+start_vdimotiond $tls
 [ -n "$https_url" ] || fail "no https URL in the log"
 VDIMOTION_PASSWORD=secret
 export VDIMOTION_PASSWORD

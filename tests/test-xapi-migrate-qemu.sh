@@ -10,21 +10,13 @@
 requires qemu-system-x86_64
 requires nbdkit
 requires nbdcopy
-requires openssl
 requires_vm_disks
-if [ -n "${ASAN_OPTIONS-}" ]; then
-  ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=0" # see test-xapi-https.sh
-  export ASAN_OPTIONS
-fi
 
 qemus_of_test () { pgrep -d ' ' -f "^[^ ]*qemu-system-x86_64 .*$T/" || :; }
 kill_qemus () { for p in $(qemus_of_test); do kill -9 "$p"; done; :; }
 cleanup_fn kill_qemus
 
-openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 1 \
-  -keyout "$T/key.pem" -out "$T/cert.pem" 2> "$T/openssl.log" \
-  || { cat "$T/openssl.log" >&2; fail "openssl req"; }
-tls="--listen-https 127.0.0.1:0 --tls-cert $T/cert.pem --tls-key $T/key.pem"
+tls_setup
 start_peer $tls
 start_vdimotiond $tls --memory-migrator "$MM_QEMU"
 

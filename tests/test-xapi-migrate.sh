@@ -8,19 +8,9 @@
 . "$srcdir/xapi-functions.sh"
 requires fio
 requires nbdkit
-requires openssl
 requires_vm_disks
 
-openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 1 \
-  -keyout "$T/key.pem" -out "$T/cert.pem" 2> "$T/openssl.log" \
-  || { cat "$T/openssl.log" >&2; fail "openssl req"; }
-# LeakSanitizer's tracer crashes on glib-networking's TLS threads (see
-# test-xapi-https.sh): leaks are checked by the plain-HTTP tests.
-if [ -n "${ASAN_OPTIONS-}" ]; then
-  ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=0"
-  export ASAN_OPTIONS
-fi
-tls="--listen-https 127.0.0.1:0 --tls-cert $T/cert.pem --tls-key $T/key.pem"
+tls_setup
 start_peer $tls
 # vdimotion-mm-none: the "guest" is fio, outside vdimotion's view; the
 # script says when it has stopped writing (options["handover-file"]).

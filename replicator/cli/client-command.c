@@ -23,6 +23,13 @@ enum
   OPT_LIVE,
   OPT_DISK,
   OPT_FORMAT,
+  OPT_TO,
+  OPT_TO_USER,
+  OPT_TO_PASSWORD_FILE,
+  OPT_SR,
+  OPT_MAP,
+  OPT_OPTION,
+  OPT_OFFLINE,
   OPT_HELP,
 };
 
@@ -38,6 +45,13 @@ static const struct option long_opts[] = {
   { "live", no_argument, NULL, OPT_LIVE },
   { "disk", required_argument, NULL, OPT_DISK },
   { "format", required_argument, NULL, OPT_FORMAT },
+  { "to", required_argument, NULL, OPT_TO },
+  { "to-user", required_argument, NULL, OPT_TO_USER },
+  { "to-password-file", required_argument, NULL, OPT_TO_PASSWORD_FILE },
+  { "sr", required_argument, NULL, OPT_SR },
+  { "map", required_argument, NULL, OPT_MAP },
+  { "option", required_argument, NULL, OPT_OPTION },
+  { "offline", no_argument, NULL, OPT_OFFLINE },
   { "help", no_argument, NULL, OPT_HELP },
   { NULL },
 };
@@ -115,16 +129,74 @@ sub_usage (const struct command *group, const struct client_subcommand *s)
   return EXIT_USAGE;
 }
 
+/* A --map or --option word: KEY=VALUE with a key. */
+static bool
+is_pair (const char *word)
+{
+  const char *eq = strchr (word, '=');
+
+  return eq && eq != word;
+}
+
+/* One of vm migrate's options (C) into *A or the lists of words. */
+static void
+migrate_option (struct client_args *a, int c, const char *arg, GPtrArray *maps,
+                GPtrArray *options)
+{
+  switch (c) {
+  case OPT_TO: a->to = arg; break;
+  case OPT_TO_USER: a->to_user = arg; break;
+  case OPT_TO_PASSWORD_FILE: a->to_password_file = arg; break;
+  case OPT_SR: a->sr = arg; break;
+  case OPT_MAP: g_ptr_array_add (maps, (char *)arg); break;
+  case OPT_OPTION: g_ptr_array_add (options, (char *)arg); break;
+  case OPT_OFFLINE: a->offline = true; break;
+  default: g_assert_not_reached ();
+  }
+}
+
+/* The checks of vm migrate's options that need no server; false after
+ * saying what is wrong. */
+static bool
+migrate_args_ok (const struct command *group,
+                 const struct client_subcommand *sub,
+                 const struct client_args *a)
+{
+  if (a->to == NULL || *a->to == '\0') {
+    cli_error (group->name, "%s: --to URL is needed", sub->name);
+    return false;
+  }
+  if (a->live && a->offline) {
+    cli_error (group->name, "%s: --live or --offline, not both", sub->name);
+    return false;
+  }
+  for (size_t i = 0; i < a->n_maps; i++)
+    if (!is_pair (a->maps[i])) {
+      cli_error (group->name, "%s: --map %s: expected VDI=SR", sub->name,
+                 a->maps[i]);
+      return false;
+    }
+  for (size_t i = 0; i < a->n_options; i++)
+    if (!is_pair (a->options[i])) {
+      cli_error (group->name, "%s: --option %s: expected KEY=VALUE", sub->name,
+                 a->options[i]);
+      return false;
+    }
+  return true;
+}
+
 int
 client_run_group (const struct command *group,
                   const struct client_subcommand *subs, int argc, char **argv)
 {
   const struct client_subcommand *sub = NULL;
   g_autoptr (GPtrArray) disks = g_ptr_array_new ();
+  g_autoptr (GPtrArray) maps = g_ptr_array_new ();
+  g_autoptr (GPtrArray) options = g_ptr_array_new ();
   g_autoptr (GError) err = NULL;
   struct client_args a = { 0 };
   struct xapi_client *client;
-  int c, rc;
+  int c, rc, longindex = 0;
 
   if (argc < 2) {
     group_usage (stderr, group, subs);
@@ -147,7 +219,7 @@ client_run_group (const struct command *group,
   argv++;
   optind = 0; /* glibc: start afresh */
   a.format = VDISK_FORMAT_PROBE;
-  while ((c = getopt_long (argc, argv, "f:h", long_opts, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "f:h", long_opts, &longindex)) != -1) {
     unsigned need = 0;
     if (client_option (c, optarg))
       continue;
@@ -164,6 +236,16 @@ client_run_group (const struct command *group,
       need = CLIENT_OPT_DISK;
       g_ptr_array_add (disks, optarg);
       break;
+    case OPT_TO:
+    case OPT_TO_USER:
+    case OPT_TO_PASSWORD_FILE:
+    case OPT_SR:
+    case OPT_MAP:
+    case OPT_OPTION:
+    case OPT_OFFLINE:
+      need = CLIENT_OPT_MIGRATE;
+      migrate_option (&a, c, optarg, maps, options);
+      break;
     case 'f':
     case OPT_FORMAT:
       need = CLIENT_OPT_FORMAT;
@@ -179,8 +261,10 @@ client_run_group (const struct command *group,
     default: return sub_usage (group, sub);
     }
     if (!(sub->options & need)) {
-      cli_error (group->name, "%s: option %s is not for this subcommand",
-                 sub->name, argv[optind - 1]);
+      /* Named as its table has it: argv[optind - 1] may be its value. */
+      cli_error (group->name, "%s: option %s%s is not for this subcommand",
+                 sub->name, c == 'f' ? "-" : "--",
+                 c == 'f' ? "f" : long_opts[longindex].name);
       return sub_usage (group, sub);
     }
   }
@@ -188,6 +272,10 @@ client_run_group (const struct command *group,
   a.argv = argv + optind;
   a.disks = (const char **)disks->pdata;
   a.n_disks = disks->len;
+  a.maps = (const char **)maps->pdata;
+  a.n_maps = maps->len;
+  a.options = (const char **)options->pdata;
+  a.n_options = options->len;
   if (a.argc < sub->min_args || a.argc > sub->max_args)
     return sub_usage (group, sub);
   if ((sub->options & CLIENT_OPT_DISK) && a.n_disks == 0) {
@@ -195,6 +283,8 @@ client_run_group (const struct command *group,
                sub->name);
     return sub_usage (group, sub);
   }
+  if ((sub->options & CLIENT_OPT_MIGRATE) && !migrate_args_ok (group, sub, &a))
+    return sub_usage (group, sub);
 
   if (client_opts.server == NULL && getenv ("VDIMOTION_SERVER") == NULL) {
     cli_error (group->name, "no server: give --server URL or set "

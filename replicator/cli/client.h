@@ -115,6 +115,10 @@ int client_export_vdi (struct xapi_client *c, const char *vdi, uint64_t size,
 #define CLIENT_OPT_LIVE 2u   /* --live */
 #define CLIENT_OPT_DISK 4u   /* --disk VDI, repeatable */
 #define CLIENT_OPT_FORMAT 8u /* -f FMT: a local image's format */
+/* vm migrate's: --to URL (required), --to-user U, --to-password-file F,
+ * --sr SR, --map VDI=SR and --option KEY=VALUE (repeatable), --offline
+ * (with --live, not both). */
+#define CLIENT_OPT_MIGRATE 16u
 
 struct client_args
 {
@@ -125,6 +129,15 @@ struct client_args
   const char **disks; /* n_disks of them */
   size_t n_disks;
   int format; /* -f, or VDISK_FORMAT_PROBE */
+  /* CLIENT_OPT_MIGRATE: the destination and its login (NULL: the
+   * source's), its SR; "VDI=SR" and "KEY=VALUE" words, each with an '='
+   * after a non-empty key. */
+  const char *to, *to_user, *to_password_file, *sr;
+  bool offline;
+  const char **maps; /* n_maps of them */
+  size_t n_maps;
+  const char **options; /* n_options of them */
+  size_t n_options;
 };
 
 struct client_subcommand

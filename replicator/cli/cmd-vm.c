@@ -5,8 +5,16 @@
  *   vm show NAME                  the VM and its disks: device, VDI, mode,
  *                                 attached, and the NBD socket a running
  *                                 VM's disk is served on
+ *   vm migrate NAME --to URL      to another server, as xapi's clients
+ *                                 do it: log in to the destination, take
+ *                                 a token from it (VM.migrate_receive, or
+ *                                 host.migrate_receive for its default
+ *                                 SR), hand the token to the source
+ *                                 (Async.VM.migrate_send) and wait for
+ *                                 the task; Ctrl-C cancels it
  * VMs are named by uuid or name label. */
 #include <inttypes.h>
+#include <signal.h>
 #include <string.h>
 
 #include "client.h"
@@ -222,6 +230,317 @@ vm_show (struct xapi_client *c, const struct client_args *a, GError **err)
   return EXIT_OK;
 }
 
+/* ---- vm migrate ------------------------------------------------------ */
+
+/* The refs of the VDIs of the VM whose record is VM into VDIS, their
+ * virtual sizes added up in *TOTAL (the progress bar's scale). */
+static int
+vm_vdis (struct xapi_client *c, const struct xv *vm, GPtrArray *vdis,
+         uint64_t *total, GError **err)
+{
+  const struct xv *vbds = xv_get (vm, "VBDs");
+
+  *total = 0;
+  for (size_t i = 0; vbds && vbds->type == XV_ARRAY && i < vbds->n; i++) {
+    const struct xv *vbd = vbds->items[i];
+    g_autoptr (xv) vdi = NULL;
+    g_autoptr (xv) rec = NULL;
+    if (vbd->type != XV_STRING)
+      continue;
+    vdi = xapi_client_call (c, err, "VBD.get_VDI", xv_new_string (vbd->s),
+                            NULL);
+    if (vdi == NULL)
+      return -1;
+    if (vdi->type != XV_STRING || *vdi->s == '\0'
+        || strcmp (vdi->s, CLIENT_NULL_REF) == 0)
+      continue; /* an empty drive */
+    rec = xapi_client_call (c, err, "VDI.get_record", xv_new_string (vdi->s),
+                            NULL);
+    if (rec == NULL)
+      return -1;
+    *total += xv_u64 (rec, "virtual_size");
+    g_ptr_array_add (vdis, g_steal_pointer (&vdi->s));
+  }
+  return 0;
+}
+
+/* Say that *ERR is the destination's: "destination URL: ...", once. */
+static void
+prefix_destination (GError **err, const char *url)
+{
+  if (*err && g_str_has_prefix ((*err)->message, url))
+    g_prefix_error (err, "destination ");
+  else
+    g_prefix_error (err, "destination %s: ", url);
+}
+
+/* Live (--live, or by default a running VM) or offline (--offline, or by
+ * default a halted VM): false and *ERR if the flag given does not fit the
+ * VM's power state. */
+static bool
+migrate_live (const struct client_args *a, const struct xv *vm, bool *live,
+              GError **err)
+{
+  bool running = strcmp (xv_str (vm, "power_state"), "Running") == 0;
+
+  *live = running;
+  if (a->live && !running) {
+    g_set_error (err, XAPI_CLIENT_ERROR, XAPI_CLIENT_ERROR_LOCAL,
+                 "VM %s is %s: no live migration (leave out --live)",
+                 a->argv[0], xv_str (vm, "power_state"));
+    return false;
+  }
+  if (a->offline && running) {
+    g_set_error (err, XAPI_CLIENT_ERROR, XAPI_CLIENT_ERROR_LOCAL,
+                 "VM %s is running: an offline migration needs it halted "
+                 "(vm shutdown first, or leave out --offline)",
+                 a->argv[0]);
+    return false;
+  }
+  return true;
+}
+
+/* Log in to the destination: --to, with --to-user and --to-password-file,
+ * else the source's user and password; the source's CA file. */
+static struct xapi_client *
+connect_destination (const struct client_args *a, GError **err)
+{
+  struct client_options o = client_opts;
+  struct xapi_client *dst;
+
+  o.server = a->to;
+  if (a->to_user)
+    o.user = a->to_user;
+  if (a->to_password_file)
+    o.password_file = a->to_password_file;
+  dst = client_connect (&o, err);
+  if (dst == NULL)
+    prefix_destination (err, a->to);
+  return dst;
+}
+
+static void
+close_destination (struct xapi_client **dst)
+{
+  client_close (*dst);
+}
+
+/* A ref from a call's answer: ANSWER's string (stolen), else NULL and
+ * *ERR naming METHOD. */
+static char *
+answer_ref (struct xapi_client *c, struct xv *answer, const char *method,
+            GError **err)
+{
+  if (answer == NULL)
+    return NULL;
+  if (answer->type != XV_STRING) {
+    g_set_error (err, XAPI_CLIENT_ERROR, XAPI_CLIENT_ERROR_PROTOCOL,
+                 "%s: %s: no ref", xapi_client_url (c), method);
+    return NULL;
+  }
+  return g_steal_pointer (&answer->s);
+}
+
+/* --map VDI=SR...: each VDI (a disk of the VM, by uuid or name on the
+ * source) → an SR of the destination; refs both. */
+static struct xv *
+vdi_map (struct xapi_client *src, struct xapi_client *dst,
+         const struct client_args *a, const GPtrArray *vdis, GError **err)
+{
+  g_autoptr (xv) map = xv_new_struct ();
+
+  for (size_t i = 0; i < a->n_maps; i++) {
+    const char *eq = strchr (a->maps[i], '=');
+    g_autofree char *name = g_strndup (a->maps[i], eq - a->maps[i]);
+    g_autofree char *vdi = client_lookup (src, "VDI", name, NULL, err);
+    g_autofree char *sr = NULL;
+    bool ours = false;
+
+    if (vdi == NULL) {
+      g_prefix_error (err, "--map %s: ", a->maps[i]);
+      return NULL;
+    }
+    for (guint k = 0; k < vdis->len && !ours; k++)
+      ours = strcmp (vdis->pdata[k], vdi) == 0;
+    if (!ours) {
+      g_set_error (err, XAPI_CLIENT_ERROR, XAPI_CLIENT_ERROR_LOCAL,
+                   "--map %s: VDI %s is not a disk of VM %s", a->maps[i], name,
+                   a->argv[0]);
+      return NULL;
+    }
+    if ((sr = client_lookup (dst, "SR", eq + 1, NULL, err)) == NULL) {
+      prefix_destination (err, a->to);
+      g_prefix_error (err, "--map %s: ", a->maps[i]);
+      return NULL;
+    }
+    xv_set (map, vdi, xv_new_string (sr));
+  }
+  return g_steal_pointer (&map);
+}
+
+/* --option KEY=VALUE...: the migration's options (string → string). */
+static struct xv *
+migrate_options (const struct client_args *a)
+{
+  struct xv *options = xv_new_struct ();
+
+  for (size_t i = 0; i < a->n_options; i++) {
+    const char *eq = strchr (a->options[i], '=');
+    g_autofree char *key = g_strndup (a->options[i], eq - a->options[i]);
+    xv_set (options, key, xv_new_string (eq + 1));
+  }
+  return options;
+}
+
+/* The destination's token for a migration to --sr (VM.migrate_receive),
+ * or to the SR it picks itself (host.migrate_receive on its first
+ * network: its default SR). */
+static struct xv *
+receive_token (struct xapi_client *dst, const struct client_args *a,
+               GError **err)
+{
+  const char *method = a->sr ? "VM.migrate_receive" : "host.migrate_receive";
+  g_autofree char *host = answer_ref (
+      dst,
+      xapi_client_call (dst, err, "session.get_this_host",
+                        xv_new_string (xapi_client_session (dst)), NULL),
+      "session.get_this_host", err);
+  g_autofree char *target = NULL;
+  g_autoptr (xv) token = NULL;
+
+  if (host && a->sr)
+    target = client_lookup (dst, "SR", a->sr, NULL, err);
+  else if (host) {
+    g_autoptr (xv) nets = xapi_client_call (dst, err, "network.get_all", NULL);
+    if (nets
+        && (nets->type != XV_ARRAY || nets->n == 0
+            || nets->items[0]->type != XV_STRING))
+      g_set_error (err, XAPI_CLIENT_ERROR, XAPI_CLIENT_ERROR_PROTOCOL,
+                   "%s: network.get_all: no network", xapi_client_url (dst));
+    else if (nets)
+      target = g_strdup (nets->items[0]->s);
+  }
+  if (target)
+    token = xapi_client_call (dst, err, method, xv_new_string (host),
+                              xv_new_string (target), xv_new_struct (), NULL);
+  if (token && token->type != XV_STRUCT) {
+    g_set_error (err, XAPI_CLIENT_ERROR, XAPI_CLIENT_ERROR_PROTOCOL,
+                 "%s: %s: the token is not a struct", xapi_client_url (dst),
+                 method);
+    g_clear_pointer (&token, xv_free);
+  }
+  if (token == NULL)
+    prefix_destination (err, a->to);
+  return g_steal_pointer (&token);
+}
+
+/* Ctrl-C while the task runs cancels it (task.cancel) and the command
+ * waits for the task to end, so the VM is whole on one side when it
+ * exits; a second Ctrl-C ends the command at once (SA_RESETHAND). */
+static volatile sig_atomic_t interrupted;
+
+static void
+on_interrupt (int sig)
+{
+  interrupted = 1;
+}
+
+/* Catch SIGINT, unless it is ignored (a shell's background job). */
+static void
+catch_interrupt (void)
+{
+  struct sigaction sa
+      = { .sa_handler = on_interrupt, .sa_flags = SA_RESTART | SA_RESETHAND };
+  struct sigaction old;
+
+  if (sigaction (SIGINT, NULL, &old) == 0 && old.sa_handler != SIG_IGN)
+    sigaction (SIGINT, &sa, NULL);
+}
+
+struct migrate_wait
+{
+  struct progress bar;
+  struct xapi_client *c;
+  const char *task;
+  bool cancelled;
+};
+
+/* After each poll of the pending task: the bar, and a Ctrl-C's cancel. */
+static void
+migrate_progress (double done, void *opaque)
+{
+  struct migrate_wait *w = opaque;
+  g_autoptr (GError) e = NULL;
+
+  progress_update (&w->bar, (uint64_t)(done * w->bar.total));
+  if (!interrupted || w->cancelled)
+    return;
+  w->cancelled = true;
+  fprintf (stderr, "%svdimotion: interrupted: cancelling the migration\n",
+           w->bar.enabled ? "\n" : "");
+  xv_free (xapi_client_call (w->c, &e, "task.cancel", xv_new_string (w->task),
+                             NULL));
+  if (e)
+    fprintf (stderr, "vdimotion: task.cancel: %s\n", e->message);
+}
+
+/* Wait for the migration's TASK (client_task_wait, with Ctrl-C): the
+ * VM's ref at the destination, or NULL and *ERR. */
+static char *
+migrate_wait (struct xapi_client *c, const char *task, uint64_t total,
+              GError **err)
+{
+  struct migrate_wait w = { .c = c, .task = task };
+  char *result;
+
+  progress_init (&w.bar, client_opts.progress, total);
+  result = xapi_client_task_wait (c, task, migrate_progress, &w, err);
+  if (result)
+    progress_finish (&w.bar);
+  else if (w.bar.enabled)
+    fputc ('\n', stderr);
+  if (result && w.cancelled)
+    fprintf (stderr, "vdimotion: too late to cancel: the VM has moved\n");
+  if (result == NULL && w.cancelled)
+    g_prefix_error (err, "interrupted: the migration is cancelled: ");
+  return result;
+}
+
+static int
+vm_migrate (struct xapi_client *c, const struct client_args *a, GError **err)
+{
+  g_autoptr (xv) vm = NULL;
+  g_autofree char *ref = client_lookup (c, "VM", a->argv[0], &vm, err);
+  g_autoptr (GPtrArray) vdis = g_ptr_array_new_with_free_func (g_free);
+  __attribute__ ((cleanup (close_destination))) struct xapi_client *dst = NULL;
+  g_autoptr (xv) map = NULL, token = NULL;
+  g_autofree char *task = NULL, *result = NULL;
+  uint64_t total;
+  bool live;
+
+  if (ref == NULL || !migrate_live (a, vm, &live, err)
+      || vm_vdis (c, vm, vdis, &total, err) == -1
+      || (dst = connect_destination (a, err)) == NULL
+      || (map = vdi_map (c, dst, a, vdis, err)) == NULL
+      || (token = receive_token (dst, a, err)) == NULL)
+    return EXIT_ERROR;
+  catch_interrupt ();
+  task = answer_ref (
+      c,
+      xapi_client_call (c, err, "Async.VM.migrate_send", xv_new_string (ref),
+                        g_steal_pointer (&token), xv_new_bool (live),
+                        g_steal_pointer (&map), xv_new_struct (),
+                        migrate_options (a), NULL),
+      "Async.VM.migrate_send", err);
+  if (task == NULL || (result = migrate_wait (c, task, total, err)) == NULL)
+    return EXIT_ERROR;
+  if (client_print_new_uuid (dst, "VM", result, err) != EXIT_OK) {
+    prefix_destination (err, a->to);
+    return EXIT_ERROR;
+  }
+  return EXIT_OK;
+}
+
 static const struct client_subcommand subs[] = {
   { "create", "NAME --disk VDI [--disk VDI]...", 1, 1, CLIENT_OPT_DISK,
     vm_create },
@@ -229,6 +548,10 @@ static const struct client_subcommand subs[] = {
   { "shutdown", "VM", 1, 1, 0, vm_shutdown },
   { "list", "[--json]", 0, 0, 0, vm_list },
   { "show", "[--json] VM", 1, 1, 0, vm_show },
+  { "migrate",
+    "VM --to URL [--to-user U --to-password-file F] [--sr SR] "
+    "[--map VDI=SR]... [--live|--offline] [--option KEY=VALUE]... [--json]",
+    1, 1, CLIENT_OPT_MIGRATE | CLIENT_OPT_LIVE, vm_migrate },
   { NULL },
 };
 
@@ -239,5 +562,7 @@ run (int argc, char **argv)
 }
 
 const struct command cmd_vm
-    = { "vm", "create NAME --disk VDI... | start|shutdown|show VM | list",
+    = { "vm",
+        "create NAME --disk VDI... | start|shutdown|show VM | list | "
+        "migrate VM --to URL",
         run };
