@@ -42,6 +42,9 @@ s.serve_forever()
 PY
 
 for n in 0 1 2 3 4; do
+  # The background job truncates the file only once it runs: the last
+  # round's port must not be read meanwhile.
+  rm -f "$T/port"
   python3 "$T/server.py" $n > "$T/port" &
   srv=$!
   for _ in $(seq 50); do [ -s "$T/port" ] && break; sleep 0.1; done
