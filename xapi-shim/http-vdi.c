@@ -523,7 +523,10 @@ xapi_http_vdi_export (struct xapi_daemon *d, SoupServerMessage *msg,
                       GHashTable *query)
 {
   struct export *e = g_new0 (struct export, 1);
-  struct copy_spec from = { .kind = COPY_VDI };
+  /* Through the page cache: what a transfer reads is often what was
+   * just written or is read again. */
+  struct copy_spec from
+      = { .kind = COPY_VDI, .open_flags = VDISK_OPEN_BUFFERED };
   struct copy_spec to = { .kind = COPY_STREAM };
   struct copy_params params = { 0 };
   g_autofree char *text = NULL;

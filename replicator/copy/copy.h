@@ -1,14 +1,29 @@
 /* The copy engine: a source and its allocation map -> a destination.
  *
- * Design (the replicator's heart; the CLI, the daemon, backup, evacuation
- * and the mirror filter all drive it through this header):
+ * Design (the replicator's heart, the one way data moves; the CLI, the
+ * daemon's copies and migrations, the HTTP import and export, backup and
+ * evacuation all drive it through this header):
  *
+ * - One entry point, the job (copy_job_open ... copy_job_close, or
+ *   copy_simple): two endpoint descriptions (struct copy_spec: an image
+ *   file, an NBD export, an SR's VDI, a byte stream) and the parameters
+ *   in; the job opens both ends, runs the engine (once per layer when a
+ *   chain is kept), flushes and closes, and undoes what it created if
+ *   the copy fails.  Nobody else opens or closes endpoints.
  * - Endpoints are an ops table (endpoint.h): a local image of any format
- *   through libvdisk, or an NBD export through libnbd (nbd://, nbds://
- *   with TLS-PSK, nbd+unix://).  Each endpoint offers synchronous calls
- *   that are safe from many threads; the NBD endpoint turns them into
- *   asynchronous commands over several connections, with a poller thread
- *   per connection, so many requests are in flight on each socket.
+ *   through libvdisk (an image file, or a VDI opened through its SR), an
+ *   NBD export through libnbd (nbd://, nbds:// with TLS-PSK,
+ *   nbd+unix://), or a byte stream.  Each endpoint offers synchronous
+ *   calls that are safe from many threads; the NBD endpoint turns them
+ *   into asynchronous commands over several connections, with a poller
+ *   thread per connection, so many requests are in flight on each
+ *   socket.  A stream destination is sequential: the engine writes it
+ *   with one request at a time, in order, in whole request-sized pieces.
+ *   A stream source is pushed by its caller (copy_job_feed) and written
+ *   as it comes, through a bounded staging buffer.
+ * - A chain kept is copied layer by layer, bottom first: each source
+ *   layer mapped alone (a HOLE means "the parent's" and is left alone)
+ *   into a new destination layer whose parent is the one made before.
  * - The source's map is fetched a window ahead of the copy (windows of
  *   COPY_WINDOW bytes of guest space), never in lockstep with it.  Holes
  *   are never read.  ZERO and HOLE ranges become zero requests on the
@@ -212,7 +227,9 @@ int copy_simple (const struct copy_spec *src, const struct copy_spec *dst,
                  char **err);
 
 /* ------------------------------------------------------------------ */
-/* Endpoints.  Open functions return NULL with a message in *ERR. */
+/* Endpoints, for the engine's own users (copy_run; the job opens them
+ * from descriptions).  Open functions return NULL with a message in
+ * *ERR. */
 struct vdisk;
 /* A local image (the engine does not close D).  LAYER_ONLY maps and
  * copies only what the top layer holds (--keep-chain). */

@@ -4,7 +4,6 @@
  * its source (through libvdisk, and qemu-img compare where qemu-img is
  * there), and bad streams refused with a clear error. */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,29 +14,12 @@
 #define MiB (UINT64_C (1) << 20)
 #define SIZE (40 * MiB)
 
-static int
-sh (const char *fmt, ...)
-{
-  char cmd[2048];
-  va_list ap;
-  va_start (ap, fmt);
-  vsnprintf (cmd, sizeof cmd, fmt, ap);
-  va_end (ap);
-  return system (cmd);
-}
-
-static bool
-have_qemu_img (void)
-{
-  return sh ("qemu-img --version >/dev/null 2>&1") == 0;
-}
-
+/* A fresh SR directory under the scratch directory. */
 static struct sr *
-new_sr (const char *name)
+scratch_sr (const char *name)
 {
   struct sr *sr = sr_open ("file", unit_path (name), SR_OPEN_CREATE);
-  if (!sr)
-    fprintf (stderr, "sr_open: %s\n", sr_get_error ());
+  CU_ASSERT_FATAL (sr != NULL);
   return sr;
 }
 
@@ -141,7 +123,7 @@ vdi_spec (struct sr *sr, const char *uuid)
 static void
 test_vdi_flattened (void)
 {
-  struct sr *a = new_sr ("flat-a"), *b = new_sr ("flat-b");
+  struct sr *a = scratch_sr ("flat-a"), *b = scratch_sr ("flat-b");
   char src[SR_UUID_LEN + 1];
   struct copy_params p = { .dest_is_zero = true };
   struct copy_stats st;
@@ -167,9 +149,9 @@ test_vdi_flattened (void)
       = { .kind = COPY_IMAGE, .path = unit_path ("flat.raw"), .format = -1 };
   CU_ASSERT (copy_simple (&from, &file, &p, &st, &err) == 0);
   char *chain = vdi_path (a, "flat-a", src);
-  if (have_qemu_img ())
-    CU_ASSERT (sh ("qemu-img compare -q -f qcow2 -F raw '%s' '%s'", chain,
-                   unit_path ("flat.raw"))
+  if (unit_have_qemu_img ())
+    CU_ASSERT (unit_sh ("qemu-img compare -q -f qcow2 -F raw '%s' '%s'", chain,
+                        unit_path ("flat.raw"))
                == 0);
   /* ... and it exists now: refused without overwrite, nothing touched. */
   CU_ASSERT (copy_simple (&from, &file, &p, &st, &err) == -1);
@@ -186,7 +168,7 @@ test_vdi_flattened (void)
 static void
 test_vdi_chain_kept (void)
 {
-  struct sr *a = new_sr ("kept-a"), *b = new_sr ("kept-b");
+  struct sr *a = scratch_sr ("kept-a"), *b = scratch_sr ("kept-b");
   char src[SR_UUID_LEN + 1], top[SR_UUID_LEN + 1];
   struct copy_params p = { 0 };
   struct copy_stats st;
@@ -213,8 +195,8 @@ test_vdi_chain_kept (void)
   CU_ASSERT (pv && strcmp (pv->name_label, "snap") == 0);
   CU_ASSERT (tv->format == VDISK_FORMAT_QCOW2);
   char *x = vdi_path (a, "kept-a", src), *y = vdi_path (b, "kept-b", top);
-  if (have_qemu_img ())
-    CU_ASSERT (sh ("qemu-img compare -q '%s' '%s'", x, y) == 0);
+  if (unit_have_qemu_img ())
+    CU_ASSERT (unit_sh ("qemu-img compare -q '%s' '%s'", x, y) == 0);
   free (x);
   free (y);
   sr_vdi_free (pv);
@@ -285,7 +267,7 @@ read_file (const char *path, size_t *len)
 static void
 test_stream_raw_in (void)
 {
-  struct sr *a = new_sr ("raw-in");
+  struct sr *a = scratch_sr ("raw-in");
   char src[SR_UUID_LEN + 1];
   struct copy_params p = { 0 };
   struct copy_stats st;
@@ -347,7 +329,7 @@ test_stream_raw_in (void)
 static void
 test_stream_vhd_in (void)
 {
-  struct sr *a = new_sr ("vhd-in");
+  struct sr *a = scratch_sr ("vhd-in");
   char src[SR_UUID_LEN + 1];
   struct copy_params p = { 0 };
   struct copy_stats st;
@@ -439,7 +421,7 @@ export_to (struct sr *sr, const char *uuid, enum copy_stream_format format,
 static void
 test_stream_out (void)
 {
-  struct sr *a = new_sr ("out");
+  struct sr *a = scratch_sr ("out");
   char src[SR_UUID_LEN + 1];
   struct sink s = { 0 };
   size_t len;
@@ -466,9 +448,9 @@ test_stream_out (void)
   CU_ASSERT_FATAL (v != NULL);
   CU_ASSERT (vdisk_get_size (v) == SIZE);
   CU_ASSERT (same_content (d, v));
-  if (have_qemu_img ())
-    CU_ASSERT (sh ("qemu-img compare -q -f vpc -F raw '%s' '%s'",
-                   unit_path ("out.vhd"), unit_path ("out.raw"))
+  if (unit_have_qemu_img ())
+    CU_ASSERT (unit_sh ("qemu-img compare -q -f vpc -F raw '%s' '%s'",
+                        unit_path ("out.vhd"), unit_path ("out.raw"))
                == 0);
   vdisk_close (v);
 
