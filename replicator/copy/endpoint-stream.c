@@ -116,8 +116,10 @@ stream_open_dest (struct copy_side *s, uint64_t size, char **err)
 {
   struct stream_out *o = calloc (1, sizeof *o);
 
-  if (!o || !(o->ep.name = strdup ("stream")))
+  if (!o || !(o->ep.name = strdup ("stream"))) {
+    free (o);
     return copy_error_errno (err, ENOMEM, "out of memory");
+  }
   o->ep.ops = &stream_out_ops;
   o->ep.size = size;
   /* Whole chunks: a chunk of zeroes goes as one BUF NULL write. */

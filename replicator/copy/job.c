@@ -11,7 +11,7 @@
  * before the destination is complete resumes.  A failed job's
  * destination removes what it created, unless a journal keeps it.
  *
- * Errors keep their errno (job->errnum) through the cleanup that
+ * Errors keep their errno (KEEP_ERRNO) through the cleanup that
  * follows them, for callers that answer by it (HTTP statuses). */
 #include <errno.h>
 #include <libgen.h>
@@ -92,6 +92,10 @@ open_ends (struct copy_job *j, char **err)
     return -1;
   if (src->spec.kind == COPY_STREAM) {
     j->size = src->spec.size;
+    if (!j->size && dst->spec.kind == COPY_IMAGE)
+      return copy_error_errno (err, EINVAL,
+                               "%s: a stream into a new image needs its size",
+                               dst->spec.path);
     if (dst->ops->open_dest (dst, j->size, err) == -1)
       return -1;
     if (!j->size || j->size > copy_endpoint_size (dst->ep))
