@@ -438,7 +438,7 @@ static const uint8_t zero_chunk[COPY_STREAM_CHUNK];
 /* The copy's stream destination (copy_stream_write_fn), in the thread:
  * queue the next bytes for the main loop, waiting while too many are. */
 static int
-export_write (void *opaque, const void *buf, size_t len, char **err)
+export_write (void *opaque, void *buf, size_t len, char **err)
 {
   struct export *e = opaque;
   bool cancelled;
@@ -451,10 +451,11 @@ export_write (void *opaque, const void *buf, size_t len, char **err)
     e->queued += len;
   g_mutex_unlock (&e->lock);
   if (cancelled) {
+    free (buf);
     *err = strdup ("the client went away");
     return -1;
   }
-  export_send (e, buf ? g_bytes_new (buf, len)
+  export_send (e, buf ? g_bytes_new_with_free_func (buf, len, free, buf)
                       : g_bytes_new_static (zero_chunk, len));
   return 0;
 }

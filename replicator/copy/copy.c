@@ -454,6 +454,20 @@ do_piece (struct engine *e, const struct window *w, const struct piece *pc,
     if (r != 1)
       return r;
   }
+  if (e->dst->ops->pull) {
+    bool zero;
+    if (e->dst->ops->pull (e->dst, e->src, pc->offset, pc->length, &zero, err)
+        == -1)
+      return -1;
+    pthread_mutex_lock (&e->lock);
+    e->stats.bytes_read += pc->length;
+    if (zero)
+      e->stats.bytes_zeroed += pc->length;
+    else
+      e->stats.bytes_written += pc->length;
+    pthread_mutex_unlock (&e->lock);
+    return 0;
+  }
   if (e->src->ops->pread (e->src, buf, pc->length, pc->offset, err) == -1)
     return -1;
   pthread_mutex_lock (&e->lock);
@@ -558,9 +572,12 @@ copy_run (struct copy_endpoint *src, struct copy_endpoint *dst,
     return copy_error (err, "%s: a stream cannot resume from a journal",
                        dst->name);
   /* A stream takes its bytes in order: one request at a time, which the
-   * single worker takes in offset order. */
-  if (dst->sequential)
+   * single worker takes in offset order, in chunks its reader takes. */
+  if (dst->sequential) {
     nthreads = 1;
+    if (e.request_size > COPY_STREAM_CHUNK)
+      e.request_size = COPY_STREAM_CHUNK;
+  }
   e.nwindows = (e.size + COPY_WINDOW - 1) / COPY_WINDOW;
   e.src_fd = src->ops->plain_fd ? src->ops->plain_fd (src) : -1;
   e.dst_fd = dst->ops->plain_fd ? dst->ops->plain_fd (dst) : -1;

@@ -120,11 +120,12 @@ enum copy_stream_format
 };
 
 /* A stream destination's consumer: the next LEN bytes of the stream, in
- * order; BUF NULL means LEN zero bytes (at most COPY_STREAM_CHUNK).  It
- * may block (a slow reader slows the copy down).  Return -1 with a
+ * order, at most COPY_STREAM_CHUNK.  BUF is malloc'd and becomes the
+ * consumer's, to free (also when it fails); NULL means LEN zero bytes.
+ * It may block (a slow reader slows the copy down).  Return -1 with a
  * message in *ERR (malloc'd) to stop the copy. */
 #define COPY_STREAM_CHUNK (1u << 20)
-typedef int copy_stream_write_fn (void *opaque, const void *buf, size_t len,
+typedef int copy_stream_write_fn (void *opaque, void *buf, size_t len,
                                   char **err);
 
 /* One end of a copy.  Strings and the SR are the caller's and must live

@@ -5,9 +5,11 @@
  * As a destination the stream is a sequential endpoint: the engine runs
  * one request at a time, in offset order, skipping nothing, and each
  * write goes to the caller's write function, which may block (so a slow
- * reader slows the copy, and memory is what the caller queues).  Zeroes
- * go as BUF NULL, so the caller can send them without reading or
- * allocating anything.  A VHD is made from the source's allocation map by
+ * reader slows the copy, and memory is what the caller queues).  Each
+ * piece is read from the source straight into the buffer the caller is
+ * given (out_pull), so nothing is copied on the way; zeroes go as BUF
+ * NULL, so the caller can send them without reading or allocating
+ * anything.  A VHD is made from the source's allocation map by
  * the VHD stream writer: the source side is replaced by a view of the
  * VHD file's bytes (random access, so the engine reads it as any
  * source), and the stream carries them raw.
@@ -27,6 +29,7 @@
 #include <string.h>
 
 #include "endpoint.h"
+#include "iszero.h"
 #include "vhd-stream.h"
 
 #define STAGE (2u << 20)
@@ -59,15 +62,15 @@ out_pread (struct copy_endpoint *e, void *buf, size_t count, uint64_t offset,
   return out_map (e, offset, count, NULL, err);
 }
 
+/* Hand BUF (malloc'd, or NULL for zeroes) on to the reader. */
 static int
-out_pwrite (struct copy_endpoint *e, const void *buf, size_t count,
-            uint64_t offset, char **err)
+out_give (struct stream_out *o, void *buf, size_t count, uint64_t offset,
+          char **err)
 {
-  struct stream_out *o = (struct stream_out *)e;
-
   /* The engine writes a sequential endpoint in order, skipping
    * nothing. */
   assert (offset == o->pos);
+  assert (count <= COPY_STREAM_CHUNK);
   if (o->write (o->opaque, buf, count, err) == -1)
     return -1;
   o->pos += count;
@@ -75,11 +78,44 @@ out_pwrite (struct copy_endpoint *e, const void *buf, size_t count,
 }
 
 static int
+out_pwrite (struct copy_endpoint *e, const void *buf, size_t count,
+            uint64_t offset, char **err)
+{
+  void *copy = malloc (count);
+
+  if (!copy)
+    return copy_error_errno (err, ENOMEM, "out of memory");
+  memcpy (copy, buf, count);
+  return out_give ((struct stream_out *)e, copy, count, offset, err);
+}
+
+/* The engine's pieces, read straight into the buffer the reader gets. */
+static int
+out_pull (struct copy_endpoint *e, struct copy_endpoint *src, uint64_t offset,
+          size_t count, bool *zero, char **err)
+{
+  void *buf = malloc (count);
+
+  if (!buf)
+    return copy_error_errno (err, ENOMEM, "out of memory");
+  if (src->ops->pread (src, buf, count, offset, err) == -1) {
+    free (buf);
+    return -1;
+  }
+  *zero = is_zero (buf, count);
+  if (*zero) {
+    free (buf);
+    buf = NULL;
+  }
+  return out_give ((struct stream_out *)e, buf, count, offset, err);
+}
+
+static int
 out_zero (struct copy_endpoint *e, uint64_t count, uint64_t offset, char **err)
 {
   while (count > 0) {
     size_t n = MIN (count, COPY_STREAM_CHUNK);
-    if (out_pwrite (e, NULL, n, offset, err) == -1)
+    if (out_give ((struct stream_out *)e, NULL, n, offset, err) == -1)
       return -1;
     offset += n;
     count -= n;
@@ -109,6 +145,7 @@ static const struct copy_endpoint_ops stream_out_ops = {
   .zero = out_zero,
   .flush = out_flush,
   .close = out_close,
+  .pull = out_pull,
 };
 
 static int

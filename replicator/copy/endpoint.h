@@ -45,6 +45,11 @@ struct copy_endpoint_ops
    * yet linked (vdisk_repair_leaks), which the resumed run allocates
    * again. */
   int (*repair) (struct copy_endpoint *e, char **err);
+  /* Optional: read COUNT bytes at OFFSET of SRC into a buffer of its own
+   * and write them, so that nothing is copied twice (a stream hands the
+   * buffer on to its reader); *ZERO: they were all zero. */
+  int (*pull) (struct copy_endpoint *e, struct copy_endpoint *src,
+               uint64_t offset, size_t count, bool *zero, char **err);
 };
 
 struct copy_endpoint

@@ -382,7 +382,7 @@ struct sink
 };
 
 static int
-sink_write (void *opaque, const void *buf, size_t len, char **err)
+sink_write (void *opaque, void *buf, size_t len, char **err)
 {
   static const char zeroes[COPY_STREAM_CHUNK];
   struct sink *s = opaque;
@@ -390,7 +390,9 @@ sink_write (void *opaque, const void *buf, size_t len, char **err)
   if (!buf)
     s->zero_bytes += len;
   s->writes++;
-  return fwrite (buf ? buf : zeroes, 1, len, s->f) == len ? 0 : -1;
+  int r = fwrite (buf ? buf : zeroes, 1, len, s->f) == len ? 0 : -1;
+  free (buf);
+  return r;
 }
 
 /* VDI -> stream, FORMAT, into PATH; its length. */
