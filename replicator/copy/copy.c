@@ -516,7 +516,9 @@ worker (void *opaque)
         = !e->journal && e->writeback_due > 0 && e->dst->ops->writeback;
     e->writeback_due = 0;
     report_progress (e);
-    pthread_cond_broadcast (&e->cond);
+    /* No broadcast: a finished piece wakes nobody unless it retired a
+     * window, and retire_windows broadcasts that (waking the mapper for
+     * every piece cost a stream's single worker its pace). */
     pthread_mutex_unlock (&e->lock);
     if (writeback_due)
       e->dst->ops->writeback (e->dst);
