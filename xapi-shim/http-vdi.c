@@ -3,24 +3,26 @@
  *   PUT /import_raw_vdi?session_id=S&vdi=REF&format=raw|vhd
  *   GET /export_raw_vdi?session_id=S&vdi=REF&format=raw|vhd
  *
+ * Both are copies of the copy engine (copy.h) between the VDI and a byte
+ * stream (COPY_STREAM, raw or VHD); this file holds the HTTP side only.
+ *
  * An import is checked from the request headers alone (session, VDI,
- * format, size, the VDI free of other operations), so a refused upload
- * is answered before its body is read (http.c).  The body then flows
- * through got-chunk as it arrives: raw data straight to the image, a VHD
- * through the streaming reader (vhd-stream.h).  Writing happens in the
- * chunk handler, so libsoup reads no more of the socket than the image
- * takes: memory is one staging buffer whatever the disk size.  Into a
- * fresh VDI (as VDI.create leaves it: nothing allocated, no parent)
- * zeroes are not written at all; into one with content they are written
- * as zero ranges (vdisk_zero), so the VDI ends up reading exactly as the
+ * format, size, the VDI free of other operations) and its copy opened
+ * (the VDI, the VHD reader), so a refused upload is answered before its
+ * body is read (http.c).  The body then flows through got-chunk as it
+ * arrives, fed to the copy (copy_job_feed), which writes it before the
+ * handler returns: libsoup reads no more of the socket than the image
+ * takes, and memory is the engine's staging buffer whatever the disk
+ * size.  Into a fresh VDI (as VDI.create leaves it: nothing allocated,
+ * no parent) zeroes are not written at all; into one with content they
+ * are written as zero ranges, so the VDI ends up reading exactly as the
  * body, whatever it held before.
  *
- * An export is produced by a thread per transfer that reads the image
- * (raw) or generates a VHD from its allocation map, and hands chunks to
- * the main loop, which appends them to the paused response.  The thread
- * waits while more than EXPORT_QUEUE bytes are queued in libsoup
- * (counted down by wrote-body-data), so memory stays bounded and a slow
- * client slows the reader down.
+ * An export is a copy run by a thread per transfer, whose stream
+ * destination hands chunks to the main loop, which appends them to the
+ * paused response.  The thread waits while more than EXPORT_QUEUE bytes
+ * are queued in libsoup (counted down by wrote-body-data), so memory
+ * stays bounded and a slow client slows the reader down.
  *
  * While a transfer runs the VDI carries the operation "import" or
  * "export" (xapi_vdi_claim): a second transfer, VDI.destroy etc. are
@@ -33,23 +35,11 @@
 
 #include <libsoup/soup.h>
 
-#include "iszero.h"
-#include "vhd-stream.h"
+#include "copy.h"
 #include "xapi.h"
 
-/* Import: data is gathered up to this much before it is written. */
-#define IMPORT_BUFFER (2u << 20)
-/* ... and written in pieces of this granularity, all-zero ones left out. */
-#define ZERO_GRANULE 4096u
-/* Export: bytes read per chunk, and at most queued in libsoup. */
-#define EXPORT_CHUNK (1u << 20)
+/* Export: bytes at most queued in libsoup. */
 #define EXPORT_QUEUE (4u << 20)
-
-enum vdi_http_format
-{
-  FORMAT_RAW,
-  FORMAT_VHD,
-};
 
 /* The VDI a request names, claimed for OP. */
 struct vdi_target
@@ -57,7 +47,7 @@ struct vdi_target
   struct xapi_daemon *d;
   struct sr_vdi *vdi;
   struct host_sr *sr;
-  enum vdi_http_format format;
+  enum copy_stream_format format;
   bool claimed;
 };
 
@@ -95,9 +85,9 @@ vdi_target_get (struct vdi_target *t, struct xapi_daemon *d, GHashTable *query,
     return SOUP_STATUS_UNAUTHORIZED;
   }
   if (format == NULL || strcmp (format, "raw") == 0)
-    t->format = FORMAT_RAW;
+    t->format = COPY_STREAM_RAW;
   else if (strcmp (format, "vhd") == 0)
-    t->format = FORMAT_VHD;
+    t->format = COPY_STREAM_VHD;
   else {
     *text = g_strdup_printf ("format=%s: not raw or vhd\n", format);
     return SOUP_STATUS_BAD_REQUEST;
@@ -136,7 +126,7 @@ vdi_target_get (struct vdi_target *t, struct xapi_daemon *d, GHashTable *query,
   return status;
 }
 
-/* The HTTP status for a failure of libvdisk's (errno). */
+/* The HTTP status for a failure of the copy's (errno). */
 static guint
 status_of_errno (int errnum)
 {
@@ -156,116 +146,23 @@ status_of_errno (int errnum)
 struct import
 {
   struct vdi_target t;
-  struct vdisk *disk;
-  uint64_t size;
-  bool fresh; /* reads as zero throughout: zeroes need no writing */
-  struct vhd_stream_reader *reader; /* format=vhd */
-  uint64_t received;                /* body bytes */
-  uint64_t written;                 /* bytes written to the image */
-  bool answered;                    /* import_end ran */
+  struct copy_job *job;
+  uint64_t size;     /* guest bytes the body may cover */
+  uint64_t received; /* body bytes */
+  bool answered;     /* import_end ran */
   gint64 started;
-  /* Staging: guest bytes [buf_off, buf_off + buf_len). */
-  uint8_t *buf;
-  size_t buf_len;
-  uint64_t buf_off;
   /* The first failure; the rest of the body is then read and dropped. */
   guint status;
   char *error;
 };
 
-/* vhd_stream_zero_fn: a range that must read as zero. */
-static int
-import_zero (void *opaque, uint64_t len, uint64_t offset)
-{
-  struct import *im = opaque;
-
-  if (im->fresh || len == 0)
-    return 0;
-  im->written += len;
-  return vdisk_zero (im->disk, len, offset, VDISK_MAY_TRIM);
-}
-
-/* Write the staged bytes; all-zero granules become zero ranges. */
-static int
-import_flush (struct import *im)
-{
-  size_t i = 0;
-
-  while (i < im->buf_len) {
-    size_t start, end;
-
-    /* Granules are aligned on guest offsets, so that a chunk boundary
-     * does not shift them. */
-    end = MIN (im->buf_len,
-               ZERO_GRANULE - (im->buf_off + i) % ZERO_GRANULE + i);
-    if (is_zero (im->buf + i, end - i)) {
-      start = i;
-      while (end < im->buf_len) {
-        size_t next = MIN (im->buf_len, end + ZERO_GRANULE);
-
-        if (!is_zero (im->buf + end, next - end))
-          break;
-        end = next;
-      }
-      if (import_zero (im, end - start, im->buf_off + start) == -1)
-        return -1;
-      i = end;
-      continue;
-    }
-    start = i;
-    while (end < im->buf_len) {
-      size_t next = MIN (im->buf_len, end + ZERO_GRANULE);
-
-      if (is_zero (im->buf + end, next - end))
-        break;
-      end = next;
-    }
-    if (vdisk_pwrite (im->disk, im->buf + start, end - start,
-                      im->buf_off + start, 0)
-        == -1)
-      return -1;
-    im->written += end - start;
-    i = end;
-  }
-  im->buf_off += im->buf_len;
-  im->buf_len = 0;
-  return 0;
-}
-
-/* vhd_stream_write_fn, and the raw body's writer. */
-static int
-import_write (void *opaque, const void *data, size_t len, uint64_t offset)
-{
-  struct import *im = opaque;
-  const uint8_t *p = data;
-
-  /* Offsets are within the disk: the VHD reader checks them, and the
-   * raw body is checked by import_chunk (and vdisk_pwrite checks
-   * again). */
-  while (len > 0) {
-    size_t n;
-
-    if (im->buf_len > 0 && offset != im->buf_off + im->buf_len
-        && import_flush (im) == -1)
-      return -1;
-    if (im->buf_len == 0)
-      im->buf_off = offset;
-    n = MIN (len, IMPORT_BUFFER - im->buf_len);
-    memcpy (im->buf + im->buf_len, p, n);
-    im->buf_len += n;
-    p += n, len -= n, offset += n;
-    if (im->buf_len == IMPORT_BUFFER && import_flush (im) == -1)
-      return -1;
-  }
-  return 0;
-}
-
+/* The copy failed with ERR (errno ERRNUM). */
 static void
-import_fail (struct import *im)
+import_fail (struct import *im, int errnum, const char *err)
 {
-  im->status = status_of_errno (vdisk_get_errno ());
+  im->status = status_of_errno (errnum);
   im->error = g_strdup_printf ("VDI %s: import: %s", im->t.vdi->uuid,
-                               vdisk_get_error ());
+                               err ? err : "failed");
 }
 
 static void
@@ -273,15 +170,13 @@ import_free (gpointer p)
 {
   struct import *im = p;
 
-  if (im->disk && !im->answered)
+  if (im->job && !im->answered)
     g_message ("VDI %s: import abandoned after %" PRIu64
                " bytes: the client went away",
                im->t.vdi->uuid, im->received);
-  vhd_stream_reader_free (im->reader);
-  if (im->disk && vdisk_close (im->disk) == -1)
-    g_warning ("VDI %s: import: %s", im->t.vdi->uuid, vdisk_get_error ());
+  if (im->job)
+    copy_job_close (im->job, false, NULL, NULL);
   vdi_target_clear (&im->t);
-  g_free (im->buf);
   g_free (im->error);
   g_free (im);
 }
@@ -292,13 +187,11 @@ import_chunk (SoupServerMessage *msg, GBytes *chunk, gpointer user_data)
   struct import *im = user_data;
   gsize len;
   const guint8 *p = g_bytes_get_data (chunk, &len);
-  int r;
+  char *err = NULL;
 
   if (im->status)
     return; /* failed: the rest of the body is dropped */
-  if (im->reader)
-    r = vhd_stream_reader_feed (im->reader, p, len);
-  else if (len > im->size - im->received) {
+  if (im->t.format == COPY_STREAM_RAW && len > im->size - im->received) {
     /* A chunked body, whose size the headers did not say. */
     im->status = SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE;
     im->error = g_strdup_printf ("VDI %s: import: the body is larger than "
@@ -306,36 +199,10 @@ import_chunk (SoupServerMessage *msg, GBytes *chunk, gpointer user_data)
                                  im->t.vdi->uuid, im->size);
     return;
   }
-  else
-    r = import_write (im, p, len, im->received);
+  if (copy_job_feed (im->job, p, len, &err) == -1)
+    import_fail (im, errno, err);
   im->received += len;
-  if (r == -1)
-    import_fail (im);
-}
-
-/* Whether D reads as zero throughout, from its allocation map (cost:
- * O(allocated)): no parent and nothing stored. */
-static int
-disk_is_fresh (struct vdisk *d, bool *fresh)
-{
-  struct vdisk_extents ext = { 0 };
-  uint64_t size = vdisk_get_size (d), off;
-  const uint64_t window = UINT64_C (1) << 30;
-
-  *fresh = vdisk_get_parent (d) == NULL;
-  for (off = 0; *fresh && off < size; off += window) {
-    vdisk_extents_reset (&ext);
-    if (vdisk_map (d, off, MIN (window, size - off), VDISK_MAP_LAYER, &ext)
-        == -1) {
-      vdisk_extents_free (&ext);
-      return -1;
-    }
-    for (size_t i = 0; i < ext.len; i++)
-      if (ext.v[i].type == VDISK_EXTENT_DATA)
-        *fresh = false;
-  }
-  vdisk_extents_free (&ext);
-  return 0;
+  free (err);
 }
 
 guint
@@ -344,7 +211,11 @@ xapi_http_vdi_import_begin (struct xapi_daemon *d, SoupServerMessage *msg,
 {
   SoupMessageHeaders *hdrs = soup_server_message_get_request_headers (msg);
   struct import *im = g_new0 (struct import, 1);
+  struct copy_spec from = { .kind = COPY_STREAM };
+  struct copy_spec to = { .kind = COPY_VDI };
+  struct copy_params params = { 0 };
   uint64_t length = 0;
+  char *err = NULL;
   guint status;
 
   status = vdi_target_get (&im->t, d, query, "import", text);
@@ -357,7 +228,7 @@ xapi_http_vdi_import_begin (struct xapi_daemon *d, SoupServerMessage *msg,
     length = soup_message_headers_get_content_length (hdrs);
   /* A raw body cannot be larger than the disk; a VHD is a little
    * larger than its data, so it is checked as it is read. */
-  if (im->t.format == FORMAT_RAW && length > im->size) {
+  if (im->t.format == COPY_STREAM_RAW && length > im->size) {
     *text = g_strdup_printf ("VDI %s: import: the body (%" PRIu64
                              " bytes) is larger than the VDI's virtual size "
                              "(%" PRIu64 " bytes)\n",
@@ -365,40 +236,30 @@ xapi_http_vdi_import_begin (struct xapi_daemon *d, SoupServerMessage *msg,
     import_free (im);
     return SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE;
   }
-  im->disk = sr_vdi_open (im->t.sr->sr, im->t.vdi->uuid, VDISK_OPEN_RDWR);
-  if (im->disk == NULL) {
-    status = status_of_errno (sr_get_errno ());
+  from.stream = im->t.format;
+  from.length = length;
+  from.size = im->size;
+  to.sr = im->t.sr->sr;
+  to.vdi = im->t.vdi->uuid;
+  im->job = copy_job_open (&from, &to, &params, &err);
+  if (im->job == NULL) {
+    status = status_of_errno (errno);
     *text = g_strdup_printf ("VDI %s: import: %s\n", im->t.vdi->uuid,
-                             sr_get_error ());
+                             err ? err : "cannot open");
+    free (err);
     import_free (im);
     return status;
   }
   /* The image may be bigger than the record says (rounded up). */
-  im->size = MIN (im->size, vdisk_get_size (im->disk));
-  if (disk_is_fresh (im->disk, &im->fresh) == -1) {
-    *text = g_strdup_printf ("VDI %s: import: %s\n", im->t.vdi->uuid,
-                             vdisk_get_error ());
-    import_free (im);
-    return SOUP_STATUS_INTERNAL_SERVER_ERROR;
-  }
-  if (im->t.format == FORMAT_VHD) {
-    im->reader = vhd_stream_reader_new (im->size, length, import_write,
-                                        import_zero, im);
-    if (im->reader == NULL) {
-      *text = g_strdup_printf ("VDI %s: import: %s\n", im->t.vdi->uuid,
-                               vdisk_get_error ());
-      import_free (im);
-      return SOUP_STATUS_INTERNAL_SERVER_ERROR;
-    }
-  }
-  im->buf = g_malloc (IMPORT_BUFFER);
+  im->size = copy_job_size (im->job);
   im->started = g_get_monotonic_time ();
   g_object_set_data_full (G_OBJECT (msg), "xapi-import", im, import_free);
   g_signal_connect (msg, "got-chunk", G_CALLBACK (import_chunk), im);
   g_message ("VDI %s: import (%s) from %s started%s", im->t.vdi->uuid,
-             im->t.format == FORMAT_VHD ? "vhd" : "raw",
+             im->t.format == COPY_STREAM_VHD ? "vhd" : "raw",
              soup_server_message_get_remote_host (msg),
-             im->fresh ? "" : " (over existing content)");
+             copy_job_dest_is_zero (im->job) ? ""
+                                             : " (over existing content)");
   return 0;
 }
 
@@ -407,6 +268,8 @@ xapi_http_vdi_import_end (struct xapi_daemon *d, SoupServerMessage *msg)
 {
   struct import *im = g_object_get_data (G_OBJECT (msg), "xapi-import");
   g_autofree char *text = NULL;
+  struct copy_stats stats = { 0 };
+  char *err = NULL;
   double secs;
 
   if (im == NULL) {
@@ -414,14 +277,16 @@ xapi_http_vdi_import_end (struct xapi_daemon *d, SoupServerMessage *msg)
                                     NULL);
     return;
   }
-  /* A raw body shorter than the disk: the rest reads as zero. */
-  if (im->status == 0
-      && ((im->reader && vhd_stream_reader_finish (im->reader) == -1)
-          || import_flush (im) == -1
-          || (im->reader == NULL
-              && import_zero (im, im->size - im->received, im->received) == -1)
-          || vdisk_flush (im->disk) == -1))
-    import_fail (im);
+  /* The end of the body: what it did not cover reads as zero, and the
+   * VDI is flushed and closed. */
+  if (im->status == 0) {
+    int r = copy_job_close (im->job, true, &stats, &err);
+
+    im->job = NULL;
+    if (r == -1)
+      import_fail (im, errno, err);
+    free (err);
+  }
   secs = (g_get_monotonic_time () - im->started) / 1e6;
   im->answered = true;
   if (im->status) {
@@ -433,7 +298,8 @@ xapi_http_vdi_import_end (struct xapi_daemon *d, SoupServerMessage *msg)
   else {
     g_message ("VDI %s: imported %" PRIu64 " bytes (%" PRIu64
                " written) in %.1f s",
-               im->t.vdi->uuid, im->received, im->written, secs);
+               im->t.vdi->uuid, im->received,
+               stats.bytes_written + stats.bytes_zeroed, secs);
     text = g_strdup ("imported\n");
   }
   soup_server_message_set_status (
@@ -453,8 +319,7 @@ struct export
 {
   gint refs;
   struct vdi_target t;
-  struct vdisk *disk;
-  struct vhd_stream_writer *vhd; /* format=vhd */
+  struct copy_job *job;
   uint64_t length;
   uint64_t sent; /* main thread only */
   gint64 started;
@@ -485,9 +350,8 @@ export_unref (struct export *e)
     g_signal_handlers_disconnect_by_data (e->msg, e);
     g_object_unref (e->msg);
   }
-  vhd_stream_writer_free (e->vhd);
-  if (e->disk && vdisk_close (e->disk) == -1)
-    g_warning ("VDI %s: export: %s", e->t.vdi->uuid, vdisk_get_error ());
+  if (e->job)
+    copy_job_close (e->job, false, NULL, NULL);
   vdi_target_clear (&e->t);
   g_mutex_clear (&e->lock);
   g_cond_clear (&e->cond);
@@ -569,61 +433,46 @@ export_joined (gpointer p)
 }
 
 /* Zeroes to send for ranges that hold nothing (read-only, in .bss). */
-static const uint8_t zero_chunk[EXPORT_CHUNK];
+static const uint8_t zero_chunk[COPY_STREAM_CHUNK];
 
-/* Whether guest range [off, off+n) of D reads as zero by its allocation
- * map, so that it needs no reading. */
-static bool
-range_is_hole (struct vdisk *d, uint64_t off, uint64_t n)
+/* The copy's stream destination (copy_stream_write_fn), in the thread:
+ * queue the next bytes for the main loop, waiting while too many are. */
+static int
+export_write (void *opaque, void *buf, size_t len, char **err)
 {
-  struct vdisk_extents ext = { 0 };
-  bool hole = vdisk_map (d, off, n, 0, &ext) == 0;
+  struct export *e = opaque;
+  bool cancelled;
 
-  for (size_t i = 0; hole && i < ext.len; i++)
-    if (ext.v[i].type == VDISK_EXTENT_DATA)
-      hole = false;
-  vdisk_extents_free (&ext);
-  return hole;
+  g_mutex_lock (&e->lock);
+  while (e->queued >= EXPORT_QUEUE && !e->cancelled)
+    g_cond_wait (&e->cond, &e->lock);
+  cancelled = e->cancelled;
+  if (!cancelled)
+    e->queued += len;
+  g_mutex_unlock (&e->lock);
+  if (cancelled) {
+    free (buf);
+    *err = strdup ("the client went away");
+    return -1;
+  }
+  export_send (e, buf ? g_bytes_new_with_free_func (buf, len, free, buf)
+                      : g_bytes_new_static (zero_chunk, len));
+  return 0;
 }
 
 static gpointer
 export_thread (gpointer p)
 {
   struct export *e = p;
-  uint64_t off = 0;
+  char *err = NULL;
 
-  while (off < e->length) {
-    size_t n = MIN (EXPORT_CHUNK, e->length - off);
-    uint8_t *buf;
-    int r;
-
+  if (copy_job_run (e->job, &err) == -1) {
     g_mutex_lock (&e->lock);
-    while (e->queued >= EXPORT_QUEUE && !e->cancelled)
-      g_cond_wait (&e->cond, &e->lock);
     if (!e->cancelled)
-      e->queued += n;
+      e->error = g_strdup (err);
     g_mutex_unlock (&e->lock);
-    if (e->cancelled)
-      break;
-    if (e->vhd == NULL && range_is_hole (e->disk, off, n)) {
-      export_send (e, g_bytes_new_static (zero_chunk, n));
-      off += n;
-      continue;
-    }
-    buf = g_malloc (n);
-    if (e->vhd)
-      r = vhd_stream_writer_read (e->vhd, buf, n, off);
-    else
-      r = vdisk_pread (e->disk, buf, n, off);
-    if (r == -1) {
-      g_free (buf);
-      e->error = g_strdup_printf ("at byte %" PRIu64 ": %s", off,
-                                  vdisk_get_error ());
-      break;
-    }
-    export_send (e, g_bytes_new_take (buf, n));
-    off += n;
   }
+  free (err);
   export_send (e, NULL);
   g_main_context_invoke_full (NULL, G_PRIORITY_DEFAULT, export_joined, e,
                               (GDestroyNotify)export_unref);
@@ -675,7 +524,14 @@ xapi_http_vdi_export (struct xapi_daemon *d, SoupServerMessage *msg,
                       GHashTable *query)
 {
   struct export *e = g_new0 (struct export, 1);
+  /* Through the page cache: what a transfer reads is often what was
+   * just written or is read again. */
+  struct copy_spec from
+      = { .kind = COPY_VDI, .open_flags = VDISK_OPEN_BUFFERED };
+  struct copy_spec to = { .kind = COPY_STREAM };
+  struct copy_params params = { 0 };
   g_autofree char *text = NULL;
+  char *err = NULL;
   guint status;
 
   e->refs = 1;
@@ -687,27 +543,22 @@ xapi_http_vdi_export (struct xapi_daemon *d, SoupServerMessage *msg,
     export_unref (e);
     return;
   }
-  e->disk = sr_vdi_open (e->t.sr->sr, e->t.vdi->uuid, 0);
-  if (e->disk && e->t.format == FORMAT_VHD) {
-    e->vhd = vhd_stream_writer_new (e->disk);
-    if (e->vhd == NULL) {
-      text = g_strdup_printf ("VDI %s: export: %s\n", e->t.vdi->uuid,
-                              vdisk_get_error ());
-      answer (msg, status_of_errno (vdisk_get_errno ()), text);
-      export_unref (e);
-      return;
-    }
-    e->length = vhd_stream_writer_get_length (e->vhd);
-  }
-  else if (e->disk)
-    e->length = vdisk_get_size (e->disk);
-  else {
+  from.sr = e->t.sr->sr;
+  from.vdi = e->t.vdi->uuid;
+  to.stream = e->t.format;
+  to.write = export_write;
+  to.opaque = e;
+  e->job = copy_job_open (&from, &to, &params, &err);
+  if (e->job == NULL) {
+    status = status_of_errno (errno);
     text = g_strdup_printf ("VDI %s: export: %s\n", e->t.vdi->uuid,
-                            sr_get_error ());
-    answer (msg, status_of_errno (sr_get_errno ()), text);
+                            err ? err : "cannot open");
+    free (err);
+    answer (msg, status, text);
     export_unref (e);
     return;
   }
+  e->length = copy_job_length (e->job);
 
   soup_server_message_set_status (msg, SOUP_STATUS_OK, NULL);
   soup_message_headers_set_content_type (
@@ -722,7 +573,7 @@ xapi_http_vdi_export (struct xapi_daemon *d, SoupServerMessage *msg,
   g_signal_connect (msg, "wrote-body-data", G_CALLBACK (export_wrote), e);
   g_signal_connect (msg, "finished", G_CALLBACK (export_finished), e);
   g_message ("VDI %s: export (%s, %" PRIu64 " bytes) to %s started",
-             e->t.vdi->uuid, e->t.format == FORMAT_VHD ? "vhd" : "raw",
+             e->t.vdi->uuid, e->t.format == COPY_STREAM_VHD ? "vhd" : "raw",
              e->length, soup_server_message_get_remote_host (msg));
   if (soup_server_message_get_method (msg) == SOUP_METHOD_HEAD) {
     soup_message_body_complete (soup_server_message_get_response_body (msg));

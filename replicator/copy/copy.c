@@ -110,6 +110,64 @@ add_piece (struct window *w, size_t *cap, uint64_t off, uint64_t len,
   return 0;
 }
 
+/* A sequential destination (a stream) takes whole request-sized pieces,
+ * aligned: data where any of the piece holds data (the rest of it reads
+ * as zero from the source), zeroes elsewhere.  Few large writes, as a
+ * stream's reader wants, rather than one per extent. */
+static int
+cut_coarse (struct engine *e, struct window *w, size_t *cap,
+            const struct vdisk_extents *x, uint64_t start, uint64_t len)
+{
+  uint64_t rs = e->request_size;
+  size_t i = 0;
+  for (uint64_t off = start; off < start + len;) {
+    uint64_t end = (off / rs + 1) * rs;
+    bool data = false;
+    if (end > start + len)
+      end = start + len;
+    while (i < x->len && x->v[i].offset + x->v[i].length <= off)
+      i++;
+    for (size_t k = i; k < x->len && x->v[k].offset < end; k++)
+      data = data || x->v[k].type == VDISK_EXTENT_DATA;
+    if (add_piece (w, cap, off, end - off, data ? PIECE_DATA : PIECE_ZERO)
+        == -1)
+      return -1;
+    off = end;
+  }
+  return 0;
+}
+
+/* Any other destination: data in request-sized pieces, zeroes where the
+ * destination does not already read zero. */
+static int
+cut_fine (struct engine *e, struct window *w, size_t *cap,
+          const struct vdisk_extents *x)
+{
+  for (size_t i = 0; i < x->len; i++) {
+    uint64_t off = x->v[i].offset, n = x->v[i].length;
+    if (x->v[i].type != VDISK_EXTENT_DATA) {
+      /* A hole of a single layer means "the parent's", so it is left
+       * alone. */
+      bool leave
+          = w->dest_zero
+            || (x->v[i].type == VDISK_EXTENT_HOLE && e->p->holes_fall_through);
+      if (leave)
+        w->skipped += n;
+      else if (add_piece (w, cap, off, n, PIECE_ZERO) == -1)
+        return -1;
+      continue;
+    }
+    while (n > 0) {
+      uint64_t k = n < e->request_size ? n : e->request_size;
+      if (add_piece (w, cap, off, k, PIECE_DATA) == -1)
+        return -1;
+      off += k;
+      n -= k;
+    }
+  }
+  return 0;
+}
+
 /* Map window INDEX of the source and cut it into pieces. */
 static struct window *
 map_window (struct engine *e, uint64_t index, char **err)
@@ -128,32 +186,14 @@ map_window (struct engine *e, uint64_t index, char **err)
     w->skipped = len;
     return w;
   }
-  w->dest_zero = e->p->dest_is_zero
+  w->dest_zero = e->p->dest_is_zero && !e->dst->sequential
                  && !(e->journal && journal_was_started (e->journal, index));
   if (e->src->ops->map (e->src, start, len, &x, err) == -1)
     goto fail;
-  for (size_t i = 0; i < x.len; i++) {
-    uint64_t off = x.v[i].offset, n = x.v[i].length;
-    if (x.v[i].type != VDISK_EXTENT_DATA) {
-      /* Zero where the destination does not already read zero; a hole
-       * of a single layer means "the parent's", so it is left alone. */
-      bool leave
-          = w->dest_zero
-            || (x.v[i].type == VDISK_EXTENT_HOLE && e->p->holes_fall_through);
-      if (leave)
-        w->skipped += n;
-      else if (add_piece (w, &cap, off, n, PIECE_ZERO) == -1)
-        goto oom;
-      continue;
-    }
-    while (n > 0) {
-      uint64_t k = n < e->request_size ? n : e->request_size;
-      if (add_piece (w, &cap, off, k, PIECE_DATA) == -1)
-        goto oom;
-      off += k;
-      n -= k;
-    }
-  }
+  if ((e->dst->sequential ? cut_coarse (e, w, &cap, &x, start, len)
+                          : cut_fine (e, w, &cap, &x))
+      == -1)
+    goto oom;
   vdisk_extents_free (&x);
   return w;
 oom:
@@ -309,33 +349,34 @@ sync_journal (struct engine *e, char **err)
 
 /* Move one run of data or zeroes of a read buffer. */
 static int
-put_run (struct engine *e, const char *buf, uint64_t off, uint64_t len,
-         bool zero, bool dest_zero, char **err)
+put_run (struct copy_endpoint *dst, const char *buf, uint64_t off,
+         uint64_t len, bool zero, bool dest_zero, struct copy_stats *stats,
+         pthread_mutex_t *lock, char **err)
 {
   int r = 0;
-  pthread_mutex_lock (&e->lock);
+  if (lock)
+    pthread_mutex_lock (lock);
   if (!zero)
-    e->stats.bytes_written += len;
+    stats->bytes_written += len;
   else if (!dest_zero)
-    e->stats.bytes_zeroed += len;
+    stats->bytes_zeroed += len;
   else
-    e->stats.bytes_skipped += len;
-  pthread_mutex_unlock (&e->lock);
+    stats->bytes_skipped += len;
+  if (lock)
+    pthread_mutex_unlock (lock);
   if (!zero)
-    r = e->dst->ops->pwrite (e->dst, buf, len, off, err);
+    r = dst->ops->pwrite (dst, buf, len, off, err);
   else if (!dest_zero)
-    r = e->dst->ops->zero (e->dst, len, off, err);
+    r = dst->ops->zero (dst, len, off, err);
   return r;
 }
 
-/* Write a buffer read from the source: all-zero blocks (at the
- * destination's granularity, aligned to guest offsets) become zero
- * requests or nothing; the rest is written in runs. */
-static int
-write_buffer (struct engine *e, const char *buf, uint64_t off, uint64_t len,
-              bool dest_zero, char **err)
+int
+copy_write_buffer (struct copy_endpoint *dst, const char *buf, uint64_t off,
+                   uint64_t len, bool dest_zero, struct copy_stats *stats,
+                   pthread_mutex_t *lock, char **err)
 {
-  uint64_t g = e->dst->granularity, pos = 0;
+  uint64_t g = dst->granularity, pos = 0;
   uint64_t run_start = 0;
   int run_zero = -1;
   while (pos < len) {
@@ -344,8 +385,8 @@ write_buffer (struct engine *e, const char *buf, uint64_t off, uint64_t len,
       k = len - pos;
     int z = is_zero (buf + pos, k);
     if (run_zero != -1 && z != run_zero) {
-      if (put_run (e, buf + run_start, off + run_start, pos - run_start,
-                   run_zero, dest_zero, err)
+      if (put_run (dst, buf + run_start, off + run_start, pos - run_start,
+                   run_zero, dest_zero, stats, lock, err)
           == -1)
         return -1;
       run_start = pos;
@@ -354,9 +395,19 @@ write_buffer (struct engine *e, const char *buf, uint64_t off, uint64_t len,
     pos += k;
   }
   if (len > run_start)
-    return put_run (e, buf + run_start, off + run_start, len - run_start,
-                    run_zero, dest_zero, err);
+    return put_run (dst, buf + run_start, off + run_start, len - run_start,
+                    run_zero, dest_zero, stats, lock, err);
   return 0;
+}
+
+void
+copy_stats_add (struct copy_stats *sum, const struct copy_stats *s)
+{
+  sum->bytes_read += s->bytes_read;
+  sum->bytes_written += s->bytes_written;
+  sum->bytes_zeroed += s->bytes_zeroed;
+  sum->bytes_skipped += s->bytes_skipped;
+  sum->seconds += s->seconds;
 }
 
 /* copy_file_range for a data piece between plain files; returns 1 when it
@@ -403,12 +454,27 @@ do_piece (struct engine *e, const struct window *w, const struct piece *pc,
     if (r != 1)
       return r;
   }
+  if (e->dst->ops->pull) {
+    bool zero;
+    if (e->dst->ops->pull (e->dst, e->src, pc->offset, pc->length, &zero, err)
+        == -1)
+      return -1;
+    pthread_mutex_lock (&e->lock);
+    e->stats.bytes_read += pc->length;
+    if (zero)
+      e->stats.bytes_zeroed += pc->length;
+    else
+      e->stats.bytes_written += pc->length;
+    pthread_mutex_unlock (&e->lock);
+    return 0;
+  }
   if (e->src->ops->pread (e->src, buf, pc->length, pc->offset, err) == -1)
     return -1;
   pthread_mutex_lock (&e->lock);
   e->stats.bytes_read += pc->length;
   pthread_mutex_unlock (&e->lock);
-  return write_buffer (e, buf, pc->offset, pc->length, w->dest_zero, err);
+  return copy_write_buffer (e->dst, buf, pc->offset, pc->length, w->dest_zero,
+                            &e->stats, &e->lock, err);
 }
 
 static void *
@@ -450,7 +516,9 @@ worker (void *opaque)
         = !e->journal && e->writeback_due > 0 && e->dst->ops->writeback;
     e->writeback_due = 0;
     report_progress (e);
-    pthread_cond_broadcast (&e->cond);
+    /* No broadcast: a finished piece wakes nobody unless it retired a
+     * window, and retire_windows broadcasts that (waking the mapper for
+     * every piece cost a stream's single worker its pace). */
     pthread_mutex_unlock (&e->lock);
     if (writeback_due)
       e->dst->ops->writeback (e->dst);
@@ -502,6 +570,16 @@ copy_run (struct copy_endpoint *src, struct copy_endpoint *dst,
                        " bytes) is smaller than the source (%" PRIu64
                        " bytes)",
                        dst->name, dst->size, e.size);
+  if (dst->sequential && params->journal)
+    return copy_error (err, "%s: a stream cannot resume from a journal",
+                       dst->name);
+  /* A stream takes its bytes in order: one request at a time, which the
+   * single worker takes in offset order, in chunks its reader takes. */
+  if (dst->sequential) {
+    nthreads = 1;
+    if (e.request_size > COPY_STREAM_CHUNK)
+      e.request_size = COPY_STREAM_CHUNK;
+  }
   e.nwindows = (e.size + COPY_WINDOW - 1) / COPY_WINDOW;
   e.src_fd = src->ops->plain_fd ? src->ops->plain_fd (src) : -1;
   e.dst_fd = dst->ops->plain_fd ? dst->ops->plain_fd (dst) : -1;

@@ -23,7 +23,7 @@ disk (struct copy_endpoint *e)
 static int
 vdisk_fail (char **err)
 {
-  return copy_error (err, "%s", vdisk_get_error ());
+  return copy_vdisk_error (err);
 }
 
 static int
@@ -131,4 +131,39 @@ copy_endpoint_local (struct vdisk *d, bool layer_only, char **err)
   l->layer_only = layer_only;
   l->ep.name = strdup ("local image");
   return &l->ep;
+}
+
+int
+copy_disk_reads_zero (struct vdisk *d, bool *zero, char **err)
+{
+  struct vdisk_extents ext = { 0 };
+  uint64_t size = vdisk_get_size (d);
+  const uint64_t window = UINT64_C (1) << 30;
+
+  *zero = vdisk_get_parent (d) == NULL;
+  for (uint64_t off = 0; *zero && off < size; off += window) {
+    uint64_t n = size - off < window ? size - off : window;
+    vdisk_extents_reset (&ext);
+    if (vdisk_map (d, off, n, VDISK_MAP_LAYER, &ext) == -1) {
+      vdisk_extents_free (&ext);
+      return copy_vdisk_error (err);
+    }
+    for (size_t i = 0; i < ext.len; i++)
+      if (ext.v[i].type == VDISK_EXTENT_DATA)
+        *zero = false;
+  }
+  vdisk_extents_free (&ext);
+  return 0;
+}
+
+int
+copy_side_close_disk (struct copy_side *s, char **err)
+{
+  int r = 0;
+  copy_endpoint_close (s->ep, NULL);
+  s->ep = NULL;
+  if (s->disk && vdisk_close (s->disk) == -1)
+    r = copy_vdisk_error (err);
+  s->disk = NULL;
+  return r;
 }

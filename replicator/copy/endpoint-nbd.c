@@ -392,3 +392,39 @@ fail:
   nbd_ep_close (&n->ep, NULL);
   return NULL;
 }
+
+/* The NBD end of a job (COPY_NBD): a disk's guest view, raw bytes with
+ * no chain. */
+static int
+side_open (struct copy_side *s, bool writable, char **err)
+{
+  unsigned n = s->spec.connections ? s->spec.connections : 4;
+  s->ep = copy_endpoint_nbd (s->spec.uri, writable, n, err);
+  return s->ep ? 0 : -1;
+}
+
+static int
+side_open_source (struct copy_side *s, char **err)
+{
+  return side_open (s, false, err);
+}
+
+static int
+side_open_dest (struct copy_side *s, uint64_t size, char **err)
+{
+  return side_open (s, true, err);
+}
+
+static int
+side_close (struct copy_side *s, bool ok, char **err)
+{
+  int r = copy_endpoint_close (s->ep, ok ? err : NULL);
+  s->ep = NULL;
+  return r;
+}
+
+const struct copy_side_ops copy_side_nbd = {
+  .open_source = side_open_source,
+  .open_dest = side_open_dest,
+  .close = side_close,
+};

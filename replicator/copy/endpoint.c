@@ -1,4 +1,5 @@
 /* What every endpoint shares: errors, size, name, close. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,20 +8,45 @@
 #include "endpoint.h"
 #include "strprintf.h"
 
-int
-copy_error (char **err, const char *fmt, ...)
+static void
+set_error (char **err, const char *fmt, va_list ap)
 {
-  va_list ap;
-  char *m;
-  va_start (ap, fmt);
-  m = str_vprintf (fmt, ap);
-  va_end (ap);
+  char *m = str_vprintf (fmt, ap);
   if (err) {
     free (*err);
     *err = m;
   }
   else
     free (m);
+}
+
+int
+copy_error (char **err, const char *fmt, ...)
+{
+  va_list ap;
+  va_start (ap, fmt);
+  set_error (err, fmt, ap);
+  va_end (ap);
+  return -1;
+}
+
+int
+copy_error_errno (char **err, int errnum, const char *fmt, ...)
+{
+  va_list ap;
+  va_start (ap, fmt);
+  set_error (err, fmt, ap);
+  va_end (ap);
+  errno = errnum;
+  return -1;
+}
+
+int
+copy_vdisk_error (char **err)
+{
+  int e = vdisk_get_errno ();
+  copy_error (err, "%s", vdisk_get_error ());
+  errno = e ? e : EIO;
   return -1;
 }
 
@@ -40,12 +66,4 @@ int
 copy_endpoint_close (struct copy_endpoint *e, char **err)
 {
   return e ? e->ops->close (e, err) : 0;
-}
-
-bool
-copy_is_nbd_uri (const char *s)
-{
-  return strncmp (s, "nbd://", 6) == 0 || strncmp (s, "nbds://", 7) == 0
-         || strncmp (s, "nbd+unix://", 11) == 0
-         || strncmp (s, "nbds+unix://", 12) == 0;
 }

@@ -2,9 +2,11 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "copy.h"
 #include "nbd-poller.h"
 
 int
@@ -86,4 +88,12 @@ nbd_poller_stop (struct nbd_poller *p)
   if (p->wake_fd >= 0)
     close (p->wake_fd);
   p->wake_fd = -1;
+}
+
+bool
+copy_is_nbd_uri (const char *s)
+{
+  return strncmp (s, "nbd://", 6) == 0 || strncmp (s, "nbds://", 7) == 0
+         || strncmp (s, "nbd+unix://", 11) == 0
+         || strncmp (s, "nbds+unix://", 12) == 0;
 }

@@ -560,37 +560,27 @@ copy_all (struct migration *m)
     struct mdisk *md = &g_array_index (m->disks, struct mdisk, i);
     g_autofree char *uri
         = g_strdup_printf ("%s?tls-psk-file=%s", md->uri, m->psk);
-    struct vdisk *in
-        = sr_vdi_open (md->sr->sr, md->vdi->uuid, VDISK_OPEN_BUFFERED);
-    struct copy_endpoint *ein = NULL, *eout = NULL;
+    struct copy_spec from = {
+      .kind = COPY_VDI,
+      .sr = md->sr->sr,
+      .vdi = md->vdi->uuid,
+      .open_flags = VDISK_OPEN_BUFFERED,
+    };
+    struct copy_spec to = { .kind = COPY_NBD, .uri = uri, .connections = 4 };
     struct copy_params p = {
       .dest_is_zero = true,
       .progress = copy_progress,
       .progress_opaque = md,
       .cancel = job_cancel_flag (m->job),
     };
-    struct copy_stats stats;
     char *e = NULL;
 
-    if (in == NULL) {
-      fail_step (m, "disk %s: %s", md->vbd->userdevice, sr_get_error ());
-      break;
-    }
-    if ((ein = copy_endpoint_local (in, false, &e)) == NULL
-        || (eout = copy_endpoint_nbd (uri, true, 4, &e)) == NULL
-        || copy_run (ein, eout, &p, &stats, &e) == -1)
+    if (copy_simple (&from, &to, &p, NULL, &e) == -1)
       fail_step (m, "disk %s: %s", md->vbd->userdevice, e ? e : "?");
     else
       job_set_progress (m->job,
                         SHARE_SYNC * (double)(i + 1) / (double)m->disks->len);
     free (e);
-    e = NULL;
-    if (eout && copy_endpoint_close (eout, &e) == -1)
-      fail_step (m, "disk %s: %s", md->vbd->userdevice, e ? e : "?");
-    free (e);
-    if (ein)
-      copy_endpoint_close (ein, NULL);
-    vdisk_close (in);
     keepalive (m, false);
   }
   return m->error == NULL;

@@ -179,16 +179,26 @@ destroy_unrecorded (struct host_sr *s, const struct state_job *row)
   sr_vdi_free (v);
 }
 
-/* Copy the source chain into the new VDI with the copy engine. */
+/* Copy the source chain, flattened, into the new VDI with the copy
+ * engine. */
 static int
 copy_offline (struct job *job, struct host_sr *src_sr,
               const struct sr_vdi *src, struct host_sr *dst_sr,
               const struct sr_vdi *dst, char **err)
 {
-  struct vdisk *in = sr_vdi_open (src_sr->sr, src->uuid, VDISK_OPEN_BUFFERED);
-  struct vdisk *out = NULL;
-  struct copy_endpoint *ein = NULL, *eout = NULL;
   g_autofree char *journal = journal_path (job);
+  struct copy_spec from = {
+    .kind = COPY_VDI,
+    .sr = src_sr->sr,
+    .vdi = src->uuid,
+    .open_flags = VDISK_OPEN_BUFFERED,
+  };
+  struct copy_spec to = {
+    .kind = COPY_VDI,
+    .sr = dst_sr->sr,
+    .vdi = dst->uuid,
+    .open_flags = VDISK_OPEN_BUFFERED,
+  };
   struct copy_params p = {
     .dest_is_zero = true,
     .journal = journal,
@@ -198,45 +208,17 @@ copy_offline (struct job *job, struct host_sr *src_sr,
   };
   struct copy_stats stats;
   char *e = NULL;
-  int r = -1;
 
-  if (in == NULL) {
-    *err = g_strdup_printf ("VDI %s: %s", src->uuid, sr_get_error ());
+  if (copy_simple (&from, &to, &p, &stats, &e) == -1) {
+    *err = g_strdup (e ? e : "copy failed");
+    free (e);
     return -1;
   }
-  out = sr_vdi_open (dst_sr->sr, dst->uuid,
-                     VDISK_OPEN_RDWR | VDISK_OPEN_BUFFERED);
-  if (out == NULL) {
-    *err = g_strdup_printf ("VDI %s: %s", dst->uuid, sr_get_error ());
-    goto out;
-  }
-  if ((ein = copy_endpoint_local (in, false, &e)) == NULL
-      || (eout = copy_endpoint_local (out, false, &e)) == NULL)
-    goto fail;
-  r = copy_run (ein, eout, &p, &stats, &e);
-  if (copy_endpoint_close (eout, r == 0 ? &e : NULL) == -1)
-    r = -1;
-  eout = NULL;
-  if (r == 0)
-    g_message ("task %s: copied %s → %s: %" G_GUINT64_FORMAT
-               " bytes read, %" G_GUINT64_FORMAT " written in %.1f s",
-               job_row (job)->task, src->uuid, dst->uuid, stats.bytes_read,
-               stats.bytes_written, stats.seconds);
-fail:
-  if (r == -1)
-    *err = g_strdup (e ? e : "copy failed");
-  free (e);
-  if (ein)
-    copy_endpoint_close (ein, NULL);
-  if (eout)
-    copy_endpoint_close (eout, NULL);
-out:
-  if (out && vdisk_close (out) == -1 && r == 0) {
-    *err = g_strdup_printf ("VDI %s: %s", dst->uuid, sr_get_error ());
-    r = -1;
-  }
-  vdisk_close (in);
-  return r;
+  g_message ("task %s: copied %s → %s: %" G_GUINT64_FORMAT
+             " bytes read, %" G_GUINT64_FORMAT " written in %.1f s",
+             job_row (job)->task, src->uuid, dst->uuid, stats.bytes_read,
+             stats.bytes_written, stats.seconds);
+  return 0;
 }
 
 /* Write the VBD's record; false (logged) if it could not be written. */

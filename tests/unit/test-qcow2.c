@@ -16,20 +16,6 @@
 
 static bool have_qemu;
 
-static int run (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
-
-/* system() of a formatted command. */
-static int
-run (const char *fmt, ...)
-{
-  char cmd[2048];
-  va_list ap;
-  va_start (ap, fmt);
-  vsnprintf (cmd, sizeof cmd, fmt, ap);
-  va_end (ap);
-  return system (cmd);
-}
-
 static void
 write_raw (const char *path, const uint8_t *ref, uint64_t size)
 {
@@ -47,13 +33,13 @@ qemu_agrees (const char *img, const uint8_t *ref, uint64_t size)
     return;
   const char *raw = unit_path ("ref.raw");
   write_raw (raw, ref, size);
-  int r = run ("qemu-img check -q -f qcow2 '%s'", img);
+  int r = unit_sh ("qemu-img check -q -f qcow2 '%s'", img);
   if (r != 0) {
     fprintf (stderr, "qemu-img check %s: status %d\n", img, r);
-    run ("qemu-img check -f qcow2 '%s' >&2", img);
+    unit_sh ("qemu-img check -f qcow2 '%s' >&2", img);
   }
   CU_ASSERT (r == 0);
-  r = run ("qemu-img compare -q -f qcow2 -F raw '%s' '%s'", img, raw);
+  r = unit_sh ("qemu-img compare -q -f qcow2 -F raw '%s' '%s'", img, raw);
   CU_ASSERT (r == 0);
 }
 
@@ -261,7 +247,8 @@ test_compressed_overwrite (void)
     ref[i] = (i / 4096) * 7 + (i % 13 == 0);
   write_raw (raw, ref, size);
   CU_ASSERT_FATAL (
-      run ("qemu-img convert -c -f raw -O qcow2 '%s' '%s'", raw, img) == 0);
+      unit_sh ("qemu-img convert -c -f raw -O qcow2 '%s' '%s'", raw, img)
+      == 0);
   struct vdisk *d = vdisk_open (img, VDISK_OPEN_RDWR);
   CU_ASSERT_FATAL (d != NULL);
   reads_equal (d, ref, size);
@@ -326,7 +313,8 @@ test_v2_write (void)
     return;
   }
   CU_ASSERT_FATAL (
-      run ("qemu-img create -q -f qcow2 -o compat=0.10 '%s' 3M", img) == 0);
+      unit_sh ("qemu-img create -q -f qcow2 -o compat=0.10 '%s' 3M", img)
+      == 0);
   struct vdisk *d = vdisk_open (img, VDISK_OPEN_RDWR);
   CU_ASSERT_FATAL (d != NULL);
   random_ops (d, ref, size, 200000, 60, 11);
@@ -413,7 +401,7 @@ test_refuse_writes (void)
 
   if (!have_qemu)
     return;
-  CU_ASSERT_FATAL (run ("qemu-img create -q -f qcow2 '%s' 1M", img) == 0);
+  CU_ASSERT_FATAL (unit_sh ("qemu-img create -q -f qcow2 '%s' 1M", img) == 0);
   fd = open (img, O_WRONLY);
   CU_ASSERT_FATAL (fd >= 0);
   CU_ASSERT (pwrite (fd, h, 8, 72) == 8); /* incompatible: dirty */
@@ -428,9 +416,9 @@ test_refuse_writes (void)
   CU_ASSERT (st1.st_mtime == st2.st_mtime && st1.st_size == st2.st_size);
   unlink (img);
 
-  CU_ASSERT_FATAL (run ("qemu-img create -q -f qcow2 '%s' 1M && "
-                        "qemu-img snapshot -c snap '%s'",
-                        img, img)
+  CU_ASSERT_FATAL (unit_sh ("qemu-img create -q -f qcow2 '%s' 1M && "
+                            "qemu-img snapshot -c snap '%s'",
+                            img, img)
                    == 0);
   CU_ASSERT (vdisk_open (img, VDISK_OPEN_RDWR) == NULL);
   CU_ASSERT (strstr (vdisk_get_error (), "snapshot") != NULL);

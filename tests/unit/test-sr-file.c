@@ -15,23 +15,6 @@
 
 #define MiB (1024 * 1024)
 
-static int
-sh (const char *fmt, ...)
-{
-  char cmd[2048];
-  va_list ap;
-  va_start (ap, fmt);
-  vsnprintf (cmd, sizeof cmd, fmt, ap);
-  va_end (ap);
-  return system (cmd);
-}
-
-static bool
-have_qemu_img (void)
-{
-  return sh ("qemu-img --version >/dev/null 2>&1") == 0;
-}
-
 static bool
 file_exists (const char *path)
 {
@@ -362,30 +345,31 @@ snapshot_of_format (enum vdisk_format fmt)
   CU_ASSERT (reads_as (sr, s2->uuid, 0x22, MiB, MiB));
   CU_ASSERT (reads_as (sr, v->uuid, 0x33, MiB, 4096));
 
-  if (have_qemu_img ()) {
+  if (unit_have_qemu_img ()) {
     struct sr_vdi *leaf = sr_vdi_get_by_uuid (sr, v->uuid);
     CU_ASSERT_FATAL (leaf != NULL);
-    CU_ASSERT (sh ("qemu-img info --backing-chain '%s' >/dev/null",
-                   vdi_path (sr, leaf))
+    CU_ASSERT (unit_sh ("qemu-img info --backing-chain '%s' >/dev/null",
+                        vdi_path (sr, leaf))
                == 0);
     if (leaf->format == VDISK_FORMAT_QCOW2)
-      CU_ASSERT (sh ("qemu-img check -q '%s'", vdi_path (sr, leaf)) == 0);
+      CU_ASSERT (unit_sh ("qemu-img check -q '%s'", vdi_path (sr, leaf)) == 0);
     if (s->format == VDISK_FORMAT_QCOW2)
-      CU_ASSERT (sh ("qemu-img check -q '%s'", vdi_path (sr, s)) == 0);
+      CU_ASSERT (unit_sh ("qemu-img check -q '%s'", vdi_path (sr, s)) == 0);
     /* qemu reads the snapshot as we do. */
-    CU_ASSERT (sh ("qemu-img convert -O raw '%s' '%s'", vdi_path (sr, s),
-                   unit_path ("snap.raw"))
+    CU_ASSERT (unit_sh ("qemu-img convert -O raw '%s' '%s'", vdi_path (sr, s),
+                        unit_path ("snap.raw"))
                == 0);
-    CU_ASSERT (sh ("cmp -s -n %d '%s' /dev/zero", 1, unit_path ("snap.raw"))
-               != 0);
+    CU_ASSERT (
+        unit_sh ("cmp -s -n %d '%s' /dev/zero", 1, unit_path ("snap.raw"))
+        != 0);
     /* VHD chains (qemu reads no VHD differencing parents): libvhdi,
      * the independent reader, agrees with libvdisk. */
     const char *vhdi_cat = getenv ("VHDI_CAT");
     if (vhdi_cat && leaf->format == VDISK_FORMAT_VHD) {
       CU_ASSERT (dump (sr, v->uuid, unit_path ("leaf.raw")) == 0);
-      CU_ASSERT (sh ("'%s' '%s' '%s' && cmp -s '%s' '%s'", vhdi_cat,
-                     vdi_path (sr, leaf), unit_path ("leaf-vhdi.raw"),
-                     unit_path ("leaf-vhdi.raw"), unit_path ("leaf.raw"))
+      CU_ASSERT (unit_sh ("'%s' '%s' '%s' && cmp -s '%s' '%s'", vhdi_cat,
+                          vdi_path (sr, leaf), unit_path ("leaf-vhdi.raw"),
+                          unit_path ("leaf-vhdi.raw"), unit_path ("leaf.raw"))
                  == 0);
     }
     sr_vdi_free (leaf);
@@ -615,9 +599,9 @@ test_scan_after_move (void)
   CU_ASSERT (sr_vdi_set_other_config (sr, v->uuid, "k", "v") == 0);
   sr_close (sr);
 
-  CU_ASSERT_FATAL (sh ("mkdir -p '%s' && mv '%s' '%s'",
-                       unit_path ("elsewhere"), unit_path ("sr-here"),
-                       unit_path ("elsewhere/sr-there"))
+  CU_ASSERT_FATAL (unit_sh ("mkdir -p '%s' && mv '%s' '%s'",
+                            unit_path ("elsewhere"), unit_path ("sr-here"),
+                            unit_path ("elsewhere/sr-there"))
                    == 0);
   sr = sr_open ("file", unit_path ("elsewhere/sr-there"), 0);
   CU_ASSERT_FATAL (sr != NULL);
@@ -647,7 +631,8 @@ test_scan_after_move (void)
 
   /* Without its database (copied with the images only) the chain is
    * rebuilt from the images; labels become file names. */
-  CU_ASSERT (sh ("rm -f '%s'", unit_path ("elsewhere/sr-there/sr.db")) == 0);
+  CU_ASSERT (unit_sh ("rm -f '%s'", unit_path ("elsewhere/sr-there/sr.db"))
+             == 0);
   sr = sr_open ("file", unit_path ("elsewhere/sr-there"), 0);
   CU_ASSERT_FATAL (sr != NULL);
   CU_ASSERT (sr_scan (sr) == 0);
@@ -667,7 +652,7 @@ test_scan_after_move (void)
 static void
 test_scan_adopts_and_forgets (void)
 {
-  if (!have_qemu_img ()) {
+  if (!unit_have_qemu_img ()) {
     fprintf (stderr, "qemu-img missing: scan test uses libvdisk only\n");
   }
   struct sr *sr = new_sr ("sr-scan");
@@ -687,9 +672,9 @@ test_scan_adopts_and_forgets (void)
   struct vdisk_create_params cp = { .parent = "base.vhd" };
   snprintf (p, sizeof p, "%s/top.qcow2", dir);
   CU_ASSERT_FATAL (vdisk_create (p, VDISK_FORMAT_QCOW2, 0, &cp) == 0);
-  CU_ASSERT (sh ("echo hello > '%s/notes.txt'", dir) == 0);
-  CU_ASSERT (sh ("echo junk > '%s/.partial.vhd'", dir) == 0);
-  CU_ASSERT (sh ("rm '%s/%s'", dir, gone->location) == 0);
+  CU_ASSERT (unit_sh ("echo hello > '%s/notes.txt'", dir) == 0);
+  CU_ASSERT (unit_sh ("echo junk > '%s/.partial.vhd'", dir) == 0);
+  CU_ASSERT (unit_sh ("rm '%s/%s'", dir, gone->location) == 0);
 
   CU_ASSERT (sr_scan (sr) == 0);
   struct sr_vdi_list l;
@@ -745,7 +730,7 @@ test_scan_adopts_and_forgets (void)
 static void
 test_hostile_names (void)
 {
-  CU_ASSERT_FATAL (sh ("mkdir -p '%s'", unit_path ("jail")) == 0);
+  CU_ASSERT_FATAL (unit_sh ("mkdir -p '%s'", unit_path ("jail")) == 0);
   struct sr *sr = sr_open ("file", unit_path ("jail/sr"), SR_OPEN_CREATE);
   CU_ASSERT_FATAL (sr != NULL);
   struct sr_vdi *v = sr_vdi_create (sr, "victim", VDISK_FORMAT_VHD, MiB, NULL);
@@ -831,7 +816,7 @@ db_exec_file (const char *dir, const char *sql)
 static void
 test_hostile_metadata (void)
 {
-  CU_ASSERT_FATAL (sh ("mkdir -p '%s'", unit_path ("jail2")) == 0);
+  CU_ASSERT_FATAL (unit_sh ("mkdir -p '%s'", unit_path ("jail2")) == 0);
   const char *dir = unit_path ("jail2/sr");
   struct sr *sr = sr_open ("file", dir, SR_OPEN_CREATE);
   CU_ASSERT_FATAL (sr != NULL);
@@ -847,10 +832,10 @@ test_hostile_metadata (void)
             "UPDATE vdi SET location = '../outside.qcow2' WHERE uuid = '%s'",
             v->uuid);
   db_exec_file (dir, sql);
-  CU_ASSERT (sh ("echo secret > '%s' && rm '%s/%s' && ln -s ../secret "
-                 "'%s/%s'",
-                 unit_path ("jail2/secret"), dir, w->location, dir,
-                 w->location)
+  CU_ASSERT (unit_sh ("echo secret > '%s' && rm '%s/%s' && ln -s ../secret "
+                      "'%s/%s'",
+                      unit_path ("jail2/secret"), dir, w->location, dir,
+                      w->location)
              == 0);
   char *before = dir_listing (unit_path ("jail2"));
 
@@ -876,7 +861,8 @@ test_hostile_metadata (void)
 
   char *after = dir_listing (unit_path ("jail2"));
   CU_ASSERT_STRING_EQUAL (before, after);
-  CU_ASSERT (sh ("grep -qx secret '%s'", unit_path ("jail2/secret")) == 0);
+  CU_ASSERT (unit_sh ("grep -qx secret '%s'", unit_path ("jail2/secret"))
+             == 0);
   free (before);
   free (after);
   sr_vdi_free (v);
@@ -925,7 +911,8 @@ test_crash_recovery_of_snapshot (void)
   sr_uuid_generate (fw);
   journal (dir, fv, v->uuid, "vhd");
   journal (dir, fw, w->uuid, "qcow2");
-  CU_ASSERT (sh ("mv '%s/%s.vhd' '%s/%s.vhd'", dir, v->uuid, dir, fv) == 0);
+  CU_ASSERT (unit_sh ("mv '%s/%s.vhd' '%s/%s.vhd'", dir, v->uuid, dir, fv)
+             == 0);
 
   sr = sr_open ("file", dir, 0);
   CU_ASSERT_FATAL (sr != NULL);

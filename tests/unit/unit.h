@@ -5,6 +5,8 @@
 #define VDM_UNIT_H
 
 #include <CUnit/Basic.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +55,26 @@ unit_fill (void *buf, size_t len, uint64_t seed)
   uint64_t s = seed * 2654435761U + 1;
   for (size_t i = 0; i < len; i++)
     ((unsigned char *)buf)[i] = unit_rnd (&s) >> 56;
+}
+
+/* Run a shell command made like printf; its system() status. */
+static inline int __attribute__ ((format (printf, 1, 2)))
+unit_sh (const char *fmt, ...)
+{
+  char cmd[2048];
+  va_list ap;
+  va_start (ap, fmt);
+  vsnprintf (cmd, sizeof cmd, fmt, ap);
+  va_end (ap);
+  return system (cmd);
+}
+
+/* Whether qemu-img runs here (tests that compare with it skip that part
+ * without it). */
+static inline bool
+unit_have_qemu_img (void)
+{
+  return unit_sh ("qemu-img --version >/dev/null 2>&1") == 0;
 }
 
 struct unit_test
