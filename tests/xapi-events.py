@@ -290,6 +290,14 @@ failure(x.event.register(s, [1]), "FIELD_TYPE_ERROR")
 failure(x.event.next(s, 1), "MESSAGE_PARAMETER_COUNT_MISMATCH")
 failure(x.event.get_current_id("OpaqueRef:bad"), "SESSION_INVALID")
 
+# As Async.*: answered at once, by a task that is over.
+t0 = time.monotonic()
+task = ok(getattr(x.Async.event, "from")(s, ["vm"], token, 30.0))
+assert time.monotonic() - t0 < 5
+assert ok(x.task.get_status(s, task)) == "success"
+assert "<name>token</name>" in ok(x.task.get_result(s, task))
+ok(x.task.destroy(s, task))
+
 # A session that ends wakes its calls with SESSION_INVALID.
 s2 = ok(x.session.login_with_password("root", "secret"))
 token = ok(event_from(x, s2, ["*"], "", 0.0))["token"]

@@ -424,15 +424,17 @@ from_events (struct xapi_call *c, GArray *changes, xmlrpc_value *events)
   }
 }
 
-/* Every object SUBS select, as adds, into array EVENTS (the token "");
- * false if there is none. */
-static bool
-from_everything (struct xapi_call *c, GPtrArray *subs, int64_t last,
-                 xmlrpc_value *events)
+/* Call FN (C, CLS, UUID, REC, OPAQUE) for every object SUBS select
+ * (NULL: all) of every class with records, REC its record (borrowed). */
+typedef void object_fn (struct xapi_call *c, const struct xapi_class *cls,
+                        const char *uuid, xmlrpc_value *rec, void *opaque);
+
+static void
+for_each_object (struct xapi_call *c, GPtrArray *subs, object_fn *fn,
+                 void *opaque)
 {
   size_t n;
   const struct xapi_class *const *all = xapi_classes (&n);
-  bool any = false;
 
   for (size_t i = 0; i < n; i++) {
     g_autoptr (GPtrArray) refs = g_ptr_array_new_with_free_func (g_free);
@@ -445,18 +447,43 @@ from_everything (struct xapi_call *c, GPtrArray *subs, int64_t last,
     }
     for (guint j = 0; j < refs->len; j++) {
       const char *uuid = xapi_ref_uuid (refs->pdata[j]);
-      g_autoptr (xmlrpc_value) snap = NULL;
+      g_autoptr (xmlrpc_value) rec = NULL;
 
-      if (uuid == NULL || !subs_match (subs, all[i]->name, uuid)
-          || (snap = render (c, all[i], uuid)) == NULL)
-        continue;
-      xapi_append (c, events,
-                   event_value (c, last, "0.0", all[i]->name, EVENT_ADD, uuid,
-                                snap));
-      any = true;
+      if (uuid && (subs == NULL || subs_match (subs, all[i]->name, uuid))
+          && (rec = render (c, all[i], uuid)))
+        fn (c, all[i], uuid, rec, opaque);
     }
   }
-  return any;
+}
+
+/* The token "": every object as an add. */
+struct everything
+{
+  int64_t last;
+  xmlrpc_value *events;
+};
+
+static void
+add_event (struct xapi_call *c, const struct xapi_class *cls,
+           const char *uuid, xmlrpc_value *rec, void *opaque)
+{
+  struct everything *ev = opaque;
+
+  xapi_append (c, ev->events,
+               event_value (c, ev->last, "0.0", cls->name, EVENT_ADD, uuid,
+                            rec));
+}
+
+/* Every object SUBS select, as adds, into array EVENTS (the token "");
+ * false if there is none. */
+static bool
+from_everything (struct xapi_call *c, GPtrArray *subs, int64_t last,
+                 xmlrpc_value *events)
+{
+  struct everything ev = { last, events };
+
+  for_each_object (c, subs, add_event, &ev);
+  return xmlrpc_array_size (c->env, events) > 0;
 }
 
 /* event.from's answer. */
@@ -579,35 +606,24 @@ last_records_update (struct xapi_events *e)
   }
 }
 
+static void
+keep_record (struct xapi_call *c, const struct xapi_class *cls,
+             const char *uuid, xmlrpc_value *rec, void *opaque)
+{
+  struct xapi_events *e = opaque;
+  struct last_record *l = g_new0 (struct last_record, 1);
+
+  xmlrpc_INCREF (rec);
+  l->rec = rec;
+  g_hash_table_replace (e->last, last_key (cls->name, uuid), l);
+}
+
 /* At the first registration: every object's record. */
 static void
 last_records_fill (struct xapi_call *c, struct xapi_events *e)
 {
-  size_t n;
-  const struct xapi_class *const *all = xapi_classes (&n);
-
   e->seen = events_last (e->log);
-  for (size_t i = 0; i < n; i++) {
-    g_autoptr (GPtrArray) refs = g_ptr_array_new_with_free_func (g_free);
-
-    if (all[i]->list == NULL || all[i]->get_record == NULL)
-      continue;
-    if (!all[i]->list (c, refs)) {
-      forget_failure (c);
-      continue;
-    }
-    for (guint j = 0; j < refs->len; j++) {
-      const char *uuid = xapi_ref_uuid (refs->pdata[j]);
-      struct last_record *l;
-      xmlrpc_value *rec;
-
-      if (uuid == NULL || (rec = render (c, all[i], uuid)) == NULL)
-        continue;
-      l = g_new0 (struct last_record, 1);
-      l->rec = rec;
-      g_hash_table_replace (e->last, last_key (all[i]->name, uuid), l);
-    }
-  }
+  for_each_object (c, NULL, keep_record, e);
 }
 
 /* What event.next answers now for SESSION: its events, or NULL when
@@ -657,8 +673,9 @@ next_now (struct xapi_call *c, const char *session, bool wait)
     l = g_hash_table_lookup (e->last, key);
     if (l && l->deleted && l->deleted < en->id && en->op == EVENT_MOD)
       continue; /* a late mod of a gone object changes nothing */
-    if (l == NULL && en->op != EVENT_DEL)
-      fresh = render (c, cls, en->uuid);
+    if (l == NULL && en->op != EVENT_DEL
+        && (fresh = render (c, cls, en->uuid)) == NULL)
+      continue; /* gone since: its del follows */
     /* xapi's string_of_float of a whole number of seconds: "1700000000." */
     ts = g_strdup_printf ("%" PRId64 ".", en->time);
     xapi_append (c, events,
@@ -915,8 +932,10 @@ registration_of (struct xapi_call *c, const char *session)
   return r;
 }
 
+/* register (ADD) or unregister the subscriptions of argument 1. */
 static xmlrpc_value *
-event_register (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+change_registration (struct xapi_call *c, xmlrpc_value *const *args,
+                     bool add)
 {
   g_autofree char *session = session_of (c, args);
   g_autoptr (GPtrArray) subs = session ? read_subs (c, args[1]) : NULL;
@@ -925,29 +944,30 @@ event_register (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   if (subs == NULL)
     return NULL;
   r = registration_of (c, session);
-  for (guint i = 0; i < subs->len; i++)
-    g_ptr_array_add (r->subs, g_steal_pointer (&subs->pdata[i]));
-  g_ptr_array_set_free_func (subs, NULL);
-  return xapi_void (c);
-}
-
-static xmlrpc_value *
-event_unregister (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
-{
-  g_autofree char *session = session_of (c, args);
-  g_autoptr (GPtrArray) subs = session ? read_subs (c, args[1]) : NULL;
-  struct registration *r;
-
-  if (subs == NULL)
-    return NULL;
-  r = registration_of (c, session);
-  for (guint i = r->subs->len; i-- > 0;)
+  if (add) {
+    g_ptr_array_set_free_func (subs, NULL); /* they go to r */
+    for (guint i = 0; i < subs->len; i++)
+      g_ptr_array_add (r->subs, subs->pdata[i]);
+  }
+  for (guint i = r->subs->len; !add && i-- > 0;)
     for (guint j = 0; j < subs->len; j++)
       if (sub_equal (r->subs->pdata[i], subs->pdata[j])) {
         g_ptr_array_remove_index (r->subs, i);
         break;
       }
   return xapi_void (c);
+}
+
+static xmlrpc_value *
+event_register (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  return change_registration (c, args, true);
+}
+
+static xmlrpc_value *
+event_unregister (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  return change_registration (c, args, false);
 }
 
 static xmlrpc_value *
