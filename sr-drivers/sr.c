@@ -172,6 +172,30 @@ sr_stat (struct sr *sr, struct sr_stat *st)
   return sr->ops->stat (sr, st);
 }
 
+void
+sr_set_watch (struct sr *sr, sr_watch_fn *fn, void *opaque)
+{
+  sr->watch = fn;
+  sr->watch_opaque = opaque;
+}
+
+/* Tell the watch about a change of VDI UUID, if the call making it
+ * succeeded (OK). */
+static void
+changed (struct sr *sr, bool ok, const char *uuid, enum sr_change change)
+{
+  if (ok && sr->watch)
+    sr->watch (sr, uuid, change, sr->watch_opaque);
+}
+
+/* The same for a call that returned a new VDI's record. */
+static struct sr_vdi *
+added (struct sr *sr, struct sr_vdi *v)
+{
+  changed (sr, v != NULL, v ? v->uuid : NULL, SR_VDI_ADDED);
+  return v;
+}
+
 struct sr_vdi *
 sr_vdi_create (struct sr *sr, const char *name_label, enum vdisk_format format,
                uint64_t virtual_size,
@@ -196,8 +220,8 @@ sr_vdi_create (struct sr *sr, const char *name_label, enum vdisk_format format,
                      sr->ops->name, sr->path, name_label ? name_label : "");
     return NULL;
   }
-  return sr->ops->create_vdi (sr, name_label ? name_label : "", format,
-                              virtual_size, params);
+  return added (sr, sr->ops->create_vdi (sr, name_label ? name_label : "",
+                                         format, virtual_size, params));
 }
 
 int
@@ -261,8 +285,10 @@ sr_vdi_set_name_label (struct sr *sr, const char *uuid, const char *name_label)
   CHECK_SR (sr, -1);
   if (check_uuid (sr, "VDI", uuid) == -1)
     return -1;
-  return sr->ops->set_vdi_field (sr, uuid, "name_label",
-                                 name_label ? name_label : "");
+  int r = sr->ops->set_vdi_field (sr, uuid, "name_label",
+                                  name_label ? name_label : "");
+  changed (sr, r == 0, uuid, SR_VDI_CHANGED);
+  return r;
 }
 
 int
@@ -272,8 +298,10 @@ sr_vdi_set_name_description (struct sr *sr, const char *uuid,
   CHECK_SR (sr, -1);
   if (check_uuid (sr, "VDI", uuid) == -1)
     return -1;
-  return sr->ops->set_vdi_field (sr, uuid, "name_description",
-                                 description ? description : "");
+  int r = sr->ops->set_vdi_field (sr, uuid, "name_description",
+                                  description ? description : "");
+  changed (sr, r == 0, uuid, SR_VDI_CHANGED);
+  return r;
 }
 
 int
@@ -296,6 +324,7 @@ sr_vdi_set_other_config (struct sr *sr, const char *uuid, const char *key,
   }
   int r = sr->ops->set_vdi_field (sr, uuid, field, value);
   free (field);
+  changed (sr, r == 0, uuid, SR_VDI_CHANGED);
   return r;
 }
 
@@ -314,7 +343,9 @@ sr_vdi_destroy (struct sr *sr, const char *uuid)
   CHECK_SR (sr, -1);
   if (check_uuid (sr, "VDI", uuid) == -1)
     return -1;
-  return sr->ops->destroy_vdi (sr, uuid);
+  int r = sr->ops->destroy_vdi (sr, uuid);
+  changed (sr, r == 0, uuid, SR_VDI_REMOVED);
+  return r;
 }
 
 struct sr_vdi *
@@ -323,7 +354,9 @@ sr_vdi_snapshot (struct sr *sr, const char *uuid, const char *name_label)
   CHECK_SR (sr, NULL);
   if (check_uuid (sr, "VDI", uuid) == -1)
     return NULL;
-  return sr->ops->snapshot (sr, uuid, name_label);
+  struct sr_vdi *v = added (sr, sr->ops->snapshot (sr, uuid, name_label));
+  changed (sr, v != NULL, uuid, SR_VDI_CHANGED);
+  return v;
 }
 
 struct sr_vdi *
@@ -332,7 +365,9 @@ sr_vdi_clone (struct sr *sr, const char *uuid, const char *name_label)
   CHECK_SR (sr, NULL);
   if (check_uuid (sr, "VDI", uuid) == -1)
     return NULL;
-  return sr->ops->clone (sr, uuid, name_label);
+  struct sr_vdi *v = added (sr, sr->ops->clone (sr, uuid, name_label));
+  changed (sr, v != NULL, uuid, SR_VDI_CHANGED);
+  return v;
 }
 
 int
@@ -348,5 +383,7 @@ sr_vdi_set_parent (struct sr *sr, const char *uuid, const char *parent_uuid)
                      sr->ops->name, sr->path, uuid);
     return -1;
   }
-  return sr->ops->set_parent (sr, uuid, parent_uuid);
+  int r = sr->ops->set_parent (sr, uuid, parent_uuid);
+  changed (sr, r == 0, uuid, SR_VDI_CHANGED);
+  return r;
 }

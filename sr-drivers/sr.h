@@ -162,6 +162,16 @@ struct sr_ops
   int (*stat) (struct sr *sr, struct sr_stat *st);
 };
 
+/* What sr_set_watch reports of a VDI. */
+enum sr_change
+{
+  SR_VDI_ADDED,
+  SR_VDI_CHANGED,
+  SR_VDI_REMOVED,
+};
+typedef void sr_watch_fn (struct sr *sr, const char *uuid,
+                          enum sr_change change, void *opaque);
+
 /* What every driver shares; drivers put their state in priv. */
 struct sr
 {
@@ -169,6 +179,8 @@ struct sr
   char *path;                 /* as given to sr_open */
   char uuid[SR_UUID_LEN + 1]; /* the SR's own uuid, set by ops->open */
   void *priv;
+  sr_watch_fn *watch; /* sr_set_watch */
+  void *watch_opaque;
 };
 
 /* sr_open flags. */
@@ -243,6 +255,14 @@ struct sr_vdi *sr_vdi_clone (struct sr *sr, const char *uuid,
  * images, and refuses with ENOTSUP if the image names another parent. */
 int sr_vdi_set_parent (struct sr *sr, const char *uuid,
                        const char *parent_uuid);
+
+/* Call FN after each change of a VDI's record made through SR: a VDI
+ * created, destroyed, snapshot or cloned (the new VDI added, the source
+ * changed), its name, description, other_config or parent set.  In the
+ * thread that made the change; not for images' data, nor for sr_scan.
+ * One watch per SR (FN NULL: none); set it before the SR is shared
+ * between threads.  (The daemon logs these as XenAPI events.) */
+void sr_set_watch (struct sr *sr, sr_watch_fn *fn, void *opaque);
 
 /* S as a client can be shown it (malloc'd): invalid UTF-8, and characters
  * XML cannot carry (C0 controls but tab, newline and CR; U+FFFE, U+FFFF)

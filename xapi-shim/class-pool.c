@@ -84,6 +84,14 @@ pool_record (struct xapi_call *c, const char *ref)
   return r;
 }
 
+/* The pool's record changed: a mod event (its settings are not rows the
+ * state's writes log). */
+static void
+pool_changed (struct xapi_call *c)
+{
+  events_add (c->d->host->events, "pool", EVENT_MOD, c->d->host->pool_uuid);
+}
+
 /* pool.set_name_label / set_name_description(session, pool, value). */
 static xmlrpc_value *
 pool_set_name (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
@@ -103,6 +111,7 @@ pool_set_name (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
     xapi_fail (c, "INTERNAL_ERROR", "cannot record the pool's name", NULL);
     return NULL;
   }
+  pool_changed (c);
   return xapi_void (c);
 }
 
@@ -130,6 +139,7 @@ pool_set_default_sr (struct xapi_call *c, xmlrpc_value *const *args,
     return NULL;
   }
   g_message ("pool.set_default_SR: %s", s ? sr_get_uuid (s->sr) : "none");
+  pool_changed (c);
   return xapi_void (c);
 }
 
@@ -156,6 +166,7 @@ pool_change_other_config (struct xapi_call *c, xmlrpc_value *const *args,
                NULL);
     return NULL;
   }
+  pool_changed (c);
   return xapi_void (c);
 }
 

@@ -211,8 +211,7 @@ xapi_job_reply (struct xapi_call *c, const char *task)
     c->async_task = true;
     return xapi_ref (c, task);
   }
-  g_assert (c->wait_task == NULL);
-  c->wait_task = g_strdup (task);
+  xapi_task_deferral (c, task);
   return NULL;
 }
 

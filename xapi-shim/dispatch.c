@@ -1,5 +1,7 @@
 /* The one dispatcher every XML-RPC method name goes through, the generic
- * methods of classes with records, and the XenAPI wire helpers. */
+ * methods of classes with records, the XenAPI wire helpers, and calls
+ * answered later (struct xapi_deferral; the one kind here waits for a
+ * task). */
 
 #include <errno.h>
 #include <inttypes.h>
@@ -21,7 +23,7 @@ static const struct xapi_class *const classes[] = {
   &xapi_class_session, &xapi_class_pool,    &xapi_class_host,
   &xapi_class_sr,      &xapi_class_vdi,     &xapi_class_vm,
   &xapi_class_vbd,     &xapi_class_task,    &xapi_class_network,
-  &xapi_class_migration, &xapi_class_system,
+  &xapi_class_migration, &xapi_class_system, &xapi_class_event,
 };
 
 void
@@ -734,6 +736,19 @@ find_class (const char *name, size_t len)
   return NULL;
 }
 
+const struct xapi_class *
+xapi_class_by_name (const char *name)
+{
+  return find_class (name, strlen (name));
+}
+
+const struct xapi_class *const *
+xapi_classes (size_t *n)
+{
+  *n = G_N_ELEMENTS (classes);
+  return classes;
+}
+
 static const struct xapi_method *
 find_method (const struct xapi_class *cls, const char *name)
 {
@@ -906,7 +921,7 @@ wrap (struct xapi_call *c, xmlrpc_value *value)
 xmlrpc_value *
 xapi_dispatch (struct xapi_daemon *d, xmlrpc_env *env, const char *method,
                xmlrpc_value *params, const struct xapi_login_check *login,
-               char **wait_task)
+               struct xapi_deferral **deferred)
 {
   struct xapi_call c
       = { .d = d, .env = env, .method = method, .login = login };
@@ -924,12 +939,12 @@ xapi_dispatch (struct xapi_daemon *d, xmlrpc_env *env, const char *method,
   }
   if (!env->fault_occurred)
     result = run (&c, (xmlrpc_value *const *)args->pdata, args->len);
-  if (c.wait_task && c.error == NULL && !env->fault_occurred) {
+  if (c.defer && c.error == NULL && !env->fault_occurred) {
     g_assert (result == NULL);
-    *wait_task = c.wait_task;
+    *deferred = c.defer;
     return NULL;
   }
-  g_free (c.wait_task);
+  xapi_deferral_free (c.defer);
   /* xapi answers system.listMethods with the bare list. */
   if (result && c.error == NULL && !env->fault_occurred
       && g_ascii_strcasecmp (method, "system.listMethods") == 0)
@@ -941,13 +956,104 @@ xapi_dispatch (struct xapi_daemon *d, xmlrpc_env *env, const char *method,
 }
 
 xmlrpc_value *
-xapi_dispatch_task_reply (struct xapi_daemon *d, xmlrpc_env *env,
-                          const char *task)
+xapi_dispatch_deferred (struct xapi_daemon *d, xmlrpc_env *env,
+                        struct xapi_deferral *df)
 {
-  struct xapi_call c = { .d = d, .env = env, .method = "task" };
-  xmlrpc_value *reply = wrap (&c, xapi_task_outcome (&c, task));
+  struct xapi_call c = { .d = d, .env = env, .method = df->method };
+  xmlrpc_value *reply = wrap (&c, df->ops->answer (df, &c));
 
   if (c.error)
     g_ptr_array_unref (c.error);
   return reply;
+}
+
+/* Calls answered later. */
+
+void *
+xapi_defer (struct xapi_call *c, const struct xapi_deferral_ops *ops,
+            size_t size)
+{
+  struct xapi_deferral *df;
+
+  g_assert (size >= sizeof *df && c->defer == NULL);
+  df = g_malloc0 (size);
+  df->ops = ops;
+  df->d = c->d;
+  df->method = g_strdup (c->method);
+  c->defer = df;
+  return df;
+}
+
+void
+xapi_deferral_ready (struct xapi_deferral *df)
+{
+  df->ready (df, df->opaque);
+}
+
+void
+xapi_deferral_free (struct xapi_deferral *df)
+{
+  if (df == NULL)
+    return;
+  if (df->ops->clear)
+    df->ops->clear (df);
+  g_free (df->method);
+  g_free (df);
+}
+
+/* A synchronous call of a job's method: answered once its task is over
+ * (jobs_watch calls task_over in the main context). */
+struct task_wait
+{
+  struct xapi_deferral df;
+  char *task;
+};
+
+static void
+task_over (const char *task, void *opaque)
+{
+  xapi_deferral_ready (opaque);
+}
+
+static void
+task_wait_start (struct xapi_deferral *df)
+{
+  struct task_wait *tw = (struct task_wait *)df;
+
+  jobs_watch (df->d->host->jobs, tw->task, task_over, df);
+}
+
+static bool
+task_wait_cancel (struct xapi_deferral *df)
+{
+  struct task_wait *tw = (struct task_wait *)df;
+
+  return jobs_unwatch (df->d->host->jobs, tw->task, task_over, df);
+}
+
+static xmlrpc_value *
+task_wait_answer (struct xapi_deferral *df, struct xapi_call *c)
+{
+  return xapi_task_outcome (c, ((struct task_wait *)df)->task);
+}
+
+static void
+task_wait_clear (struct xapi_deferral *df)
+{
+  g_free (((struct task_wait *)df)->task);
+}
+
+static const struct xapi_deferral_ops task_wait_ops = {
+  .start = task_wait_start,
+  .cancel = task_wait_cancel,
+  .answer = task_wait_answer,
+  .clear = task_wait_clear,
+};
+
+void
+xapi_task_deferral (struct xapi_call *c, const char *task)
+{
+  struct task_wait *tw = xapi_defer (c, &task_wait_ops, sizeof *tw);
+
+  tw->task = g_strdup (task);
 }

@@ -14,10 +14,13 @@
  * design); the main loop, which owns the daemon's state, runs the call
  * (xapi_dispatch); a worker thread encodes the reply; the main loop sends
  * it.  So a huge or hostile body never holds up the main loop that answers
- * every other client.  A synchronous call of a job's method (VDI.copy,
- * VM.migrate_send) waits for its task without a thread and without a
- * nested main loop: the job manager calls task_over when the task is
- * over (jobs_watch), and the reply takes the same way from there. */
+ * every other client.  A call answered later (a synchronous call of a
+ * job's method such as VDI.copy, event.from, event.next: struct
+ * xapi_deferral) waits without a thread and without a nested main
+ * loop: its message stays paused, the deferral calls deferred_ready
+ * once the answer can be made, and the reply takes the same way from
+ * there.  When the daemon stops, the calls still waiting are dropped
+ * (xapi_http_free). */
 
 #include <errno.h>
 #include <string.h>
@@ -37,7 +40,7 @@ struct xapi_http
   SoupServer *server;
   GThreadPool *fast, *bulk, *login; /* see rpc_work */
   unsigned inflight;                /* calls between pause and answer */
-  GPtrArray *waiting; /* struct rpc_call * waiting for their task */
+  GPtrArray *waiting; /* struct rpc_call * deferred (see the top) */
   bool stopping;      /* xapi_http_free: answer nothing more */
 };
 
@@ -269,7 +272,7 @@ struct rpc_call
   struct xapi_rpc_request rq;    /* decoded */
   struct xapi_login_check login; /* a login's password, checked */
   xmlrpc_value *reply;           /* from the dispatcher, to encode */
-  char *wait_task;               /* answered once this task is over */
+  struct xapi_deferral *deferred; /* answered once it is ready */
   GBytes *out;                   /* encoded */
 };
 
@@ -284,7 +287,7 @@ rpc_call_free (struct rpc_call *rc)
     xmlrpc_DECREF (rc->reply);
   if (rc->out)
     g_bytes_unref (rc->out);
-  g_free (rc->wait_task);
+  xapi_deferral_free (rc->deferred);
   g_object_unref (rc->msg);
   g_free (rc);
 }
@@ -317,7 +320,7 @@ rpc_done (struct rpc_call *rc)
 
 static gboolean decoded (gpointer user_data);
 static gboolean encoded (gpointer user_data);
-static void task_over (const char *task, void *opaque);
+static void deferred_ready (struct xapi_deferral *df, void *opaque);
 
 /* A thread's step of a call, then back to the main loop. */
 static void rpc_queue (struct rpc_call *rc);
@@ -410,13 +413,15 @@ decoded (gpointer user_data)
   xmlrpc_env_init (&env);
   rc->reply = xapi_dispatch (rc->h->d, &env, rc->rq.method, rc->rq.params,
                              rc->login.user ? &rc->login : NULL,
-                             &rc->wait_task);
-  if (rc->wait_task) {
-    /* A synchronous call of a job: answered when its task is over. */
+                             &rc->deferred);
+  if (rc->deferred) {
+    /* Answered when the deferral is ready (deferred_ready). */
     xmlrpc_env_clean (&env);
     xapi_rpc_request_clear (&rc->rq);
     g_ptr_array_add (rc->h->waiting, rc);
-    jobs_watch (rc->h->d->host->jobs, rc->wait_task, task_over, rc);
+    rc->deferred->ready = deferred_ready;
+    rc->deferred->opaque = rc;
+    rc->deferred->ops->start (rc->deferred);
     return G_SOURCE_REMOVE;
   }
   if (env.fault_occurred || rc->reply == NULL) {
@@ -440,10 +445,10 @@ decoded (gpointer user_data)
   return G_SOURCE_REMOVE;
 }
 
-/* The task a synchronous call waited for is over (the main loop, from
- * jobs_watch): its reply goes to a thread to be encoded. */
+/* A deferred call can be answered (the main loop): its reply goes to a
+ * thread to be encoded. */
 static void
-task_over (const char *task, void *opaque)
+deferred_ready (struct xapi_deferral *df, void *opaque)
 {
   struct rpc_call *rc = opaque;
   xmlrpc_env env;
@@ -454,7 +459,7 @@ task_over (const char *task, void *opaque)
     return;
   }
   xmlrpc_env_init (&env);
-  rc->reply = xapi_dispatch_task_reply (rc->h->d, &env, task);
+  rc->reply = xapi_dispatch_deferred (rc->h->d, &env, df);
   if (env.fault_occurred || rc->reply == NULL) {
     g_autoptr (GBytes) out = xapi_rpc_failure ((const char *const[]){
         "INTERNAL_ERROR", env.fault_occurred ? env.fault_string : "no reply",
@@ -540,6 +545,37 @@ xapi_http_new (struct xapi_daemon *d, GError **error)
   return h;
 }
 
+/* Clients keep many connections open at once (Xen Orchestra 20, each
+ * event.from caller one more): the listening sockets' backlog is
+ * LISTEN_BACKLOG (the kernel caps it at net.core.somaxconn), not GLib's
+ * 10, past which the kernel answers new connections with SYN cookies
+ * and, now and then, a reset.  (listen(2) again on a listening socket
+ * sets its backlog.) */
+#define LISTEN_BACKLOG 4096
+
+static void
+listen_backlog (struct xapi_http *h)
+{
+  GSList *socks = soup_server_get_listeners (h->server);
+
+  for (GSList *l = socks; l; l = l->next) {
+    /* libsoup's GSocket is listening already, and GLib sets a backlog
+     * only before: listen again through a second GSocket of the same
+     * socket (a dup of its fd, closed with it). */
+    int fd = dup (g_socket_get_fd (l->data));
+    g_autoptr (GSocket) again = fd >= 0 ? g_socket_new_from_fd (fd, NULL)
+                                        : NULL;
+
+    if (again == NULL && fd >= 0)
+      close (fd);
+    if (again)
+      g_socket_set_listen_backlog (again, LISTEN_BACKLOG);
+    if (again == NULL || !g_socket_listen (again, NULL))
+      g_warning ("cannot raise the backlog of a listening socket");
+  }
+  g_slist_free (socks);
+}
+
 /* ADDR_PORT is "HOST:PORT" or "[V6]:PORT"; port 0 picks a free one (the
  * daemon logs the URIs it serves). */
 int
@@ -570,6 +606,7 @@ xapi_http_listen (struct xapi_http *h, const char *addr_port,
     g_prefix_error (error, "listen on %s: ", addr_port);
     return -1;
   }
+  listen_backlog (h);
   return 0;
 }
 
@@ -612,13 +649,13 @@ xapi_http_free (struct xapi_http *h)
     g_thread_pool_free (h->bulk, FALSE, TRUE);
   if (h->login)
     g_thread_pool_free (h->login, FALSE, TRUE);
-  /* Calls waiting for a task are dropped: their jobs end only after
+  /* Deferred calls are dropped: the jobs they wait for end only after
    * this (the host stops them), and the daemon answers nothing more.  A
-   * watch already on its way comes back through task_over. */
+   * deferral already on its way comes back through deferred_ready. */
   for (guint i = h->waiting->len; i-- > 0;) {
     struct rpc_call *rc = h->waiting->pdata[i];
 
-    if (jobs_unwatch (h->d->host->jobs, rc->wait_task, task_over, rc)) {
+    if (rc->deferred->ops->cancel (rc->deferred)) {
       g_ptr_array_remove_index_fast (h->waiting, i);
       rpc_done (rc);
     }

@@ -365,6 +365,7 @@ run (struct options *o)
   host_vms_reconcile (host);
   host->jobs = jobs_new (host, o->max_storage_operations, job_kinds);
   jobs_recover (host->jobs);
+  d.events = xapi_events_new (&d);
 
   if ((h = xapi_http_new (&d, &error)) == NULL)
     goto out;
@@ -397,6 +398,7 @@ out:
   if (ready_fd >= 0)
     close (ready_fd); /* the waiting parent exits 1 */
   xapi_http_free (h);
+  xapi_events_free (d.events); /* no call waits any more */
   host_free (host); /* its jobs first, then its SRs and state */
   if (d.users)
     g_hash_table_unref (d.users);

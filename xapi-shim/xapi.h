@@ -8,6 +8,9 @@
  * ErrorDescription is wrapped as XenAPI does:
  *   {Status: "Success", Value: ...}
  *   {Status: "Failure", ErrorDescription: [CODE, params...]}
+ * A method whose answer comes later (a synchronous call of a job,
+ * event.from) defers it instead (struct xapi_deferral, below): no thread
+ * waits, the main loop serves others meanwhile.
  *
  * One class is one file with one `struct xapi_class` (class-host.c,
  * class-sr.c, class-vdi.c, session.c).  A class with records gives two
@@ -29,6 +32,7 @@
 #include <gio/gio.h>
 #include <xmlrpc-c/base.h>
 
+#include "events.h"
 #include "host.h"
 #include "jobs.h"
 #include "migrate-receive.h"
@@ -55,6 +59,7 @@ struct xapi_daemon
   GHashTable *sessions;  /* session ref → user name */
   GQueue session_order;  /* the refs (keys of sessions), oldest first */
   size_t max_request_size;
+  struct xapi_events *events; /* the event class's (class-event.c) */
 };
 
 /* The password check of a session.login_with_password call, made in a
@@ -78,9 +83,50 @@ struct xapi_call
   bool async_ran;     /* the method itself ran (past session checks) */
   bool async_task;    /* it answered with the task of its job */
   GPtrArray *error;   /* the ErrorDescription once the call failed */
-  char *wait_task;    /* answer once this task is over (xapi_job_reply) */
+  struct xapi_deferral *defer; /* answered later (see below) */
   const struct xapi_login_check *login; /* or NULL */
 };
+
+/* A call answered later, without a thread waiting for it: a synchronous
+ * call of a job's method (once its task is over), event.from and
+ * event.next (once an event comes, or at the timeout).  The method sets
+ * c->defer and returns NULL; xapi_dispatch hands the deferral to its
+ * caller (http.c), which sets ready, starts it, and once it is ready
+ * makes the reply with xapi_dispatch_deferred.  A kind of deferral is
+ * an ops table and a struct beginning with a struct xapi_deferral.  All
+ * of it runs in the main context. */
+struct xapi_deferral;
+struct xapi_deferral_ops
+{
+  /* Start waiting: once the answer can be made, call
+   * xapi_deferral_ready (DF), never from inside start. */
+  void (*start) (struct xapi_deferral *df);
+  /* The daemon stops: stop waiting.  True if ready will not be called;
+   * false if it is already on its way (it will be called, once). */
+  bool (*cancel) (struct xapi_deferral *df);
+  /* The call's Value, or NULL after xapi_fail (C). */
+  xmlrpc_value *(*answer) (struct xapi_deferral *df, struct xapi_call *c);
+  /* Free what the kind added (not DF itself). */
+  void (*clear) (struct xapi_deferral *df);
+};
+
+struct xapi_deferral
+{
+  const struct xapi_deferral_ops *ops;
+  struct xapi_daemon *d;
+  char *method; /* the call's, for the answer */
+  /* The waiter's (set before start). */
+  void (*ready) (struct xapi_deferral *df, void *opaque);
+  void *opaque;
+};
+
+/* Make C deferred by DF (a struct of SIZE bytes beginning with a struct
+ * xapi_deferral, zeroed, of kind OPS), and return it. */
+void *xapi_defer (struct xapi_call *c, const struct xapi_deferral_ops *ops,
+                  size_t size);
+/* The answer can be made now: tell the waiter (DF's kind calls this). */
+void xapi_deferral_ready (struct xapi_deferral *df);
+void xapi_deferral_free (struct xapi_deferral *df);
 
 typedef xmlrpc_value *xapi_method_fn (struct xapi_call *c,
                                       xmlrpc_value *const *args, int nargs);
@@ -113,6 +159,14 @@ extern const struct xapi_class xapi_class_vbd;
 extern const struct xapi_class xapi_class_task;
 extern const struct xapi_class xapi_class_network;
 extern const struct xapi_class xapi_class_migration;
+extern const struct xapi_class xapi_class_event;
+
+/* class-event.c: the face's side of events (the brain's change log is
+ * replicator/jobs/events.h): subscriptions, waiting calls, the last
+ * records of objects.  Made once the host is open, freed after the
+ * HTTP side (no call waits any more) and before the host. */
+struct xapi_events *xapi_events_new (struct xapi_daemon *d);
+void xapi_events_free (struct xapi_events *e);
 
 /* datamodel.c: the fields of xapi's record of class CLS ("VM"), in
  * xapi's order and ended by { NULL }, or NULL for a class outside it. */
@@ -143,18 +197,21 @@ xmlrpc_value *xapi_class_record (struct xapi_call *c,
                                  const char *ref);
 
 /* dispatch.c: run one XML-RPC call; returns the wrapped reply.  LOGIN
- * (or NULL) is the password check already made for it.  A synchronous
- * call of a job's method returns NULL with *WAIT_TASK (g_free) set
- * instead: its reply is xapi_dispatch_task_reply's once the task is
- * over (jobs_watch), and the main loop serves others meanwhile. */
+ * (or NULL) is the password check already made for it.  A call answered
+ * later returns NULL with *DEFERRED set instead (the caller's, to start
+ * and free; see struct xapi_deferral), and the main loop serves others
+ * meanwhile. */
 xmlrpc_value *xapi_dispatch (struct xapi_daemon *d, xmlrpc_env *env,
                              const char *method, xmlrpc_value *params,
                              const struct xapi_login_check *login,
-                             char **wait_task);
-/* The wrapped reply of a synchronous call that waited for TASK: its
- * result (the ref of what the job made) or its error_info. */
-xmlrpc_value *xapi_dispatch_task_reply (struct xapi_daemon *d,
-                                        xmlrpc_env *env, const char *task);
+                             struct xapi_deferral **deferred);
+/* The wrapped reply of a deferred call, once DF is ready. */
+xmlrpc_value *xapi_dispatch_deferred (struct xapi_daemon *d, xmlrpc_env *env,
+                                      struct xapi_deferral *df);
+/* The classes served, for the event class: the one named NAME (in any
+ * letter case), or NULL; all of them, *N of them. */
+const struct xapi_class *xapi_class_by_name (const char *name);
+const struct xapi_class *const *xapi_classes (size_t *n);
 
 /* Fail the call with CODE and string params, NULL-terminated. */
 void xapi_fail (struct xapi_call *c, const char *code,
@@ -266,9 +323,12 @@ xmlrpc_value *xapi_task_outcome (struct xapi_call *c, const char *task);
 char *xapi_job_submit (struct xapi_call *c, struct state_job *j,
                        const char *name_label);
 /* What a method returns for the task of a job it submitted: the task ref
- * when called as Async.*, else NULL with c->wait_task set: the call is
- * answered once the task is over (xapi_dispatch). */
+ * when called as Async.*, else NULL with c->defer set: the call is
+ * answered once the task is over (xapi_task_deferral). */
 xmlrpc_value *xapi_job_reply (struct xapi_call *c, const char *task);
+/* dispatch.c: defer C until TASK is over (jobs_watch); its answer is the
+ * task's outcome (xapi_task_outcome). */
+void xapi_task_deferral (struct xapi_call *c, const char *task);
 
 
 /* class-migration.c: the destination side of a migration (the brain's

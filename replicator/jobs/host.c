@@ -8,6 +8,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include "events.h"
 #include "host.h"
 #include "jobs.h"
 
@@ -31,6 +32,7 @@ host_new (void)
   h->lock_fd = -1;
   h->vdi_ops = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   g_mutex_init (&h->vdi_ops_lock);
+  h->events = events_new (0);
   return h;
 }
 
@@ -45,6 +47,7 @@ host_free (struct host *h)
   g_hash_table_unref (h->vdi_ops);
   g_mutex_clear (&h->vdi_ops_lock);
   state_close (h->state);
+  events_free (h->events); /* after all that may log into it */
   g_free (h->uuid);
   g_free (h->name_label);
   g_free (h->network_uuid);
@@ -172,6 +175,22 @@ try_sr (void *opaque)
   return t->sr || sr_get_errno () != EBUSY;
 }
 
+/* An SR's watch (sr_set_watch): a VDI's record changed.  An SR's record
+ * lists its VDIs, so it changes with their coming and going. */
+static void
+vdi_changed (struct sr *sr, const char *uuid, enum sr_change change,
+             void *opaque)
+{
+  struct host *h = opaque;
+  enum event_op op = change == SR_VDI_ADDED     ? EVENT_ADD
+                     : change == SR_VDI_REMOVED ? EVENT_DEL
+                                                : EVENT_MOD;
+
+  events_add (h->events, EVENT_CLASS_VDI, op, uuid);
+  if (op != EVENT_MOD)
+    events_add (h->events, EVENT_CLASS_SR, EVENT_MOD, sr_get_uuid (sr));
+}
+
 static int
 open_srs (struct host *h, const char *const *srs, gint64 deadline,
           GError **error)
@@ -199,6 +218,7 @@ open_srs (struct host *h, const char *const *srs, gint64 deadline,
                    sr_get_error ());
       return -1;
     }
+    sr_set_watch (sr, vdi_changed, h);
     x = g_new0 (struct host_sr, 1);
     x->name = g_strndup (*s, eq - *s);
     x->sr = sr;
@@ -237,6 +257,7 @@ host_open (const struct host_config *cfg, GError **error)
   }
   if ((h->state = state_open (h->state_dir, error)) == NULL)
     goto fail;
+  state_set_events (h->state, h->events);
   h->name_label = g_strdup (cfg->name_label);
   h->nbdkit = g_strdup (cfg->nbdkit);
   h->vdi_plugin = g_strdup (cfg->vdi_plugin);
@@ -295,15 +316,22 @@ host_vdi_claim (struct host *h, const char *uuid, const char *op)
   if (ok)
     g_hash_table_insert (h->vdi_ops, g_strdup (uuid), g_strdup (op));
   g_mutex_unlock (&h->vdi_ops_lock);
+  /* The VDI's current_operations changed. */
+  if (ok)
+    events_add (h->events, EVENT_CLASS_VDI, EVENT_MOD, uuid);
   return ok;
 }
 
 void
 host_vdi_release (struct host *h, const char *uuid)
 {
+  bool had;
+
   g_mutex_lock (&h->vdi_ops_lock);
-  g_hash_table_remove (h->vdi_ops, uuid);
+  had = g_hash_table_remove (h->vdi_ops, uuid);
   g_mutex_unlock (&h->vdi_ops_lock);
+  if (had)
+    events_add (h->events, EVENT_CLASS_VDI, EVENT_MOD, uuid);
 }
 
 char *

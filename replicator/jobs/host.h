@@ -12,7 +12,7 @@
  * only into a task's error_info, which XenAPI defines as strings.
  *
  * Threads: the SR list is fixed after start; the VDI claims are under a
- * lock; state.h is safe from any thread.  Everything else of the host is
+ * lock; state.h and events.h are safe from any thread.  Everything else of the host is
  * read-only once the daemon serves.
  */
 #ifndef VDM_HOST_H
@@ -34,6 +34,7 @@ struct host_sr
   struct sr *sr;
 };
 
+struct events;
 struct jobs;
 
 struct host
@@ -46,6 +47,9 @@ struct host
   char *run_dir;       /* <state-dir>/run: nbdkit sockets and pid files */
   struct state *state; /* VMs, VBDs, tasks, jobs, migrations */
   struct jobs *jobs;   /* the storage operations (jobs.h) */
+  /* The log of changes of the records XenAPI shows (events.h), fed by
+   * the state's writes, the SRs' watches and VDI claims. */
+  struct events *events;
   /* How disks are served (nbdkit.h). */
   char *nbdkit;        /* the nbdkit program */
   char *vdi_plugin;    /* path of nbdkit-vdi-plugin.so */
@@ -76,13 +80,15 @@ struct host_config
 /* Open the host: its state directory (created if need be, 0700) locked
  * for this process alone (flock on <state-dir>/lock; a start right after
  * a kill waits up to lock_wait_seconds for the old process to go), its
- * host, network and pool uuids (made once, kept there), <state-dir>/run, the
- * state database and the SRs (each waited for the same way).  No jobs
- * yet: the caller makes h->jobs (jobs_new) once it is ready to recover
+ * host, network and pool uuids (made once, kept there), <state-dir>/run,
+ * the state database and the SRs (each waited for the same way), both
+ * logging their changes into h->events.  No jobs yet: the caller makes
+ * h->jobs (jobs_new) once it is ready to recover
  * them.  NULL with *ERROR (naming the file or SR). */
 struct host *host_open (const struct host_config *cfg, GError **error);
 
-/* An empty host (no SRs, no state, no lock: for tests); free with
+/* An empty host (no SRs, no state, no lock: for tests; an empty change
+ * log, h->events, fed by nothing yet); free with
  * host_free, which also stops its jobs, closes its SRs and state and
  * drops its lock. */
 struct host *host_new (void);

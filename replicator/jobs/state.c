@@ -14,12 +14,15 @@
 
 #include <sqlite3.h>
 
+#include "events.h"
+#include "host.h"
 #include "sqlite-bind.h"
 #include "state.h"
 
 struct state
 {
   sqlite3 *db;
+  struct events *events; /* where record writes are logged, or NULL */
 };
 
 static const char schema[]
@@ -89,6 +92,12 @@ state_open (const char *state_dir, GError **error)
 }
 
 void
+state_set_events (struct state *st, struct events *events)
+{
+  st->events = events;
+}
+
+void
 state_close (struct state *st)
 {
   if (st == NULL)
@@ -115,24 +124,68 @@ prepare (struct state *st, const char *sql, const char *types, va_list ap)
   return s;
 }
 
-/* Run a statement that returns no rows.  -1 on failure (logged). */
+/* Run a statement that returns no rows; *CHANGES (if CHANGES) is the
+ * number of rows it changed.  -1 on failure (logged). */
 static int
-run (struct state *st, const char *sql, const char *types, ...)
+runv (struct state *st, int *changes, const char *sql, const char *types,
+      va_list ap)
 {
-  va_list ap;
+  /* The connection's own (recursive) mutex: the count of changes is the
+   * connection's, and another thread's statement must not come between
+   * the step and reading it. */
+  sqlite3_mutex *m = sqlite3_db_mutex (st->db);
   sqlite3_stmt *s;
   int r;
 
-  va_start (ap, types);
   s = prepare (st, sql, types, ap);
-  va_end (ap);
   if (s == NULL)
     return -1;
+  sqlite3_mutex_enter (m);
   r = sqlite3_step (s);
+  if (changes)
+    *changes = r == SQLITE_DONE ? sqlite3_changes (st->db) : 0;
+  sqlite3_mutex_leave (m);
   if (r != SQLITE_DONE)
     g_warning ("state: %s: %s", sql, sqlite3_errmsg (st->db));
   sqlite3_finalize (s);
   return r == SQLITE_DONE ? 0 : -1;
+}
+
+static int
+run (struct state *st, const char *sql, const char *types, ...)
+{
+  va_list ap;
+  int r;
+
+  va_start (ap, types);
+  r = runv (st, NULL, sql, types, ap);
+  va_end (ap);
+  return r;
+}
+
+/* Log a change of the record of object UUID of class CLS (events.h). */
+static void
+note (struct state *st, const char *cls, enum event_op op, const char *uuid)
+{
+  if (st->events && uuid)
+    events_add (st->events, cls, op, uuid);
+}
+
+/* A write of object UUID's record: run, and logged if it changed a
+ * row. */
+static int
+write_record (struct state *st, const char *cls, enum event_op op,
+              const char *uuid, const char *sql, const char *types, ...)
+{
+  va_list ap;
+  int r, changes;
+
+  va_start (ap, types);
+  r = runv (st, &changes, sql, types, ap);
+  va_end (ap);
+  if (r == 0 && changes > 0)
+    note (st, cls, op, uuid);
+  return r;
 }
 
 /* Run a query expected to return at most one row; NULL if none (or on
@@ -165,17 +218,29 @@ col_text (sqlite3_stmt *s, int i)
 
 /* Sessions. */
 
+/* A session is kept by its ref, "OpaqueRef:<uuid>"; it is logged by
+ * its uuid as every object is. */
+static const char *
+session_uuid (const char *ref)
+{
+  return g_str_has_prefix (ref, HOST_REF_PREFIX)
+             ? ref + strlen (HOST_REF_PREFIX)
+             : ref;
+}
+
 int
 state_session_add (struct state *st, const char *ref, const char *user)
 {
-  return run (st, "INSERT INTO sessions VALUES (?, ?, ?)", "ssi", ref, user,
-              (int64_t)(g_get_real_time () / G_USEC_PER_SEC));
+  return write_record (st, EVENT_CLASS_SESSION, EVENT_ADD, session_uuid (ref),
+                       "INSERT INTO sessions VALUES (?, ?, ?)", "ssi", ref,
+                       user, (int64_t)(g_get_real_time () / G_USEC_PER_SEC));
 }
 
 int
 state_session_remove (struct state *st, const char *ref)
 {
-  return run (st, "DELETE FROM sessions WHERE ref = ?", "s", ref);
+  return write_record (st, EVENT_CLASS_SESSION, EVENT_DEL, session_uuid (ref),
+                       "DELETE FROM sessions WHERE ref = ?", "s", ref);
 }
 
 void
@@ -202,8 +267,9 @@ state_session_foreach (struct state *st,
 int
 state_vm_add (struct state *st, const struct state_vm *vm)
 {
-  return run (st, "INSERT INTO vms VALUES (?, ?, ?, ?, ?, ?)", "ssssis",
-              vm->uuid, vm->name_label, vm->name_description, vm->power_state,
+  return write_record (st, EVENT_CLASS_VM, EVENT_ADD, vm->uuid,
+                       "INSERT INTO vms VALUES (?, ?, ?, ?, ?, ?)", "ssssis",
+                       vm->uuid, vm->name_label, vm->name_description, vm->power_state,
               vm->created, vm->other_config);
 }
 
@@ -234,22 +300,25 @@ int
 state_vm_set_power_state (struct state *st, const char *uuid,
                           const char *power_state)
 {
-  return run (st, "UPDATE vms SET power_state = ? WHERE uuid = ?", "ss",
-              power_state, uuid);
+  return write_record (st, EVENT_CLASS_VM, EVENT_MOD, uuid,
+                       "UPDATE vms SET power_state = ? WHERE uuid = ?", "ss",
+                       power_state, uuid);
 }
 
 int
 state_vm_set_other_config (struct state *st, const char *uuid,
                            const char *other_config)
 {
-  return run (st, "UPDATE vms SET other_config = ? WHERE uuid = ?", "ss",
-              other_config, uuid);
+  return write_record (st, EVENT_CLASS_VM, EVENT_MOD, uuid,
+                       "UPDATE vms SET other_config = ? WHERE uuid = ?", "ss",
+                       other_config, uuid);
 }
 
 int
 state_vm_remove (struct state *st, const char *uuid)
 {
-  return run (st, "DELETE FROM vms WHERE uuid = ?", "s", uuid);
+  return write_record (st, EVENT_CLASS_VM, EVENT_DEL, uuid,
+                       "DELETE FROM vms WHERE uuid = ?", "s", uuid);
 }
 
 void
@@ -267,13 +336,26 @@ state_vm_free (struct state_vm *vm)
 
 /* VBDs. */
 
+/* A VBD is in the records of its VM and its VDI too (their VBDs). */
+static void
+note_vbd_ends (struct state *st, const char *vm, const char *vdi)
+{
+  note (st, EVENT_CLASS_VM, EVENT_MOD, vm);
+  note (st, EVENT_CLASS_VDI, EVENT_MOD, vdi);
+}
+
 int
 state_vbd_add (struct state *st, const struct state_vbd *b)
 {
-  return run (st, "INSERT INTO vbds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-              "sssssssisi", b->uuid, b->vm, b->vdi, b->userdevice, b->mode,
-              b->nbd_socket, b->control_socket, (int64_t)b->pid,
-              b->target_socket, (int64_t)b->target_pid);
+  if (write_record (st, EVENT_CLASS_VBD, EVENT_ADD, b->uuid,
+                    "INSERT INTO vbds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "sssssssisi", b->uuid, b->vm, b->vdi, b->userdevice,
+                    b->mode, b->nbd_socket, b->control_socket,
+                    (int64_t)b->pid, b->target_socket, (int64_t)b->target_pid)
+      == -1)
+    return -1;
+  note_vbd_ends (st, b->vm, b->vdi);
+  return 0;
 }
 
 struct state_vbd *
@@ -306,19 +388,38 @@ state_vbd_get (struct state *st, const char *uuid)
 int
 state_vbd_update (struct state *st, const struct state_vbd *b)
 {
-  return run (st,
-              "UPDATE vbds SET vm = ?, vdi = ?, userdevice = ?, mode = ?, "
-              "nbd_socket = ?, control_socket = ?, pid = ?, "
-              "target_socket = ?, target_pid = ? WHERE uuid = ?",
-              "ssssssisis", b->vm, b->vdi, b->userdevice, b->mode,
-              b->nbd_socket, b->control_socket, (int64_t)b->pid,
-              b->target_socket, (int64_t)b->target_pid, b->uuid);
+  /* The ends it had, for the log. */
+  g_autoptr (state_vbd) old = st->events ? state_vbd_get (st, b->uuid) : NULL;
+
+  if (write_record (st, EVENT_CLASS_VBD, EVENT_MOD, b->uuid,
+                    "UPDATE vbds SET vm = ?, vdi = ?, userdevice = ?, "
+                    "mode = ?, nbd_socket = ?, control_socket = ?, pid = ?, "
+                    "target_socket = ?, target_pid = ? WHERE uuid = ?",
+                    "ssssssisis", b->vm, b->vdi, b->userdevice, b->mode,
+                    b->nbd_socket, b->control_socket, (int64_t)b->pid,
+                    b->target_socket, (int64_t)b->target_pid, b->uuid)
+      == -1)
+    return -1;
+  if (old && (g_strcmp0 (old->vm, b->vm) != 0
+              || g_strcmp0 (old->vdi, b->vdi) != 0)) {
+    note_vbd_ends (st, old->vm, old->vdi);
+    note_vbd_ends (st, b->vm, b->vdi);
+  }
+  return 0;
 }
 
 int
 state_vbd_remove (struct state *st, const char *uuid)
 {
-  return run (st, "DELETE FROM vbds WHERE uuid = ?", "s", uuid);
+  g_autoptr (state_vbd) old = st->events ? state_vbd_get (st, uuid) : NULL;
+
+  if (write_record (st, EVENT_CLASS_VBD, EVENT_DEL, uuid,
+                    "DELETE FROM vbds WHERE uuid = ?", "s", uuid)
+      == -1)
+    return -1;
+  if (old)
+    note_vbd_ends (st, old->vm, old->vdi);
+  return 0;
 }
 
 void
@@ -360,7 +461,7 @@ state_task_add (struct state *st, const struct state_task *t)
 {
   g_autofree char *ei = join_error_info ((const char *const *)t->error_info);
 
-  return run (st,
+  return write_record (st, EVENT_CLASS_TASK, EVENT_ADD, t->uuid,
               "INSERT INTO tasks (uuid, name_label, status, progress, result,"
               " error_info, created, finished)"
               " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -400,14 +501,15 @@ state_task_get (struct state *st, const char *uuid)
 int
 state_task_set_progress (struct state *st, const char *uuid, double progress)
 {
-  return run (st, "UPDATE tasks SET progress = ? WHERE uuid = ?", "ds",
-              progress, uuid);
+  return write_record (st, EVENT_CLASS_TASK, EVENT_MOD, uuid,
+                       "UPDATE tasks SET progress = ? WHERE uuid = ?", "ds",
+                       progress, uuid);
 }
 
 int
 state_task_set_status (struct state *st, const char *uuid, const char *status)
 {
-  return run (st,
+  return write_record (st, EVENT_CLASS_TASK, EVENT_MOD, uuid,
               "UPDATE tasks SET status = ? WHERE uuid = ? "
               "AND status IN ('pending', 'cancelling')",
               "ss", status, uuid);
@@ -426,7 +528,7 @@ state_task_finish (struct state *st, const char *uuid, const char *status,
               uuid, result_uuid)
              == -1)
     return -1;
-  return run (st,
+  return write_record (st, EVENT_CLASS_TASK, EVENT_MOD, uuid,
               "UPDATE tasks SET status = ?, result = '', error_info = ?, "
               "progress = CASE WHEN ? = 'success' THEN 1.0 ELSE progress END, "
               "finished = ? WHERE uuid = ?",
@@ -437,7 +539,9 @@ state_task_finish (struct state *st, const char *uuid, const char *status,
 int
 state_task_remove (struct state *st, const char *uuid)
 {
-  if (run (st, "DELETE FROM tasks WHERE uuid = ?", "s", uuid) == -1)
+  if (write_record (st, EVENT_CLASS_TASK, EVENT_DEL, uuid,
+                    "DELETE FROM tasks WHERE uuid = ?", "s", uuid)
+      == -1)
     return -1;
   /* A result row left behind names a task that is gone: harmless. */
   return run (st, "DELETE FROM task_results WHERE task = ?", "s", uuid);

@@ -20,6 +20,10 @@
  * does not take it: the call or job fails with an error that names the
  * write, or (where the step already happened, as a pivot) says so loudly
  * and leaves what the next start needs to finish it.
+ *
+ * The writes of records XenAPI shows (sessions, VMs, VBDs, tasks) are
+ * logged as changes (state_set_events): a new writer of such a record
+ * goes through the same helper in state.c, so nothing changes unseen.
  */
 #ifndef XAPI_STATE_H
 #define XAPI_STATE_H
@@ -34,6 +38,11 @@ struct state;
 
 struct state *state_open (const char *state_dir, GError **error);
 void state_close (struct state *st);
+/* Log every change of a XenAPI object's record written here (sessions,
+ * VMs, VBDs, tasks) into EVENTS (events.h; NULL: none), once the write
+ * changed a row.  Set before the state is shared between threads. */
+struct events;
+void state_set_events (struct state *st, struct events *events);
 
 /* Sessions: ref → user. */
 G_GNUC_WARN_UNUSED_RESULT int state_session_add (struct state *st, const char *ref, const char *user);
