@@ -12,11 +12,12 @@
  * memory.
  *
  * One call, once its body is in: the message is paused; a worker thread
- * (rpc_work) decodes the body (rpc.c, xmlrpc-decode.c: bounded depth, no DTD,
- * no entity expansion) and checks a login's password (crypt(3) is slow by
+ * (rpc_work) decodes the body with its route's codec (rpc.h: XML-RPC,
+ * xmlrpc-decode.c: bounded depth, no DTD, no entity expansion; JSON-RPC,
+ * jsonrpc.c: the same bounds) and checks a login's password (crypt(3) is slow by
  * design); the main loop, which owns the daemon's state, runs the call
- * (xapi_dispatch); a worker thread encodes the reply; the main loop sends
- * it.  So a huge or hostile body never holds up the main loop that answers
+ * (xapi_dispatch); a worker thread encodes the reply in the call's
+ * protocol (rpc_call.form); the main loop sends it.  So a huge or hostile body never holds up the main loop that answers
  * every other client.  A synchronous call of a job's method (VDI.copy,
  * VM.migrate_send) waits for its task without a thread and without a
  * nested main loop: the job manager calls task_over when the task is
