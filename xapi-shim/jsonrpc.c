@@ -864,8 +864,10 @@ json_decode (const void *body, size_t len, struct xapi_rpc_request *rq,
   memset (form, 0, sizeof *form);
   form->codec = &xapi_rpc_json;
   form->jsonrpc = 2;
-  if (body == NULL)
+  if (body == NULL) { /* an empty GByteArray has no data */
     body = "";
+    len = 0;
+  }
   if (scan (body, len, &pb)) {
     parser = json_parser_new_immutable ();
     if (!json_parser_load_from_data (parser, body, (gssize)len, &error))
