@@ -10,6 +10,7 @@
 
 #include <xmlrpc-c/base.h>
 
+#include "rpc.h"
 #include "xapi.h"
 
 static bool
@@ -111,7 +112,7 @@ xapi_task_done (struct xapi_daemon *d, const char *name_label,
 char *
 xapi_task_result_text (struct xapi_call *c, xmlrpc_value *value)
 {
-  xmlrpc_mem_block *mb;
+  g_autofree char *why = NULL;
   char *text;
 
   if (value == NULL)
@@ -129,14 +130,9 @@ xapi_task_result_text (struct xapi_call *c, xmlrpc_value *value)
     return *esc ? g_strconcat ("<value>", esc, "</value>", NULL)
                 : g_strdup ("");
   }
-  mb = XMLRPC_MEMBLOCK_NEW (char, c->env, 0);
-  if (mb == NULL)
-    return g_strdup ("");
-  xmlrpc_serialize_value (c->env, mb, value);
-  text = g_strndup (XMLRPC_MEMBLOCK_CONTENTS (char, mb),
-                    XMLRPC_MEMBLOCK_SIZE (char, mb));
-  XMLRPC_MEMBLOCK_FREE (char, mb);
-  return text;
+  /* xapi's bytes (rpc.c), which Xen Orchestra parses */
+  text = xapi_rpc_value_xml (value, &why);
+  return text ? text : g_strdup ("");
 }
 
 static xmlrpc_value *

@@ -100,13 +100,12 @@ xapi_string_take (struct xapi_call *c, char *s)
   return v;
 }
 
+/* An i8, which XML-RPC replies write as xapi does, as a string, and
+ * JSON-RPC replies as a number (rpc.c, jsonrpc.c). */
 xmlrpc_value *
 xapi_int64 (struct xapi_call *c, int64_t v)
 {
-  char buf[32];
-
-  snprintf (buf, sizeof buf, "%" PRId64, v);
-  return new_string (c->env, buf);
+  return xmlrpc_i8_new (c->env, v);
 }
 
 xmlrpc_value *

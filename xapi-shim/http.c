@@ -1,6 +1,9 @@
-/* XenAPI over HTTP(S): a SoupServer taking XML-RPC POSTs at "/", as xapi
- * does.  Disk data goes through xapi's own URLs, PUT /import_raw_vdi and
- * GET /export_raw_vdi (http-vdi.c).
+/* XenAPI over HTTP(S): a SoupServer serving xapi's URLs (see routes):
+ * XML-RPC POSTs at / and /RPC2, JSON-RPC at /jsonrpc, either at /json,
+ * and disk data at PUT /import_raw_vdi and GET /export_raw_vdi
+ * (http-vdi.c).  A path is served, as xapi serves it, by the handler of
+ * its method with the longest prefix, so /xmlrpc is XML-RPC and
+ * /import_raw_vdi/ the import.
  *
  * Request bodies are bounded before they are read: a Content-Length over
  * max-request-size is answered 413 from the headers alone, and a chunked
@@ -9,18 +12,19 @@
  * memory.
  *
  * One call, once its body is in: the message is paused; a worker thread
- * (rpc_work) decodes the body (rpc.c, xmlrpc-decode.c: bounded depth, no DTD,
- * no entity expansion) and checks a login's password (crypt(3) is slow by
+ * (rpc_work) decodes the body with its route's codec (rpc.h: XML-RPC,
+ * xmlrpc-decode.c: bounded depth, no DTD, no entity expansion; JSON-RPC,
+ * jsonrpc.c: the same bounds) and checks a login's password (crypt(3) is slow by
  * design); the main loop, which owns the daemon's state, runs the call
- * (xapi_dispatch); a worker thread encodes the reply; the main loop sends
- * it.  So a huge or hostile body never holds up the main loop that answers
- * every other client.  A call answered later (a synchronous call of a
- * job's method such as VDI.copy, event.from, event.next: struct
- * xapi_deferral) waits without a thread and without a nested main
- * loop: its message stays paused, the deferral calls deferred_ready
- * once the answer can be made, and the reply takes the same way from
- * there.  When the daemon stops, the calls still waiting are dropped
- * (xapi_http_free). */
+ * (xapi_dispatch); a worker thread encodes the reply in the call's
+ * protocol (rpc_call.form); the main loop sends it.  So a huge or
+ * hostile body never holds up the main loop that answers every other
+ * client.  A call answered later (a synchronous call of a job's method
+ * such as VDI.copy, event.from, event.next: struct xapi_deferral) waits
+ * without a thread and without a nested main loop: its message stays
+ * paused, the deferral calls deferred_ready once the answer can be made,
+ * and the reply takes the same way from there.  When the daemon stops,
+ * the calls still waiting are dropped (xapi_http_free). */
 
 #include <errno.h>
 #include <string.h>
@@ -43,6 +47,81 @@ struct xapi_http
   GPtrArray *waiting; /* struct rpc_call * deferred (see the top) */
   bool stopping;      /* xapi_http_free: answer nothing more */
 };
+
+/* What serves a request. */
+enum route_kind
+{
+  ROUTE_RPC,    /* a call, decoded by the route's codec */
+  ROUTE_IMPORT, /* http-vdi.c */
+  ROUTE_EXPORT,
+};
+
+struct route
+{
+  const char *method; /* one HTTP method */
+  const char *path;   /* the prefix it serves */
+  enum route_kind kind;
+  const struct xapi_rpc_codec *codec; /* ROUTE_RPC */
+  const char *other_method;           /* answered 405 to another method */
+};
+
+/* xapi's handlers (xapi.ml, Constants): the paths, and the methods. */
+static const struct route routes[] = {
+  { "POST", "/", ROUTE_RPC, &xapi_rpc_xml,
+    "XenAPI takes XML-RPC calls as POST /\n" },
+  { "POST", "/RPC2", ROUTE_RPC, &xapi_rpc_xml,
+    "XenAPI takes XML-RPC calls as POST /RPC2\n" },
+  { "POST", "/json", ROUTE_RPC, &xapi_rpc_sniff,
+    "XenAPI takes calls as POST /json\n" },
+  { "POST", "/jsonrpc", ROUTE_RPC, &xapi_rpc_json,
+    "XenAPI takes JSON-RPC calls as POST /jsonrpc\n" },
+  { "PUT", "/import_raw_vdi", ROUTE_IMPORT, NULL,
+    "import_raw_vdi takes the disk as PUT\n" },
+  { "GET", "/export_raw_vdi", ROUTE_EXPORT, NULL,
+    "export_raw_vdi is a GET\n" },
+  { "HEAD", "/export_raw_vdi", ROUTE_EXPORT, NULL,
+    "export_raw_vdi is a GET\n" },
+};
+
+/* Does PATH name the route at PREFIX: PREFIX itself, or a path below it
+ * ("/import_raw_vdi/")?  "/" names only itself. */
+static bool
+names_route (const char *path, const char *prefix)
+{
+  size_t n = strlen (prefix);
+
+  if (strcmp (prefix, "/") == 0)
+    return strcmp (path, "/") == 0;
+  return strncmp (path, prefix, n) == 0 && (path[n] == '\0' || path[n] == '/');
+}
+
+/* The route of METHOD PATH: the route of METHOD with the longest prefix
+ * of PATH, as xapi chooses.  A path that names a route of another method
+ * (names_route) and none longer of METHOD is that route with
+ * *WRONG_METHOD set (405: "POST /export_raw_vdi" is not a call).  NULL
+ * if none (404). */
+static const struct route *
+route_find (const char *method, const char *path, bool *wrong_method)
+{
+  const struct route *best = NULL, *other = NULL;
+
+  for (size_t i = 0; i < G_N_ELEMENTS (routes); i++) {
+    const struct route *r = &routes[i];
+    size_t n = strlen (r->path);
+
+    if (strcmp (r->method, method) == 0) {
+      if (strncmp (path, r->path, n) == 0
+          && (best == NULL || n > strlen (best->path)))
+        best = r;
+    }
+    else if (names_route (path, r->path)
+             && (other == NULL || n > strlen (other->path)))
+      other = r;
+  }
+  *wrong_method
+      = other && (best == NULL || strlen (other->path) > strlen (best->path));
+  return *wrong_method ? other : best;
+}
 
 /* The body of one request as it arrives. */
 struct body
@@ -203,8 +282,11 @@ early_handler (SoupServer *server, SoupServerMessage *msg, const char *path,
   struct xapi_http *h = user_data;
   SoupMessageHeaders *hdrs = soup_server_message_get_request_headers (msg);
   struct body *b;
+  bool wrong_method;
+  const struct route *r
+      = route_find (soup_server_message_get_method (msg), path, &wrong_method);
 
-  if (strcmp (path, "/import_raw_vdi") == 0) {
+  if (r && r->kind == ROUTE_IMPORT) {
     early_import (h, msg, query);
     return;
   }
@@ -269,11 +351,13 @@ struct rpc_call
   bool bulk;              /* a big body: the bulk threads */
   enum step step;         /* the worker's next step */
   GByteArray *body;
-  struct xapi_rpc_request rq;    /* decoded */
-  struct xapi_login_check login; /* a login's password, checked */
-  xmlrpc_value *reply;           /* from the dispatcher, to encode */
-  struct xapi_deferral *deferred; /* answered once it is ready */
-  GBytes *out;                   /* encoded */
+  const struct xapi_rpc_codec *codec; /* the route's */
+  struct xapi_rpc_request rq;         /* decoded */
+  struct xapi_rpc_form form;          /* how to answer it */
+  struct xapi_login_check login;      /* a login's password, checked */
+  xmlrpc_value *reply;                /* from the dispatcher, to encode */
+  struct xapi_deferral *deferred;     /* answered once it is ready */
+  GBytes *out;                        /* encoded */
 };
 
 static void
@@ -282,6 +366,7 @@ rpc_call_free (struct rpc_call *rc)
   if (rc->body)
     g_byte_array_unref (rc->body);
   xapi_rpc_request_clear (&rc->rq);
+  xapi_rpc_form_clear (&rc->form);
   xapi_login_check_clear (&rc->login);
   if (rc->reply)
     xmlrpc_DECREF (rc->reply);
@@ -308,6 +393,20 @@ rpc_answer (struct rpc_call *rc, guint status, const char *content_type,
   soup_server_message_set_response (rc->msg, content_type, SOUP_MEMORY_COPY,
                                     data, len);
   soup_server_message_unpause (rc->msg);
+}
+
+/* Answer INTERNAL_ERROR: the dispatcher could not even make a reply
+ * (ENV says why, if it does). */
+static void
+rpc_answer_internal_error (struct rpc_call *rc, xmlrpc_env *env)
+{
+  g_autoptr (GBytes) out = xapi_rpc_answer_failure (
+      &rc->form, (const char *const[]){ "INTERNAL_ERROR",
+                                        env->fault_occurred ? env->fault_string
+                                                            : "no reply",
+                                        NULL });
+
+  rpc_answer (rc, SOUP_STATUS_OK, rc->form.codec->content_type, out);
 }
 
 /* The end of a call: answered, or dropped while the daemon stops. */
@@ -342,7 +441,8 @@ rpc_work (gpointer data, gpointer pool_data)
   }
   switch (rc->step) {
   case STEP_DECODE:
-    xapi_rpc_decode (rc->body->data, rc->body->len, &rc->rq);
+    xapi_rpc_decode_with (rc->codec, rc->body->data, rc->body->len, &rc->rq,
+                          &rc->form);
     g_clear_pointer (&rc->body, g_byte_array_unref);
     if (rc->rq.method && xapi_login_method (rc->rq.method)) {
       rc->step = STEP_LOGIN;
@@ -356,7 +456,7 @@ rpc_work (gpointer data, gpointer pool_data)
   case STEP_ENCODE:
     /* The reply is this call's alone now (the dispatcher returned it and
      * the main loop no longer looks at it). */
-    rc->out = xapi_rpc_encode (rc->reply);
+    rc->out = xapi_rpc_answer (&rc->form, rc->reply);
     g_clear_pointer (&rc->reply, xmlrpc_DECREF);
     break;
   }
@@ -386,7 +486,7 @@ encoded (gpointer user_data)
   struct rpc_call *rc = user_data;
 
   if (!rc->h->stopping)
-    rpc_answer (rc, SOUP_STATUS_OK, "text/xml", rc->out);
+    rpc_answer (rc, SOUP_STATUS_OK, rc->form.codec->content_type, rc->out);
   rpc_done (rc);
   return G_SOURCE_REMOVE;
 }
@@ -427,13 +527,9 @@ decoded (gpointer user_data)
   if (env.fault_occurred || rc->reply == NULL) {
     /* xapi_dispatch turns xmlrpc-c's own errors into INTERNAL_ERROR;
      * this is for when it could not even build that. */
-    g_autoptr (GBytes) out = xapi_rpc_failure ((const char *const[]){
-        "INTERNAL_ERROR", env.fault_occurred ? env.fault_string : "no reply",
-        NULL });
-
     g_warning ("xmlrpc: %s",
                env.fault_occurred ? env.fault_string : "no reply");
-    rpc_answer (rc, SOUP_STATUS_OK, "text/xml", out);
+    rpc_answer_internal_error (rc, &env);
     xmlrpc_env_clean (&env);
     rpc_done (rc);
     return G_SOURCE_REMOVE;
@@ -461,11 +557,7 @@ deferred_ready (struct xapi_deferral *df, void *opaque)
   xmlrpc_env_init (&env);
   rc->reply = xapi_dispatch_deferred (rc->h->d, &env, df);
   if (env.fault_occurred || rc->reply == NULL) {
-    g_autoptr (GBytes) out = xapi_rpc_failure ((const char *const[]){
-        "INTERNAL_ERROR", env.fault_occurred ? env.fault_string : "no reply",
-        NULL });
-
-    rpc_answer (rc, SOUP_STATUS_OK, "text/xml", out);
+    rpc_answer_internal_error (rc, &env);
     xmlrpc_env_clean (&env);
     rpc_done (rc);
     return;
@@ -482,29 +574,26 @@ handler (SoupServer *server, SoupServerMessage *msg, const char *path,
   struct xapi_http *h = user_data;
   struct body *b = g_object_get_data (G_OBJECT (msg), "xapi-body");
   struct rpc_call *rc;
+  bool wrong_method;
+  const struct route *r
+      = route_find (soup_server_message_get_method (msg), path, &wrong_method);
 
   if (soup_server_message_get_status (msg) != 0)
     return; /* refused by early_handler */
-  if (strcmp (path, "/import_raw_vdi") == 0) {
-    xapi_http_vdi_import_end (h->d, msg);
-    return;
-  }
-  if (strcmp (path, "/export_raw_vdi") == 0) {
-    if (soup_server_message_get_method (msg) != SOUP_METHOD_GET
-        && soup_server_message_get_method (msg) != SOUP_METHOD_HEAD)
-      refuse (msg, SOUP_STATUS_METHOD_NOT_ALLOWED,
-              "export_raw_vdi is a GET\n");
-    else
-      xapi_http_vdi_export (h->d, msg, query);
-    return;
-  }
-  if (strcmp (path, "/") != 0) {
+  if (r == NULL) {
     refuse (msg, SOUP_STATUS_NOT_FOUND, "not found\n");
     return;
   }
-  if (soup_server_message_get_method (msg) != SOUP_METHOD_POST) {
-    refuse (msg, SOUP_STATUS_METHOD_NOT_ALLOWED,
-            "XenAPI takes XML-RPC calls as POST /\n");
+  if (r->kind == ROUTE_IMPORT) { /* its method was checked early */
+    xapi_http_vdi_import_end (h->d, msg);
+    return;
+  }
+  if (wrong_method) {
+    refuse (msg, SOUP_STATUS_METHOD_NOT_ALLOWED, r->other_method);
+    return;
+  }
+  if (r->kind == ROUTE_EXPORT) {
+    xapi_http_vdi_export (h->d, msg, query);
     return;
   }
   if (b == NULL || b->too_big) {
@@ -516,6 +605,7 @@ handler (SoupServer *server, SoupServerMessage *msg, const char *path,
   rc = g_new0 (struct rpc_call, 1);
   rc->h = h;
   rc->msg = g_object_ref (msg);
+  rc->codec = r->codec;
   rc->body = g_steal_pointer (&b->data);
   rc->bulk = rc->body->len > BULK_BODY;
   h->inflight++;

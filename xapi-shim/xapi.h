@@ -1,7 +1,7 @@
 /* xapi-shim: the XenAPI face of vdimotiond (DESIGN.md §1).
  *
  * One call goes: HTTP POST / (http.c) → our decoder reads it in a worker
- * thread (xmlrpc-decode.c, rpc.c) → the main loop hands the method name
+ * thread (xmlrpc-decode.c, rpc.c; JSON-RPC: jsonrpc.c) → the main loop hands the method name
  * to xapi_dispatch (dispatch.c) → the class is found by name,
  * in any letter case as xapi accepts ("Host.get_all" == "host.get_all"),
  * the session is checked, and the method runs → its Value or its
@@ -20,7 +20,8 @@
  *
  * Refs are "OpaqueRef:<uuid of the object>", so they stay the same across
  * restarts and an SR moved to another host keeps the refs of its VDIs.
- * 64-bit integers travel as strings, as in XenAPI.
+ * 64-bit integers are i8 values (xapi_int64), which travel in XML-RPC as
+ * strings, as in XenAPI, and in JSON-RPC as numbers.
  */
 #ifndef XAPI_H
 #define XAPI_H

@@ -144,6 +144,34 @@ test_json_quote (void)
   }
 }
 
+/* json_fix_generated: a document json-glib wrote is strict JSON, its
+ * doubles with exponents too, and reads back the same. */
+static void
+test_json_generated (void)
+{
+  static const double doubles[] = { 1e22, -5e-36, 0.5, 1.0, 60.1, 1e300 };
+  g_autoptr (JsonArray) a = json_array_new ();
+  g_autoptr (JsonNode) node = NULL;
+  g_autoptr (JsonParser) p = json_parser_new ();
+  g_autofree char *text = NULL;
+  JsonArray *back;
+
+  for (size_t i = 0; i < G_N_ELEMENTS (doubles); i++)
+    json_array_add_double_element (a, doubles[i]);
+  json_array_add_string_element (a, "1e5.0 \x1f \" e7");
+  json_array_add_int_element (a, 7);
+  node = json_node_init_array (json_node_alloc (), a);
+  text = json_fix_generated (json_to_string (node, FALSE));
+  CU_ASSERT_PTR_NULL (strchr (text, 0x1f));
+  CU_ASSERT_FATAL (json_parser_load_from_data (p, text, -1, NULL));
+  back = json_node_get_array (json_parser_get_root (p));
+  for (size_t i = 0; i < G_N_ELEMENTS (doubles); i++)
+    CU_ASSERT_EQUAL (json_array_get_double_element (back, i), doubles[i]);
+  CU_ASSERT_STRING_EQUAL (json_array_get_string_element (back, 6),
+                          "1e5.0 \x1f \" e7");
+  CU_ASSERT_EQUAL (json_array_get_int_element (back, 7), 7);
+}
+
 /* A deadline is an absolute CLOCK_MONOTONIC time a condition variable
  * set to that clock times out at: neither early nor much late. */
 static void
@@ -393,6 +421,7 @@ main (void)
     { "is_zero", test_is_zero },
     { "monotonic clock", test_monotonic_clock },
     { "json quote", test_json_quote },
+    { "json generated", test_json_generated },
     { "monotonic deadline", test_monotonic_deadline },
     { "full pwrite and pread", test_full_pwrite_pread },
     { "full write through signals", test_full_write_through_signals },
