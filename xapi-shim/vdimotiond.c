@@ -578,6 +578,8 @@ out:
     g_hash_table_unref (d.sessions);
   if (d.vdi_ops)
     g_hash_table_unref (d.vdi_ops);
+  if (d.task_drives)
+    g_hash_table_unref (d.task_drives);
   state_close (d.state);
   g_free (d.host_uuid);
   g_free (d.network_uuid);
