@@ -362,38 +362,14 @@ task_change_other_config (struct xapi_call *c, xmlrpc_value *const *args,
   g_autoptr (GHashTable) oc = NULL;
   g_autofree char *text = NULL;
   g_autofree char *ref = NULL;
-  const char *m = strrchr (c->method, '.') + 1;
 
   if (t == NULL)
     return NULL;
   ct = state_client_task_get (c->d->state, t->uuid);
   oc = xapi_oc_parse (ct ? ct->other_config : NULL);
   ref = g_strconcat (XAPI_REF_PREFIX, t->uuid, NULL);
-  if (strcmp (m, "set_other_config") == 0) {
-    g_hash_table_remove_all (oc);
-    if (!xapi_oc_from_xmlrpc (c, args[2], oc))
-      return NULL;
-  }
-  else {
-    g_autofree char *key = xapi_read_string (c, args[2], "key");
-    char *value;
-
-    if (key == NULL)
-      return NULL;
-    if (strcmp (m, "remove_from_other_config") == 0)
-      g_hash_table_remove (oc, key);
-    else {
-      if ((value = xapi_read_string (c, args[3], "value")) == NULL)
-        return NULL;
-      if (g_hash_table_contains (oc, key)) {
-        g_free (value);
-        xapi_fail (c, "MAP_DUPLICATE_KEY", "task", "other_config", ref, key,
-                   NULL);
-        return NULL;
-      }
-      g_hash_table_replace (oc, g_steal_pointer (&key), value);
-    }
-  }
+  if (!xapi_change_other_config (c, args, "task", ref, oc))
+    return NULL;
   text = xapi_oc_print (oc);
   if (state_client_task_set_other_config (c->d->state, t->uuid, text) == -1) {
     xapi_fail (c, "INTERNAL_ERROR", "cannot record the task", NULL);

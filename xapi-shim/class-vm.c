@@ -388,9 +388,8 @@ xapi_vms_reconcile (struct xapi_daemon *d)
   }
 }
 
-/* VM.add_to_other_config(session, vm, key, value),
- * VM.remove_from_other_config(session, vm, key),
- * VM.set_other_config(session, vm, map). */
+/* VM.add_to_other_config, remove_from_other_config, set_other_config
+ * (xapi_change_other_config). */
 static xmlrpc_value *
 vm_change_other_config (struct xapi_call *c, xmlrpc_value *const *args,
                         int nargs)
@@ -399,36 +398,12 @@ vm_change_other_config (struct xapi_call *c, xmlrpc_value *const *args,
   g_autoptr (state_vm) vm = ref ? xapi_vm_by_ref (c, ref) : NULL;
   g_autoptr (GHashTable) oc = NULL;
   g_autofree char *text = NULL;
-  const char *m = strrchr (c->method, '.') + 1;
 
   if (vm == NULL)
     return NULL;
   oc = xapi_oc_parse (vm->other_config);
-  if (strcmp (m, "set_other_config") == 0) {
-    g_hash_table_remove_all (oc);
-    if (!xapi_oc_from_xmlrpc (c, args[2], oc))
-      return NULL;
-  }
-  else {
-    g_autofree char *key = xapi_read_string (c, args[2], "key");
-    char *value = NULL;
-
-    if (key == NULL)
-      return NULL;
-    if (strcmp (m, "add_to_other_config") == 0) {
-      if ((value = xapi_read_string (c, args[3], "value")) == NULL)
-        return NULL;
-      if (g_hash_table_contains (oc, key)) {
-        g_free (value);
-        xapi_fail (c, "MAP_DUPLICATE_KEY", "VM", "other_config", ref, key,
-                   NULL);
-        return NULL;
-      }
-      g_hash_table_replace (oc, g_steal_pointer (&key), value);
-    }
-    else
-      g_hash_table_remove (oc, key);
-  }
+  if (!xapi_change_other_config (c, args, "VM", ref, oc))
+    return NULL;
   text = xapi_oc_print (oc);
   state_vm_set_other_config (c->d->state, vm->uuid, text);
   return xapi_void (c);

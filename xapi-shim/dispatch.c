@@ -235,6 +235,35 @@ xapi_ref_uuid (const char *ref)
   return sr_uuid_is_valid (u) ? u : NULL;
 }
 
+bool
+xapi_change_other_config (struct xapi_call *c, xmlrpc_value *const *args,
+                          const char *cls, const char *ref, GHashTable *oc)
+{
+  const char *m = strrchr (c->method, '.') + 1;
+  g_autofree char *key = NULL;
+  char *value;
+
+  if (strcmp (m, "set_other_config") == 0) {
+    g_hash_table_remove_all (oc);
+    return xapi_oc_from_xmlrpc (c, args[2], oc);
+  }
+  if ((key = xapi_read_string (c, args[2], "key")) == NULL)
+    return false;
+  if (strcmp (m, "remove_from_other_config") == 0) {
+    g_hash_table_remove (oc, key);
+    return true;
+  }
+  if ((value = xapi_read_string (c, args[3], "value")) == NULL)
+    return false;
+  if (g_hash_table_contains (oc, key)) {
+    g_free (value);
+    xapi_fail (c, "MAP_DUPLICATE_KEY", cls, "other_config", ref, key, NULL);
+    return false;
+  }
+  g_hash_table_replace (oc, g_steal_pointer (&key), value);
+  return true;
+}
+
 /* Generic methods of a class with records. */
 
 static xmlrpc_value *

@@ -241,6 +241,15 @@ bool xapi_vdi_attached (struct xapi_daemon *d, const char *vdi_uuid);
 /* class-vm.c: the VM named by REF; NULL after HANDLE_INVALID. */
 struct state_vm *xapi_vm_by_ref (struct xapi_call *c, const char *ref);
 
+/* dispatch.c: X.set_other_config(session, ref, map),
+ * X.add_to_other_config(session, ref, key, value) and
+ * X.remove_from_other_config(session, ref, key), by the method's name,
+ * applied to OC (the other_config of REF of class CLS).  False after
+ * xapi_fail (FIELD_TYPE_ERROR, MAP_DUPLICATE_KEY). */
+bool xapi_change_other_config (struct xapi_call *c, xmlrpc_value *const *args,
+                               const char *cls, const char *ref,
+                               GHashTable *oc);
+
 /* class-vm.c: a VM's other_config as kept in state.h (GVariant text of
  * an a{ss}) from and to a key → value table (never NULL). */
 GHashTable *xapi_oc_parse (const char *text);
