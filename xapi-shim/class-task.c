@@ -4,8 +4,24 @@
  * across a restart of the daemon.  A task whose job runs reports its
  * progress from memory (jobs_get_progress); the database holds the last figure
  * written, every second or so.  As in xapi, result is XML-RPC text:
- * "<value>OpaqueRef:...</value>" for a ref. */
+ * "<value>OpaqueRef:...</value>" for a ref.
+ *
+ * A client makes tasks of its own with task.create, as xapi's clients do
+ * before they move disk data over HTTP: xapi's handlers take the task as
+ * task_id= and report into it (http-vdi.c, through xapi_task_drive_*).
+ * Such a task has a description and an other_config (state.h,
+ * client_tasks), which the client may set, as it may its status,
+ * progress, result and error_info (task.set_*, as xapi lets it).  A
+ * client's task is ended once, by the first transfer that finishes (or
+ * the client itself); the transfers after that leave it as it is, as
+ * xapi's do.  task.destroy of a client's task that a transfer is still
+ * reporting into removes it when the transfer ends (xapi's
+ * current_operations "destroy"); one nothing reports into is removed at
+ * once, since nothing would ever end it.  The transfers reporting into a
+ * task are counted in memory (d->task_drives): after a restart none
+ * does. */
 
+#include <math.h>
 #include <string.h>
 
 #include <xmlrpc-c/base.h>
@@ -33,6 +49,60 @@ task_by_ref (struct xapi_call *c, const char *ref)
   if (t == NULL)
     xapi_fail (c, "HANDLE_INVALID", "task", ref ? ref : "", NULL);
   return t;
+}
+
+/* The HTTP transfers reporting into a client's task (d->task_drives,
+ * by task uuid). */
+struct task_drives
+{
+  unsigned n;   /* transfers */
+  bool destroy; /* task.destroy came while they ran: remove it after */
+  bool cancel;  /* task.cancel came: they stop */
+};
+
+static struct task_drives *
+task_drives (struct xapi_daemon *d, const char *uuid)
+{
+  return d->task_drives ? g_hash_table_lookup (d->task_drives, uuid) : NULL;
+}
+
+static bool
+task_is_pending (const struct state_task *t)
+{
+  return strcmp (t->status, "pending") == 0
+         || strcmp (t->status, "cancelling") == 0;
+}
+
+/* What a client's task shows besides what every task does. */
+static void
+client_task_record (struct xapi_call *c, xmlrpc_value *r,
+                    const struct state_task *t)
+{
+  g_autoptr (state_client_task) ct
+      = state_client_task_get (c->d->host->state, t->uuid);
+  g_autoptr (GHashTable) oc = NULL;
+  struct task_drives *td = task_drives (c->d, t->uuid);
+  xmlrpc_value *ops, *st;
+  GHashTableIter it;
+  gpointer k, v;
+
+  if (ct == NULL)
+    return;
+  xapi_set (c, r, "name_description",
+            xapi_string (c, ct->name_description ? ct->name_description : ""));
+  oc = host_oc_parse (ct->other_config);
+  st = xmlrpc_struct_new (c->env);
+  g_hash_table_iter_init (&it, oc);
+  while (g_hash_table_iter_next (&it, &k, &v))
+    xapi_set (c, st, k, xapi_string (c, v));
+  xapi_set (c, r, "other_config", st);
+  /* As xapi's task.create makes it: no operations, type "<none/>". */
+  xapi_set (c, r, "allowed_operations", xapi_empty_array (c));
+  ops = xmlrpc_struct_new (c->env);
+  if (td && td->destroy && task_is_pending (t))
+    xapi_set (c, ops, "task", xapi_string (c, "destroy"));
+  xapi_set (c, r, "current_operations", ops);
+  xapi_set (c, r, "type", xapi_string (c, "<none/>"));
 }
 
 static xmlrpc_value *
@@ -83,6 +153,7 @@ task_record (struct xapi_call *c, const char *ref)
   xapi_set (c, r, "subtask_of", xapi_string (c, XAPI_NULL_REF));
   xapi_set (c, r, "subtasks", xapi_empty_array (c));
   xapi_set (c, r, "backtrace", xapi_string (c, "()"));
+  client_task_record (c, r, t);
   return r;
 }
 
@@ -135,6 +206,65 @@ xapi_task_result_text (struct xapi_call *c, xmlrpc_value *value)
   return text ? text : g_strdup ("");
 }
 
+/* Remove a client's task and what it has besides its row. */
+static int
+client_task_remove (struct xapi_daemon *d, const char *uuid)
+{
+  if (state_task_remove (d->host->state, uuid) == -1)
+    return -1;
+  return state_client_task_remove (d->host->state, uuid);
+}
+
+/* task.cancel of a client's task: the transfers reporting into it stop
+ * (and end it cancelled); with none, it ends cancelled now.  False if T
+ * is not a client's task. */
+static bool
+client_task_cancel (struct xapi_call *c, const struct state_task *t)
+{
+  g_autoptr (state_client_task) ct
+      = state_client_task_get (c->d->host->state, t->uuid);
+  struct task_drives *td = task_drives (c->d, t->uuid);
+  g_autofree char *ref = NULL;
+
+  if (ct == NULL)
+    return false;
+  if (!task_is_pending (t))
+    return true;
+  g_message ("task.cancel: %s", t->uuid);
+  if (td) {
+    td->cancel = true;
+    /* The transfer sees the flag and ends the task "cancelled". */
+    if (state_task_set_status (c->d->host->state, t->uuid, "cancelling")
+        == -1)
+      g_warning ("task %s: cannot record that it is cancelling", t->uuid);
+    return true;
+  }
+  ref = g_strconcat (XAPI_REF_PREFIX, t->uuid, NULL);
+  if (state_task_finish (c->d->host->state, t->uuid, "cancelled", NULL,
+                         (const char *const[]){ "TASK_CANCELLED", ref, NULL })
+      == -1)
+    xapi_fail (c, "INTERNAL_ERROR", "cannot record the task", NULL);
+  return true;
+}
+
+/* task.destroy of a client's task (see the top of the file).  False if
+ * T is not a client's task. */
+static bool
+client_task_destroy (struct xapi_call *c, const struct state_task *t)
+{
+  g_autoptr (state_client_task) ct
+      = state_client_task_get (c->d->host->state, t->uuid);
+  struct task_drives *td = task_drives (c->d, t->uuid);
+
+  if (ct == NULL)
+    return false;
+  if (td && task_is_pending (t))
+    td->destroy = true;
+  else if (client_task_remove (c->d, t->uuid) == -1)
+    xapi_fail (c, "INTERNAL_ERROR", "cannot remove the task", NULL);
+  return true;
+}
+
 static xmlrpc_value *
 task_cancel (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 {
@@ -143,6 +273,8 @@ task_cancel (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 
   if (t == NULL)
     return NULL;
+  if (client_task_cancel (c, t))
+    return xapi_failed (c) ? NULL : xapi_void (c);
   if (!jobs_cancel (c->d->host->jobs, t->uuid)) {
     /* Over already, or a task that was never cancellable. */
     if (strcmp (t->status, "pending") != 0)
@@ -162,6 +294,8 @@ task_destroy (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 
   if (t == NULL)
     return NULL;
+  if (client_task_destroy (c, t))
+    return xapi_failed (c) ? NULL : xapi_void (c);
   /* A task whose work still runs stays: its job reports into it. */
   if (strcmp (t->status, "pending") == 0
       || strcmp (t->status, "cancelling") == 0) {
@@ -175,9 +309,179 @@ task_destroy (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   return xapi_void (c);
 }
 
+/* task.create(session, label, description): a pending task of the
+ * client's own. */
+static xmlrpc_value *
+task_create (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  g_autofree char *label = xapi_read_string (c, args[1], "label");
+  g_autofree char *desc
+      = label ? xapi_read_string (c, args[2], "description") : NULL;
+  g_autofree char *uuid = NULL;
+  struct state_task t = { 0 };
+  struct state_client_task ct = { 0 };
+
+  if (desc == NULL)
+    return NULL;
+  uuid = g_uuid_string_random ();
+  /* The description first: a task row without it would be a job's. */
+  ct.task = uuid;
+  ct.name_description = desc;
+  t.uuid = uuid;
+  t.name_label = label;
+  t.status = (char *)"pending";
+  t.result = (char *)"";
+  t.created = g_get_real_time () / G_USEC_PER_SEC;
+  if (state_client_task_add (c->d->host->state, &ct) == -1
+      || state_task_add (c->d->host->state, &t) == -1) {
+    xapi_fail (c, "INTERNAL_ERROR", "cannot record the task", NULL);
+    return NULL;
+  }
+  return xapi_ref (c, uuid);
+}
+
+/* The client's task named by ARG, or NULL after xapi_fail: a job's task
+ * is the job's to change (OPERATION_NOT_ALLOWED). */
+static struct state_task *
+client_task_arg (struct xapi_call *c, xmlrpc_value *arg)
+{
+  g_autofree char *ref = xapi_read_string (c, arg, "self");
+  g_autoptr (state_task) t = ref ? task_by_ref (c, ref) : NULL;
+  g_autoptr (state_client_task) ct = NULL;
+
+  if (t == NULL)
+    return NULL;
+  ct = state_client_task_get (c->d->host->state, t->uuid);
+  if (ct == NULL) {
+    xapi_fail (c, "OPERATION_NOT_ALLOWED",
+               "the task of a job is changed by the job only", NULL);
+    return NULL;
+  }
+  return g_steal_pointer (&t);
+}
+
+/* task.set_other_config(session, self, map),
+ * task.add_to_other_config(session, self, key, value),
+ * task.remove_from_other_config(session, self, key). */
+static xmlrpc_value *
+task_change_other_config (struct xapi_call *c, xmlrpc_value *const *args,
+                          int nargs)
+{
+  g_autoptr (state_task) t = client_task_arg (c, args[1]);
+  g_autoptr (state_client_task) ct = NULL;
+  g_autoptr (GHashTable) oc = NULL;
+  g_autofree char *text = NULL;
+  g_autofree char *ref = NULL;
+
+  if (t == NULL)
+    return NULL;
+  ct = state_client_task_get (c->d->host->state, t->uuid);
+  oc = host_oc_parse (ct ? ct->other_config : NULL);
+  ref = g_strconcat (XAPI_REF_PREFIX, t->uuid, NULL);
+  if (!xapi_change_other_config (c, args, "task", ref, oc))
+    return NULL;
+  text = host_oc_print (oc);
+  if (state_client_task_set_other_config (c->d->host->state, t->uuid, text) == -1) {
+    xapi_fail (c, "INTERNAL_ERROR", "cannot record the task", NULL);
+    return NULL;
+  }
+  return xapi_void (c);
+}
+
+static const char *const task_statuses[]
+    = { "pending", "success", "failure", "cancelling", "cancelled", NULL };
+
+/* task.set_status, set_progress, set_result, set_error_info (session,
+ * self, value): a client's own task, written as given, as xapi does. */
+static xmlrpc_value *
+task_set (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  g_autoptr (state_task) t = client_task_arg (c, args[1]);
+  const char *m = strrchr (c->method, '.') + 1;
+  g_autofree char *text = NULL;
+  g_autoptr (GPtrArray) ei = NULL;
+  int r;
+
+  if (t == NULL)
+    return NULL;
+  if (strcmp (m, "set_progress") == 0) {
+    double p;
+
+    int i;
+
+    /* A float, or an int from a client that wrote 1 for 1.0. */
+    if (xmlrpc_value_type (args[2]) == XMLRPC_TYPE_DOUBLE)
+      xmlrpc_read_double (c->env, args[2], &p);
+    else if (xmlrpc_value_type (args[2]) == XMLRPC_TYPE_INT) {
+      xmlrpc_read_int (c->env, args[2], &i);
+      p = i;
+    }
+    else {
+      xapi_fail (c, "FIELD_TYPE_ERROR", "value", NULL);
+      return NULL;
+    }
+    if (!isfinite (p)) {
+      xapi_fail (c, "INVALID_VALUE", "value", "not a number", NULL);
+      return NULL;
+    }
+    r = state_task_set_progress (c->d->host->state, t->uuid, p);
+  }
+  else if (strcmp (m, "set_error_info") == 0) {
+    int n = xmlrpc_value_type (args[2]) == XMLRPC_TYPE_ARRAY
+                ? xmlrpc_array_size (c->env, args[2])
+                : -1;
+
+    if (n < 0) {
+      xapi_fail (c, "FIELD_TYPE_ERROR", "value", NULL);
+      return NULL;
+    }
+    ei = g_ptr_array_new_with_free_func (g_free);
+    for (int i = 0; i < n; i++) {
+      g_autoptr (xmlrpc_value) v = NULL;
+      char *s;
+
+      xmlrpc_array_read_item (c->env, args[2], i, &v);
+      if (c->env->fault_occurred
+          || (s = xapi_read_string (c, v, "value")) == NULL)
+        return NULL;
+      g_ptr_array_add (ei, s);
+    }
+    g_ptr_array_add (ei, NULL);
+    r = state_client_task_set (c->d->host->state, t->uuid, NULL, NULL, true,
+                               n ? (const char *const *)ei->pdata : NULL);
+  }
+  else {
+    if ((text = xapi_read_string (c, args[2], "value")) == NULL)
+      return NULL;
+    if (strcmp (m, "set_status") == 0
+        && !g_strv_contains (task_statuses, text)) {
+      xapi_fail (c, "INVALID_VALUE", "value", text, NULL);
+      return NULL;
+    }
+    r = strcmp (m, "set_status") == 0
+            ? state_client_task_set (c->d->host->state, t->uuid, text, NULL, false,
+                                     NULL)
+            : state_client_task_set (c->d->host->state, t->uuid, NULL, text, false,
+                                     NULL);
+  }
+  if (r == -1) {
+    xapi_fail (c, "INTERNAL_ERROR", "cannot record the task", NULL);
+    return NULL;
+  }
+  return xapi_void (c);
+}
+
 static const struct xapi_method methods[] = {
+  { "create", 3, 3, false, task_create },
   { "cancel", 2, 2, false, task_cancel },
   { "destroy", 2, 2, false, task_destroy },
+  { "set_other_config", 3, 3, false, task_change_other_config },
+  { "add_to_other_config", 4, 4, false, task_change_other_config },
+  { "remove_from_other_config", 3, 3, false, task_change_other_config },
+  { "set_status", 3, 3, false, task_set },
+  { "set_progress", 3, 3, false, task_set },
+  { "set_result", 3, 3, false, task_set },
+  { "set_error_info", 3, 3, false, task_set },
   { NULL },
 };
 
@@ -230,4 +534,104 @@ xapi_task_outcome (struct xapi_call *c, const char *task)
   else
     xapi_fail (c, "INTERNAL_ERROR", t->status, NULL);
   return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* HTTP transfers reporting into a client's task. */
+
+struct xapi_task_drive
+{
+  struct xapi_daemon *d;
+  char *uuid;
+  char *ref;
+  double recorded; /* the progress last written */
+};
+
+struct xapi_task_drive *
+xapi_task_drive_begin (struct xapi_daemon *d, const char *task, char **why)
+{
+  const char *uuid = sr_uuid_is_valid (task) ? task : xapi_ref_uuid (task);
+  g_autoptr (state_client_task) ct
+      = uuid ? state_client_task_get (d->host->state, uuid) : NULL;
+  struct xapi_task_drive *td;
+  struct task_drives *n;
+
+  if (ct == NULL) {
+    *why = g_strdup_printf ("HANDLE_INVALID task %s", task);
+    return NULL;
+  }
+  td = g_new0 (struct xapi_task_drive, 1);
+  td->d = d;
+  td->uuid = g_strdup (uuid);
+  td->ref = g_strconcat (XAPI_REF_PREFIX, uuid, NULL);
+  if (d->task_drives == NULL)
+    d->task_drives
+        = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  n = g_hash_table_lookup (d->task_drives, uuid);
+  if (n == NULL) {
+    n = g_new0 (struct task_drives, 1);
+    g_hash_table_insert (d->task_drives, g_strdup (uuid), n);
+  }
+  n->n++;
+  return td;
+}
+
+const char *
+xapi_task_drive_ref (const struct xapi_task_drive *td)
+{
+  return td->ref;
+}
+
+bool
+xapi_task_drive_cancelled (const struct xapi_task_drive *td)
+{
+  struct task_drives *n = task_drives (td->d, td->uuid);
+
+  return n && n->cancel;
+}
+
+void
+xapi_task_drive_progress (struct xapi_task_drive *td, double progress)
+{
+  g_autoptr (state_task) t = NULL;
+
+  /* Below 1: the task is done only once it says success. */
+  progress = CLAMP (progress, 0.0, 0.99);
+  if (progress < td->recorded + 0.01)
+    return;
+  td->recorded = progress;
+  t = state_task_get (td->d->host->state, td->uuid);
+  /* Progress is advice: a failed write costs a stale figure only. */
+  if (t && strcmp (t->status, "pending") == 0
+      && state_task_set_progress (td->d->host->state, td->uuid, progress)
+             == -1)
+    g_debug ("task %s: progress not recorded", td->uuid);
+}
+
+void
+xapi_task_drive_end (struct xapi_task_drive *td, const char *result_uuid,
+                     const char *const *error_info)
+{
+  g_autoptr (state_task) t = state_task_get (td->d->host->state, td->uuid);
+  struct task_drives *n = task_drives (td->d, td->uuid);
+  const char *status = "success";
+
+  if (error_info)
+    status = strcmp (error_info[0], "TASK_CANCELLED") == 0 ? "cancelled"
+                                                           : "failure";
+  /* Ended once: a task no longer running keeps its outcome. */
+  if (t && task_is_pending (t)
+      && state_task_finish (td->d->host->state, td->uuid, status,
+                            error_info ? NULL : result_uuid, error_info)
+             == -1)
+    g_warning ("task %s: cannot record its end (%s)", td->uuid, status);
+  g_assert (n && n->n > 0);
+  if (--n->n == 0) {
+    if (n->destroy && t && client_task_remove (td->d, td->uuid) == -1)
+      g_warning ("task %s: cannot remove it", td->uuid);
+    g_hash_table_remove (td->d->task_drives, td->uuid);
+  }
+  g_free (td->uuid);
+  g_free (td->ref);
+  g_free (td);
 }

@@ -27,6 +27,30 @@
  * While a transfer runs the VDI carries the operation "import" or
  * "export" (xapi_vdi_claim): a second transfer, VDI.destroy etc. are
  * refused with OTHER_OPERATION_IN_PROGRESS.
+ *
+ * As xapi's, the handlers take their parameters from the query or a
+ * cookie (the session and task from the cookie first), the session as
+ * session_id= or as HTTP Basic auth (a user and password that would log
+ * in), and the VDI by ref or by uuid.  With task_id= (a task the client
+ * made with task.create) the transfer reports into that task: its
+ * progress as bytes move, then success (an import's result is the VDI's
+ * ref) or failure with the XenAPI error; a refusal from the headers
+ * fails the task too, and is still answered with its HTTP status.
+ *
+ * An import with a task and a Content-Length is answered as xapi does,
+ * before its body is read: 200, Connection: close, task-id, and no
+ * length; the connection is then taken from libsoup and the body read
+ * from it until its length or its end, and closed once the import is
+ * over.  Clients that wait for the answer before they send (Xen
+ * Orchestra announces 1 PiB for a stream of unknown length and cuts the
+ * connection after the last byte) work so; what goes wrong after the
+ * answer is in the task: a body that ends early fails the task with
+ * VDI_IO_ERROR (what was written stays), unless it was a whole VHD.  A
+ * body larger than the disk is then no refusal from the headers either:
+ * the bytes past the disk fail the task.  Without a task (or with a
+ * chunked body) the answer comes after the body, as above.  An empty
+ * PUT without a task (Xen Orchestra's probe before its upload) is
+ * answered 200 once checked, and touches no disk.
  */
 
 #include <errno.h>
@@ -41,7 +65,8 @@
 /* Export: bytes at most queued in libsoup. */
 #define EXPORT_QUEUE (4u << 20)
 
-/* The VDI a request names, claimed for OP. */
+/* The VDI a request names, claimed for OP, and the task it reports
+ * into (or NULL). */
 struct vdi_target
 {
   struct xapi_daemon *d;
@@ -49,11 +74,36 @@ struct vdi_target
   struct host_sr *sr;
   enum copy_stream_format format;
   bool claimed;
+  struct xapi_task_drive *task;
 };
+
+/* End the task of T (if any): success with RESULT_UUID (or void), or
+ * failure with ERROR_INFO (NULL-terminated). */
+static void
+vdi_target_end_task (struct vdi_target *t, const char *result_uuid,
+                     const char *const *error_info)
+{
+  if (t->task)
+    xapi_task_drive_end (t->task, result_uuid, error_info);
+  t->task = NULL;
+}
+
+/* Fail the task of T with CODE and MESSAGE (a line of text: its
+ * newline is dropped). */
+static void
+vdi_target_fail_task (struct vdi_target *t, const char *code,
+                      const char *message)
+{
+  g_autofree char *m = g_strchomp (g_strdup (message));
+
+  vdi_target_end_task (t, NULL, (const char *const[]){ code, m, NULL });
+}
 
 static void
 vdi_target_clear (struct vdi_target *t)
 {
+  /* A transfer that ends without saying how (the daemon stops). */
+  vdi_target_fail_task (t, "INTERNAL_ERROR", "the transfer was abandoned");
   if (t->claimed)
     host_vdi_release (t->d->host, t->vdi->uuid);
   t->claimed = false;
@@ -62,40 +112,130 @@ vdi_target_clear (struct vdi_target *t)
   t->vdi = NULL;
 }
 
-/* Check the query of a transfer and claim its VDI.  0, or an HTTP status
- * with *TEXT saying why (to be freed). */
-static guint
-vdi_target_get (struct vdi_target *t, struct xapi_daemon *d, GHashTable *query,
-                const char *op, char **text)
+/* A parameter of the request: in the query or in a cookie, as xapi
+ * takes them; COOKIE_FIRST for the session and the task, as xapi. */
+static const char *
+req_param (GHashTable *query, GHashTable *cookies, const char *name,
+           bool cookie_first)
 {
-  const char *session
-      = query ? g_hash_table_lookup (query, "session_id") : NULL;
-  const char *ref = query ? g_hash_table_lookup (query, "vdi") : NULL;
-  const char *format = query ? g_hash_table_lookup (query, "format") : NULL;
+  const char *q = query ? g_hash_table_lookup (query, name) : NULL;
+  const char *c = cookies ? g_hash_table_lookup (cookies, name) : NULL;
+
+  return cookie_first ? (c ? c : q) : (q ? q : c);
+}
+
+/* HTTP Basic auth: true if the request carries a user and password that
+ * log in (*USER set, g_free), false with *USER the user refused (or
+ * NULL without Basic auth).  crypt(3) runs here, on the main loop: a
+ * client that wants the loop for itself logs in over XML-RPC and sends
+ * session_id= instead. */
+static bool
+basic_auth (struct xapi_daemon *d, SoupServerMessage *msg, char **user)
+{
+  const char *h = soup_message_headers_get_one (
+      soup_server_message_get_request_headers (msg), "Authorization");
+  g_autofree guchar *raw = NULL;
+  g_autofree char *text = NULL;
+  gsize len;
+  char *colon;
+  bool ok;
+
+  *user = NULL;
+  if (h == NULL || g_ascii_strncasecmp (h, "Basic ", 6) != 0)
+    return false;
+  raw = g_base64_decode (h + 6, &len);
+  text = g_strndup ((const char *)raw, len);
+  colon = strchr (text, ':');
+  if (colon == NULL || strlen (text) != len) {
+    *user = g_strdup ("(malformed)");
+    return false;
+  }
+  *colon = '\0';
+  ok = xapi_password_ok (d, text, colon + 1);
+  explicit_bzero (text, len);
+  *user = g_strdup (text);
+  return ok;
+}
+
+/* The session of a transfer: 0, or an HTTP status with *TEXT and
+ * *CODE (the XenAPI error) saying why. */
+static guint
+check_session (struct xapi_daemon *d, SoupServerMessage *msg,
+               const char *session, char **text, const char **code)
+{
+  g_autofree char *user = NULL;
+
+  if (session) {
+    if (xapi_session_valid (d, session))
+      return 0;
+  }
+  else if (basic_auth (d, msg, &user))
+    return 0;
+  *code = "SESSION_INVALID";
+  if (session)
+    *text = g_strdup_printf ("SESSION_INVALID %s\n", session);
+  else if (user) {
+    *code = "SESSION_AUTHENTICATION_FAILED";
+    *text = g_strdup_printf ("SESSION_AUTHENTICATION_FAILED %s (Basic "
+                             "auth)\n",
+                             user);
+  }
+  else
+    *text = g_strdup ("SESSION_INVALID (no session_id in the query)\n");
+  return SOUP_STATUS_UNAUTHORIZED;
+}
+
+/* Check the query of a transfer and claim its VDI.  0, or an HTTP status
+ * with *TEXT saying why (to be freed); the task, if any, has then
+ * failed with the same error. */
+static guint
+vdi_target_get (struct vdi_target *t, struct xapi_daemon *d,
+                SoupServerMessage *msg, GHashTable *query, const char *op,
+                char **text)
+{
+  const char *cookie = soup_message_headers_get_one (
+      soup_server_message_get_request_headers (msg), "Cookie");
+  g_autoptr (GHashTable) cookies
+      = cookie ? soup_header_parse_semi_param_list (cookie) : NULL;
+  const char *session = req_param (query, cookies, "session_id", true);
+  const char *task = req_param (query, cookies, "task_id", true);
+  const char *ref = req_param (query, cookies, "vdi", false);
+  const char *format = req_param (query, cookies, "format", false);
+  g_autofree char *uuid_ref = NULL;
   xmlrpc_env env;
   struct xapi_call c = { .d = d, .env = &env, .method = op };
+  const char *code = "INTERNAL_ERROR";
   guint status = 0;
 
   memset (t, 0, sizeof *t);
   t->d = d;
-  if (session == NULL || !xapi_session_valid (d, session)) {
-    *text
-        = g_strdup_printf ("SESSION_INVALID %s\n",
-                           session ? session : "(no session_id in the query)");
-    return SOUP_STATUS_UNAUTHORIZED;
-  }
-  if (format == NULL || strcmp (format, "raw") == 0)
-    t->format = COPY_STREAM_RAW;
-  else if (strcmp (format, "vhd") == 0)
-    t->format = COPY_STREAM_VHD;
-  else {
-    *text = g_strdup_printf ("format=%s: not raw or vhd\n", format);
-    return SOUP_STATUS_BAD_REQUEST;
-  }
-  if (ref == NULL) {
-    *text = g_strdup ("HANDLE_INVALID VDI (no vdi in the query)\n");
+  if (task && (t->task = xapi_task_drive_begin (d, task, text)) == NULL) {
+    char *why = g_strdup_printf ("%s\n", *text);
+
+    g_free (*text);
+    *text = why;
     return SOUP_STATUS_NOT_FOUND;
   }
+  status = check_session (d, msg, session, text, &code);
+  if (status == 0 && format != NULL && strcmp (format, "raw") != 0
+      && strcmp (format, "vhd") != 0) {
+    *text = g_strdup_printf ("format=%s: not raw or vhd\n", format);
+    status = SOUP_STATUS_BAD_REQUEST;
+  }
+  if (status == 0 && ref == NULL) {
+    code = "HANDLE_INVALID";
+    *text = g_strdup ("HANDLE_INVALID VDI (no vdi in the query)\n");
+    status = SOUP_STATUS_NOT_FOUND;
+  }
+  if (status) {
+    vdi_target_fail_task (t, code, *text);
+    return status;
+  }
+  t->format = format && strcmp (format, "vhd") == 0 ? COPY_STREAM_VHD
+                                                    : COPY_STREAM_RAW;
+  /* xapi: a ref, else a uuid. */
+  if (sr_uuid_is_valid (ref))
+    ref = uuid_ref = g_strconcat (XAPI_REF_PREFIX, ref, NULL);
 
   xmlrpc_env_init (&env);
   t->vdi = xapi_vdi_by_ref (&c, ref, &t->sr);
@@ -108,8 +248,8 @@ vdi_target_get (struct vdi_target *t, struct xapi_daemon *d, GHashTable *query,
   if (t->vdi == NULL) {
     /* The XenAPI error, as a client of the XML-RPC side would see it. */
     g_autofree char *desc = NULL;
-    const char *code = c.error ? c.error->pdata[0] : "INTERNAL_ERROR";
 
+    code = c.error ? c.error->pdata[0] : "INTERNAL_ERROR";
     if (c.error) {
       g_ptr_array_add (c.error, NULL);
       desc = g_strjoinv (" ", (char **)c.error->pdata);
@@ -119,6 +259,10 @@ vdi_target_get (struct vdi_target *t, struct xapi_daemon *d, GHashTable *query,
                  ? SOUP_STATUS_CONFLICT
                  : SOUP_STATUS_INTERNAL_SERVER_ERROR;
     *text = g_strdup_printf ("%s\n", desc ? desc : env.fault_string);
+    if (c.error)
+      vdi_target_end_task (t, NULL, (const char *const *)c.error->pdata);
+    else
+      vdi_target_fail_task (t, code, *text);
   }
   if (c.error)
     g_ptr_array_unref (c.error);
@@ -148,12 +292,18 @@ struct import
   struct vdi_target t;
   struct copy_job *job;
   uint64_t size;     /* guest bytes the body may cover */
+  uint64_t length;   /* the body's announced length (0: unknown) */
   uint64_t received; /* body bytes */
-  bool answered;     /* import_end ran */
+  bool answered;     /* import_end ran, or the answer went first */
+  bool probe;        /* an empty body without a task: nothing to do */
   gint64 started;
   /* The first failure; the rest of the body is then read and dropped. */
   guint status;
+  int errnum;
   char *error;
+  /* Answered first (see the top): the connection, ours now. */
+  GIOStream *io;
+  bool eof; /* the client's end */
 };
 
 /* The copy failed with ERR (errno ERRNUM). */
@@ -161,6 +311,7 @@ static void
 import_fail (struct import *im, int errnum, const char *err)
 {
   im->status = status_of_errno (errnum);
+  im->errnum = errnum;
   im->error = g_strdup_printf ("VDI %s: import: %s", im->t.vdi->uuid,
                                err ? err : "failed");
 }
@@ -176,24 +327,45 @@ import_free (gpointer p)
                im->t.vdi->uuid, im->received);
   if (im->job)
     copy_job_close (im->job, false, NULL, NULL);
+  if (im->io) {
+    g_io_stream_close (im->io, NULL, NULL);
+    g_object_unref (im->io);
+  }
   vdi_target_clear (&im->t);
   g_free (im->error);
   g_free (im);
 }
 
-static void
-import_chunk (SoupServerMessage *msg, GBytes *chunk, gpointer user_data)
+/* The share of the import done, for its task: the body read of its
+ * length, or of the disk when the length is no measure (unknown, or
+ * Xen Orchestra's 1 PiB). */
+static double
+import_progress (const struct import *im)
 {
-  struct import *im = user_data;
-  gsize len;
-  const guint8 *p = g_bytes_get_data (chunk, &len);
+  uint64_t of = im->length;
+
+  if (of == 0 || of > im->size + im->size / 8 + (64u << 20))
+    of = im->size;
+  return of ? (double)im->received / of : 0;
+}
+
+/* The next LEN bytes of the body. */
+static void
+import_feed (struct import *im, const guint8 *p, gsize len)
+{
   char *err = NULL;
 
   if (im->status)
     return; /* failed: the rest of the body is dropped */
+  if (im->t.task && xapi_task_drive_cancelled (im->t.task)) {
+    im->status = SOUP_STATUS_INTERNAL_SERVER_ERROR;
+    im->error = g_strdup_printf ("VDI %s: import cancelled", im->t.vdi->uuid);
+    return;
+  }
   if (im->t.format == COPY_STREAM_RAW && len > im->size - im->received) {
     /* A chunked body, whose size the headers did not say. */
     im->status = SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE;
+    im->errnum = EFBIG;
     im->error = g_strdup_printf ("VDI %s: import: the body is larger than "
                                  "the VDI's virtual size (%" PRIu64 " bytes)",
                                  im->t.vdi->uuid, im->size);
@@ -202,7 +374,137 @@ import_chunk (SoupServerMessage *msg, GBytes *chunk, gpointer user_data)
   if (copy_job_feed (im->job, p, len, &err) == -1)
     import_fail (im, errno, err);
   im->received += len;
+  if (im->t.task)
+    xapi_task_drive_progress (im->t.task, import_progress (im));
   free (err);
+}
+
+static void
+import_chunk (SoupServerMessage *msg, GBytes *chunk, gpointer user_data)
+{
+  gsize len;
+  const guint8 *p = g_bytes_get_data (chunk, &len);
+
+  import_feed (user_data, p, len);
+}
+
+/* The end of the body (or of the connection): close the copy and end
+ * the task.  False if the import failed (im->error says why). */
+static bool
+import_finish (struct import *im)
+{
+  struct copy_stats stats = { 0 };
+  char *err = NULL;
+  double secs;
+
+  /* The end of the body: what it did not cover reads as zero, and the
+   * VDI is flushed and closed. */
+  if (im->status == 0 && im->job) {
+    int r = copy_job_close (im->job, true, &stats, &err);
+
+    im->job = NULL;
+    if (r == -1)
+      import_fail (im, errno, err);
+    free (err);
+  }
+  /* A raw body that ended before its length: what came is written, but
+   * the disk is not what the client meant to send. */
+  if (im->status == 0 && im->io && im->received < im->length
+      && im->t.format == COPY_STREAM_RAW) {
+    im->status = SOUP_STATUS_BAD_REQUEST;
+    im->error = g_strdup_printf ("VDI %s: import: the body ended at byte "
+                                 "%" PRIu64 " of %" PRIu64 " announced",
+                                 im->t.vdi->uuid, im->received, im->length);
+  }
+  secs = (g_get_monotonic_time () - im->started) / 1e6;
+  im->answered = true;
+  if (im->status) {
+    g_message ("%s", im->error);
+    if (im->t.task && xapi_task_drive_cancelled (im->t.task)) {
+      g_autofree char *ref = g_strdup (xapi_task_drive_ref (im->t.task));
+
+      vdi_target_end_task (&im->t, NULL,
+                           (const char *const[]){ "TASK_CANCELLED", ref,
+                                                  NULL });
+    }
+    else
+      vdi_target_fail_task (&im->t,
+                            im->errnum == ENOSPC ? "SR_FULL" : "VDI_IO_ERROR",
+                            im->error);
+    return false;
+  }
+  g_message ("VDI %s: imported %" PRIu64 " bytes (%" PRIu64
+             " written) in %.1f s",
+             im->t.vdi->uuid, im->received,
+             stats.bytes_written + stats.bytes_zeroed, secs);
+  vdi_target_end_task (&im->t, im->t.vdi->uuid, NULL);
+  return true;
+}
+
+/* ---- answered first: the body read from the connection ---- */
+
+static void import_read (struct import *im);
+
+static void
+import_read_done (GObject *source, GAsyncResult *res, gpointer user_data)
+{
+  struct import *im = user_data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) bytes
+      = g_input_stream_read_bytes_finish (G_INPUT_STREAM (source), res,
+                                          &error);
+  gsize len = bytes ? g_bytes_get_size (bytes) : 0;
+
+  if (bytes == NULL)
+    /* The client cut the connection (as Xen Orchestra does after its
+     * last byte, through TLS too): the end of the body. */
+    g_message ("VDI %s: import: the connection ended: %s", im->t.vdi->uuid,
+               error->message);
+  if (len == 0)
+    im->eof = true;
+  else
+    import_feed (im, g_bytes_get_data (bytes, NULL), len);
+  import_read (im);
+}
+
+/* Read the next piece of the body, or end the import. */
+static void
+import_read (struct import *im)
+{
+  uint64_t left = im->length - im->received;
+
+  if (!im->eof && left > 0 && im->status == 0) {
+    g_input_stream_read_bytes_async (g_io_stream_get_input_stream (im->io),
+                                     MIN (left, COPY_STREAM_CHUNK),
+                                     G_PRIORITY_DEFAULT, NULL,
+                                     import_read_done, im);
+    return;
+  }
+  import_finish (im);
+  /* xapi's answer has no length: its end is the connection's. */
+  import_free (im);
+}
+
+/* Answer 200 now, as xapi does, and read the body from the connection
+ * (see the top of the file). */
+static void
+import_answer_first (struct import *im, SoupServerMessage *msg)
+{
+  g_autofree char *head = g_strdup_printf (
+      "HTTP/1.1 200 OK\r\nConnection: close\r\n"
+      "Cache-Control: no-cache, no-store\r\ntask-id: %s\r\n"
+      "Content-Type: application/octet-stream\r\n\r\n",
+      xapi_task_drive_ref (im->t.task));
+  g_autoptr (GError) error = NULL;
+
+  im->io = soup_server_message_steal_connection (msg);
+  if (im->io == NULL
+      || !g_output_stream_write_all (g_io_stream_get_output_stream (im->io),
+                                     head, strlen (head), NULL, NULL, &error)
+      || !g_output_stream_flush (g_io_stream_get_output_stream (im->io), NULL,
+                                 &error))
+    im->eof = true; /* the client is gone: nothing comes */
+  import_read (im);
 }
 
 guint
@@ -214,30 +516,42 @@ xapi_http_vdi_import_begin (struct xapi_daemon *d, SoupServerMessage *msg,
   struct copy_spec from = { .kind = COPY_STREAM };
   struct copy_spec to = { .kind = COPY_VDI };
   struct copy_params params = { 0 };
-  uint64_t length = 0;
+  bool known = soup_message_headers_get_encoding (hdrs)
+               == SOUP_ENCODING_CONTENT_LENGTH;
+  bool first;
   char *err = NULL;
   guint status;
 
-  status = vdi_target_get (&im->t, d, query, "import", text);
+  status = vdi_target_get (&im->t, d, msg, query, "import", text);
   if (status) {
     import_free (im);
     return status;
   }
   im->size = im->t.vdi->virtual_size;
-  if (soup_message_headers_get_encoding (hdrs) == SOUP_ENCODING_CONTENT_LENGTH)
-    length = soup_message_headers_get_content_length (hdrs);
+  if (known)
+    im->length = soup_message_headers_get_content_length (hdrs);
+  first = im->t.task && known && im->length > 0;
+  if (known && im->length == 0 && im->t.task == NULL) {
+    im->probe = true;
+    g_object_set_data_full (G_OBJECT (msg), "xapi-import", im, import_free);
+    return 0;
+  }
   /* A raw body cannot be larger than the disk; a VHD is a little
-   * larger than its data, so it is checked as it is read. */
-  if (im->t.format == COPY_STREAM_RAW && length > im->size) {
+   * larger than its data, so it is checked as it is read.  Answered
+   * first, the bytes past the disk fail the task instead. */
+  if (im->t.format == COPY_STREAM_RAW && im->length > im->size && !first) {
     *text = g_strdup_printf ("VDI %s: import: the body (%" PRIu64
                              " bytes) is larger than the VDI's virtual size "
                              "(%" PRIu64 " bytes)\n",
-                             im->t.vdi->uuid, length, im->size);
+                             im->t.vdi->uuid, im->length, im->size);
+    vdi_target_fail_task (&im->t, "VDI_IO_ERROR", *text);
     import_free (im);
     return SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE;
   }
   from.stream = im->t.format;
-  from.length = length;
+  from.length = im->t.format == COPY_STREAM_RAW && im->length > im->size
+                    ? 0
+                    : im->length;
   from.size = im->size;
   to.sr = im->t.sr->sr;
   to.vdi = im->t.vdi->uuid;
@@ -246,6 +560,7 @@ xapi_http_vdi_import_begin (struct xapi_daemon *d, SoupServerMessage *msg,
     status = status_of_errno (errno);
     *text = g_strdup_printf ("VDI %s: import: %s\n", im->t.vdi->uuid,
                              err ? err : "cannot open");
+    vdi_target_fail_task (&im->t, "VDI_IO_ERROR", *text);
     free (err);
     import_free (im);
     return status;
@@ -253,13 +568,17 @@ xapi_http_vdi_import_begin (struct xapi_daemon *d, SoupServerMessage *msg,
   /* The image may be bigger than the record says (rounded up). */
   im->size = copy_job_size (im->job);
   im->started = g_get_monotonic_time ();
-  g_object_set_data_full (G_OBJECT (msg), "xapi-import", im, import_free);
-  g_signal_connect (msg, "got-chunk", G_CALLBACK (import_chunk), im);
-  g_message ("VDI %s: import (%s) from %s started%s", im->t.vdi->uuid,
+  g_message ("VDI %s: import (%s) from %s started%s%s", im->t.vdi->uuid,
              im->t.format == COPY_STREAM_VHD ? "vhd" : "raw",
              soup_server_message_get_remote_host (msg),
-             copy_job_dest_is_zero (im->job) ? ""
-                                             : " (over existing content)");
+             copy_job_dest_is_zero (im->job) ? "" : " (over existing content)",
+             first ? ", answered first" : "");
+  if (first) {
+    import_answer_first (im, msg);
+    return 0;
+  }
+  g_object_set_data_full (G_OBJECT (msg), "xapi-import", im, import_free);
+  g_signal_connect (msg, "got-chunk", G_CALLBACK (import_chunk), im);
   return 0;
 }
 
@@ -268,42 +587,24 @@ xapi_http_vdi_import_end (struct xapi_daemon *d, SoupServerMessage *msg)
 {
   struct import *im = g_object_get_data (G_OBJECT (msg), "xapi-import");
   g_autofree char *text = NULL;
-  struct copy_stats stats = { 0 };
-  char *err = NULL;
-  double secs;
+  guint status = SOUP_STATUS_OK;
 
   if (im == NULL) {
     soup_server_message_set_status (msg, SOUP_STATUS_INTERNAL_SERVER_ERROR,
                                     NULL);
     return;
   }
-  /* The end of the body: what it did not cover reads as zero, and the
-   * VDI is flushed and closed. */
-  if (im->status == 0) {
-    int r = copy_job_close (im->job, true, &stats, &err);
-
-    im->job = NULL;
-    if (r == -1)
-      import_fail (im, errno, err);
-    free (err);
-  }
-  secs = (g_get_monotonic_time () - im->started) / 1e6;
-  im->answered = true;
-  if (im->status) {
-    g_message ("%s", im->error);
+  if (im->probe)
+    text = g_strdup ("nothing to import: the body is empty\n");
+  else if (import_finish (im))
+    text = g_strdup ("imported\n");
+  else {
+    status = im->status;
     text = g_strdup_printf ("%s\n", im->error);
     soup_message_headers_replace (
         soup_server_message_get_response_headers (msg), "Connection", "close");
   }
-  else {
-    g_message ("VDI %s: imported %" PRIu64 " bytes (%" PRIu64
-               " written) in %.1f s",
-               im->t.vdi->uuid, im->received,
-               stats.bytes_written + stats.bytes_zeroed, secs);
-    text = g_strdup ("imported\n");
-  }
-  soup_server_message_set_status (
-      msg, im->status ? im->status : SOUP_STATUS_OK, NULL);
+  soup_server_message_set_status (msg, status, NULL);
   soup_server_message_set_response (msg, "text/plain", SOUP_MEMORY_COPY, text,
                                     strlen (text));
   g_signal_handlers_disconnect_by_data (msg, im);
@@ -485,6 +786,8 @@ export_wrote (SoupServerMessage *msg, guint chunk_size, gpointer user_data)
   struct export *e = user_data;
 
   e->sent += chunk_size;
+  if (e->t.task && e->length)
+    xapi_task_drive_progress (e->t.task, (double)e->sent / e->length);
   g_mutex_lock (&e->lock);
   e->queued -= MIN (e->queued, chunk_size);
   g_cond_signal (&e->cond);
@@ -504,6 +807,12 @@ export_finished (SoupServerMessage *msg, gpointer user_data)
              e->sent, e->length, secs);
   e->finished = true;
   g_mutex_lock (&e->lock);
+  /* xapi: an export's task has no result. */
+  if (e->sent == e->length)
+    vdi_target_end_task (&e->t, NULL, NULL);
+  else
+    vdi_target_fail_task (&e->t, "VDI_IO_ERROR",
+                          e->error ? e->error : "the client went away");
   e->cancelled = true;
   g_cond_signal (&e->cond);
   g_mutex_unlock (&e->lock);
@@ -537,7 +846,7 @@ xapi_http_vdi_export (struct xapi_daemon *d, SoupServerMessage *msg,
   e->refs = 1;
   g_mutex_init (&e->lock);
   g_cond_init (&e->cond);
-  status = vdi_target_get (&e->t, d, query, "export", &text);
+  status = vdi_target_get (&e->t, d, msg, query, "export", &text);
   if (status) {
     answer (msg, status, text);
     export_unref (e);
@@ -554,11 +863,16 @@ xapi_http_vdi_export (struct xapi_daemon *d, SoupServerMessage *msg,
     text = g_strdup_printf ("VDI %s: export: %s\n", e->t.vdi->uuid,
                             err ? err : "cannot open");
     free (err);
+    vdi_target_fail_task (&e->t, "VDI_IO_ERROR", text);
     answer (msg, status, text);
     export_unref (e);
     return;
   }
   e->length = copy_job_length (e->job);
+  if (e->t.task)
+    soup_message_headers_replace (
+        soup_server_message_get_response_headers (msg), "task-id",
+        xapi_task_drive_ref (e->t.task));
 
   soup_server_message_set_status (msg, SOUP_STATUS_OK, NULL);
   soup_message_headers_set_content_type (

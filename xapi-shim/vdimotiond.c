@@ -405,6 +405,8 @@ out:
   g_queue_clear (&d.session_order); /* the refs are the table's keys */
   if (d.sessions)
     g_hash_table_unref (d.sessions);
+  if (d.task_drives)
+    g_hash_table_unref (d.task_drives);
   return ret;
 }
 

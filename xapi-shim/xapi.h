@@ -61,6 +61,8 @@ struct xapi_daemon
   GQueue session_order;  /* the refs (keys of sessions), oldest first */
   size_t max_request_size;
   struct xapi_events *events; /* the event class's (class-event.c) */
+  /* Clients' tasks that HTTP transfers report into (class-task.c). */
+  GHashTable *task_drives;
 };
 
 /* The password check of a session.login_with_password call, made in a
@@ -356,6 +358,24 @@ char *xapi_task_done (struct xapi_daemon *d, const char *name_label,
                       const char *result, const char *const *error_info);
 /* XenAPI's task result text: "<value>...</value>" for VALUE. */
 char *xapi_task_result_text (struct xapi_call *c, xmlrpc_value *value);
+
+/* class-task.c: an HTTP transfer reporting into a task a client made
+ * with task.create (xapi's task_id=), on the main loop.  begin: TASK is
+ * its ref (or uuid, as xapi also takes); NULL with *WHY (g_free) if no
+ * client's task has it (a job's task is the job's).  progress (0 to 1)
+ * is recorded as it moves by 1% while the task is pending.  cancelled:
+ * task.cancel came, the transfer should stop.  end: the task succeeds
+ * (its result the ref of RESULT_UUID, "" if NULL) or, with ERROR_INFO
+ * (NULL-terminated, CODE first), fails ("cancelled" for
+ * TASK_CANCELLED), unless it ended before; frees TD. */
+struct xapi_task_drive;
+struct xapi_task_drive *xapi_task_drive_begin (struct xapi_daemon *d,
+                                               const char *task, char **why);
+const char *xapi_task_drive_ref (const struct xapi_task_drive *td);
+void xapi_task_drive_progress (struct xapi_task_drive *td, double progress);
+bool xapi_task_drive_cancelled (const struct xapi_task_drive *td);
+void xapi_task_drive_end (struct xapi_task_drive *td, const char *result_uuid,
+                          const char *const *error_info);
 
 /* http.c: serve XenAPI over HTTP (TLS_CERT NULL) or HTTPS. */
 struct xapi_http;

@@ -35,6 +35,11 @@ static const char schema[]
       "  uuid TEXT PRIMARY KEY, vm TEXT NOT NULL, vdi TEXT NOT NULL,"
       "  userdevice TEXT, mode TEXT, nbd_socket TEXT, control_socket TEXT,"
       "  pid INTEGER, target_socket TEXT, target_pid INTEGER);"
+      /* What a task a client made (task.create) has besides the tasks
+       * row, apart from it so that a state dir stays readable by the
+       * daemon of the version before. */
+      "CREATE TABLE IF NOT EXISTS client_tasks ("
+      "  task TEXT PRIMARY KEY, name_description TEXT, other_config TEXT);"
       "CREATE TABLE IF NOT EXISTS tasks ("
       "  uuid TEXT PRIMARY KEY, name_label TEXT, status TEXT NOT NULL,"
       "  progress REAL, result TEXT, error_info TEXT, created INTEGER,"
@@ -628,6 +633,74 @@ state_job_free (struct state_job *j)
   g_free (j->vbd);
   g_free (j->params);
   g_free (j);
+}
+
+/* Tasks a client made. */
+
+int
+state_client_task_add (struct state *st, const struct state_client_task *ct)
+{
+  return run (st, "INSERT INTO client_tasks VALUES (?, ?, ?)", "sss",
+              ct->task, ct->name_description, ct->other_config);
+}
+
+struct state_client_task *
+state_client_task_get (struct state *st, const char *task)
+{
+  sqlite3_stmt *s = query_row (st,
+                               "SELECT task, name_description, other_config "
+                               "FROM client_tasks WHERE task = ?",
+                               "s", task);
+  struct state_client_task *ct;
+
+  if (s == NULL)
+    return NULL;
+  ct = g_new0 (struct state_client_task, 1);
+  ct->task = col_text (s, 0);
+  ct->name_description = col_text (s, 1);
+  ct->other_config = col_text (s, 2);
+  sqlite3_finalize (s);
+  return ct;
+}
+
+int
+state_client_task_set_other_config (struct state *st, const char *task,
+                                    const char *other_config)
+{
+  return run (st, "UPDATE client_tasks SET other_config = ? WHERE task = ?",
+              "ss", other_config, task);
+}
+
+int
+state_client_task_set (struct state *st, const char *task, const char *status,
+                       const char *result, bool set_error_info,
+                       const char *const *error_info)
+{
+  g_autofree char *ei = join_error_info (error_info);
+
+  return run (st,
+              "UPDATE tasks SET status = COALESCE (?, status), "
+              "result = COALESCE (?, result), "
+              "error_info = CASE WHEN ? THEN ? ELSE error_info END "
+              "WHERE uuid = ?",
+              "ssiss", status, result, (int64_t)set_error_info, ei, task);
+}
+
+int
+state_client_task_remove (struct state *st, const char *task)
+{
+  return run (st, "DELETE FROM client_tasks WHERE task = ?", "s", task);
+}
+
+void
+state_client_task_free (struct state_client_task *ct)
+{
+  if (ct == NULL)
+    return;
+  g_free (ct->task);
+  g_free (ct->name_description);
+  g_free (ct->other_config);
+  g_free (ct);
 }
 
 /* Migrations received. */

@@ -157,6 +157,33 @@ void state_job_free (struct state_job *j);
 typedef struct state_job state_job; /* for g_autoptr */
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (state_job, state_job_free)
 
+/* A task a client made with task.create (its row in the tasks table is
+ * made apart, with state_task_add): its description and other_config
+ * (GVariant text of an a{ss}, or NULL for {}).  state_client_task_get
+ * returns NULL for any other task (a job's). */
+struct state_client_task
+{
+  char *task; /* uuid */
+  char *name_description;
+  char *other_config;
+};
+G_GNUC_WARN_UNUSED_RESULT int state_client_task_add (struct state *st,
+                           const struct state_client_task *ct);
+struct state_client_task *state_client_task_get (struct state *st,
+                                                 const char *task);
+G_GNUC_WARN_UNUSED_RESULT int state_client_task_set_other_config (struct state *st, const char *task,
+                                        const char *other_config);
+/* What a client sets on its own task (task.set_status, set_result,
+ * set_error_info): STATUS and RESULT each unless NULL, ERROR_INFO (NULL
+ * for none) if SET_ERROR_INFO. */
+G_GNUC_WARN_UNUSED_RESULT int state_client_task_set (struct state *st, const char *task,
+                           const char *status, const char *result,
+                           bool set_error_info, const char *const *error_info);
+G_GNUC_WARN_UNUSED_RESULT int state_client_task_remove (struct state *st, const char *task);
+void state_client_task_free (struct state_client_task *ct);
+typedef struct state_client_task state_client_task; /* for g_autoptr */
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (state_client_task, state_client_task_free)
+
 /* Migrations this host receives (migrate-receive.c): a token issued,
  * then prepared (VDIs and their NBD exports exist), then committed or
  * aborted. */
