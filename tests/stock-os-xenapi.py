@@ -16,6 +16,10 @@
 #    /import_raw_vdi?task_id=&format=vhd, task.destroy); stream_from_vdis
 #    exports it back (GET /export_raw_vdi?task_id=&format=vhd, parsed as a
 #    dynamic VHD); both disks' bytes are the image's.
+# os_xenapi 0.3.4 was written for Python 2: three of its lines fail on
+# Python 3 whatever the server does.  The test goes around each where
+# it is (Session, create_pipe, IMAGE below say how) and changes nothing
+# else: every XenAPI call and HTTP request is os_xenapi's own.
 import io
 import os
 import random
@@ -23,7 +27,9 @@ import subprocess
 import sys
 import tarfile
 
+from eventlet import greenio
 from os_xenapi.client import image
+from os_xenapi.client.image import vdi_handler
 from os_xenapi.client import session as xs_session
 from os_xenapi.client import XenAPI
 
@@ -55,6 +61,21 @@ class Session(xs_session.XenAPISession):
         pass
 
 
+def create_pipe():
+    """os_xenapi's utils.create_pipe, the reading end buffered.
+
+    stream_from_vdis pipes the exported VHD into tarfile through an
+    eventlet pipe opened unbuffered: on Python 3 its read(n) returns what
+    the pipe holds, and tarfile takes a short read for the end of the
+    data ("unexpected end of data"), whatever the server sends.  Buffered,
+    read(n) waits for n bytes as Python 2's file objects did."""
+    r, w = os.pipe()
+    return greenio.GreenPipe(r, "rb"), greenio.GreenPipe(w, "wb", 0)
+
+
+vdi_handler.utils.create_pipe = create_pipe
+
+
 def login(url):
     s = Session(url, "root", "secret")
     # __init__ asked for all of these: each must be true to this host.
@@ -63,7 +84,7 @@ def login(url):
           s.host_uuid)
     check(len(s.product_version) == 3 and s.product_brand, s.product_version)
     check(len(s.platform_version) == 3, s.platform_version)
-    # Every pooled session is a live one (each logged in on its own).
+    # __init__ logged in once for each session of its pool.
     check(s._sessions.qsize() == s.concurrent, s._sessions.qsize())
     return s
 
@@ -120,14 +141,20 @@ dst.VM.shutdown(new_vm)
 print("VM.migrate_send: the VM runs on the destination, %d bytes verified"
       % SIZE)
 # 3. Image streaming: a dynamic VHD in a gzipped tar, as glance holds it.
+# 256 MiB exactly (qemu-img's force_size, not its CHS rounding): os_xenapi
+# computes the exported VHD's length with "/" (VHDDynDiskParser.
+# get_vhd_file_size), a float on Python 3 unless the BAT (4 bytes a 2 MiB
+# block) ends on a 512-byte boundary, and tarfile refuses a float size.
+# Another Python 3 defect of os_xenapi that no server can mend.
+IMAGE = 256 * MiB
 raw = os.path.join(T, "image.raw")
 vhd = os.path.join(T, "image.vhd")
-with open(raw, "wb") as f:  # 8 MiB, 3 of them data, the rest holes
-    f.truncate(8 * MiB)
+with open(raw, "wb") as f:  # 3 MiB of data, the rest holes
+    f.truncate(IMAGE)
     f.seek(MiB)
     f.write(random.Random(7).randbytes(3 * MiB))
 subprocess.check_call(["qemu-img", "convert", "-f", "raw", "-O", "vpc",
-                       "-o", "subformat=dynamic", raw, vhd])
+                       "-o", "subformat=dynamic,force_size=on", raw, vhd])
 tgz = io.BytesIO()
 with tarfile.open(fileobj=tgz, mode="w:gz") as tar:
     tar.add(vhd, arcname="0.vhd")
@@ -138,12 +165,11 @@ vdis = image.stream_to_vdis(None, src, instance, https_url, srs["sr1"], tgz)
 uuid = vdis["root"]["uuid"]
 vdi = src.VDI.get_by_uuid(uuid)
 rec = src.VDI.get_record(vdi)
-check(int(rec["virtual_size"]) >= 8 * MiB, rec)
+check(int(rec["virtual_size"]) == IMAGE, rec)
 check(rec["other_config"].get("nova_instance_uuid") == instance["uuid"], rec)
 check(set(src.call_xenapi("task.get_all")) == tasks_before,
       "os_xenapi destroyed its task")
 print("stream_to_vdis: imported %s" % uuid)
-
 out = b"".join(image.stream_from_vdis(None, src, instance, https_url, [uuid]))
 with tarfile.open(fileobj=io.BytesIO(out), mode="r:gz") as tar:
     member = tar.next()
