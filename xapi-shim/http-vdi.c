@@ -62,6 +62,11 @@
 #include "copy.h"
 #include "xapi.h"
 
+/* The Content-Length Xen Orchestra's client announces for a stream whose
+ * length it does not know (2^50 bytes, "1 PiB"): no real upload is so
+ * long. */
+#define UNKNOWN_LENGTH_MARK (UINT64_C (1) << 50)
+
 /* Export: bytes at most queued in libsoup. */
 #define EXPORT_QUEUE (4u << 20)
 
@@ -490,11 +495,15 @@ import_read (struct import *im)
 static void
 import_answer_first (struct import *im, SoupServerMessage *msg)
 {
+  g_autofree char *task = im->t.task ? g_strdup_printf (
+                                "task-id: %s\r\n",
+                                xapi_task_drive_ref (im->t.task))
+                                     : g_strdup ("");
   g_autofree char *head = g_strdup_printf (
       "HTTP/1.1 200 OK\r\nConnection: close\r\n"
-      "Cache-Control: no-cache, no-store\r\ntask-id: %s\r\n"
+      "Cache-Control: no-cache, no-store\r\n%s"
       "Content-Type: application/octet-stream\r\n\r\n",
-      xapi_task_drive_ref (im->t.task));
+      task);
   g_autoptr (GError) error = NULL;
 
   im->io = soup_server_message_steal_connection (msg);
@@ -530,7 +539,13 @@ xapi_http_vdi_import_begin (struct xapi_daemon *d, SoupServerMessage *msg,
   im->size = im->t.vdi->virtual_size;
   if (known)
     im->length = soup_message_headers_get_content_length (hdrs);
-  first = im->t.task && known && im->length > 0;
+  /* Answered before the body is read, as xapi answers every import:
+   * with a task to report into, or when the length is Xen Orchestra's
+   * mark for "unknown" (it then sends its data and cuts the
+   * connection; its probe for a redirect is the same header with no
+   * body, and touches nothing). */
+  first = known && im->length > 0
+          && (im->t.task || im->length >= UNKNOWN_LENGTH_MARK);
   if (known && im->length == 0 && im->t.task == NULL) {
     im->probe = true;
     g_object_set_data_full (G_OBJECT (msg), "xapi-import", im, import_free);
