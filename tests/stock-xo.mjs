@@ -126,8 +126,15 @@ const result = await xapi.putResource(body, '/import_raw_vdi', { query: { vdi: d
 check(result === disk, 'putResource resolved with ' + JSON.stringify(result))
 check((await exportDisk()).equals(known), 'the exported disk is not the imported one')
 console.log('putResource (known length) resolved with the VDI, getResource gave its bytes back')
-const unknown = randomBytes(8 * MiB)
-await xapi.putResource(Readable.from([unknown.subarray(0, 4 * MiB), unknown.subarray(4 * MiB)]), '/import_raw_vdi', {
+// Without a length, Xen Orchestra's client destroys its socket once its
+// last write is handed to Node (putResource's "hack"): what Node still
+// holds then is lost, whatever the server (xapi too) does.  A stream that
+// fits in the sockets' buffers (here 1 MiB) arrives whole even on a
+// loaded machine; a longer one may be cut (the task then says
+// VDI_IO_ERROR, which the client ignores).  As for any raw import, the
+// disk reads as the body, then zeroes.
+const unknown = Buffer.concat([randomBytes(1 * MiB), Buffer.alloc(7 * MiB)])
+await xapi.putResource(Readable.from([unknown.subarray(0, 512 * 1024), unknown.subarray(512 * 1024, 1 * MiB)]), '/import_raw_vdi', {
   query: { vdi: disk, format: 'raw' },
 })
 check((await exportDisk()).equals(unknown), 'the exported disk is not the one streamed without a length')

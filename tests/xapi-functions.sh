@@ -73,9 +73,12 @@ run_vdimotiond ()
   # daemon many times on a loaded machine gives it longer).
   for _ in $(seq "${vdm_start_ticks:-100}"); do
     grep -q 'listening on http://' "$dir/vdimotiond.log" && break
-    kill -0 "$vdm_pid" 2>/dev/null || {
+    # Dead but not yet waited for, it is a zombie, which kill -0 still
+    # finds: ask ps, and say how it ended.
+    st=$(ps -o stat= -p "$vdm_pid" 2>/dev/null) && [ "${st#Z}" = "$st" ] || {
+      wait "$vdm_pid"; status=$?
       cat "$dir/vdimotiond.log" >&2
-      fail "vdimotiond exited at startup"
+      fail "vdimotiond exited at startup (wait status $status)"
     }
     sleep 0.1
   done
