@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+import xml.parsers.expat
 import xmlrpc.client
 
 import xapi_checks
@@ -91,11 +92,19 @@ elif step == "start":
     there = srs["sr2"] if here == srs["sr1"] else srs["sr1"]
     st.update(kind=kind, src=src, fmt=fmt, there_dir=sr_dir[there],
               vdis_before=sorted(vdis()), files_before=sorted(files()))
-    if kind == "copy":
-        task = ok(x.Async.VDI.copy(s, src, there))
-    else:
-        task = ok(x.Async.VDI.pool_migrate(s, src, there,
-                                           {"dest-img-format": fmt}))
+    try:
+        if kind == "copy":
+            task = ok(x.Async.VDI.copy(s, src, there))
+        else:
+            task = ok(x.Async.VDI.pool_migrate(s, src, there,
+                                               {"dest-img-format": fmt}))
+    except (OSError, http.client.HTTPException, xml.parsers.expat.ExpatError):
+        # The daemon killed itself at a crash point before its answer left
+        # (the job runs at once): the task is the job's in its state.
+        import sqlite3
+        db = sqlite3.connect(os.path.join(T, "state", "state.db"))
+        (uuid,) = db.execute("SELECT task FROM jobs").fetchone()
+        task = "OpaqueRef:" + uuid
     st["task"] = task
     save()
     if len(sys.argv) > 6 and sys.argv[6].startswith("cancel="):
