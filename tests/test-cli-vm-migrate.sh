@@ -91,9 +91,14 @@ set -- $(sockets "$https_url" vm1)
 s0=$1 s1=$2
 fio_disk "$s0" 1 0 $((32 * MiB)) || fail "fio before"
 fio_disk "$s1" 2 0 $((32 * MiB)) || fail "fio before"
-fio_disk "$s0" 3 $((32 * MiB)) $((32 * MiB)) --rate_iops=1000000,1500 &
+# The writers must outlast the migration's start (logins, the token, the
+# task): some 5 s at 1500 writes a second, 30 s under the sanitizers,
+# which slow the CLI and both daemons down.
+wrate=1500
+[ -z "${VDM_SANITIZED-}" ] || wrate=250
+fio_disk "$s0" 3 $((32 * MiB)) $((32 * MiB)) --rate_iops=1000000,$wrate &
 w0=$!
-fio_disk "$s1" 4 $((32 * MiB)) $((32 * MiB)) --rate_iops=1000000,1500 &
+fio_disk "$s1" 4 $((32 * MiB)) $((32 * MiB)) --rate_iops=1000000,$wrate &
 w1=$!
 vdm vm migrate vm1 --to "$dst" --live --progress \
   --option handover-file="$T/handover" --option mm-timeout=300 \
