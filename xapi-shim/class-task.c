@@ -105,6 +105,15 @@ client_task_record (struct xapi_call *c, xmlrpc_value *r,
   xapi_set (c, r, "type", xapi_string (c, "<none/>"));
 }
 
+/* S as a string XenAPI can send (xapi_rpc_clean_text). */
+static xmlrpc_value *
+clean_string (struct xapi_call *c, const char *s)
+{
+  g_autofree char *t = xapi_rpc_clean_text (s);
+
+  return xapi_string (c, t);
+}
+
 static xmlrpc_value *
 task_record (struct xapi_call *c, const char *ref)
 {
@@ -144,10 +153,13 @@ task_record (struct xapi_call *c, const char *ref)
     xapi_set (c, r, "result", xapi_string (c, text));
   }
   else
-    xapi_set (c, r, "result", xapi_string (c, t->result));
+    xapi_set (c, r, "result", clean_string (c, t->result));
   ei = xmlrpc_array_new (c->env);
+  /* Clean as a Failure's parameters are: a message may quote what a
+   * client sent (a query's bytes) or a file's name, and one record that
+   * cannot be sent must not break task.get_all_records for everyone. */
   for (size_t i = 0; t->error_info && t->error_info[i]; i++)
-    xapi_append (c, ei, xapi_string (c, t->error_info[i]));
+    xapi_append (c, ei, clean_string (c, t->error_info[i]));
   xapi_set (c, r, "error_info", ei);
   xapi_set (c, r, "other_config", xapi_empty_struct (c));
   xapi_set (c, r, "subtask_of", xapi_string (c, XAPI_NULL_REF));
@@ -615,10 +627,17 @@ xapi_task_drive_end (struct xapi_task_drive *td, const char *result_uuid,
   g_autoptr (state_task) t = state_task_get (td->d->host->state, td->uuid);
   struct task_drives *n = task_drives (td->d, td->uuid);
   const char *status = "success";
+  g_autoptr (GPtrArray) clean = g_ptr_array_new_with_free_func (g_free);
 
-  if (error_info)
+  if (error_info) {
     status = strcmp (error_info[0], "TASK_CANCELLED") == 0 ? "cancelled"
                                                            : "failure";
+    /* Stored as XenAPI sends them: valid UTF-8 XML can carry. */
+    for (size_t i = 0; error_info[i]; i++)
+      g_ptr_array_add (clean, xapi_rpc_clean_text (error_info[i]));
+    g_ptr_array_add (clean, NULL);
+    error_info = (const char *const *)clean->pdata;
+  }
   /* Ended once: a task no longer running keeps its outcome. */
   if (t && task_is_pending (t)
       && state_task_finish (td->d->host->state, td->uuid, status,

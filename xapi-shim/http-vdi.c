@@ -67,6 +67,10 @@
  * long. */
 #define UNKNOWN_LENGTH_MARK (UINT64_C (1) << 50)
 
+/* An import answered first is given up after this long without a byte
+ * from its client. */
+#define IMPORT_IDLE_SECONDS 300
+
 /* Export: bytes at most queued in libsoup. */
 #define EXPORT_QUEUE (4u << 20)
 
@@ -309,6 +313,12 @@ struct import
   /* Answered first (see the top): the connection, ours now. */
   GIOStream *io;
   bool eof; /* the client's end */
+  /* While answered first: a read is given up on task.cancel or after
+   * IMPORT_IDLE_SECONDS without a byte, so that a stalled client cannot
+   * hold the VDI (import_watch). */
+  GCancellable *cancel;
+  guint watch;
+  gint64 last_byte;
 };
 
 /* The copy failed with ERR (errno ERRNUM). */
@@ -336,6 +346,9 @@ import_free (gpointer p)
     g_io_stream_close (im->io, NULL, NULL);
     g_object_unref (im->io);
   }
+  if (im->watch)
+    g_source_remove (im->watch);
+  g_clear_object (&im->cancel);
   vdi_target_clear (&im->t);
   g_free (im->error);
   g_free (im);
@@ -460,11 +473,15 @@ import_read_done (GObject *source, GAsyncResult *res, gpointer user_data)
                                           &error);
   gsize len = bytes ? g_bytes_get_size (bytes) : 0;
 
-  if (bytes == NULL)
+  if (bytes == NULL && g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    ; /* import_watch gave up on the client and said why */
+  else if (bytes == NULL)
     /* The client cut the connection (as Xen Orchestra does after its
      * last byte, through TLS too): the end of the body. */
     g_message ("VDI %s: import: the connection ended: %s", im->t.vdi->uuid,
                error->message);
+  if (len > 0)
+    im->last_byte = g_get_monotonic_time ();
   if (len == 0)
     im->eof = true;
   else
@@ -481,13 +498,39 @@ import_read (struct import *im)
   if (!im->eof && left > 0 && im->status == 0) {
     g_input_stream_read_bytes_async (g_io_stream_get_input_stream (im->io),
                                      MIN (left, COPY_STREAM_CHUNK),
-                                     G_PRIORITY_DEFAULT, NULL,
+                                     G_PRIORITY_DEFAULT, im->cancel,
                                      import_read_done, im);
     return;
   }
   import_finish (im);
   /* xapi's answer has no length: its end is the connection's. */
   import_free (im);
+}
+
+/* Once a second while the body is read: give up the read when the task
+ * is cancelled or the client has sent nothing for IMPORT_IDLE_SECONDS. */
+static gboolean
+import_watch (gpointer p)
+{
+  struct import *im = p;
+  bool cancelled = im->t.task && xapi_task_drive_cancelled (im->t.task);
+  bool idle = g_get_monotonic_time () - im->last_byte
+              > IMPORT_IDLE_SECONDS * G_USEC_PER_SEC;
+
+  if (!cancelled && !idle)
+    return G_SOURCE_CONTINUE;
+  if (im->status == 0) {
+    im->status = SOUP_STATUS_REQUEST_TIMEOUT;
+    im->error
+        = cancelled
+              ? g_strdup_printf ("VDI %s: import cancelled", im->t.vdi->uuid)
+              : g_strdup_printf ("VDI %s: import: no byte from the client "
+                                 "for %d s",
+                                 im->t.vdi->uuid, IMPORT_IDLE_SECONDS);
+  }
+  im->watch = 0;
+  g_cancellable_cancel (im->cancel);
+  return G_SOURCE_REMOVE;
 }
 
 /* Answer 200 now, as xapi does, and read the body from the connection
@@ -507,6 +550,9 @@ import_answer_first (struct import *im, SoupServerMessage *msg)
   g_autoptr (GError) error = NULL;
 
   im->io = soup_server_message_steal_connection (msg);
+  im->cancel = g_cancellable_new ();
+  im->last_byte = g_get_monotonic_time ();
+  im->watch = g_timeout_add_seconds (1, import_watch, im);
   if (im->io == NULL
       || !g_output_stream_write_all (g_io_stream_get_output_stream (im->io),
                                      head, strlen (head), NULL, NULL, &error)

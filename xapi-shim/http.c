@@ -29,6 +29,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -172,7 +173,7 @@ refuse (SoupServerMessage *msg, guint status, const char *text)
  * the body is read and thrown away for a while before closing, so that
  * the client, still sending, gets to read our answer (closing with unread
  * data would reset the connection and lose it). */
-struct linger
+struct drain_after_refusal
 {
   GIOStream *io;
   GSocket *sock;
@@ -184,7 +185,7 @@ struct linger
 static gboolean
 linger_read (GSocket *sock, GIOCondition cond, gpointer user_data)
 {
-  struct linger *l = user_data;
+  struct drain_after_refusal *l = user_data;
   char buf[65536];
   gssize n;
 
@@ -199,7 +200,7 @@ linger_read (GSocket *sock, GIOCondition cond, gpointer user_data)
 static void
 linger_free (gpointer p)
 {
-  struct linger *l = p;
+  struct drain_after_refusal *l = p;
 
   g_io_stream_close (l->io, NULL, NULL);
   g_object_unref (l->io);
@@ -221,7 +222,7 @@ refuse_now (SoupServerMessage *msg, guint status, const char *text)
   /* Take the socket first: the stolen stream wraps it (and TLS). */
   GSocket *sock = soup_server_message_get_socket (msg);
   GIOStream *io;
-  struct linger *l;
+  struct drain_after_refusal *l;
   GSource *src;
 
   if (sock == NULL)
@@ -235,7 +236,7 @@ refuse_now (SoupServerMessage *msg, guint status, const char *text)
   g_output_stream_write_all (g_io_stream_get_output_stream (io), answer,
                              strlen (answer), NULL, NULL, NULL);
   g_output_stream_flush (g_io_stream_get_output_stream (io), NULL, NULL);
-  l = g_new0 (struct linger, 1);
+  l = g_new0 (struct drain_after_refusal, 1);
   l->io = io;
   l->sock = sock;
   l->deadline = g_get_monotonic_time () + LINGER_SECONDS * G_USEC_PER_SEC;
@@ -357,6 +358,8 @@ struct rpc_call
   struct xapi_login_check login;      /* a login's password, checked */
   xmlrpc_value *reply;                /* from the dispatcher, to encode */
   struct xapi_deferral *deferred;     /* answered once it is ready */
+  GSource *peer_watch;                /* while deferred: the client leaving */
+  bool peer_gone;                     /* it left: answer nobody */
   GBytes *out;                        /* encoded */
 };
 
@@ -373,6 +376,10 @@ rpc_call_free (struct rpc_call *rc)
   if (rc->out)
     g_bytes_unref (rc->out);
   xapi_deferral_free (rc->deferred);
+  if (rc->peer_watch) {
+    g_source_destroy (rc->peer_watch);
+    g_source_unref (rc->peer_watch);
+  }
   g_object_unref (rc->msg);
   g_free (rc);
 }
@@ -420,6 +427,7 @@ rpc_done (struct rpc_call *rc)
 static gboolean decoded (gpointer user_data);
 static gboolean encoded (gpointer user_data);
 static void deferred_ready (struct xapi_deferral *df, void *opaque);
+static void watch_peer (struct rpc_call *rc);
 
 /* A thread's step of a call, then back to the main loop. */
 static void rpc_queue (struct rpc_call *rc);
@@ -522,6 +530,7 @@ decoded (gpointer user_data)
     rc->deferred->ready = deferred_ready;
     rc->deferred->opaque = rc;
     rc->deferred->ops->start (rc->deferred);
+    watch_peer (rc);
     return G_SOURCE_REMOVE;
   }
   if (env.fault_occurred || rc->reply == NULL) {
@@ -541,6 +550,57 @@ decoded (gpointer user_data)
   return G_SOURCE_REMOVE;
 }
 
+/* A client that leaves while its call is deferred (an event.from with a
+ * long timeout, then a closed connection) is noticed: its deferral is
+ * cancelled at once, so that it holds no socket and takes no events
+ * meant for the session's next call.  Readable with nothing to read is
+ * the end of the connection; readable with data (a request sent ahead,
+ * or TLS's close_notify) ends the watch, so that it never spins. */
+static gboolean
+peer_event (GSocket *sock, GIOCondition cond, gpointer opaque)
+{
+  struct rpc_call *rc = opaque;
+
+  if (!(cond & (G_IO_HUP | G_IO_ERR))) {
+    char b;
+    ssize_t n = recv (g_socket_get_fd (sock), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+
+    if (n > 0 || (n == -1 && (errno == EAGAIN || errno == EINTR))) {
+      g_clear_pointer (&rc->peer_watch, g_source_unref);
+      return G_SOURCE_REMOVE;
+    }
+  }
+  g_clear_pointer (&rc->peer_watch, g_source_unref);
+  /* libsoup lets the connection go once the message goes on (its
+   * answer falls into the closed socket). */
+  soup_server_message_set_status (rc->msg, SOUP_STATUS_NO_CONTENT, NULL);
+  soup_message_headers_replace (
+      soup_server_message_get_response_headers (rc->msg), "Connection",
+      "close");
+  soup_server_message_unpause (rc->msg);
+  if (rc->deferred->ops->cancel (rc->deferred)) {
+    g_ptr_array_remove_fast (rc->h->waiting, rc);
+    rpc_done (rc);
+  }
+  else
+    rc->peer_gone = true; /* deferred_ready is on its way */
+  return G_SOURCE_REMOVE;
+}
+
+static void
+watch_peer (struct rpc_call *rc)
+{
+  GSocket *sock = soup_server_message_get_socket (rc->msg);
+
+  if (sock == NULL)
+    return;
+  rc->peer_watch
+      = g_socket_create_source (sock, G_IO_IN | G_IO_HUP | G_IO_ERR, NULL);
+  g_source_set_callback (rc->peer_watch, (GSourceFunc)(void (*) (void))peer_event,
+                         rc, NULL);
+  g_source_attach (rc->peer_watch, NULL);
+}
+
 /* A deferred call can be answered (the main loop): its reply goes to a
  * thread to be encoded. */
 static void
@@ -550,7 +610,11 @@ deferred_ready (struct xapi_deferral *df, void *opaque)
   xmlrpc_env env;
 
   g_ptr_array_remove_fast (rc->h->waiting, rc);
-  if (rc->h->stopping) {
+  if (rc->peer_watch) {
+    g_source_destroy (rc->peer_watch);
+    g_clear_pointer (&rc->peer_watch, g_source_unref);
+  }
+  if (rc->h->stopping || rc->peer_gone) {
     rpc_done (rc);
     return;
   }

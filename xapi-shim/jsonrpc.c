@@ -208,10 +208,17 @@ scan (const char *body, size_t len, struct problem *pb)
   const char *p = body, *end = body + len;
   unsigned depth = 0;
   size_t values = 1;
+  bool done = false; /* the one value is complete */
 
   while (p < end) {
     const char *next = NULL;
+    bool blank = *p == ' ' || *p == '\t' || *p == '\n' || *p == '\r';
 
+    /* json-glib would parse a second value and keep it unowned (a leak
+     * per request); xapi refuses "junk after the end" too. */
+    if (done && !blank)
+      return malformed (pb, "data after the JSON value at byte %zu",
+                        (size_t)(p - body));
     switch (*p) {
     case ' ':
     case '\t':
@@ -249,6 +256,8 @@ scan (const char *body, size_t len, struct problem *pb)
     }
     if (next == NULL)
       return malformed (pb, "not JSON at byte %zu", (size_t)(p - body));
+    if (!blank && *p != ':' && *p != ',' && depth == 0)
+      done = true;
     p = next;
   }
   return true;
