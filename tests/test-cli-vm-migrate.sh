@@ -92,10 +92,11 @@ s0=$1 s1=$2
 fio_disk "$s0" 1 0 $((32 * MiB)) || fail "fio before"
 fio_disk "$s1" 2 0 $((32 * MiB)) || fail "fio before"
 # The writers must outlast the migration's start (logins, the token, the
-# task): some 5 s at 1500 writes a second, 30 s under the sanitizers,
-# which slow the CLI and both daemons down.
-wrate=1500
-[ -z "${VDM_SANITIZED-}" ] || wrate=250
+# task): some 5 s at 1500 writes a second, 80 s under the sanitizers,
+# which slow the CLI and both daemons down (the task took over 30 s to
+# appear there once).
+wrate=1500 ticks=300
+[ -z "${VDM_SANITIZED-}" ] || { wrate=100; ticks=700; }
 fio_disk "$s0" 3 $((32 * MiB)) $((32 * MiB)) --rate_iops=1000000,$wrate &
 w0=$!
 fio_disk "$s1" 4 $((32 * MiB)) $((32 * MiB)) --rate_iops=1000000,$wrate &
@@ -104,7 +105,7 @@ vdm vm migrate vm1 --to "$dst" --live --progress \
   --option handover-file="$T/handover" --option mm-timeout=300 \
   > "$T/out1" 2> "$T/err1" &
 mig=$!
-for _ in $(seq 300); do migrating && break; sleep 0.1; done
+for _ in $(seq "$ticks"); do migrating && break; sleep 0.1; done
 migrating || { cat "$T/err1" >&2; fail "no migration task"; }
 kill -0 "$w0" && kill -0 "$w1" || fail "fio stopped before the migration"
 wait "$w0" || fail "fio failed during the migration"

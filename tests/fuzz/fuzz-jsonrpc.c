@@ -39,7 +39,10 @@ echo (void *opaque, xmlrpc_env *env, const char *method, xmlrpc_value *params)
     return xmlrpc_build_value (env, "{s:s,s:V}", "Status", "Success", "Value",
                                params);
   desc = xmlrpc_build_value (env, "(s)", method);
-  n = env->fault_occurred ? 0 : xmlrpc_array_size (env, params);
+  /* On failure xmlrpc-c leaves DESC uninitialized: never touch it. */
+  if (env->fault_occurred)
+    return NULL;
+  n = xmlrpc_array_size (env, params);
   for (int i = 0; i < n && !env->fault_occurred; i++) {
     xmlrpc_value *v = xmlrpc_array_get_item (env, params, i);
 
