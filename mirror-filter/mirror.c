@@ -875,6 +875,8 @@ mirror_cmd_start (const char *uri, const char *psk_file,
   sync_mode = sync;
   if (sync != MIRROR_SYNC_NONE)
     chunks_mark_all_dirty (&chunks);
+  else if (nchunks) /* what an earlier, aborted mirror left is not owed */
+    chunks_mark_clean (&chunks, 0, nchunks - 1);
   cursor = 0;
   target = t;
   state = chunks.dirty_count ? MIRROR_SYNCING : MIRROR_READY;
