@@ -118,6 +118,18 @@
  * Pause is refused while a mirror runs (its copier does not pass the
  * gate); it is allowed after a pivot (a second live snapshot), when the
  * flush and the next pivot concern the target.
+ * Changed-block tracking (cbt-log=PATH, cbt-log.h).  Every guest write,
+ * zero and trim marks its 64 KiB blocks in the VDI's log first, in every
+ * mode, once past the pause gate (so a live snapshot's pause sees every
+ * mark of the writes before it, and none of those after), and only then
+ * goes to the disk: a write the guest hears of is
+ * always in the log, even if nbdkit is killed right after.  A mark that
+ * fails fails the request with EIO, untouched.  The log is opened as its
+ * writer in .after_fork (its consistent flag cleared and fsynced; a log
+ * a dead writer left is reset there, with its reason) and closed cleanly
+ * in .cleanup, nbdkit's clean stop (the flag set and fsynced).  After a
+ * pivot the filter keeps marking the same file: a live snapshot keeps
+ * the VDI, and a live move renames the log to the new VDI (vdi-jobs.c).
  *
  * A failed target is detached by the control thread (mirror_reap), which
  * also answers the control socket (control.c).  The target connection is
@@ -137,6 +149,7 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-filter.h>
 
+#include "cbt-log.h"
 #include "clock.h"
 #include "chunks.h"
 #include "copy.h"
@@ -167,6 +180,11 @@ static char *control_path;
 static uint64_t granularity = 65536;
 static unsigned timeout_s = 30;
 static unsigned pause_timeout_s = 60;
+static char *cbt_path; /* cbt-log= */
+
+/* The changed-block log, open from .after_fork to .cleanup (NULL
+ * without cbt-log=).  cbt_log_mark is thread-safe. */
+static struct cbt_log *cbt;
 
 /* Set in .after_fork. */
 static nbdkit_backend *backend;
@@ -1274,6 +1292,21 @@ on_target (enum treq_op op, void *buf, uint32_t count, uint64_t offset,
   return r;
 }
 
+/* Mark a guest request's blocks in the changed-block log before it
+ * reaches the disk. */
+static int
+cbt_mark (uint32_t count, uint64_t offset, int *err)
+{
+  GError *e = NULL;
+  if (!cbt || cbt_log_mark (cbt, offset, count, &e) == 0)
+    return 0;
+  nbdkit_error ("mirror: %s (the request fails: it could not be tracked)",
+                e->message);
+  g_error_free (e);
+  *err = EIO;
+  return -1;
+}
+
 static int
 mirror_pread (nbdkit_next *next, void *handle, void *buf, uint32_t count,
               uint64_t offset, uint32_t flags, int *err)
@@ -1291,6 +1324,10 @@ mirror_pwrite (nbdkit_next *next, void *handle, const void *buf,
                uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
   io_begin ();
+  if (cbt_mark (count, offset, err) == -1) {
+    io_end ();
+    return -1;
+  }
   int r;
   switch (mode) {
   case MODE_MIRROR:
@@ -1310,6 +1347,10 @@ mirror_zero (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
              uint32_t flags, int *err)
 {
   io_begin ();
+  if (cbt_mark (count, offset, err) == -1) {
+    io_end ();
+    return -1;
+  }
   int r;
   switch (mode) {
   case MODE_MIRROR:
@@ -1331,6 +1372,10 @@ mirror_trim (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
              uint32_t flags, int *err)
 {
   io_begin ();
+  if (cbt_mark (count, offset, err) == -1) {
+    io_end ();
+    return -1;
+  }
   int r;
   if (mode == MODE_PIVOTED)
     r = on_target (TREQ_TRIM, NULL, count, offset, flags, err);
@@ -1456,6 +1501,11 @@ mirror_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     granularity = g;
     return 0;
   }
+  if (strcmp (key, "cbt-log") == 0) {
+    free (cbt_path);
+    cbt_path = nbdkit_absolute_path (value);
+    return cbt_path ? 0 : -1;
+  }
   if (strcmp (key, "mirror-timeout") == 0) {
     if (nbdkit_parse_unsigned ("mirror-timeout", value, &timeout_s) == -1)
       return -1;
@@ -1486,7 +1536,8 @@ mirror_config_complete (nbdkit_next_config_complete *next,
   "protocol.\n"                                                               \
   "mirror-granularity=SIZE Dirty bitmap granularity (default 64K).\n"         \
   "mirror-timeout=SECS     Target request timeout (default 30).\n"           \
-  "mirror-pause-timeout=SECS  A pause resumes by itself after (default 60)."
+  "mirror-pause-timeout=SECS  A pause resumes by itself after (default 60).\n" \
+  "cbt-log=PATH            Changed-block log to mark (vdimotion-sr(5))."
 
 static int
 mirror_get_ready (int thread_model)
@@ -1498,6 +1549,36 @@ mirror_get_ready (int thread_model)
   pthread_rwlock_init (&mode_lock, &a);
   pthread_rwlockattr_destroy (&a);
   return control_listen (control_path);
+}
+
+/* Take the changed-block log as its writer, for a disk of disk_size
+ * bytes. */
+static int
+cbt_open (void)
+{
+  GError *e = NULL;
+  struct cbt_log_info info;
+
+  cbt = cbt_log_open (cbt_path, CBT_LOG_WRITER, &e);
+  if (cbt && cbt_log_get_info (cbt, &info, &e) == 0
+      && info.virtual_size != disk_size)
+    g_set_error (&e, CBT_LOG_ERROR, EINVAL,
+                 "cbt log %s: it is the log of a %" PRIu64 "-byte disk, "
+                 "this one is %" PRIu64 " bytes",
+                 cbt_path, info.virtual_size, disk_size);
+  if (e) {
+    nbdkit_error ("mirror: cbt-log: %s", e->message);
+    g_error_free (e);
+    cbt_log_close (cbt, NULL); /* the flag stays clear: reset next time */
+    cbt = NULL;
+    return -1;
+  }
+  nbdkit_debug ("mirror: cbt-log %s: generation %s, counting from %s%s%s",
+                cbt_path, info.generation,
+                info.predecessor[0] ? info.predecessor : "enabling or reset",
+                info.reset_reason[0] ? ", last reset: " : "",
+                info.reset_reason);
+  return 0;
 }
 
 static int
@@ -1521,6 +1602,8 @@ mirror_after_fork (nbdkit_backend *b)
       || bg->can_fua (bg) == -1)
     return -1;
   disk_size = size;
+  if (cbt_path && cbt_open () == -1)
+    return -1;
   nchunks = (disk_size + granularity - 1) / granularity;
   if (chunks_init (&chunks, nchunks, &lock) == -1) {
     nbdkit_error ("mirror: out of memory for the bitmap");
@@ -1546,6 +1629,16 @@ mirror_cleanup (nbdkit_backend *b)
     nbdkit_next_context_close (layer);
     layer = NULL;
   }
+  if (cbt) {
+    /* nbdkit's clean stop: no request is running any more. */
+    GError *e = NULL;
+    if (cbt_log_close (cbt, &e) == -1) {
+      nbdkit_error ("mirror: cbt-log: %s (the next open resets it)",
+                    e->message);
+      g_error_free (e);
+    }
+    cbt = NULL;
+  }
   if (bg) {
     bg->finalize (bg);
     nbdkit_next_context_close (bg);
@@ -1557,6 +1650,7 @@ static void
 mirror_unload (void)
 {
   free (control_path);
+  free (cbt_path);
   chunks_free (&chunks);
   free (error_msg);
 }
