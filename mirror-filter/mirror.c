@@ -20,7 +20,8 @@
  * starve it).  This is the quiesce of §3: start drains the pass-through
  * writes before the copier can read anything; complete drains, rechecks,
  * flushes both sides, then detaches or pivots, all while new requests
- * wait.  Idle costs one uncontended read lock per request.
+ * wait.  Idle costs one uncontended read lock per request (and the
+ * pause gate's atomic increment, below).
  *
  * The dirty bitmap has one bit per mirror-granularity chunk of the whole
  * disk.  `start` marks every chunk dirty (the target is not known to read
@@ -102,7 +103,7 @@
  * Pause.  `pause` closes a gate (gate_lock + gate_cond) that every guest
  * request passes before mode_lock: new requests wait there (they do not
  * fail), the command waits until the requests in flight have left,
- * flushes the disk and answers.  The owner then changes the images
+ * flushes the disk and answers (the gate's atomics: see gate_lock).  The owner then changes the images
  * underneath (a live snapshot renames the image the plugin holds open
  * into the snapshot and creates a new leaf, served by a second nbdkit),
  * and `resume target=URI pivot=true` connects that leaf and makes it
@@ -203,13 +204,17 @@ static atomic_uint_fast64_t writes_mirrored, bytes_copied, bytes_zeroed,
     bytes_skipped, bytes_backing;
 
 /* The pause gate: every guest request passes it (io_begin) before
- * mode_lock.  Under gate_lock. */
+ * mode_lock.  An open gate costs a request one atomic increment and one
+ * load: a request counts itself in gate_inflight, then looks at
+ * gate_closed; pause sets gate_closed, then waits for gate_inflight to
+ * drop to 0 (both sequentially consistent, so one of the two always sees
+ * the other).  gate_closed and the rest are written under gate_lock. */
 static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
-static bool gate_closed;
-static bool pause_expired;  /* the last pause opened by itself */
-static unsigned gate_inflight; /* requests past the gate */
-static uint64_t gate_deadline; /* monotonic_ns when a pause expires */
+static atomic_bool gate_closed;
+static atomic_uint gate_inflight; /* requests past the gate */
+static bool pause_expired;        /* the last pause opened by itself */
+static uint64_t gate_deadline;    /* monotonic_ns when a pause expires */
 static atomic_uint_fast64_t lat_sum_ns, lat_count;
 static atomic_uint_fast64_t lat_hist[LAT_BUCKETS];
 
@@ -318,15 +323,34 @@ gate_wait_locked (void)
   pthread_cond_timedwait (&gate_cond, &gate_lock, &ts);
 }
 
+/* A request leaves the gate: the last one out wakes a draining pause. */
+static void
+gate_leave (void)
+{
+  unsigned was = atomic_fetch_sub (&gate_inflight, 1);
+
+  assert (was > 0);
+  if (was == 1 && atomic_load (&gate_closed)) {
+    pthread_mutex_lock (&gate_lock);
+    pthread_cond_broadcast (&gate_cond);
+    pthread_mutex_unlock (&gate_lock);
+  }
+}
+
 /* Every guest request: wait while paused, then take mode_lock. */
 static void
 io_begin (void)
 {
-  pthread_mutex_lock (&gate_lock);
-  while (!gate_expire_locked ())
-    gate_wait_locked ();
-  gate_inflight++;
-  pthread_mutex_unlock (&gate_lock);
+  for (;;) {
+    atomic_fetch_add (&gate_inflight, 1);
+    if (!atomic_load (&gate_closed))
+      break;
+    gate_leave ();
+    pthread_mutex_lock (&gate_lock);
+    while (!gate_expire_locked ())
+      gate_wait_locked ();
+    pthread_mutex_unlock (&gate_lock);
+  }
   pthread_rwlock_rdlock (&mode_lock);
 }
 
@@ -334,11 +358,7 @@ static void
 io_end (void)
 {
   pthread_rwlock_unlock (&mode_lock);
-  pthread_mutex_lock (&gate_lock);
-  assert (gate_inflight > 0);
-  if (--gate_inflight == 0 && gate_closed)
-    pthread_cond_broadcast (&gate_cond); /* pause is draining */
-  pthread_mutex_unlock (&gate_lock);
+  gate_leave ();
 }
 
 static bool
@@ -1140,7 +1160,7 @@ not_paused_locked (void)
 static struct target *
 pivot_to_locked (struct target *t)
 {
-  assert (gate_closed && gate_inflight == 0);
+  assert (gate_closed); /* and no request past it: pause drained them */
   pthread_rwlock_wrlock (&mode_lock);
   pthread_mutex_lock (&lock);
   struct target *old = target;
