@@ -92,9 +92,12 @@
  *   - a block first written after start: the write is mirrored, so the
  *     target gets it whatever the map says.  A partial write leaves its
  *     chunk dirty; by the time the copier locks that chunk the local
- *     write has allocated the cluster (with the parent's bytes around
- *     it), so the map says DATA and the whole chunk is copied.  A write
- *     waiting on the range lock lands on both sides after the copy.
+ *     write is in the top layer (a qcow2 cluster holding the parent's
+ *     bytes around it, or a VHD block whose bitmap marks just the
+ *     sectors written), so the map says DATA for what the layer now
+ *     holds and that is copied; the rest is still the parent's, the
+ *     same on both sides.  A write waiting on the range lock lands on
+ *     both sides after the copy.
  *   - the layer map is asked under the range lock, so no request of the
  *     guest can change that range's allocation between the answer and
  *     the copy; the lower layers are frozen (snapshots), so a HOLE reads
