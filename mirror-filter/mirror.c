@@ -173,7 +173,7 @@ static unsigned timeout_s = 30;
 static unsigned pause_timeout_s = 60;
 
 /* Set in .after_fork. */
-static nbdkit_backend *backend;
+static nbdkit_backend *plugin_backend; /* what we filter: for `layer` */
 static nbdkit_next *bg;    /* the copier's own context */
 static nbdkit_next *layer; /* sync=top's map, opened at its first start */
 static uint64_t disk_size, nchunks;
@@ -825,7 +825,7 @@ open_layer (char **why)
 
   if (layer)
     return layer;
-  layer = nbdkit_next_context_open (backend, 1, LAYER_EXPORT, 1);
+  layer = nbdkit_next_context_open (plugin_backend, 1, LAYER_EXPORT, 1);
   if (layer && layer->prepare (layer) == -1) {
     nbdkit_next_context_close (layer);
     layer = NULL;
@@ -1524,9 +1524,9 @@ mirror_get_ready (int thread_model)
 }
 
 static int
-mirror_after_fork (nbdkit_backend *b)
+mirror_after_fork (nbdkit_backend *backend)
 {
-  backend = b;
+  plugin_backend = backend;
   bg = nbdkit_next_context_open (backend, 0, "", 1);
   if (!bg) {
     nbdkit_error ("mirror: cannot open a backend context for the copier");
@@ -1553,7 +1553,7 @@ mirror_after_fork (nbdkit_backend *b)
 }
 
 static void
-mirror_cleanup (nbdkit_backend *b)
+mirror_cleanup (nbdkit_backend *backend)
 {
   control_stop ();
   pthread_mutex_lock (&lock);
