@@ -261,36 +261,31 @@ test_sync_pause_resume_lines (void)
   struct control_request pivot_no_target
       = { .cmd = CONTROL_RESUME, .pivot = true };
 
-  assert_round_trip (&(struct control_request){ .cmd = CONTROL_START,
-                                                .target = "nbd://h/l",
-                                                .sync = MIRROR_SYNC_TOP },
-                     "start target=nbd://h/l sync=top\n");
-  assert_round_trip (
-      &(struct control_request){ .cmd = CONTROL_START,
-                                 .target = "nbds://h/l",
-                                 .tls_psk_file = "/k",
-                                 .sync = MIRROR_SYNC_NONE },
-      "start target=nbds://h/l tls-psk-file=/k sync=none\n");
-  /* full is the old line, unchanged */
-  assert_round_trip (&(struct control_request){ .cmd = CONTROL_START,
-                                                .target = "nbd://h/l",
-                                                .sync = MIRROR_SYNC_FULL },
-                     "start target=nbd://h/l\n");
-  assert_round_trip (&(struct control_request){ .cmd = CONTROL_PAUSE },
-                     "pause\n");
-  assert_round_trip (&(struct control_request){ .cmd = CONTROL_RESUME },
-                     "resume\n");
-  assert_round_trip (
-      &(struct control_request){ .cmd = CONTROL_RESUME,
-                                 .target = "nbd+unix:///?socket=/l.sock",
-                                 .pivot = true },
-      "resume target=nbd+unix:///?socket=/l.sock pivot=true\n");
-  assert_round_trip (
-      &(struct control_request){ .cmd = CONTROL_RESUME,
-                                 .target = "nbds://h/l",
-                                 .tls_psk_file = "/k",
-                                 .pivot = true },
-      "resume target=nbds://h/l tls-psk-file=/k pivot=true\n");
+  static const struct
+  {
+    struct control_request req;
+    const char *line;
+  } cases[] = {
+    { { .cmd = CONTROL_START, .target = "nbd://h/l", .sync = MIRROR_SYNC_TOP },
+      "start target=nbd://h/l sync=top\n" },
+    { { .cmd = CONTROL_START, .target = "nbds://h/l", .tls_psk_file = "/k",
+        .sync = MIRROR_SYNC_NONE },
+      "start target=nbds://h/l tls-psk-file=/k sync=none\n" },
+    /* full is the old line, unchanged */
+    { { .cmd = CONTROL_START, .target = "nbd://h/l", .sync = MIRROR_SYNC_FULL },
+      "start target=nbd://h/l\n" },
+    { { .cmd = CONTROL_PAUSE }, "pause\n" },
+    { { .cmd = CONTROL_RESUME }, "resume\n" },
+    { { .cmd = CONTROL_RESUME, .target = "nbd+unix:///?socket=/l.sock",
+        .pivot = true },
+      "resume target=nbd+unix:///?socket=/l.sock pivot=true\n" },
+    { { .cmd = CONTROL_RESUME, .target = "nbds://h/l", .tls_psk_file = "/k",
+        .pivot = true },
+      "resume target=nbds://h/l tls-psk-file=/k pivot=true\n" },
+  };
+
+  for (size_t i = 0; i < G_N_ELEMENTS (cases); i++)
+    assert_round_trip (&cases[i].req, cases[i].line);
   errno = 0;
   CU_ASSERT_PTR_NULL (control_format (&resume_no_pivot));
   CU_ASSERT_EQUAL (errno, EINVAL);
@@ -337,17 +332,15 @@ test_sync_pause_resume_refused (void)
 static void
 test_status_sync_and_pause (void)
 {
-  const char *r = STATUS_HEAD SIZES
-      "\"error\":null,\"bytes_copied\":1,\"bytes_zeroed\":2,"
-      "\"bytes_skipped\":3,\"writes_mirrored\":4,"
-      "\"write_latency_mean_us\":0,\"write_latency_p99_us\":0,"
-      "\"granularity\":65536,\"timeout\":30,\"sync\":\"top\","
-      "\"paused\":true,\"bytes_backing\":1048576}";
-  const char *bad = STATUS_HEAD SIZES
-      "\"error\":null,\"bytes_copied\":1,\"bytes_zeroed\":2,"
-      "\"bytes_skipped\":3,\"writes_mirrored\":4,"
-      "\"write_latency_mean_us\":0,\"write_latency_p99_us\":0,"
-      "\"granularity\":65536,\"timeout\":30,\"sync\":\"half\"}";
+#define STATUS_UNTIL_TIMEOUT                                               \
+  STATUS_HEAD SIZES "\"error\":null,\"bytes_copied\":1,"                  \
+                    "\"bytes_zeroed\":2,\"bytes_skipped\":3,"              \
+                    "\"writes_mirrored\":4,\"write_latency_mean_us\":0,"   \
+                    "\"write_latency_p99_us\":0,\"granularity\":65536,"    \
+                    "\"timeout\":30,"
+  const char *r = STATUS_UNTIL_TIMEOUT
+      "\"sync\":\"top\",\"paused\":true,\"bytes_backing\":1048576}";
+  const char *bad = STATUS_UNTIL_TIMEOUT "\"sync\":\"half\"}";
   struct mirror_status st;
   g_autoptr (GError) e = NULL;
 
