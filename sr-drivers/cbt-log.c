@@ -107,33 +107,31 @@ bitmap_bytes (uint64_t virtual_size)
 static void
 put32 (uint8_t *p, uint32_t v)
 {
-  for (int i = 0; i < 4; i++)
-    p[i] = v >> (8 * i);
+  v = GUINT32_TO_LE (v);
+  memcpy (p, &v, 4);
 }
 
 static void
 put64 (uint8_t *p, uint64_t v)
 {
-  for (int i = 0; i < 8; i++)
-    p[i] = v >> (8 * i);
+  v = GUINT64_TO_LE (v);
+  memcpy (p, &v, 8);
 }
 
 static uint32_t
 get32 (const uint8_t *p)
 {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; i--)
-    v = v << 8 | p[i];
-  return v;
+  uint32_t v;
+  memcpy (&v, p, 4);
+  return GUINT32_FROM_LE (v);
 }
 
 static uint64_t
 get64 (const uint8_t *p)
 {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; i--)
-    v = v << 8 | p[i];
-  return v;
+  uint64_t v;
+  memcpy (&v, p, 8);
+  return GUINT64_FROM_LE (v);
 }
 
 static void

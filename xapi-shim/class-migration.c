@@ -341,13 +341,13 @@ out:
   return r == -1 ? NULL : xapi_void (c);
 }
 
-/* The source's changed-block logs in VBDS ([{userdevice, cbt_log}],
- * cbt_log the log's bytes in base64), userdevice → GBytes. */
+/* Member KEY of each struct of VBDS ([{userdevice, KEY, ...}]) that has
+ * it, userdevice → its string. */
 static GHashTable *
-cbt_logs (struct xapi_call *c, xmlrpc_value *vbds)
+vbds_member (struct xapi_call *c, xmlrpc_value *vbds, const char *key)
 {
-  GHashTable *logs = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
-                                            (GDestroyNotify)g_bytes_unref);
+  GHashTable *t = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
+                                         g_free);
   int n = vbds && xmlrpc_value_type (vbds) == XMLRPC_TYPE_ARRAY
               ? xmlrpc_array_size (c->env, vbds)
               : 0;
@@ -355,47 +355,55 @@ cbt_logs (struct xapi_call *c, xmlrpc_value *vbds)
   for (int j = 0; j < n; j++) {
     g_autoptr (xmlrpc_value) e = NULL;
     g_autofree char *dev = NULL;
-    g_autofree char *b64 = NULL;
-    gsize len = 0;
+    g_autofree char *val = NULL;
 
     xmlrpc_array_read_item (c->env, vbds, j, &e);
     if (e == NULL || xmlrpc_value_type (e) != XMLRPC_TYPE_STRUCT)
       continue;
     dev = xapi_member_string (c, e, "userdevice");
-    b64 = xapi_member_string (c, e, "cbt_log");
-    if (dev && b64 && *b64) {
-      guchar *raw = g_base64_decode (b64, &len);
-      g_hash_table_replace (logs, g_steal_pointer (&dev),
-                            g_bytes_new_take (raw, len));
-    }
+    val = xapi_member_string (c, e, key);
+    if (dev && val)
+      g_hash_table_replace (t, g_steal_pointer (&dev), g_steal_pointer (&val));
   }
-  return logs;
+  return t;
 }
 
 /* The userdevices of VBDS ([{userdevice, mode}]) attached "RO". */
 static GHashTable *
 read_only_devices (struct xapi_call *c, xmlrpc_value *vbds)
 {
+  g_autoptr (GHashTable) modes = vbds_member (c, vbds, "mode");
   GHashTable *ro = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
                                           NULL);
-  int n = vbds && xmlrpc_value_type (vbds) == XMLRPC_TYPE_ARRAY
-              ? xmlrpc_array_size (c->env, vbds)
-              : 0;
+  GHashTableIter it;
+  gpointer dev, mode;
 
-  for (int j = 0; j < n; j++) {
-    g_autoptr (xmlrpc_value) e = NULL;
-    g_autofree char *dev = NULL;
-    g_autofree char *mo = NULL;
-
-    xmlrpc_array_read_item (c->env, vbds, j, &e);
-    if (e == NULL || xmlrpc_value_type (e) != XMLRPC_TYPE_STRUCT)
-      continue;
-    dev = xapi_member_string (c, e, "userdevice");
-    mo = xapi_member_string (c, e, "mode");
-    if (dev && g_strcmp0 (mo, "RO") == 0)
-      g_hash_table_add (ro, g_steal_pointer (&dev));
-  }
+  g_hash_table_iter_init (&it, modes);
+  while (g_hash_table_iter_next (&it, &dev, &mode))
+    if (strcmp (mode, "RO") == 0)
+      g_hash_table_add (ro, g_strdup (dev));
   return ro;
+}
+
+/* The source's changed-block logs in VBDS ([{userdevice, cbt_log}],
+ * cbt_log the log's bytes in base64), userdevice → GBytes. */
+static GHashTable *
+cbt_logs (struct xapi_call *c, xmlrpc_value *vbds)
+{
+  g_autoptr (GHashTable) b64 = vbds_member (c, vbds, "cbt_log");
+  GHashTable *logs = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
+                                            (GDestroyNotify)g_bytes_unref);
+  GHashTableIter it;
+  gpointer dev, text;
+
+  g_hash_table_iter_init (&it, b64);
+  while (g_hash_table_iter_next (&it, &dev, &text)) {
+    gsize len = 0;
+    guchar *raw = g_base64_decode (text, &len);
+
+    g_hash_table_replace (logs, g_strdup (dev), g_bytes_new_take (raw, len));
+  }
+  return logs;
 }
 
 /* migration.commit(token, vm) → the VM's ref here.  vm: {name_label,
