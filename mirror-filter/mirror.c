@@ -131,7 +131,12 @@
  * fails fails the request with EIO, untouched.  The log is opened as its
  * writer in .after_fork (its consistent flag cleared and fsynced; a log
  * a dead writer left is reset there, with its reason) and closed cleanly
- * in .cleanup, nbdkit's clean stop (the flag set and fsynced).  After a
+ * in .cleanup, nbdkit's clean stop (the flag set and fsynced).  A log
+ * that is not there yet (CBT off) is looked for before each request, so
+ * that VDI.enable_cbt on a served disk tracks every request that starts
+ * after it (one access(2) per request while CBT is off); disabling it
+ * while served leaves the file to us, flagged (cbt_log_disable), so the
+ * filter never needs to let go of it.  After a
  * pivot the filter keeps marking the same file: a live snapshot keeps
  * the VDI, and a live move renames the log to the new VDI (vdi-jobs.c).
  *
@@ -149,6 +154,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-filter.h>
@@ -186,9 +192,12 @@ static unsigned timeout_s = 30;
 static unsigned pause_timeout_s = 60;
 static char *cbt_path; /* cbt-log= */
 
-/* The changed-block log, open from .after_fork to .cleanup (NULL
- * without cbt-log=).  cbt_log_mark is thread-safe. */
-static struct cbt_log *cbt;
+/* The changed-block log, open from .after_fork (or from the first
+ * request after it appeared: CBT enabled while the disk is served) to
+ * .cleanup; NULL while there is none.  Set once, under cbt_open_lock;
+ * cbt_log_mark is thread-safe. */
+static struct cbt_log *_Atomic cbt;
+static pthread_mutex_t cbt_open_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Set in .after_fork. */
 static nbdkit_backend *plugin_backend; /* what we filter: for `layer` */
@@ -1315,13 +1324,39 @@ on_target (enum treq_op op, void *buf, uint32_t count, uint64_t offset,
   return r;
 }
 
+static int cbt_open (void);
+
+/* The log, taken if it appeared since the last look; NULL if there is
+ * none (or it cannot be opened: *FAILED, with nbdkit's error). */
+static struct cbt_log *
+cbt_get (bool *failed)
+{
+  struct cbt_log *log = atomic_load (&cbt);
+  *failed = false;
+  if (log || !cbt_path || access (cbt_path, F_OK) == -1)
+    return log;
+  pthread_mutex_lock (&cbt_open_lock);
+  if (!atomic_load (&cbt)) {
+    nbdkit_debug ("mirror: cbt-log %s appeared: tracking starts", cbt_path);
+    *failed = cbt_open () == -1;
+  }
+  pthread_mutex_unlock (&cbt_open_lock);
+  return atomic_load (&cbt);
+}
+
 /* Mark a guest request's blocks in the changed-block log before it
  * reaches the disk. */
 static int
 cbt_mark (uint32_t count, uint64_t offset, int *err)
 {
   GError *e = NULL;
-  if (!cbt || cbt_log_mark (cbt, offset, count, &e) == 0)
+  bool failed;
+  struct cbt_log *log = cbt_get (&failed);
+  if (failed) {
+    *err = EIO;
+    return -1;
+  }
+  if (!log || cbt_log_mark (log, offset, count, &e) == 0)
     return 0;
   nbdkit_error ("mirror: %s (the request fails: it could not be tracked)",
                 e->message);
@@ -1581,9 +1616,9 @@ cbt_open (void)
 {
   GError *e = NULL;
   struct cbt_log_info info;
+  struct cbt_log *log = cbt_log_open (cbt_path, CBT_LOG_WRITER, &e);
 
-  cbt = cbt_log_open (cbt_path, CBT_LOG_WRITER, &e);
-  if (cbt && cbt_log_get_info (cbt, &info, &e) == 0
+  if (log && cbt_log_get_info (log, &info, &e) == 0
       && info.virtual_size != disk_size)
     g_set_error (&e, CBT_LOG_ERROR, EINVAL,
                  "cbt log %s: it is the log of a %" PRIu64 "-byte disk, "
@@ -1592,10 +1627,10 @@ cbt_open (void)
   if (e) {
     nbdkit_error ("mirror: cbt-log: %s", e->message);
     g_error_free (e);
-    cbt_log_close (cbt, NULL); /* the flag stays clear: reset next time */
-    cbt = NULL;
+    cbt_log_close (log, NULL);
     return -1;
   }
+  atomic_store (&cbt, log);
   nbdkit_debug ("mirror: cbt-log %s: generation %s, counting from %s%s%s",
                 cbt_path, info.generation,
                 info.predecessor[0] ? info.predecessor : "enabling or reset",
@@ -1625,7 +1660,9 @@ mirror_after_fork (nbdkit_backend *backend)
       || bg->can_fua (bg) == -1)
     return -1;
   disk_size = size;
-  if (cbt_path && cbt_open () == -1)
+  /* A log that is there must be usable; one that is not yet is looked
+   * for before each request. */
+  if (cbt_path && access (cbt_path, F_OK) == 0 && cbt_open () == -1)
     return -1;
   nchunks = (disk_size + granularity - 1) / granularity;
   if (chunks_init (&chunks, nchunks, &lock) == -1) {
@@ -1652,15 +1689,15 @@ mirror_cleanup (nbdkit_backend *backend)
     nbdkit_next_context_close (layer);
     layer = NULL;
   }
-  if (cbt) {
+  struct cbt_log *log = atomic_exchange (&cbt, NULL);
+  if (log) {
     /* nbdkit's clean stop: no request is running any more. */
     GError *e = NULL;
-    if (cbt_log_close (cbt, &e) == -1) {
+    if (cbt_log_close (log, &e) == -1) {
       nbdkit_error ("mirror: cbt-log: %s (the next open resets it)",
                     e->message);
       g_error_free (e);
     }
-    cbt = NULL;
   }
   if (bg) {
     bg->finalize (bg);

@@ -17,7 +17,9 @@
  *       64    40  predecessor: the uuid of the snapshot this bitmap
  *                 counts from, "" if it counts from enabling or a reset
  *      104     4  flags: bit 0 = consistent (set by a clean close,
- *                 cleared while a writer has the log open)
+ *                 cleared while a writer has the log open); bit 1 =
+ *                 disabled (CBT was turned off while a writer held the
+ *                 log: the file stays for it, but says nothing)
  *      108     4  reserved, 0
  *      112     8  time of the last reset (unix seconds, 0: never)
  *      120   128  reason of the last reset, NUL-padded text
@@ -49,8 +51,9 @@
  *   it first (new generation, predecessor "", every bit set, reason "not
  *   closed cleanly" and the time), so an incremental across the crash
  *   is refused, never wrong; the next backup is a full and can say why.
- * - Durability: a mark is in the file (pwrite of the bitmap bytes it
- *   changed) before cbt_log_mark returns, so a writer killed after it
+ * - Durability: a mark is in the file (an atomic OR into the writer's
+ *   shared mapping of it, i.e. the file's page cache) before
+ *   cbt_log_mark returns, so a writer killed after it
  *   acknowledged a write leaves the mark behind; no fsync while in use
  *   (a host crash resets the log through the flag).  A clean close sets
  *   the flag and fsyncs.
@@ -100,6 +103,7 @@ struct cbt_log_info
   char generation[CBT_LOG_UUID_LEN + 1];
   char predecessor[CBT_LOG_UUID_LEN + 1]; /* "" : from enabling or a reset */
   bool consistent; /* the flag as on disk */
+  bool disabled;   /* CBT turned off under a writer (cbt_log_disable) */
   /* Whether a live writer holds the log (its lock); a log with
    * !consistent && !in_use was left by a writer that died. */
   bool in_use;
@@ -129,6 +133,19 @@ cbt_bitmap_test (const uint8_t *bitmap, uint64_t i)
  * replaced.  Returns 0, or -1 with ERR. */
 int cbt_log_create (const char *path, uint64_t virtual_size, GError **err);
 
+/* Turn tracking on (VDI.enable_cbt): a new log at PATH (cbt_log_create),
+ * or, where a log disabled under its writer is (cbt_log_disable), that
+ * same file made new in place: bits cleared, a new generation, "enabled"
+ * (its writer, still marking it, goes on marking the new count).  A log
+ * that is enabled already is left alone.  Returns 0, or -1 with ERR. */
+int cbt_log_enable (const char *path, uint64_t virtual_size, GError **err);
+
+/* Turn tracking off (VDI.disable_cbt): the log at PATH is removed, or,
+ * while a writer holds it (a running VM's disk), flagged disabled and
+ * left for the writer, so that an enable before the writer goes is seen
+ * by it.  No log: nothing to do.  Returns 0, or -1 with ERR. */
+int cbt_log_disable (const char *path, GError **err);
+
 /* cbt_log_open flags. */
 #define CBT_LOG_WRITER 0x1
 
@@ -144,7 +161,7 @@ struct cbt_log *cbt_log_open (const char *path, unsigned flags,
                               GError **err);
 
 /* Mark the blocks of bytes [OFFSET, OFFSET + COUNT) as written, in the
- * file, before returning (a writer's handle only).  COUNT 0 marks
+ * file, before returning (a writer's handle only; no system call).  COUNT 0 marks
  * nothing; a range past the virtual size is EINVAL.  Thread-safe.
  * Returns 0, or -1 with ERR (the caller must then fail the guest's
  * write: the log can no longer say it happened). */
@@ -166,6 +183,10 @@ int cbt_log_get_info (struct cbt_log *log, struct cbt_log_info *out,
  * without changing the file.  Returns 0, or -1 with ERR. */
 int cbt_log_read_info (const char *path, struct cbt_log_info *out,
                        GError **err);
+
+/* The same without counting the bits (blocks_set 0): cheap. */
+int cbt_log_read_header (const char *path, struct cbt_log_info *out,
+                         GError **err);
 
 /* The log's bitmap (XenAPI's layout), newly allocated, *LEN bytes
  * (ceil (blocks / 8)).  NULL with ERR on failure. */
@@ -201,6 +222,18 @@ uint8_t *cbt_log_export (const char *path, size_t *len, GError **err);
  * renamed over it.  Returns 0, or -1 with ERR. */
 int cbt_log_import (const char *path, const uint8_t *bytes, size_t len,
                     uint64_t virtual_size, GError **err);
+
+/* Merge BYTES (LEN, from cbt_log_export) into the log at PATH, which a
+ * writer may be marking at the same time: their bitmap is ORed into
+ * PATH's (atomically with the writer's marks: no bit of either is
+ * lost), then PATH takes their generation, predecessor and last reset,
+ * keeping its own flags.  For a migration's destination, whose disk
+ * server marked the VDI's log from the moment the mirrors were in sync
+ * while the source marked its own: the union is every block written
+ * since the source's last snapshot.  EINVAL if the sizes differ.
+ * Returns 0, or -1 with ERR. */
+int cbt_log_merge (const char *path, const uint8_t *bytes, size_t len,
+                   GError **err);
 
 /* OR the bitmap of the log at FROM into the log at INTO and give INTO
  * FROM's predecessor, when FROM (a snapshot being destroyed) is INTO's

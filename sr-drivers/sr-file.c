@@ -310,6 +310,22 @@ db_get_text (struct sr *sr, const char *sql, const char *spec, ...)
 
 /* ---- records ---- */
 
+/* Whether UUID has CBT on: its log is there and not disabled (a log
+ * disabled under a running writer stays until the writer goes; see
+ * cbt_log_disable).  A log that does not read counts as there: it says
+ * so when used. */
+static bool
+has_log (struct sr *sr, const char *uuid)
+{
+  char name[SR_UUID_LEN + 16];
+  snprintf (name, sizeof name, "%s%s", uuid, CBT_LOG_SUFFIX);
+  if (faccessat (F (sr)->dirfd, name, F_OK, AT_SYMLINK_NOFOLLOW) == -1)
+    return false;
+  g_autofree char *path = g_build_filename (sr->path, name, NULL);
+  struct cbt_log_info info;
+  return cbt_log_read_header (path, &info, NULL) == -1 || !info.disabled;
+}
+
 #define VDI_COLUMNS                                                           \
   "uuid, location, name_label, name_description, format, virtual_size, "      \
   "parent_uuid, read_only, managed, is_snapshot, snapshot_of, "               \
@@ -396,10 +412,7 @@ row_to_vdi (struct sr *sr, sqlite3_stmt *st)
   struct stat sb;
   if (fstatat (F (sr)->dirfd, v->location, &sb, AT_SYMLINK_NOFOLLOW) == 0)
     v->physical_utilisation = (uint64_t)sb.st_blocks * 512;
-  char log[SR_UUID_LEN + 16];
-  snprintf (log, sizeof log, "%s%s", v->uuid, CBT_LOG_SUFFIX);
-  v->cbt_enabled
-      = faccessat (F (sr)->dirfd, log, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+  v->cbt_enabled = has_log (sr, v->uuid);
   if (load_other_config (sr, v) == -1) {
     sr_vdi_free (v);
     return NULL;
@@ -1159,6 +1172,32 @@ names_free (struct names *n)
   free (n->v);
 }
 
+/* V's image renamed TRASH_PREFIX<name>, the name kept in TRASH for the
+ * caller to unlink after the SR's lock; nothing if there is no image. */
+static int
+to_trash (struct sr *sr, const struct sr_vdi *v, struct names *trash)
+{
+  char *gone = NULL;
+  char **more = realloc (trash->v, (trash->len + 1) * sizeof *more);
+  if (more)
+    trash->v = more;
+  if (!more || asprintf (&gone, TRASH_PREFIX "%s", v->location) == -1) {
+    sr_err (sr, ENOMEM, "out of memory");
+    return -1;
+  }
+  if (renameat (F (sr)->dirfd, v->location, F (sr)->dirfd, gone) == -1) {
+    int e = errno;
+    free (gone);
+    if (e == ENOENT)
+      return 0;
+    sr_err (sr, e, "VDI %s: cannot remove %s: %s", v->uuid, v->location,
+            strerror (e));
+    return -1;
+  }
+  trash->v[trash->len++] = gone;
+  return 0;
+}
+
 /* Delete UUID's record and image, then its parent too if that is an
  * unmanaged base nobody uses any more. */
 /* A destroyed VDI's image is renamed to TRASH_PREFIX<name> in the
@@ -1206,27 +1245,10 @@ destroy_locked (struct sr *sr, const char *uuid, struct names *trash)
     db_rollback (sr);
     goto fail;
   }
-  char *gone = NULL;
-  char **more = realloc (trash->v, (trash->len + 1) * sizeof *more);
-  if (more)
-    trash->v = more;
-  if (!more || asprintf (&gone, TRASH_PREFIX "%s", v->location) == -1) {
-    sr_err (sr, ENOMEM, "out of memory");
+  if (to_trash (sr, v, trash) == -1) {
     db_rollback (sr);
     goto fail;
   }
-  if (renameat (F (sr)->dirfd, v->location, F (sr)->dirfd, gone) == -1) {
-    int e = errno;
-    free (gone);
-    if (e != ENOENT) {
-      sr_err (sr, e, "VDI %s: cannot remove %s: %s", uuid, v->location,
-              strerror (e));
-      db_rollback (sr);
-      goto fail;
-    }
-  }
-  else
-    trash->v[trash->len++] = gone;
   if (db_commit (sr) == -1)
     goto fail; /* the image is gone; the next scan drops the record */
   (void)unlinkat (F (sr)->dirfd, log, 0);
@@ -1773,30 +1795,17 @@ log_path_of (struct sr *sr, const char *uuid)
 static int
 set_cbt_locked (struct sr *sr, struct sr_vdi *v, bool enabled)
 {
-  char name[SR_UUID_LEN + 16];
-  log_name (name, v->uuid);
-  if (!enabled) {
-    if (v->cbt_enabled && unlinkat (F (sr)->dirfd, name, 0) == -1
-        && errno != ENOENT) {
-      sr_err (sr, errno, "VDI %s: removing %s: %s", v->uuid, name,
-              strerror (errno));
-      return -1;
-    }
-    sync_dir (sr);
-    return 0;
-  }
-  if (v->cbt_enabled)
-    return 0;
-  if (v->cbt_metadata) {
-    sr_err (sr, EMEDIUMTYPE,
-            "VDI %s: cannot enable CBT: its data was destroyed", v->uuid);
-    return -1;
-  }
   g_autofree char *path = log_path_of (sr, v->uuid);
   GError *err = NULL;
   if (!path)
     return -1;
-  if (cbt_log_create (path, v->virtual_size, &err) == -1) {
+  if (enabled && v->cbt_metadata) {
+    sr_err (sr, EMEDIUMTYPE,
+            "VDI %s: cannot enable CBT: its data was destroyed", v->uuid);
+    return -1;
+  }
+  if (enabled ? cbt_log_enable (path, v->virtual_size, &err)
+              : cbt_log_disable (path, &err)) {
     sr_err_cbt (sr, v->uuid, err);
     return -1;
   }
@@ -1815,12 +1824,12 @@ fsr_set_cbt (struct sr *sr, const char *uuid, bool enabled)
 }
 
 static char *
-fsr_cbt_log_path (struct sr *sr, const char *uuid)
+fsr_cbt_log_path (struct sr *sr, const char *uuid, bool enabled_only)
 {
   pthread_mutex_lock (&F (sr)->lock);
   struct sr_vdi *v = load_vdi (sr, uuid);
   char *path = NULL;
-  if (v && !v->cbt_enabled)
+  if (v && enabled_only && !v->cbt_enabled)
     sr_err (sr, ENODATA, "VDI %s: changed-block tracking is off", uuid);
   else if (v)
     path = log_path_of (sr, uuid);
@@ -1899,21 +1908,8 @@ drop_destroyed_data (struct sr *sr, const struct sr_vdi *v,
     free (child);
     return 0;
   }
-  char *gone = NULL;
-  char **more = realloc (trash->v, (trash->len + 1) * sizeof *more);
-  if (more)
-    trash->v = more;
-  if (!more || asprintf (&gone, TRASH_PREFIX "%s", v->location) == -1) {
-    sr_err (sr, ENOMEM, "out of memory");
+  if (to_trash (sr, v, trash) == -1)
     return -1;
-  }
-  if (renameat (F (sr)->dirfd, v->location, F (sr)->dirfd, gone) == -1) {
-    sr_err (sr, errno, "VDI %s: removing its data: %s: %s", v->uuid,
-            v->location, strerror (errno));
-    free (gone);
-    return -1;
-  }
-  trash->v[trash->len++] = gone;
   sync_dir (sr);
   return 0;
 }

@@ -44,8 +44,8 @@ tests_unit_test_cbt_log_CFLAGS = $(AM_CFLAGS) $(GLIB_CFLAGS)
 tests_unit_test_cbt_log_LDADD = sr-drivers/libcbtlog.la $(GLIB_LIBS) \
 	$(CUNIT_LIBS) -lpthread
 
-# Makes a changed-block log for the shell tests.
-check_PROGRAMS += tests/cbtlog-create
-tests_cbtlog_create_SOURCES = tests/cbtlog-create.c
-tests_cbtlog_create_CFLAGS = $(AM_CFLAGS) $(GLIB_CFLAGS)
-tests_cbtlog_create_LDADD = sr-drivers/libcbtlog.la $(GLIB_LIBS)
+# Enables, disables and rotates changed-block logs for the shell tests.
+check_PROGRAMS += tests/cbtlog-tool
+tests_cbtlog_tool_SOURCES = tests/cbtlog-tool.c
+tests_cbtlog_tool_CFLAGS = $(AM_CFLAGS) $(GLIB_CFLAGS)
+tests_cbtlog_tool_LDADD = sr-drivers/libcbtlog.la $(GLIB_LIBS)
