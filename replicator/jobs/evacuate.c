@@ -1980,6 +1980,18 @@ evacuate_recover (struct job *job)
                 error->message);
     return JOB_RECOVER_LEAVE;
   }
+  /* Claimed again before the daemon serves, so that no client starts
+   * another operation on a VDI to move (the run checks each). */
+  for (guint i = 0; i < r->chains->len; i++) {
+    struct chain *c = r->chains->pdata[i];
+
+    for (guint j = 0; j < c->layers->len && !is (c->state, "moved")
+                      && !is (c->state, "failed")
+                      && !is (c->state, "skipped");
+         j++)
+      host_vdi_claim (r->h, ((struct layer *)c->layers->pdata[j])->from,
+                      KIND);
+  }
   if (job_cancel_requested (job)) {
     /* Finish what passed its point of no return, undo the rest. */
     for (guint i = 0; i < r->chains->len; i++) {
