@@ -325,9 +325,8 @@ def verify(frm, to, status, text, seen):
         assert same(rec, v["raw"]), "content of %s (%s)" % (
             rec["uuid"], v["name_label"])
         # Copied as a layer: no more data than its source layer held (a
-        # live leaf is mirrored whole until the filter syncs its layer
-        # alone).
-        assert v.get("live") or layer_data(rec) <= v["layer_data"], (rec, v)
+        # live leaf too: the mirror syncs its top layer alone).
+        assert layer_data(rec) <= v["layer_data"], (rec, v)
     if status == "success" and frm == "sr1":
         assert set(here) == {st["huge"]}, here
     elif status == "success":

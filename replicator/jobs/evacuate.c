@@ -1566,8 +1566,8 @@ move_layer (struct run *r, struct chain *c, struct layer *l,
   if (l->vbd && host_vdi_attached (r->h, l->from)) {
     g_autofree char *what = g_strconcat ("task ", r->task, NULL);
 
-    ret = vdi_live_move (r->h, what, l->vbd, dst, v, &evac_live_ops, &lp,
-                         err);
+    ret = vdi_live_move (r->h, what, l->vbd, dst, v, l->parent >= 0,
+                         &evac_live_ops, &lp, err);
     g_mutex_lock (&r->lock);
     l->seconds += (double)(g_get_monotonic_time () - t0) / G_USEC_PER_SEC;
     if (ret == 0)
