@@ -112,24 +112,30 @@ def setup():
     write(lone, 0x77, 20 * MiB, 2 * MiB)
     big = int(ok(x.SR.get_physical_size(s, srs["sr1"]))) * 2
     huge = new_vdi("huge", "qcow2", size=big)
-    vdis = {}
+    st = {"vdis": {}, "huge": huge[len("OpaqueRef:"):], "where": {}}
     for ref in ok(x.SR.get_VDIs(s, srs["sr1"])):
-        rec = ok(x.VDI.get_record(s, ref))
-        raw = os.path.join(T, "flat-%s.raw" % rec["uuid"])
-        if ref != huge:
-            flat(rec, raw)
-        vdis[rec["uuid"]] = {
-            "name_label": rec["name_label"],
-            "name_description": rec["name_description"],
-            "other_config": rec["other_config"],
-            "is_a_snapshot": rec["is_a_snapshot"],
-            "snapshot_of": rec["snapshot_of"],
-            "snapshot_time": rec["snapshot_time"].value,
-            "format": rec["sm_config"]["image-format"],
-            "raw": raw, "layer_data": layer_data(rec)}
-    save({"vdis": vdis, "huge": huge[len("OpaqueRef:"):],
-          "where": {u: u for u in vdis}})
-    print("%d VDIs in sr1" % len(vdis))
+        remember(st, ref, flatten=ref != huge)
+    save(st)
+    print("%d VDIs in sr1" % len(st["vdis"]))
+
+
+def remember(st, ref, flatten=True):
+    """What VDI REF is now, to compare with once it moved: its record,
+    its content (flat, aside) and its layer's data."""
+    rec = ok(x.VDI.get_record(s, ref))
+    raw = os.path.join(T, "flat-%s.raw" % rec["uuid"])
+    if flatten:
+        flat(rec, raw)
+    st["vdis"][rec["uuid"]] = {
+        "name_label": rec["name_label"],
+        "name_description": rec["name_description"],
+        "other_config": rec["other_config"],
+        "is_a_snapshot": rec["is_a_snapshot"],
+        "snapshot_of": rec["snapshot_of"],
+        "snapshot_time": rec["snapshot_time"].value,
+        "format": rec["sm_config"]["image-format"],
+        "raw": raw, "layer_data": layer_data(rec)}
+    st["where"][rec["uuid"]] = rec["uuid"]
 
 
 def plan():
@@ -356,20 +362,7 @@ def live(frm, to):
     ok(x.VM.start(s, vm, False, False))
     sock = ok(x.VBD.get_other_config(s, vbd))["nbd-socket"]
     for ref in (snap, leaf):
-        rec = ok(x.VDI.get_record(s, ref))
-        raw = os.path.join(T, "flat-%s.raw" % rec["uuid"])
-        flat(rec, raw)
-        st["vdis"][rec["uuid"]] = {
-            "name_label": rec["name_label"],
-            "name_description": rec["name_description"],
-            "other_config": rec["other_config"],
-            "is_a_snapshot": rec["is_a_snapshot"],
-            "snapshot_of": rec["snapshot_of"],
-            "snapshot_time": rec["snapshot_time"].value,
-            "format": rec["sm_config"]["image-format"],
-            "raw": raw, "layer_data": layer_data(rec),
-            "live": ref == leaf}
-        st["where"][rec["uuid"]] = rec["uuid"]
+        remember(st, ref)
     save(st)
     p = json.loads(ok(x.SR.evacuate_plan(s, srs[frm], [srs[to]], {})))
     c = [c for c in p["chains"] if c["live"]]
