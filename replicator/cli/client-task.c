@@ -7,6 +7,7 @@
  * left on the server, so `task list` and `task show` still see how it
  * ended. */
 #include <signal.h>
+#include <string.h>
 
 #include "client.h"
 
@@ -83,6 +84,36 @@ task_progress (double done, void *opaque)
     cancel (w);
 }
 
+static void
+markup_text (GMarkupParseContext *ctx, const char *text, gsize len,
+             void *opaque, GError **err)
+{
+  g_string_append_len (opaque, text, len);
+}
+
+/* A task's result is XML text, as xapi's ("<value>...</value>", a JSON
+ * report's quotes as &quot;); xapi_client_task_wait strips the tags but
+ * leaves the entities.  TEXT (taken) with them decoded by GMarkup; TEXT
+ * itself if it is not XML text. */
+static char *
+decode_entities (char *text)
+{
+  static const GMarkupParser parser = { .text = markup_text };
+  g_autoptr (GString) out = g_string_new (NULL);
+  g_autoptr (GMarkupParseContext) ctx
+      = g_markup_parse_context_new (&parser, 0, out, NULL);
+  g_autofree char *doc = NULL;
+
+  if (strchr (text, '&') == NULL)
+    return text;
+  doc = g_strconcat ("<v>", text, "</v>", NULL);
+  if (!g_markup_parse_context_parse (ctx, doc, -1, NULL)
+      || !g_markup_parse_context_end_parse (ctx, NULL))
+    return text;
+  g_free (text);
+  return g_string_free (g_steal_pointer (&out), false);
+}
+
 char *
 client_task_wait (struct xapi_client *c, const char *task,
                   const struct client_task_wait *how, GError **err)
@@ -100,5 +131,5 @@ client_task_wait (struct xapi_client *c, const char *task,
     fprintf (stderr, "vdimotion: too late to cancel: %s\n", how->done);
   if (result == NULL && w.cancelled)
     g_prefix_error (err, "interrupted: %s is cancelled: ", how->what);
-  return result;
+  return result ? decode_entities (result) : NULL;
 }

@@ -115,7 +115,7 @@ void client_catch_interrupt (void);
  * with a progress bar (client_opts.progress) and HOW's status text.  A
  * Ctrl-C (after client_catch_interrupt) cancels the task (task.cancel)
  * and the wait goes on until the task has ended.  Returns the task's
- * result (caller frees), or NULL and *ERR for a failed or cancelled task
+ * result, its XML entities decoded (caller frees), or NULL and *ERR for a failed or cancelled task
  * (its error_info as a XenAPI failure; "interrupted: WHAT is cancelled:
  * ..." after a Ctrl-C). */
 char *client_task_wait (struct xapi_client *c, const char *task,

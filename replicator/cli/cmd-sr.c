@@ -405,14 +405,14 @@ evacuation_status (struct xapi_client *c, const char *task, void *opaque)
                           moving->len ? ", moving:" : "", moving->str);
 }
 
-/* Run the evacuation of PLAN and wait for it: the report, or NULL and
- * *ERR. */
-static JsonNode *
+/* Run the evacuation of PLAN and wait for it: the report as the server
+ * wrote it (caller frees), or NULL and *ERR. */
+static char *
 evacuate (struct xapi_client *c, const struct evacuation *e, JsonObject *plan,
           GError **err)
 {
   g_autoptr (GHashTable) names = plan_names (plan);
-  g_autofree char *task = NULL, *result = NULL;
+  g_autofree char *task = NULL;
   struct client_task_wait how = {
     .what = "the evacuation",
     .done = "the evacuation has ended",
@@ -423,9 +423,7 @@ evacuate (struct xapi_client *c, const struct evacuation *e, JsonObject *plan,
 
   client_catch_interrupt ();
   task = evacuation_call (c, "Async.SR.evacuate", e, err);
-  if (task == NULL || (result = client_task_wait (c, task, &how, err)) == NULL)
-    return NULL;
-  return parse_answer (c, result, "Async.SR.evacuate", err);
+  return task ? client_task_wait (c, task, &how, err) : NULL;
 }
 
 static int
@@ -452,13 +450,13 @@ sr_evacuate (struct xapi_client *c, const struct client_args *a, GError **err)
   }
   if (!client_opts.json)
     print_plan (json_node_get_object (plan), srs);
-  report = evacuate (c, &e, json_node_get_object (plan), err);
-  if (report == NULL)
+  g_free (text);
+  text = evacuate (c, &e, json_node_get_object (plan), err);
+  if (text == NULL
+      || (report = parse_answer (c, text, "Async.SR.evacuate", err)) == NULL)
     return EXIT_ERROR;
-  if (client_opts.json) {
-    g_autofree char *out = json_to_string (report, false);
-    printf ("%s\n", out);
-  }
+  if (client_opts.json)
+    printf ("%s\n", text);
   else
     print_report (json_node_get_object (report), srs);
   if (ju64 (json_node_get_object (report), "failed") > 0) {
