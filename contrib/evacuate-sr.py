@@ -20,6 +20,7 @@ VDI's state) every second, and print the report.  Ctrl-C cancels the
 task and waits for it to end.  Exit status 1 if any VDI failed.
 """
 import argparse
+import html
 import json
 import sys
 import time
@@ -47,37 +48,42 @@ def lookup(x, s, cls, name):
 
 
 def print_plan(plan):
+    """The chains (bottom first), what is refused and why, the totals."""
     for k, c in enumerate(plan["chains"], 1):
         fate = ("REFUSED: " + c["refused"] if c["refused"] else
-                "excluded" if c.get("excluded") else "to " + c["destination"])
+                "to SR " + c["dest_sr"])
         print("chain %d (%s, %d bytes): %s" % (
             k, "live" if c["live"] else "offline", c["bytes"], fate))
         for v in c["vdis"]:
-            print("    %-8s %s %s" % (v["role"], v["uuid"], v["name_label"]))
+            print("    %-8s %s %s" % ("snapshot" if v["is_snapshot"] else "",
+                                      v["uuid"], v["name_label"]))
+    for v in plan["excluded"]:
+        print("excluded: %s %s" % (v["uuid"], v["name_label"]))
     print("%d bytes to move, about %.0f s; %s" % (
-        plan["bytes"], plan.get("estimate_seconds", 0),
+        plan["totals"]["bytes"], plan["estimated_seconds"],
         "the plan fits" if plan["fits"] else "the plan does not fit"))
 
 
 def wait(x, s, task):
-    """Poll TASK until it ends; a line per change of its VDIs' states."""
+    """Poll TASK until it ends; a line per change of the report so far
+    (other_config["evacuate-report"]: each VDI's state)."""
     last = None
     try:
         while True:
             t = ok(x.task.get_record(s, task))
-            states = {k[len("evacuate:"):]: v
-                      for k, v in t["other_config"].items()
-                      if k.startswith("evacuate:")}
-            line = "%5.1f%%  %d/%d moved  moving: %s" % (
-                100 * t["progress"],
-                sum(v == "moved" for v in states.values()), len(states),
-                " ".join(u[:8] for u, v in sorted(states.items())
-                         if v == "moving") or "-")
-            if line != last:
-                print(line, flush=True)
-                last = line
             if t["status"] not in ("pending", "cancelling"):
                 return t
+            so_far = t["other_config"].get("evacuate-report")
+            if so_far:
+                r = json.loads(so_far)
+                line = "%5.1f%%  %d/%d moved  moving: %s" % (
+                    100 * t["progress"], r["totals"]["moved"],
+                    r["totals"]["vdis"],
+                    " ".join(v["name_label"] for v in r["vdis"]
+                             if v["state"] == "moving") or "-")
+                if line != last:
+                    print(line, flush=True)
+                    last = line
             time.sleep(1)
     except KeyboardInterrupt:
         print("interrupted: cancelling the evacuation", file=sys.stderr)
@@ -132,23 +138,23 @@ def main():
         if t["status"] != "success":
             print("evacuate-sr: the task ended %s: %s" % (
                 t["status"], " ".join(t["error_info"])), file=sys.stderr)
+        # The result is XML-RPC text, "<value>...</value>", as xapi's: the
+        # report, also when a chain failed or the task was cancelled.
+        if not t["result"]:
             return 1
-        # The result is XML-RPC text, "<value>...</value>", as xapi's.
-        result = t["result"]
-        if result.startswith("<value>"):
-            result = xmlrpc.client.loads(
-                "<methodResponse><params><param>%s</param></params>"
-                "</methodResponse>" % result)[0][0]
-        report = json.loads(result)
+        report = json.loads(html.unescape(t["result"][len("<value>"):
+                                                      -len("</value>")]))
         for v in report["vdis"]:
-            print("%-8s %s %-20s %s -> %s  %d bytes in %.1f s %s" % (
-                v["result"], v["uuid"], v["name_label"], v["from"], v["to"],
-                v["bytes"], v["seconds"], v["error"]))
-        print("%d moved, %d failed, %d skipped; %d bytes in %.1f s" % (
-            report["moved"], report["failed"], report["skipped"],
-            report["bytes"], report["seconds"]))
+            print("%-8s %s %-20s -> %s  %d bytes in %.1f s %s" % (
+                v["state"], v["from"]["uuid"], v["name_label"],
+                v["to"]["uuid"] or "-", v["bytes"], v["seconds"],
+                v["error"] or ""))
+        tot = report["totals"]
+        print("%d moved, %d failed, %d skipped; %d bytes, %.0f MB/s" % (
+            tot["moved"], tot["failed"], tot["skipped"], tot["bytes"],
+            tot["bytes_per_second"] / 1e6))
         ok(x.task.destroy(s, task))
-        return 1 if report["failed"] else 0
+        return 0 if t["status"] == "success" and tot["failed"] == 0 else 1
     finally:
         x.session.logout(s)
 

@@ -32,7 +32,7 @@ import json, sys
 plan = json.load(sys.stdin)
 for c in plan["chains"]:
     if c["refused"]:
-        print("  %s: %s" % (c["leaf"], c["refused"]))')
+        print("  %s: %s" % (c["vdis"][-1]["uuid"], c["refused"]))')
 "$vdimotion" sr evacuate "$sr" --to "$dest" --dry-run "$@"
 if [ -n "$refused" ]; then
   printf 'refused, nothing started (exclude these with --exclude):\n%s\n' \
@@ -48,10 +48,12 @@ if [ -s "$report" ]; then
 import json, sys
 r = json.load(open(sys.argv[1]))
 for v in r["vdis"]:
-    if v["result"] == "failed":
-        print("failed: %s %s: %s" % (v["uuid"], v["name_label"], v["error"]))
-print("%d moved, %d failed, %d skipped in %.0f s; report in %s" % (
-    r["moved"], r["failed"], r["skipped"], r["seconds"], sys.argv[1]))
+    if v["state"] == "failed":
+        print("failed: %s %s: %s" % (v["from"]["uuid"], v["name_label"],
+                                     v["error"]))
+t = r["totals"]
+print("%d moved, %d failed, %d skipped; report in %s" % (
+    t["moved"], t["failed"], t["skipped"], sys.argv[1]))
 PY
 else
   rm -f "$report"

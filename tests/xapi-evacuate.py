@@ -5,8 +5,8 @@
 # sr1 holds four chains of a base, a second snapshot and a leaf (each
 # made by VDI.snapshot twice of a VDI of each format: raw, VHD, qcow2,
 # VHD; a raw VDI's leaf becomes qcow2 at its first snapshot), bytes
-# written into every layer, and one raw VDI larger than either
-# destination (sr2, sr3: tmpfs mounts smaller than it).  Three leaves are
+# written into every layer, and one VDI larger than either destination
+# (its virtual size twice the filesystem's).  Three leaves are
 # disks of running VMs, fio writing and verifying through their sockets
 # the whole time.  The dry run lists every VDI, refuses the large one
 # with its reason and starts nothing; so does SR.evacuate.  With the
@@ -16,7 +16,8 @@
 # before and every block fio wrote (fio's verify), the snapshot records
 # are intact, the VMs never stopped (power state and the pid of the
 # nbdkit serving each disk unchanged), and sr1 holds the large VDI only.
-#   xapi-evacuate.py URL T SR1_DIR DISK_MIB BIG_MIB
+#   xapi-evacuate.py URL T SR1_DIR DISK_MIB
+import html
 import json
 import os
 import subprocess
@@ -30,7 +31,7 @@ from xapi_checks import failure, ok
 
 url, T, sr1_dir = sys.argv[1:4]
 MiB = 1 << 20
-DISK, BIG = int(sys.argv[4]) * MiB, int(sys.argv[5]) * MiB
+DISK = int(sys.argv[4]) * MiB
 HALF = DISK // 2
 x = xmlrpc.client.ServerProxy(url)
 s = ok(x.session.login_with_password("root", "secret", "1.0", "test"))
@@ -101,10 +102,9 @@ for k, fmt in enumerate(("raw", "vhd", "qcow2", "vhd")):
     chains.append({"name": name, "leaf": leaf, "snaps": snaps,
                    "lower": lower, "uuid": ok(x.VDI.get_uuid(s, leaf))})
 
-big = new_vdi("big", "raw", BIG)
-with open(image(big)[0], "r+b") as f:  # every byte allocated
-    for _ in range(BIG // MiB):
-        f.write(b"\x5a" * MiB)
+big = new_vdi("big", "qcow2",
+              2 * int(ok(x.SR.get_physical_size(s, srs["sr1"]))))
+write(big, 0x5a, 0, MiB)
 big_uuid = ok(x.VDI.get_uuid(s, big))
 all_uuids = {ok(x.VDI.get_uuid(s, v)) for v in ok(x.SR.get_VDIs(s, srs["sr1"]))}
 assert len(all_uuids) == 13, all_uuids
@@ -128,33 +128,39 @@ dests = [srs["sr2"], srs["sr3"]]
 # ---- The plan: every VDI, the large one refused, nothing started --------
 
 files_before = sorted(os.listdir(sr1_dir))
-plan = json.loads(ok(x.SR.evacuate_plan(s, srs["sr1"], dests,
-                                                      {})))
+dest_uuids = [ok(x.SR.get_uuid(s, d)) for d in dests]
+plan = json.loads(ok(x.SR.evacuate_plan(s, srs["sr1"], dests, {})))
 listed = {v["uuid"] for c in plan["chains"] for v in c["vdis"]}
 assert listed == all_uuids, (listed, all_uuids)
-assert len(plan["chains"]) == 5, plan
-assert plan["fits"] is False, plan
+assert len(plan["chains"]) == 5 and plan["fits"] is False, plan
+assert plan["totals"]["vdis"] == 13, plan
+assert plan["totals"]["refused_chains"] == 1, plan
 for c in plan["chains"]:
     uuids = [v["uuid"] for v in c["vdis"]]
     if big_uuid in uuids:
         assert uuids == [big_uuid] and c["refused"], c
+        assert c["dest_sr"] is None, c
         print("plan: the large VDI is refused: %s" % c["refused"])
         continue
-    assert c["refused"] == "" and c["destination"] in (
-        ok(x.SR.get_uuid(s, d)) for d in dests), c
-    mine = [ch for ch in chains if ch["uuid"] == c["leaf"]]
+    assert c["refused"] is None and c["dest_sr"] in dest_uuids, c
+    mine = [ch for ch in chains if ch["uuid"] == uuids[-1]]
     assert len(mine) == 1 and len(uuids) == 3, (c, chains)
-    assert uuids[-1] == c["leaf"] and set(uuids[:2]) == set(mine[0]["snaps"])
+    assert set(uuids[:2]) == set(mine[0]["snaps"]), (c, mine)
+    assert [v["is_snapshot"] for v in c["vdis"]] == [True, True, False], c
+    assert [v["parent"] for v in c["vdis"]] == [None] + uuids[:2], c
     assert c["live"] is ("vm" in mine[0]), c
-    assert [v["role"] for v in c["vdis"]] == ["base", "snapshot", "leaf"], c
-    assert c["bytes"] > 0, c
-assert plan["bytes"] > 0 and plan["estimate_seconds"] >= 0, plan
-print("plan: %d chains, %d bytes, about %s s" % (
-    len(plan["chains"]), plan["bytes"], plan["estimate_seconds"]))
+    assert (c["vdis"][-1]["vbd"] is not None) is ("vm" in mine[0]), c
+    assert 0 < c["bytes"] < c["need"], c
+assert plan["totals"]["bytes"] > 0 and plan["estimated_seconds"] > 0, plan
+print("plan: %d chains, %d bytes, about %.1f s (%s)" % (
+    len(plan["chains"]), plan["totals"]["bytes"], plan["estimated_seconds"],
+    plan["rate"]["source"]))
 # Whole or nothing: the run is refused as the plan is.
-r = x.SR.evacuate(s, srs["sr1"], dests, {})
-assert r["Status"] == "Failure", r
-print("SR.evacuate without exclude: %s" % " ".join(r["ErrorDescription"]))
+e = failure(x.SR.evacuate(s, srs["sr1"], dests, {}), "SR_FULL")
+assert big_uuid in " ".join(e), e
+task = ok(x.Async.SR.evacuate(s, srs["sr1"], dests, {}))
+t = xapi_checks.wait_task(x, s, task)
+assert t["status"] == "failure" and t["error_info"][0] == "SR_FULL", t
 assert sorted(os.listdir(sr1_dir)) == files_before
 assert {ok(x.VDI.get_uuid(s, v))
         for v in ok(x.SR.get_VDIs(s, srs["sr1"]))} == all_uuids
@@ -163,8 +169,6 @@ failure(x.SR.evacuate_plan(s, "OpaqueRef:NULL", dests, {}), "HANDLE_INVALID")
 failure(x.SR.evacuate_plan(s, srs["sr1"], ["OpaqueRef:NULL"], {}),
         "HANDLE_INVALID")
 failure(x.SR.evacuate_plan(s, srs["sr1"], dests, {"order": "colour"}),
-        "INVALID_VALUE")
-failure(x.SR.evacuate_plan(s, srs["sr1"], dests, {"parallel": "0"}),
         "INVALID_VALUE")
 
 # ---- The run: fio writing and verifying the whole time -------------------
@@ -196,37 +200,41 @@ time.sleep(1)
 options = {"parallel": "3", "exclude": big_uuid}
 task = ok(x.Async.SR.evacuate(s, srs["sr1"], dests, options))
 states_seen = set()
-moving_at_once = 0
+chains_at_once = 0
 while True:
     t = ok(x.task.get_record(s, task))
-    states = {k: v for k, v in t["other_config"].items()
-              if k.startswith("evacuate:")}
-    states_seen |= set(states.values())
-    moving_at_once = max(moving_at_once,
-                         len({k for k, v in states.items() if v == "moving"}))
     if t["status"] not in ("pending", "cancelling"):
         break
+    so_far = t["other_config"].get("evacuate-report")
+    if so_far:
+        vdis = json.loads(so_far)["vdis"]
+        states_seen |= {v["state"] for v in vdis}
+        chains_at_once = max(chains_at_once, len(
+            {v["chain"] for v in vdis if v["state"] == "moving"}))
     time.sleep(0.1)
 stop.set()
 for th in threads:
     th.join()
 assert t["status"] == "success", t
-report = json.loads(xmlrpc.client.loads(
-    "<methodResponse><params><param>%s</param></params></methodResponse>"
-    % t["result"])[0][0] if t["result"].startswith("<value>") else t["result"])
-print("run: states seen %s, at most %d moving at once, fio rounds %s" % (
-    sorted(states_seen), moving_at_once, rounds))
+assert t["result"].startswith("<value>") and t["result"].endswith("</value>")
+report = json.loads(html.unescape(t["result"][len("<value>"):-len("</value>")]))
+print("run: states seen %s, at most %d chains moving at once, fio rounds %s"
+      % (sorted(states_seen), chains_at_once, rounds))
+assert chains_at_once <= 3, chains_at_once
 assert all(r[0] == "ok" for r in rounds.values()) and len(rounds) == 3, \
     ("fio failed during the evacuation", rounds)
-assert report["failed"] == 0 and report["moved"] == 12, report
-assert {v["uuid"] for v in report["vdis"] if v["result"] == "moved"} \
+tot = report["totals"]
+assert report["state"] == "done", report
+assert tot["failed"] == 0 and tot["moved"] == 12, report
+assert {v["from"]["uuid"] for v in report["vdis"] if v["state"] == "moved"} \
     == all_uuids - {big_uuid}, report
 for v in report["vdis"]:
-    assert v["error"] == "" or v["result"] != "moved", v
-    assert v["result"] in ("moved", "skipped"), v
-print("report: %d moved, %d bytes in %.1f s, %.0f B/s" % (
-    report["moved"], report["bytes"], report["seconds"],
-    report["throughput"]))
+    if v["from"]["uuid"] == big_uuid:
+        assert v["state"] == "skipped" and v["error"], v
+    else:
+        assert v["error"] is None and v["to"]["sr"] in dest_uuids, v
+print("report: %d moved, %d bytes, %.0f MB/s" % (
+    tot["moved"], tot["bytes"], tot["bytes_per_second"] / 1e6))
 
 # ---- Everything where it should be, as it was ----------------------------
 

@@ -7,7 +7,6 @@
  * left on the server, so `task list` and `task show` still see how it
  * ended. */
 #include <signal.h>
-#include <string.h>
 
 #include "client.h"
 
@@ -92,26 +91,34 @@ markup_text (GMarkupParseContext *ctx, const char *text, gsize len,
 }
 
 /* A task's result is XML text, as xapi's ("<value>...</value>", a JSON
- * report's quotes as &quot;); xapi_client_task_wait strips the tags but
- * leaves the entities.  TEXT (taken) with them decoded by GMarkup; TEXT
- * itself if it is not XML text. */
+ * report's quotes as &quot;): its text, entities decoded by GMarkup
+ * (caller frees); a copy of RESULT if it is not XML.  (The text that
+ * xapi_client_task_wait gives, tags stripped and entities left, reads
+ * the same.) */
 static char *
-decode_entities (char *text)
+result_text (const char *result)
 {
   static const GMarkupParser parser = { .text = markup_text };
   g_autoptr (GString) out = g_string_new (NULL);
   g_autoptr (GMarkupParseContext) ctx
       = g_markup_parse_context_new (&parser, 0, out, NULL);
-  g_autofree char *doc = NULL;
+  g_autofree char *doc = g_strconcat ("<r>", result, "</r>", NULL);
 
-  if (strchr (text, '&') == NULL)
-    return text;
-  doc = g_strconcat ("<v>", text, "</v>", NULL);
   if (!g_markup_parse_context_parse (ctx, doc, -1, NULL)
       || !g_markup_parse_context_end_parse (ctx, NULL))
-    return text;
-  g_free (text);
+    return g_strdup (result);
   return g_string_free (g_steal_pointer (&out), false);
+}
+
+char *
+client_task_result (struct xapi_client *c, const char *task, GError **err)
+{
+  g_autoptr (xv) r = xapi_client_call (c, err, "task.get_result",
+                                       xv_new_string (task), NULL);
+
+  if (r == NULL)
+    return NULL;
+  return result_text (r->type == XV_STRING ? r->s : "");
 }
 
 char *
@@ -123,6 +130,8 @@ client_task_wait (struct xapi_client *c, const char *task,
 
   progress_init (&w.bar, client_opts.progress, how->total);
   result = xapi_client_task_wait (c, task, task_progress, &w, err);
+  if (result && w.bar.enabled && how->status)
+    fputs ("\r\033[K", stderr); /* the last bar without the status */
   if (result)
     progress_finish (&w.bar);
   else if (w.bar.enabled)
@@ -131,5 +140,10 @@ client_task_wait (struct xapi_client *c, const char *task,
     fprintf (stderr, "vdimotion: too late to cancel: %s\n", how->done);
   if (result == NULL && w.cancelled)
     g_prefix_error (err, "interrupted: %s is cancelled: ", how->what);
-  return result ? decode_entities (result) : NULL;
+  if (result) {
+    char *text = result_text (result);
+    g_free (result);
+    result = text;
+  }
+  return result;
 }

@@ -120,6 +120,12 @@ void client_catch_interrupt (void);
  * ..." after a Ctrl-C). */
 char *client_task_wait (struct xapi_client *c, const char *task,
                         const struct client_task_wait *how, GError **err);
+/* The result of TASK (task.get_result) as client_task_wait gives it:
+ * for a task that failed or was cancelled but has a result all the same
+ * (an evacuation's report); "" for none.  Caller frees; NULL and *ERR if
+ * the call failed. */
+char *client_task_result (struct xapi_client *c, const char *task,
+                          GError **err);
 
 /* ---- Bulk data (client-transfer.c) ---------------------------------- */
 

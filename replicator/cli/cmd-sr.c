@@ -80,6 +80,7 @@ parse_answer (struct xapi_client *c, const char *text, const char *method,
   g_autoptr (GError) e = NULL;
 
   if (text == NULL || !json_parser_load_from_data (p, text, -1, &e)
+      || json_parser_get_root (p) == NULL /* "" */
       || !JSON_NODE_HOLDS_OBJECT (json_parser_get_root (p))) {
     g_set_error (err, XAPI_CLIENT_ERROR, XAPI_CLIENT_ERROR_PROTOCOL,
                  "%s: %s: the answer is not a JSON object%s%s",
@@ -94,7 +95,12 @@ parse_answer (struct xapi_client *c, const char *text, const char *method,
 static const char *
 jstr (JsonObject *o, const char *key)
 {
-  return json_object_get_string_member_with_default (o, key, "");
+  JsonNode *n = o ? json_object_get_member (o, key) : NULL;
+
+  if (n == NULL || !JSON_NODE_HOLDS_VALUE (n)
+      || json_node_get_value_type (n) != G_TYPE_STRING)
+    return ""; /* absent, null, or not a string */
+  return json_node_get_string (n);
 }
 
 /* A count of bytes or VDIs: a JSON number, or a string of digits as
@@ -102,7 +108,7 @@ jstr (JsonObject *o, const char *key)
 static uint64_t
 ju64 (JsonObject *o, const char *key)
 {
-  JsonNode *n = json_object_get_member (o, key);
+  JsonNode *n = o ? json_object_get_member (o, key) : NULL;
 
   if (n == NULL || !JSON_NODE_HOLDS_VALUE (n))
     return 0;
@@ -116,7 +122,7 @@ ju64 (JsonObject *o, const char *key)
 static double
 jdouble (JsonObject *o, const char *key)
 {
-  JsonNode *n = json_object_get_member (o, key);
+  JsonNode *n = o ? json_object_get_member (o, key) : NULL;
 
   if (n == NULL || !JSON_NODE_HOLDS_VALUE (n))
     return 0;
@@ -128,7 +134,7 @@ jdouble (JsonObject *o, const char *key)
 static JsonArray *
 jarray (JsonObject *o, const char *key)
 {
-  JsonNode *n = json_object_get_member (o, key);
+  JsonNode *n = o ? json_object_get_member (o, key) : NULL;
 
   return n && JSON_NODE_HOLDS_ARRAY (n) ? json_node_get_array (n) : NULL;
 }
@@ -139,6 +145,30 @@ jitem (JsonArray *a, guint i)
   JsonNode *n = json_array_get_element (a, i);
 
   return JSON_NODE_HOLDS_OBJECT (n) ? json_node_get_object (n) : NULL;
+}
+
+static bool
+jbool (JsonObject *o, const char *key)
+{
+  JsonNode *n = o ? json_object_get_member (o, key) : NULL;
+
+  return n && JSON_NODE_HOLDS_VALUE (n)
+         && json_node_get_value_type (n) == G_TYPE_BOOLEAN
+         && json_node_get_boolean (n);
+}
+
+static JsonObject *
+jobject (JsonObject *o, const char *key)
+{
+  JsonNode *n = o ? json_object_get_member (o, key) : NULL;
+
+  return n && JSON_NODE_HOLDS_OBJECT (n) ? json_node_get_object (n) : NULL;
+}
+
+static guint
+jlength (JsonArray *a)
+{
+  return a ? json_array_get_length (a) : 0;
 }
 
 /* The SRs' name labels by uuid, for the tables (an SR we cannot name
@@ -251,75 +281,115 @@ evacuation_call (struct xapi_client *c, const char *method,
   return r ? g_steal_pointer (&r->s) : NULL;
 }
 
-static bool
-jbool (JsonObject *o, const char *key)
+/* What a VDI of a plan's chain is: the base (no parent; "unmanaged" for
+ * a clone base the SR keeps for its children only), a snapshot, or a
+ * leaf. */
+static const char *
+vdi_role (JsonObject *v)
 {
-  return json_object_get_boolean_member_with_default (o, key, false);
+  if (!*jstr (v, "parent"))
+    return jbool (v, "managed") || !json_object_has_member (v, "managed")
+               ? "base"
+               : "unmanaged";
+  return jbool (v, "is_snapshot") ? "snapshot" : "leaf";
 }
 
-/* What becomes of a chain: its destination's name, or why not. */
+/* The name a chain goes by: its leaf's (the last VDI not a snapshot). */
 static const char *
-chain_fate (JsonObject *chain, GHashTable *srs)
+chain_name (JsonObject *chain)
 {
-  if (*jstr (chain, "refused"))
-    return "REFUSED";
-  if (jbool (chain, "excluded"))
-    return "excluded";
-  return sr_name (srs, jstr (chain, "destination"));
+  JsonArray *vdis = jarray (chain, "vdis");
+  const char *name = "";
+
+  for (guint i = 0; i < jlength (vdis); i++)
+    if (jitem (vdis, i) && !jbool (jitem (vdis, i), "is_snapshot"))
+      name = jstr (jitem (vdis, i), "name_label");
+  return name;
 }
 
 /* One chain of the plan: a line per VDI, base first; the chain's number,
- * mode and fate on its first line. */
+ * mode and destination (or REFUSED) on its first line. */
 static void
 print_plan_chain (guint k, JsonObject *chain, GHashTable *srs)
 {
   JsonArray *vdis = jarray (chain, "vdis");
-  guint n = vdis ? json_array_get_length (vdis) : 0;
 
-  for (guint i = 0; i < n; i++) {
+  for (guint i = 0; i < jlength (vdis); i++) {
     JsonObject *v = jitem (vdis, i);
     char num[16] = "", bytes[32];
+    const char *mode = "", *dest = "";
     if (v == NULL)
       continue;
-    if (i == 0)
+    if (i == 0) {
       snprintf (num, sizeof num, "%u", k + 1);
-    printf ("%-5s %-36s  %-20s %-8s %-6s %10s %-7s %s\n", num,
-            jstr (v, "uuid"), jstr (v, "name_label"), jstr (v, "role"),
+      mode = jbool (chain, "live") ? "live" : "offline";
+      dest = *jstr (chain, "refused") ? "REFUSED"
+                                      : sr_name (srs, jstr (chain, "dest_sr"));
+    }
+    printf ("%-5s %-36s  %-20s %-9s %-6s %10s %-7s %s\n", num,
+            jstr (v, "uuid"), jstr (v, "name_label"), vdi_role (v),
             jstr (v, "format"),
-            cli_human_size (ju64 (v, "bytes"), bytes, sizeof bytes),
-            i ? "" : jbool (chain, "live") ? "live" : "offline",
-            i ? "" : chain_fate (chain, srs));
+            cli_human_size (ju64 (v, "bytes"), bytes, sizeof bytes), mode,
+            dest);
   }
 }
 
-/* The plan for people: the chains, then what is refused and why, then
- * the figures. */
+/* The plan's last line: what moves, how long it should take, and
+ * whether it can start. */
+static void
+print_plan_totals (JsonObject *plan, GHashTable *srs)
+{
+  JsonObject *totals = jobject (plan, "totals"), *rate = jobject (plan, "rate");
+  JsonArray *dests = jarray (plan, "dest_srs");
+  char bytes[32], bps[32];
+
+  printf ("%s: %" PRIu64 " VDIs in %" PRIu64 " chains; %s to move to",
+          sr_name (srs, jstr (plan, "sr")), ju64 (totals, "vdis"),
+          ju64 (totals, "chains"),
+          cli_human_size (ju64 (totals, "bytes"), bytes, sizeof bytes));
+  for (guint i = 0; i < jlength (dests); i++)
+    printf ("%s%s", i ? ", " : " ",
+            sr_name (srs, json_array_get_string_element (dests, i)));
+  printf (", about %.0f s at %s/s (%s)\n", jdouble (plan, "estimated_seconds"),
+          cli_human_size ((uint64_t)jdouble (rate, "bytes_per_second"), bps,
+                          sizeof bps),
+          jstr (rate, "source"));
+  if (ju64 (totals, "refused_chains"))
+    printf ("chains refused: %" PRIu64 " (%s): %s\n",
+            ju64 (totals, "refused_chains"),
+            cli_human_size (ju64 (totals, "refused_bytes"), bytes,
+                            sizeof bytes),
+            jbool (plan, "partial")
+                ? "they stay, the rest moves"
+                : "nothing starts (--exclude them, then run again)");
+}
+
+/* The plan for people: the chains, what is refused and why, what is
+ * excluded, then the totals. */
 static void
 print_plan (JsonObject *plan, GHashTable *srs)
 {
   JsonArray *chains = jarray (plan, "chains");
-  guint n = chains ? json_array_get_length (chains) : 0;
-  char bytes[32], rate[32];
+  JsonArray *excluded = jarray (plan, "excluded");
 
-  printf ("%-5s %-36s  %-20s %-8s %-6s %10s %-7s %s\n", "CHAIN", "VDI",
+  printf ("%-5s %-36s  %-20s %-9s %-6s %10s %-7s %s\n", "CHAIN", "VDI",
           "NAME", "ROLE", "FORMAT", "BYTES", "MODE", "DESTINATION");
-  for (guint k = 0; k < n; k++)
+  for (guint k = 0; k < jlength (chains); k++)
     if (jitem (chains, k))
       print_plan_chain (k, jitem (chains, k), srs);
-  for (guint k = 0; k < n; k++) {
+  for (guint k = 0; k < jlength (chains); k++) {
     JsonObject *chain = jitem (chains, k);
     if (chain && *jstr (chain, "refused"))
-      printf ("refused: chain %u (%s): %s\n", k + 1, jstr (chain, "leaf"),
+      printf ("refused: chain %u (%s): %s\n", k + 1, chain_name (chain),
               jstr (chain, "refused"));
   }
-  printf ("%s: %s to move", sr_name (srs, jstr (plan, "sr")),
-          cli_human_size (ju64 (plan, "bytes"), bytes, sizeof bytes));
-  if (jdouble (plan, "rate") > 0)
-    printf (", about %.0f s at %s/s", jdouble (plan, "estimate_seconds"),
-            cli_human_size ((uint64_t)jdouble (plan, "rate"), rate,
-                            sizeof rate));
-  printf ("; %s\n", jbool (plan, "fits") ? "the plan fits"
-                                           : "the plan does not fit");
+  for (guint i = 0; i < jlength (excluded); i++) {
+    JsonObject *v = jitem (excluded, i);
+    if (v)
+      printf ("excluded: %s (%s): %s\n", jstr (v, "uuid"),
+              jstr (v, "name_label"), jstr (v, "reason"));
+  }
+  print_plan_totals (plan, srs);
 }
 
 /* The report for people: a line per VDI, then the totals. */
@@ -327,103 +397,104 @@ static void
 print_report (JsonObject *report, GHashTable *srs)
 {
   JsonArray *vdis = jarray (report, "vdis");
-  guint n = vdis ? json_array_get_length (vdis) : 0;
+  JsonObject *totals = jobject (report, "totals");
   char bytes[32], rate[32];
 
-  printf ("%-36s  %-20s %-8s %-8s %10s %8s %-7s %s\n", "VDI", "NAME", "FROM",
-          "TO", "BYTES", "SECONDS", "RESULT", "ERROR");
-  for (guint i = 0; i < n; i++) {
+  printf ("%-36s  %-20s %-8s %-36s  %10s %8s %-7s %s\n", "VDI", "NAME", "TO",
+          "NEW-VDI", "BYTES", "SECONDS", "STATE", "ERROR");
+  for (guint i = 0; i < jlength (vdis); i++) {
     JsonObject *v = jitem (vdis, i);
+    JsonObject *from = jobject (v, "from"), *to = jobject (v, "to");
     if (v == NULL)
       continue;
-    printf ("%-36s  %-20s %-8s %-8s %10s %8.1f %-7s %s\n", jstr (v, "uuid"),
-            jstr (v, "name_label"), sr_name (srs, jstr (v, "from")),
-            sr_name (srs, jstr (v, "to")),
+    printf ("%-36s  %-20s %-8s %-36s  %10s %8.1f %-7s %s\n",
+            jstr (from, "uuid"), jstr (v, "name_label"),
+            *jstr (to, "sr") ? sr_name (srs, jstr (to, "sr")) : "-",
+            *jstr (to, "uuid") ? jstr (to, "uuid") : "-",
             cli_human_size (ju64 (v, "bytes"), bytes, sizeof bytes),
-            jdouble (v, "seconds"), jstr (v, "result"), jstr (v, "error"));
+            jdouble (v, "seconds"), jstr (v, "state"), jstr (v, "error"));
   }
-  printf ("%" PRIu64 " moved, %" PRIu64 " failed, %" PRIu64
-          " skipped: %s in %.1f s, %s/s\n",
-          ju64 (report, "moved"), ju64 (report, "failed"),
-          ju64 (report, "skipped"),
-          cli_human_size (ju64 (report, "bytes"), bytes, sizeof bytes),
-          jdouble (report, "seconds"),
-          cli_human_size ((uint64_t)jdouble (report, "throughput"), rate,
-                          sizeof rate));
-}
-
-/* The VDIs' name labels by uuid, from the plan, for the bar's text. */
-static GHashTable *
-plan_names (JsonObject *plan)
-{
-  GHashTable *names = g_hash_table_new (g_str_hash, g_str_equal);
-  JsonArray *chains = jarray (plan, "chains");
-
-  for (guint k = 0; chains && k < json_array_get_length (chains); k++) {
-    JsonArray *vdis = jitem (chains, k) ? jarray (jitem (chains, k), "vdis")
-                                        : NULL;
-    for (guint i = 0; vdis && i < json_array_get_length (vdis); i++)
-      if (jitem (vdis, i))
-        g_hash_table_insert (names, (char *)jstr (jitem (vdis, i), "uuid"),
-                             (char *)jstr (jitem (vdis, i), "name_label"));
-  }
-  return names;
+  printf ("%s: %" PRIu64 " moved, %" PRIu64 " failed, %" PRIu64
+          " skipped; %s in %.1f s of copies, %s/s\n",
+          jstr (report, "state"), ju64 (totals, "moved"),
+          ju64 (totals, "failed"), ju64 (totals, "skipped"),
+          cli_human_size (ju64 (totals, "bytes"), bytes, sizeof bytes),
+          jdouble (totals, "seconds"),
+          cli_human_size ((uint64_t)jdouble (totals, "bytes_per_second"),
+                          rate, sizeof rate));
 }
 
 /* The text after the bar: how many VDIs have moved of all, and the names
- * of those moving now, from the task's other_config (VDI uuid → state,
- * the keys "evacuate:UUID"). */
+ * of those moving now (a chain's VDIs share theirs: once each), from
+ * the report so far (the task's other_config["evacuate-report"]). */
 static char *
 evacuation_status (struct xapi_client *c, const char *task, void *opaque)
 {
-  GHashTable *names = opaque;
   g_autoptr (GError) e = NULL;
   g_autoptr (xv) oc = xapi_client_call (c, &e, "task.get_other_config",
                                         xv_new_string (task), NULL);
+  g_autoptr (JsonNode) report = NULL;
   g_autoptr (GString) moving = g_string_new (NULL);
-  size_t moved = 0, all = 0;
+  g_autoptr (GHashTable) seen = g_hash_table_new (g_str_hash, g_str_equal);
+  JsonObject *totals;
+  JsonArray *vdis;
 
-  for (size_t i = 0; oc && oc->type == XV_STRUCT && i < oc->n; i++) {
-    const char *uuid = oc->keys[i], *name;
-    if (!g_str_has_prefix (uuid, "evacuate:")
-        || oc->items[i]->type != XV_STRING)
-      continue;
-    uuid += strlen ("evacuate:");
-    all++;
-    if (strcmp (oc->items[i]->s, "moved") == 0)
-      moved++;
-    if (strcmp (oc->items[i]->s, "moving") != 0)
-      continue;
-    name = g_hash_table_lookup (names, uuid);
-    g_string_append_printf (moving, " %s", name && *name ? name : uuid);
-  }
-  if (all == 0)
+  if (oc == NULL || oc->type != XV_STRUCT
+      || (report = parse_answer (c, xv_str (oc, "evacuate-report"),
+                                 "task.get_other_config", NULL))
+             == NULL)
     return NULL;
-  if (moving->len > 48) /* a terminal line: the first names, and "..." */
+  totals = jobject (json_node_get_object (report), "totals");
+  vdis = jarray (json_node_get_object (report), "vdis");
+  for (guint i = 0; i < jlength (vdis); i++) {
+    JsonObject *v = jitem (vdis, i);
+    if (v && strcmp (jstr (v, "state"), "moving") == 0
+        && g_hash_table_add (seen, (char *)jstr (v, "name_label")))
+      g_string_append_printf (moving, " %s", jstr (v, "name_label"));
+  }
+  if (moving->len > 48) /* one terminal line: the first names, and "..." */
     g_string_overwrite (g_string_truncate (moving, 45), 45, "...");
-  return g_strdup_printf ("%zu/%zu moved%s%s", moved, all,
+  return g_strdup_printf ("%" PRIu64 "/%" PRIu64 " moved%s%s",
+                          ju64 (totals, "moved"), ju64 (totals, "vdis"),
                           moving->len ? ", moving:" : "", moving->str);
 }
 
-/* Run the evacuation of PLAN and wait for it: the report as the server
- * wrote it (caller frees), or NULL and *ERR. */
+/* Start the evacuation of PLAN (its task into *TASK) and wait for it:
+ * the report as the server wrote it (caller frees), or NULL and *ERR. */
 static char *
 evacuate (struct xapi_client *c, const struct evacuation *e, JsonObject *plan,
-          GError **err)
+          char **task, GError **err)
 {
-  g_autoptr (GHashTable) names = plan_names (plan);
-  g_autofree char *task = NULL;
   struct client_task_wait how = {
     .what = "the evacuation",
     .done = "the evacuation has ended",
-    .total = ju64 (plan, "bytes"),
+    .total = ju64 (jobject (plan, "totals"), "bytes"),
     .status = evacuation_status,
-    .opaque = names,
   };
 
   client_catch_interrupt ();
-  task = evacuation_call (c, "Async.SR.evacuate", e, err);
-  return task ? client_task_wait (c, task, &how, err) : NULL;
+  *task = evacuation_call (c, "Async.SR.evacuate", e, err);
+  return *task ? client_task_wait (c, *task, &how, err) : NULL;
+}
+
+/* The report for a task that failed or was cancelled: its result all
+ * the same, printed as the report of one that succeeded; nothing if
+ * there is none. */
+static void
+print_failed_report (struct xapi_client *c, const char *task,
+                     GHashTable *srs)
+{
+  g_autoptr (GError) e = NULL;
+  g_autofree char *text = task ? client_task_result (c, task, &e) : NULL;
+  g_autoptr (JsonNode) report = NULL;
+
+  if (text == NULL || *text == '\0'
+      || (report = parse_answer (c, text, "task.get_result", NULL)) == NULL)
+    return;
+  if (client_opts.json)
+    printf ("%s\n", text);
+  else
+    print_report (json_node_get_object (report), srs);
 }
 
 static int
@@ -431,38 +502,40 @@ sr_evacuate (struct xapi_client *c, const struct client_args *a, GError **err)
 {
   __attribute__ ((cleanup (evacuation_clear))) struct evacuation e = { 0 };
   g_autoptr (GHashTable) srs = NULL;
-  g_autofree char *text = NULL;
+  g_autofree char *text = NULL, *task = NULL, *result = NULL;
   g_autoptr (JsonNode) plan = NULL, report = NULL;
+  uint64_t failed;
 
   if (evacuation_args (c, a, &e, err) == -1
       || (srs = sr_names (c, err)) == NULL
       || (text = evacuation_call (c, "SR.evacuate_plan", &e, err)) == NULL
       || (plan = parse_answer (c, text, "SR.evacuate_plan", err)) == NULL)
     return EXIT_ERROR;
+  if (a->dry_run && client_opts.json)
+    printf ("%s\n", text);
+  else if (a->dry_run || !client_opts.json)
+    print_plan (json_node_get_object (plan), srs);
   if (a->dry_run) {
-    if (client_opts.json)
-      printf ("%s\n", text);
-    else {
-      print_plan (json_node_get_object (plan), srs);
+    if (!client_opts.json)
       printf ("dry run: nothing started\n");
-    }
     return EXIT_OK;
   }
-  if (!client_opts.json)
-    print_plan (json_node_get_object (plan), srs);
-  g_free (text);
-  text = evacuate (c, &e, json_node_get_object (plan), err);
-  if (text == NULL
-      || (report = parse_answer (c, text, "Async.SR.evacuate", err)) == NULL)
+
+  result = evacuate (c, &e, json_node_get_object (plan), &task, err);
+  if (result == NULL) {
+    print_failed_report (c, task, srs);
+    return EXIT_ERROR;
+  }
+  if ((report = parse_answer (c, result, "Async.SR.evacuate", err)) == NULL)
     return EXIT_ERROR;
   if (client_opts.json)
-    printf ("%s\n", text);
+    printf ("%s\n", result);
   else
     print_report (json_node_get_object (report), srs);
-  if (ju64 (json_node_get_object (report), "failed") > 0) {
+  failed = ju64 (jobject (json_node_get_object (report), "totals"), "failed");
+  if (failed > 0) {
     g_set_error (err, XAPI_CLIENT_ERROR, XAPI_CLIENT_ERROR_LOCAL,
-                 "%" PRIu64 " VDIs failed to move (see the report)",
-                 ju64 (json_node_get_object (report), "failed"));
+                 "%" PRIu64 " VDIs failed to move (see the report)", failed);
     return EXIT_ERROR;
   }
   return EXIT_OK;
