@@ -326,6 +326,8 @@ vdi_destroy (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   if (v == NULL)
     return NULL;
   r = host_vdi_destroy (c->d->host, s, v->uuid, &err);
+  if (r == 0)
+    nbd_exports_end_vdi (c->d->nbd, v->uuid); /* its data is gone */
   sr_vdi_free (v);
   if (r == -1) {
     xapi_fail_err (c, err);
@@ -385,11 +387,62 @@ vdi_pool_migrate (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   return submit_move (c, args, true);
 }
 
+/* Changed-block tracking and backup access, as xapi spells them:
+ * VDI.enable_cbt, disable_cbt, list_changed_blocks, data_destroy and
+ * get_nbd_info (the brain: replicator/jobs/cbt.h, nbd-exports.h). */
+
+/* One vdi_nbd_server_info record. */
+static xmlrpc_value *
+nbd_server_info (struct xapi_call *c, const struct nbd_export_info *info)
+{
+  xmlrpc_value *r = xmlrpc_struct_new (c->env);
+
+  xapi_set (c, r, "address", xapi_string (c, info->address));
+  xapi_set (c, r, "port", xapi_int64 (c, info->port));
+  xapi_set (c, r, "cert", xapi_string (c, info->cert));
+  xapi_set (c, r, "exportname", xapi_string (c, info->exportname));
+  xapi_set (c, r, "subject", xapi_string (c, info->subject));
+  return r;
+}
+
+/* VDI.get_nbd_info(session, self) → a set of vdi_nbd_server_info: the
+ * VDI read-only over TLS NBD, its export name a token of this session
+ * (nbd-exports.h); [] when the daemon has no certificate to serve TLS
+ * with, as xapi answers without an NBD network. */
+static xmlrpc_value *
+vdi_get_nbd_info (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  g_autofree char *session = xapi_read_string (c, args[0], "session_id");
+  g_autofree char *ref = session ? xapi_read_string (c, args[1], "self") : NULL;
+  struct sr_vdi *v = ref ? xapi_vdi_by_ref (c, ref, NULL) : NULL;
+  struct nbd_export_info info = { 0 };
+  xmlrpc_value *a;
+  char **err = NULL;
+  int r;
+
+  if (v == NULL)
+    return NULL;
+  a = xmlrpc_array_new (c->env);
+  r = c->d->nbd ? nbd_exports_serve (c->d->nbd, session, v->uuid, &info, &err)
+                : 1;
+  sr_vdi_free (v);
+  if (r == -1) {
+    xmlrpc_DECREF (a);
+    xapi_fail_err (c, err);
+    return NULL;
+  }
+  if (r == 0)
+    xapi_append (c, a, nbd_server_info (c, &info));
+  nbd_export_info_clear (&info);
+  return a;
+}
+
 static const struct xapi_method methods[] = {
   { "create", 2, 2, false, vdi_create },
   { "destroy", 2, 2, false, vdi_destroy },
   { "copy", 3, 3, false, vdi_copy },
   { "pool_migrate", 4, 4, false, vdi_pool_migrate },
+  { "get_nbd_info", 2, 2, false, vdi_get_nbd_info },
   { NULL },
 };
 
