@@ -31,7 +31,7 @@ check_PROGRAMS += tests/unit/test-sr-file
 TESTS += tests/unit/test-sr-file
 tests_unit_test_sr_file_SOURCES = tests/unit/test-sr-file.c tests/unit/unit.h
 tests_unit_test_sr_file_CPPFLAGS = $(AM_CPPFLAGS) $(CUNIT_CFLAGS) \
-	$(SQLITE_CFLAGS)
+	$(SQLITE_CFLAGS) $(GLIB_CFLAGS)
 tests_unit_test_sr_file_LDADD = sr-drivers/libsr.la sr-drivers/libvdisk.la \
 	$(SQLITE_LIBS) $(GLIB_LIBS) $(CUNIT_LIBS) -lpthread
 
