@@ -1018,6 +1018,12 @@ create_locked (struct sr *sr, const char *name_label, enum vdisk_format format,
   v.virtual_size = virtual_size;
   v.managed = managed;
   v.created = time (NULL);
+  if (params && params->is_snapshot) {
+    v.is_snapshot = true;
+    v.read_only = true;
+    snprintf (v.snapshot_of, sizeof v.snapshot_of, "%s", params->snapshot_of);
+    v.snapshot_time = params->snapshot_time;
+  }
   if (db_begin (sr) == -1)
     goto fail;
   if (insert_record (sr, &v, NULL) == -1
@@ -1046,8 +1052,8 @@ fsr_create_vdi (struct sr *sr, const char *name_label,
                 const struct sr_vdi_create_params *params)
 {
   pthread_mutex_lock (&F (sr)->lock);
-  struct sr_vdi *v
-      = create_locked (sr, name_label, format, virtual_size, params, true);
+  struct sr_vdi *v = create_locked (sr, name_label, format, virtual_size,
+                                    params, !(params && params->unmanaged));
   pthread_mutex_unlock (&F (sr)->lock);
   return v;
 }

@@ -208,6 +208,16 @@ sr_vdi_create (struct sr *sr, const char *name_label, enum vdisk_format format,
     return NULL;
   if (params && params->uuid && check_uuid (sr, "VDI", params->uuid) == -1)
     return NULL;
+  if (params && params->snapshot_of
+      && check_uuid (sr, "snapshot_of VDI", params->snapshot_of) == -1)
+    return NULL;
+  if (params && params->is_snapshot != (params->snapshot_of != NULL)) {
+    vdisk_set_error (EINVAL,
+                     "%s SR %s: creating VDI \"%.64s\": a snapshot record "
+                     "needs both is_snapshot and snapshot_of",
+                     sr->ops->name, sr->path, name_label ? name_label : "");
+    return NULL;
+  }
   if (format != VDISK_FORMAT_RAW && format != VDISK_FORMAT_VHD
       && format != VDISK_FORMAT_QCOW2) {
     vdisk_set_error (EINVAL, "%s SR %s: unknown VDI format %d", sr->ops->name,

@@ -138,6 +138,19 @@ struct sr_vdi_create_params
   /* other_config, recorded with the VDI itself (atomically). */
   const struct sr_kv *other_config;
   size_t n_other_config;
+  /* A copy of a snapshot keeps its record (an evacuation moves chains
+   * whole): IS_SNAPSHOT with SNAPSHOT_OF, the uuid of the VDI it is a
+   * snapshot of in this SR (which need not exist yet: a chain copied
+   * bottom first makes the leaf last), and SNAPSHOT_TIME (unix time).
+   * EINVAL if only one of the two is given.  The VDI is then read-only
+   * as a snapshot is: its creator writes its image through the image's
+   * path (host_vdi_path), never through sr_vdi_open. */
+  bool is_snapshot;
+  const char *snapshot_of;
+  int64_t snapshot_time;
+  /* Kept only as the parent of others (a clone's base: managed false,
+   * not shown to XenAPI clients), as the copy of such a base is. */
+  bool unmanaged;
 };
 
 /* One SR type.  The driver's private state hangs off the struct sr

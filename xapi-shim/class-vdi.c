@@ -103,6 +103,9 @@ vdi_list (struct xapi_call *c, GPtrArray *refs)
   return true;
 }
 
+static xmlrpc_value *vdi_snapshots (struct xapi_call *c, struct host_sr *s,
+                                     const char *uuid);
+
 static xmlrpc_value *
 vdi_record (struct xapi_call *c, const char *ref)
 {
@@ -157,7 +160,7 @@ vdi_record (struct xapi_call *c, const char *ref)
   xapi_set (c, r, "snapshot_of",
             v->snapshot_of[0] ? xapi_ref (c, v->snapshot_of)
                               : xapi_string (c, XAPI_NULL_REF));
-  xapi_set (c, r, "snapshots", xapi_empty_array (c));
+  xapi_set (c, r, "snapshots", vdi_snapshots (c, s, v->uuid));
   xapi_set (c, r, "snapshot_time",
             xmlrpc_datetime_new_sec (c->env, v->snapshot_time));
   xapi_set (c, r, "tags", xapi_empty_array (c));
@@ -387,6 +390,61 @@ vdi_pool_migrate (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   return submit_move (c, args, true);
 }
 
+/* Snapshots: VDI.snapshot and the record's snapshots field. */
+
+/* The refs of the snapshots of VDI UUID in S (those whose snapshot_of
+ * it is). */
+static xmlrpc_value *
+vdi_snapshots (struct xapi_call *c, struct host_sr *s, const char *uuid)
+{
+  xmlrpc_value *a = xmlrpc_array_new (c->env);
+  struct sr_vdi_list list = { 0 };
+
+  if (sr_vdi_list (s->sr, &list) == -1)
+    return a; /* the record says what it can; the SR's error is logged */
+  for (size_t i = 0; i < list.len; i++)
+    if (list.v[i]->managed && strcmp (list.v[i]->snapshot_of, uuid) == 0)
+      xapi_append (c, a, xapi_ref (c, list.v[i]->uuid));
+  sr_vdi_list_free (&list);
+  return a;
+}
+
+static bool
+accept_param (struct xapi_call *c, const char *key, const char *value,
+              void *opaque)
+{
+  return true;
+}
+
+/* VDI.snapshot(session, vdi, driver_params) → the snapshot's ref: the
+ * VDI's content now, frozen into a new read-only VDI (is_a_snapshot,
+ * snapshot_of the VDI, snapshot_time now); the VDI keeps its ref and
+ * goes on over it.  driver_params (a map of strings) mean nothing to a
+ * file SR.  A VDI attached to a running VM: VDI_IN_USE (host.h's
+ * host_vdi_snapshot). */
+static xmlrpc_value *
+vdi_snapshot (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  g_autofree char *ref = xapi_read_string (c, args[1], "vdi");
+  g_autofree char *snap = NULL;
+  struct host_sr *s = NULL;
+  struct sr_vdi *v;
+  char **err = NULL;
+
+  if (ref == NULL
+      || !xapi_read_string_map (c, args[2], "driver_params", accept_param,
+                                NULL)
+      || (v = xapi_vdi_by_ref (c, ref, &s)) == NULL)
+    return NULL;
+  snap = host_vdi_snapshot (c->d->host, s, v->uuid, &err);
+  sr_vdi_free (v);
+  if (snap == NULL) {
+    xapi_fail_err (c, err);
+    return NULL;
+  }
+  return xapi_ref (c, snap);
+}
+
 /* Changed-block tracking and backup access, as xapi spells them:
  * VDI.enable_cbt, disable_cbt, list_changed_blocks, data_destroy and
  * get_nbd_info (the brain: replicator/jobs/cbt.h, nbd-exports.h). */
@@ -439,6 +497,7 @@ vdi_get_nbd_info (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 
 static const struct xapi_method methods[] = {
   { "create", 2, 2, false, vdi_create },
+  { "snapshot", 3, 3, false, vdi_snapshot },
   { "destroy", 2, 2, false, vdi_destroy },
   { "copy", 3, 3, false, vdi_copy },
   { "pool_migrate", 4, 4, false, vdi_pool_migrate },

@@ -693,3 +693,41 @@ host_vdi_destroy (struct host *h, struct host_sr *s, const char *uuid,
     g_message ("VDI.destroy: %s in SR %s", uuid, s->name);
   return r;
 }
+
+char *
+host_vdi_snapshot (struct host *h, struct host_sr *s, const char *uuid,
+                   char ***err)
+{
+  g_autofree char *ref = host_ref (uuid);
+  struct sr_vdi *v = sr_vdi_get_by_uuid (s->sr, uuid);
+  struct sr_vdi *snap = NULL;
+  char *r = NULL;
+
+  if (v == NULL) {
+    host_err_sr (err, "VDI", ref, "VDI.snapshot");
+    return NULL;
+  }
+  /* The image a running VM writes is the one that would be frozen: its
+   * disk server must be quiesced first, which only a live snapshot (the
+   * mirror filter's pause) does. */
+  if (host_vdi_attached (h, uuid)) {
+    host_err_set (err, "VDI_IN_USE", ref, "snapshot", NULL);
+    goto out;
+  }
+  if (host_vdi_claim_or_fail (h, uuid, "snapshot", err) == -1)
+    goto out;
+  snap = sr_vdi_snapshot (s->sr, uuid, v->name_label);
+  if (snap == NULL) {
+    g_message ("VDI.snapshot of %s: %s", uuid, sr_get_error ());
+    host_err_sr (err, "VDI", ref, "VDI.snapshot");
+  }
+  host_vdi_release (h, uuid);
+  if (snap) {
+    g_message ("VDI.snapshot: %s of %s in SR %s", snap->uuid, uuid, s->name);
+    r = g_strdup (snap->uuid);
+  }
+out:
+  sr_vdi_free (snap);
+  sr_vdi_free (v);
+  return r;
+}
