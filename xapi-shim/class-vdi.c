@@ -132,7 +132,8 @@ vdi_record (struct xapi_call *c, const char *ref)
   xapi_set (c, r, "virtual_size", xapi_int64 (c, (int64_t)v->virtual_size));
   xapi_set (c, r, "physical_utilisation",
             xapi_int64 (c, (int64_t)v->physical_utilisation));
-  xapi_set (c, r, "type", xapi_string (c, "user"));
+  xapi_set (c, r, "type",
+            xapi_string (c, v->cbt_metadata ? "cbt_metadata" : "user"));
   xapi_set (c, r, "sharable", xapi_bool (c, false));
   xapi_set (c, r, "read_only", xapi_bool (c, v->read_only));
   oc = xmlrpc_struct_new (c->env);
@@ -169,7 +170,7 @@ vdi_record (struct xapi_call *c, const char *ref)
   xapi_set (c, r, "metadata_of_pool", xapi_string (c, XAPI_NULL_REF));
   xapi_set (c, r, "metadata_latest", xapi_bool (c, false));
   xapi_set (c, r, "is_tools_iso", xapi_bool (c, false));
-  xapi_set (c, r, "cbt_enabled", xapi_bool (c, false));
+  xapi_set (c, r, "cbt_enabled", xapi_bool (c, v->cbt_enabled));
   sr_vdi_free (v);
   return r;
 }
@@ -449,6 +450,87 @@ vdi_snapshot (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
  * VDI.enable_cbt, disable_cbt, list_changed_blocks, data_destroy and
  * get_nbd_info (the brain: replicator/jobs/cbt.h, nbd-exports.h). */
 
+/* VDI.enable_cbt(session, self), VDI.disable_cbt(session, self). */
+static xmlrpc_value *
+set_cbt (struct xapi_call *c, xmlrpc_value *const *args, bool on)
+{
+  g_autofree char *ref = xapi_read_string (c, args[1], "self");
+  struct sr_vdi *v = ref ? xapi_vdi_by_ref (c, ref, NULL) : NULL;
+  char **err = NULL;
+  int r;
+
+  if (v == NULL)
+    return NULL;
+  r = on ? host_vdi_enable_cbt (c->d->host, v->uuid, &err)
+         : host_vdi_disable_cbt (c->d->host, v->uuid, &err);
+  sr_vdi_free (v);
+  if (r == -1) {
+    xapi_fail_err (c, err);
+    return NULL;
+  }
+  return xapi_void (c);
+}
+
+static xmlrpc_value *
+vdi_enable_cbt (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  return set_cbt (c, args, true);
+}
+
+static xmlrpc_value *
+vdi_disable_cbt (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  return set_cbt (c, args, false);
+}
+
+/* VDI.list_changed_blocks(session, vdi_from, vdi_to) → base64 of the
+ * bitmap of 64 KiB blocks written between the two snapshots. */
+static xmlrpc_value *
+vdi_list_changed_blocks (struct xapi_call *c, xmlrpc_value *const *args,
+                         int nargs)
+{
+  g_autofree char *from_ref = xapi_read_string (c, args[1], "vdi_from");
+  g_autofree char *to_ref
+      = from_ref ? xapi_read_string (c, args[2], "vdi_to") : NULL;
+  struct sr_vdi *from = to_ref ? xapi_vdi_by_ref (c, from_ref, NULL) : NULL;
+  struct sr_vdi *to = from ? xapi_vdi_by_ref (c, to_ref, NULL) : NULL;
+  g_autofree char *b64 = NULL;
+  char **err = NULL;
+
+  if (to)
+    b64 = host_vdi_list_changed_blocks (c->d->host, from->uuid, to->uuid,
+                                        &err);
+  if (to && b64 == NULL)
+    xapi_fail_err (c, err);
+  sr_vdi_free (from);
+  sr_vdi_free (to);
+  return b64 ? xapi_string (c, b64) : NULL;
+}
+
+/* VDI.data_destroy(session, self): the snapshot keeps its record and
+ * changed-block log, its data goes (type cbt_metadata); its NBD exports
+ * stop. */
+static xmlrpc_value *
+vdi_data_destroy (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  g_autofree char *ref = xapi_read_string (c, args[1], "self");
+  struct sr_vdi *v = ref ? xapi_vdi_by_ref (c, ref, NULL) : NULL;
+  char **err = NULL;
+  int r;
+
+  if (v == NULL)
+    return NULL;
+  r = host_vdi_data_destroy (c->d->host, v->uuid, &err);
+  if (r == 0)
+    nbd_exports_end_vdi (c->d->nbd, v->uuid);
+  sr_vdi_free (v);
+  if (r == -1) {
+    xapi_fail_err (c, err);
+    return NULL;
+  }
+  return xapi_void (c);
+}
+
 /* One vdi_nbd_server_info record. */
 static xmlrpc_value *
 nbd_server_info (struct xapi_call *c, const struct nbd_export_info *info)
@@ -501,6 +583,10 @@ static const struct xapi_method methods[] = {
   { "destroy", 2, 2, false, vdi_destroy },
   { "copy", 3, 3, false, vdi_copy },
   { "pool_migrate", 4, 4, false, vdi_pool_migrate },
+  { "enable_cbt", 2, 2, false, vdi_enable_cbt },
+  { "disable_cbt", 2, 2, false, vdi_disable_cbt },
+  { "list_changed_blocks", 3, 3, false, vdi_list_changed_blocks },
+  { "data_destroy", 2, 2, false, vdi_data_destroy },
   { "get_nbd_info", 2, 2, false, vdi_get_nbd_info },
   { NULL },
 };

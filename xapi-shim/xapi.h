@@ -33,6 +33,7 @@
 #include <gio/gio.h>
 #include <xmlrpc-c/base.h>
 
+#include "cbt.h"
 #include "events.h"
 #include "host.h"
 #include "jobs.h"

@@ -313,6 +313,10 @@ nbd_exports_serve (struct nbd_exports *e, const char *session,
     host_err_set (err, "HANDLE_INVALID", "VDI", ref, NULL);
     goto out;
   }
+  if (v->cbt_metadata) { /* no data left to serve */
+    host_err_set (err, "VDI_INCOMPATIBLE_TYPE", ref, "cbt_metadata", NULL);
+    goto out;
+  }
   g_mutex_lock (&e->lock);
   for (guint i = 0; i < e->exports->len; i++) {
     x = e->exports->pdata[i];
