@@ -119,6 +119,25 @@
  * gate); it is allowed after a pivot (a second live snapshot), when the
  * flush and the next pivot concern the target.
  *
+ * Changed-block tracking (cbt-log=PATH, cbt-log.h).  Every guest write,
+ * zero and trim marks its 64 KiB blocks in the VDI's log first, in every
+ * mode, and only then goes to the disk: a write the guest hears of is
+ * always in the log, even if nbdkit is killed right after.  A mark that
+ * fails fails the request with EIO, untouched.  The log is opened as its
+ * writer in .after_fork (its consistent flag cleared and fsynced; a log
+ * a dead writer left is reset there, with its reason) and closed cleanly
+ * in .cleanup, nbdkit's clean stop (the flag set and fsynced).  A log
+ * that is not there yet (CBT off) is looked for before each request, so
+ * that VDI.enable_cbt on a served disk tracks every request that starts
+ * after it (one access(2) per request while CBT is off); disabling it
+ * while served leaves the file to us, flagged (cbt_log_disable), so the
+ * filter never needs to let go of it.  After a
+ * pivot the filter keeps marking the same file: a live snapshot keeps
+ * the VDI, and a live move renames the log to the new VDI (vdi-jobs.c).
+ * A request marks once past the pause gate, never before: a write a
+ * live snapshot's pause held lands in the new leaf, so its mark must
+ * land in the log rotated for that leaf, not in the snapshot's.
+ *
  * A failed target is detached by the control thread (mirror_reap), which
  * also answers the control socket (control.c).  The target connection is
  * target.c: libnbd aio with deadlines, see target.h for why not the copy
@@ -133,10 +152,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-filter.h>
 
+#include "cbt-log.h"
 #include "clock.h"
 #include "chunks.h"
 #include "copy.h"
@@ -167,6 +188,14 @@ static char *control_path;
 static uint64_t granularity = 65536;
 static unsigned timeout_s = 30;
 static unsigned pause_timeout_s = 60;
+static char *cbt_path; /* cbt-log= */
+
+/* The changed-block log, open from .after_fork (or from the first
+ * request after it appeared: CBT enabled while the disk is served) to
+ * .cleanup; NULL while there is none.  Set once, under cbt_open_lock;
+ * cbt_log_mark is thread-safe. */
+static struct cbt_log *_Atomic cbt;
+static pthread_mutex_t cbt_open_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Set in .after_fork. */
 static nbdkit_backend *backend;
@@ -1272,6 +1301,47 @@ on_target (enum treq_op op, void *buf, uint32_t count, uint64_t offset,
   return r;
 }
 
+static int cbt_open (void);
+
+/* The log, taken if it appeared since the last look; NULL if there is
+ * none (or it cannot be opened: *FAILED, with nbdkit's error). */
+static struct cbt_log *
+cbt_get (bool *failed)
+{
+  struct cbt_log *log = atomic_load (&cbt);
+  *failed = false;
+  if (log || !cbt_path || access (cbt_path, F_OK) == -1)
+    return log;
+  pthread_mutex_lock (&cbt_open_lock);
+  if (!atomic_load (&cbt)) {
+    nbdkit_debug ("mirror: cbt-log %s appeared: tracking starts", cbt_path);
+    *failed = cbt_open () == -1;
+  }
+  pthread_mutex_unlock (&cbt_open_lock);
+  return atomic_load (&cbt);
+}
+
+/* Mark a guest request's blocks in the changed-block log before it
+ * reaches the disk. */
+static int
+cbt_mark (uint32_t count, uint64_t offset, int *err)
+{
+  GError *e = NULL;
+  bool failed;
+  struct cbt_log *log = cbt_get (&failed);
+  if (failed) {
+    *err = EIO;
+    return -1;
+  }
+  if (!log || cbt_log_mark (log, offset, count, &e) == 0)
+    return 0;
+  nbdkit_error ("mirror: %s (the request fails: it could not be tracked)",
+                e->message);
+  g_error_free (e);
+  *err = EIO;
+  return -1;
+}
+
 static int
 mirror_pread (nbdkit_next *next, void *handle, void *buf, uint32_t count,
               uint64_t offset, uint32_t flags, int *err)
@@ -1289,6 +1359,12 @@ mirror_pwrite (nbdkit_next *next, void *handle, const void *buf,
                uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
   io_begin ();
+  /* Marked past the pause gate: a write a live snapshot's pause
+   * held counts in the log of the leaf it lands in. */
+  if (cbt_mark (count, offset, err) == -1) {
+    io_end ();
+    return -1;
+  }
   int r;
   switch (mode) {
   case MODE_MIRROR:
@@ -1308,6 +1384,12 @@ mirror_zero (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
              uint32_t flags, int *err)
 {
   io_begin ();
+  /* Marked past the pause gate: a write a live snapshot's pause
+   * held counts in the log of the leaf it lands in. */
+  if (cbt_mark (count, offset, err) == -1) {
+    io_end ();
+    return -1;
+  }
   int r;
   switch (mode) {
   case MODE_MIRROR:
@@ -1329,6 +1411,12 @@ mirror_trim (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
              uint32_t flags, int *err)
 {
   io_begin ();
+  /* Marked past the pause gate: a write a live snapshot's pause
+   * held counts in the log of the leaf it lands in. */
+  if (cbt_mark (count, offset, err) == -1) {
+    io_end ();
+    return -1;
+  }
   int r;
   if (mode == MODE_PIVOTED)
     r = on_target (TREQ_TRIM, NULL, count, offset, flags, err);
@@ -1454,6 +1542,11 @@ mirror_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     granularity = g;
     return 0;
   }
+  if (strcmp (key, "cbt-log") == 0) {
+    free (cbt_path);
+    cbt_path = nbdkit_absolute_path (value);
+    return cbt_path ? 0 : -1;
+  }
   if (strcmp (key, "mirror-timeout") == 0) {
     if (nbdkit_parse_unsigned ("mirror-timeout", value, &timeout_s) == -1)
       return -1;
@@ -1484,7 +1577,8 @@ mirror_config_complete (nbdkit_next_config_complete *next,
   "protocol.\n"                                                               \
   "mirror-granularity=SIZE Dirty bitmap granularity (default 64K).\n"         \
   "mirror-timeout=SECS     Target request timeout (default 30).\n"           \
-  "mirror-pause-timeout=SECS  A pause resumes by itself after (default 60)."
+  "mirror-pause-timeout=SECS  A pause resumes by itself after (default 60).\n" \
+  "cbt-log=PATH            Changed-block log to mark (vdimotion-sr(5))."
 
 static int
 mirror_get_ready (int thread_model)
@@ -1496,6 +1590,36 @@ mirror_get_ready (int thread_model)
   pthread_rwlock_init (&mode_lock, &a);
   pthread_rwlockattr_destroy (&a);
   return control_listen (control_path);
+}
+
+/* Take the changed-block log as its writer, for a disk of disk_size
+ * bytes. */
+static int
+cbt_open (void)
+{
+  GError *e = NULL;
+  struct cbt_log_info info;
+  struct cbt_log *log = cbt_log_open (cbt_path, CBT_LOG_WRITER, &e);
+
+  if (log && cbt_log_get_info (log, &info, &e) == 0
+      && info.virtual_size != disk_size)
+    g_set_error (&e, CBT_LOG_ERROR, EINVAL,
+                 "cbt log %s: it is the log of a %" PRIu64 "-byte disk, "
+                 "this one is %" PRIu64 " bytes",
+                 cbt_path, info.virtual_size, disk_size);
+  if (e) {
+    nbdkit_error ("mirror: cbt-log: %s", e->message);
+    g_error_free (e);
+    cbt_log_close (log, NULL);
+    return -1;
+  }
+  atomic_store (&cbt, log);
+  nbdkit_debug ("mirror: cbt-log %s: generation %s, counting from %s%s%s",
+                cbt_path, info.generation,
+                info.predecessor[0] ? info.predecessor : "enabling or reset",
+                info.reset_reason[0] ? ", last reset: " : "",
+                info.reset_reason);
+  return 0;
 }
 
 static int
@@ -1519,6 +1643,10 @@ mirror_after_fork (nbdkit_backend *b)
       || bg->can_fua (bg) == -1)
     return -1;
   disk_size = size;
+  /* A log that is there must be usable; one that is not yet is looked
+   * for before each request. */
+  if (cbt_path && access (cbt_path, F_OK) == 0 && cbt_open () == -1)
+    return -1;
   nchunks = (disk_size + granularity - 1) / granularity;
   if (chunks_init (&chunks, nchunks, &lock) == -1) {
     nbdkit_error ("mirror: out of memory for the bitmap");
@@ -1544,6 +1672,16 @@ mirror_cleanup (nbdkit_backend *b)
     nbdkit_next_context_close (layer);
     layer = NULL;
   }
+  struct cbt_log *log = atomic_exchange (&cbt, NULL);
+  if (log) {
+    /* nbdkit's clean stop: no request is running any more. */
+    GError *e = NULL;
+    if (cbt_log_close (log, &e) == -1) {
+      nbdkit_error ("mirror: cbt-log: %s (the next open resets it)",
+                    e->message);
+      g_error_free (e);
+    }
+  }
   if (bg) {
     bg->finalize (bg);
     nbdkit_next_context_close (bg);
@@ -1555,6 +1693,7 @@ static void
 mirror_unload (void)
 {
   free (control_path);
+  free (cbt_path);
   chunks_free (&chunks);
   free (error_msg);
 }

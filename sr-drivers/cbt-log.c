@@ -38,6 +38,7 @@
 #define LOG_VERSION 1
 #define HEADER_SIZE 4096
 #define FLAG_CONSISTENT 0x1
+#define FLAG_DISABLED 0x2
 /* Header field offsets (cbt-log.h). */
 #define OFF_VERSION 8
 #define OFF_BLOCK_SIZE 12
@@ -389,6 +390,7 @@ info_from_header (const struct header *h, bool in_use,
   memcpy (out->generation, h->generation, sizeof out->generation);
   memcpy (out->predecessor, h->predecessor, sizeof out->predecessor);
   out->consistent = h->flags & FLAG_CONSISTENT;
+  out->disabled = h->flags & FLAG_DISABLED;
   out->in_use = in_use;
   out->reset_time = h->reset_time;
   memcpy (out->reset_reason, h->reason, sizeof out->reset_reason);
@@ -401,7 +403,8 @@ header_from_info (const struct cbt_log_info *in, struct header *h)
   h->virtual_size = in->virtual_size;
   memcpy (h->generation, in->generation, sizeof h->generation);
   memcpy (h->predecessor, in->predecessor, sizeof h->predecessor);
-  h->flags = in->consistent ? FLAG_CONSISTENT : 0;
+  h->flags = (in->consistent ? FLAG_CONSISTENT : 0)
+             | (in->disabled ? FLAG_DISABLED : 0);
   h->reset_time = in->reset_time;
   memcpy (h->reason, in->reset_reason, sizeof h->reason);
 }
@@ -628,6 +631,18 @@ cbt_log_read_info (const char *path, struct cbt_log_info *out, GError **err)
   return r;
 }
 
+int
+cbt_log_read_header (const char *path, struct cbt_log_info *out,
+                     GError **err)
+{
+  struct cbt_log *log = cbt_log_open (path, 0, err);
+  if (!log)
+    return -1;
+  *out = log->info;
+  cbt_log_close (log, NULL);
+  return 0;
+}
+
 static uint8_t *
 read_bitmap_fd (int fd, const char *path, uint64_t virtual_size, size_t *len,
                 GError **err)
@@ -679,6 +694,71 @@ cbt_log_reset (const char *path, const char *reason, GError **err)
   if (fd == -1)
     return -1;
   int r = reset_fd (fd, path, &h, reason, err);
+  close (fd);
+  return r;
+}
+
+int
+cbt_log_enable (const char *path, uint64_t virtual_size, GError **err)
+{
+  struct header h;
+  int fd = open (path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+  if (fd == -1 && errno == ENOENT)
+    return cbt_log_create (path, virtual_size, err);
+  if (fd == -1) {
+    set_errno_err (err, path, "opening");
+    return -1;
+  }
+  int r = read_header (fd, path, &h, err);
+  if (r == 0 && !(h.flags & FLAG_DISABLED))
+    goto out; /* enabled already */
+  if (r == 0 && h.virtual_size != virtual_size) {
+    /* Nobody can be marking a disk of another size: start afresh. */
+    close (fd);
+    return cbt_log_create (path, virtual_size, err);
+  }
+  /* Counting starts now, in the file a writer may hold: bits cleared
+   * (writes racing with this count as before it), then a new
+   * generation, enabled. */
+  if (r == 0)
+    r = fill_bitmap (fd, path, h.virtual_size, false, err);
+  if (r == 0) {
+    set_reset (&h, "enabled");
+    h.flags &= ~FLAG_DISABLED;
+    r = write_header (fd, path, &h, err);
+  }
+  if (r == 0)
+    r = sync_fd (fd, path, err);
+out:
+  close (fd);
+  return r;
+}
+
+int
+cbt_log_disable (const char *path, GError **err)
+{
+  struct header h;
+  int fd = open (path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+  if (fd == -1 && errno == ENOENT)
+    return 0;
+  if (fd == -1) {
+    set_errno_err (err, path, "opening");
+    return -1;
+  }
+  int held = writer_holds (fd, path, err);
+  int r = held == -1 ? -1 : 0;
+  if (held == 0 && unlink (path) == -1) {
+    set_errno_err (err, path, "removing");
+    r = -1;
+  }
+  else if (held == 0)
+    r = sync_dir_of (path, err);
+  else if (held == 1 && (r = read_header (fd, path, &h, err)) == 0) {
+    h.flags |= FLAG_DISABLED;
+    r = write_header (fd, path, &h, err);
+    if (r == 0)
+      r = sync_fd (fd, path, err);
+  }
   close (fd);
   return r;
 }
@@ -849,6 +929,12 @@ cbt_log_changed_blocks (const char *dir, const char *from_uuid,
       return NULL;
     }
     struct cbt_log_info info = log->info;
+    if (info.disabled) {
+      no_chain (err, dir, from_uuid, to_uuid,
+                "changed-block tracking is off for VDI %s", cur);
+      cbt_log_close (log, NULL);
+      return NULL;
+    }
     if (!info.consistent && !info.in_use) {
       no_chain (err, dir, from_uuid, to_uuid,
                 "the log of VDI %s was not closed cleanly", cur);

@@ -17,7 +17,9 @@
  *       64    40  predecessor: the uuid of the snapshot this bitmap
  *                 counts from, "" if it counts from enabling or a reset
  *      104     4  flags: bit 0 = consistent (set by a clean close,
- *                 cleared while a writer has the log open)
+ *                 cleared while a writer has the log open); bit 1 =
+ *                 disabled (CBT was turned off while a writer held the
+ *                 log: the file stays for it, but says nothing)
  *      108     4  reserved, 0
  *      112     8  time of the last reset (unix seconds, 0: never)
  *      120   128  reason of the last reset, NUL-padded text
@@ -100,6 +102,7 @@ struct cbt_log_info
   char generation[CBT_LOG_UUID_LEN + 1];
   char predecessor[CBT_LOG_UUID_LEN + 1]; /* "" : from enabling or a reset */
   bool consistent; /* the flag as on disk */
+  bool disabled;   /* CBT turned off under a writer (cbt_log_disable) */
   /* Whether a live writer holds the log (its lock); a log with
    * !consistent && !in_use was left by a writer that died. */
   bool in_use;
@@ -128,6 +131,19 @@ cbt_bitmap_test (const uint8_t *bitmap, uint64_t i)
  * leaves the old file or the new one; an existing log at PATH is
  * replaced.  Returns 0, or -1 with ERR. */
 int cbt_log_create (const char *path, uint64_t virtual_size, GError **err);
+
+/* Turn tracking on (VDI.enable_cbt): a new log at PATH (cbt_log_create),
+ * or, where a log disabled under its writer is (cbt_log_disable), that
+ * same file made new in place: bits cleared, a new generation, "enabled"
+ * (its writer, still marking it, goes on marking the new count).  A log
+ * that is enabled already is left alone.  Returns 0, or -1 with ERR. */
+int cbt_log_enable (const char *path, uint64_t virtual_size, GError **err);
+
+/* Turn tracking off (VDI.disable_cbt): the log at PATH is removed, or,
+ * while a writer holds it (a running VM's disk), flagged disabled and
+ * left for the writer, so that an enable before the writer goes is seen
+ * by it.  No log: nothing to do.  Returns 0, or -1 with ERR. */
+int cbt_log_disable (const char *path, GError **err);
 
 /* cbt_log_open flags. */
 #define CBT_LOG_WRITER 0x1
@@ -166,6 +182,10 @@ int cbt_log_get_info (struct cbt_log *log, struct cbt_log_info *out,
  * without changing the file.  Returns 0, or -1 with ERR. */
 int cbt_log_read_info (const char *path, struct cbt_log_info *out,
                        GError **err);
+
+/* The same without counting the bits (blocks_set 0): cheap. */
+int cbt_log_read_header (const char *path, struct cbt_log_info *out,
+                         GError **err);
 
 /* The log's bitmap (XenAPI's layout), newly allocated, *LEN bytes
  * (ceil (blocks / 8)).  NULL with ERR on failure. */

@@ -310,6 +310,22 @@ db_get_text (struct sr *sr, const char *sql, const char *spec, ...)
 
 /* ---- records ---- */
 
+/* Whether UUID has CBT on: its log is there and not disabled (a log
+ * disabled under a running writer stays until the writer goes; see
+ * cbt_log_disable).  A log that does not read counts as there: it says
+ * so when used. */
+static bool
+has_log (struct sr *sr, const char *uuid)
+{
+  char name[SR_UUID_LEN + 16];
+  snprintf (name, sizeof name, "%s%s", uuid, CBT_LOG_SUFFIX);
+  if (faccessat (F (sr)->dirfd, name, F_OK, AT_SYMLINK_NOFOLLOW) == -1)
+    return false;
+  g_autofree char *path = g_build_filename (sr->path, name, NULL);
+  struct cbt_log_info info;
+  return cbt_log_read_header (path, &info, NULL) == -1 || !info.disabled;
+}
+
 #define VDI_COLUMNS                                                           \
   "uuid, location, name_label, name_description, format, virtual_size, "      \
   "parent_uuid, read_only, managed, is_snapshot, snapshot_of, "               \
@@ -396,10 +412,7 @@ row_to_vdi (struct sr *sr, sqlite3_stmt *st)
   struct stat sb;
   if (fstatat (F (sr)->dirfd, v->location, &sb, AT_SYMLINK_NOFOLLOW) == 0)
     v->physical_utilisation = (uint64_t)sb.st_blocks * 512;
-  char log[SR_UUID_LEN + 16];
-  snprintf (log, sizeof log, "%s%s", v->uuid, CBT_LOG_SUFFIX);
-  v->cbt_enabled
-      = faccessat (F (sr)->dirfd, log, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+  v->cbt_enabled = has_log (sr, v->uuid);
   if (load_other_config (sr, v) == -1) {
     sr_vdi_free (v);
     return NULL;
@@ -1773,30 +1786,17 @@ log_path_of (struct sr *sr, const char *uuid)
 static int
 set_cbt_locked (struct sr *sr, struct sr_vdi *v, bool enabled)
 {
-  char name[SR_UUID_LEN + 16];
-  log_name (name, v->uuid);
-  if (!enabled) {
-    if (v->cbt_enabled && unlinkat (F (sr)->dirfd, name, 0) == -1
-        && errno != ENOENT) {
-      sr_err (sr, errno, "VDI %s: removing %s: %s", v->uuid, name,
-              strerror (errno));
-      return -1;
-    }
-    sync_dir (sr);
-    return 0;
-  }
-  if (v->cbt_enabled)
-    return 0;
-  if (v->cbt_metadata) {
-    sr_err (sr, EMEDIUMTYPE,
-            "VDI %s: cannot enable CBT: its data was destroyed", v->uuid);
-    return -1;
-  }
   g_autofree char *path = log_path_of (sr, v->uuid);
   GError *err = NULL;
   if (!path)
     return -1;
-  if (cbt_log_create (path, v->virtual_size, &err) == -1) {
+  if (enabled && v->cbt_metadata) {
+    sr_err (sr, EMEDIUMTYPE,
+            "VDI %s: cannot enable CBT: its data was destroyed", v->uuid);
+    return -1;
+  }
+  if (enabled ? cbt_log_enable (path, v->virtual_size, &err)
+              : cbt_log_disable (path, &err)) {
     sr_err_cbt (sr, v->uuid, err);
     return -1;
   }

@@ -43,3 +43,9 @@ tests_unit_test_cbt_log_CPPFLAGS = $(AM_CPPFLAGS) $(CUNIT_CFLAGS) \
 tests_unit_test_cbt_log_CFLAGS = $(AM_CFLAGS) $(GLIB_CFLAGS)
 tests_unit_test_cbt_log_LDADD = sr-drivers/libcbtlog.la $(GLIB_LIBS) \
 	$(CUNIT_LIBS) -lpthread
+
+# Enables, disables and rotates changed-block logs for the shell tests.
+check_PROGRAMS += tests/cbtlog-tool
+tests_cbtlog_tool_SOURCES = tests/cbtlog-tool.c
+tests_cbtlog_tool_CFLAGS = $(AM_CFLAGS) $(GLIB_CFLAGS)
+tests_cbtlog_tool_LDADD = sr-drivers/libcbtlog.la $(GLIB_LIBS)
