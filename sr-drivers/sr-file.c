@@ -1815,12 +1815,12 @@ fsr_set_cbt (struct sr *sr, const char *uuid, bool enabled)
 }
 
 static char *
-fsr_cbt_log_path (struct sr *sr, const char *uuid)
+fsr_cbt_log_path (struct sr *sr, const char *uuid, bool enabled_only)
 {
   pthread_mutex_lock (&F (sr)->lock);
   struct sr_vdi *v = load_vdi (sr, uuid);
   char *path = NULL;
-  if (v && !v->cbt_enabled)
+  if (v && enabled_only && !v->cbt_enabled)
     sr_err (sr, ENODATA, "VDI %s: changed-block tracking is off", uuid);
   else if (v)
     path = log_path_of (sr, uuid);

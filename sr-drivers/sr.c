@@ -437,14 +437,26 @@ sr_vdi_disable_cbt (struct sr *sr, const char *uuid)
   return set_cbt (sr, uuid, false);
 }
 
-char *
-sr_vdi_cbt_log_path (struct sr *sr, const char *uuid)
+static char *
+cbt_log_path (struct sr *sr, const char *uuid, bool enabled_only)
 {
   CHECK_SR (sr, NULL);
   if (check_uuid (sr, "VDI", uuid) == -1)
     return NULL;
   CBT_OP (sr, cbt_log_path, NULL);
-  return sr->ops->cbt_log_path (sr, uuid);
+  return sr->ops->cbt_log_path (sr, uuid, enabled_only);
+}
+
+char *
+sr_vdi_cbt_log_path (struct sr *sr, const char *uuid)
+{
+  return cbt_log_path (sr, uuid, true);
+}
+
+char *
+sr_vdi_cbt_log_location (struct sr *sr, const char *uuid)
+{
+  return cbt_log_path (sr, uuid, false);
 }
 
 int
@@ -501,4 +513,63 @@ sr_vdi_data_destroy (struct sr *sr, const char *uuid)
   int r = sr->ops->data_destroy (sr, uuid);
   changed (sr, r == 0, uuid, SR_VDI_CHANGED);
   return r;
+}
+
+/* Copy FROM (a log file) into TO_UUID of TO_SR. */
+static int
+cbt_copy (const char *from, struct sr *to_sr, const char *to_uuid)
+{
+  g_autoptr (GError) err = NULL;
+  size_t len;
+  g_autofree uint8_t *bytes = cbt_log_export (from, &len, &err);
+  if (!bytes) {
+    vdisk_set_error (err->code, "%s", err->message);
+    return -1;
+  }
+  return sr_vdi_cbt_import (to_sr, to_uuid, bytes, len);
+}
+
+int
+sr_vdi_cbt_follow (struct sr *from_sr, const char *from_uuid,
+                   struct sr *to_sr, const char *to_uuid, bool keep_source)
+{
+  g_autoptr (GError) err = NULL;
+  char *p = sr_vdi_cbt_log_path (from_sr, from_uuid);
+  if (!p)
+    return sr_get_errno () == ENODATA ? 0 : -1;
+  g_autofree char *from = g_strdup (p);
+  free (p);
+  if (keep_source)
+    return cbt_copy (from, to_sr, to_uuid);
+
+  char *q = sr_vdi_cbt_log_location (to_sr, to_uuid);
+  if (!q)
+    return -1;
+  g_autofree char *to = g_strdup (q);
+  free (q);
+  if (rename (from, to) == 0) {
+    changed (to_sr, true, to_uuid, SR_VDI_CHANGED);
+    changed (from_sr, true, from_uuid, SR_VDI_CHANGED);
+    return 0;
+  }
+  if (errno != EXDEV) {
+    vdisk_set_error (errno, "%s SR %s: VDI %s: moving its log to %s: %s",
+                     from_sr->ops->name, from_sr->path, from_uuid, to,
+                     strerror (errno));
+    return -1;
+  }
+  struct cbt_log_info info;
+  if (cbt_log_read_header (from, &info, &err) == -1) {
+    vdisk_set_error (err->code, "%s", err->message);
+    return -1;
+  }
+  if (cbt_copy (from, to_sr, to_uuid) == -1)
+    return -1;
+  if (info.in_use
+      && cbt_log_reset (to, "moved while in use across filesystems", &err)
+             == -1) {
+    vdisk_set_error (err->code, "%s", err->message);
+    return -1;
+  }
+  return 0;
 }

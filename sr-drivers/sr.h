@@ -191,7 +191,7 @@ struct sr_ops
   /* Changed-block tracking (NULL: ENOTSUP).  See sr_vdi_enable_cbt and
    * the functions after it. */
   int (*set_cbt) (struct sr *sr, const char *uuid, bool enabled);
-  char *(*cbt_log_path) (struct sr *sr, const char *uuid);
+  char *(*cbt_log_path) (struct sr *sr, const char *uuid, bool enabled_only);
   uint8_t *(*changed_blocks) (struct sr *sr, const char *from_uuid,
                               const char *to_uuid, size_t *len);
   int (*cbt_import) (struct sr *sr, const char *uuid, const uint8_t *bytes,
@@ -314,6 +314,11 @@ int sr_vdi_disable_cbt (struct sr *sr, const char *uuid);
 /* The path of UUID's changed-block log (malloc'd), or NULL with ENOENT
  * (no such VDI) or ENODATA (CBT is off). */
 char *sr_vdi_cbt_log_path (struct sr *sr, const char *uuid);
+/* Where UUID's log is, or will be once CBT is enabled (malloc'd): a
+ * served VDI's mirror filter gets it as cbt-log= whether CBT is on or
+ * not, and takes the log when it appears (enable_cbt while the VM
+ * runs).  NULL with ENOENT if there is no such VDI. */
+char *sr_vdi_cbt_log_location (struct sr *sr, const char *uuid);
 /* The header of UUID's log (cbt-log.h's struct cbt_log_info: its
  * generation, the reason and time of its last reset).  ENODATA if CBT is
  * off. */
@@ -334,6 +339,23 @@ uint8_t *sr_vdi_list_changed_blocks (struct sr *sr, const char *from_uuid,
  * goes.  EINVAL if the log is not one of a disk of UUID's size. */
 int sr_vdi_cbt_import (struct sr *sr, const char *uuid, const uint8_t *bytes,
                        size_t len);
+/* The log follows the disk: after VDI FROM_UUID of FROM_SR was copied
+ * (KEEP_SOURCE) or moved to TO_UUID of TO_SR, TO_UUID gets FROM_UUID's
+ * log, generation, predecessor and bits intact, so the next backup
+ * after a VDI.copy or VDI.pool_migrate is still incremental.  A move
+ * renames the file when both SRs share a filesystem: a mirror filter
+ * that still marks it (a live move's front, after its pivot) goes on
+ * marking the moved file, which is the log of the VDI the VM now uses.
+ * Across filesystems the log is copied; if a writer still holds the
+ * source then, the copy would miss its later marks, so it is reset
+ * ("moved while in use across filesystems": the next backup is full).
+ * Nothing to do if FROM_UUID has CBT off (or the log moved already: a
+ * commit done twice).  Call it after the data is in place, before the
+ * source goes.  0, or -1 with the error. */
+int sr_vdi_cbt_follow (struct sr *from_sr, const char *from_uuid,
+                       struct sr *to_sr, const char *to_uuid,
+                       bool keep_source);
+
 /* VDI.data_destroy: destroy the data of snapshot UUID but keep its
  * record and its changed-block log; the record becomes cbt_metadata.
  * Only a snapshot with CBT may lose its data (EMEDIUMTYPE otherwise).

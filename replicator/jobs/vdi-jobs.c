@@ -29,6 +29,13 @@
  *   "committing" before it touches anything else: its point of no
  *   return.  Then the VBDs of halted VMs follow the VDI (a move), the
  *   mark goes, the source is destroyed (a move), the task succeeds.
+ * - The changed-block log follows the disk (sr_vdi_cbt_follow), as the
+ *   commit's step before the source goes: copied for a copy, renamed
+ *   for a move.  After a live move's pivot the VBD's filter still marks
+ *   the log it opened; the rename hands that very file to the new VDI,
+ *   which is the disk the VM now uses, so no mark is lost and no filter
+ *   needs telling.  The step may run twice (a commit finished after a
+ *   restart): a log already moved is not there to move again.
  * - Restart (the kind's recover, before the daemon serves): an offline job is
  *   queued again and resumes from its journal (windows done are not
  *   copied again), or if it was committing is finished (every step of
@@ -368,6 +375,20 @@ destroy_source (struct job *job, struct host_sr *src_sr, const char *uuid)
                uuid, sr_get_error ());
 }
 
+/* The source's changed-block log goes to the new VDI (copied, or moved
+ * with MOVE); logged if it cannot: the next backup then finds no chain
+ * and is a full one. */
+static void
+carry_log (struct job *job, struct host_sr *src_sr, const char *src,
+           struct host_sr *dst_sr, const char *dst, bool move)
+{
+  if (src_sr && dst_sr
+      && sr_vdi_cbt_follow (src_sr->sr, src, dst_sr->sr, dst, !move) == -1)
+    g_warning ("task %s: the changed-block log of VDI %s does not follow "
+               "it to %s: %s",
+               job_row (job)->task, src, dst, sr_get_error ());
+}
+
 /* The new VDI is a VDI like any other from here: its mark goes. */
 static void
 unmark (struct job *job, struct host_sr *dst_sr, const char *uuid)
@@ -418,6 +439,11 @@ commit_offline (struct job *job, struct host_sr *dst_sr)
       if (b)
         live_commit (d, b, row->dst_vdi);
     }
+  }
+  if ((src = host_find_vdi (d, row->vdi, &src_sr)) != NULL) {
+    carry_log (job, src_sr, src->uuid, dst_sr, row->dst_vdi,
+               strcmp (row->kind, "migrate") == 0);
+    sr_vdi_free (src);
   }
   unmark (job, dst_sr, row->dst_vdi);
   if (strcmp (row->kind, "migrate") == 0
@@ -480,6 +506,8 @@ vdi_job_run (struct job *job)
   }
 
   /* Pivoted. */
+  carry_log (job, src_sr, src->uuid, dst_sr, dst->uuid,
+             strcmp (row->kind, "migrate") == 0);
   unmark (job, dst_sr, dst->uuid);
   if (strcmp (row->kind, "migrate") == 0)
     destroy_source (job, src_sr, src->uuid);
@@ -535,6 +563,9 @@ recover_live (struct job *job)
       g_critical ("task %s: cannot record the VBD's new VDI", row->task);
       return JOB_RECOVER_LEAVE;
     }
+    if (src)
+      carry_log (job, src_sr, src->uuid, dst_sr, row->dst_vdi,
+                 strcmp (row->kind, "migrate") == 0);
     unmark (job, dst_sr, row->dst_vdi);
     if (src)
       destroy_source (job, src_sr, src->uuid);
