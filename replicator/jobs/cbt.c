@@ -42,8 +42,7 @@ find_vdi (struct host *h, const char *uuid, struct host_sr **srp, char ***err)
 
 /* xapi's checks of enable_cbt and disable_cbt, in its order. */
 static bool
-may_set_cbt (struct host *h, const struct sr_vdi *v, const char *op,
-             char ***err)
+may_set_cbt (const struct sr_vdi *v, char ***err)
 {
   g_autofree char *ref = host_ref (v->uuid);
 
@@ -55,12 +54,6 @@ may_set_cbt (struct host *h, const struct sr_vdi *v, const char *op,
     g_autofree char *why = g_strconcat ("VDI is a snapshot: ", ref, NULL);
 
     host_err_set (err, "OPERATION_NOT_ALLOWED", why, NULL);
-    return false;
-  }
-  /* The filter of a running disk took the log (or none) when it
-   * started: see cbt.h. */
-  if (host_vdi_attached (h, v->uuid)) {
-    host_err_set (err, "VDI_IN_USE", ref, op, NULL);
     return false;
   }
   return true;
@@ -77,7 +70,7 @@ set_cbt (struct host *h, const char *uuid, bool on, char ***err)
 
   if (v == NULL)
     return -1;
-  if (!may_set_cbt (h, v, op, err))
+  if (!may_set_cbt (v, err))
     goto out;
   if (v->cbt_enabled == on) {
     r = 0; /* idempotent, as xapi */

@@ -9,11 +9,9 @@
  *   for the call's length (host_vdi_claim: a copy, move or destroy of
  *   it waits its turn, OTHER_OPERATION_IN_PROGRESS).
  * - A log is marked by the mirror filter of the nbdkit that serves the
- *   VDI to a running VM, from the moment that nbdkit opens the disk
- *   (cbt-log=).  So CBT is turned on or off while no VM runs on the VDI:
- *   on an attached VDI, enable_cbt and disable_cbt fail with VDI_IN_USE
- *   (xapi tells its tapdisk at once; here tracking starts with the disk
- *   server, and a log nobody marks would lie).
+ *   VDI to a running VM (cbt-log=, given whether CBT is on or not): the
+ *   filter takes a log that appears while it serves, so enable_cbt and
+ *   disable_cbt work on a running VM's disk too, as in xapi.
  * - VDI_CBT_ENABLED, which xapi raises for moves of a VDI with CBT, is
  *   never raised: the log follows the disk (sr.h, sr_vdi_cbt_import).
  *
@@ -26,7 +24,9 @@
  *                                             is not a snapshot
  *   VDI_NO_CBT_METADATA (ref)                 no log, or no chain of
  *                                             logs between two VDIs
- *   VDI_IN_USE (ref, operation)               attached to a running VM
+ *   VDI_IN_USE (ref, operation)               list_changed_blocks' vdi_to
+ *                                             or data_destroy's VDI
+ *                                             attached to a running VM
  *   OTHER_OPERATION_IN_PROGRESS (VDI, ref, operation)
  *   and the SR's (host_err_sr), else INTERNAL_ERROR.
  */
