@@ -26,10 +26,13 @@
  *   fails naming it.  A daemon killed while the filter is paused: the
  *   pause times out and the guest goes on the same way.
  *
- * Errors are XenAPI's (host_err_set): VDI_IN_USE when the mirror filter
- * refuses to pause (a live move's mirror runs), OTHER_OPERATION_IN_PROGRESS,
- * the SR's (host_err_sr), else INTERNAL_ERROR with the filter's or
- * nbdkit's words.
+ * - A VBD pivoted onto its leaf's nbdkit cannot be moved live yet (the
+ *   filter refuses `start` after a pivot): VDI.pool_migrate of it fails
+ *   cleanly (MIRROR_FAILED) until the VM is restarted.
+ *
+ * Errors are XenAPI's (host_err_set): OTHER_OPERATION_IN_PROGRESS (a
+ * move or another snapshot of the VDI runs), the SR's (host_err_sr),
+ * else INTERNAL_ERROR with the filter's or nbdkit's words.
  */
 #ifndef VDM_LIVE_SNAPSHOT_H
 #define VDM_LIVE_SNAPSHOT_H
