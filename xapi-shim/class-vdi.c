@@ -450,9 +450,11 @@ vdi_snapshot (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
  * VDI.enable_cbt, disable_cbt, list_changed_blocks, data_destroy and
  * get_nbd_info (the brain: replicator/jobs/cbt.h, nbd-exports.h). */
 
-/* VDI.enable_cbt(session, self), VDI.disable_cbt(session, self). */
+/* A method (session, self) that calls the brain's OP on the VDI and
+ * answers Void: VDI.enable_cbt, VDI.disable_cbt, VDI.data_destroy. */
 static xmlrpc_value *
-set_cbt (struct xapi_call *c, xmlrpc_value *const *args, bool on)
+vdi_op (struct xapi_call *c, xmlrpc_value *const *args,
+        int (*op) (struct host *h, const char *uuid, char ***err))
 {
   g_autofree char *ref = xapi_read_string (c, args[1], "self");
   struct sr_vdi *v = ref ? xapi_vdi_by_ref (c, ref, NULL) : NULL;
@@ -461,8 +463,7 @@ set_cbt (struct xapi_call *c, xmlrpc_value *const *args, bool on)
 
   if (v == NULL)
     return NULL;
-  r = on ? host_vdi_enable_cbt (c->d->host, v->uuid, &err)
-         : host_vdi_disable_cbt (c->d->host, v->uuid, &err);
+  r = op (c->d->host, v->uuid, &err);
   sr_vdi_free (v);
   if (r == -1) {
     xapi_fail_err (c, err);
@@ -474,13 +475,13 @@ set_cbt (struct xapi_call *c, xmlrpc_value *const *args, bool on)
 static xmlrpc_value *
 vdi_enable_cbt (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 {
-  return set_cbt (c, args, true);
+  return vdi_op (c, args, host_vdi_enable_cbt);
 }
 
 static xmlrpc_value *
 vdi_disable_cbt (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 {
-  return set_cbt (c, args, false);
+  return vdi_op (c, args, host_vdi_disable_cbt);
 }
 
 /* VDI.list_changed_blocks(session, vdi_from, vdi_to) → base64 of the
@@ -513,22 +514,12 @@ vdi_list_changed_blocks (struct xapi_call *c, xmlrpc_value *const *args,
 static xmlrpc_value *
 vdi_data_destroy (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 {
-  g_autofree char *ref = xapi_read_string (c, args[1], "self");
-  struct sr_vdi *v = ref ? xapi_vdi_by_ref (c, ref, NULL) : NULL;
-  char **err = NULL;
-  int r;
+  xmlrpc_value *r = vdi_op (c, args, host_vdi_data_destroy);
+  g_autofree char *ref = r ? xapi_read_string (c, args[1], "self") : NULL;
 
-  if (v == NULL)
-    return NULL;
-  r = host_vdi_data_destroy (c->d->host, v->uuid, &err);
-  if (r == 0)
-    nbd_exports_end_vdi (c->d->nbd, v->uuid);
-  sr_vdi_free (v);
-  if (r == -1) {
-    xapi_fail_err (c, err);
-    return NULL;
-  }
-  return xapi_void (c);
+  if (ref)
+    nbd_exports_end_vdi (c->d->nbd, xapi_ref_uuid (ref));
+  return r;
 }
 
 /* One vdi_nbd_server_info record. */

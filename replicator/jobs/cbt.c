@@ -40,6 +40,28 @@ find_vdi (struct host *h, const char *uuid, struct host_sr **srp, char ***err)
   return NULL;
 }
 
+/* Run FN on VDI UUID of S, the VDI claimed for OP ("enable_cbt") the
+ * while; the SR's failure as xapi's error.  0, or -1 with *ERR. */
+static int
+claimed_call (struct host *h, struct host_sr *s, const char *uuid,
+              const char *op, int (*fn) (struct sr *sr, const char *uuid),
+              char ***err)
+{
+  g_autofree char *ref = host_ref (uuid);
+  g_autofree char *method = g_strconcat ("VDI.", op, NULL);
+  int r;
+
+  if (host_vdi_claim_or_fail (h, uuid, op, err) == -1)
+    return -1;
+  r = fn (s->sr, uuid);
+  if (r == -1)
+    err_sr (err, ref, method);
+  host_vdi_release (h, uuid);
+  if (r == 0)
+    g_message ("%s: %s in SR %s", method, uuid, s->name);
+  return r;
+}
+
 /* xapi's checks of enable_cbt and disable_cbt, in its order. */
 static bool
 may_set_cbt (const struct sr_vdi *v, char ***err)
@@ -62,29 +84,20 @@ may_set_cbt (const struct sr_vdi *v, char ***err)
 static int
 set_cbt (struct host *h, const char *uuid, bool on, char ***err)
 {
-  const char *op = on ? "enable_cbt" : "disable_cbt";
   struct host_sr *s = NULL;
   struct sr_vdi *v = find_vdi (h, uuid, &s, err);
-  g_autofree char *ref = host_ref (uuid);
-  int r = -1;
+  int r;
 
   if (v == NULL)
     return -1;
   if (!may_set_cbt (v, err))
-    goto out;
-  if (v->cbt_enabled == on) {
+    r = -1;
+  else if (v->cbt_enabled == on)
     r = 0; /* idempotent, as xapi */
-    goto out;
-  }
-  if (host_vdi_claim_or_fail (h, uuid, op, err) == -1)
-    goto out;
-  r = on ? sr_vdi_enable_cbt (s->sr, uuid) : sr_vdi_disable_cbt (s->sr, uuid);
-  if (r == -1)
-    err_sr (err, ref, on ? "VDI.enable_cbt" : "VDI.disable_cbt");
-  host_vdi_release (h, uuid);
-  if (r == 0)
-    g_message ("VDI.%s: %s in SR %s", op, uuid, s->name);
-out:
+  else if (on)
+    r = claimed_call (h, s, uuid, "enable_cbt", sr_vdi_enable_cbt, err);
+  else
+    r = claimed_call (h, s, uuid, "disable_cbt", sr_vdi_disable_cbt, err);
   sr_vdi_free (v);
   return r;
 }
@@ -168,14 +181,7 @@ host_vdi_data_destroy (struct host *h, const char *uuid, char ***err)
     host_err_set (err, "VDI_IN_USE", ref, "data_destroy", NULL);
     goto out;
   }
-  if (host_vdi_claim_or_fail (h, uuid, "data_destroy", err) == -1)
-    goto out;
-  r = sr_vdi_data_destroy (s->sr, uuid);
-  if (r == -1)
-    err_sr (err, ref, "VDI.data_destroy");
-  host_vdi_release (h, uuid);
-  if (r == 0)
-    g_message ("VDI.data_destroy: %s in SR %s", uuid, s->name);
+  r = claimed_call (h, s, uuid, "data_destroy", sr_vdi_data_destroy, err);
 out:
   sr_vdi_free (v);
   return r;
