@@ -293,6 +293,48 @@ nbdkit_serve_forward (struct host *d, const char *name,
   }
 }
 
+int
+nbdkit_serve_tls_export (struct host *d, const char *name, struct host_sr *s,
+                         const struct sr_vdi *v, const char *certs_dir,
+                         const char *addr, int port, const char *exportname,
+                         struct nbdkit_forward *out, bool *busy,
+                         GError **error)
+{
+  g_autofree char *image = host_vdi_path (s, v);
+  g_autofree char *pidfile = run_path (d, name, ".pid");
+  g_autofree char *log = run_path (d, name, ".log");
+  g_autofree char *port_arg = g_strdup_printf ("%d", port);
+  g_autofree char *certs_arg
+      = g_strconcat ("--tls-certificates=", certs_dir, NULL);
+  g_autofree char *file_arg = g_strconcat ("file=", image, NULL);
+  g_autofree char *format_arg
+      = g_strconcat ("format=", vdisk_format_name (v->format), NULL);
+  g_autofree char *confine_arg
+      = g_strconcat ("confine=", sr_get_path (s->sr), NULL);
+  g_autofree char *export_arg = g_strconcat ("exportname=", exportname, NULL);
+  g_autofree char *what = g_strdup_printf ("exporting %s on %s:%d", image,
+                                           addr, port);
+  /* The name is the only credential: never listed, nothing else served. */
+  const char *argv[]
+      = { d->nbdkit,     "--log=stderr",         "-P",
+          pidfile,       "--tls=require",        certs_arg,
+          "-i",          addr,                   "-p",
+          port_arg,      "--filter=exportname",  d->vdi_plugin,
+          file_arg,      format_arg,             confine_arg,
+          "readonly=true", export_arg,           "exportname-strict=true",
+          "exportname-list=empty", NULL };
+  pid_t pid = start_nbdkit (d, argv, pidfile, log, what, busy, error);
+
+  if (pid == 0)
+    return -1;
+  out->pid = pid;
+  out->port = port;
+  out->pidfile = g_steal_pointer (&pidfile);
+  g_message ("nbdkit %d exports %s on %s:%d (TLS)", (int)pid, image, addr,
+             port);
+  return 0;
+}
+
 /* Is PID a live (not zombie) process whose command line names SOCKET? */
 bool
 nbdkit_serving (pid_t pid, const char *socket)

@@ -57,6 +57,7 @@
 #include "control-client.h"
 #include "copy.h"
 #include "jobs.h"
+#include "live-snapshot.h"
 #include "nbdkit.h"
 #include "vdi-jobs.h"
 
@@ -823,10 +824,10 @@ host_vdi_snapshot (struct host *h, struct host_sr *s, const char *uuid,
     return NULL;
   }
   /* The image a running VM writes is the one that would be frozen: its
-   * disk server must be quiesced first, which only a live snapshot (the
+   * disk server must be quiesced first, which a live snapshot (the
    * mirror filter's pause) does. */
   if (host_vdi_attached (h, uuid)) {
-    host_err_set (err, "VDI_IN_USE", ref, "snapshot", NULL);
+    r = host_vdi_snapshot_live (h, s, v, err);
     goto out;
   }
   if (host_vdi_claim_or_fail (h, uuid, "snapshot", err) == -1)
