@@ -1956,9 +1956,14 @@ evacuate_recover (struct job *job)
       struct layer *l = c->layers->pdata[j];
       g_autoptr (state_vbd) b = NULL;
 
-      if (!is (l->state, "mirroring"))
+      if (l->vbd == NULL || !is (c->state, "moving")
+          || is (l->state, "copied"))
         continue;
-      b = l->vbd ? state_vbd_get (r->h->state, l->vbd) : NULL;
+      b = state_vbd_get (r->h->state, l->vbd);
+      /* A target served before "mirroring" was recorded is ours too (the
+       * VDI is claimed: no other move runs on it). */
+      if (!is (l->state, "mirroring") && !(b && b->target_pid))
+        continue;
       if (b && (vdi_live_pivoted (r->h, b) || g_strcmp0 (b->vdi, l->to) == 0)) {
         g_message ("task %s: the VBD's disk was pivoted to VDI %s", r->task,
                    l->to);
