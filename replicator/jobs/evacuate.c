@@ -139,6 +139,7 @@ struct plan_vdi
   int parent;       /* index in the chain, -1 for its base */
   char *vbd;        /* the running VM's VBD using it, or NULL */
   int dest_format;
+  char *reason;     /* why it stays (excluded), or NULL */
 };
 
 struct plan_chain
@@ -164,7 +165,7 @@ struct plan
   struct options o;
   GArray *dests;      /* struct plan_dest */
   GPtrArray *chains;  /* struct plan_chain *, in their order */
-  GPtrArray *excluded; /* struct plan_vdi * (vbd: the reason) */
+  GPtrArray *excluded; /* struct plan_vdi *, with their reason */
   double rate;
   char *rate_source;
 };
@@ -176,6 +177,7 @@ plan_vdi_free (gpointer p)
 
   sr_vdi_free (pv->v);
   g_free (pv->vbd);
+  g_free (pv->reason);
   g_free (pv);
 }
 
@@ -527,11 +529,10 @@ plan_chains (struct host *h, struct plan *p, char ***err)
       while (c->vdis->len) {
         struct plan_vdi *pv = g_ptr_array_steal_index (c->vdis, 0);
 
-        g_free (pv->vbd);
-        pv->vbd = strcmp (pv->v->uuid, why) == 0
-                      ? g_strdup ("excluded")
-                      : g_strdup_printf ("in the chain of the excluded VDI %s",
-                                         why);
+        pv->reason = g_hash_table_contains (p->o.exclude, pv->v->uuid)
+                         ? g_strdup ("excluded")
+                         : g_strdup_printf (
+                               "in the chain of the excluded VDI %s", why);
         g_ptr_array_add (p->excluded, pv);
       }
       plan_chain_free (c);
@@ -709,7 +710,7 @@ plan_json (const struct plan *p)
     json_builder_begin_object (b);
     add_string (b, "uuid", pv->v->uuid);
     add_string (b, "name_label", pv->v->name_label);
-    add_string (b, "reason", pv->vbd);
+    add_string (b, "reason", pv->reason);
     json_builder_end_object (b);
   }
   json_builder_end_array (b);
@@ -935,7 +936,7 @@ run_from_plan (struct run *r, const struct plan *p)
     l->parent = -1;
     l->format = pv->v->format;
     l->state = g_strdup ("skipped");
-    l->error = g_strdup (pv->vbd);
+    l->error = g_strdup (pv->reason);
     l->bytes = pv->v->physical_utilisation;
     g_ptr_array_add (r->excluded, l);
   }
