@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "cbt-log.h"
 #include "sr.h"
 #include "vdisk-internal.h"
 
@@ -394,6 +395,110 @@ sr_vdi_set_parent (struct sr *sr, const char *uuid, const char *parent_uuid)
     return -1;
   }
   int r = sr->ops->set_parent (sr, uuid, parent_uuid);
+  changed (sr, r == 0, uuid, SR_VDI_CHANGED);
+  return r;
+}
+
+/* ---- changed-block tracking ---- */
+
+/* The driver's OP, or ENOTSUP for an SR type without CBT. */
+#define CBT_OP(sr, op, ret)                                                   \
+  do {                                                                        \
+    if ((sr)->ops->op == NULL) {                                              \
+      vdisk_set_error (ENOTSUP,                                               \
+                       "%s SR %s: changed-block tracking is not supported "   \
+                       "by this SR type",                                     \
+                       (sr)->ops->name, (sr)->path);                          \
+      return ret;                                                             \
+    }                                                                         \
+  } while (0)
+
+static int
+set_cbt (struct sr *sr, const char *uuid, bool enabled)
+{
+  CHECK_SR (sr, -1);
+  if (check_uuid (sr, "VDI", uuid) == -1)
+    return -1;
+  CBT_OP (sr, set_cbt, -1);
+  int r = sr->ops->set_cbt (sr, uuid, enabled);
+  changed (sr, r == 0, uuid, SR_VDI_CHANGED);
+  return r;
+}
+
+int
+sr_vdi_enable_cbt (struct sr *sr, const char *uuid)
+{
+  return set_cbt (sr, uuid, true);
+}
+
+int
+sr_vdi_disable_cbt (struct sr *sr, const char *uuid)
+{
+  return set_cbt (sr, uuid, false);
+}
+
+char *
+sr_vdi_cbt_log_path (struct sr *sr, const char *uuid)
+{
+  CHECK_SR (sr, NULL);
+  if (check_uuid (sr, "VDI", uuid) == -1)
+    return NULL;
+  CBT_OP (sr, cbt_log_path, NULL);
+  return sr->ops->cbt_log_path (sr, uuid);
+}
+
+int
+sr_vdi_cbt_info (struct sr *sr, const char *uuid, struct cbt_log_info *out)
+{
+  g_autoptr (GError) err = NULL;
+  g_autofree char *path = NULL;
+  char *p = sr_vdi_cbt_log_path (sr, uuid);
+
+  if (!p)
+    return -1;
+  path = g_strdup (p);
+  free (p);
+  if (cbt_log_read_info (path, out, &err) == -1) {
+    vdisk_set_error (err->code, "%s SR %s: VDI %s: %s", sr->ops->name,
+                     sr->path, uuid, err->message);
+    return -1;
+  }
+  return 0;
+}
+
+uint8_t *
+sr_vdi_list_changed_blocks (struct sr *sr, const char *from_uuid,
+                            const char *to_uuid, size_t *len)
+{
+  CHECK_SR (sr, NULL);
+  if (check_uuid (sr, "VDI", from_uuid) == -1
+      || check_uuid (sr, "VDI", to_uuid) == -1)
+    return NULL;
+  CBT_OP (sr, changed_blocks, NULL);
+  return sr->ops->changed_blocks (sr, from_uuid, to_uuid, len);
+}
+
+int
+sr_vdi_cbt_import (struct sr *sr, const char *uuid, const uint8_t *bytes,
+                   size_t len)
+{
+  CHECK_SR (sr, -1);
+  if (check_uuid (sr, "VDI", uuid) == -1)
+    return -1;
+  CBT_OP (sr, cbt_import, -1);
+  int r = sr->ops->cbt_import (sr, uuid, bytes, len);
+  changed (sr, r == 0, uuid, SR_VDI_CHANGED);
+  return r;
+}
+
+int
+sr_vdi_data_destroy (struct sr *sr, const char *uuid)
+{
+  CHECK_SR (sr, -1);
+  if (check_uuid (sr, "VDI", uuid) == -1)
+    return -1;
+  CBT_OP (sr, data_destroy, -1);
+  int r = sr->ops->data_destroy (sr, uuid);
   changed (sr, r == 0, uuid, SR_VDI_CHANGED);
   return r;
 }

@@ -7,7 +7,9 @@
 # larger than its source layer, snapshot records intact, the source SR
 # empty but for the excluded disk).  kill -9 of the daemon mid-way (at a
 # layer copied, at a chain's commit), then a start: it completes with
-# nothing duplicated.  A cancel leaves every VDI whole in one place.
+# nothing duplicated.  A cancel leaves every VDI whole in one place.  A
+# running VM's disk (a leaf over its snapshot) moves live with the rest,
+# the daemon killed right after its pivot: the restart commits it.
 . "$srcdir/functions.sh"
 . "$srcdir/xapi-functions.sh"
 
@@ -50,4 +52,12 @@ py check sr1 sr2 cancelled || { cat "$T/vdimotiond.log"; fail "cancel"; }
 # What the cancel left, moved by the synchronous call.
 py run sr1 sr2 || { cat "$T/vdimotiond.log"; fail "synchronous"; }
 ls "$T/state/jobs" | grep -q . && fail "files left in the jobs dir: $(ls "$T/state/jobs")"
+# A running VM's disk in a chain moves with the rest, live.
+if [ -f "$modules_dir/sr-drivers/.libs/nbdkit-vdi-plugin.so" ] \
+   && command -v nbdkit > /dev/null; then
+  uses_nbdkit_module
+  py live-setup sr2 sr1 || { cat "$T/vdimotiond.log"; fail "live"; }
+  # Killed right after the pivot: the restart finds it and commits.
+  crash_at pivot-done sr2 sr1 parallel=2
+fi
 stop_vdimotiond

@@ -11,6 +11,9 @@
 #                                              task.cancel at once)
 #   xapi-evacuate-basic.py URL T run FROM TO [KEY=VALUE...]
 #                                              SR.evacuate, synchronous
+#   xapi-evacuate-basic.py URL T live-setup FROM TO
+#                                              a running VM's disk (a leaf
+#                                              over a snapshot) in FROM
 #   xapi-evacuate-basic.py URL T check FROM TO [cancelled]
 #                                              wait for the task; every VDI
 #                                              whole in exactly one place
@@ -110,24 +113,30 @@ def setup():
     write(lone, 0x77, 20 * MiB, 2 * MiB)
     big = int(ok(x.SR.get_physical_size(s, srs["sr1"]))) * 2
     huge = new_vdi("huge", "qcow2", size=big)
-    vdis = {}
+    st = {"vdis": {}, "huge": huge[len("OpaqueRef:"):], "where": {}}
     for ref in ok(x.SR.get_VDIs(s, srs["sr1"])):
-        rec = ok(x.VDI.get_record(s, ref))
-        raw = os.path.join(T, "flat-%s.raw" % rec["uuid"])
-        if ref != huge:
-            flat(rec, raw)
-        vdis[rec["uuid"]] = {
-            "name_label": rec["name_label"],
-            "name_description": rec["name_description"],
-            "other_config": rec["other_config"],
-            "is_a_snapshot": rec["is_a_snapshot"],
-            "snapshot_of": rec["snapshot_of"],
-            "snapshot_time": rec["snapshot_time"].value,
-            "format": rec["sm_config"]["image-format"],
-            "raw": raw, "layer_data": layer_data(rec)}
-    save({"vdis": vdis, "huge": huge[len("OpaqueRef:"):],
-          "where": {u: u for u in vdis}})
-    print("%d VDIs in sr1" % len(vdis))
+        remember(st, ref, flatten=ref != huge)
+    save(st)
+    print("%d VDIs in sr1" % len(st["vdis"]))
+
+
+def remember(st, ref, flatten=True):
+    """What VDI REF is now, to compare with once it moved: its record,
+    its content (flat, aside) and its layer's data."""
+    rec = ok(x.VDI.get_record(s, ref))
+    raw = os.path.join(T, "flat-%s.raw" % rec["uuid"])
+    if flatten:
+        flat(rec, raw)
+    st["vdis"][rec["uuid"]] = {
+        "name_label": rec["name_label"],
+        "name_description": rec["name_description"],
+        "other_config": rec["other_config"],
+        "is_a_snapshot": rec["is_a_snapshot"],
+        "snapshot_of": rec["snapshot_of"],
+        "snapshot_time": rec["snapshot_time"].value,
+        "format": rec["sm_config"]["image-format"],
+        "raw": raw, "layer_data": layer_data(rec)}
+    st["where"][rec["uuid"]] = rec["uuid"]
 
 
 def plan():
@@ -216,13 +225,21 @@ def options_of(frm, opts):
 
 
 def start(frm, to, opts):
-    """Async.SR.evacuate; with "cancel" among OPTS, task.cancel at once."""
+    """Async.SR.evacuate; with "cancel" among OPTS, task.cancel soon."""
     st = load()
     cancel = "cancel" in opts
     task = ok(x.Async.SR.evacuate(
         s, srs[frm], [srs[to]],
         options_of(frm, [o for o in opts if o != "cancel"])))
     if cancel:
+        # Once the first chain moved, if the run is that slow.
+        for _ in range(200):
+            r = ok(x.task.get_record(s, task))
+            rep = r["other_config"].get("evacuate-report")
+            if r["status"] != "pending" or (
+                    rep and json.loads(rep)["totals"]["moved"]):
+                break
+            time.sleep(0.005)
         ok(x.task.cancel(s, task))
     st["task"] = task
     save(st)
@@ -314,7 +331,8 @@ def verify(frm, to, status, text, seen):
             continue
         assert same(rec, v["raw"]), "content of %s (%s)" % (
             rec["uuid"], v["name_label"])
-        # Copied as a layer: no more data than its source layer held.
+        # Copied as a layer: no more data than its source layer held (a
+        # live leaf too: the mirror syncs its top layer alone).
         assert layer_data(rec) <= v["layer_data"], (rec, v)
     if status == "success" and frm == "sr1":
         assert set(here) == {st["huge"]}, here
@@ -323,9 +341,49 @@ def verify(frm, to, status, text, seen):
     tot = report["totals"]
     assert tot["moved"] == len(moved) and tot["failed"] == 0, report
     save(st)
+    if "vm" in st:
+        live_check()
     print("%s: %d moved, %d left, %d reports seen while it ran, %.0f MB/s"
           % (status, len(moved), len(here), seen,
              tot["bytes_per_second"] / 1e6))
+
+
+def live_setup(frm, to):
+    """A running VM's disk, a leaf over its snapshot in FROM, to move with
+    the rest (start, check)."""
+    st = load()
+    leaf = new_vdi("live", "vhd", sr=frm)
+    write(leaf, 0x51, 2 * MiB, 4 * MiB)
+    snap = ok(x.VDI.snapshot(s, leaf, {}))
+    write(leaf, 0x52, 4 * MiB, 4 * MiB)
+    vm = ok(x.VM.create(s, {"name_label": "vm", "name_description": ""}))
+    vbd = ok(x.VBD.create(s, {"VM": vm, "VDI": leaf, "userdevice": "0",
+                              "mode": "RW", "type": "Disk",
+                              "bootable": False, "empty": False,
+                              "other_config": {}}))
+    ok(x.VM.start(s, vm, False, False))
+    for ref in (snap, leaf):
+        remember(st, ref)
+    st["vm"] = {"vm": vm, "vbd": vbd, "leaf": leaf[10:],
+                "sock": ok(x.VBD.get_other_config(s, vbd))["nbd-socket"]}
+    save(st)
+    p = json.loads(ok(x.SR.evacuate_plan(s, srs[frm], [srs[to]], {})))
+    c = [c for c in p["chains"] if c["live"]]
+    assert len(c) == 1 and c[0]["vdis"][-1]["vbd"] == vbd[10:], p
+
+
+def live_check():
+    """The VM kept running on the same socket; its VBD names the new
+    leaf.  Then it stops."""
+    st = load()
+    vm = st.pop("vm")
+    assert ok(x.VM.get_power_state(s, vm["vm"])) == "Running"
+    assert ok(x.VBD.get_VDI(s, vm["vbd"])) == \
+        "OpaqueRef:" + st["where"][vm["leaf"]]
+    assert ok(x.VBD.get_other_config(s, vm["vbd"]))["nbd-socket"] == \
+        vm["sock"]
+    ok(x.VM.shutdown(s, vm["vm"]))
+    save(st)
 
 
 if cmd == "setup":
@@ -338,5 +396,7 @@ elif cmd == "check":
     check(args[0], args[1], args[2:] == ["cancelled"])
 elif cmd == "run":
     run(args[0], args[1], args[2:])
+elif cmd == "live-setup":
+    live_setup(args[0], args[1])
 else:
     sys.exit("unknown step " + cmd)

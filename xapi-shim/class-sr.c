@@ -164,24 +164,37 @@ read_evacuate_args (struct xapi_call *c, xmlrpc_value *const *args,
                                   a->options);
 }
 
+/* SR.evacuate_plan (RUN false) or SR.evacuate: the brain's plan or the
+ * job's task. */
+static xmlrpc_value *
+evacuate_call (struct xapi_call *c, xmlrpc_value *const *args, bool run)
+{
+  struct evacuate_args a = { 0 };
+  g_autofree char *out = NULL;
+  char **err = NULL;
+
+  if (read_evacuate_args (c, args, &a)) {
+    const char *const *dests = (const char *const *)a.dests->pdata;
+
+    out = run ? evacuate_submit (c->d->host, a.src, dests, a.dests->len - 1,
+                                 a.options, &err)
+              : evacuate_plan (c->d->host, a.src, dests, a.dests->len - 1,
+                               a.options, &err);
+    if (out == NULL)
+      xapi_fail_err (c, err);
+  }
+  evacuate_args_clear (&a);
+  if (out == NULL)
+    return NULL;
+  return run ? xapi_job_reply (c, out) : xapi_string (c, out);
+}
+
 /* SR.evacuate_plan(session, sr, dest_srs, options) → the plan, a JSON
  * string: nothing moves. */
 static xmlrpc_value *
 sr_evacuate_plan (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 {
-  struct evacuate_args a = { 0 };
-  g_autofree char *plan = NULL;
-  char **err = NULL;
-
-  if (read_evacuate_args (c, args, &a)) {
-    plan = evacuate_plan (c->d->host, a.src,
-                          (const char *const *)a.dests->pdata,
-                          a.dests->len - 1, a.options, &err);
-    if (plan == NULL)
-      xapi_fail_err (c, err);
-  }
-  evacuate_args_clear (&a);
-  return plan ? xapi_string (c, plan) : NULL;
+  return evacuate_call (c, args, false);
 }
 
 /* SR.evacuate(session, sr, dest_srs, options) → the report, a JSON
@@ -190,19 +203,7 @@ sr_evacuate_plan (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 static xmlrpc_value *
 sr_evacuate (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 {
-  struct evacuate_args a = { 0 };
-  g_autofree char *task = NULL;
-  char **err = NULL;
-
-  if (read_evacuate_args (c, args, &a)) {
-    task = evacuate_submit (c->d->host, a.src,
-                            (const char *const *)a.dests->pdata,
-                            a.dests->len - 1, a.options, &err);
-    if (task == NULL)
-      xapi_fail_err (c, err);
-  }
-  evacuate_args_clear (&a);
-  return task ? xapi_job_reply (c, task) : NULL;
+  return evacuate_call (c, args, true);
 }
 
 static const struct xapi_method methods[] = {

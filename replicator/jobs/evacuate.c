@@ -139,6 +139,7 @@ struct plan_vdi
   int parent;       /* index in the chain, -1 for its base */
   char *vbd;        /* the running VM's VBD using it, or NULL */
   int dest_format;
+  char *reason;     /* why it stays (excluded), or NULL */
 };
 
 struct plan_chain
@@ -164,7 +165,7 @@ struct plan
   struct options o;
   GArray *dests;      /* struct plan_dest */
   GPtrArray *chains;  /* struct plan_chain *, in their order */
-  GPtrArray *excluded; /* struct plan_vdi * (vbd: the reason) */
+  GPtrArray *excluded; /* struct plan_vdi *, with their reason */
   double rate;
   char *rate_source;
 };
@@ -176,6 +177,7 @@ plan_vdi_free (gpointer p)
 
   sr_vdi_free (pv->v);
   g_free (pv->vbd);
+  g_free (pv->reason);
   g_free (pv);
 }
 
@@ -527,11 +529,10 @@ plan_chains (struct host *h, struct plan *p, char ***err)
       while (c->vdis->len) {
         struct plan_vdi *pv = g_ptr_array_steal_index (c->vdis, 0);
 
-        g_free (pv->vbd);
-        pv->vbd = strcmp (pv->v->uuid, why) == 0
-                      ? g_strdup ("excluded")
-                      : g_strdup_printf ("in the chain of the excluded VDI %s",
-                                         why);
+        pv->reason = g_hash_table_contains (p->o.exclude, pv->v->uuid)
+                         ? g_strdup ("excluded")
+                         : g_strdup_printf (
+                               "in the chain of the excluded VDI %s", why);
         g_ptr_array_add (p->excluded, pv);
       }
       plan_chain_free (c);
@@ -709,7 +710,7 @@ plan_json (const struct plan *p)
     json_builder_begin_object (b);
     add_string (b, "uuid", pv->v->uuid);
     add_string (b, "name_label", pv->v->name_label);
-    add_string (b, "reason", pv->vbd);
+    add_string (b, "reason", pv->reason);
     json_builder_end_object (b);
   }
   json_builder_end_array (b);
@@ -935,7 +936,7 @@ run_from_plan (struct run *r, const struct plan *p)
     l->parent = -1;
     l->format = pv->v->format;
     l->state = g_strdup ("skipped");
-    l->error = g_strdup (pv->vbd);
+    l->error = g_strdup (pv->reason);
     l->bytes = pv->v->physical_utilisation;
     g_ptr_array_add (r->excluded, l);
   }
@@ -1566,8 +1567,8 @@ move_layer (struct run *r, struct chain *c, struct layer *l,
   if (l->vbd && host_vdi_attached (r->h, l->from)) {
     g_autofree char *what = g_strconcat ("task ", r->task, NULL);
 
-    ret = vdi_live_move (r->h, what, l->vbd, dst, v, &evac_live_ops, &lp,
-                         err);
+    ret = vdi_live_move (r->h, what, l->vbd, dst, v, l->parent >= 0,
+                         &evac_live_ops, &lp, err);
     g_mutex_lock (&r->lock);
     l->seconds += (double)(g_get_monotonic_time () - t0) / G_USEC_PER_SEC;
     if (ret == 0)
@@ -1956,9 +1957,14 @@ evacuate_recover (struct job *job)
       struct layer *l = c->layers->pdata[j];
       g_autoptr (state_vbd) b = NULL;
 
-      if (!is (l->state, "mirroring"))
+      if (l->vbd == NULL || !is (c->state, "moving")
+          || is (l->state, "copied"))
         continue;
-      b = l->vbd ? state_vbd_get (r->h->state, l->vbd) : NULL;
+      b = state_vbd_get (r->h->state, l->vbd);
+      /* A target served before "mirroring" was recorded is ours too (the
+       * VDI is claimed: no other move runs on it). */
+      if (!is (l->state, "mirroring") && !(b && b->target_pid))
+        continue;
       if (b && (vdi_live_pivoted (r->h, b) || g_strcmp0 (b->vdi, l->to) == 0)) {
         g_message ("task %s: the VBD's disk was pivoted to VDI %s", r->task,
                    l->to);
@@ -1979,6 +1985,18 @@ evacuate_recover (struct job *job)
     g_critical ("task %s: %s; left for the next start", r->task,
                 error->message);
     return JOB_RECOVER_LEAVE;
+  }
+  /* Claimed again before the daemon serves, so that no client starts
+   * another operation on a VDI to move (the run checks each). */
+  for (guint i = 0; i < r->chains->len; i++) {
+    struct chain *c = r->chains->pdata[i];
+
+    for (guint j = 0; j < c->layers->len && !is (c->state, "moved")
+                      && !is (c->state, "failed")
+                      && !is (c->state, "skipped");
+         j++)
+      host_vdi_claim (r->h, ((struct layer *)c->layers->pdata[j])->from,
+                      KIND);
   }
   if (job_cancel_requested (job)) {
     /* Finish what passed its point of no return, undo the rest. */

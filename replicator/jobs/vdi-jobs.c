@@ -301,9 +301,34 @@ live_progress (const struct mirror_disk *disk, size_t n, bool all_ready,
 static const struct mirror_wait_ops live_wait_ops
     = { .cancelled = live_cancelled, .progress = live_progress };
 
+/* Start the mirror of DISK's filter into URI: only the top layer's
+ * blocks with TOP (the target a new leaf over copies of the lower
+ * layers), falling back to every block with a filter that cannot map
+ * its top layer alone (correct, it copies more). */
+static gboolean
+live_start (const char *what, const char *control, const char *uri, bool top,
+            GError **error)
+{
+  g_autoptr (GError) e = NULL;
+
+  if (!top)
+    return mirror_start (control, uri, NULL, error);
+  if (mirror_start_sync (control, uri, NULL, MIRROR_SYNC_TOP, &e))
+    return TRUE;
+  if (!g_error_matches (e, MIRROR_CONTROL_ERROR, MIRROR_CONTROL_ERROR_REFUSED))
+    {
+      g_propagate_error (error, g_steal_pointer (&e));
+      return FALSE;
+    }
+  g_message ("%s: the mirror cannot sync the top layer alone (%s); "
+             "syncing every block",
+             what, e->message);
+  return mirror_start (control, uri, NULL, error);
+}
+
 int
 vdi_live_move (struct host *d, const char *what, const char *vbd,
-               struct host_sr *dst_sr, const struct sr_vdi *dst,
+               struct host_sr *dst_sr, const struct sr_vdi *dst, bool top,
                const struct vdi_live_ops *ops, void *opaque, char **err)
 {
   g_autoptr (state_vbd) b = state_vbd_get (d->state, vbd);
@@ -335,9 +360,7 @@ vdi_live_move (struct host *d, const char *what, const char *vbd,
 
   uri = g_strdup_printf ("nbd+unix:///?socket=%s", b->target_socket);
   disk.socket = b->control_socket;
-  /* A full sync: correct for a new leaf over copied parents too (it then
-   * holds every block), until the filter syncs only the leaf's own. */
-  if (!mirror_start (b->control_socket, uri, NULL, &error)
+  if (!live_start (what, b->control_socket, uri, top, &error)
       || !mirror_wait_ready (&disk, 1, 100, &live_wait_ops, &w, &error)
       || !mirror_complete (b->control_socket, true, &error)) {
     *err = g_strdup (error->message);
@@ -406,7 +429,7 @@ move_live (struct job *job, const struct sr_vdi *src, struct host_sr *dst_sr,
   g_autofree char *what = g_strconcat ("task ", job_row (job)->task, NULL);
 
   return vdi_live_move (job_host (job), what, job_row (job)->vbd, dst_sr, dst,
-                        &job_live_ops, job, err);
+                        false, &job_live_ops, job, err);
 }
 
 /* The job failed or was cancelled: remove the new VDI, end the task. */

@@ -42,13 +42,16 @@ struct vdi_live_ops
 };
 
 /* Move the disk of VBD (uuid; its VM running) onto DST, a VDI of DST_SR
- * made for it (not served yet), and point the VBD at it.  WHAT names the
- * move in the log ("task <uuid>").  0 once pivoted (the VBD names DST
- * unless that could not be recorded, which is logged); -1 with *ERR
- * (g_free) after undoing it (vdi_live_abort): the VM still runs on its
- * old VDI with every write. */
+ * made for it (not served yet), and point the VBD at it.  TOP: DST is a
+ * new leaf over copies of the disk's lower layers, so only the top
+ * layer's blocks are synced (the filter's sync=top; a filter that cannot
+ * do it syncs every block, which is correct too); else every block.
+ * WHAT names the move in the log ("task <uuid>").  0 once pivoted (the
+ * VBD names DST unless that could not be recorded, which is logged); -1
+ * with *ERR (g_free) after undoing it (vdi_live_abort): the VM still
+ * runs on its old VDI with every write. */
 int vdi_live_move (struct host *h, const char *what, const char *vbd,
-                   struct host_sr *dst_sr, const struct sr_vdi *dst,
+                   struct host_sr *dst_sr, const struct sr_vdi *dst, bool top,
                    const struct vdi_live_ops *ops, void *opaque, char **err);
 /* Undo a live move before its pivot: the mirror is dropped, the target
  * nbdkit stopped, the VBD record forgets it. */
