@@ -87,6 +87,10 @@ grep -q 'moved' "$T/bar-$from" || fail "the bar shows no VDIs"
 expect_exit 1 vdm sr evacuate sr1 --to sr2
 grep -q 'SR_FULL' "$T/err" || fail "no SR_FULL: $(cat "$T/err")"
 [ "$(vdis_in sr1)" -eq 13 ] || fail "a refused evacuation moved something"
+vdm sr evacuate sr1 --to sr2,sr3 --exclude big --dry-run > "$T/plan2.txt"
+grep -q '^excluded: .* (big): excluded$' "$T/plan2.txt" \
+  || fail "--exclude big: $(cat "$T/plan2.txt")"
+! grep -q REFUSED "$T/plan2.txt" || fail "--exclude big: still refused"
 
 # The example scripts: the Python one moves sr1 to sr3 (the large VDI
 # excluded), the shell one sr3 to sr2.

@@ -342,9 +342,10 @@ print_plan_totals (JsonObject *plan, GHashTable *srs)
           sr_name (srs, jstr (plan, "sr")), ju64 (totals, "vdis"),
           ju64 (totals, "chains"),
           cli_human_size (ju64 (totals, "bytes"), bytes, sizeof bytes));
-  for (guint i = 0; i < jlength (dests); i++)
-    printf ("%s%s", i ? ", " : " ",
-            sr_name (srs, json_array_get_string_element (dests, i)));
+  for (guint i = 0; i < jlength (dests); i++) {
+    const char *uuid = json_array_get_string_element (dests, i);
+    printf ("%s%s", i ? ", " : " ", sr_name (srs, uuid ? uuid : ""));
+  }
   printf (", about %.0f s at %s/s (%s)\n", jdouble (plan, "estimated_seconds"),
           cli_human_size ((uint64_t)jdouble (rate, "bytes_per_second"), bps,
                           sizeof bps),
