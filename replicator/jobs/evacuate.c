@@ -612,6 +612,30 @@ add_bool (JsonBuilder *b, const char *name, bool v)
   json_builder_add_boolean_value (b, v);
 }
 
+/* NAME: [the strings of A]. */
+static void
+add_strings (JsonBuilder *b, const char *name, GPtrArray *a)
+{
+  json_builder_set_member_name (b, name);
+  json_builder_begin_array (b);
+  for (guint i = 0; i < a->len; i++)
+    json_builder_add_string_value (b, a->pdata[i]);
+  json_builder_end_array (b);
+}
+
+/* "dest_srs": the uuids of P's destinations. */
+static void
+add_plan_dests (JsonBuilder *b, const struct plan *p)
+{
+  g_autoptr (GPtrArray) a = g_ptr_array_new ();
+
+  for (guint i = 0; i < p->dests->len; i++)
+    g_ptr_array_add (a, (char *)sr_get_uuid (
+                            g_array_index (p->dests, struct plan_dest, i)
+                                .s->sr));
+  add_strings (b, "dest_srs", a);
+}
+
 static void
 plan_vdi_json (JsonBuilder *b, const struct plan_chain *c,
                const struct plan_vdi *pv)
@@ -663,12 +687,7 @@ plan_json (const struct plan *p)
 
   json_builder_begin_object (b);
   add_string (b, "sr", sr_get_uuid (p->src->sr));
-  json_builder_set_member_name (b, "dest_srs");
-  json_builder_begin_array (b);
-  for (guint i = 0; i < p->dests->len; i++)
-    json_builder_add_string_value (
-        b, sr_get_uuid (g_array_index (p->dests, struct plan_dest, i).s->sr));
-  json_builder_end_array (b);
+  add_plan_dests (b, p);
   add_int (b, "parallel", p->o.parallel);
   add_string (b, "order", p->o.by_name ? "name" : "size");
   add_bool (b, "partial", p->o.partial);
@@ -969,11 +988,7 @@ state_json (const struct run *r)
 
   json_builder_begin_object (b);
   add_int (b, "parallel", r->parallel);
-  json_builder_set_member_name (b, "dest_srs");
-  json_builder_begin_array (b);
-  for (guint i = 0; i < r->dests->len; i++)
-    json_builder_add_string_value (b, r->dests->pdata[i]);
-  json_builder_end_array (b);
+  add_strings (b, "dest_srs", r->dests);
   json_builder_set_member_name (b, "chains");
   json_builder_begin_array (b);
   for (guint i = 0; i < r->chains->len; i++) {
@@ -1172,11 +1187,7 @@ report_json (const struct run *r, const char *state)
   json_builder_begin_object (b);
   add_string (b, "task", r->task);
   add_string (b, "sr", sr_get_uuid (r->src->sr));
-  json_builder_set_member_name (b, "dest_srs");
-  json_builder_begin_array (b);
-  for (guint i = 0; i < r->dests->len; i++)
-    json_builder_add_string_value (b, r->dests->pdata[i]);
-  json_builder_end_array (b);
+  add_strings (b, "dest_srs", r->dests);
   add_string (b, "state", state);
   json_builder_set_member_name (b, "progress");
   json_builder_add_double_value (b, run_progress (r));
@@ -2052,12 +2063,7 @@ params_json (const struct plan *p, GHashTable *options)
   g_autoptr (JsonBuilder) b = json_builder_new ();
 
   json_builder_begin_object (b);
-  json_builder_set_member_name (b, "dest_srs");
-  json_builder_begin_array (b);
-  for (guint i = 0; i < p->dests->len; i++)
-    json_builder_add_string_value (
-        b, sr_get_uuid (g_array_index (p->dests, struct plan_dest, i).s->sr));
-  json_builder_end_array (b);
+  add_plan_dests (b, p);
   json_builder_set_member_name (b, "options");
   json_builder_begin_object (b);
   if (options) {
