@@ -9,7 +9,8 @@
 # layer copied, at a chain's commit), then a start: it completes with
 # nothing duplicated.  A cancel leaves every VDI whole in one place.  A
 # running VM's disk (a leaf over its snapshot) moves live with the rest,
-# the daemon killed right after its pivot: the restart commits it.
+# the daemon killed right after its pivot: the restart commits it.  A
+# clean stop mid-way: the next start resumes.
 . "$srcdir/functions.sh"
 . "$srcdir/xapi-functions.sh"
 # The live part needs the daemon to serve VMs' disks (before it starts:
@@ -66,4 +67,9 @@ if [ -n "$vm_disks" ]; then
   # Killed right after the pivot: the restart finds it and commits.
   crash_at pivot-done sr2 sr1 parallel=2
 fi
+# A clean stop (SIGTERM) while it runs: the next start resumes it.
+py start sr1 sr2 parallel=1 > /dev/null || fail "start before a stop"
+stop_vdimotiond
+start_vdimotiond > /dev/null
+py check sr1 sr2 || { cat "$T/vdimotiond.log"; fail "after a clean stop"; }
 stop_vdimotiond

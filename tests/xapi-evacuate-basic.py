@@ -100,7 +100,7 @@ def new_vdi(name, fmt, size=SIZE, sr="sr1"):
 
 def setup():
     """Four chains in sr1 (vhd, qcow2, raw: a base, two snapshots, a leaf;
-    a lone raw disk) and a disk larger than any SR."""
+    a lone raw disk), a disk larger than any SR, and a halted VM."""
     seed = 0
     for fmt in ("vhd", "qcow2", "raw"):
         leaf = new_vdi("chain-" + fmt, fmt)
@@ -116,6 +116,14 @@ def setup():
     st = {"vdis": {}, "huge": huge[len("OpaqueRef:"):], "where": {}}
     for ref in ok(x.SR.get_VDIs(s, srs["sr1"])):
         remember(st, ref, flatten=ref != huge)
+    # A halted VM's disk: its VBD follows it.
+    vm = ok(x.VM.create(s, {"name_label": "halted", "name_description": ""}))
+    leaf = ok(x.VDI.get_by_name_label(s, "chain-qcow2"))
+    leaf = [v for v in leaf if not ok(x.VDI.get_is_a_snapshot(s, v))][0]
+    st["halted"] = {"leaf": leaf[10:], "vbd": ok(x.VBD.create(s, {
+        "VM": vm, "VDI": leaf, "userdevice": "0", "mode": "RW",
+        "type": "Disk", "bootable": False, "empty": False,
+        "other_config": {}}))}
     save(st)
     print("%d VDIs in sr1" % len(st["vdis"]))
 
@@ -340,6 +348,9 @@ def verify(frm, to, status, text, seen):
         assert not here, here
     tot = report["totals"]
     assert tot["moved"] == len(moved) and tot["failed"] == 0, report
+    halted = st["halted"]
+    assert ok(x.VBD.get_VDI(s, halted["vbd"])) == \
+        "OpaqueRef:" + st["where"][halted["leaf"]]
     save(st)
     if "vm" in st:
         live_check()
@@ -370,6 +381,8 @@ def live_setup(frm, to):
     p = json.loads(ok(x.SR.evacuate_plan(s, srs[frm], [srs[to]], {})))
     c = [c for c in p["chains"] if c["live"]]
     assert len(c) == 1 and c[0]["vdis"][-1]["vbd"] == vbd[10:], p
+    # The copies so far measured this host's rate.
+    assert p["rate"]["source"].startswith("measured on this host"), p
 
 
 def live_check():

@@ -822,6 +822,10 @@ struct run
   GMutex lock;
   uint64_t total;      /* bytes of the chains to move */
   gint64 last_report;  /* when other_config's report was last made */
+  /* Wall-clock seconds the run took in earlier starts, and when this
+   * start's began (monotonic µs, 0 before it runs). */
+  double elapsed;
+  gint64 t0;
 };
 
 static void
@@ -980,6 +984,15 @@ layer_json (JsonBuilder *b, const struct layer *l)
   json_builder_end_object (b);
 }
 
+/* Wall-clock seconds the run took so far, over every start. */
+static double
+run_elapsed (const struct run *r)
+{
+  return r->elapsed
+         + (r->t0 ? (double)(g_get_monotonic_time () - r->t0) / G_USEC_PER_SEC
+                  : 0.0);
+}
+
 /* The whole state as the file keeps it.  Under r->lock. */
 static char *
 state_json (const struct run *r)
@@ -988,6 +1001,8 @@ state_json (const struct run *r)
 
   json_builder_begin_object (b);
   add_int (b, "parallel", r->parallel);
+  json_builder_set_member_name (b, "elapsed");
+  json_builder_add_double_value (b, run_elapsed (r));
   add_strings (b, "dest_srs", r->dests);
   json_builder_set_member_name (b, "chains");
   json_builder_begin_array (b);
@@ -1071,6 +1086,8 @@ run_load (struct run *r, GError **error)
     return -1;
   }
   root = json_node_get_object (json_parser_get_root (parser));
+  r->elapsed = json_object_get_double_member_with_default (root, "elapsed",
+                                                           0.0);
   r->parallel = (unsigned)CLAMP (member_int (root, "parallel"), 1,
                                  MAX_PARALLEL);
   a = json_object_get_array_member (root, "dest_srs");
@@ -1182,7 +1199,7 @@ report_json (const struct run *r, const char *state)
   g_autoptr (JsonBuilder) b = json_builder_new ();
   unsigned n = 0, moved = 0, failed = 0, skipped = 0, queued = 0, moving = 0;
   uint64_t bytes = 0;
-  double seconds = 0;
+  double seconds = run_elapsed (r);
 
   json_builder_begin_object (b);
   add_string (b, "task", r->task);
@@ -1209,7 +1226,6 @@ report_json (const struct run *r, const char *state)
       queued += is (st, "queued");
       moving += is (st, "moving");
       bytes += l->done;
-      seconds += l->seconds;
     }
   }
   json_builder_end_array (b);
@@ -1921,6 +1937,7 @@ evacuate_run (struct job *job)
   g_mutex_lock (&r->lock);
   show_locked (r);
   g_mutex_unlock (&r->lock);
+  r->t0 = g_get_monotonic_time ();
   pool = g_thread_pool_new (chain_worker, r, (int)r->parallel, FALSE, NULL);
   for (guint i = 0; i < r->chains->len; i++)
     g_thread_pool_push (pool, r->chains->pdata[i], NULL);
