@@ -316,7 +316,9 @@ int sr_vdi_cbt_info (struct sr *sr, const char *uuid,
  * (VDI.list_changed_blocks(vdi_from, vdi_to)): a bitmap in XenAPI's
  * layout (cbt-log.h), malloc'd (free), *LEN bytes; cbt_bitmap_to_base64
  * gives its wire form.  ENODATA (VDI_NO_CBT_METADATA) when the logs do
- * not chain TO back to FROM; EINVAL if the two differ in size. */
+ * not chain TO back to FROM; EINVAL if the two differ in size.  TO must
+ * be in SR; FROM need not be (a snapshot left in another SR by a move:
+ * the walk reads the logs from TO back to FROM's, not FROM's own). */
 uint8_t *sr_vdi_list_changed_blocks (struct sr *sr, const char *from_uuid,
                                      const char *to_uuid, size_t *len);
 /* Give UUID the log BYTES (LEN bytes of cbt_log_export: the log of the
@@ -334,8 +336,9 @@ int sr_vdi_cbt_import (struct sr *sr, const char *uuid, const uint8_t *bytes,
  * that still marks it (a live move's front, after its pivot) goes on
  * marking the moved file, which is the log of the VDI the VM now uses.
  * Across filesystems the log is copied; if a writer still holds the
- * source then, the copy would miss its later marks, so it is reset
- * ("moved while in use across filesystems": the next backup is full).
+ * source then (a live move), it would go on marking the old file only,
+ * so no log is made (EXDEV: CBT is off for TO_UUID, the next backup is
+ * full; enable it again once the VM has restarted).
  * Nothing to do if FROM_UUID has CBT off (or the log moved already: a
  * commit done twice).  Call it after the data is in place, before the
  * source goes.  0, or -1 with the error. */
