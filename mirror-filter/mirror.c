@@ -72,7 +72,9 @@
  *
  * Changed-block tracking (cbt-log=PATH, cbt-log.h).  Every guest write,
  * zero and trim marks its 64 KiB blocks in the VDI's log first, in every
- * mode, and only then goes to the disk: a write the guest hears of is
+ * mode, and only then goes to the disk (the mark is taken inside the
+ * request's gate, after anything that holds requests back, so that a
+ * request held across a snapshot's rotation is counted after it): a write the guest hears of is
  * always in the log, even if nbdkit is killed right after.  A mark that
  * fails fails the request with EIO, untouched.  The log is opened as its
  * writer in .after_fork (its consistent flag cleared and fsynced; a log
@@ -974,9 +976,14 @@ static int
 mirror_pwrite (nbdkit_next *next, void *handle, const void *buf,
                uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
-  if (cbt_mark (count, offset, err) == -1)
-    return -1;
   pthread_rwlock_rdlock (&mode_lock);
+  /* Marked inside the request's gate: a request held by a quiesce (a
+   * snapshot rotating the log) marks only once it may go on, so its
+   * mark lands in the log that counts from after the snapshot. */
+  if (cbt_mark (count, offset, err) == -1) {
+    pthread_rwlock_unlock (&mode_lock);
+    return -1;
+  }
   int r;
   switch (mode) {
   case MODE_MIRROR:
@@ -995,9 +1002,14 @@ static int
 mirror_zero (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
              uint32_t flags, int *err)
 {
-  if (cbt_mark (count, offset, err) == -1)
-    return -1;
   pthread_rwlock_rdlock (&mode_lock);
+  /* Marked inside the request's gate: a request held by a quiesce (a
+   * snapshot rotating the log) marks only once it may go on, so its
+   * mark lands in the log that counts from after the snapshot. */
+  if (cbt_mark (count, offset, err) == -1) {
+    pthread_rwlock_unlock (&mode_lock);
+    return -1;
+  }
   int r;
   switch (mode) {
   case MODE_MIRROR:
@@ -1018,9 +1030,11 @@ static int
 mirror_trim (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
              uint32_t flags, int *err)
 {
-  if (cbt_mark (count, offset, err) == -1)
-    return -1;
   pthread_rwlock_rdlock (&mode_lock);
+  if (cbt_mark (count, offset, err) == -1) { /* inside the gate, as above */
+    pthread_rwlock_unlock (&mode_lock);
+    return -1;
+  }
   int r;
   if (mode == MODE_PIVOTED)
     r = on_target (TREQ_TRIM, NULL, count, offset, flags, err);
