@@ -72,10 +72,11 @@
  *
  * Changed-block tracking (cbt-log=PATH, cbt-log.h).  Every guest write,
  * zero and trim marks its 64 KiB blocks in the VDI's log first, in every
- * mode, and only then goes to the disk (the mark is taken inside the
- * request's gate, after anything that holds requests back, so that a
- * request held across a snapshot's rotation is counted after it): a write the guest hears of is
- * always in the log, even if nbdkit is killed right after.  A mark that
+ * mode, and only then goes to the disk: a write the guest hears of is
+ * always in the log, even if nbdkit is killed right after.  The mark is
+ * taken inside the request's gate, after anything that holds requests
+ * back, so a request held across a snapshot's rotation of the log is
+ * counted in the log that counts from after the snapshot.  A mark that
  * fails fails the request with EIO, untouched.  The log is opened as its
  * writer in .after_fork (its consistent flag cleared and fsynced; a log
  * a dead writer left is reset there, with its reason) and closed cleanly
@@ -84,9 +85,9 @@
  * that VDI.enable_cbt on a served disk tracks every request that starts
  * after it (one access(2) per request while CBT is off); disabling it
  * while served leaves the file to us, flagged (cbt_log_disable), so the
- * filter never needs to let go of it.  After a
- * pivot the filter keeps marking the same file: a live snapshot keeps
- * the VDI, and a live move renames the log to the new VDI (vdi-jobs.c).
+ * filter never needs to let go of it.  After a pivot the filter keeps
+ * marking the same file: a live snapshot keeps the VDI, and a live move
+ * renames the log to the new VDI (vdi-jobs.c).
  *
  * A failed target is detached by the control thread (mirror_reap), which
  * also answers the control socket (control.c).  The target connection is
