@@ -259,12 +259,18 @@ struct vdisk *sr_vdi_open (struct sr *sr, const char *uuid, unsigned flags);
  * has it as parent.  An unmanaged parent (a clone's base) left without
  * children goes with it.  Without a record of UUID, an image named for
  * it that a crash left unrecorded (see sr_vdi_create_params.uuid) is
- * removed; ENOENT if there is none either. */
+ * removed; ENOENT if there is none either.  Its changed-block log is
+ * merged into the logs that count from it, then removed.  A cbt_metadata
+ * VDI still read through by others is only hidden (unmanaged) until its
+ * last child goes. */
 int sr_vdi_destroy (struct sr *sr, const char *uuid);
 /* Snapshot (see the top of this file).  The VDI must be writable and
  * must not be open for writing while this runs (quiesce first: the open
  * image is the one that becomes the snapshot).  A raw VDI's new leaf is
- * qcow2 (raw has no backing file).  Returns the snapshot's record. */
+ * qcow2 (raw has no backing file).  A VDI with CBT has its
+ * changed-block log rotated (the snapshot gets it as it was, the VDI an
+ * empty one counting from the snapshot; its disk server, quiesced, keeps
+ * marking the VDI's).  Returns the snapshot's record. */
 struct sr_vdi *sr_vdi_snapshot (struct sr *sr, const char *uuid,
                                 const char *name_label);
 /* A new writable VDI with the content of UUID.  For a read-only VDI (a
