@@ -128,7 +128,10 @@
  * Changed-block tracking (cbt-log=PATH, cbt-log.h).  Every guest write,
  * zero and trim marks its 64 KiB blocks in the VDI's log first, in every
  * mode, and only then goes to the disk: a write the guest hears of is
- * always in the log, even if nbdkit is killed right after.  A mark that
+ * always in the log, even if nbdkit is killed right after.  The mark is
+ * taken inside the request's gate, after anything that holds requests
+ * back, so a request held across a snapshot's rotation of the log is
+ * counted in the log that counts from after the snapshot.  A mark that
  * fails fails the request with EIO, untouched.  The log is opened as its
  * writer in .after_fork (its consistent flag cleared and fsynced; a log
  * a dead writer left is reset there, with its reason) and closed cleanly
