@@ -62,6 +62,10 @@ run_vdimotiond ()
   # A restarted daemon's log replaces the first one's, kept aside.
   [ ! -f "$dir/vdimotiond.log" ] \
     || cat "$dir/vdimotiond.log" >> "$dir/vdimotiond-earlier.log"
+  # Emptied here, not only by the daemon's redirection below: that one
+  # happens in the background child, and the wait for "listening on"
+  # could read the previous daemon's URL before it.
+  : > "$dir/vdimotiond.log"
   ${vdm_netns:+ip netns exec "$vdm_netns"} \
   "$VDIMOTIOND" --foreground --listen 127.0.0.1:0 --state-dir "$dir/state" \
     --auth-file "$dir/auth" --sr "sr1=$dir/sr1" --sr "sr2=$dir/sr2" \
