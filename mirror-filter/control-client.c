@@ -396,11 +396,8 @@ gboolean
 mirror_start (const char *socket, const char *target_uri,
               const char *tls_psk_file, GError **error)
 {
-  struct control_request req = { .cmd = CONTROL_START,
-                                 .target = target_uri,
-                                 .tls_psk_file = tls_psk_file };
-
-  return command_state (socket, &req, error);
+  return mirror_start_sync (socket, target_uri, tls_psk_file,
+                            MIRROR_SYNC_FULL, error);
 }
 
 gboolean

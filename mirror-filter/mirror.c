@@ -20,7 +20,8 @@
  * starve it).  This is the quiesce of §3: start drains the pass-through
  * writes before the copier can read anything; complete drains, rechecks,
  * flushes both sides, then detaches or pivots, all while new requests
- * wait.  Idle costs one uncontended read lock per request.
+ * wait.  Idle costs one uncontended read lock per request (and the
+ * pause gate's atomic increment, below).
  *
  * The dirty bitmap has one bit per mirror-granularity chunk of the whole
  * disk.  `start` marks every chunk dirty (the target is not known to read
@@ -91,9 +92,12 @@
  *   - a block first written after start: the write is mirrored, so the
  *     target gets it whatever the map says.  A partial write leaves its
  *     chunk dirty; by the time the copier locks that chunk the local
- *     write has allocated the cluster (with the parent's bytes around
- *     it), so the map says DATA and the whole chunk is copied.  A write
- *     waiting on the range lock lands on both sides after the copy.
+ *     write is in the top layer (a qcow2 cluster holding the parent's
+ *     bytes around it, or a VHD block whose bitmap marks just the
+ *     sectors written), so the map says DATA for what the layer now
+ *     holds and that is copied; the rest is still the parent's, the
+ *     same on both sides.  A write waiting on the range lock lands on
+ *     both sides after the copy.
  *   - the layer map is asked under the range lock, so no request of the
  *     guest can change that range's allocation between the answer and
  *     the copy; the lower layers are frozen (snapshots), so a HOLE reads
@@ -102,7 +106,7 @@
  * Pause.  `pause` closes a gate (gate_lock + gate_cond) that every guest
  * request passes before mode_lock: new requests wait there (they do not
  * fail), the command waits until the requests in flight have left,
- * flushes the disk and answers.  The owner then changes the images
+ * flushes the disk and answers (the gate's atomics: see gate_lock).  The owner then changes the images
  * underneath (a live snapshot renames the image the plugin holds open
  * into the snapshot and creates a new leaf, served by a second nbdkit),
  * and `resume target=URI pivot=true` connects that leaf and makes it
@@ -118,10 +122,11 @@
  * Pause is refused while a mirror runs (its copier does not pass the
  * gate); it is allowed after a pivot (a second live snapshot), when the
  * flush and the next pivot concern the target.
- *
  * Changed-block tracking (cbt-log=PATH, cbt-log.h).  Every guest write,
  * zero and trim marks its 64 KiB blocks in the VDI's log first, in every
- * mode, and only then goes to the disk: a write the guest hears of is
+ * mode, once past the pause gate (so a live snapshot's pause sees every
+ * mark of the writes before it, and none of those after), and only then
+ * goes to the disk: a write the guest hears of is
  * always in the log, even if nbdkit is killed right after.  A mark that
  * fails fails the request with EIO, untouched.  The log is opened as its
  * writer in .after_fork (its consistent flag cleared and fsynced; a log
@@ -134,9 +139,6 @@
  * filter never needs to let go of it.  After a
  * pivot the filter keeps marking the same file: a live snapshot keeps
  * the VDI, and a live move renames the log to the new VDI (vdi-jobs.c).
- * A request marks once past the pause gate, never before: a write a
- * live snapshot's pause held lands in the new leaf, so its mark must
- * land in the log rotated for that leaf, not in the snapshot's.
  *
  * A failed target is detached by the control thread (mirror_reap), which
  * also answers the control socket (control.c).  The target connection is
@@ -198,7 +200,7 @@ static struct cbt_log *_Atomic cbt;
 static pthread_mutex_t cbt_open_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Set in .after_fork. */
-static nbdkit_backend *backend;
+static nbdkit_backend *plugin_backend; /* what we filter: for `layer` */
 static nbdkit_next *bg;    /* the copier's own context */
 static nbdkit_next *layer; /* sync=top's map, opened at its first start */
 static uint64_t disk_size, nchunks;
@@ -232,13 +234,17 @@ static atomic_uint_fast64_t writes_mirrored, bytes_copied, bytes_zeroed,
     bytes_skipped, bytes_backing;
 
 /* The pause gate: every guest request passes it (io_begin) before
- * mode_lock.  Under gate_lock. */
+ * mode_lock.  An open gate costs a request one atomic increment and one
+ * load: a request counts itself in gate_inflight, then looks at
+ * gate_closed; pause sets gate_closed, then waits for gate_inflight to
+ * drop to 0 (both sequentially consistent, so one of the two always sees
+ * the other).  gate_closed and the rest are written under gate_lock. */
 static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
-static bool gate_closed;
-static bool pause_expired;  /* the last pause opened by itself */
-static unsigned gate_inflight; /* requests past the gate */
-static uint64_t gate_deadline; /* monotonic_ns when a pause expires */
+static atomic_bool gate_closed;
+static atomic_uint gate_inflight; /* requests past the gate */
+static bool pause_expired;        /* the last pause opened by itself */
+static uint64_t gate_deadline;    /* monotonic_ns when a pause expires */
 static atomic_uint_fast64_t lat_sum_ns, lat_count;
 static atomic_uint_fast64_t lat_hist[LAT_BUCKETS];
 
@@ -347,15 +353,34 @@ gate_wait_locked (void)
   pthread_cond_timedwait (&gate_cond, &gate_lock, &ts);
 }
 
+/* A request leaves the gate: the last one out wakes a draining pause. */
+static void
+gate_leave (void)
+{
+  unsigned was = atomic_fetch_sub (&gate_inflight, 1);
+
+  assert (was > 0);
+  if (was == 1 && atomic_load (&gate_closed)) {
+    pthread_mutex_lock (&gate_lock);
+    pthread_cond_broadcast (&gate_cond);
+    pthread_mutex_unlock (&gate_lock);
+  }
+}
+
 /* Every guest request: wait while paused, then take mode_lock. */
 static void
 io_begin (void)
 {
-  pthread_mutex_lock (&gate_lock);
-  while (!gate_expire_locked ())
-    gate_wait_locked ();
-  gate_inflight++;
-  pthread_mutex_unlock (&gate_lock);
+  for (;;) {
+    atomic_fetch_add (&gate_inflight, 1);
+    if (!atomic_load (&gate_closed))
+      break;
+    gate_leave ();
+    pthread_mutex_lock (&gate_lock);
+    while (!gate_expire_locked ())
+      gate_wait_locked ();
+    pthread_mutex_unlock (&gate_lock);
+  }
   pthread_rwlock_rdlock (&mode_lock);
 }
 
@@ -363,11 +388,7 @@ static void
 io_end (void)
 {
   pthread_rwlock_unlock (&mode_lock);
-  pthread_mutex_lock (&gate_lock);
-  assert (gate_inflight > 0);
-  if (--gate_inflight == 0 && gate_closed)
-    pthread_cond_broadcast (&gate_cond); /* pause is draining */
-  pthread_mutex_unlock (&gate_lock);
+  gate_leave ();
 }
 
 static bool
@@ -831,7 +852,7 @@ open_layer (char **why)
 
   if (layer)
     return layer;
-  layer = nbdkit_next_context_open (backend, 1, LAYER_EXPORT, 1);
+  layer = nbdkit_next_context_open (plugin_backend, 1, LAYER_EXPORT, 1);
   if (layer && layer->prepare (layer) == -1) {
     nbdkit_next_context_close (layer);
     layer = NULL;
@@ -904,6 +925,8 @@ mirror_cmd_start (const char *uri, const char *psk_file,
   sync_mode = sync;
   if (sync != MIRROR_SYNC_NONE)
     chunks_mark_all_dirty (&chunks);
+  else if (nchunks) /* what an earlier, aborted mirror left is not owed */
+    chunks_mark_clean (&chunks, 0, nchunks - 1);
   cursor = 0;
   target = t;
   state = chunks.dirty_count ? MIRROR_SYNCING : MIRROR_READY;
@@ -1167,7 +1190,7 @@ not_paused_locked (void)
 static struct target *
 pivot_to_locked (struct target *t)
 {
-  assert (gate_closed && gate_inflight == 0);
+  assert (gate_closed); /* and no request past it: pause drained them */
   pthread_rwlock_wrlock (&mode_lock);
   pthread_mutex_lock (&lock);
   struct target *old = target;
@@ -1359,8 +1382,6 @@ mirror_pwrite (nbdkit_next *next, void *handle, const void *buf,
                uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
   io_begin ();
-  /* Marked past the pause gate: a write a live snapshot's pause
-   * held counts in the log of the leaf it lands in. */
   if (cbt_mark (count, offset, err) == -1) {
     io_end ();
     return -1;
@@ -1384,8 +1405,6 @@ mirror_zero (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
              uint32_t flags, int *err)
 {
   io_begin ();
-  /* Marked past the pause gate: a write a live snapshot's pause
-   * held counts in the log of the leaf it lands in. */
   if (cbt_mark (count, offset, err) == -1) {
     io_end ();
     return -1;
@@ -1411,8 +1430,6 @@ mirror_trim (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
              uint32_t flags, int *err)
 {
   io_begin ();
-  /* Marked past the pause gate: a write a live snapshot's pause
-   * held counts in the log of the leaf it lands in. */
   if (cbt_mark (count, offset, err) == -1) {
     io_end ();
     return -1;
@@ -1623,9 +1640,9 @@ cbt_open (void)
 }
 
 static int
-mirror_after_fork (nbdkit_backend *b)
+mirror_after_fork (nbdkit_backend *backend)
 {
-  backend = b;
+  plugin_backend = backend;
   bg = nbdkit_next_context_open (backend, 0, "", 1);
   if (!bg) {
     nbdkit_error ("mirror: cannot open a backend context for the copier");
@@ -1656,7 +1673,7 @@ mirror_after_fork (nbdkit_backend *b)
 }
 
 static void
-mirror_cleanup (nbdkit_backend *b)
+mirror_cleanup (nbdkit_backend *backend)
 {
   control_stop ();
   pthread_mutex_lock (&lock);

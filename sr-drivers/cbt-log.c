@@ -3,13 +3,17 @@
  * vdimotion-sr(5)).
  *
  * Design: the file is the only state.  A writer keeps no copy of the
- * bitmap: a mark reads the bitmap bytes its range touches, ORs its bits
- * in, and writes back only the bytes that changed, under one mutex per
- * handle.  So a log rotated in place under a quiesced writer (a live
- * snapshot) needs nothing from the writer, and what a mark said is in
- * the page cache before the guest hears of the write: a writer killed at
- * any point leaves every acknowledged mark behind.  A mark of blocks
- * already set costs one small pread.
+ * bitmap: it maps the file (MAP_SHARED, the bitmap's blocks allocated
+ * first so a page fault never meets a full disk) and a mark is an atomic
+ * OR of its bits into the mapped bytes, i.e. into the page cache of the
+ * file itself.  So a log rotated in place under a quiesced writer (a
+ * live snapshot) needs nothing from the writer; what a mark said is in
+ * the file before the guest hears of the write, and a writer killed at
+ * any point leaves every acknowledged mark behind; and another process
+ * may OR bits into a log while its writer marks it (cbt_log_merge, a
+ * migration's destination) without either losing a bit, which a
+ * read-modify-write with pread/pwrite could not promise.  A mark costs
+ * no system call.
  *
  * A dead writer is told from a live one by an open-file-description lock
  * (F_OFD_SETLK) that only writers take: the kernel drops it when the
@@ -27,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,7 +65,8 @@ struct cbt_log
   char *path;
   int fd;
   bool writer;
-  pthread_mutex_t lock; /* marks: one read-modify-write at a time */
+  uint8_t *map; /* a writer's mapping of the whole file */
+  size_t map_len;
   struct cbt_log_info info;
 };
 
@@ -101,33 +107,31 @@ bitmap_bytes (uint64_t virtual_size)
 static void
 put32 (uint8_t *p, uint32_t v)
 {
-  for (int i = 0; i < 4; i++)
-    p[i] = v >> (8 * i);
+  v = GUINT32_TO_LE (v);
+  memcpy (p, &v, 4);
 }
 
 static void
 put64 (uint8_t *p, uint64_t v)
 {
-  for (int i = 0; i < 8; i++)
-    p[i] = v >> (8 * i);
+  v = GUINT64_TO_LE (v);
+  memcpy (p, &v, 8);
 }
 
 static uint32_t
 get32 (const uint8_t *p)
 {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; i--)
-    v = v << 8 | p[i];
-  return v;
+  uint32_t v;
+  memcpy (&v, p, 4);
+  return GUINT32_FROM_LE (v);
 }
 
 static uint64_t
 get64 (const uint8_t *p)
 {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; i--)
-    v = v << 8 | p[i];
-  return v;
+  uint64_t v;
+  memcpy (&v, p, 8);
+  return GUINT64_FROM_LE (v);
 }
 
 static void
@@ -243,6 +247,22 @@ write_header (int fd, const char *path, const struct header *h, GError **err)
   uint8_t buf[HEADER_SIZE];
   encode (h, buf);
   if (full_pwrite (fd, buf, sizeof buf, 0) == -1) {
+    set_errno_err (err, path, "writing the header");
+    return -1;
+  }
+  return 0;
+}
+
+/* Write header bytes [FROM, TO) of H only: the flags and the lineage
+ * (generation to last reset) are written apart, so that a writer's close
+ * (the flags) and a merge (the lineage) never undo each other. */
+static int
+write_header_part (int fd, const char *path, const struct header *h,
+                   size_t from, size_t to, GError **err)
+{
+  uint8_t buf[HEADER_SIZE];
+  encode (h, buf);
+  if (full_pwrite (fd, buf + from, to - from, from) == -1) {
     set_errno_err (err, path, "writing the header");
     return -1;
   }
@@ -444,11 +464,43 @@ reset_if_stale (int fd, const char *path, struct header *h, GError **err)
 static void
 log_free (struct cbt_log *log)
 {
+  if (log->map)
+    munmap (log->map, log->map_len);
   if (log->fd >= 0)
     close (log->fd); /* drops the OFD lock */
-  pthread_mutex_destroy (&log->lock);
   g_free (log->path);
   g_free (log);
+}
+
+/* FD's file mapped shared, header and bitmap (*LEN bytes), the bitmap's
+ * blocks allocated so that no store into it can fault for space. */
+static uint8_t *
+map_bitmap (int fd, const char *path, uint64_t virtual_size, size_t *len,
+            GError **err)
+{
+  *len = HEADER_SIZE + bitmap_bytes (virtual_size);
+  int e = posix_fallocate (fd, HEADER_SIZE, *len - HEADER_SIZE);
+  if (e) {
+    errno = e;
+    set_errno_err (err, path, "allocating the bitmap");
+    return NULL;
+  }
+  void *m = mmap (NULL, *len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (m == MAP_FAILED) {
+    set_errno_err (err, path, "mapping the bitmap");
+    return NULL;
+  }
+  return m;
+}
+
+/* OR BITS into byte I of the mapped bitmap MAP, atomically with respect
+ * to every other process mapping the file. */
+static void
+or_byte (uint8_t *map, uint64_t i, uint8_t bits)
+{
+  uint8_t *p = map + HEADER_SIZE + i;
+  if ((__atomic_load_n (p, __ATOMIC_RELAXED) & bits) != bits)
+    __atomic_fetch_or (p, bits, __ATOMIC_SEQ_CST);
 }
 
 /* The writer's part of cbt_log_open. */
@@ -471,9 +523,12 @@ become_writer (struct cbt_log *log, struct header *h, GError **err)
       return -1;
   }
   h->flags &= ~FLAG_CONSISTENT;
-  if (write_header (log->fd, log->path, h, err) == -1)
+  if (write_header (log->fd, log->path, h, err) == -1
+      || sync_fd (log->fd, log->path, err) == -1)
     return -1;
-  return sync_fd (log->fd, log->path, err);
+  log->map = map_bitmap (log->fd, log->path, h->virtual_size, &log->map_len,
+                         err);
+  return log->map ? 0 : -1;
 }
 
 struct cbt_log *
@@ -484,7 +539,6 @@ cbt_log_open (const char *path, unsigned flags, GError **err)
   bool writer = flags & CBT_LOG_WRITER;
 
   log->path = g_strdup (path);
-  pthread_mutex_init (&log->lock, NULL);
   log->fd = open (path, (writer ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOFOLLOW);
   if (log->fd == -1) {
     set_errno_err (err, path, "opening");
@@ -508,8 +562,6 @@ int
 cbt_log_mark (struct cbt_log *log, uint64_t offset, uint64_t count,
               GError **err)
 {
-  uint8_t buf[4096];
-
   if (!log->writer) {
     set_err (err, EINVAL, log->path, "mark: not opened for writing");
     return -1;
@@ -526,41 +578,17 @@ cbt_log_mark (struct cbt_log *log, uint64_t offset, uint64_t count,
   }
   uint64_t first = offset / CBT_BLOCK_SIZE;
   uint64_t last = (offset + count - 1) / CBT_BLOCK_SIZE;
-  int r = 0;
 
-  pthread_mutex_lock (&log->lock);
-  /* Bitmap bytes [first/8, last/8], a buffer at a time. */
-  for (uint64_t byte = first / 8; r == 0 && byte <= last / 8;
-       byte += sizeof buf) {
-    size_t n = MIN (sizeof buf, last / 8 - byte + 1);
-    if (full_pread (log->fd, buf, n, HEADER_SIZE + byte) != (ssize_t)n) {
-      set_errno_err (err, log->path, "mark: reading the bitmap");
-      r = -1;
-      break;
-    }
-    size_t lo = n, hi = 0; /* the bytes that change */
-    for (size_t k = 0; k < n; k++) {
-      uint64_t b0 = (byte + k) * 8;
-      uint8_t bits = 0;
-      for (int j = 0; j < 8; j++)
-        if (b0 + j >= first && b0 + j <= last)
-          bits |= 0x80 >> j;
-      if ((buf[k] | bits) != buf[k]) {
-        buf[k] |= bits;
-        lo = MIN (lo, k);
-        hi = k;
-      }
-    }
-    if (lo < n
-        && full_pwrite (log->fd, buf + lo, hi - lo + 1,
-                        HEADER_SIZE + byte + lo)
-               == -1) {
-      set_errno_err (err, log->path, "mark: writing the bitmap");
-      r = -1;
-    }
+  /* The partial first and last bytes, then whole bytes between. */
+  for (uint64_t byte = first / 8; byte <= last / 8; byte++) {
+    uint8_t bits = 0xff;
+    if (byte == first / 8)
+      bits &= 0xff >> (first % 8);
+    if (byte == last / 8)
+      bits &= (uint8_t)(0xff00 >> (last % 8 + 1));
+    or_byte (log->map, byte, bits);
   }
-  pthread_mutex_unlock (&log->lock);
-  return r;
+  return 0;
 }
 
 int
@@ -578,7 +606,8 @@ cbt_log_close (struct cbt_log *log, GError **err)
       r = sync_fd (log->fd, log->path, err);
     if (r == 0) {
       h.flags |= FLAG_CONSISTENT;
-      r = write_header (log->fd, log->path, &h, err);
+      r = write_header_part (log->fd, log->path, &h, OFF_FLAGS,
+                             OFF_FLAGS + 4, err);
     }
     if (r == 0)
       r = sync_fd (log->fd, log->path, err);
@@ -840,6 +869,62 @@ cbt_log_import (const char *path, const uint8_t *bytes, size_t len,
   }
   h.flags |= FLAG_CONSISTENT;
   return write_whole (path, &h, bytes + HEADER_SIZE, err);
+}
+
+int
+cbt_log_merge (const char *path, const uint8_t *bytes, size_t len,
+               GError **err)
+{
+  struct header h, in;
+  size_t map_len;
+  int r = -1;
+
+  if (len < HEADER_SIZE) {
+    set_err (err, EINVAL, path, "merge: %zu bytes, shorter than a header",
+             len);
+    return -1;
+  }
+  if (decode (bytes, len, path, &in, err) == -1)
+    return -1;
+  int fd = open (path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+  if (fd == -1) {
+    set_errno_err (err, path, "opening");
+    return -1;
+  }
+  if (read_header (fd, path, &h, err) == -1)
+    goto out;
+  if (h.virtual_size != in.virtual_size) {
+    set_err (err, EINVAL, path,
+             "merge: the log is of a %" G_GUINT64_FORMAT "-byte disk, the "
+             "merged one of a %" G_GUINT64_FORMAT "-byte disk",
+             h.virtual_size, in.virtual_size);
+    goto out;
+  }
+  uint8_t *map = map_bitmap (fd, path, h.virtual_size, &map_len, err);
+  if (!map)
+    goto out;
+  for (uint64_t i = 0; i < bitmap_bytes (h.virtual_size); i++)
+    if (bytes[HEADER_SIZE + i])
+      or_byte (map, i, bytes[HEADER_SIZE + i]);
+  munmap (map, map_len);
+  /* Bits before the header: a crash between leaves this log's own
+   * generation, which chains to nothing older. */
+  if (fdatasync (fd) == -1) {
+    set_errno_err (err, path, "merge: syncing the bitmap");
+    goto out;
+  }
+  memcpy (h.generation, in.generation, sizeof h.generation);
+  memcpy (h.predecessor, in.predecessor, sizeof h.predecessor);
+  h.reset_time = in.reset_time;
+  memcpy (h.reason, in.reason, sizeof h.reason);
+  if (write_header_part (fd, path, &h, OFF_GENERATION, OFF_FLAGS, err) == 0
+      && write_header_part (fd, path, &h, OFF_RESET_TIME,
+                            OFF_REASON + REASON_FIELD, err)
+             == 0)
+    r = sync_fd (fd, path, err);
+out:
+  close (fd);
+  return r;
 }
 
 int

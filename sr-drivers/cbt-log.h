@@ -51,8 +51,9 @@
  *   it first (new generation, predecessor "", every bit set, reason "not
  *   closed cleanly" and the time), so an incremental across the crash
  *   is refused, never wrong; the next backup is a full and can say why.
- * - Durability: a mark is in the file (pwrite of the bitmap bytes it
- *   changed) before cbt_log_mark returns, so a writer killed after it
+ * - Durability: a mark is in the file (an atomic OR into the writer's
+ *   shared mapping of it, i.e. the file's page cache) before
+ *   cbt_log_mark returns, so a writer killed after it
  *   acknowledged a write leaves the mark behind; no fsync while in use
  *   (a host crash resets the log through the flag).  A clean close sets
  *   the flag and fsyncs.
@@ -160,7 +161,7 @@ struct cbt_log *cbt_log_open (const char *path, unsigned flags,
                               GError **err);
 
 /* Mark the blocks of bytes [OFFSET, OFFSET + COUNT) as written, in the
- * file, before returning (a writer's handle only).  COUNT 0 marks
+ * file, before returning (a writer's handle only; no system call).  COUNT 0 marks
  * nothing; a range past the virtual size is EINVAL.  Thread-safe.
  * Returns 0, or -1 with ERR (the caller must then fail the guest's
  * write: the log can no longer say it happened). */
@@ -221,6 +222,18 @@ uint8_t *cbt_log_export (const char *path, size_t *len, GError **err);
  * renamed over it.  Returns 0, or -1 with ERR. */
 int cbt_log_import (const char *path, const uint8_t *bytes, size_t len,
                     uint64_t virtual_size, GError **err);
+
+/* Merge BYTES (LEN, from cbt_log_export) into the log at PATH, which a
+ * writer may be marking at the same time: their bitmap is ORed into
+ * PATH's (atomically with the writer's marks: no bit of either is
+ * lost), then PATH takes their generation, predecessor and last reset,
+ * keeping its own flags.  For a migration's destination, whose disk
+ * server marked the VDI's log from the moment the mirrors were in sync
+ * while the source marked its own: the union is every block written
+ * since the source's last snapshot.  EINVAL if the sizes differ.
+ * Returns 0, or -1 with ERR. */
+int cbt_log_merge (const char *path, const uint8_t *bytes, size_t len,
+                   GError **err);
 
 /* OR the bitmap of the log at FROM into the log at INTO and give INTO
  * FROM's predecessor, when FROM (a snapshot being destroyed) is INTO's

@@ -1172,6 +1172,32 @@ names_free (struct names *n)
   free (n->v);
 }
 
+/* V's image renamed TRASH_PREFIX<name>, the name kept in TRASH for the
+ * caller to unlink after the SR's lock; nothing if there is no image. */
+static int
+to_trash (struct sr *sr, const struct sr_vdi *v, struct names *trash)
+{
+  char *gone = NULL;
+  char **more = realloc (trash->v, (trash->len + 1) * sizeof *more);
+  if (more)
+    trash->v = more;
+  if (!more || asprintf (&gone, TRASH_PREFIX "%s", v->location) == -1) {
+    sr_err (sr, ENOMEM, "out of memory");
+    return -1;
+  }
+  if (renameat (F (sr)->dirfd, v->location, F (sr)->dirfd, gone) == -1) {
+    int e = errno;
+    free (gone);
+    if (e == ENOENT)
+      return 0;
+    sr_err (sr, e, "VDI %s: cannot remove %s: %s", v->uuid, v->location,
+            strerror (e));
+    return -1;
+  }
+  trash->v[trash->len++] = gone;
+  return 0;
+}
+
 /* Delete UUID's record and image, then its parent too if that is an
  * unmanaged base nobody uses any more. */
 /* A destroyed VDI's image is renamed to TRASH_PREFIX<name> in the
@@ -1219,27 +1245,10 @@ destroy_locked (struct sr *sr, const char *uuid, struct names *trash)
     db_rollback (sr);
     goto fail;
   }
-  char *gone = NULL;
-  char **more = realloc (trash->v, (trash->len + 1) * sizeof *more);
-  if (more)
-    trash->v = more;
-  if (!more || asprintf (&gone, TRASH_PREFIX "%s", v->location) == -1) {
-    sr_err (sr, ENOMEM, "out of memory");
+  if (to_trash (sr, v, trash) == -1) {
     db_rollback (sr);
     goto fail;
   }
-  if (renameat (F (sr)->dirfd, v->location, F (sr)->dirfd, gone) == -1) {
-    int e = errno;
-    free (gone);
-    if (e != ENOENT) {
-      sr_err (sr, e, "VDI %s: cannot remove %s: %s", uuid, v->location,
-              strerror (e));
-      db_rollback (sr);
-      goto fail;
-    }
-  }
-  else
-    trash->v[trash->len++] = gone;
   if (db_commit (sr) == -1)
     goto fail; /* the image is gone; the next scan drops the record */
   (void)unlinkat (F (sr)->dirfd, log, 0);
@@ -1899,21 +1908,8 @@ drop_destroyed_data (struct sr *sr, const struct sr_vdi *v,
     free (child);
     return 0;
   }
-  char *gone = NULL;
-  char **more = realloc (trash->v, (trash->len + 1) * sizeof *more);
-  if (more)
-    trash->v = more;
-  if (!more || asprintf (&gone, TRASH_PREFIX "%s", v->location) == -1) {
-    sr_err (sr, ENOMEM, "out of memory");
+  if (to_trash (sr, v, trash) == -1)
     return -1;
-  }
-  if (renameat (F (sr)->dirfd, v->location, F (sr)->dirfd, gone) == -1) {
-    sr_err (sr, errno, "VDI %s: removing its data: %s: %s", v->uuid,
-            v->location, strerror (errno));
-    free (gone);
-    return -1;
-  }
-  trash->v[trash->len++] = gone;
   sync_dir (sr);
   return 0;
 }

@@ -573,3 +573,46 @@ sr_vdi_cbt_follow (struct sr *from_sr, const char *from_uuid,
   }
   return 0;
 }
+
+uint8_t *
+sr_vdi_cbt_export (struct sr *sr, const char *uuid, size_t *len)
+{
+  g_autoptr (GError) err = NULL;
+  char *path = sr_vdi_cbt_log_path (sr, uuid);
+  if (!path)
+    return NULL;
+  uint8_t *b = cbt_log_export (path, len, &err);
+  free (path);
+  if (!b) {
+    vdisk_set_error (err->code, "%s SR %s: VDI %s: %s", sr->ops->name,
+                     sr->path, uuid, err->message);
+    return NULL;
+  }
+  uint8_t *out = malloc (*len);
+  if (out)
+    memcpy (out, b, *len);
+  else
+    vdisk_set_error (ENOMEM, "%s SR %s: out of memory", sr->ops->name,
+                     sr->path);
+  g_free (b);
+  return out;
+}
+
+int
+sr_vdi_cbt_merge (struct sr *sr, const char *uuid, const uint8_t *bytes,
+                  size_t len)
+{
+  g_autoptr (GError) err = NULL;
+  char *path = sr_vdi_cbt_log_path (sr, uuid);
+  if (!path)
+    return sr_get_errno () == ENODATA ? sr_vdi_cbt_import (sr, uuid, bytes,
+                                                           len)
+                                      : -1;
+  int r = cbt_log_merge (path, bytes, len, &err);
+  free (path);
+  if (r == -1)
+    vdisk_set_error (err->code, "%s SR %s: VDI %s: %s", sr->ops->name,
+                     sr->path, uuid, err->message);
+  changed (sr, r == 0, uuid, SR_VDI_CHANGED);
+  return r;
+}

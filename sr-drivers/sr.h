@@ -356,6 +356,18 @@ int sr_vdi_cbt_follow (struct sr *from_sr, const char *from_uuid,
                        struct sr *to_sr, const char *to_uuid,
                        bool keep_source);
 
+/* UUID's log as bytes (cbt_log_export: header and bitmap), malloc'd,
+ * *LEN bytes, for a cross-host migration to carry; NULL with ENODATA if
+ * CBT is off. */
+uint8_t *sr_vdi_cbt_export (struct sr *sr, const char *uuid, size_t *len);
+/* Give UUID the log BYTES (from sr_vdi_cbt_export on another host): a
+ * VDI without a log gets it (sr_vdi_cbt_import); one whose log its disk
+ * server has been marking (armed with sr_vdi_enable_cbt during a
+ * migration) gets the bits ORed in and the lineage taken over
+ * (cbt_log_merge), no mark of either lost. */
+int sr_vdi_cbt_merge (struct sr *sr, const char *uuid, const uint8_t *bytes,
+                      size_t len);
+
 /* VDI.data_destroy: destroy the data of snapshot UUID but keep its
  * record and its changed-block log; the record becomes cbt_metadata.
  * Only a snapshot with CBT may lose its data (EMEDIUMTYPE otherwise).

@@ -3,7 +3,7 @@
 # made while the guest was quiet), so the mirror is ready at once, the
 # copier copies and zeroes nothing, and only fio's writes, mirrored,
 # reach the target: after complete it compares equal to the source and
-# fio's verify over it is clean.
+# fio's verify over it is clean.  pause is refused while it runs.
 . "$srcdir/functions.sh"
 uses_nbdkit_module
 . "$top_srcdir/mirror-filter/test-functions.sh"
@@ -19,6 +19,8 @@ mctl --json status > "$T/st.json"
 [ "$(jget state < "$T/st.json")" = ready ] \
   || { cat "$T/st.json"; fail "sync=none is not ready at once"; }
 [ "$(jget sync < "$T/st.json")" = none ] || fail "status does not say sync none"
+expect_exit 1 "$VDIMOTION" mirror --control "$CTL" pause
+grep -q 'a mirror is running' "$T/err" || fail "pause while mirroring: unclear"
 fio_write src 41 $SPEC --rate_iops=4000 || fail "fio through the mirror failed"
 mctl --json status > "$T/st.json"
 [ "$(jget state < "$T/st.json")" = ready ] || fail "not ready after the writes"

@@ -33,8 +33,9 @@
  *   each with its own journal (<jobs_dir>/<task>.<new uuid>.journal),
  *   so that an interrupted layer resumes where it stopped.  A live leaf
  *   is not copied: a new leaf is created over the copied parents and
- *   the VM's disk is moved onto it through its mirror filter
- *   (vdi_live_move, vdi-jobs.h), then pivoted; the VM never stops.
+ *   the VM's disk is moved onto it through its mirror filter, which
+ *   syncs only the leaf's own blocks (vdi_live_move, vdi-jobs.h: the
+ *   filter's sync=top), then pivoted; the VM never stops.
  *   Then the chain commits (its point of no return, recorded first):
  *   VBDs of halted VMs follow their VDIs, the marks go, the source
  *   layers are destroyed top down.

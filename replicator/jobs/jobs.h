@@ -4,9 +4,9 @@
  * - A job is a row of the jobs table (state.h) beside its task.  What a
  *   job does is its kind: a `struct job_kind` (an ops table) found by the
  *   row's kind name.  The kinds of vdimotiond are in job-kinds.c: "copy"
- *   (VDI.copy), "migrate" (VDI.pool_migrate, offline or live) and
- *   "vm-migrate" (VM.migrate_send's source side); backup and evacuation
- *   are to be added the same way.
+ *   (VDI.copy), "migrate" (VDI.pool_migrate, offline or live),
+ *   "vm-migrate" (VM.migrate_send's source side) and "sr-evacuate"
+ *   (SR.evacuate, evacuate.h); backup is to be added the same way.
  * - Each job is a state machine whose phase is durable (the row's phase
  *   column, written by job_set_phase before the work of the phase
  *   begins): "queued" at submission, then the kind's own phases.  The

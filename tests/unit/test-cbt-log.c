@@ -291,6 +291,57 @@ test_export_import (void)
   unlink (q);
 }
 
+/* A merge while the writer (another process) marks: no bit of either is
+ * lost, and the log takes the merged one's generation. */
+static void
+test_merge_under_writer (void)
+{
+  g_autofree char *p = g_strdup (log_path (U2));
+  g_autofree char *q = g_strdup (log_path (U3));
+  size_t len;
+  enum { N = 4096 };
+  CU_ASSERT_EQUAL_FATAL (cbt_log_create (p, N * (uint64_t)BLK, NULL), 0);
+  CU_ASSERT_EQUAL_FATAL (cbt_log_create (q, N * (uint64_t)BLK, NULL), 0);
+  /* The source's log: every odd block. */
+  struct cbt_log *src = open_ok (q, CBT_LOG_WRITER);
+  for (int k = 1; k < N; k += 2)
+    mark_ok (src, (uint64_t)k * BLK, 1);
+  CU_ASSERT_EQUAL (cbt_log_close (src, NULL), 0);
+  g_autofree uint8_t *bytes = cbt_log_export (q, &len, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (bytes);
+
+  int go[2];
+  CU_ASSERT_EQUAL_FATAL (pipe (go), 0);
+  pid_t pid = fork ();
+  if (pid == 0) {
+    char c;
+    struct cbt_log *w = cbt_log_open (p, CBT_LOG_WRITER, NULL);
+    if (!w || read (go[0], &c, 1) != 1)
+      _exit (1);
+    for (int round = 0; round < 50; round++)
+      for (int k = 0; k < N; k += 2)
+        if (cbt_log_mark (w, (uint64_t)k * BLK, 1, NULL) == -1)
+          _exit (1);
+    _exit (cbt_log_close (w, NULL) == 0 ? 0 : 1);
+  }
+  while (info_of (p).consistent) /* the child has it */
+    usleep (1000);
+  CU_ASSERT_EQUAL (write (go[1], "x", 1), 1);
+  g_autoptr (GError) err = NULL;
+  CU_ASSERT_EQUAL (cbt_log_merge (p, bytes, len, &err), 0);
+  int status;
+  waitpid (pid, &status, 0);
+  CU_ASSERT (WIFEXITED (status) && WEXITSTATUS (status) == 0);
+  struct cbt_log_info i = info_of (p);
+  CU_ASSERT_EQUAL (i.blocks_set, N);
+  CU_ASSERT_STRING_EQUAL (i.generation, info_of (q).generation);
+  CU_ASSERT (i.consistent);
+  close (go[0]);
+  close (go[1]);
+  unlink (p);
+  unlink (q);
+}
+
 /* Bad files: clear errors naming the file, never a crash. */
 static void
 test_bad_files (void)
@@ -333,6 +384,7 @@ main (void)
     { "a dead writer's log is reset", test_dead_writer_resets },
     { "rotation and the walk", test_rotate_and_walk },
     { "export and import", test_export_import },
+    { "merge while a writer marks", test_merge_under_writer },
     { "bad files", test_bad_files },
     { NULL, NULL },
   };
