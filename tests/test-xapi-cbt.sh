@@ -23,7 +23,11 @@ for live in 0 1; do
     || { cat "$T/out" "$T/vdimotiond.log"; fail "xapi-cbt.py (live=$live)"; }
   cat "$T/out"
 done
-# Every export stopped with its session or its data.
+# The live snapshots' leaf servers stopped with the VM; every export
+# stopped with its session or its data, or with the daemon.
+for f in "$T"/state/run/*-leaf.pid; do
+  [ -e "$f" ] && fail "a leaf's nbdkit outlived its VM: $f"
+done
 stop_vdimotiond
 for f in "$T"/state/run/nbd-*.pid; do
   [ -e "$f" ] && fail "an NBD export outlived the daemon: $f"
