@@ -14,6 +14,13 @@ requires_vm_disks
   || skip "python3-libnbd is not installed"
 tls_setup
 
+# A port range that is not one is refused at start, naming the option.
+for bad in 9-2 10809 x-y 1-65536; do
+  expect_exit 1 "$VDIMOTIOND" --foreground --listen 127.0.0.1:0 \
+    --state-dir "$T/state" --nbd-ports "$bad"
+  grep -q "nbd-ports $bad" "$T/err" || fail "--nbd-ports $bad: $(cat "$T/err")"
+done
+
 # A range of our own for the NBD exports: other tests run at once.
 first=$(( 20000 + $$ % 20000 ))
 start_vdimotiond $tls --nbd-ports "$first-$(( first + 15 ))"
