@@ -30,6 +30,65 @@ for live in 0 1; do
     || { cat "$T/out" "$T/vdimotiond.log"; fail "xapi-cbt.py (live=$live)"; }
   cat "$T/out"
 done
+# After a kill -9 the daemon's exports are forgotten: the restarted
+# daemon stops their nbdkits, and a client asks again in its session
+# (sessions survive a restart).
+PYTHONPATH=$srcdir /usr/bin/python3 - "$url" > "$T/export.json" <<'EOF'
+import json, sys, xmlrpc.client
+from xapi_checks import ok
+x = xmlrpc.client.ServerProxy(sys.argv[1])
+s = ok(x.session.login_with_password("root", "secret", "1.0", "test"))
+sr = ok(x.SR.get_by_name_label(s, "sr1"))[0]
+vdi = ok(x.VDI.create(s, {"SR": sr, "name_label": "r",
+                          "virtual_size": "1048576",
+                          "sm_config": {"image-format": "raw"}}))
+info = ok(x.VDI.get_nbd_info(s, vdi))[0]
+print(json.dumps({"session": s, "vdi": vdi, "info": info}))
+EOF
+old_pids=$(cat "$T"/state/run/nbd-*.pid)
+kill -9 "$vdimotiond_pid"
+wait "$vdimotiond_pid" 2>/dev/null || :
+start_vdimotiond $tls --nbd-ports "$first-$(( first + 15 ))"
+for pid in $old_pids; do
+  # Gone, or a zombie its parent has yet to reap.
+  st=$(ps -o stat= -p "$pid" 2>/dev/null) && [ "${st#Z}" = "$st" ] \
+    && fail "a killed daemon's export $pid runs"
+done
+PYTHONPATH=$srcdir /usr/bin/python3 - "$url" "$T" <<'EOF'
+import json, os, sys, xmlrpc.client
+import nbd
+from xapi_checks import ok
+x = xmlrpc.client.ServerProxy(sys.argv[1])
+saved = json.load(open(os.path.join(sys.argv[2], "export.json")))
+s, vdi, old = saved["session"], saved["vdi"], saved["info"]
+
+
+def connect(info):
+    d = os.path.join(sys.argv[2], "restart-certs")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "ca-cert.pem"), "w") as f:
+        f.write(info["cert"])
+    h = nbd.NBD()
+    h.set_tls(nbd.TLS_REQUIRE)
+    h.set_tls_certificates(d)
+    h.set_export_name(info["exportname"])
+    h.connect_tcp(info["address"], str(info["port"]))
+    return h
+
+
+try:
+    connect(old)
+    raise AssertionError("a killed daemon's export is still served")
+except nbd.Error:
+    pass
+new = ok(x.VDI.get_nbd_info(s, vdi))[0]
+assert new["exportname"] != old["exportname"], new
+h = connect(new)
+assert h.pread(1048576, 0) == bytes(1048576)
+h.shutdown()
+print("xapi-cbt: a killed daemon's exports stopped; asked again")
+EOF
+
 # The live snapshots' leaf servers stopped with the VM; every export
 # stopped with its session or its data, or with the daemon.
 for f in "$T"/state/run/*-leaf.pid; do

@@ -18,7 +18,7 @@ import xmlrpc.client
 
 import nbd
 
-from xapi_checks import failure, ok
+from xapi_checks import failure, ok, wait_task
 
 url, T, live = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 x = xmlrpc.client.ServerProxy(url)
@@ -131,10 +131,15 @@ for off, n, seed in ((0, 1 * MiB, 1), (5 * MiB, 192 * KiB, 2)):
     vm.write(pattern(seed, n), off)
     disk[off:off + n] = pattern(seed, n)
 
-# CBT on, while the VM runs (live) or halted.
+# CBT on, while the VM runs (live) or halted; watchers see the record
+# change (event.from).
 if not live:
     vm.shutdown()
+token = ok(getattr(x.event, "from")(s, ["VDI"], "", 0.0))["token"]
 ok(x.VDI.enable_cbt(s, vdi))
+evs = ok(getattr(x.event, "from")(s, ["VDI"], token, 5.0))["events"]
+assert any(e["ref"] == vdi and e["operation"] == "mod"
+           and e["snapshot"]["cbt_enabled"] for e in evs), evs
 ok(x.VDI.enable_cbt(s, vdi))  # idempotent, as xapi
 assert ok(x.VDI.get_cbt_enabled(s, vdi)) is True
 if not live:
@@ -160,6 +165,8 @@ snap2 = snapshot(vm, vdi)
 # list_changed_blocks: base64 of one bit per 64 KiB block, the first
 # block the most significant bit of the first byte.
 b64 = ok(x.VDI.list_changed_blocks(s, snap1, snap2))
+t = wait_task(x, s, ok(x.Async.VDI.list_changed_blocks(s, snap1, snap2)))
+assert t["status"] == "success" and b64 in t["result"], t
 bitmap = base64.b64decode(b64, validate=True)
 assert len(bitmap) == SIZE // BLOCK // 8, len(bitmap)
 changed = [i for i in range(SIZE // BLOCK)

@@ -249,7 +249,7 @@ start_nbd_exports (struct xapi_daemon *d, const struct options *o,
                    GError **error)
 {
   struct nbd_exports_config cfg = {
-    .address = d->host->nbd_address,
+    .address = NULL, /* the host's, known once it listens */
     .first_port = o->nbd_first_port,
     .last_port = o->nbd_last_port,
     .cert_file = o->tls_cert,
@@ -424,6 +424,9 @@ run (struct options *o)
   host->jobs = jobs_new (host, o->max_storage_operations, job_kinds);
   jobs_recover (host->jobs);
   d.events = xapi_events_new (&d);
+  /* Before anyone is served: a previous run's exports stop. */
+  if (start_nbd_exports (&d, o, &error) == -1)
+    goto out;
 
   if ((h = xapi_http_new (&d, &error)) == NULL)
     goto out;
@@ -439,8 +442,6 @@ run (struct options *o)
       = migration_address (o->migration_address, host->migration_url);
   if (tls)
     host->cert_sha256 = xapi_cert_sha256 (tls);
-  if (start_nbd_exports (&d, o, &error) == -1)
-    goto out;
   host_migrations_expire (host, true);
   g_timeout_add_seconds (30, expire_migrations, &d);
 

@@ -24,7 +24,7 @@ struct nbd_export
 struct nbd_exports
 {
   struct host *host;
-  char *address;
+  char *address; /* NULL: the host's nbd_address */
   int first_port, last_port;
   char *certs_dir; /* <run-dir>/nbd-tls */
   char *cert_pem;
@@ -47,8 +47,12 @@ export_stop (struct nbd_export *x)
                     strlen (x->nbdkit.pidfile) - strlen (".pid"));
   log = g_strconcat (base, ".log", NULL);
   unlink (log);
-  g_message ("NBD export of VDI %s on port %d stopped", x->vdi,
-             x->nbdkit.port);
+  if (x->nbdkit.port)
+    g_message ("NBD export of VDI %s on port %d stopped", x->vdi,
+               x->nbdkit.port);
+  else
+    g_message ("NBD export of VDI %s left by a previous run stopped",
+               x->vdi);
 }
 
 static void
@@ -221,11 +225,18 @@ nbd_export_info_clear (struct nbd_export_info *info)
   memset (info, 0, sizeof *info);
 }
 
+/* Where exports listen. */
+static const char *
+address (struct nbd_exports *e)
+{
+  return e->address ? e->address : e->host->nbd_address;
+}
+
 static void
 fill_info (struct nbd_exports *e, const struct nbd_export *x,
            struct nbd_export_info *out)
 {
-  out->address = g_strdup (e->address);
+  out->address = g_strdup (address (e));
   out->port = x->nbdkit.port;
   out->cert = g_strdup (e->cert_pem);
   out->exportname = g_strdup (x->token);
@@ -280,7 +291,7 @@ export_start (struct nbd_exports *e, struct nbd_export *x, struct host_sr *s,
     name = g_strdup_printf (EXPORT_PREFIX "%s-%d", v->uuid, port);
     g_clear_error (&error);
     if (nbdkit_serve_tls_export (e->host, name, s, v, e->certs_dir,
-                                 e->address, port, x->token, &x->nbdkit,
+                                 address (e), port, x->token, &x->nbdkit,
                                  &busy, &error)
         == 0)
       return 0;
@@ -292,7 +303,7 @@ export_start (struct nbd_exports *e, struct nbd_export *x, struct host_sr *s,
   else {
     g_autofree char *why = g_strdup_printf (
         "no free NBD port in %d-%d on %s (nbd-ports)", e->first_port,
-        e->last_port, e->address);
+        e->last_port, address (e));
 
     host_err_set (err, "INTERNAL_ERROR", why, NULL);
   }
