@@ -57,33 +57,19 @@ done
 PYTHONPATH=$srcdir /usr/bin/python3 - "$url" "$T" <<'EOF'
 import json, os, sys, xmlrpc.client
 import nbd
-from xapi_checks import ok
+from xapi_checks import nbd_connect, ok
 x = xmlrpc.client.ServerProxy(sys.argv[1])
-saved = json.load(open(os.path.join(sys.argv[2], "export.json")))
+T = sys.argv[2]
+saved = json.load(open(os.path.join(T, "export.json")))
 s, vdi, old = saved["session"], saved["vdi"], saved["info"]
-
-
-def connect(info):
-    d = os.path.join(sys.argv[2], "restart-certs")
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, "ca-cert.pem"), "w") as f:
-        f.write(info["cert"])
-    h = nbd.NBD()
-    h.set_tls(nbd.TLS_REQUIRE)
-    h.set_tls_certificates(d)
-    h.set_export_name(info["exportname"])
-    h.connect_tcp(info["address"], str(info["port"]))
-    return h
-
-
 try:
-    connect(old)
+    nbd_connect(T, old)
     raise AssertionError("a killed daemon's export is still served")
 except nbd.Error:
     pass
 new = ok(x.VDI.get_nbd_info(s, vdi))[0]
 assert new["exportname"] != old["exportname"], new
-h = connect(new)
+h = nbd_connect(T, new)
 assert h.pread(1048576, 0) == bytes(1048576)
 h.shutdown()
 print("xapi-cbt: a killed daemon's exports stopped; asked again")

@@ -18,7 +18,7 @@ import xmlrpc.client
 
 import nbd
 
-from xapi_checks import failure, ok, wait_task
+from xapi_checks import failure, nbd_connect, ok, wait_task
 
 url, T, live = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 x = xmlrpc.client.ServerProxy(url)
@@ -71,17 +71,7 @@ class VM:
 
 def connect(info, exportname=None):
     """A TLS NBD connection as get_nbd_info says, trusting its cert."""
-    certs = os.path.join(T, "certs-%s" % info["port"])
-    os.makedirs(certs, exist_ok=True)
-    with open(os.path.join(certs, "ca-cert.pem"), "w") as f:
-        f.write(info["cert"])
-    h = nbd.NBD()
-    h.set_tls(nbd.TLS_REQUIRE)
-    h.set_tls_certificates(certs)
-    h.set_export_name(info["exportname"] if exportname is None
-                      else exportname)
-    h.connect_tcp(info["address"], str(info["port"]))
-    return h
+    return nbd_connect(T, info, exportname)
 
 
 def refused(info, exportname=None):
