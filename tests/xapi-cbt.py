@@ -231,6 +231,10 @@ ok(x.VDI.data_destroy(s, snap1))
 ok(x.VDI.data_destroy(s, snap1))  # idempotent, as xapi
 r = ok(x.VDI.get_record(s, snap1))
 assert r["type"] == "cbt_metadata" and r["cbt_enabled"], r
+assert "copy" not in r["allowed_operations"], r
+assert "list_changed_blocks" in r["allowed_operations"], r
+assert "data_destroy" in ok(x.VDI.get_allowed_operations(s, snap2))
+assert "enable_cbt" in ok(x.VDI.get_allowed_operations(s, vdi))
 refused(info1)  # its export stopped with its data
 assert ok(x.VDI.list_changed_blocks(s, snap1, snap2)) == b64
 e = failure(x.VDI.get_nbd_info(s, snap1), "VDI_INCOMPATIBLE_TYPE")
