@@ -122,11 +122,10 @@
  * Pause is refused while a mirror runs (its copier does not pass the
  * gate); it is allowed after a pivot (a second live snapshot), when the
  * flush and the next pivot concern the target.
+ *
  * Changed-block tracking (cbt-log=PATH, cbt-log.h).  Every guest write,
  * zero and trim marks its 64 KiB blocks in the VDI's log first, in every
- * mode, once past the pause gate (so a live snapshot's pause sees every
- * mark of the writes before it, and none of those after), and only then
- * goes to the disk: a write the guest hears of is
+ * mode, and only then goes to the disk: a write the guest hears of is
  * always in the log, even if nbdkit is killed right after.  A mark that
  * fails fails the request with EIO, untouched.  The log is opened as its
  * writer in .after_fork (its consistent flag cleared and fsynced; a log
@@ -139,6 +138,9 @@
  * filter never needs to let go of it.  After a
  * pivot the filter keeps marking the same file: a live snapshot keeps
  * the VDI, and a live move renames the log to the new VDI (vdi-jobs.c).
+ * A request marks once past the pause gate, never before: a write a
+ * live snapshot's pause held lands in the new leaf, so its mark must
+ * land in the log rotated for that leaf, not in the snapshot's.
  *
  * A failed target is detached by the control thread (mirror_reap), which
  * also answers the control socket (control.c).  The target connection is
@@ -1382,6 +1384,8 @@ mirror_pwrite (nbdkit_next *next, void *handle, const void *buf,
                uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
   io_begin ();
+  /* Marked past the pause gate: a write a live snapshot's pause
+   * held counts in the log of the leaf it lands in. */
   if (cbt_mark (count, offset, err) == -1) {
     io_end ();
     return -1;
@@ -1405,6 +1409,8 @@ mirror_zero (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
              uint32_t flags, int *err)
 {
   io_begin ();
+  /* Marked past the pause gate: a write a live snapshot's pause
+   * held counts in the log of the leaf it lands in. */
   if (cbt_mark (count, offset, err) == -1) {
     io_end ();
     return -1;
@@ -1430,6 +1436,8 @@ mirror_trim (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
              uint32_t flags, int *err)
 {
   io_begin ();
+  /* Marked past the pause gate: a write a live snapshot's pause
+   * held counts in the log of the leaf it lands in. */
   if (cbt_mark (count, offset, err) == -1) {
     io_end ();
     return -1;

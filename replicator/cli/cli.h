@@ -26,6 +26,7 @@ extern const struct command cmd_info, cmd_map, cmd_create, cmd_compare,
 /* Commands that talk to a vdimotiond (or xapi) server: client.h. */
 extern const struct command cmd_sr, cmd_vdi, cmd_vm, cmd_task;
 extern const struct command cmd_hash_password;
+extern const struct command cmd_backup;
 
 /* Print "vdimotion NAME: message" to stderr. */
 void cli_error (const char *cmd, const char *fmt, ...)

@@ -30,6 +30,10 @@ enum
   OPT_MAP,
   OPT_OPTION,
   OPT_OFFLINE,
+  OPT_PARALLEL,
+  OPT_DRY_RUN,
+  OPT_ORDER,
+  OPT_EXCLUDE,
   OPT_HELP,
 };
 
@@ -52,6 +56,10 @@ static const struct option long_opts[] = {
   { "map", required_argument, NULL, OPT_MAP },
   { "option", required_argument, NULL, OPT_OPTION },
   { "offline", no_argument, NULL, OPT_OFFLINE },
+  { "parallel", required_argument, NULL, OPT_PARALLEL },
+  { "dry-run", no_argument, NULL, OPT_DRY_RUN },
+  { "order", required_argument, NULL, OPT_ORDER },
+  { "exclude", required_argument, NULL, OPT_EXCLUDE },
   { "help", no_argument, NULL, OPT_HELP },
   { NULL },
 };
@@ -185,6 +193,49 @@ migrate_args_ok (const struct command *group,
   return true;
 }
 
+/* One of sr evacuate's options (C) into *A or its --exclude words. */
+static void
+evacuate_option (struct client_args *a, int c, const char *arg,
+                 GPtrArray *excludes)
+{
+  switch (c) {
+  case OPT_TO: a->to = arg; break;
+  case OPT_PARALLEL: a->parallel = arg; break;
+  case OPT_DRY_RUN: a->dry_run = true; break;
+  case OPT_ORDER: a->order = arg; break;
+  case OPT_EXCLUDE: g_ptr_array_add (excludes, (char *)arg); break;
+  default: g_assert_not_reached ();
+  }
+}
+
+/* The checks of sr evacuate's options that need no server; false after
+ * saying what is wrong. */
+static bool
+evacuate_args_ok (const struct command *group,
+                  const struct client_subcommand *sub,
+                  const struct client_args *a)
+{
+  guint64 n;
+
+  if (a->to == NULL || *a->to == '\0') {
+    cli_error (group->name, "%s: --to SR[,SR...] is needed", sub->name);
+    return false;
+  }
+  if (a->parallel
+      && (!g_ascii_string_to_unsigned (a->parallel, 10, 1, 64, &n, NULL))) {
+    cli_error (group->name, "%s: --parallel %s: expected a number of 1 to 64",
+               sub->name, a->parallel);
+    return false;
+  }
+  if (a->order && strcmp (a->order, "size") != 0
+      && strcmp (a->order, "name") != 0) {
+    cli_error (group->name, "%s: --order %s: expected size or name",
+               sub->name, a->order);
+    return false;
+  }
+  return true;
+}
+
 int
 client_run_group (const struct command *group,
                   const struct client_subcommand *subs, int argc, char **argv)
@@ -193,6 +244,7 @@ client_run_group (const struct command *group,
   g_autoptr (GPtrArray) disks = g_ptr_array_new ();
   g_autoptr (GPtrArray) maps = g_ptr_array_new ();
   g_autoptr (GPtrArray) options = g_ptr_array_new ();
+  g_autoptr (GPtrArray) excludes = g_ptr_array_new ();
   g_autoptr (GError) err = NULL;
   struct client_args a = { 0 };
   struct xapi_client *client;
@@ -237,6 +289,21 @@ client_run_group (const struct command *group,
       g_ptr_array_add (disks, optarg);
       break;
     case OPT_TO:
+      /* vm migrate's server, sr evacuate's SRs. */
+      need = sub->options & CLIENT_OPT_EVACUATE ? CLIENT_OPT_EVACUATE
+                                                : CLIENT_OPT_MIGRATE;
+      if (need == CLIENT_OPT_EVACUATE)
+        evacuate_option (&a, c, optarg, excludes);
+      else
+        migrate_option (&a, c, optarg, maps, options);
+      break;
+    case OPT_PARALLEL:
+    case OPT_DRY_RUN:
+    case OPT_ORDER:
+    case OPT_EXCLUDE:
+      need = CLIENT_OPT_EVACUATE;
+      evacuate_option (&a, c, optarg, excludes);
+      break;
     case OPT_TO_USER:
     case OPT_TO_PASSWORD_FILE:
     case OPT_SR:
@@ -276,6 +343,8 @@ client_run_group (const struct command *group,
   a.n_maps = maps->len;
   a.options = (const char **)options->pdata;
   a.n_options = options->len;
+  a.excludes = (const char **)excludes->pdata;
+  a.n_excludes = excludes->len;
   if (a.argc < sub->min_args || a.argc > sub->max_args)
     return sub_usage (group, sub);
   if ((sub->options & CLIENT_OPT_DISK) && a.n_disks == 0) {
@@ -284,6 +353,9 @@ client_run_group (const struct command *group,
     return sub_usage (group, sub);
   }
   if ((sub->options & CLIENT_OPT_MIGRATE) && !migrate_args_ok (group, sub, &a))
+    return sub_usage (group, sub);
+  if ((sub->options & CLIENT_OPT_EVACUATE)
+      && !evacuate_args_ok (group, sub, &a))
     return sub_usage (group, sub);
 
   if (client_opts.server == NULL && getenv ("VDIMOTION_SERVER") == NULL) {

@@ -12,7 +12,8 @@
  * Parts, one file each:
  *   client.c          options → a logged-in client; lookups
  *   client-print.c    records as JSON (--json), in order
- *   client-task.c     waiting on an asynchronous task, with progress
+ *   client-task.c     waiting on an asynchronous task, with progress and
+ *                     Ctrl-C
  *   client-transfer.c import_raw_vdi / export_raw_vdi over HTTP
  *   client-command.c  the options and subcommand tables of the server
  *                     commands (sr, vdi, vm, task)
@@ -88,12 +89,43 @@ const char *client_ref_uuid (const char *ref);
 
 /* ---- Tasks (client-task.c) ------------------------------------------ */
 
-/* Wait for TASK to end (xapi_client_task_wait) with a progress bar
- * (progress mode MODE) scaled to TOTAL bytes.  Returns the task's result
- * (a ref; caller frees), or NULL and *ERR for a failed or cancelled task
- * (its error_info as a XenAPI failure). */
-char *client_task_wait (struct xapi_client *c, const char *task, int mode,
-                        uint64_t total, GError **err);
+/* How a command waits on its task: the names of its work in the
+ * messages of a Ctrl-C ("the migration"; "the VM has moved", said when
+ * the task ended in success all the same), the bar's scale in bytes, and
+ * STATUS, if not NULL, the text drawn after the bar each time it is
+ * drawn (caller frees; NULL for none), from the task's record or the
+ * command's own calls. */
+typedef char *client_task_status_fn (struct xapi_client *c, const char *task,
+                                     void *opaque);
+struct client_task_wait
+{
+  const char *what, *done;
+  uint64_t total;
+  client_task_status_fn *status;
+  void *opaque;
+};
+
+/* Catch SIGINT for client_task_wait: call it before the Async.* call, so
+ * no Ctrl-C leaves a task running unseen.  A SIGINT that is ignored (a
+ * shell's background job) stays ignored; a second Ctrl-C ends the
+ * command at once. */
+void client_catch_interrupt (void);
+
+/* Wait for TASK to end (xapi_client_task_wait, polling every 200 ms)
+ * with a progress bar (client_opts.progress) and HOW's status text.  A
+ * Ctrl-C (after client_catch_interrupt) cancels the task (task.cancel)
+ * and the wait goes on until the task has ended.  Returns the task's
+ * result, its XML entities decoded (caller frees), or NULL and *ERR for a failed or cancelled task
+ * (its error_info as a XenAPI failure; "interrupted: WHAT is cancelled:
+ * ..." after a Ctrl-C). */
+char *client_task_wait (struct xapi_client *c, const char *task,
+                        const struct client_task_wait *how, GError **err);
+/* The result of TASK (task.get_result) as client_task_wait gives it:
+ * for a task that failed or was cancelled but has a result all the same
+ * (an evacuation's report); "" for none.  Caller frees; NULL and *ERR if
+ * the call failed. */
+char *client_task_result (struct xapi_client *c, const char *task,
+                          GError **err);
 
 /* ---- Bulk data (client-transfer.c) ---------------------------------- */
 
@@ -119,6 +151,9 @@ int client_export_vdi (struct xapi_client *c, const char *vdi, uint64_t size,
  * --sr SR, --map VDI=SR and --option KEY=VALUE (repeatable), --offline
  * (with --live, not both). */
 #define CLIENT_OPT_MIGRATE 16u
+/* sr evacuate's: --to SR[,SR...] (required), --parallel N (1 to 64),
+ * --dry-run, --order size|name, --exclude VDI (repeatable). */
+#define CLIENT_OPT_EVACUATE 32u
 
 struct client_args
 {
@@ -138,6 +173,11 @@ struct client_args
   size_t n_maps;
   const char **options; /* n_options of them */
   size_t n_options;
+  /* CLIENT_OPT_EVACUATE (--to above): the words as given, checked. */
+  const char *parallel, *order;
+  bool dry_run;
+  const char **excludes; /* n_excludes of them */
+  size_t n_excludes;
 };
 
 struct client_subcommand

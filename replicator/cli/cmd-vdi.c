@@ -2,7 +2,8 @@
  *   vdi list [SR]                 one line per VDI
  *   vdi import SR FILE [-f FMT] [--name N]  VDI.create + PUT /import_raw_vdi
  *   vdi export VDI FILE           GET /export_raw_vdi (vhd or raw)
- *   vdi move VDI SR [--live]      Async.VDI.pool_migrate, waited on
+ *   vdi move VDI SR [--live]      Async.VDI.pool_migrate, waited on;
+ *                                 Ctrl-C cancels it
  * Commands that make a VDI print its uuid as the last line of stdout, so
  * scripts take it with `tail -n1`. */
 #include <inttypes.h>
@@ -193,6 +194,7 @@ vdi_move (struct xapi_client *c, const struct client_args *a, GError **err)
       return EXIT_ERROR;
     }
   }
+  client_catch_interrupt ();
   task = xapi_client_call (c, err, "Async.VDI.pool_migrate",
                            xv_new_string (vdi), xv_new_string (sr),
                            xv_new_struct (), NULL);
@@ -204,8 +206,12 @@ vdi_move (struct xapi_client *c, const struct client_args *a, GError **err)
                  xapi_client_url (c));
     return EXIT_ERROR;
   }
-  result = client_task_wait (c, task->s, client_opts.progress,
-                             xv_u64 (rec, "virtual_size"), err);
+  result = client_task_wait (
+      c, task->s,
+      &(struct client_task_wait){ .what = "the move",
+                                  .done = "the VDI has moved",
+                                  .total = xv_u64 (rec, "virtual_size") },
+      err);
   if (result == NULL)
     return EXIT_ERROR;
   return client_print_new_uuid (c, "VDI", result, err);

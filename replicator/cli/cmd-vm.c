@@ -14,7 +14,6 @@
  *                                 the task; Ctrl-C cancels it
  * VMs are named by uuid or name label. */
 #include <inttypes.h>
-#include <signal.h>
 #include <string.h>
 
 #include "client.h"
@@ -434,78 +433,6 @@ receive_token (struct xapi_client *dst, const struct client_args *a,
   return g_steal_pointer (&token);
 }
 
-/* Ctrl-C while the task runs cancels it (task.cancel) and the command
- * waits for the task to end, so the VM is whole on one side when it
- * exits; a second Ctrl-C ends the command at once (SA_RESETHAND). */
-static volatile sig_atomic_t interrupted;
-
-static void
-on_interrupt (int sig)
-{
-  interrupted = 1;
-}
-
-/* Catch SIGINT, unless it is ignored (a shell's background job). */
-static void
-catch_interrupt (void)
-{
-  struct sigaction sa
-      = { .sa_handler = on_interrupt, .sa_flags = SA_RESTART | SA_RESETHAND };
-  struct sigaction old;
-
-  if (sigaction (SIGINT, NULL, &old) == 0 && old.sa_handler != SIG_IGN)
-    sigaction (SIGINT, &sa, NULL);
-}
-
-struct migrate_wait
-{
-  struct progress bar;
-  struct xapi_client *c;
-  const char *task;
-  bool cancelled;
-};
-
-/* After each poll of the pending task: the bar, and a Ctrl-C's cancel. */
-static void
-migrate_progress (double done, void *opaque)
-{
-  struct migrate_wait *w = opaque;
-  g_autoptr (GError) e = NULL;
-
-  progress_update (&w->bar, (uint64_t)(done * w->bar.total));
-  if (!interrupted || w->cancelled)
-    return;
-  w->cancelled = true;
-  fprintf (stderr, "%svdimotion: interrupted: cancelling the migration\n",
-           w->bar.enabled ? "\n" : "");
-  xv_free (xapi_client_call (w->c, &e, "task.cancel", xv_new_string (w->task),
-                             NULL));
-  if (e)
-    fprintf (stderr, "vdimotion: task.cancel: %s\n", e->message);
-}
-
-/* Wait for the migration's TASK (client_task_wait, with Ctrl-C): the
- * VM's ref at the destination, or NULL and *ERR. */
-static char *
-migrate_wait (struct xapi_client *c, const char *task, uint64_t total,
-              GError **err)
-{
-  struct migrate_wait w = { .c = c, .task = task };
-  char *result;
-
-  progress_init (&w.bar, client_opts.progress, total);
-  result = xapi_client_task_wait (c, task, migrate_progress, &w, err);
-  if (result)
-    progress_finish (&w.bar);
-  else if (w.bar.enabled)
-    fputc ('\n', stderr);
-  if (result && w.cancelled)
-    fprintf (stderr, "vdimotion: too late to cancel: the VM has moved\n");
-  if (result == NULL && w.cancelled)
-    g_prefix_error (err, "interrupted: the migration is cancelled: ");
-  return result;
-}
-
 static int
 vm_migrate (struct xapi_client *c, const struct client_args *a, GError **err)
 {
@@ -524,7 +451,7 @@ vm_migrate (struct xapi_client *c, const struct client_args *a, GError **err)
       || (map = vdi_map (c, dst, a, vdis, err)) == NULL
       || (token = receive_token (dst, a, err)) == NULL)
     return EXIT_ERROR;
-  catch_interrupt ();
+  client_catch_interrupt ();
   task = answer_ref (
       c,
       xapi_client_call (c, err, "Async.VM.migrate_send", xv_new_string (ref),
@@ -532,7 +459,14 @@ vm_migrate (struct xapi_client *c, const struct client_args *a, GError **err)
                         g_steal_pointer (&map), xv_new_struct (),
                         migrate_options (a), NULL),
       "Async.VM.migrate_send", err);
-  if (task == NULL || (result = migrate_wait (c, task, total, err)) == NULL)
+  if (task == NULL
+      || (result = client_task_wait (
+              c, task,
+              &(struct client_task_wait){ .what = "the migration",
+                                          .done = "the VM has moved",
+                                          .total = total },
+              err))
+             == NULL)
     return EXIT_ERROR;
   if (client_print_new_uuid (dst, "VM", result, err) != EXIT_OK) {
     prefix_destination (err, a->to);

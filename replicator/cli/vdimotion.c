@@ -12,6 +12,7 @@ static const struct command *const commands[] = {
   &cmd_info,          &cmd_map, &cmd_create, &cmd_compare, &cmd_copy,
   &cmd_mirror,        &cmd_sr,  &cmd_vdi,    &cmd_vm,      &cmd_task,
   &cmd_hash_password,
+  &cmd_backup,
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

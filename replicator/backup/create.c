@@ -1,0 +1,747 @@
+/* Creating a point (backup.h's backup_create): the source read through
+ * a copy endpoint (a local image, or a VDI snapshot over NBD), hashed
+ * in 64 KiB blocks, and the blocks that differ from the previous point
+ * written into a new qcow2 layer over that point's file.
+ *
+ * What differs: with CBT, the blocks the changed bitmap names (others
+ * are not even read); without, every block with data is read and its
+ * SHA-256 compared with the chain's (the union of the manifests from
+ * the previous point back to its full).  A block that became zero is
+ * written as a zero cluster (it hides its parent's data).
+ *
+ * Work goes window by window (COPY_WINDOW of guest space), THREADS
+ * workers taking the window's blocks in turn; at a window's end the
+ * layer is flushed and the window marked done in the journal.  A rerun
+ * after a kill finds .create.json (the pending point) and the journal:
+ * done windows are not read again, their hashes come from the layer
+ * itself; the rest is redone. */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <json-glib/json-glib.h>
+
+#include "backup.h"
+#include "bitmap.h"
+#include "clock.h"
+#include "copy.h"
+#include "endpoint.h"
+#include "iszero.h"
+#include "journal.h"
+#include "vdisk.h"
+
+#define BLOCKS_PER_WINDOW (COPY_WINDOW / BACKUP_BLOCK_SIZE)
+#define PENDING ".create.json"
+
+struct create
+{
+  struct backup_repo *r;
+  const struct backup_create_params *p;
+  struct backup_manifest *m; /* the point being made */
+  struct copy_endpoint *src;
+  struct vdisk *src_disk; /* a local source's image */
+  struct vdisk *dst;
+  uint64_t nblocks;
+  /* The chain's hashes before this point (incremental). */
+  uint8_t (*prev)[32];
+  uint64_t *prev_has;
+  /* This point's blocks: written[] says which, sums[] their hashes. */
+  uint8_t (*sums)[32];
+  uint64_t *written;
+  uint8_t zero_sum[32];
+
+  /* The current window, shared by its workers under LOCK. */
+  pthread_mutex_t lock;
+  uint64_t first, end; /* blocks [first, end) */
+  uint64_t next;
+  const uint8_t *may_have_data; /* per block of the window */
+  char *err;
+  struct backup_stats stats;
+  uint64_t done_bytes;
+};
+
+static int
+fail_errno (GError **err, int code, const char *fmt, ...)
+    __attribute__ ((format (printf, 3, 4)));
+
+static int
+fail_errno (GError **err, int code, const char *fmt, ...)
+{
+  va_list ap;
+  va_start (ap, fmt);
+  g_autofree char *msg = g_strdup_vprintf (fmt, ap);
+  va_end (ap);
+  g_set_error_literal (err, G_FILE_ERROR, code, msg);
+  return -1;
+}
+
+static void
+sha256 (const void *buf, size_t len, uint8_t out[32])
+{
+  g_autoptr (GChecksum) c = g_checksum_new (G_CHECKSUM_SHA256);
+  gsize n = 32;
+  g_checksum_update (c, buf, len);
+  g_checksum_get_digest (c, out, &n);
+}
+
+static uint64_t
+block_len (struct create *c, uint64_t b)
+{
+  uint64_t off = b * BACKUP_BLOCK_SIZE;
+  return MIN (BACKUP_BLOCK_SIZE, c->m->virtual_size - off);
+}
+
+/* The chain's hashes: every manifest from PREV back to its full, the
+ * newest word for each block winning. */
+static int
+load_chain (struct create *c, const struct backup_manifest *prev,
+            GPtrArray *points, GError **err)
+{
+  c->prev = g_malloc0 (c->nblocks * 32);
+  c->prev_has = g_new0 (uint64_t, bitmap_words (c->nblocks));
+  const struct backup_manifest *m = prev;
+  unsigned depth = 0;
+  while (m) {
+    for (size_t i = 0; i < m->n_blocks; i++) {
+      uint64_t b = m->blocks[i].index;
+      if (b < c->nblocks && !bitmap_get (c->prev_has, b)) {
+        bitmap_set (c->prev_has, b);
+        memcpy (c->prev[b], m->blocks[i].sha256, 32);
+      }
+    }
+    if (!m->parent)
+      break;
+    const struct backup_manifest *parent = NULL;
+    for (guint i = 0; i < points->len && !parent; i++)
+      if (strcmp (((struct backup_manifest *)points->pdata[i])->id,
+                  m->parent) == 0)
+        parent = points->pdata[i];
+    if (!parent || ++depth > 10000)
+      return fail_errno (err, G_FILE_ERROR_INVAL,
+                         "repository %s: point %s's parent %s is missing",
+                         c->r->location, m->id, m->parent);
+    m = parent;
+  }
+  return 0;
+}
+
+static bool
+changed_by_cbt (struct create *c, uint64_t b)
+{
+  /* xapi's order: byte j holds blocks 8j..8j+7, most significant bit
+   * first. */
+  if (!c->p->changed)
+    return true;
+  if (b / 8 >= c->p->changed_len)
+    return true;
+  return c->p->changed[b / 8] & (0x80 >> (b % 8));
+}
+
+/* One block: read it (if it may hold data), hash it, and write what
+ * differs from the chain. */
+static int
+do_block (struct create *c, uint64_t b, bool may_have_data, char *buf,
+          struct backup_stats *st, char **err)
+{
+  uint64_t len = block_len (c, b), off = b * BACKUP_BLOCK_SIZE;
+  bool incremental = c->m->kind == BACKUP_INCREMENTAL;
+  uint8_t sum[32];
+  bool zero = true;
+
+  if (incremental && !changed_by_cbt (c, b)) {
+    st->bytes_skipped += len;
+    return 0;
+  }
+  if (may_have_data) {
+    if (c->src->ops->pread (c->src, buf, len, off, err) == -1)
+      return -1;
+    st->bytes_read += len;
+    zero = is_zero (buf, len);
+  }
+  if (zero)
+    memcpy (sum, len == BACKUP_BLOCK_SIZE ? c->zero_sum : (uint8_t[32]){ 0 },
+            32);
+  if (zero && len != BACKUP_BLOCK_SIZE) {
+    memset (buf, 0, len);
+    sha256 (buf, len, sum);
+  }
+  else if (!zero)
+    sha256 (buf, len, sum);
+
+  /* What the chain already reads here: its hash, or zeroes. */
+  bool had = incremental && bitmap_get (c->prev_has, b);
+  bool same = had ? memcmp (c->prev[b], sum, 32) == 0 : zero;
+  if (same) {
+    st->bytes_skipped += len;
+    return 0;
+  }
+  int r = zero ? vdisk_zero (c->dst, len, off, 0)
+               : vdisk_pwrite (c->dst, buf, len, off, 0);
+  if (r == -1) {
+    *err = g_strdup (vdisk_get_error ());
+    return -1;
+  }
+  st->bytes_written += len;
+  pthread_mutex_lock (&c->lock);
+  memcpy (c->sums[b], sum, 32);
+  bitmap_set (c->written, b);
+  pthread_mutex_unlock (&c->lock);
+  return 0;
+}
+
+static void *
+worker (void *opaque)
+{
+  struct create *c = opaque;
+  g_autofree char *buf = g_malloc (BACKUP_BLOCK_SIZE);
+  struct backup_stats st = { 0 };
+  char *err = NULL;
+
+  for (;;) {
+    pthread_mutex_lock (&c->lock);
+    uint64_t b = c->next++;
+    bool stop = b >= c->end || c->err;
+    pthread_mutex_unlock (&c->lock);
+    if (stop)
+      break;
+    if (do_block (c, b, c->may_have_data[b - c->first], buf, &st, &err)
+        == -1) {
+      pthread_mutex_lock (&c->lock);
+      if (!c->err)
+        c->err = err;
+      else
+        g_free (err);
+      pthread_mutex_unlock (&c->lock);
+      break;
+    }
+  }
+  pthread_mutex_lock (&c->lock);
+  c->stats.bytes_read += st.bytes_read;
+  c->stats.bytes_written += st.bytes_written;
+  c->stats.bytes_skipped += st.bytes_skipped;
+  pthread_mutex_unlock (&c->lock);
+  return NULL;
+}
+
+/* Which blocks of [first, end) may hold data, from the source's map
+ * (holes and zero extents are not read). */
+static int
+map_window (struct create *c, uint8_t *may, char **err)
+{
+  struct vdisk_extents ex = { 0 };
+  uint64_t off = c->first * BACKUP_BLOCK_SIZE;
+  uint64_t end = MIN (c->end * BACKUP_BLOCK_SIZE, c->m->virtual_size);
+
+  memset (may, 0, c->end - c->first);
+  if (c->src->ops->map (c->src, off, end - off, &ex, err) == -1) {
+    vdisk_extents_free (&ex);
+    return -1;
+  }
+  for (size_t i = 0; i < ex.len; i++) {
+    if (ex.v[i].type != VDISK_EXTENT_DATA)
+      continue;
+    uint64_t a = ex.v[i].offset / BACKUP_BLOCK_SIZE;
+    uint64_t z = (ex.v[i].offset + ex.v[i].length + BACKUP_BLOCK_SIZE - 1)
+                 / BACKUP_BLOCK_SIZE;
+    for (uint64_t b = MAX (a, c->first); b < MIN (z, c->end); b++)
+      may[b - c->first] = 1;
+  }
+  vdisk_extents_free (&ex);
+  return 0;
+}
+
+/* A window done before a kill: its blocks' hashes, from the layer. */
+static int
+reload_window (struct create *c, char **err)
+{
+  struct vdisk_extents ex = { 0 };
+  g_autofree char *buf = g_malloc (BACKUP_BLOCK_SIZE);
+  uint64_t off = c->first * BACKUP_BLOCK_SIZE;
+  uint64_t end = MIN (c->end * BACKUP_BLOCK_SIZE, c->m->virtual_size);
+
+  if (vdisk_map (c->dst, off, end - off, VDISK_MAP_LAYER, &ex) == -1) {
+    *err = g_strdup (vdisk_get_error ());
+    return -1;
+  }
+  for (size_t i = 0; i < ex.len; i++) {
+    if (ex.v[i].type == VDISK_EXTENT_HOLE)
+      continue;
+    for (uint64_t b = ex.v[i].offset / BACKUP_BLOCK_SIZE;
+         b * BACKUP_BLOCK_SIZE < ex.v[i].offset + ex.v[i].length; b++) {
+      uint64_t len = block_len (c, b);
+      if (vdisk_pread (c->dst, buf, len, b * BACKUP_BLOCK_SIZE) == -1) {
+        vdisk_extents_free (&ex);
+        *err = g_strdup (vdisk_get_error ());
+        return -1;
+      }
+      sha256 (buf, len, c->sums[b]);
+      bitmap_set (c->written, b);
+    }
+  }
+  vdisk_extents_free (&ex);
+  c->stats.bytes_skipped += end - off;
+  return 0;
+}
+
+static int
+run_window (struct create *c, unsigned nthreads, char **err)
+{
+  g_autofree uint8_t *may = g_malloc (c->end - c->first);
+  pthread_t th[64];
+  unsigned started = 0;
+
+  if (map_window (c, may, err) == -1)
+    return -1;
+  c->may_have_data = may;
+  c->next = c->first;
+  for (; started < nthreads; started++)
+    if (pthread_create (&th[started], NULL, worker, c) != 0)
+      break;
+  if (started == 0)
+    worker (c);
+  for (unsigned i = 0; i < started; i++)
+    pthread_join (th[i], NULL);
+  c->may_have_data = NULL;
+  if (c->err) {
+    *err = c->err;
+    c->err = NULL;
+    return -1;
+  }
+  if (vdisk_flush (c->dst) == -1) {
+    *err = g_strdup (vdisk_get_error ());
+    return -1;
+  }
+  return 0;
+}
+
+/* The pending point: what a rerun needs to continue it. */
+static char *
+pending_to_json (const struct backup_manifest *m)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  const char *keys[] = { "id", "time", "source", "why", "parent", "file",
+                         "cbt-generation", "cbt-snapshot" };
+  const char *vals[] = { m->id,     m->time, m->source,
+                         m->why,    m->parent, m->file,
+                         m->cbt_generation, m->cbt_snapshot };
+  for (size_t i = 0; i < G_N_ELEMENTS (keys); i++) {
+    json_builder_set_member_name (b, keys[i]);
+    if (vals[i])
+      json_builder_add_string_value (b, vals[i]);
+    else
+      json_builder_add_null_value (b);
+  }
+  json_builder_set_member_name (b, "kind");
+  json_builder_add_string_value (b, m->kind == BACKUP_FULL ? "full"
+                                                           : "incremental");
+  json_builder_set_member_name (b, "virtual-size");
+  json_builder_add_int_value (b, m->virtual_size);
+  json_builder_end_object (b);
+  g_autoptr (JsonGenerator) g = json_generator_new ();
+  g_autoptr (JsonNode) root = json_builder_get_root (b);
+  json_generator_set_root (g, root);
+  return json_generator_to_data (g, NULL);
+}
+
+static char *
+member_dup (JsonObject *o, const char *key)
+{
+  JsonNode *n = json_object_get_member (o, key);
+  if (!n || !JSON_NODE_HOLDS_VALUE (n)
+      || json_node_get_value_type (n) != G_TYPE_STRING)
+    return NULL;
+  return g_strdup (json_node_get_string (n));
+}
+
+struct backup_manifest *
+backup_pending (struct backup_repo *r, const char *disk, GError **err)
+{
+  GError *e = NULL;
+  size_t len;
+  g_autofree char *text = r->ops->read (r, disk, PENDING, &len, &e);
+  if (!text) {
+    if (g_error_matches (e, G_FILE_ERROR, G_FILE_ERROR_NOENT))
+      g_error_free (e);
+    else
+      g_propagate_error (err, e);
+    return NULL;
+  }
+  g_autoptr (JsonParser) p = json_parser_new ();
+  g_autofree char *kind = NULL;
+  g_autoptr (GDateTime) t = NULL;
+  struct backup_manifest *m = NULL;
+  JsonNode *root;
+  if (!json_parser_load_from_data (p, text, len, NULL)
+      || !(root = json_parser_get_root (p)) || !JSON_NODE_HOLDS_OBJECT (root))
+    goto bad;
+  JsonObject *o = json_node_get_object (root);
+  m = g_new0 (struct backup_manifest, 1);
+  m->id = member_dup (o, "id");
+  m->disk = g_strdup (disk);
+  m->time = member_dup (o, "time");
+  m->source = member_dup (o, "source");
+  m->why = member_dup (o, "why");
+  m->parent = member_dup (o, "parent");
+  m->file = member_dup (o, "file");
+  m->cbt_generation = member_dup (o, "cbt-generation");
+  m->cbt_snapshot = member_dup (o, "cbt-snapshot");
+  kind = member_dup (o, "kind");
+  m->virtual_size = json_object_get_int_member_with_default (o, "virtual-size",
+                                                             0);
+  t = m->time ? g_date_time_new_from_iso8601 (m->time, NULL) : NULL;
+  if (!m->id || !backup_name_is_safe (m->id) || !t || !m->source || !m->why
+      || !m->file || !backup_name_is_safe (m->file) || !kind
+      || (m->parent && !backup_name_is_safe (m->parent))
+      || m->virtual_size == 0) {
+    backup_manifest_free (m);
+    goto bad;
+  }
+  m->time_us = g_date_time_to_unix (t) * G_USEC_PER_SEC
+               + g_date_time_get_microsecond (t);
+  m->kind = strcmp (kind, "full") == 0 ? BACKUP_FULL : BACKUP_INCREMENTAL;
+  return m;
+
+bad:
+  fail_errno (err, G_FILE_ERROR_INVAL,
+              "repository %s: %s/" PENDING " (a killed create's note) is "
+              "damaged: remove it to start that point over",
+              r->location, disk);
+  return NULL;
+}
+
+/* A new point's id: its UTC time to the second, made unique in the
+ * repository (ALL its points). */
+static char *
+new_id (GDateTime *t, GPtrArray *points)
+{
+  g_autofree char *base = g_date_time_format (t, "%Y%m%dT%H%M%SZ");
+  char *id = g_strdup (base);
+  for (unsigned n = 2;; n++) {
+    bool taken = false;
+    for (guint i = 0; i < points->len && !taken; i++)
+      taken = strcmp (((struct backup_manifest *)points->pdata[i])->id, id)
+              == 0;
+    if (!taken)
+      return id;
+    g_free (id);
+    id = g_strdup_printf ("%s-%u", base, n);
+  }
+}
+
+/* Decide the new point: kind, why, parent. */
+static struct backup_manifest *
+plan_point (struct create *c, const char *disk, GPtrArray *points,
+            GPtrArray *all, uint64_t size)
+{
+  const struct backup_create_params *p = c->p;
+  struct backup_manifest *m = g_new0 (struct backup_manifest, 1);
+  const struct backup_manifest *prev
+      = points->len ? points->pdata[points->len - 1] : NULL;
+  g_autoptr (GDateTime) now = g_date_time_new_now_utc ();
+
+  m->time = g_date_time_format (now, "%Y-%m-%dT%H:%M:%S.%fZ");
+  m->time_us = g_date_time_to_unix (now) * G_USEC_PER_SEC
+               + g_date_time_get_microsecond (now);
+  m->id = new_id (now, all);
+  m->disk = g_strdup (disk);
+  m->source = g_strdup (p->source_name ? p->source_name : p->source);
+  m->cbt_generation = g_strdup (p->cbt_generation);
+  m->cbt_snapshot = g_strdup (p->cbt_snapshot);
+  m->file = g_strdup_printf ("%s.qcow2", m->id);
+  m->virtual_size = size;
+  m->kind = BACKUP_FULL;
+  if (p->full)
+    m->why = g_strdup ("a full was asked for (--full)");
+  else if (!prev)
+    m->why = g_strdup ("the first point of this disk");
+  else if (prev->virtual_size != size)
+    m->why = g_strdup_printf ("the virtual size changed (%" PRIu64
+                              " bytes, was %" PRIu64 ")",
+                              size, prev->virtual_size);
+  else if (p->why_full)
+    m->why = g_strdup (p->why_full);
+  else {
+    m->kind = BACKUP_INCREMENTAL;
+    m->parent = g_strdup (prev->id);
+    m->why = p->changed
+                 ? g_strdup_printf ("changed blocks since point %s from "
+                                    "CBT",
+                                    prev->id)
+                 : g_strdup_printf ("blocks compared by SHA-256 with point "
+                                    "%s",
+                                    prev->id);
+  }
+  return m;
+}
+
+/* Open (or create) the point's qcow2 layer.  RESUMED: a killed run's
+ * file may be there; STARTED: it wrote to it (else a file that does not
+ * open was cut short while being created, and is made again). */
+static int
+open_dest (struct create *c, bool resumed, bool started, GError **err)
+{
+  g_autofree char *path = c->r->ops->path (c->r, c->m->disk, c->m->file);
+  g_autofree char *parent = c->m->parent
+                                ? g_strdup_printf ("%s.qcow2", c->m->parent)
+                                : NULL;
+  g_autofree char *dir = c->r->ops->path (c->r, c->m->disk, ".");
+
+  if (resumed && g_file_test (path, G_FILE_TEST_EXISTS)) {
+    c->dst = vdisk_open_as (path, VDISK_OPEN_RDWR | VDISK_OPEN_BUFFERED,
+                            VDISK_FORMAT_QCOW2, dir);
+    if (c->dst)
+      return vdisk_repair_leaks (c->dst, NULL) == -1
+                 ? fail_errno (err, G_FILE_ERROR_IO, "%s",
+                               vdisk_get_error ())
+                 : 0;
+    if (started)
+      return fail_errno (err, G_FILE_ERROR_INVAL, "%s", vdisk_get_error ());
+    unlink (path);
+  }
+  struct vdisk_create_params cp = { .parent = parent,
+                                    .parent_format = parent ? "qcow2" : NULL,
+                                    .confine = dir };
+  if (vdisk_create (path, VDISK_FORMAT_QCOW2, c->m->virtual_size, &cp) == -1
+      || !(c->dst = vdisk_open_as (path,
+                                   VDISK_OPEN_RDWR | VDISK_OPEN_BUFFERED,
+                                   VDISK_FORMAT_QCOW2, dir)))
+    return fail_errno (err, G_FILE_ERROR_IO, "%s", vdisk_get_error ());
+  return 0;
+}
+
+static int
+open_source (struct create *c, GError **err)
+{
+  char *e = NULL;
+  const char *s = c->p->source;
+  if (copy_is_nbd_uri (s))
+    c->src = copy_endpoint_nbd (s, false, 4, &e);
+  else {
+    c->src_disk = vdisk_open_as (s, VDISK_OPEN_BUFFERED, c->p->format, NULL);
+    if (!c->src_disk)
+      return fail_errno (err, G_FILE_ERROR_NOENT, "%s", vdisk_get_error ());
+    c->src = copy_endpoint_local (c->src_disk, false, &e);
+  }
+  if (!c->src) {
+    fail_errno (err, G_FILE_ERROR_IO, "%s", e ? e : "cannot open the source");
+    free (e);
+    return -1;
+  }
+  return 0;
+}
+
+/* The manifest's block list from written[] and sums[]. */
+static void
+fill_blocks (struct create *c)
+{
+  struct backup_manifest *m = c->m;
+  size_t n = 0;
+  for (uint64_t b = 0; b < c->nblocks; b++)
+    n += bitmap_get (c->written, b);
+  m->blocks = g_new (struct backup_block, n);
+  m->n_blocks = 0;
+  for (uint64_t b = 0; b < c->nblocks; b++)
+    if (bitmap_get (c->written, b)) {
+      m->blocks[m->n_blocks].index = b;
+      memcpy (m->blocks[m->n_blocks++].sha256, c->sums[b], 32);
+    }
+}
+
+static int
+copy_windows (struct create *c, struct journal *j, GError **err)
+{
+  uint64_t nwindows = (c->nblocks + BLOCKS_PER_WINDOW - 1) / BLOCKS_PER_WINDOW;
+  unsigned threads = c->p->threads ? MIN (c->p->threads, 64) : 4;
+  char *e = NULL;
+
+  for (uint64_t w = 0; w < nwindows; w++) {
+    c->first = w * BLOCKS_PER_WINDOW;
+    c->end = MIN (c->first + BLOCKS_PER_WINDOW, c->nblocks);
+    int r;
+    if (journal_is_done (j, w))
+      r = reload_window (c, &e);
+    else
+      r = journal_mark_started (j, w, &e) == -1 ? -1
+          : run_window (c, threads, &e) == -1   ? -1
+                                                : journal_mark_done (j, &w, 1,
+                                                                     &e);
+    if (r == -1) {
+      fail_errno (err, G_FILE_ERROR_IO, "backup of %s: %s", c->p->source,
+                  e ? e : "failed");
+      g_free (e);
+      return -1;
+    }
+    if (c->p->progress)
+      c->p->progress (MIN (c->end * BACKUP_BLOCK_SIZE, c->m->virtual_size),
+                      c->m->virtual_size, c->p->progress_opaque);
+  }
+  return 0;
+}
+
+static void
+create_free (struct create *c)
+{
+  char *e = NULL;
+  if (c->src)
+    copy_endpoint_close (c->src, &e);
+  free (e);
+  if (c->src_disk)
+    vdisk_close (c->src_disk);
+  if (c->dst)
+    vdisk_close (c->dst);
+  g_free (c->prev);
+  g_free (c->prev_has);
+  g_free (c->sums);
+  g_free (c->written);
+  backup_manifest_free (c->m);
+  pthread_mutex_destroy (&c->lock);
+}
+
+int
+backup_create (struct backup_repo *r, const struct backup_create_params *p,
+               struct backup_manifest **point, GError **err)
+{
+  struct create c = { .r = r, .p = p };
+  g_autofree char *disk = p->disk ? g_strdup (p->disk)
+                                  : backup_disk_key_for_image (p->source);
+  double t0 = monotonic_seconds ();
+  int ret = -1;
+  char *e = NULL;
+  struct journal *j = NULL;
+  bool resumed = false;
+  g_autoptr (GPtrArray) points = NULL;
+  g_autofree char *jname = NULL, *jpath = NULL, *identity = NULL;
+  g_autofree char *text = NULL, *mname = NULL;
+
+  pthread_mutex_init (&c.lock, NULL);
+  if (!backup_name_is_safe (disk)) {
+    fail_errno (err, G_FILE_ERROR_INVAL, "\"%s\" is not a disk key", disk);
+    goto out;
+  }
+  if (open_source (&c, err) == -1)
+    goto out;
+  uint64_t size = copy_endpoint_size (c.src);
+  points = backup_repo_points (r, disk, NULL, err);
+  if (!points)
+    goto out;
+  GError *pe = NULL;
+  c.m = backup_pending (r, disk, &pe);
+  if (pe) {
+    g_propagate_error (err, pe);
+    goto out;
+  }
+  if (c.m) {
+    /* A killed run's point, published already (killed while it tidied
+     * up): done. */
+    for (guint i = 0; i < points->len; i++)
+      if (strcmp (((struct backup_manifest *)points->pdata[i])->id, c.m->id)
+          == 0) {
+        backup_manifest_free (c.m);
+        c.m = g_ptr_array_steal_index (points, i);
+        goto tidy;
+      }
+    if (c.m->virtual_size != size
+        || strcmp (c.m->source,
+                   p->source_name ? p->source_name : p->source) != 0) {
+      fail_errno (err, G_FILE_ERROR_EXIST,
+                  "repository %s: disk %s has an unfinished point %s of "
+                  "%s; run that backup again to finish it",
+                  r->location, disk, c.m->id, c.m->source);
+      goto out;
+    }
+    resumed = true;
+  }
+  else {
+    g_autoptr (GPtrArray) all = backup_repo_all_points (r, NULL, err);
+    if (!all)
+      goto out;
+    c.m = plan_point (&c, disk, points, all, size);
+    text = pending_to_json (c.m);
+    if (r->ops->publish (r, disk, PENDING, text, strlen (text), err) == -1)
+      goto out;
+  }
+
+  c.nblocks = (size + BACKUP_BLOCK_SIZE - 1) / BACKUP_BLOCK_SIZE;
+  c.sums = g_malloc (c.nblocks * 32);
+  c.written = g_new0 (uint64_t, bitmap_words (c.nblocks));
+  {
+    g_autofree char *zero = g_malloc0 (BACKUP_BLOCK_SIZE);
+    sha256 (zero, BACKUP_BLOCK_SIZE, c.zero_sum);
+  }
+  if (c.m->kind == BACKUP_INCREMENTAL) {
+    const struct backup_manifest *prev = NULL;
+    for (guint i = 0; i < points->len && !prev; i++)
+      if (strcmp (((struct backup_manifest *)points->pdata[i])->id,
+                  c.m->parent) == 0)
+        prev = points->pdata[i];
+    if (!prev) {
+      fail_errno (err, G_FILE_ERROR_NOENT,
+                  "repository %s: point %s's parent %s is gone",
+                  r->location, c.m->id, c.m->parent);
+      goto out;
+    }
+    if (load_chain (&c, prev, points, err) == -1)
+      goto out;
+  }
+
+  jname = g_strdup_printf (".%s.journal", c.m->id);
+  jpath = r->ops->path (r, disk, jname);
+  identity = g_strdup_printf ("backup %s -> %s/%s (%" PRIu64 " bytes)",
+                         c.m->source, disk, c.m->file, size);
+  uint64_t nwindows
+      = (c.nblocks + BLOCKS_PER_WINDOW - 1) / BLOCKS_PER_WINDOW;
+  bool jresumed = false;
+  j = journal_open (jpath, identity, nwindows, &jresumed, &e);
+  if (!j) {
+    fail_errno (err, G_FILE_ERROR_IO, "%s", e);
+    goto out;
+  }
+  bool started = false;
+  for (uint64_t w = 0; jresumed && w < nwindows; w++)
+    started |= journal_was_started (j, w);
+  if (open_dest (&c, resumed && jresumed, started, err) == -1
+      || copy_windows (&c, j, err) == -1)
+    goto out;
+  if (vdisk_close (c.dst) == -1) {
+    c.dst = NULL;
+    fail_errno (err, G_FILE_ERROR_IO, "%s", vdisk_get_error ());
+    goto out;
+  }
+  c.dst = NULL;
+
+  fill_blocks (&c);
+  c.m->bytes_read = c.stats.bytes_read;
+  c.m->bytes_written = c.stats.bytes_written;
+  c.m->bytes_skipped = c.stats.bytes_skipped;
+  c.m->seconds = monotonic_seconds () - t0;
+  g_free (text);
+  text = backup_manifest_to_json (c.m);
+  mname = g_strdup_printf ("%s.json", c.m->id);
+  if (r->ops->publish (r, disk, mname, text, strlen (text), err) == -1)
+    goto out;
+
+tidy:
+  journal_close (j, true);
+  j = NULL;
+  {
+    g_autofree char *jn = g_strdup_printf (".%s.journal", c.m->id);
+    g_autofree char *jp = r->ops->path (r, disk, jn);
+    if (copy_journal_remove (jp) == -1
+        || r->ops->remove (r, disk, PENDING, err) == -1)
+      goto out;
+  }
+  *point = c.m;
+  c.m = NULL;
+  ret = 0;
+
+out:
+  if (j)
+    journal_close (j, false);
+  free (e);
+  create_free (&c);
+  return ret;
+}

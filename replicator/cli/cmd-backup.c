@@ -1,0 +1,660 @@
+/* vdimotion backup create|list|restore|verify|prune: the face of
+ * libbackup (replicator/backup/backup.h) on a repository directory.
+ * With --server (vdimotion --server URL backup create VDI REPO) the
+ * source is a VDI, read as xapi's CBT workflow does: VDI.snapshot,
+ * VDI.list_changed_blocks from the previous point's snapshot,
+ * VDI.get_nbd_info's TLS NBD export of the new snapshot, and
+ * VDI.data_destroy of the previous snapshot once the point is
+ * published; the XenAPI talk is here, libbackup sees an NBD URI and a
+ * bitmap.
+ * Each subcommand takes the repository's lock (create and prune
+ * exclusive), does its one call, and prints a line per result, or with
+ * --json one JSON document at the end.  A killed create, restore or
+ * prune is continued by running the same command again. */
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backup.h"
+#include "cli.h"
+#include "client.h"
+#include "copy.h"
+#include "vdisk.h"
+
+struct options
+{
+  bool json, full, deep, dry_run;
+  int progress;
+  int format; /* -f of the source */
+  const char *disk;
+  struct backup_prune_params prune;
+};
+
+static int
+sub_usage (const char *sub)
+{
+  fprintf (stderr, "usage: vdimotion backup %s\n", cmd_backup.synopsis);
+  (void)sub;
+  return EXIT_USAGE;
+}
+
+static void
+on_progress (uint64_t done, uint64_t total, void *opaque)
+{
+  struct progress *p = opaque;
+  p->total = total;
+  progress_update (p, done);
+}
+
+static int
+report_error (const char *what, GError *e)
+{
+  cli_error ("backup", "%s%s", what, e ? e->message : "failed");
+  if (e)
+    g_error_free (e);
+  return EXIT_ERROR;
+}
+
+/* Open and lock REPO (create: made if missing). */
+static struct backup_repo *
+open_repo (const char *location, bool create, bool exclusive)
+{
+  GError *e = NULL;
+  struct backup_repo *r = backup_repo_open (location, create, &e);
+  if (r && r->ops->lock (r, exclusive, &e) == -1) {
+    backup_repo_close (r);
+    r = NULL;
+  }
+  if (!r)
+    report_error ("", e);
+  return r;
+}
+
+static void
+print_stats_json (bool *first, const struct backup_stats *s)
+{
+  json_u64 (first, "bytes-read", s->bytes_read);
+  json_u64 (first, "bytes-written", s->bytes_written);
+  json_u64 (first, "bytes-skipped", s->bytes_skipped);
+  json_double (first, "seconds", s->seconds);
+}
+
+static void
+print_point_json (const struct backup_manifest *m)
+{
+  bool first = true;
+  json_str (&first, "id", m->id);
+  json_str (&first, "disk", m->disk);
+  json_str (&first, "time", m->time);
+  json_str (&first, "source", m->source);
+  json_str (&first, "kind", m->kind == BACKUP_FULL ? "full" : "incremental");
+  json_str (&first, "why", m->why);
+  json_key (&first, "parent");
+  if (m->parent)
+    cli_json_string (stdout, m->parent);
+  else
+    fputs ("null", stdout);
+  json_str (&first, "file", m->file);
+  json_u64 (&first, "virtual-size", m->virtual_size);
+  json_key (&first, "cbt-generation");
+  if (m->cbt_generation)
+    cli_json_string (stdout, m->cbt_generation);
+  else
+    fputs ("null", stdout);
+  json_key (&first, "cbt-snapshot");
+  if (m->cbt_snapshot)
+    cli_json_string (stdout, m->cbt_snapshot);
+  else
+    fputs ("null", stdout);
+  json_u64 (&first, "blocks", m->n_blocks);
+  struct backup_stats s = { m->bytes_read, m->bytes_written,
+                            m->bytes_skipped, m->seconds };
+  print_stats_json (&first, &s);
+  json_end (&first);
+}
+
+static int do_create_vdi (struct options *o, const char *vdi,
+                          const char *repo);
+
+static void
+print_point (const struct options *o, const struct backup_manifest *m)
+{
+  if (o->json) {
+    print_point_json (m);
+    putchar ('\n');
+  }
+  else
+    printf ("point %s of disk %s: %s (%s): %" PRIu64 " bytes read, %" PRIu64
+            " written, %" PRIu64 " skipped, %.1f s\n",
+            m->id, m->disk, m->kind == BACKUP_FULL ? "full" : "incremental",
+            m->why, m->bytes_read, m->bytes_written, m->bytes_skipped,
+            m->seconds);
+}
+
+static int
+do_create (struct options *o, const char *source, const char *repo)
+{
+  if (client_opts.server)
+    return do_create_vdi (o, source, repo);
+  if (!copy_is_nbd_uri (source) && o->format == VDISK_FORMAT_PROBE) {
+    /* Probing a local image's format is qemu-img's rule; it warns. */
+    struct vdisk *d = cli_open_image ("backup", source, 0, o->format);
+    if (!d)
+      return EXIT_ERROR;
+    vdisk_close (d);
+  }
+  struct backup_repo *r = open_repo (repo, true, true);
+  if (!r)
+    return EXIT_ERROR;
+  struct progress bar;
+  progress_init (&bar, o->progress, 0);
+  struct backup_create_params p = { .source = source,
+                                    .format = o->format,
+                                    .full = o->full,
+                                    .progress = on_progress,
+                                    .progress_opaque = &bar };
+  struct backup_manifest *m = NULL;
+  GError *e = NULL;
+  int r_ = backup_create (r, &p, &m, &e);
+  backup_repo_close (r);
+  if (r_ == -1) {
+    if (bar.enabled)
+      fputc ('\n', stderr);
+    return report_error ("create: ", e);
+  }
+  progress_finish (&bar);
+  print_point (o, m);
+  backup_manifest_free (m);
+  return EXIT_OK;
+}
+
+/* ---- A VDI through --server: xapi's CBT workflow ------------------- */
+
+/* A VDI's snapshot and how to read it: what backup_create needs beyond
+ * the repository. */
+struct vdi_source
+{
+  struct xapi_client *c;
+  char *vdi_uuid;
+  char *snap_ref, *snap_uuid;
+  char *uri;      /* nbds://ADDRESS:PORT/TOKEN?tls-certificates=DIR */
+  char *cert_dir; /* where get_nbd_info's certificate is, as ca-cert.pem */
+  guchar *changed;
+  gsize changed_len;
+  char *why_full;
+};
+
+static void
+vdi_source_clear (struct vdi_source *v)
+{
+  if (v->cert_dir) {
+    g_autofree char *ca = g_build_filename (v->cert_dir, "ca-cert.pem", NULL);
+    unlink (ca);
+    rmdir (v->cert_dir);
+  }
+  g_free (v->vdi_uuid);
+  g_free (v->snap_ref);
+  g_free (v->snap_uuid);
+  g_free (v->uri);
+  g_free (v->cert_dir);
+  g_free (v->changed);
+  g_free (v->why_full);
+  if (v->c)
+    client_close (v->c);
+}
+
+static char *
+vdi_ref_of_uuid (struct xapi_client *c, const char *uuid, GError **err)
+{
+  g_autoptr (xv) r = xapi_client_call (c, err, "VDI.get_by_uuid",
+                                       xv_new_string (uuid), NULL);
+  return r && r->type == XV_STRING ? g_strdup (r->s) : NULL;
+}
+
+/* The snapshot to read: the unfinished point's (a rerun after a kill),
+ * else a new VDI.snapshot. */
+static int
+vdi_snapshot (struct vdi_source *v, const char *vdi_ref,
+              const struct backup_manifest *pending, GError **err)
+{
+  if (pending && pending->cbt_snapshot) {
+    v->snap_uuid = g_strdup (pending->cbt_snapshot);
+    v->snap_ref = vdi_ref_of_uuid (v->c, v->snap_uuid, err);
+    return v->snap_ref ? 0 : -1;
+  }
+  g_autoptr (xv) snap
+      = xapi_client_call (v->c, err, "VDI.snapshot", xv_new_string (vdi_ref),
+                          xv_new_struct (), NULL);
+  if (!snap || snap->type != XV_STRING)
+    return -1;
+  v->snap_ref = g_strdup (snap->s);
+  g_autoptr (xv) uuid = xapi_client_call (v->c, err, "VDI.get_uuid",
+                                          xv_new_string (v->snap_ref), NULL);
+  if (!uuid || uuid->type != XV_STRING)
+    return -1;
+  v->snap_uuid = g_strdup (uuid->s);
+  return 0;
+}
+
+/* The changed blocks since the previous point's snapshot, or why this
+ * point is a full. */
+static void
+vdi_changed_blocks (struct vdi_source *v, const struct backup_manifest *prev,
+                    bool cbt_enabled)
+{
+  GError *e = NULL;
+  if (!prev)
+    return;
+  if (!cbt_enabled) {
+    v->why_full = g_strdup ("changed-block tracking is not enabled on the "
+                            "VDI (VDI.enable_cbt)");
+    return;
+  }
+  if (!prev->cbt_snapshot) {
+    v->why_full = g_strdup_printf ("point %s recorded no CBT snapshot",
+                                   prev->id);
+    return;
+  }
+  g_autofree char *from = vdi_ref_of_uuid (v->c, prev->cbt_snapshot, &e);
+  g_autoptr (xv) b64
+      = from ? xapi_client_call (v->c, &e, "VDI.list_changed_blocks",
+                                 xv_new_string (from),
+                                 xv_new_string (v->snap_ref), NULL)
+             : NULL;
+  if (!b64 || b64->type != XV_STRING) {
+    v->why_full = g_strdup_printf (
+        "no changed blocks since point %s's snapshot %s: %s", prev->id,
+        prev->cbt_snapshot, e ? e->message : "not a string");
+    g_clear_error (&e);
+    return;
+  }
+  v->changed = g_base64_decode (b64->s, &v->changed_len);
+}
+
+/* VDI.get_nbd_info: the first server, as an nbds:// URI that trusts the
+ * certificate it names. */
+static int
+vdi_nbd_uri (struct vdi_source *v, GError **err)
+{
+  g_autoptr (xv) infos = xapi_client_call (v->c, err, "VDI.get_nbd_info",
+                                           xv_new_string (v->snap_ref), NULL);
+  if (!infos)
+    return -1;
+  if (infos->type != XV_ARRAY || infos->n == 0
+      || infos->items[0]->type != XV_STRUCT) {
+    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_NOENT,
+                 "VDI.get_nbd_info offered no NBD server for %s (the "
+                 "server has no TLS NBD)",
+                 v->snap_uuid);
+    return -1;
+  }
+  const struct xv *i = infos->items[0];
+  const char *token = xv_str (i, "exportname");
+  if (!backup_name_is_safe (token)) {
+    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+                 "VDI.get_nbd_info: export name \"%s\" is not a token",
+                 token);
+    return -1;
+  }
+  v->cert_dir = g_dir_make_tmp ("vdimotion-backup-XXXXXX", NULL);
+  g_autofree char *ca = v->cert_dir ? g_build_filename (v->cert_dir,
+                                                        "ca-cert.pem", NULL)
+                                    : NULL;
+  if (!ca || !g_file_set_contents (ca, xv_str (i, "cert"), -1, err))
+    return -1;
+  const char *addr = xv_str (i, "address");
+  bool v6 = strchr (addr, ':') != NULL;
+  v->uri = g_strdup_printf ("nbds://%s%s%s:%" PRIu64
+                            "/%s?tls-certificates=%s",
+                            v6 ? "[" : "", addr, v6 ? "]" : "",
+                            xv_u64 (i, "port"), token, v->cert_dir);
+  return 0;
+}
+
+static int
+do_create_vdi (struct options *o, const char *vdi, const char *repo)
+{
+  struct vdi_source v = { 0 };
+  struct backup_repo *r = NULL;
+  struct backup_manifest *m = NULL;
+  g_autoptr (backup_manifest) prev = NULL;
+  g_autoptr (backup_manifest) pending = NULL;
+  g_autoptr (xv) rec = NULL;
+  g_autofree char *ref = NULL;
+  struct progress bar;
+  GError *e = NULL;
+  int ret = EXIT_ERROR;
+
+  progress_init (&bar, o->progress, 0);
+  if (!(v.c = client_connect (&client_opts, &e))
+      || !(ref = client_lookup (v.c, "VDI", vdi, &rec, &e)))
+    goto out;
+  v.vdi_uuid = g_strdup (xv_str (rec, "uuid"));
+  if (!(r = open_repo (repo, true, true)))
+    goto out_quiet;
+  pending = backup_pending (r, v.vdi_uuid, &e);
+  if (e || vdi_snapshot (&v, ref, pending, &e) == -1)
+    goto out;
+  prev = backup_latest (r, v.vdi_uuid, &e);
+  if (e)
+    goto out;
+  if (!o->full && !pending)
+    vdi_changed_blocks (&v, prev, xv_bool (rec, "cbt_enabled"));
+  else if (pending && pending->kind == BACKUP_INCREMENTAL)
+    vdi_changed_blocks (&v, prev, true);
+  if (vdi_nbd_uri (&v, &e) == -1)
+    goto out;
+
+  struct backup_create_params p = { .source = v.uri,
+                                    .disk = v.vdi_uuid,
+                                    .source_name = v.vdi_uuid,
+                                    .full = o->full,
+                                    .cbt_snapshot = v.snap_uuid,
+                                    .changed = v.changed,
+                                    .changed_len = v.changed_len,
+                                    .why_full = v.why_full,
+                                    .progress = on_progress,
+                                    .progress_opaque = &bar };
+  if (backup_create (r, &p, &m, &e) == -1)
+    goto out;
+  progress_finish (&bar);
+
+  /* The previous snapshot's data is no longer needed: its changed-block
+   * log stays for the next list_changed_blocks. */
+  if (prev && prev->cbt_snapshot
+      && g_strcmp0 (prev->cbt_snapshot, v.snap_uuid) != 0) {
+    g_autofree char *old = vdi_ref_of_uuid (v.c, prev->cbt_snapshot, &e);
+    g_autoptr (xv) done
+        = old ? xapi_client_call (v.c, &e, "VDI.data_destroy",
+                                  xv_new_string (old), NULL)
+              : NULL;
+    if (!done) {
+      cli_error ("backup", "warning: VDI.data_destroy of snapshot %s: %s",
+                 prev->cbt_snapshot, e ? e->message : "failed");
+      g_clear_error (&e);
+    }
+  }
+  print_point (o, m);
+  ret = EXIT_OK;
+  goto out_quiet;
+
+out:
+  if (bar.enabled)
+    fputc ('\n', stderr);
+  report_error ("create: ", e);
+  e = NULL;
+out_quiet:
+  g_clear_error (&e);
+  backup_manifest_free (m);
+  backup_repo_close (r);
+  vdi_source_clear (&v);
+  return ret;
+}
+
+static int
+do_list (struct options *o, const char *repo)
+{
+  struct backup_repo *r = open_repo (repo, false, false);
+  if (!r)
+    return EXIT_ERROR;
+  GError *e = NULL;
+  g_autoptr (GPtrArray) pts = backup_repo_all_points (r, NULL, &e);
+  backup_repo_close (r);
+  if (!pts)
+    return report_error ("list: ", e);
+  if (o->json)
+    putchar ('[');
+  for (guint i = 0; i < pts->len; i++) {
+    const struct backup_manifest *m = pts->pdata[i];
+    char size[32], written[32];
+    if (o->json) {
+      if (i)
+        fputs (", ", stdout);
+      print_point_json (m);
+      continue;
+    }
+    printf ("%-20s %-27s %-11s %9s %9s %s\n", m->id, m->time,
+            m->kind == BACKUP_FULL ? "full" : "incremental",
+            cli_human_size (m->virtual_size, size, sizeof size),
+            cli_human_size (m->bytes_written, written, sizeof written),
+            m->disk);
+  }
+  if (o->json)
+    puts ("]");
+  return EXIT_OK;
+}
+
+static int
+do_restore (struct options *o, const char *repo, const char *point,
+            const char *dst)
+{
+  struct backup_repo *r = open_repo (repo, false, false);
+  if (!r)
+    return EXIT_ERROR;
+  GError *e = NULL;
+  g_autoptr (backup_manifest) m
+      = backup_repo_find_point (r, point, o->disk, &e);
+  if (!m) {
+    backup_repo_close (r);
+    return report_error ("restore: ", e);
+  }
+  struct progress bar;
+  struct backup_stats st = { 0 };
+  progress_init (&bar, o->progress, m->virtual_size);
+  int ret = backup_restore (r, m, dst, on_progress, &bar, &st, &e);
+  backup_repo_close (r);
+  if (ret == -1) {
+    if (bar.enabled)
+      fputc ('\n', stderr);
+    return report_error ("", e);
+  }
+  progress_finish (&bar);
+  if (o->json) {
+    bool first = true;
+    json_str (&first, "point", m->id);
+    json_str (&first, "disk", m->disk);
+    json_str (&first, "destination", dst);
+    print_stats_json (&first, &st);
+    json_end (&first);
+    putchar ('\n');
+  }
+  else
+    printf ("point %s restored to %s\n", m->id, dst);
+  return EXIT_OK;
+}
+
+static int
+do_verify (struct options *o, const char *repo)
+{
+  struct backup_repo *r = open_repo (repo, false, false);
+  if (!r)
+    return EXIT_ERROR;
+  GError *e = NULL;
+  g_autoptr (GPtrArray) problems = g_ptr_array_new_with_free_func (g_free);
+  int n = backup_verify (r, o->deep, problems, &e);
+  backup_repo_close (r);
+  if (n < 0)
+    return report_error ("verify: ", e);
+  if (o->json) {
+    bool first = true;
+    json_u64 (&first, "points", n);
+    json_bool (&first, "deep", o->deep);
+    json_key (&first, "problems");
+    putchar ('[');
+    for (guint i = 0; i < problems->len; i++) {
+      if (i)
+        fputs (", ", stdout);
+      cli_json_string (stdout, problems->pdata[i]);
+    }
+    putchar (']');
+    json_end (&first);
+    putchar ('\n');
+  }
+  else {
+    for (guint i = 0; i < problems->len; i++)
+      printf ("%s\n", (char *)problems->pdata[i]);
+    printf ("%d points checked%s, %u problems\n", n,
+            o->deep ? " (deep)" : "", problems->len);
+  }
+  return problems->len ? EXIT_ERROR : EXIT_OK;
+}
+
+static int
+do_prune (struct options *o, const char *repo)
+{
+  if (o->prune.keep_last == 0) {
+    cli_error ("backup", "prune: --keep-last N (at least 1) is required");
+    return EXIT_USAGE;
+  }
+  o->prune.dry_run = o->dry_run;
+  struct backup_repo *r = open_repo (repo, false, true);
+  if (!r)
+    return EXIT_ERROR;
+  GError *e = NULL;
+  g_autoptr (GPtrArray) removed = g_ptr_array_new_with_free_func (g_free);
+  struct backup_stats st = { 0 };
+  int ret = backup_prune (r, &o->prune, removed, &st, &e);
+  backup_repo_close (r);
+  if (ret == -1)
+    return report_error ("prune: ", e);
+  if (o->json) {
+    bool first = true;
+    json_bool (&first, "dry-run", o->dry_run);
+    json_key (&first, "removed");
+    putchar ('[');
+    for (guint i = 0; i < removed->len; i++) {
+      if (i)
+        fputs (", ", stdout);
+      cli_json_string (stdout, removed->pdata[i]);
+    }
+    putchar (']');
+    print_stats_json (&first, &st);
+    json_end (&first);
+    putchar ('\n');
+  }
+  else
+    for (guint i = 0; i < removed->len; i++)
+      printf ("%s %s\n", o->dry_run ? "would remove" : "removed",
+              (char *)removed->pdata[i]);
+  return EXIT_OK;
+}
+
+static int
+parse_count (const char *opt, const char *s, unsigned *out)
+{
+  char *end;
+  unsigned long v = strtoul (s, &end, 10);
+  if (!*s || *end || v > 100000) {
+    cli_error ("backup", "%s \"%s\" is not a count", opt, s);
+    return -1;
+  }
+  *out = v;
+  return 0;
+}
+
+static int
+parse_args (int argc, char **argv, struct options *o)
+{
+  enum
+  {
+    OPT_JSON = 256,
+    OPT_FULL,
+    OPT_DEEP,
+    OPT_DRY,
+    OPT_LAST,
+    OPT_DAILY,
+    OPT_WEEKLY,
+    OPT_DISK,
+    OPT_PROGRESS,
+    OPT_NO_PROGRESS,
+  };
+  static const struct option opts[] = {
+    { "json", no_argument, NULL, OPT_JSON },
+    { "full", no_argument, NULL, OPT_FULL },
+    { "deep", no_argument, NULL, OPT_DEEP },
+    { "dry-run", no_argument, NULL, OPT_DRY },
+    { "keep-last", required_argument, NULL, OPT_LAST },
+    { "keep-daily", required_argument, NULL, OPT_DAILY },
+    { "keep-weekly", required_argument, NULL, OPT_WEEKLY },
+    { "disk", required_argument, NULL, OPT_DISK },
+    { "progress", no_argument, NULL, OPT_PROGRESS },
+    { "no-progress", no_argument, NULL, OPT_NO_PROGRESS },
+    { "help", no_argument, NULL, 'h' },
+    { NULL },
+  };
+  int c;
+  while ((c = getopt_long (argc, argv, "f:h", opts, NULL)) != -1) {
+    switch (c) {
+    case 'f':
+      if ((o->format = cli_parse_format ("backup", optarg)) < 0)
+        return -1;
+      break;
+    case OPT_JSON: o->json = true; break;
+    case OPT_FULL: o->full = true; break;
+    case OPT_DEEP: o->deep = true; break;
+    case OPT_DRY: o->dry_run = true; break;
+    case OPT_LAST:
+      if (parse_count ("--keep-last", optarg, &o->prune.keep_last) == -1)
+        return -1;
+      break;
+    case OPT_DAILY:
+      if (parse_count ("--keep-daily", optarg, &o->prune.keep_daily) == -1)
+        return -1;
+      break;
+    case OPT_WEEKLY:
+      if (parse_count ("--keep-weekly", optarg, &o->prune.keep_weekly) == -1)
+        return -1;
+      break;
+    case OPT_DISK:
+      if (!backup_name_is_safe (optarg)) {
+        cli_error ("backup", "--disk \"%s\" is not a disk key", optarg);
+        return -1;
+      }
+      o->disk = optarg;
+      break;
+    case OPT_PROGRESS: o->progress = PROGRESS_ON; break;
+    case OPT_NO_PROGRESS: o->progress = PROGRESS_OFF; break;
+    case 'h':
+      printf ("usage: vdimotion backup %s\n", cmd_backup.synopsis);
+      exit (EXIT_OK);
+    default: return -1;
+    }
+  }
+  return 0;
+}
+
+static int
+run (int argc, char **argv)
+{
+  struct options o = { .format = VDISK_FORMAT_PROBE };
+  if (argc < 2)
+    return sub_usage (NULL);
+  const char *sub = argv[1];
+  if (parse_args (argc - 1, argv + 1, &o) == -1)
+    return sub_usage (sub);
+  char **a = argv + 1 + optind;
+  int n = argc - 1 - optind;
+  if (strcmp (sub, "create") == 0 && n == 2)
+    return do_create (&o, a[0], a[1]);
+  if (strcmp (sub, "list") == 0 && n == 1)
+    return do_list (&o, a[0]);
+  if (strcmp (sub, "restore") == 0 && n == 3)
+    return do_restore (&o, a[0], a[1], a[2]);
+  if (strcmp (sub, "verify") == 0 && n == 1)
+    return do_verify (&o, a[0]);
+  if (strcmp (sub, "prune") == 0 && n == 1)
+    return do_prune (&o, a[0]);
+  return sub_usage (sub);
+}
+
+const struct command cmd_backup
+    = { "backup",
+        "create [-f FMT] [--full] [--json] SOURCE REPO | "
+        "list [--json] REPO | "
+        "restore [--disk KEY] [--json] REPO POINT DST | "
+        "verify [--deep] [--json] REPO | "
+        "prune --keep-last N [--keep-daily N] [--keep-weekly N] [--dry-run] "
+        "[--json] REPO",
+        run };
