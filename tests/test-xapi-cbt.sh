@@ -75,6 +75,22 @@ h.shutdown()
 print("xapi-cbt: a killed daemon's exports stopped; asked again")
 EOF
 
+# A live snapshot whose daemon is killed before or after its pivot: the
+# next start finishes it (pivoted) or marks the snapshot not frozen, and
+# the VM goes on either way.
+for point in frozen pivoted; do
+  stop_vdimotiond
+  VDIMOTIOND_CRASH_AT=live-snapshot-$point \
+    start_vdimotiond $tls --nbd-ports "$first-$(( first + 15 ))"
+  PYTHONPATH=$srcdir /usr/bin/python3 "$srcdir/xapi-live-snapshot-crash.py" \
+    "$url" "$T" start || fail "live snapshot crash ($point): start"
+  wait "$vdimotiond_pid" 2>/dev/null || :
+  start_vdimotiond $tls --nbd-ports "$first-$(( first + 15 ))"
+  PYTHONPATH=$srcdir /usr/bin/python3 "$srcdir/xapi-live-snapshot-crash.py" \
+    "$url" "$T" check "$point" \
+    || { cat "$T/vdimotiond.log"; fail "live snapshot crash ($point)"; }
+done
+
 # The live snapshots' leaf servers stopped with the VM; every export
 # stopped with its session or its data, or with the daemon.
 for f in "$T"/state/run/*-leaf.pid; do

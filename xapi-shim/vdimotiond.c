@@ -23,6 +23,7 @@
 #include <glib.h>
 #include <gio/gio.h>
 
+#include "live-snapshot.h"
 #include "xapi-client.h"
 #include "xapi.h"
 
@@ -421,6 +422,7 @@ run (struct options *o)
   }
   xapi_load_sessions (&d);
   host_vms_reconcile (host);
+  host_live_snapshots_recover (host);
   host->jobs = jobs_new (host, o->max_storage_operations, job_kinds);
   jobs_recover (host->jobs);
   d.events = xapi_events_new (&d);

@@ -157,17 +157,12 @@ stop_leftovers (struct nbd_exports *e)
 
   while (dir && (name = g_dir_read_name (dir))) {
     struct nbd_export x = { 0 };
-    g_autofree char *text = NULL;
-    guint64 pid;
 
     if (!g_str_has_prefix (name, EXPORT_PREFIX)
         || !g_str_has_suffix (name, ".pid"))
       continue;
     x.nbdkit.pidfile = g_build_filename (e->host->run_dir, name, NULL);
-    if (g_file_get_contents (x.nbdkit.pidfile, &text, NULL, NULL)
-        && g_ascii_string_to_unsigned (g_strstrip (text), 10, 2, G_MAXINT32,
-                                       &pid, NULL))
-      x.nbdkit.pid = (pid_t)pid;
+    x.nbdkit.pid = nbdkit_read_pidfile (x.nbdkit.pidfile);
     x.vdi = g_strndup (name + strlen (EXPORT_PREFIX), 36);
     export_stop (&x);
     g_free (x.vdi);
