@@ -24,9 +24,11 @@
  *   image), but the snapshot is no longer frozen: it is marked
  *   (other_config "vdimotion-snapshot-invalid" = why) and the call
  *   fails naming it.
- * - Restarts: from the SR's snapshot until the VBD records its new
- *   target, the snapshot carries other_config "vdimotion-live-snapshot"
- *   = the VBD.  A daemon that starts and finds one
+ * - Restarts: from just after the SR's snapshot until the VBD records
+ *   its new target, the snapshot carries other_config
+ *   "vdimotion-live-snapshot" = the VBD (a kill in the instant between
+ *   the snapshot and that mark goes unnoticed: the pause times out and
+ *   the snapshot is not marked).  A daemon that starts and finds one
  *   (host_live_snapshots_recover) asks the filter: pivoted onto the
  *   leaf's nbdkit, the snapshot is done and recorded; otherwise the
  *   filter is resumed (or its pause timed out) on the image the guest
