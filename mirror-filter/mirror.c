@@ -117,7 +117,9 @@
  * looks first: a waiting request, status, the control thread's loop),
  * logged, so a dead owner cannot hang the guest; a later resume is then
  * refused, and the writes since went to the disk as it was (the owner's
- * undo of a snapshot puts that image back).  Not the rwlock held across
+ * undo of a snapshot puts that image back).  nbdkit shutting down ends a
+ * pause at once, the same way (it would wait for the held requests).
+ * Not the rwlock held across
  * commands: a command answers, and the lock is the control thread's.
  * Pause is refused while a mirror runs (its copier does not pass the
  * gate); it is allowed after a pivot (a second live snapshot), when the
@@ -126,7 +128,10 @@
  * Changed-block tracking (cbt-log=PATH, cbt-log.h).  Every guest write,
  * zero and trim marks its 64 KiB blocks in the VDI's log first, in every
  * mode, and only then goes to the disk: a write the guest hears of is
- * always in the log, even if nbdkit is killed right after.  A mark that
+ * always in the log, even if nbdkit is killed right after.  The mark is
+ * taken inside the request's gate, after anything that holds requests
+ * back, so a request held across a snapshot's rotation of the log is
+ * counted in the log that counts from after the snapshot.  A mark that
  * fails fails the request with EIO, untouched.  The log is opened as its
  * writer in .after_fork (its consistent flag cleared and fsynced; a log
  * a dead writer left is reset there, with its reason) and closed cleanly
@@ -823,10 +828,27 @@ reply_ok (const char *extra)
   return out;
 }
 
+/* nbdkit is shutting down: a pause would hold its connections, and so
+ * the shutdown, until it expired.  nbdkit_nanosleep returns at once, and
+ * in this thread (no client connection) fails only when nbdkit quits. */
+static void
+release_on_shutdown (void)
+{
+  pthread_mutex_lock (&gate_lock);
+  if (gate_closed && nbdkit_nanosleep (0, 0) == -1) {
+    nbdkit_error ("mirror: nbdkit is shutting down: the pause ends, guest "
+                  "I/O goes on on the disk as it was");
+    pause_expired = true;
+    gate_open_locked ();
+  }
+  pthread_mutex_unlock (&gate_lock);
+}
+
 void
 mirror_reap (void)
 {
   paused (); /* an expired pause opens here if no one else looks */
+  release_on_shutdown ();
   pthread_mutex_lock (&lock);
   bool dead = state == MIRROR_FAILED && target && !pivoted;
   pthread_mutex_unlock (&lock);

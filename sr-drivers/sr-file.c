@@ -1843,13 +1843,15 @@ fsr_changed_blocks (struct sr *sr, const char *from_uuid, const char *to_uuid,
                     size_t *len)
 {
   pthread_mutex_lock (&F (sr)->lock);
+  /* FROM need not be here (a snapshot a move left in the old SR): the
+   * walk reads the logs from TO back to FROM's, not FROM's own. */
   struct sr_vdi *from = load_vdi (sr, from_uuid);
-  struct sr_vdi *to = from ? load_vdi (sr, to_uuid) : NULL;
+  struct sr_vdi *to = load_vdi (sr, to_uuid);
   uint8_t *out = NULL;
   GError *err = NULL;
   if (!to)
     goto out;
-  if (from->virtual_size != to->virtual_size) {
+  if (from && from->virtual_size != to->virtual_size) {
     sr_err (sr, EINVAL,
             "VDI %s and VDI %s: different virtual sizes (%llu and %llu "
             "bytes): no changed blocks between them",

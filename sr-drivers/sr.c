@@ -563,15 +563,18 @@ sr_vdi_cbt_follow (struct sr *from_sr, const char *from_uuid,
     vdisk_set_error (err->code, "%s", err->message);
     return -1;
   }
-  if (cbt_copy (from, to_sr, to_uuid) == -1)
-    return -1;
-  if (info.in_use
-      && cbt_log_reset (to, "moved while in use across filesystems", &err)
-             == -1) {
-    vdisk_set_error (err->code, "%s", err->message);
+  /* Its writer would go on marking the old file only: a copy would miss
+   * those marks, and even a reset one would miss them after the next
+   * snapshot.  No log there: CBT is off, the next backup is full. */
+  if (info.in_use) {
+    vdisk_set_error (EXDEV,
+                     "%s SR %s: VDI %s: its changed-block log cannot follow "
+                     "it to another filesystem while its disk is served "
+                     "(CBT is off for VDI %s)",
+                     from_sr->ops->name, from_sr->path, from_uuid, to_uuid);
     return -1;
   }
-  return 0;
+  return cbt_copy (from, to_sr, to_uuid);
 }
 
 uint8_t *

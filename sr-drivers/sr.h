@@ -272,12 +272,18 @@ struct vdisk *sr_vdi_open (struct sr *sr, const char *uuid, unsigned flags);
  * has it as parent.  An unmanaged parent (a clone's base) left without
  * children goes with it.  Without a record of UUID, an image named for
  * it that a crash left unrecorded (see sr_vdi_create_params.uuid) is
- * removed; ENOENT if there is none either. */
+ * removed; ENOENT if there is none either.  Its changed-block log is
+ * merged into the logs that count from it, then removed.  A cbt_metadata
+ * VDI still read through by others is only hidden (unmanaged) until its
+ * last child goes. */
 int sr_vdi_destroy (struct sr *sr, const char *uuid);
 /* Snapshot (see the top of this file).  The VDI must be writable and
  * must not be open for writing while this runs (quiesce first: the open
  * image is the one that becomes the snapshot).  A raw VDI's new leaf is
- * qcow2 (raw has no backing file).  Returns the snapshot's record. */
+ * qcow2 (raw has no backing file).  A VDI with CBT has its
+ * changed-block log rotated (the snapshot gets it as it was, the VDI an
+ * empty one counting from the snapshot; its disk server, quiesced, keeps
+ * marking the VDI's).  Returns the snapshot's record. */
 struct sr_vdi *sr_vdi_snapshot (struct sr *sr, const char *uuid,
                                 const char *name_label);
 /* A new writable VDI with the content of UUID.  For a read-only VDI (a
@@ -329,7 +335,9 @@ int sr_vdi_cbt_info (struct sr *sr, const char *uuid,
  * (VDI.list_changed_blocks(vdi_from, vdi_to)): a bitmap in XenAPI's
  * layout (cbt-log.h), malloc'd (free), *LEN bytes; cbt_bitmap_to_base64
  * gives its wire form.  ENODATA (VDI_NO_CBT_METADATA) when the logs do
- * not chain TO back to FROM; EINVAL if the two differ in size. */
+ * not chain TO back to FROM; EINVAL if the two differ in size.  TO must
+ * be in SR; FROM need not be (a snapshot left in another SR by a move:
+ * the walk reads the logs from TO back to FROM's, not FROM's own). */
 uint8_t *sr_vdi_list_changed_blocks (struct sr *sr, const char *from_uuid,
                                      const char *to_uuid, size_t *len);
 /* Give UUID the log BYTES (LEN bytes of cbt_log_export: the log of the
@@ -347,8 +355,9 @@ int sr_vdi_cbt_import (struct sr *sr, const char *uuid, const uint8_t *bytes,
  * that still marks it (a live move's front, after its pivot) goes on
  * marking the moved file, which is the log of the VDI the VM now uses.
  * Across filesystems the log is copied; if a writer still holds the
- * source then, the copy would miss its later marks, so it is reset
- * ("moved while in use across filesystems": the next backup is full).
+ * source then (a live move), it would go on marking the old file only,
+ * so no log is made (EXDEV: CBT is off for TO_UUID, the next backup is
+ * full; enable it again once the VM has restarted).
  * Nothing to do if FROM_UUID has CBT off (or the log moved already: a
  * commit done twice).  Call it after the data is in place, before the
  * source goes.  0, or -1 with the error. */

@@ -4,7 +4,8 @@
 # nbdkit's log: a write made while paused waits that long and then
 # succeeds; a later resume is refused and says the pause expired.  The
 # control thread expires it too when no request comes.  A plain resume
-# releases a waiting write at once.
+# releases a waiting write at once.  nbdkit stopped while paused ends
+# the pause at once.
 . "$srcdir/functions.sh"
 uses_nbdkit_module
 . "$top_srcdir/mirror-filter/test-functions.sh"
@@ -54,3 +55,23 @@ start_nbdkit plain $(plugin_for "$T/disk.raw")
 fio_verify plain 61 4k,0,1M || fail "the write made while paused is lost"
 fio_verify plain 62 4k,4M,1M || fail "the released write is lost"
 echo "ok: resume released the write"
+
+# 4. nbdkit stopped while paused, a write waiting: the pause ends at
+# once (not after mirror-pause-timeout), the write is answered, nbdkit
+# exits.
+requires qemu-io
+serve_mirrored src2 "$T/disk.raw" mirror-pause-timeout=60
+mctl pause > /dev/null
+qemu-io -f raw -c 'write -P 0x33 8M 4k' "$(uri_of src2)" > "$T/qio.log" 2>&1 &
+qpid=$!
+sleep 0.5
+kill -0 "$qpid" 2>/dev/null || fail "a write went through the pause"
+t0=$(date +%s%N)
+mstop src2
+t1=$(date +%s%N)
+wait "$qpid" || { cat "$T/qio.log"; fail "the write held at shutdown failed"; }
+took=$(( (t1 - t0) / 1000000 ))
+[ "$took" -lt 10000 ] || fail "nbdkit took $took ms to stop while paused"
+grep -q 'shutting down: the pause ends' "$T/src2.log" \
+  || { cat "$T/src2.log"; fail "the shutdown's release is not logged"; }
+echo "ok: stopped while paused in $took ms"

@@ -3,7 +3,8 @@
 # between two vdimotiond): written on the source before, during (the
 # mirrors in sync, the VM not yet handed over) and on the destination
 # after; the destination's log then holds exactly those blocks, with the
-# source's generation, so the next backup there is incremental and small.
+# source's generation, so the next backup there is incremental and small;
+# a halted VM's disk takes its log along as it is.
 . "$srcdir/functions.sh"
 . "$srcdir/xapi-functions.sh"
 requires nbdkit

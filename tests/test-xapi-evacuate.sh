@@ -5,7 +5,8 @@
 # running VMs with fio writing and verifying, and one VDI too large for
 # any destination) into sr2 and sr3, chains and snapshot records kept,
 # the VMs never stopped; then `vdimotion sr evacuate` (dry run, a real
-# run back with --json, usage errors) and the contrib/ scripts.
+# run back with --json, usage errors, a refusal, Ctrl-C) and the
+# contrib/ scripts.
 . "$srcdir/functions.sh"
 . "$srcdir/xapi-functions.sh"
 requires fio
@@ -86,6 +87,10 @@ grep -q 'moved' "$T/bar-$from" || fail "the bar shows no VDIs"
 expect_exit 1 vdm sr evacuate sr1 --to sr2
 grep -q 'SR_FULL' "$T/err" || fail "no SR_FULL: $(cat "$T/err")"
 [ "$(vdis_in sr1)" -eq 13 ] || fail "a refused evacuation moved something"
+vdm sr evacuate sr1 --to sr2,sr3 --exclude big --dry-run > "$T/plan2.txt"
+grep -q '^excluded: .* (big): excluded$' "$T/plan2.txt" \
+  || fail "--exclude big: $(cat "$T/plan2.txt")"
+! grep -q REFUSED "$T/plan2.txt" || fail "--exclude big: still refused"
 
 # The example scripts: the Python one moves sr1 to sr3 (the large VDI
 # excluded), the shell one sr3 to sr2.
@@ -105,5 +110,45 @@ grep -q '^12 moved, 0 failed' "$T/sh.out" || fail "evacuate-sr.sh: $(cat "$T/sh.
 ls "$T"/evacuate-sr3-*.json > /dev/null || fail "evacuate-sr.sh kept no report"
 [ "$(vdis_in sr1)" -eq 1 ] && [ "$(vdis_in sr3)" -eq 0 ] \
   && [ "$(vdis_in sr2)" -eq 12 ] || fail "the VDIs are not where moved"
+
+
+# Ctrl-C: the task is cancelled and the command says so, prints the
+# report and exits 1; every VDI is whole in exactly one place.  (An
+# evacuation that wins the race has ended: "too late to cancel", 0.)
+python3 - "$VDIMOTION" <<'PY' || fail "Ctrl-C"
+import json, signal, subprocess, sys, time
+vdm = sys.argv[1]
+p = subprocess.Popen(
+    [vdm, "sr", "evacuate", "sr2", "--to", "sr3", "--parallel", "1"],
+    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def running():
+    tasks = json.loads(subprocess.check_output([vdm, "task", "list",
+                                                "--json"]))
+    return any(t["status"] == "pending" and
+               t["name_label"].startswith("SR.evacuate") for t in tasks)
+
+
+deadline = time.monotonic() + 120
+while not running():
+    assert p.poll() is None and time.monotonic() < deadline, p.communicate()
+    time.sleep(0.05)
+p.send_signal(signal.SIGINT)
+out, err = p.communicate(timeout=300)
+if p.returncode == 0:
+    assert "too late to cancel: the evacuation has ended" in err, err
+else:
+    assert p.returncode == 1, (p.returncode, err)
+    assert "interrupted: cancelling the evacuation" in err, err
+    assert "interrupted: the evacuation is cancelled: TASK_CANCELLED" in err, err
+    assert "cancelled: " in out, out
+print("  Ctrl-C:", err.strip().splitlines()[-1])
+PY
+[ $(($(vdis_in sr2) + $(vdis_in sr3))) -eq 12 ] \
+  || fail "after Ctrl-C: $(vdis_in sr2) + $(vdis_in sr3) VDIs, not 12"
+vdm vdi list --json | json '[v for v in j if v["current_operations"]]' \
+  | grep -qx '\[\]' || fail "a VDI is still busy after Ctrl-C"
 
 stop_vdimotiond

@@ -88,3 +88,32 @@ assert info["consistent"] == 1 and info["blocks"] == "16,32,48", info
 print("ok: VM.migrate: the destination's log has the blocks written "
       "before, during and after, generation %s (%d checks)"
       % (gen[:8], xapi_checks.checks))
+
+# A halted VM's disk is copied, not mirrored: its log goes with the
+# commit as it is.
+vdi2 = ok(local.VDI.create(ls, {
+    "SR": src_sr, "name_label": "disk1", "virtual_size": str(SIZE),
+    "other_config": {}, "sm_config": {"image-format": "qcow2"}}))
+log2 = os.path.join(T, "sr1", ok(local.VDI.get_uuid(ls, vdi2)) + ".cbtlog")
+subprocess.check_call([os.environ["CBTLOG"], "enable", log2, str(SIZE)])
+vm2 = ok(local.VM.create(ls, {"name_label": "vm2"}))
+ok(local.VBD.create(ls, {"VM": vm2, "VDI": vdi2, "userdevice": "0",
+                         "mode": "RW"}))
+ok(local.VM.start(ls, vm2, False, False))
+write(xapi_checks.vbd_sockets(local, ls, vm2)["0"], 5 * MiB, 0x55)
+ok(local.VM.clean_shutdown(ls, vm2))
+before = cbtlog.read(log2)
+assert before["blocks"] == "80" and before["consistent"] == 1, before
+token = ok(remote.VM.migrate_receive(rs, host, dst_sr, {}))
+t = xapi_checks.wait_task(local, ls,
+                          ok(local.Async.VM.migrate(ls, vm2, token, False,
+                                                    {})))
+assert t["status"] == "success", t
+dvm2 = t["result"][len("<value>"):-len("</value>")]
+dvdi2 = ok(remote.VBD.get_VDI(rs, ok(remote.VM.get_VBDs(rs, dvm2))[0]))
+info = cbtlog.read(os.path.join(
+    dst_dir, ok(remote.VDI.get_uuid(rs, dvdi2)) + ".cbtlog"))
+assert info["blocks"] == "80" and info["generation"] == before["generation"], info
+assert info["consistent"] == 1, info
+print("ok: VM.migrate of a halted VM: its log went with it (%d checks)"
+      % xapi_checks.checks)

@@ -435,8 +435,8 @@ accept_param (struct xapi_call *c, const char *key, const char *value,
  * VDI's content now, frozen into a new read-only VDI (is_a_snapshot,
  * snapshot_of the VDI, snapshot_time now); the VDI keeps its ref and
  * goes on over it.  driver_params (a map of strings) mean nothing to a
- * file SR.  A VDI attached to a running VM: VDI_IN_USE (host.h's
- * host_vdi_snapshot). */
+ * file SR.  A VDI attached to a running VM: VDI_IN_USE
+ * (host_vdi_snapshot, vdi-jobs.h). */
 static xmlrpc_value *
 vdi_snapshot (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 {

@@ -83,33 +83,6 @@ task_progress (double done, void *opaque)
     cancel (w);
 }
 
-static void
-markup_text (GMarkupParseContext *ctx, const char *text, gsize len,
-             void *opaque, GError **err)
-{
-  g_string_append_len (opaque, text, len);
-}
-
-/* A task's result is XML text, as xapi's ("<value>...</value>", a JSON
- * report's quotes as &quot;): its text, entities decoded by GMarkup
- * (caller frees); a copy of RESULT if it is not XML.  (The text that
- * xapi_client_task_wait gives, tags stripped and entities left, reads
- * the same.) */
-static char *
-result_text (const char *result)
-{
-  static const GMarkupParser parser = { .text = markup_text };
-  g_autoptr (GString) out = g_string_new (NULL);
-  g_autoptr (GMarkupParseContext) ctx
-      = g_markup_parse_context_new (&parser, 0, out, NULL);
-  g_autofree char *doc = g_strconcat ("<r>", result, "</r>", NULL);
-
-  if (!g_markup_parse_context_parse (ctx, doc, -1, NULL)
-      || !g_markup_parse_context_end_parse (ctx, NULL))
-    return g_strdup (result);
-  return g_string_free (g_steal_pointer (&out), false);
-}
-
 char *
 client_task_result (struct xapi_client *c, const char *task, GError **err)
 {
@@ -118,7 +91,7 @@ client_task_result (struct xapi_client *c, const char *task, GError **err)
 
   if (r == NULL)
     return NULL;
-  return result_text (r->type == XV_STRING ? r->s : "");
+  return xapi_client_result_text (r->type == XV_STRING ? r->s : "");
 }
 
 char *
@@ -140,10 +113,5 @@ client_task_wait (struct xapi_client *c, const char *task,
     fprintf (stderr, "vdimotion: too late to cancel: %s\n", how->done);
   if (result == NULL && w.cancelled)
     g_prefix_error (err, "interrupted: %s is cancelled: ", how->what);
-  if (result) {
-    char *text = result_text (result);
-    g_free (result);
-    result = text;
-  }
   return result;
 }

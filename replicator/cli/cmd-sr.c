@@ -103,22 +103,8 @@ jstr (JsonObject *o, const char *key)
   return json_node_get_string (n);
 }
 
-/* A count of bytes or VDIs: a JSON number, or a string of digits as
- * XenAPI writes its int64s. */
-static uint64_t
-ju64 (JsonObject *o, const char *key)
-{
-  JsonNode *n = o ? json_object_get_member (o, key) : NULL;
-
-  if (n == NULL || !JSON_NODE_HOLDS_VALUE (n))
-    return 0;
-  if (json_node_get_value_type (n) == G_TYPE_STRING)
-    return g_ascii_strtoull (json_node_get_string (n), NULL, 10);
-  if (json_node_get_value_type (n) == G_TYPE_DOUBLE)
-    return MAX (json_node_get_double (n), 0);
-  return MAX (json_node_get_int (n), 0);
-}
-
+/* A number: a JSON number, or a string of digits as XenAPI writes its
+ * int64s. */
 static double
 jdouble (JsonObject *o, const char *key)
 {
@@ -129,6 +115,15 @@ jdouble (JsonObject *o, const char *key)
   if (json_node_get_value_type (n) == G_TYPE_STRING)
     return g_ascii_strtod (json_node_get_string (n), NULL);
   return json_node_get_double (n);
+}
+
+/* A count of bytes or VDIs (exact up to 2^53: 8 PiB). */
+static uint64_t
+ju64 (JsonObject *o, const char *key)
+{
+  double d = jdouble (o, key);
+
+  return d > 0 ? (uint64_t)d : 0;
 }
 
 static JsonArray *
@@ -347,9 +342,10 @@ print_plan_totals (JsonObject *plan, GHashTable *srs)
           sr_name (srs, jstr (plan, "sr")), ju64 (totals, "vdis"),
           ju64 (totals, "chains"),
           cli_human_size (ju64 (totals, "bytes"), bytes, sizeof bytes));
-  for (guint i = 0; i < jlength (dests); i++)
-    printf ("%s%s", i ? ", " : " ",
-            sr_name (srs, json_array_get_string_element (dests, i)));
+  for (guint i = 0; i < jlength (dests); i++) {
+    const char *uuid = json_array_get_string_element (dests, i);
+    printf ("%s%s", i ? ", " : " ", sr_name (srs, uuid ? uuid : ""));
+  }
   printf (", about %.0f s at %s/s (%s)\n", jdouble (plan, "estimated_seconds"),
           cli_human_size ((uint64_t)jdouble (rate, "bytes_per_second"), bps,
                           sizeof bps),

@@ -139,6 +139,7 @@ struct plan_vdi
   int parent;       /* index in the chain, -1 for its base */
   char *vbd;        /* the running VM's VBD using it, or NULL */
   int dest_format;
+  char *reason;     /* why it stays (excluded), or NULL */
 };
 
 struct plan_chain
@@ -164,7 +165,7 @@ struct plan
   struct options o;
   GArray *dests;      /* struct plan_dest */
   GPtrArray *chains;  /* struct plan_chain *, in their order */
-  GPtrArray *excluded; /* struct plan_vdi * (vbd: the reason) */
+  GPtrArray *excluded; /* struct plan_vdi *, with their reason */
   double rate;
   char *rate_source;
 };
@@ -176,6 +177,7 @@ plan_vdi_free (gpointer p)
 
   sr_vdi_free (pv->v);
   g_free (pv->vbd);
+  g_free (pv->reason);
   g_free (pv);
 }
 
@@ -527,11 +529,10 @@ plan_chains (struct host *h, struct plan *p, char ***err)
       while (c->vdis->len) {
         struct plan_vdi *pv = g_ptr_array_steal_index (c->vdis, 0);
 
-        g_free (pv->vbd);
-        pv->vbd = strcmp (pv->v->uuid, why) == 0
-                      ? g_strdup ("excluded")
-                      : g_strdup_printf ("in the chain of the excluded VDI %s",
-                                         why);
+        pv->reason = g_hash_table_contains (p->o.exclude, pv->v->uuid)
+                         ? g_strdup ("excluded")
+                         : g_strdup_printf (
+                               "in the chain of the excluded VDI %s", why);
         g_ptr_array_add (p->excluded, pv);
       }
       plan_chain_free (c);
@@ -611,6 +612,30 @@ add_bool (JsonBuilder *b, const char *name, bool v)
   json_builder_add_boolean_value (b, v);
 }
 
+/* NAME: [the strings of A]. */
+static void
+add_strings (JsonBuilder *b, const char *name, GPtrArray *a)
+{
+  json_builder_set_member_name (b, name);
+  json_builder_begin_array (b);
+  for (guint i = 0; i < a->len; i++)
+    json_builder_add_string_value (b, a->pdata[i]);
+  json_builder_end_array (b);
+}
+
+/* "dest_srs": the uuids of P's destinations. */
+static void
+add_plan_dests (JsonBuilder *b, const struct plan *p)
+{
+  g_autoptr (GPtrArray) a = g_ptr_array_new ();
+
+  for (guint i = 0; i < p->dests->len; i++)
+    g_ptr_array_add (a, (char *)sr_get_uuid (
+                            g_array_index (p->dests, struct plan_dest, i)
+                                .s->sr));
+  add_strings (b, "dest_srs", a);
+}
+
 static void
 plan_vdi_json (JsonBuilder *b, const struct plan_chain *c,
                const struct plan_vdi *pv)
@@ -662,12 +687,7 @@ plan_json (const struct plan *p)
 
   json_builder_begin_object (b);
   add_string (b, "sr", sr_get_uuid (p->src->sr));
-  json_builder_set_member_name (b, "dest_srs");
-  json_builder_begin_array (b);
-  for (guint i = 0; i < p->dests->len; i++)
-    json_builder_add_string_value (
-        b, sr_get_uuid (g_array_index (p->dests, struct plan_dest, i).s->sr));
-  json_builder_end_array (b);
+  add_plan_dests (b, p);
   add_int (b, "parallel", p->o.parallel);
   add_string (b, "order", p->o.by_name ? "name" : "size");
   add_bool (b, "partial", p->o.partial);
@@ -709,7 +729,7 @@ plan_json (const struct plan *p)
     json_builder_begin_object (b);
     add_string (b, "uuid", pv->v->uuid);
     add_string (b, "name_label", pv->v->name_label);
-    add_string (b, "reason", pv->vbd);
+    add_string (b, "reason", pv->reason);
     json_builder_end_object (b);
   }
   json_builder_end_array (b);
@@ -802,6 +822,10 @@ struct run
   GMutex lock;
   uint64_t total;      /* bytes of the chains to move */
   gint64 last_report;  /* when other_config's report was last made */
+  /* Wall-clock seconds the run took in earlier starts, and when this
+   * start's began (monotonic µs, 0 before it runs). */
+  double elapsed;
+  gint64 t0;
 };
 
 static void
@@ -935,7 +959,7 @@ run_from_plan (struct run *r, const struct plan *p)
     l->parent = -1;
     l->format = pv->v->format;
     l->state = g_strdup ("skipped");
-    l->error = g_strdup (pv->vbd);
+    l->error = g_strdup (pv->reason);
     l->bytes = pv->v->physical_utilisation;
     g_ptr_array_add (r->excluded, l);
   }
@@ -960,6 +984,15 @@ layer_json (JsonBuilder *b, const struct layer *l)
   json_builder_end_object (b);
 }
 
+/* Wall-clock seconds the run took so far, over every start. */
+static double
+run_elapsed (const struct run *r)
+{
+  return r->elapsed
+         + (r->t0 ? (double)(g_get_monotonic_time () - r->t0) / G_USEC_PER_SEC
+                  : 0.0);
+}
+
 /* The whole state as the file keeps it.  Under r->lock. */
 static char *
 state_json (const struct run *r)
@@ -968,11 +1001,9 @@ state_json (const struct run *r)
 
   json_builder_begin_object (b);
   add_int (b, "parallel", r->parallel);
-  json_builder_set_member_name (b, "dest_srs");
-  json_builder_begin_array (b);
-  for (guint i = 0; i < r->dests->len; i++)
-    json_builder_add_string_value (b, r->dests->pdata[i]);
-  json_builder_end_array (b);
+  json_builder_set_member_name (b, "elapsed");
+  json_builder_add_double_value (b, run_elapsed (r));
+  add_strings (b, "dest_srs", r->dests);
   json_builder_set_member_name (b, "chains");
   json_builder_begin_array (b);
   for (guint i = 0; i < r->chains->len; i++) {
@@ -1055,6 +1086,8 @@ run_load (struct run *r, GError **error)
     return -1;
   }
   root = json_node_get_object (json_parser_get_root (parser));
+  r->elapsed = json_object_get_double_member_with_default (root, "elapsed",
+                                                           0.0);
   r->parallel = (unsigned)CLAMP (member_int (root, "parallel"), 1,
                                  MAX_PARALLEL);
   a = json_object_get_array_member (root, "dest_srs");
@@ -1166,16 +1199,12 @@ report_json (const struct run *r, const char *state)
   g_autoptr (JsonBuilder) b = json_builder_new ();
   unsigned n = 0, moved = 0, failed = 0, skipped = 0, queued = 0, moving = 0;
   uint64_t bytes = 0;
-  double seconds = 0;
+  double seconds = run_elapsed (r);
 
   json_builder_begin_object (b);
   add_string (b, "task", r->task);
   add_string (b, "sr", sr_get_uuid (r->src->sr));
-  json_builder_set_member_name (b, "dest_srs");
-  json_builder_begin_array (b);
-  for (guint i = 0; i < r->dests->len; i++)
-    json_builder_add_string_value (b, r->dests->pdata[i]);
-  json_builder_end_array (b);
+  add_strings (b, "dest_srs", r->dests);
   add_string (b, "state", state);
   json_builder_set_member_name (b, "progress");
   json_builder_add_double_value (b, run_progress (r));
@@ -1197,7 +1226,6 @@ report_json (const struct run *r, const char *state)
       queued += is (st, "queued");
       moving += is (st, "moving");
       bytes += l->done;
-      seconds += l->seconds;
     }
   }
   json_builder_end_array (b);
@@ -1909,6 +1937,7 @@ evacuate_run (struct job *job)
   g_mutex_lock (&r->lock);
   show_locked (r);
   g_mutex_unlock (&r->lock);
+  r->t0 = g_get_monotonic_time ();
   pool = g_thread_pool_new (chain_worker, r, (int)r->parallel, FALSE, NULL);
   for (guint i = 0; i < r->chains->len; i++)
     g_thread_pool_push (pool, r->chains->pdata[i], NULL);
@@ -1956,9 +1985,14 @@ evacuate_recover (struct job *job)
       struct layer *l = c->layers->pdata[j];
       g_autoptr (state_vbd) b = NULL;
 
-      if (!is (l->state, "mirroring"))
+      if (l->vbd == NULL || !is (c->state, "moving")
+          || is (l->state, "copied"))
         continue;
-      b = l->vbd ? state_vbd_get (r->h->state, l->vbd) : NULL;
+      b = state_vbd_get (r->h->state, l->vbd);
+      /* A target served before "mirroring" was recorded is ours too (the
+       * VDI is claimed: no other move runs on it). */
+      if (!is (l->state, "mirroring") && !(b && b->target_pid))
+        continue;
       if (b && (vdi_live_pivoted (r->h, b) || g_strcmp0 (b->vdi, l->to) == 0)) {
         g_message ("task %s: the VBD's disk was pivoted to VDI %s", r->task,
                    l->to);
@@ -2046,12 +2080,7 @@ params_json (const struct plan *p, GHashTable *options)
   g_autoptr (JsonBuilder) b = json_builder_new ();
 
   json_builder_begin_object (b);
-  json_builder_set_member_name (b, "dest_srs");
-  json_builder_begin_array (b);
-  for (guint i = 0; i < p->dests->len; i++)
-    json_builder_add_string_value (
-        b, sr_get_uuid (g_array_index (p->dests, struct plan_dest, i).s->sr));
-  json_builder_end_array (b);
+  add_plan_dests (b, p);
   json_builder_set_member_name (b, "options");
   json_builder_begin_object (b);
   if (options) {

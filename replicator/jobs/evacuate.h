@@ -118,7 +118,8 @@
  *     seconds         how long its copy (or mirror) took
  *     error           null, or why it failed or was skipped
  *   totals            {vdis, moved, failed, skipped, queued, moving,
- *                      bytes, seconds, bytes_per_second}
+ *                      bytes (moved), seconds (the run's wall-clock time,
+ *                      over restarts), bytes_per_second (bytes / seconds)}
  *
  * Errors (host_err_set): HANDLE_INVALID SR <ref> (an unknown SR among
  * dest_srs), INVALID_VALUE <option> <value> <why> (a bad option: an

@@ -364,6 +364,22 @@ nbdkit_serving (pid_t pid, const char *socket)
   return false;
 }
 
+char *
+nbdkit_cbt_log (pid_t pid)
+{
+  g_autofree char *cmdline_path = g_strdup_printf ("/proc/%d/cmdline",
+                                                   (int)pid);
+  g_autofree char *cmdline = NULL;
+  gsize len = 0;
+
+  if (pid <= 0 || !g_file_get_contents (cmdline_path, &cmdline, &len, NULL))
+    return NULL;
+  for (gsize off = 0; off < len; off += strlen (cmdline + off) + 1)
+    if (g_str_has_prefix (cmdline + off, "cbt-log="))
+      return g_strdup (cmdline + off + strlen ("cbt-log="));
+  return NULL;
+}
+
 void
 nbdkit_stop (pid_t pid, const char *socket, const char *control,
                    int grace_seconds)

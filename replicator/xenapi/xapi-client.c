@@ -637,24 +637,31 @@ xapi_client_logout (struct xapi_client *cl, GError **err)
 
 #define TASK_POLL_US 200000
 
-/* xapi puts the XML-RPC of the result in the task's result field,
- * "<value>OpaqueRef:...</value>"; vdimotiond may put the bare ref.  Both
- * read as the text without its tags. */
-static char *
-task_result_text (const char *result)
+static void
+markup_text (GMarkupParseContext *ctx, const char *text, gsize len,
+             void *opaque, GError **err)
 {
-  GString *s = g_string_new (NULL);
-  bool in_tag = false;
+  g_string_append_len (opaque, text, len);
+}
 
-  for (const char *p = result; *p; p++) {
-    if (*p == '<')
-      in_tag = true;
-    else if (*p == '>')
-      in_tag = false;
-    else if (!in_tag)
-      g_string_append_c (s, *p);
-  }
-  return g_strstrip (g_string_free (s, false));
+/* xapi puts the XML-RPC of the result in the task's result field,
+ * "<value>OpaqueRef:...</value>", with XML's entities (a JSON report's
+ * quotes are &quot;); vdimotiond may put the bare ref.  Both read as the
+ * text, tags dropped and entities decoded by GMarkup; a RESULT that is
+ * not XML is taken as it is. */
+char *
+xapi_client_result_text (const char *result)
+{
+  static const GMarkupParser parser = { .text = markup_text };
+  g_autoptr (GString) out = g_string_new (NULL);
+  g_autoptr (GMarkupParseContext) ctx
+      = g_markup_parse_context_new (&parser, 0, out, NULL);
+  g_autofree char *doc = g_strconcat ("<r>", result, "</r>", NULL);
+
+  if (!g_markup_parse_context_parse (ctx, doc, -1, NULL)
+      || !g_markup_parse_context_end_parse (ctx, NULL))
+    return g_strstrip (g_strdup (result));
+  return g_strstrip (g_string_free (g_steal_pointer (&out), false));
 }
 
 /* The task's error_info as a XenAPI failure. */
@@ -698,7 +705,7 @@ xapi_client_task_wait (struct xapi_client *cl, const char *task,
       continue;
     }
     if (strcmp (status, "success") == 0)
-      return task_result_text (xv_str (rec, "result"));
+      return xapi_client_result_text (xv_str (rec, "result"));
     set_task_error (err, rec, task, status);
     return NULL;
   }

@@ -112,13 +112,18 @@ typedef void xapi_client_progress_fn (double done, void *opaque);
 
 /* Wait for TASK (a ref, as the Async.* methods answer) to end, polling
  * task.get_record every 200 ms and calling PROGRESS (if not NULL) after
- * each poll of a pending task.  Returns the task's result without its
- * "<value>" tags (a ref; g_free it), or NULL and *ERR: a failed or
+ * each poll of a pending task.  Returns the task's result as text
+ * (xapi_client_result_text: a ref, or a report; g_free it), or NULL and *ERR: a failed or
  * cancelled task is a XAPI_CLIENT_ERROR_FAILURE of its error_info
  * (TASK_CANCELLED TASK if it has none).  The task stays on the server. */
 char *xapi_client_task_wait (struct xapi_client *cl, const char *task,
                              xapi_client_progress_fn *progress, void *opaque,
                              GError **err);
+
+/* A task's result field as text: xapi's "<value>...</value>" without
+ * its tags and with XML's entities decoded, or a bare result as it is
+ * (g_free it). */
+char *xapi_client_result_text (const char *result);
 
 /* ---- Other HTTP requests (xapi's /import_raw_vdi, /export_raw_vdi) ---- */
 
