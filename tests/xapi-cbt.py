@@ -18,7 +18,7 @@ import xmlrpc.client
 
 import nbd
 
-from xapi_checks import failure, ok
+from xapi_checks import failure, nbd_connect, ok, wait_task
 
 url, T, live = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 x = xmlrpc.client.ServerProxy(url)
@@ -71,17 +71,7 @@ class VM:
 
 def connect(info, exportname=None):
     """A TLS NBD connection as get_nbd_info says, trusting its cert."""
-    certs = os.path.join(T, "certs-%s" % info["port"])
-    os.makedirs(certs, exist_ok=True)
-    with open(os.path.join(certs, "ca-cert.pem"), "w") as f:
-        f.write(info["cert"])
-    h = nbd.NBD()
-    h.set_tls(nbd.TLS_REQUIRE)
-    h.set_tls_certificates(certs)
-    h.set_export_name(info["exportname"] if exportname is None
-                      else exportname)
-    h.connect_tcp(info["address"], str(info["port"]))
-    return h
+    return nbd_connect(T, info, exportname)
 
 
 def refused(info, exportname=None):
@@ -131,10 +121,15 @@ for off, n, seed in ((0, 1 * MiB, 1), (5 * MiB, 192 * KiB, 2)):
     vm.write(pattern(seed, n), off)
     disk[off:off + n] = pattern(seed, n)
 
-# CBT on, while the VM runs (live) or halted.
+# CBT on, while the VM runs (live) or halted; watchers see the record
+# change (event.from).
 if not live:
     vm.shutdown()
+token = ok(getattr(x.event, "from")(s, ["VDI"], "", 0.0))["token"]
 ok(x.VDI.enable_cbt(s, vdi))
+evs = ok(getattr(x.event, "from")(s, ["VDI"], token, 5.0))["events"]
+assert any(e["ref"] == vdi and e["operation"] == "mod"
+           and e["snapshot"]["cbt_enabled"] for e in evs), evs
 ok(x.VDI.enable_cbt(s, vdi))  # idempotent, as xapi
 assert ok(x.VDI.get_cbt_enabled(s, vdi)) is True
 if not live:
@@ -160,6 +155,8 @@ snap2 = snapshot(vm, vdi)
 # list_changed_blocks: base64 of one bit per 64 KiB block, the first
 # block the most significant bit of the first byte.
 b64 = ok(x.VDI.list_changed_blocks(s, snap1, snap2))
+t = wait_task(x, s, ok(x.Async.VDI.list_changed_blocks(s, snap1, snap2)))
+assert t["status"] == "success" and b64 in t["result"], t
 bitmap = base64.b64decode(b64, validate=True)
 assert len(bitmap) == SIZE // BLOCK // 8, len(bitmap)
 changed = [i for i in range(SIZE // BLOCK)
@@ -221,11 +218,23 @@ if live:
         print("cbt: snapshot %d under writes: %d blocks differ, %d marked"
               % (k, len(differ), len(marked)))
 
+if live:
+    # The filter now serves the leaf's nbdkit (a pivot): no live move
+    # until the VM restarts, refused before anything changes.
+    e = failure(x.VDI.pool_migrate(s, vdi, srs["sr2"], {}), "MIRROR_FAILED")
+    assert "pivoted" in e[1], e
+    vm.write(pattern(9, 512), 0)
+    assert vm.disk.pread(512, 0) == pattern(9, 512)
+
 # The older snapshot's data goes; its log stays (type cbt_metadata).
 ok(x.VDI.data_destroy(s, snap1))
 ok(x.VDI.data_destroy(s, snap1))  # idempotent, as xapi
 r = ok(x.VDI.get_record(s, snap1))
 assert r["type"] == "cbt_metadata" and r["cbt_enabled"], r
+assert "copy" not in r["allowed_operations"], r
+assert "list_changed_blocks" in r["allowed_operations"], r
+assert "data_destroy" in ok(x.VDI.get_allowed_operations(s, snap2))
+assert "enable_cbt" in ok(x.VDI.get_allowed_operations(s, vdi))
 refused(info1)  # its export stopped with its data
 assert ok(x.VDI.list_changed_blocks(s, snap1, snap2)) == b64
 e = failure(x.VDI.get_nbd_info(s, snap1), "VDI_INCOMPATIBLE_TYPE")

@@ -61,3 +61,22 @@ def wait_task(x, s, task, timeout=120):
             return t
         assert time.monotonic() < deadline, ("the task never ended", t)
         time.sleep(0.05)
+
+
+def nbd_connect(T, info, exportname=None):
+    """A TLS NBD connection (python3-libnbd) to a vdi_nbd_server_info of
+    VDI.get_nbd_info, trusting its cert (written under T), asking for its
+    exportname or EXPORTNAME."""
+    import os
+    import nbd
+    certs = os.path.join(T, "certs-%s" % info["port"])
+    os.makedirs(certs, exist_ok=True)
+    with open(os.path.join(certs, "ca-cert.pem"), "w") as f:
+        f.write(info["cert"])
+    h = nbd.NBD()
+    h.set_tls(nbd.TLS_REQUIRE)
+    h.set_tls_certificates(certs)
+    h.set_export_name(info["exportname"] if exportname is None
+                      else exportname)
+    h.connect_tcp(info["address"], str(info["port"]))
+    return h

@@ -66,20 +66,34 @@ vdi_current_operations (struct xapi_call *c, const char *uuid)
 }
 
 /* What the VDI can do now, as xapi's vdi_operations name it: copy and
- * move (VDI.pool_migrate is xapi's "mirror") when no operation runs,
- * destroy too when no running VM uses it. */
+ * move (VDI.pool_migrate is xapi's "mirror") when no operation runs and
+ * it has data, destroy too when no running VM uses it; and the CBT calls
+ * xapi would allow (cbt.h): enable_cbt and disable_cbt on a VDI with
+ * data that is not a snapshot, data_destroy on a snapshot with CBT that
+ * no running VM uses, list_changed_blocks always. */
 static xmlrpc_value *
-vdi_allowed_operations (struct xapi_call *c, const char *uuid)
+vdi_allowed_operations (struct xapi_call *c, const struct sr_vdi *v)
 {
   xmlrpc_value *a = xmlrpc_array_new (c->env);
-  g_autofree char *op = host_vdi_operation (c->d->host, uuid);
+  g_autofree char *op = host_vdi_operation (c->d->host, v->uuid);
+  bool attached;
 
   if (op)
     return a;
-  xapi_append (c, a, xapi_string (c, "copy"));
-  xapi_append (c, a, xapi_string (c, "mirror"));
-  if (!host_vdi_attached (c->d->host, uuid))
+  attached = host_vdi_attached (c->d->host, v->uuid);
+  if (!v->cbt_metadata) {
+    xapi_append (c, a, xapi_string (c, "copy"));
+    xapi_append (c, a, xapi_string (c, "mirror"));
+  }
+  if (!attached)
     xapi_append (c, a, xapi_string (c, "destroy"));
+  if (!v->cbt_metadata && !v->is_snapshot) {
+    xapi_append (c, a, xapi_string (c, "enable_cbt"));
+    xapi_append (c, a, xapi_string (c, "disable_cbt"));
+  }
+  if (v->is_snapshot && (v->cbt_enabled || v->cbt_metadata) && !attached)
+    xapi_append (c, a, xapi_string (c, "data_destroy"));
+  xapi_append (c, a, xapi_string (c, "list_changed_blocks"));
   return a;
 }
 
@@ -120,7 +134,7 @@ vdi_record (struct xapi_call *c, const char *ref)
   xapi_set (c, r, "uuid", xapi_string (c, v->uuid));
   xapi_set (c, r, "name_label", xapi_string (c, v->name_label));
   xapi_set (c, r, "name_description", xapi_string (c, v->name_description));
-  xapi_set (c, r, "allowed_operations", vdi_allowed_operations (c, v->uuid));
+  xapi_set (c, r, "allowed_operations", vdi_allowed_operations (c, v));
   xapi_set (c, r, "current_operations", vdi_current_operations (c, v->uuid));
   xapi_set (c, r, "SR", xapi_ref (c, sr_get_uuid (s->sr)));
   vbds = state_list (c->d->host->state, "vbds", "vdi", v->uuid);

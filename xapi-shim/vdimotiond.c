@@ -23,6 +23,7 @@
 #include <glib.h>
 #include <gio/gio.h>
 
+#include "live-snapshot.h"
 #include "xapi-client.h"
 #include "xapi.h"
 
@@ -58,6 +59,7 @@ struct options
   char *migration_address;
   char *memory_migrator;
   char *nbd_ports; /* FIRST-LAST */
+  int nbd_first_port, nbd_last_port; /* read from it */
   gint64 max_request_size;
   gint64 max_storage_operations;
   gboolean foreground;
@@ -211,16 +213,20 @@ migration_address (const char *given, const char *url)
   return ret ? ret : g_strdup ("127.0.0.1");
 }
 
-/* VDI.get_nbd_info's exports (nbd-exports.h): served with the HTTPS
- * certificate and key on the host's NBD address, at ports of the range
- * O->nbd_ports ("FIRST-LAST").  Without a certificate there are none
- * (get_nbd_info answers [], as xapi does with no NBD network). */
+/* O->nbd_ports ("FIRST-LAST", default NBD_EXPORTS_DEFAULT_*) into
+ * O->nbd_first_port and O->nbd_last_port. */
 static int
-parse_port_range (const char *text, int *first, int *last, GError **error)
+parse_port_range (struct options *o, GError **error)
 {
-  g_auto (GStrv) ends = g_strsplit (text, "-", -1);
+  const char *text = o->nbd_ports;
+  g_auto (GStrv) ends = NULL;
   guint64 a, b;
 
+  o->nbd_first_port = NBD_EXPORTS_DEFAULT_FIRST_PORT;
+  o->nbd_last_port = NBD_EXPORTS_DEFAULT_LAST_PORT;
+  if (text == NULL)
+    return 0;
+  ends = g_strsplit (text, "-", -1);
   if (g_strv_length (ends) != 2
       || !g_ascii_string_to_unsigned (ends[0], 10, 1, 65535, &a, NULL)
       || !g_ascii_string_to_unsigned (ends[1], 10, a, 65535, &b, NULL)) {
@@ -230,28 +236,27 @@ parse_port_range (const char *text, int *first, int *last, GError **error)
                  text);
     return -1;
   }
-  *first = (int)a;
-  *last = (int)b;
+  o->nbd_first_port = (int)a;
+  o->nbd_last_port = (int)b;
   return 0;
 }
 
+/* VDI.get_nbd_info's exports (nbd-exports.h): served with the HTTPS
+ * certificate and key on the host's NBD address, at ports of O's range.
+ * Without a certificate there are none (get_nbd_info answers [], as
+ * xapi does with no NBD network). */
 static int
 start_nbd_exports (struct xapi_daemon *d, const struct options *o,
                    GError **error)
 {
   struct nbd_exports_config cfg = {
-    .address = d->host->nbd_address,
-    .first_port = NBD_EXPORTS_DEFAULT_FIRST_PORT,
-    .last_port = NBD_EXPORTS_DEFAULT_LAST_PORT,
+    .address = NULL, /* the host's, known once it listens */
+    .first_port = o->nbd_first_port,
+    .last_port = o->nbd_last_port,
     .cert_file = o->tls_cert,
     .key_file = o->tls_key,
   };
 
-  if (o->nbd_ports
-      && parse_port_range (o->nbd_ports, &cfg.first_port, &cfg.last_port,
-                           error)
-             == -1)
-    return -1;
   if (o->tls_cert == NULL) {
     g_message ("no --tls-cert: VDI.get_nbd_info offers no NBD export");
     return 0;
@@ -376,6 +381,8 @@ run (struct options *o)
                  "--tls-cert given but no --listen-https address");
     goto out;
   }
+  if (parse_port_range (o, &error) == -1)
+    goto out;
   if (o->tls_cert) {
     tls = g_tls_certificate_new_from_files (o->tls_cert, o->tls_key, &error);
     if (tls == NULL) {
@@ -415,9 +422,13 @@ run (struct options *o)
   }
   xapi_load_sessions (&d);
   host_vms_reconcile (host);
+  host_live_snapshots_recover (host);
   host->jobs = jobs_new (host, o->max_storage_operations, job_kinds);
   jobs_recover (host->jobs);
   d.events = xapi_events_new (&d);
+  /* Before anyone is served: a previous run's exports stop. */
+  if (start_nbd_exports (&d, o, &error) == -1)
+    goto out;
 
   if ((h = xapi_http_new (&d, &error)) == NULL)
     goto out;
@@ -433,8 +444,6 @@ run (struct options *o)
       = migration_address (o->migration_address, host->migration_url);
   if (tls)
     host->cert_sha256 = xapi_cert_sha256 (tls);
-  if (start_nbd_exports (&d, o, &error) == -1)
-    goto out;
   host_migrations_expire (host, true);
   g_timeout_add_seconds (30, expire_migrations, &d);
 

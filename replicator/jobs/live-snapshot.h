@@ -23,8 +23,17 @@
  *   its data stays whole (the VDI's empty leaf reads through to that
  *   image), but the snapshot is no longer frozen: it is marked
  *   (other_config "vdimotion-snapshot-invalid" = why) and the call
- *   fails naming it.  A daemon killed while the filter is paused: the
- *   pause times out and the guest goes on the same way.
+ *   fails naming it.
+ * - Restarts: from just after the SR's snapshot until the VBD records
+ *   its new target, the snapshot carries other_config
+ *   "vdimotion-live-snapshot" = the VBD (a kill in the instant between
+ *   the snapshot and that mark goes unnoticed: the pause times out and
+ *   the snapshot is not marked).  A daemon that starts and finds one
+ *   (host_live_snapshots_recover) asks the filter: pivoted onto the
+ *   leaf's nbdkit, the snapshot is done and recorded; otherwise the
+ *   filter is resumed (or its pause timed out) on the image the guest
+ *   wrote, the leaf's nbdkit stops, and the snapshot is marked not
+ *   frozen, as above.
  *
  * - A VBD pivoted onto its leaf's nbdkit cannot be moved live yet (the
  *   filter refuses `start` after a pivot): VDI.pool_migrate of it fails
@@ -43,5 +52,9 @@
  * the VM.  The snapshot's uuid (g_free), or NULL with *ERR. */
 char *host_vdi_snapshot_live (struct host *h, struct host_sr *s,
                               const struct sr_vdi *v, char ***err);
+
+/* At start, before serving: finish or undo the live snapshots a killed
+ * daemon left (see Restarts above). */
+void host_live_snapshots_recover (struct host *h);
 
 #endif /* VDM_LIVE_SNAPSHOT_H */

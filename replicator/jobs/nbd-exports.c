@@ -24,7 +24,7 @@ struct nbd_export
 struct nbd_exports
 {
   struct host *host;
-  char *address;
+  char *address; /* NULL: the host's nbd_address */
   int first_port, last_port;
   char *certs_dir; /* <run-dir>/nbd-tls */
   char *cert_pem;
@@ -47,8 +47,12 @@ export_stop (struct nbd_export *x)
                     strlen (x->nbdkit.pidfile) - strlen (".pid"));
   log = g_strconcat (base, ".log", NULL);
   unlink (log);
-  g_message ("NBD export of VDI %s on port %d stopped", x->vdi,
-             x->nbdkit.port);
+  if (x->nbdkit.port)
+    g_message ("NBD export of VDI %s on port %d stopped", x->vdi,
+               x->nbdkit.port);
+  else
+    g_message ("NBD export of VDI %s left by a previous run stopped",
+               x->vdi);
 }
 
 static void
@@ -153,17 +157,12 @@ stop_leftovers (struct nbd_exports *e)
 
   while (dir && (name = g_dir_read_name (dir))) {
     struct nbd_export x = { 0 };
-    g_autofree char *text = NULL;
-    guint64 pid;
 
     if (!g_str_has_prefix (name, EXPORT_PREFIX)
         || !g_str_has_suffix (name, ".pid"))
       continue;
     x.nbdkit.pidfile = g_build_filename (e->host->run_dir, name, NULL);
-    if (g_file_get_contents (x.nbdkit.pidfile, &text, NULL, NULL)
-        && g_ascii_string_to_unsigned (g_strstrip (text), 10, 2, G_MAXINT32,
-                                       &pid, NULL))
-      x.nbdkit.pid = (pid_t)pid;
+    x.nbdkit.pid = nbdkit_read_pidfile (x.nbdkit.pidfile);
     x.vdi = g_strndup (name + strlen (EXPORT_PREFIX), 36);
     export_stop (&x);
     g_free (x.vdi);
@@ -221,32 +220,35 @@ nbd_export_info_clear (struct nbd_export_info *info)
   memset (info, 0, sizeof *info);
 }
 
+/* Where exports listen. */
+static const char *
+address (struct nbd_exports *e)
+{
+  return e->address ? e->address : e->host->nbd_address;
+}
+
 static void
 fill_info (struct nbd_exports *e, const struct nbd_export *x,
            struct nbd_export_info *out)
 {
-  out->address = g_strdup (e->address);
+  out->address = g_strdup (address (e));
   out->port = x->nbdkit.port;
   out->cert = g_strdup (e->cert_pem);
   out->exportname = g_strdup (x->token);
   out->subject = g_strdup (e->subject);
 }
 
-/* A fresh token: TOKEN_BYTES from the kernel's generator, in hex. */
+/* A fresh token: TOKEN_BYTES from the kernel's generator, in hex; NULL
+ * if the kernel gives none (a token must not be guessable). */
 static char *
 new_token (void)
 {
   guint8 bytes[TOKEN_BYTES];
-  GString *s = g_string_sized_new (2 * TOKEN_BYTES);
-  g_autoptr (GRand) fallback = NULL;
+  GString *s;
 
-  if (getentropy (bytes, sizeof bytes) == -1) {
-    /* Only on a kernel without getrandom(2): GRand seeds from
-     * /dev/urandom. */
-    fallback = g_rand_new ();
-    for (size_t i = 0; i < sizeof bytes; i++)
-      bytes[i] = (guint8)g_rand_int (fallback);
-  }
+  if (getentropy (bytes, sizeof bytes) == -1)
+    return NULL;
+  s = g_string_sized_new (2 * TOKEN_BYTES);
   for (size_t i = 0; i < sizeof bytes; i++)
     g_string_append_printf (s, "%02x", bytes[i]);
   explicit_bzero (bytes, sizeof bytes);
@@ -280,7 +282,7 @@ export_start (struct nbd_exports *e, struct nbd_export *x, struct host_sr *s,
     name = g_strdup_printf (EXPORT_PREFIX "%s-%d", v->uuid, port);
     g_clear_error (&error);
     if (nbdkit_serve_tls_export (e->host, name, s, v, e->certs_dir,
-                                 e->address, port, x->token, &x->nbdkit,
+                                 address (e), port, x->token, &x->nbdkit,
                                  &busy, &error)
         == 0)
       return 0;
@@ -292,11 +294,52 @@ export_start (struct nbd_exports *e, struct nbd_export *x, struct host_sr *s,
   else {
     g_autofree char *why = g_strdup_printf (
         "no free NBD port in %d-%d on %s (nbd-ports)", e->first_port,
-        e->last_port, e->address);
+        e->last_port, address (e));
 
     host_err_set (err, "INTERNAL_ERROR", why, NULL);
   }
   return -1;
+}
+
+/* SESSION's export of VDI UUID, if its nbdkit still serves (one that
+ * died is forgotten).  Under e->lock. */
+static struct nbd_export *
+find_live (struct nbd_exports *e, const char *session, const char *uuid)
+{
+  for (guint i = 0; i < e->exports->len; i++) {
+    struct nbd_export *x = e->exports->pdata[i];
+
+    if (strcmp (x->session, session) != 0 || strcmp (x->vdi, uuid) != 0)
+      continue;
+    if (nbdkit_serving (x->nbdkit.pid, x->nbdkit.pidfile))
+      return x;
+    export_stop (x);
+    g_ptr_array_remove_index (e->exports, i);
+    return NULL;
+  }
+  return NULL;
+}
+
+/* A new export of V (of S) for SESSION, with a fresh token, added to
+ * the table.  Under e->lock.  NULL with *ERR. */
+static struct nbd_export *
+export_new (struct nbd_exports *e, const char *session, struct host_sr *s,
+            const struct sr_vdi *v, char ***err)
+{
+  struct nbd_export *x = g_new0 (struct nbd_export, 1);
+
+  x->session = g_strdup (session);
+  x->vdi = g_strdup (v->uuid);
+  x->token = new_token ();
+  if (x->token == NULL)
+    host_err_set (err, "INTERNAL_ERROR",
+                  "no randomness for an NBD export's token", NULL);
+  else if (export_start (e, x, s, v, err) == 0) {
+    g_ptr_array_add (e->exports, x);
+    return x;
+  }
+  export_free (x);
+  return NULL;
 }
 
 int
@@ -306,44 +349,23 @@ nbd_exports_serve (struct nbd_exports *e, const char *session,
   struct host_sr *s = NULL;
   struct sr_vdi *v = host_find_vdi (e->host, uuid, &s);
   g_autofree char *ref = host_ref (uuid);
-  struct nbd_export *x;
-  int r = -1;
+  struct nbd_export *x = NULL;
 
-  if (v == NULL || !v->managed) {
+  if (v == NULL || !v->managed)
     host_err_set (err, "HANDLE_INVALID", "VDI", ref, NULL);
-    goto out;
-  }
-  if (v->cbt_metadata) { /* no data left to serve */
+  else if (v->cbt_metadata) /* no data left to serve */
     host_err_set (err, "VDI_INCOMPATIBLE_TYPE", ref, "cbt_metadata", NULL);
-    goto out;
-  }
-  g_mutex_lock (&e->lock);
-  for (guint i = 0; i < e->exports->len; i++) {
-    x = e->exports->pdata[i];
-    if (strcmp (x->session, session) == 0 && strcmp (x->vdi, uuid) == 0
-        && nbdkit_serving (x->nbdkit.pid, x->nbdkit.pidfile)) {
+  else {
+    g_mutex_lock (&e->lock);
+    x = find_live (e, session, uuid);
+    if (x == NULL)
+      x = export_new (e, session, s, v, err);
+    if (x)
       fill_info (e, x, out);
-      r = 0;
-      break;
-    }
+    g_mutex_unlock (&e->lock);
   }
-  if (r == -1) {
-    x = g_new0 (struct nbd_export, 1);
-    x->session = g_strdup (session);
-    x->vdi = g_strdup (uuid);
-    x->token = new_token ();
-    if (export_start (e, x, s, v, err) == 0) {
-      g_ptr_array_add (e->exports, x);
-      fill_info (e, x, out);
-      r = 0;
-    }
-    else
-      export_free (x);
-  }
-  g_mutex_unlock (&e->lock);
-out:
   sr_vdi_free (v);
-  return r;
+  return x ? 0 : -1;
 }
 
 /* Stop and forget the exports for which MATCH (X, KEY) holds. */

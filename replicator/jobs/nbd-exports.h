@@ -48,7 +48,9 @@
 
 struct nbd_exports_config
 {
-  const char *address;       /* where exports listen (an IP address) */
+  /* Where exports listen (an IP address); NULL: the host's
+   * nbd_address, as it is when an export starts. */
+  const char *address;
   int first_port, last_port; /* the range, inclusive */
   /* The daemon's certificate (PEM; it may hold its chain) and key. */
   const char *cert_file, *key_file;

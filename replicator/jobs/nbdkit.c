@@ -106,8 +106,8 @@ launcher (struct host *d, const char *log)
   return l;
 }
 
-static pid_t
-read_pidfile (const char *path)
+pid_t
+nbdkit_read_pidfile (const char *path)
 {
   g_autofree char *text = NULL;
   guint64 pid;
@@ -149,7 +149,7 @@ start_nbdkit (struct host *d, const char *const *argv,
     return 0;
   }
   /* The background server writes its pid file right after the fork. */
-  for (int i = 0; i < 500 && (pid = read_pidfile (pidfile)) == 0; i++)
+  for (int i = 0; i < 500 && (pid = nbdkit_read_pidfile (pidfile)) == 0; i++)
     g_usleep (10 * 1000);
   if (pid == 0)
     g_set_error (error, G_SPAWN_ERROR, G_SPAWN_ERROR_FAILED,

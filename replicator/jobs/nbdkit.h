@@ -62,6 +62,9 @@ int nbdkit_serve_tls_export (struct host *h, const char *name,
                              struct nbdkit_forward *out, bool *busy,
                              GError **error);
 
+/* The pid an nbdkit wrote into PATH (-P), or 0 if none can be read. */
+pid_t nbdkit_read_pidfile (const char *path);
+
 /* Is PID still the nbdkit serving SOCKET (or using pid file SOCKET)? */
 bool nbdkit_serving (pid_t pid, const char *socket);
 
