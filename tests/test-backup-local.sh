@@ -86,13 +86,13 @@ check_points
 "$VDIMOTION" backup verify --deep "$repo" > /dev/null || fail "verify of a good repository"
 
 # 2. kill -9 of create, mid-way: the source read slowly (over NBD
-# through nbdkit's delay filter, 10 ms a read) so that the kills land
+# through nbdkit's delay filter, 20 ms a read) so that the kills land
 # between windows.  After each kill whatever is listed is complete; the
 # rerun finishes the same point without reading again what the killed
 # run had done.
 change 10 > /dev/null
 nbdkit -r -U "$T/src.sock" -P "$T/src.pid" -f --filter=delay file "$img" \
-  rdelay=10ms > "$T/nbdkit.log" 2>&1 &
+  rdelay=20ms > "$T/nbdkit.log" 2>&1 &
 stop_src () { kill "$(cat "$T/src.pid")" 2>/dev/null || :; }
 cleanup_fn stop_src
 for _ in $(seq 100); do [ -S "$T/src.sock" ] && [ -s "$T/src.pid" ] && break; sleep 0.05; done
@@ -106,7 +106,7 @@ slow_create ()
 slow_create
 full_read=$(json_field bytes-read < "$T/out")
 resumed_less=0
-for d in 0.5 0.9 1.3; do
+for d in 0.8 1.5 2.2; do
   "$VDIMOTION" backup create --full "$uri" "$repo" > /dev/null 2>&1 &
   pid=$!
   sleep $d

@@ -38,7 +38,8 @@
  *   manifest goes first, so it is never listed half-merged).  The step
  *   in progress is in .prune.json, and a rerun finishes it first.
  * - One lock (flock on REPO/.lock) per repository: create and prune
- *   take it exclusive, the others shared.
+ *   take it exclusive, restore and verify shared; listing needs none
+ *   (manifests are published atomically).
  * - The repository is reached through an ops table (struct
  *   backup_repo_ops): a local directory now; a remote one (vdimotiond's
  *   https://HOST:PORT/backups/NAME) is another table.

@@ -57,13 +57,21 @@ report_error (const char *what, GError *e)
   return EXIT_ERROR;
 }
 
+enum lock_mode
+{
+  LOCK_NONE,      /* list: manifests are published atomically */
+  LOCK_SHARED,    /* restore, verify: no prune under them */
+  LOCK_EXCLUSIVE, /* create, prune */
+};
+
 /* Open and lock REPO (create: made if missing). */
 static struct backup_repo *
-open_repo (const char *location, bool create, bool exclusive)
+open_repo (const char *location, bool create, enum lock_mode lock)
 {
   GError *e = NULL;
   struct backup_repo *r = backup_repo_open (location, create, &e);
-  if (r && r->ops->lock (r, exclusive, &e) == -1) {
+  if (r && lock != LOCK_NONE
+      && r->ops->lock (r, lock == LOCK_EXCLUSIVE, &e) == -1) {
     backup_repo_close (r);
     r = NULL;
   }
@@ -145,7 +153,7 @@ do_create (struct options *o, const char *source, const char *repo)
       return EXIT_ERROR;
     vdisk_close (d);
   }
-  struct backup_repo *r = open_repo (repo, true, true);
+  struct backup_repo *r = open_repo (repo, true, LOCK_EXCLUSIVE);
   if (!r)
     return EXIT_ERROR;
   struct progress bar;
@@ -332,7 +340,7 @@ do_create_vdi (struct options *o, const char *vdi, const char *repo)
       || !(ref = client_lookup (v.c, "VDI", vdi, &rec, &e)))
     goto out;
   v.vdi_uuid = g_strdup (xv_str (rec, "uuid"));
-  if (!(r = open_repo (repo, true, true)))
+  if (!(r = open_repo (repo, true, LOCK_EXCLUSIVE)))
     goto out_quiet;
   pending = backup_pending (r, v.vdi_uuid, &e);
   if (e || vdi_snapshot (&v, ref, pending, &e) == -1)
@@ -396,7 +404,7 @@ out_quiet:
 static int
 do_list (struct options *o, const char *repo)
 {
-  struct backup_repo *r = open_repo (repo, false, false);
+  struct backup_repo *r = open_repo (repo, false, LOCK_NONE);
   if (!r)
     return EXIT_ERROR;
   GError *e = NULL;
@@ -430,7 +438,7 @@ static int
 do_restore (struct options *o, const char *repo, const char *point,
             const char *dst)
 {
-  struct backup_repo *r = open_repo (repo, false, false);
+  struct backup_repo *r = open_repo (repo, false, LOCK_SHARED);
   if (!r)
     return EXIT_ERROR;
   GError *e = NULL;
@@ -468,7 +476,7 @@ do_restore (struct options *o, const char *repo, const char *point,
 static int
 do_verify (struct options *o, const char *repo)
 {
-  struct backup_repo *r = open_repo (repo, false, false);
+  struct backup_repo *r = open_repo (repo, false, LOCK_SHARED);
   if (!r)
     return EXIT_ERROR;
   GError *e = NULL;
@@ -509,7 +517,7 @@ do_prune (struct options *o, const char *repo)
     return EXIT_USAGE;
   }
   o->prune.dry_run = o->dry_run;
-  struct backup_repo *r = open_repo (repo, false, true);
+  struct backup_repo *r = open_repo (repo, false, LOCK_EXCLUSIVE);
   if (!r)
     return EXIT_ERROR;
   GError *e = NULL;
