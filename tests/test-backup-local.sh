@@ -11,12 +11,12 @@
 requires qemu-img
 requires python3
 
-size=$((128 << 20))
+size=$((64 << 20))
 img=$T/disk.raw
 repo=$T/repo
 truncate -s $size "$img"
-# 32 MiB of data in 1 MiB pieces over the disk.
-for i in $(seq 0 4 124); do
+# 16 MiB of data in 1 MiB pieces over the disk.
+for i in $(seq 0 4 60); do
   write_pattern "$img" $i $((i << 20)) $((1 << 20))
 done
 
@@ -28,10 +28,10 @@ change ()
 import random, sys
 path, seed = sys.argv[1], int(sys.argv[2])
 r = random.Random(seed)
-size = 128 << 20
+size = 64 << 20
 blocks = set()
 with open(path, "r+b") as f:
-    for n in range(20):
+    for n in range(10):
         off = r.randrange(0, size - 65536)
         data = bytes(65536) if n == 0 else r.randbytes(65536)
         f.seek(off)
@@ -106,7 +106,7 @@ slow_create ()
 slow_create
 full_read=$(json_field bytes-read < "$T/out")
 resumed_less=0
-for d in 0.8 1.5 2.2; do
+for d in 0.7 1.0 1.3; do
   "$VDIMOTION" backup create --full "$uri" "$repo" > /dev/null 2>&1 &
   pid=$!
   sleep $d
