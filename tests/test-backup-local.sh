@@ -103,10 +103,17 @@ slow_create ()
   id=$(json_field id < "$T/out")
   cp "$img" "$T/at-$id.raw"
 }
-slow_create
+t0=$(date +%s%N)
+"$VDIMOTION" backup create --json "$uri" "$repo" > "$T/out"
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+cp "$img" "$T/at-$(json_field id < "$T/out").raw"
+echo "a full from the slow source takes $ms ms"
 full_read=$(json_field bytes-read < "$T/out")
+# The data is spread evenly: the first of the two windows is done about
+# half-way; kill in the second.
 resumed_less=0
-for d in 0.7 1.0 1.3; do
+for pc in 60 75 90; do
+  d=$(python3 -c "print($ms * $pc / 100000)")
   "$VDIMOTION" backup create --full "$uri" "$repo" > /dev/null 2>&1 &
   pid=$!
   sleep $d
