@@ -80,3 +80,13 @@ for id in $(points); do
   qemu-img check -q "$f" || fail "point $id: qemu-img check"
 done
 "$VDIMOTION" backup verify --deep "$T/repo" || fail "verify"
+
+# The newest point into a new VDI of sr1, read back identical.
+last=$(points | awk '{print $NF}')
+new=$("$VDIMOTION" --server "$url" --password-file "$T/pw" backup restore \
+        "$T/repo" "$last" sr1:restored | tail -n1)
+"$VDIMOTION" --server "$url" --password-file "$T/pw" vdi export "$new" "$T/v.raw"
+cmp "$T/v.raw" "$T/at-$last.raw" || fail "point $last restored to VDI $new differs"
+expect_exit 1 "$VDIMOTION" --server "$url" --password-file "$T/pw" backup restore \
+  "$T/repo" "$last" no-colon
+grep -q "SR:NAME" "$T/err" || fail "bad VDI destination not named"
