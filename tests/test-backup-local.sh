@@ -208,3 +208,12 @@ grep -q 'no point "no-such-point"' "$T/err" || fail "restore of an unknown point
 echo '{"format": "vdimotion-backup-manifest"}' > "$(dirname "$f")/bad.json"
 expect_exit 1 "$VDIMOTION" backup list "$repo"
 grep -q 'bad.json: field "version"' "$T/err" || { cat "$T/err"; fail "bad manifest not named"; }
+rm "$(dirname "$f")/bad.json"
+# A killed command's damaged note: named, not guessed at.
+echo '{' > "$(dirname "$f")/.create.json"
+expect_exit 1 "$VDIMOTION" backup create -f raw "$img" "$repo"
+grep -q "a killed create's note is damaged" "$T/err" || { cat "$T/err"; fail "damaged create note"; }
+rm "$(dirname "$f")/.create.json"
+echo '{"into": "../x", "point": {}}' > "$(dirname "$f")/.prune.json"
+expect_exit 1 "$VDIMOTION" backup prune --keep-last 1 "$repo"
+grep -q "prune's note) is damaged" "$T/err" || { cat "$T/err"; fail "damaged prune note"; }
