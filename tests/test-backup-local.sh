@@ -11,12 +11,12 @@
 requires qemu-img
 requires python3
 
-size=$((128 << 20))
+size=$((64 << 20))
 img=$T/disk.raw
 repo=$T/repo
 truncate -s $size "$img"
-# 32 MiB of data in 1 MiB pieces over the disk.
-for i in $(seq 0 4 124); do
+# 16 MiB of data in 1 MiB pieces over the disk.
+for i in $(seq 0 4 60); do
   write_pattern "$img" $i $((i << 20)) $((1 << 20))
 done
 
@@ -28,10 +28,10 @@ change ()
 import random, sys
 path, seed = sys.argv[1], int(sys.argv[2])
 r = random.Random(seed)
-size = 128 << 20
+size = 64 << 20
 blocks = set()
 with open(path, "r+b") as f:
-    for n in range(20):
+    for n in range(10):
         off = r.randrange(0, size - 65536)
         data = bytes(65536) if n == 0 else r.randbytes(65536)
         f.seek(off)
@@ -45,13 +45,15 @@ json_field () { python3 -c "import json,sys; print(json.load(sys.stdin)[sys.argv
 points () { "$VDIMOTION" backup list --json "$repo" | python3 -c "import json,sys; print(' '.join(p['id'] for p in json.load(sys.stdin)))"; }
 
 # Every listed point restores identical to the copy taken when it was
-# made ($T/at-ID.raw), by vdimotion and by qemu-img; files check clean.
+# made ($T/at-ID.raw), by vdimotion and (unless $1 is "quick") by
+# qemu-img; files check clean.
 check_points ()
 {
   for id in $(points); do
     rm -f "$T/r.raw"
     "$VDIMOTION" backup restore "$repo" "$id" "$T/r.raw" > /dev/null
     cmp "$T/r.raw" "$T/at-$id.raw" || fail "point $id: restore differs"
+    [ "${1-}" != quick ] || continue
     f=$(ls "$repo"/*/"$id.qcow2")
     (cd "$(dirname "$f")" && qemu-img convert -O raw "$id.qcow2" "$T/q.raw")
     cmp "$T/q.raw" "$T/at-$id.raw" || fail "point $id: qemu-img convert differs"
@@ -83,48 +85,66 @@ create --full
 check_points
 "$VDIMOTION" backup verify --deep "$repo" > /dev/null || fail "verify of a good repository"
 
-# 2. kill -9 of create at delays spread over (geometrically) a full's
-# time: after each kill, whatever is listed is complete; the rerun
-# finishes and does not read again what the killed run had done.
+# 2. kill -9 of create, mid-way: the source read slowly (over NBD
+# through nbdkit's delay filter, 20 ms a read) so that the kills land
+# between windows.  After each kill whatever is listed is complete; the
+# rerun finishes the same point without reading again what the killed
+# run had done.
 change 10 > /dev/null
+nbdkit -r -U "$T/src.sock" -P "$T/src.pid" -f --filter=delay file "$img" \
+  rdelay=20ms > "$T/nbdkit.log" 2>&1 &
+stop_src () { kill "$(cat "$T/src.pid")" 2>/dev/null || :; }
+cleanup_fn stop_src
+for _ in $(seq 100); do [ -S "$T/src.sock" ] && [ -s "$T/src.pid" ] && break; sleep 0.05; done
+uri="nbd+unix:///?socket=$T/src.sock"
+slow_create ()
+{
+  "$VDIMOTION" backup create --json "$@" "$uri" "$repo" > "$T/out"
+  id=$(json_field id < "$T/out")
+  cp "$img" "$T/at-$id.raw"
+}
 t0=$(date +%s%N)
-create --full
-ms=$(( ($(date +%s%N) - t0) / 1000000 + 1 ))
+"$VDIMOTION" backup create --json "$uri" "$repo" > "$T/out"
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+cp "$img" "$T/at-$(json_field id < "$T/out").raw"
+echo "a full from the slow source takes $ms ms"
 full_read=$(json_field bytes-read < "$T/out")
-echo "a whole full takes $ms ms"
+# The data is spread evenly: the first of the two windows is done about
+# half-way; kill in the second.
 resumed_less=0
-d=10
-while [ $d -lt $((ms * 2)) ]; do
-  "$VDIMOTION" backup create -f raw --full "$img" "$repo" > /dev/null 2>&1 &
+for pc in 60 75 90; do
+  d=$(python3 -c "print($ms * $pc / 100000)")
+  "$VDIMOTION" backup create --full "$uri" "$repo" > /dev/null 2>&1 &
   pid=$!
-  sleep "$(python3 -c "print($d / 1000)")"
+  sleep $d
   kill -9 $pid 2>/dev/null || :
   wait $pid || :
-  "$VDIMOTION" backup verify "$repo" > "$T/v" || { cat "$T/v"; fail "kill after $d ms: a half point is listed"; }
+  "$VDIMOTION" backup verify "$repo" > "$T/v" || { cat "$T/v"; fail "kill after $d s: a half point is listed"; }
   # Killed once it had finished: its point is whole, of the image as it is.
   for id in $(points); do
     [ -e "$T/at-$id.raw" ] || cp "$img" "$T/at-$id.raw"
   done
-  create --full
+  slow_create --full
   read=$(json_field bytes-read < "$T/out")
-  echo "killed after $d ms: the rerun read $read bytes (a full: $full_read)"
+  echo "killed after $d s: the rerun read $read bytes (a full: $full_read)"
   [ "$read" -lt "$full_read" ] && resumed_less=$((resumed_less + 1))
-  d=$((d * 2))
 done
+stop_src
 echo "$resumed_less reruns read less than a full"
-[ $resumed_less -gt 0 ] || fail "no rerun resumed a killed create"
+[ $resumed_less -ge 1 ] || fail "no killed create was resumed"
 ls -a "$repo"/*/ | grep -q '^\.create\.json$' && fail "pending create left behind"
-check_points
+check_points quick
 
 # 3. kill -9 of restore.
+rid=$(json_field id < "$T/out")
 for k in 1 2 3; do
   rm -f "$T/k.raw"
-  "$VDIMOTION" backup restore "$repo" latest "$T/k.raw" > /dev/null 2>&1 &
+  "$VDIMOTION" backup restore "$repo" "$rid" "$T/k.raw" > /dev/null 2>&1 &
   pid=$!
-  sleep "$(python3 -c "print($ms * $k / 10000)")"
+  sleep "0.$k"
   kill -9 $pid 2>/dev/null || :
   wait $pid || :
-  if ! "$VDIMOTION" backup restore "$repo" latest "$T/k.raw" > /dev/null 2> "$T/err"; then
+  if ! "$VDIMOTION" backup restore "$repo" "$rid" "$T/k.raw" > /dev/null 2> "$T/err"; then
     # Killed after it had finished: the journal had gone.
     grep -q "already exists" "$T/err" || { cat "$T/err"; fail "restore rerun"; }
     ls -a "$repo" | grep -q '^\.restore-' && fail "restore journal left"
@@ -134,19 +154,29 @@ done
 
 # 4. Prune, killed: the kept points read the same at every kill, and
 # the rerun finishes with a clean repository.
+# kept N: how many points --keep-last N leaves (per disk).
+kept ()
+{
+  "$VDIMOTION" backup list --json "$repo" | python3 -c "
+import collections, json, sys
+c = collections.Counter(p['disk'] for p in json.load(sys.stdin))
+print(sum(min(n, int(sys.argv[1])) for n in c.values()))" "$1"
+}
+want=$(kept 6)
 "$VDIMOTION" backup prune --keep-last 6 "$repo" > /dev/null
-n_before=$(points | wc -w)
-[ "$n_before" -eq 6 ] || fail "prune --keep-last 6 left $n_before points"
-for k in 1 2 3 4; do
+[ "$(points | wc -w)" -eq "$want" ] || fail "prune --keep-last 6 left $(points | wc -w) points, not $want"
+n_before=6
+for k in 1 2 3; do
+  want=$(kept $((n_before - k)))
   "$VDIMOTION" backup prune --keep-last $((n_before - k)) "$repo" > /dev/null 2>&1 &
   pid=$!
   sleep "0.0$((k * 20))"
   kill -9 $pid 2>/dev/null || :
   wait $pid || :
-  check_points
+  check_points quick
   "$VDIMOTION" backup prune --keep-last $((n_before - k)) "$repo" > /dev/null
   "$VDIMOTION" backup verify --deep "$repo" > "$T/v" || { cat "$T/v"; fail "prune $k: verify"; }
-  [ "$(points | wc -w)" -eq $((n_before - k)) ] || fail "prune $k: wrong number of points"
+  [ "$(points | wc -w)" -eq "$want" ] || fail "prune $k: wrong number of points"
 done
 check_points
 "$VDIMOTION" backup prune --keep-last 1 --dry-run --json "$repo" > "$T/out"
@@ -178,3 +208,12 @@ grep -q 'no point "no-such-point"' "$T/err" || fail "restore of an unknown point
 echo '{"format": "vdimotion-backup-manifest"}' > "$(dirname "$f")/bad.json"
 expect_exit 1 "$VDIMOTION" backup list "$repo"
 grep -q 'bad.json: field "version"' "$T/err" || { cat "$T/err"; fail "bad manifest not named"; }
+rm "$(dirname "$f")/bad.json"
+# A killed command's damaged note: named, not guessed at.
+echo '{' > "$(dirname "$f")/.create.json"
+expect_exit 1 "$VDIMOTION" backup create -f raw "$img" "$repo"
+grep -q "a killed create's note is damaged" "$T/err" || { cat "$T/err"; fail "damaged create note"; }
+rm "$(dirname "$f")/.create.json"
+echo '{"into": "../x", "point": {}}' > "$(dirname "$f")/.prune.json"
+expect_exit 1 "$VDIMOTION" backup prune --keep-last 1 "$repo"
+grep -q "prune's note) is damaged" "$T/err" || { cat "$T/err"; fail "damaged prune note"; }
