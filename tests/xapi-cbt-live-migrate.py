@@ -7,12 +7,10 @@
 # written since the snapshot, with the source's generation; the source
 # stopped the leaf's nbdkit with the VM.
 #   xapi-cbt-live-migrate.py SRC_URL DST_URL CA_FILE T
-import glob
 import os
 import ssl
 import subprocess
 import sys
-import time
 import xmlrpc.client
 
 import cbtlog
@@ -57,19 +55,9 @@ leaf_pid = os.path.join(RUN, ok(local.VDI.get_uuid(ls, snap)) + "-leaf.pid")
 assert os.path.exists(leaf_pid), "no nbdkit serves the new leaf"
 io(sock, "write -P 0x22 2M 4k")                   # after it: block 32
 
-host = ok(remote.host.get_all(rs))[0]
-token = ok(remote.VM.migrate_receive(rs, host, dst_sr, {}))
 handover = os.path.join(T, "handover")
-task = ok(local.Async.VM.migrate(ls, vm, token, True,
-                                 {"handover-file": handover}))
-# The mirrors are in sync (the destination armed its log): the
-# migrator waits for the "guest" to stop.
-deadline = time.monotonic() + 90
-while not glob.glob(os.path.join(dst_dir, "*.cbtlog")):
-    t = ok(local.task.get_record(ls, task))
-    assert t["status"] == "pending", t
-    assert time.monotonic() < deadline, "the destination armed no log"
-    time.sleep(0.05)
+task = xapi_checks.migrate_until_handover(local, ls, remote, rs, vm, dst_sr,
+                                          handover, dst_dir)
 io(sock, "write -P 0x33 3M 4k")                   # during: block 48
 open(handover, "w").close()
 t = xapi_checks.wait_task(local, ls, task)
