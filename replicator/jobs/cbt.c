@@ -133,11 +133,9 @@ host_vdi_list_changed_blocks (struct host *h, const char *from,
     host_err_set (err, "VDI_IN_USE", to_ref, "list_changed_blocks", NULL);
     goto out;
   }
-  /* The logs chain inside one SR: a VDI of another SR is unrelated. */
-  if (s_from != s_to) {
-    host_err_set (err, "VDI_NO_CBT_METADATA", from_ref, NULL);
-    goto out;
-  }
+  /* FROM may be in another SR: a snapshot a backup took before the
+   * disk moved (VDI.pool_migrate, an evacuation) stays where it was,
+   * and the walk reads the logs from TO back, never FROM's own. */
   bitmap = sr_vdi_list_changed_blocks (s_to->sr, from, to, &len);
   if (bitmap == NULL) {
     g_message ("VDI.list_changed_blocks %s %s: %s", from, to,
