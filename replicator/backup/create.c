@@ -89,15 +89,6 @@ fail_errno (GError **err, int code, const char *fmt, ...)
   return -1;
 }
 
-static void
-sha256 (const void *buf, size_t len, uint8_t out[32])
-{
-  g_autoptr (GChecksum) c = g_checksum_new (G_CHECKSUM_SHA256);
-  gsize n = 32;
-  g_checksum_update (c, buf, len);
-  g_checksum_get_digest (c, out, &n);
-}
-
 static uint64_t
 block_len (struct create *c, uint64_t b)
 {
@@ -177,7 +168,7 @@ do_block (struct create *c, uint64_t b, bool may_have_data, char *buf,
   else {
     if (zero) /* the disk's last, short block */
       memset (buf, 0, len);
-    sha256 (buf, len, sum);
+    backup_sha256 (buf, len, sum);
   }
 
   /* What the chain already reads here: its hash, or zeroes. */
@@ -286,7 +277,7 @@ reload_window (struct create *c, char **err)
         *err = g_strdup (vdisk_get_error ());
         return -1;
       }
-      sha256 (buf, len, c->sums[b]);
+      backup_sha256 (buf, len, c->sums[b]);
       bitmap_set (c->written, b);
     }
   }
@@ -611,7 +602,7 @@ backup_create (struct backup_repo *r, const struct backup_create_params *p,
   c.written = g_new0 (uint64_t, bitmap_words (c.nblocks));
   {
     g_autofree char *zero = g_malloc0 (BACKUP_BLOCK_SIZE);
-    sha256 (zero, BACKUP_BLOCK_SIZE, c.zero_sum);
+    backup_sha256 (zero, BACKUP_BLOCK_SIZE, c.zero_sum);
   }
   if (c.m->kind == BACKUP_INCREMENTAL) {
     const struct backup_manifest *prev = NULL;

@@ -200,6 +200,56 @@ test_repository (void)
   backup_repo_close (r);
 }
 
+/* backup_sha256: FIPS 180-4's examples, a zero block as sha256sum says,
+ * and the same from threads at once (the create workers). */
+static const char *
+hex (const uint8_t sum[32], char out[65])
+{
+  for (int i = 0; i < 32; i++)
+    snprintf (out + 2 * i, 3, "%02x", sum[i]);
+  return out;
+}
+
+static void *
+hash_zeroes (void *opaque)
+{
+  uint8_t *sum = opaque;
+  g_autofree char *zero = g_malloc0 (BACKUP_BLOCK_SIZE);
+  for (int i = 0; i < 100; i++)
+    backup_sha256 (zero, BACKUP_BLOCK_SIZE, sum);
+  return NULL;
+}
+
+static void
+test_sha256 (void)
+{
+  uint8_t sum[32], sums[4][32];
+  char h[65];
+  const char *msg = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+  const char *zero64k
+      = "de2f256064a0af797747c2b97505dc0b9f3df0de4f489eac731c23ae9ca9cc31";
+
+  backup_sha256 ("abc", 3, sum);
+  CU_ASSERT_STRING_EQUAL (
+      hex (sum, h),
+      "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  backup_sha256 (msg, strlen (msg), sum);
+  CU_ASSERT_STRING_EQUAL (
+      hex (sum, h),
+      "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  backup_sha256 ("", 0, sum);
+  CU_ASSERT_STRING_EQUAL (
+      hex (sum, h),
+      "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  GThread *th[4];
+  for (int i = 0; i < 4; i++)
+    th[i] = g_thread_new ("sha256", hash_zeroes, sums[i]);
+  for (int i = 0; i < 4; i++) {
+    g_thread_join (th[i]);
+    CU_ASSERT_STRING_EQUAL (hex (sums[i], h), zero64k);
+  }
+}
+
 int
 main (void)
 {
@@ -208,6 +258,7 @@ main (void)
     { "bad manifests are refused by name and field", test_bad_manifests },
     { "names stay inside the repository", test_names },
     { "publish, list and find points", test_repository },
+    { "SHA-256 of blocks (GnuTLS)", test_sha256 },
     { NULL },
   };
   return unit_main ("backup-manifest", tests);
