@@ -68,11 +68,8 @@ check_blocks (struct vdisk *d, const struct backup_manifest *m, bool deep,
                off, vdisk_get_error ());
       continue;
     }
-    g_autoptr (GChecksum) c = g_checksum_new (G_CHECKSUM_SHA256);
     uint8_t sum[32];
-    gsize n = 32;
-    g_checksum_update (c, (const guchar *)buf, len);
-    g_checksum_get_digest (c, sum, &n);
+    backup_sha256 (buf, len, sum);
     if (memcmp (sum, m->blocks[i].sha256, 32) != 0)
       problem (problems, m,
                "block %" PRIu64 " (offset %" PRIu64 "): SHA-256 mismatch "
