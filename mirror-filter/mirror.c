@@ -10,14 +10,31 @@
  *               \------------> aborted | failed
  *
  * completed, aborted and failed leave the filter passing I/O to the
- * plugin as in idle (except after a pivot), and accept a new `start`.
+ * disk as in idle, and accept a new `start`.
+ *
+ * The disk.  What the guest sees is the plugin, until a pivot (complete
+ * pivot=true, resume target= pivot=true) makes a target the disk
+ * (`disk_target`); a later pivot replaces it.  A mirror started after a
+ * pivot treats that target as the disk in every way the plugin is one
+ * below: guest writes go to it and to the new target, the copier reads
+ * it and follows its map (NBD block status, or for sync=top its server's
+ * top-layer view, `disk_layer`), pause flushes it; complete without a
+ * pivot, abort and failure leave it the disk, complete pivot=true
+ * flushes it (with the new target) and drops it.  Everything said below
+ * of "the local disk" holds of it: the range locks, the ordering of a
+ * write's two halves, the stale-copy race.  Its failure is the guest's
+ * (EIO, there is no other copy), and fails the mirror only through the
+ * copier's reads.
  *
  * Modes.  Every guest request runs under a read lock of `mode_lock` and
- * looks at `mode` once: LOCAL (pass through: idle, completed-detached,
- * aborted, failed), MIRROR (a target is attached), PIVOTED (all I/O goes
- * to the target).  Changing mode takes the write lock, which drains the
- * requests in flight (a writer-preferring lock, so a busy guest cannot
- * starve it).  This is the quiesce of §3: start drains the pass-through
+ * looks at `mode` once: LOCAL (pass through to the plugin: idle,
+ * completed-detached, aborted, failed), MIRROR (a target is attached;
+ * the disk is the plugin or disk_target), PIVOTED (all I/O goes to
+ * disk_target).  disk_target changes only under the write lock, so a
+ * request reads it once, without `lock`; LOCAL never looks at it, so the
+ * idle path costs what it did.  Changing mode takes the write lock,
+ * which drains the requests in flight (a writer-preferring lock, so a
+ * busy guest cannot starve it).  This is the quiesce of §3: start drains the pass-through
  * writes before the copier can read anything; complete drains, rechecks,
  * flushes both sides, then detaches or pivots, all while new requests
  * wait.  Idle costs one uncontended read lock per request (and the
@@ -102,6 +119,10 @@
  *     guest can change that range's allocation between the answer and
  *     the copy; the lower layers are frozen (snapshots), so a HOLE reads
  *     the same on the target's copies for as long as the mirror runs.
+ * After a pivot the same holds of the pivoted target's server: its
+ * writes are acknowledged before start's write lock is granted, and its
+ * top-layer view shares the image with the connection we write through
+ * (nbdkit-vdi-plugin(1)), so the map it gives is the image's as it is.
  *
  * Pause.  `pause` closes a gate (gate_lock + gate_cond) that every guest
  * request passes before mode_lock: new requests wait there (they do not
@@ -123,7 +144,8 @@
  * commands: a command answers, and the lock is the control thread's.
  * Pause is refused while a mirror runs (its copier does not pass the
  * gate); it is allowed after a pivot (a second live snapshot), when the
- * flush and the next pivot concern the target.
+ * flush and the next pivot concern the target, and after a mirror
+ * started after a pivot has ended (a live snapshot of a disk moved live).
  *
  * Changed-block tracking (cbt-log=PATH, cbt-log.h).  Every guest write,
  * zero and trim marks its 64 KiB blocks in the VDI's log first, in every
@@ -214,6 +236,14 @@ static uint64_t disk_size, nchunks;
 
 static pthread_rwlock_t mode_lock;
 static enum mode mode = MODE_LOCAL; /* written under the write lock */
+/* The disk the guest sees: the plugin (NULL), or after a pivot that
+ * target.  disk_layer: sync=top's map of it (nbdkit-vdi-plugin's top
+ * layer view through a second connection), opened at a start with
+ * sync=top, dropped with it.  Both written under mode_lock's write lock
+ * and `lock`, read under either (a running mirror never sees them
+ * change: pause and resume are refused while it runs, complete joins
+ * the copier first). */
+static struct target *disk_target, *disk_layer;
 
 /* The mirror: everything below is under `lock`. */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -223,7 +253,7 @@ static enum mirror_state state = MIRROR_IDLE;
 static char *error_msg;
 static struct target *target;
 static uint64_t cursor; /* where the copier looks next */
-static bool copier_stop, pivoted;
+static bool copier_stop;
 static enum mirror_sync sync_mode;
 static unsigned copiers_running; /* threads in copiers[] to join */
 static unsigned runs_in_flight;  /* runs taken and not yet written */
@@ -512,17 +542,92 @@ no_data (uint32_t type, bool layer_map)
          || (layer_map && (type & NBDKIT_EXTENT_HOLE));
 }
 
-/* Make [start, end) of the target read what NEXT reads: MAP's extents
- * first (NEXT's own, or the top layer's: then its holes are skipped,
- * the lower layers hold them on both sides), zero requests for zero
- * ranges, reads from NEXT and writes for the rest.  BUF holds COPY_RUN
- * bytes.  The caller holds the range lock. */
+/* What the copier reads and whose map it follows: the disk the guest
+ * sees (the plugin through a backend context, or after a pivot that
+ * target), and its map: the disk's own, or with LAYER its top layer's
+ * alone. */
+struct source
+{
+  nbdkit_next *next;   /* the plugin's data, or NULL: DISK's */
+  struct target *disk; /* after a pivot */
+  nbdkit_next *map;    /* the plugin's map, or NULL: MAP_T's */
+  struct target *map_t;
+  bool layer;
+};
+
+/* The disk as it is: NEXT, or the pivoted target.  Under mode_lock or
+ * lock. */
+static struct source
+disk_source (nbdkit_next *next)
+{
+  if (disk_target)
+    return (struct source){ .disk = disk_target, .map_t = disk_target };
+  return (struct source){ .next = next, .map = next };
+}
+
+/* Read COUNT bytes at OFFSET of the disk into BUF. */
 static int
-sync_span_map (nbdkit_next *next, nbdkit_next *map, struct target *t,
-               uint64_t start, uint64_t end, char *buf, char **why)
+source_pread (const struct source *src, char *buf, uint32_t count,
+              uint64_t offset, char **why)
+{
+  int e = 0;
+
+  if (src->disk)
+    return target_sync (src->disk, TREQ_READ, buf, count, offset, false,
+                        timeout_ms (), why);
+  if (src->next->pread (src->next, buf, count, offset, 0, &e) == 0)
+    return 0;
+  if (asprintf (why, "local disk: read of %" PRIu32 " bytes at %" PRIu64
+                ": %s", count, offset, strerror (e))
+      == -1)
+    *why = NULL;
+  return -1;
+}
+
+/* The map of [OFFSET, OFFSET+COUNT) into EX. */
+static int
+source_map (const struct source *src, uint32_t count, uint64_t offset,
+            struct nbdkit_extents *ex, char **why)
+{
+  int e = 0;
+
+  if (src->map_t) {
+    struct target_extents te;
+    uint64_t pos = offset;
+
+    if (target_map (src->map_t, offset, count, timeout_ms (), &te, why)
+        == -1)
+      return -1;
+    /* NBD's base:allocation bits are nbdkit's extent types. */
+    for (size_t i = 0; i < te.n && e == 0; pos += te.v[i++].length)
+      e = nbdkit_add_extent (ex, pos, te.v[i].length,
+                             te.v[i].flags
+                                 & (NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO));
+    free (te.v);
+    if (e == 0)
+      return 0;
+    e = errno ? errno : ENOMEM;
+  }
+  else if (src->map->extents (src->map, count, offset, 0, ex, &e) == 0)
+    return 0;
+  if (asprintf (why, "%s: map at %" PRIu64 ": %s",
+                src->map_t ? target_uri (src->map_t) : "local disk", offset,
+                strerror (e))
+      == -1)
+    *why = NULL;
+  return -1;
+}
+
+/* Make [start, end) of the target read what FROM's disk reads: its map
+ * first (the disk's own, or the top layer's: then its holes are skipped,
+ * the lower layers hold them on both sides), zero requests for zero
+ * ranges, reads and writes for the rest.  BUF holds COPY_RUN bytes.  The
+ * caller holds the range lock. */
+static int
+sync_span_map (const struct source *from, struct target *t, uint64_t start,
+               uint64_t end, char *buf, char **why)
 {
   uint64_t pos = start;
-  int e = 0;
   while (pos < end) {
     struct nbdkit_extents *ex = nbdkit_extents_new (pos, end);
     if (!ex) {
@@ -530,12 +635,8 @@ sync_span_map (nbdkit_next *next, nbdkit_next *map, struct target *t,
       return -1;
     }
     uint64_t ask = end - pos > (1u << 30) ? (1u << 30) : end - pos;
-    if (map->extents (map, ask, pos, 0, ex, &e) == -1) {
+    if (source_map (from, ask, pos, ex, why) == -1) {
       nbdkit_extents_free (ex);
-      if (asprintf (why, "local disk: map at %" PRIu64 ": %s", pos,
-                    strerror (e))
-          == -1)
-        *why = NULL;
       return -1;
     }
     uint64_t before = pos;
@@ -544,7 +645,7 @@ sync_span_map (nbdkit_next *next, nbdkit_next *map, struct target *t,
       uint64_t xend = x.offset + x.length < end ? x.offset + x.length : end;
       if (x.offset > pos || xend <= pos)
         continue;
-      if (map != next && (x.type & NBDKIT_EXTENT_HOLE)) {
+      if (from->layer && (x.type & NBDKIT_EXTENT_HOLE)) {
         atomic_fetch_add (&bytes_backing, xend - pos);
         pos = xend;
       }
@@ -574,15 +675,8 @@ sync_span_map (nbdkit_next *next, nbdkit_next *map, struct target *t,
       else {
         while (pos < xend) {
           uint32_t n = xend - pos > COPY_RUN ? COPY_RUN : xend - pos;
-          if (next->pread (next, buf, n, pos, 0, &e) == -1) {
-            if (asprintf (why,
-                          "local disk: read of %" PRIu32 " bytes at %" PRIu64
-                          ": %s",
-                          n, pos, strerror (e))
-                == -1)
-              *why = NULL;
+          if (source_pread (from, buf, n, pos, why) == -1)
             goto fail;
-          }
           if (target_sync (t, TREQ_WRITE, buf, n, pos, false, timeout_ms (),
                            why)
               == -1)
@@ -594,7 +688,8 @@ sync_span_map (nbdkit_next *next, nbdkit_next *map, struct target *t,
     }
     nbdkit_extents_free (ex);
     if (pos == before) {
-      if (asprintf (why, "local disk: map at %" PRIu64 " described nothing",
+      if (asprintf (why, "%s: map at %" PRIu64 " described nothing",
+                    from->map_t ? target_uri (from->map_t) : "local disk",
                     pos)
           == -1)
         *why = NULL;
@@ -608,18 +703,20 @@ sync_span_map (nbdkit_next *next, nbdkit_next *map, struct target *t,
   return 0;
 }
 
-static int
-sync_span (nbdkit_next *next, struct target *t, uint64_t start, uint64_t end,
-           char *buf, char **why)
+/* What the copier reads (the disk) and whose map it follows (with
+ * sync=top the top layer's: the plugin's view, or after a pivot the
+ * disk's view through disk_layer).  Caller holds lock. */
+static struct source
+copy_source_locked (void)
 {
-  return sync_span_map (next, next, t, start, end, buf, why);
-}
+  struct source src = disk_source (bg);
 
-/* The context whose map the copier follows.  Caller holds lock. */
-static nbdkit_next *
-copy_map_locked (void)
-{
-  return sync_mode == MIRROR_SYNC_TOP ? layer : bg;
+  if (sync_mode == MIRROR_SYNC_TOP) {
+    src.layer = true;
+    src.map = disk_target ? NULL : layer;
+    src.map_t = disk_target ? disk_layer : NULL;
+  }
+  return src;
 }
 
 static uint64_t
@@ -638,8 +735,7 @@ zero_chunks_hint (uint64_t c)
 {
   uint64_t start = c * granularity;
   uint64_t zero_end = start;
-  int e = 0;
-  nbdkit_next *map = copy_map_locked ();
+  struct source src = copy_source_locked ();
 
   pthread_mutex_unlock (&lock);
   /* Ask about one run first: on a disk full of data, mapping ZERO_RUN
@@ -649,17 +745,19 @@ zero_chunks_hint (uint64_t c)
   for (uint64_t ask = COPY_RUN;; ask = ZERO_RUN) {
     uint64_t end = start + ask < disk_size ? start + ask : disk_size;
     struct nbdkit_extents *ex = nbdkit_extents_new (start, end);
+    char *why = NULL;
 
     zero_end = start;
-    if (ex && map->extents (map, end - start, start, 0, ex, &e) == 0) {
+    if (ex && source_map (&src, end - start, start, ex, &why) == 0) {
       for (size_t i = 0; i < nbdkit_extents_count (ex); i++) {
         struct nbdkit_extent x = nbdkit_get_extent (ex, i);
 
-        if (x.offset != zero_end || !no_data (x.type, map != bg))
+        if (x.offset != zero_end || !no_data (x.type, src.layer))
           break;
         zero_end = x.offset + x.length < end ? x.offset + x.length : end;
       }
     }
+    free (why); /* only a hint: the copy asks again and says why */
     if (ex)
       nbdkit_extents_free (ex);
     if (ask == ZERO_RUN || zero_end < end || end == disk_size)
@@ -766,12 +864,12 @@ copier_main (void *arg)
     if (chunks.dirty_count)
       pthread_cond_signal (&copier_cond); /* more for another copier */
     struct target *t = target;
-    nbdkit_next *map = copy_map_locked ();
+    struct source src = copy_source_locked ();
     target_ref (t);
     pthread_mutex_unlock (&lock);
 
     char *why = NULL;
-    int r = sync_span_map (bg, map, t, c * granularity, chunk_end (c + n - 1),
+    int r = sync_span_map (&src, t, c * granularity, chunk_end (c + n - 1),
                            buf, &why);
     target_unref (t);
 
@@ -816,6 +914,13 @@ copier_join (void)
 
 /* ---- control commands (called from the control thread only) ---- */
 
+/* The mode once no mirror is attached: I/O to the disk as it is. */
+static enum mode
+mode_without_mirror (void)
+{
+  return disk_target ? MODE_PIVOTED : MODE_LOCAL;
+}
+
 static char *
 reply_ok (const char *extra)
 {
@@ -850,7 +955,7 @@ mirror_reap (void)
   paused (); /* an expired pause opens here if no one else looks */
   release_on_shutdown ();
   pthread_mutex_lock (&lock);
-  bool dead = state == MIRROR_FAILED && target && !pivoted;
+  bool dead = state == MIRROR_FAILED && target;
   pthread_mutex_unlock (&lock);
   if (!dead)
     return;
@@ -859,7 +964,7 @@ mirror_reap (void)
   pthread_mutex_lock (&lock);
   struct target *t = target;
   target = NULL;
-  mode = MODE_LOCAL;
+  mode = mode_without_mirror ();
   pthread_mutex_unlock (&lock);
   pthread_rwlock_unlock (&mode_lock);
   if (t)
@@ -900,6 +1005,47 @@ open_layer (char **why)
   return layer;
 }
 
+/* sync=top's map after a pivot: the same view of the disk's top layer,
+ * asked of the server of disk_target through a second connection.
+ * Kept until disk_target changes.  NULL with *WHY (malloc'd) if that
+ * server gives no such view. */
+static struct target *
+open_disk_layer (char **why)
+{
+  struct target *v;
+  const char *desc;
+  char *err = NULL;
+
+  if (disk_layer)
+    return disk_layer;
+  v = target_open_view (disk_target, LAYER_EXPORT, timeout_ms (), &err);
+  if (!v) {
+    *why = NULL;
+    if (asprintf (why, "the top layer's map: %s", err ? err : "no answer")
+        == -1)
+      *why = NULL;
+    free (err);
+    return NULL;
+  }
+  desc = target_description (v);
+  if (!desc || strncmp (desc, LAYER_DESCRIPTION, strlen (LAYER_DESCRIPTION))
+      || target_size (v) != target_size (disk_target)) {
+    if (asprintf (why, "%s does not map the top layer alone "
+                  "(nbdkit-vdi-plugin does)", target_uri (disk_target))
+        == -1)
+      *why = NULL;
+    target_unref (v);
+    return NULL;
+  }
+  nbdkit_debug ("mirror: sync=top follows %s", desc);
+  pthread_rwlock_wrlock (&mode_lock);
+  pthread_mutex_lock (&lock);
+  disk_layer = v;
+  pthread_mutex_unlock (&lock);
+  pthread_rwlock_unlock (&mode_lock);
+  return v;
+}
+
 char *
 mirror_cmd_start (const char *uri, const char *psk_file,
                   enum mirror_sync sync)
@@ -908,10 +1054,8 @@ mirror_cmd_start (const char *uri, const char *psk_file,
   if (paused ())
     return mirror_reply_error ("start: the filter is paused (resume first)");
   pthread_mutex_lock (&lock);
-  bool busy_now = attached_locked (), piv = pivoted;
+  bool busy_now = attached_locked ();
   pthread_mutex_unlock (&lock);
-  if (piv)
-    return mirror_reply_error ("start: the disk was pivoted to its target");
   if (busy_now)
     return mirror_reply_error ("start: a mirror is already running");
   if (!bg)
@@ -920,9 +1064,16 @@ mirror_cmd_start (const char *uri, const char *psk_file,
     return mirror_reply_error ("start: \"%s\" is not an NBD URI "
                                "(nbd://, nbds://, nbd+unix://)",
                                uri);
+  /* Only the control thread changes disk_target. */
+  if (disk_target && strcmp (uri, target_uri (disk_target)) == 0)
+    return mirror_reply_error ("start: %s is the disk already (the target "
+                               "of the last pivot): a mirror onto itself",
+                               uri);
 
   char *err = NULL;
-  if (sync == MIRROR_SYNC_TOP && !open_layer (&err)) {
+  if (sync == MIRROR_SYNC_TOP
+      && (disk_target ? open_disk_layer (&err) == NULL
+                      : open_layer (&err) == NULL)) {
     char *r = mirror_reply_error ("start: sync=top: %s", err);
     free (err);
     return r;
@@ -980,8 +1131,9 @@ mirror_cmd_start (const char *uri, const char *psk_file,
     return mirror_reply_error ("start: cannot start a thread: %s",
                                strerror (e));
   }
-  nbdkit_debug ("mirror: started to %s (sync=%s)", uri,
-                mirror_sync_name (sync));
+  nbdkit_debug ("mirror: started to %s (sync=%s)%s%s", uri,
+                mirror_sync_name (sync), disk_target ? " from " : "",
+                disk_target ? target_uri (disk_target) : "");
   return reply_ok ("");
 }
 
@@ -1005,11 +1157,13 @@ mirror_cmd_status (void)
     dirty_bytes = 0;
   fprintf (f, "{\"ok\":true,\"state\":\"%s\",\"target\":",
            mirror_state_name (state));
-  json_write_string (f, target ? target_uri (target) : NULL);
+  /* The mirror's target while one is attached, else the disk's. */
+  struct target *shown = target ? target : disk_target;
+  json_write_string (f, shown ? target_uri (shown) : NULL);
   fprintf (f,
            ",\"pivoted\":%s,\"bytes_total\":%" PRIu64
            ",\"bytes_done\":%" PRIu64 ",\"dirty_bytes\":%" PRIu64,
-           pivoted ? "true" : "false", total,
+           disk_target ? "true" : "false", total,
            state == MIRROR_IDLE ? 0 : total - dirty_bytes, dirty_bytes);
   fputs (",\"error\":", f);
   json_write_string (f, error_msg);
@@ -1032,6 +1186,33 @@ mirror_cmd_status (void)
            (uint64_t)atomic_load (&bytes_backing));
   fclose (f);
   return out;
+}
+
+static char *flush_disk (void);
+
+/* Make T the disk the guest sees.  Caller holds mode_lock's write lock
+ * and lock.  Returns the disk it replaces (an earlier pivot's, or NULL:
+ * the plugin) and its top layer's map in *OLD_LAYER, to drop_targets. */
+static struct target *
+make_disk_locked (struct target *t, struct target **old_layer)
+{
+  struct target *old = disk_target;
+
+  *old_layer = disk_layer;
+  disk_layer = NULL;
+  disk_target = t;
+  return old;
+}
+
+/* Let go of targets no one uses any more (each may be NULL). */
+static void
+drop_targets (struct target *a, struct target *b, struct target *c)
+{
+  struct target *all[] = { a, b, c };
+
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+    if (all[i])
+      target_unref (all[i]);
 }
 
 char *
@@ -1064,18 +1245,16 @@ mirror_cmd_complete (bool pivot)
   pthread_mutex_unlock (&lock);
   copier_join ();
 
-  /* Flush both sides, in parallel. */
+  /* Flush both sides, in parallel: the disk (which a pivot drops) and
+   * the target. */
   char *why = NULL;
-  int e = 0;
   struct treq *rq = target_start (t, TREQ_FLUSH, NULL, 0, 0, false);
-  int lr = bg->flush (bg, 0, &e);
+  char *disk_why = flush_disk ();
   int tr = target_finish (t, rq, NULL, timeout_ms (), &why);
-  if (lr == -1 || tr == -1) {
-    char *msg = NULL;
+  if (disk_why || tr == -1) {
+    char *msg = tr == -1 ? why : disk_why;
     if (tr == -1)
-      msg = why;
-    else if (asprintf (&msg, "local disk: flush: %s", strerror (e)) == -1)
-      msg = NULL;
+      free (disk_why);
     char *r = mirror_reply_error ("complete: %s", msg ? msg : "flush failed");
     mirror_fail (msg);
     pthread_rwlock_unlock (&mode_lock);
@@ -1083,17 +1262,16 @@ mirror_cmd_complete (bool pivot)
     return r;
   }
 
+  struct target *old = NULL, *old_layer = NULL;
   pthread_mutex_lock (&lock);
   state = MIRROR_COMPLETED;
+  target = NULL;
   if (pivot)
-    pivoted = true;
-  else
-    target = NULL;
-  mode = pivot ? MODE_PIVOTED : MODE_LOCAL;
+    old = make_disk_locked (t, &old_layer);
+  mode = mode_without_mirror ();
   pthread_mutex_unlock (&lock);
   pthread_rwlock_unlock (&mode_lock);
-  if (!pivot)
-    target_unref (t);
+  drop_targets (pivot ? NULL : t, old, old_layer);
   nbdkit_debug ("mirror: completed (%s)", pivot ? "pivot" : "detached");
   return reply_ok (pivot ? ",\"pivoted\":true" : ",\"pivoted\":false");
 }
@@ -1102,7 +1280,7 @@ char *
 mirror_cmd_abort (void)
 {
   pthread_mutex_lock (&lock);
-  if (pivoted) {
+  if (disk_target && !target) {
     pthread_mutex_unlock (&lock);
     return mirror_reply_error (
         "abort: the disk was pivoted to its target; there is nothing to "
@@ -1119,7 +1297,7 @@ mirror_cmd_abort (void)
   pthread_mutex_lock (&lock);
   struct target *t = target;
   target = NULL;
-  mode = MODE_LOCAL;
+  mode = mode_without_mirror ();
   pthread_mutex_unlock (&lock);
   pthread_rwlock_unlock (&mode_lock);
   if (t)
@@ -1137,7 +1315,7 @@ flush_disk (void)
   int e = 0;
 
   pthread_mutex_lock (&lock);
-  struct target *t = pivoted ? target : NULL;
+  struct target *t = disk_target;
   if (t)
     target_ref (t);
   pthread_mutex_unlock (&lock);
@@ -1210,16 +1388,15 @@ not_paused_locked (void)
 
 /* Make T the disk (as complete's pivot) while the gate is closed and
  * nothing is in flight.  Caller holds gate_lock.  Returns the target it
- * replaces (an earlier pivot's), to unref. */
+ * replaces (an earlier pivot's), to unref, and its map in *OLD_LAYER. */
 static struct target *
-pivot_to_locked (struct target *t)
+pivot_to_locked (struct target *t, struct target **old_layer)
 {
   assert (gate_closed); /* and no request past it: pause drained them */
   pthread_rwlock_wrlock (&mode_lock);
   pthread_mutex_lock (&lock);
-  struct target *old = target;
-  target = t;
-  pivoted = true;
+  assert (!attached_locked ()); /* pause is refused while a mirror runs */
+  struct target *old = make_disk_locked (t, old_layer);
   state = MIRROR_COMPLETED;
   free (error_msg);
   error_msg = NULL;
@@ -1232,7 +1409,7 @@ pivot_to_locked (struct target *t)
 char *
 mirror_cmd_resume (const char *uri, const char *psk_file)
 {
-  struct target *t = NULL, *old = NULL;
+  struct target *t = NULL, *old = NULL, *old_layer = NULL;
   char *err = NULL, *r;
 
   mirror_reap ();
@@ -1272,11 +1449,10 @@ mirror_cmd_resume (const char *uri, const char *psk_file)
     return r;
   }
   if (t)
-    old = pivot_to_locked (t);
+    old = pivot_to_locked (t, &old_layer);
   gate_open_locked ();
   pthread_mutex_unlock (&gate_lock);
-  if (old)
-    target_unref (old);
+  drop_targets (NULL, old, old_layer);
   nbdkit_debug ("mirror: resumed%s%s", t ? ", pivoted to " : "",
                 t ? uri : "");
   return reply_ok (t ? ",\"pivoted\":true,\"paused\":false"
@@ -1294,6 +1470,42 @@ chunks_of (uint64_t offset, uint64_t count, uint64_t *c0, uint64_t *c1)
     *c1 = nchunks ? nchunks - 1 : 0;
 }
 
+/* After a pivot the target is the disk: a request to it, its failure
+ * the guest's (EIO: there is no other copy).  Under mode_lock. */
+static int
+on_target (enum treq_op op, void *buf, uint32_t count, uint64_t offset,
+           uint32_t flags, int *err)
+{
+  struct target *t = disk_target;
+  char *why = NULL;
+
+  assert (t);
+  if (target_sync (t, op, buf, count, offset, flags & NBDKIT_FLAG_FUA,
+                   timeout_ms (), &why)
+      == 0)
+    return 0;
+  nbdkit_error ("mirror: pivoted target: %s", why ? why : "failed");
+  free (why);
+  *err = EIO;
+  return -1;
+}
+
+/* A write, zero or trim of the disk the guest sees while a mirror is
+ * attached: the plugin's (NEXT), or after a pivot its target's. */
+static int
+disk_op (nbdkit_next *next, enum treq_op op, const void *buf, uint32_t count,
+         uint64_t offset, uint32_t flags, int *err)
+{
+  if (disk_target)
+    return on_target (op, (void *)buf, count, offset, flags, err);
+  switch (op) {
+  case TREQ_WRITE: return next->pwrite (next, buf, count, offset, flags, err);
+  case TREQ_ZERO: return next->zero (next, count, offset, flags, err);
+  case TREQ_TRIM: return next->trim (next, count, offset, flags, err);
+  default: abort ();
+  }
+}
+
 /* A write or zero on both sides at once. */
 static int
 mirrored (nbdkit_next *next, enum treq_op op, const void *buf, uint32_t count,
@@ -1306,9 +1518,7 @@ mirrored (nbdkit_next *next, enum treq_op op, const void *buf, uint32_t count,
   struct treq *rq
       = t ? target_start (t, op, buf, count, offset, flags & NBDKIT_FLAG_FUA)
           : NULL;
-  int r = op == TREQ_WRITE
-              ? next->pwrite (next, buf, count, offset, flags, err)
-              : next->zero (next, count, offset, flags, err);
+  int r = disk_op (next, op, buf, count, offset, flags, err);
   enum after what = KEEP;
   if (t) {
     char *why = NULL;
@@ -1324,27 +1534,6 @@ mirrored (nbdkit_next *next, enum treq_op op, const void *buf, uint32_t count,
     target_unref (t);
   }
   unlock_range (c0, c1, offset, count, what);
-  return r;
-}
-
-/* After a pivot the target is the disk. */
-static int
-on_target (enum treq_op op, void *buf, uint32_t count, uint64_t offset,
-           uint32_t flags, int *err)
-{
-  pthread_mutex_lock (&lock);
-  struct target *t = target;
-  target_ref (t);
-  pthread_mutex_unlock (&lock);
-  char *why = NULL;
-  int r = target_sync (t, op, buf, count, offset, flags & NBDKIT_FLAG_FUA,
-                       timeout_ms (), &why);
-  target_unref (t);
-  if (r == -1) {
-    nbdkit_error ("mirror: pivoted target: %s", why ? why : "failed");
-    free (why);
-    *err = EIO;
-  }
   return r;
 }
 
@@ -1394,7 +1583,7 @@ mirror_pread (nbdkit_next *next, void *handle, void *buf, uint32_t count,
               uint64_t offset, uint32_t flags, int *err)
 {
   io_begin ();
-  int r = mode == MODE_PIVOTED
+  int r = mode != MODE_LOCAL && disk_target
               ? on_target (TREQ_READ, buf, count, offset, 0, err)
               : next->pread (next, buf, count, offset, flags, err);
   io_end ();
@@ -1473,14 +1662,16 @@ mirror_trim (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
     uint64_t c0, c1;
     chunks_of (offset, count, &c0, &c1);
     struct target *t = lock_range (c0, c1);
-    r = next->trim (next, count, offset, flags, err);
+    r = disk_op (next, TREQ_TRIM, NULL, count, offset, flags, err);
     enum after what = KEEP;
     if (t) {
       char *why = NULL;
       char *buf = malloc (COPY_RUN);
+      struct source src = disk_source (next);
       if (!buf)
         what = DIRTY_ALL;
-      else if (sync_span (next, t, c0 * granularity, chunk_end (c1), buf, &why)
+      else if (sync_span_map (&src, t, c0 * granularity, chunk_end (c1), buf,
+                              &why)
                == -1)
         mirror_fail (why);
       else
@@ -1511,7 +1702,8 @@ mirror_flush (nbdkit_next *next, void *handle, uint32_t flags, int *err)
     }
     struct treq *rq
         = t ? target_start (t, TREQ_FLUSH, NULL, 0, 0, false) : NULL;
-    r = next->flush (next, flags, err);
+    r = disk_target ? on_target (TREQ_FLUSH, NULL, 0, 0, 0, err)
+                    : next->flush (next, flags, err);
     if (t) {
       char *why = NULL;
       if (target_finish (t, rq, NULL, timeout_ms (), &why) == -1)
@@ -1530,7 +1722,7 @@ mirror_extents (nbdkit_next *next, void *handle, uint32_t count,
 {
   io_begin ();
   int r;
-  if (mode == MODE_PIVOTED)
+  if (mode != MODE_LOCAL && disk_target)
     /* Everything may hold data: always true, never wrong. */
     r = nbdkit_add_extent (extents, offset, count, 0);
   else
@@ -1546,8 +1738,9 @@ mirror_cache (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
               uint32_t flags, int *err)
 {
   io_begin ();
-  int r = mode == MODE_PIVOTED ? 0
-                               : next->cache (next, count, offset, flags, err);
+  int r = mode != MODE_LOCAL && disk_target
+              ? 0
+              : next->cache (next, count, offset, flags, err);
   io_end ();
   return r;
 }
@@ -1711,9 +1904,8 @@ mirror_cleanup (nbdkit_backend *backend)
     target_kill (target);
   pthread_mutex_unlock (&lock);
   copier_join ();
-  if (target)
-    target_unref (target);
-  target = NULL;
+  drop_targets (target, disk_target, disk_layer);
+  target = disk_target = disk_layer = NULL;
   if (layer) {
     layer->finalize (layer);
     nbdkit_next_context_close (layer);

@@ -7,7 +7,11 @@
  * command could not be sent at once.  Each request is refcounted: one share
  * for the waiter, one for libnbd (dropped in the completion's .free, which
  * libnbd calls exactly once, even when queuing fails).  Requests in flight are
- * on a list so target_kill can finish them all with ECANCELED. */
+ * on a list so target_kill can finish them all with ECANCELED.
+ *
+ * A view (target_open_view) is one more connection to the same server
+ * under another export name: NBD's option haggling (libnbd's opt mode)
+ * replaces the URI's export name before NBD_OPT_GO. */
 #include <errno.h>
 #include <inttypes.h>
 #include <libnbd.h>
@@ -35,8 +39,10 @@ struct treq
   uint64_t offset;
   uint32_t count;
   void *data;        /* private copy (write) or bounce buffer (read) */
-  uint64_t zero_end; /* TREQ_MAP: where the zero prefix ends so far */
+  uint64_t zero_end; /* TREQ_MAP: where the zero prefix ends so far;
+                        TREQ_EXTENTS: where the extents seen end */
   bool map_done;     /* TREQ_MAP: a non-zero extent ended the prefix */
+  struct target_extents ext; /* TREQ_EXTENTS: seen so far */
 };
 
 struct target
@@ -48,12 +54,14 @@ struct target
   struct nbd_handle *h;
   struct nbd_poller poller;
   char *uri;
+  char *psk_file;    /* or NULL */
+  char *description; /* or NULL */
   uint64_t size;
   bool can_fua, can_zero, can_trim, can_flush, can_map;
 };
 
 static const char *const op_names[]
-    = { "read", "write", "zero", "trim", "flush", "map" };
+    = { "read", "write", "zero", "trim", "flush", "map", "map" };
 
 /* The connection died: nothing will ever complete, so release everyone. */
 static void
@@ -81,6 +89,7 @@ unref_locked (struct treq *r)
     return;
   pthread_cond_destroy (&r->cond);
   free (r->data);
+  free (r->ext.v);
   free (r);
 }
 
@@ -94,8 +103,35 @@ completed (void *opaque, int *error)
   return 1;
 }
 
+/* TREQ_EXTENTS: keep the extents that continue where the last one
+ * ended, clipped to the range asked.  Caller holds the target's lock. */
+static void
+extents_keep_locked (struct treq *r, uint64_t offset, const uint32_t *entries,
+                     size_t nr_entries)
+{
+  uint64_t end = r->offset + r->count;
+
+  for (size_t i = 0; i + 1 < nr_entries && r->zero_end < end; i += 2) {
+    uint64_t len = entries[i];
+
+    if (offset != r->zero_end || len == 0)
+      return;
+    if (len > end - offset)
+      len = end - offset;
+    struct target_extent *v
+        = realloc (r->ext.v, (r->ext.n + 1) * sizeof *r->ext.v);
+    if (!v)
+      return; /* what we have is still true; the caller asks again */
+    r->ext.v = v;
+    v[r->ext.n++] = (struct target_extent){ len, entries[i + 1] };
+    r->zero_end += len;
+    offset += len;
+  }
+}
+
 /* base:allocation extents of a TREQ_MAP, from the poller thread: extend
- * the zero prefix while the extents are contiguous and read as zero. */
+ * the zero prefix while the extents are contiguous and read as zero; of
+ * a TREQ_EXTENTS: keep them. */
 static int
 extents_seen (void *opaque, const char *metacontext, uint64_t offset,
               uint32_t *entries, size_t nr_entries, int *error)
@@ -104,6 +140,11 @@ extents_seen (void *opaque, const char *metacontext, uint64_t offset,
   if (strcmp (metacontext, LIBNBD_CONTEXT_BASE_ALLOCATION) != 0)
     return 0;
   pthread_mutex_lock (&r->t->lock);
+  if (r->op == TREQ_EXTENTS) {
+    extents_keep_locked (r, offset, entries, nr_entries);
+    pthread_mutex_unlock (&r->t->lock);
+    return 0;
+  }
   for (size_t i = 0; i + 1 < nr_entries && !r->map_done; i += 2) {
     if (offset != r->zero_end || !(entries[i + 1] & LIBNBD_STATE_ZERO))
       r->map_done = true;
@@ -209,6 +250,7 @@ target_start (struct target *t, enum treq_op op, const void *buf,
       return r;
     }
     break;
+  case TREQ_EXTENTS:
   case TREQ_MAP:
     r->zero_end = offset;
     if (t->can_map)
@@ -278,6 +320,10 @@ target_finish (struct target *t, struct treq *r, void *buf, int timeout_ms,
     uint64_t n = r->zero_end - r->offset;
     *(uint64_t *)buf = n < r->count ? n : r->count;
   }
+  if (ret == 0 && r->op == TREQ_EXTENTS && buf) {
+    *(struct target_extents *)buf = r->ext;
+    r->ext = (struct target_extents){ NULL, 0 };
+  }
   r->prev->next = r->next;
   r->next->prev = r->prev;
   r->prev = r->next = r;
@@ -305,6 +351,32 @@ target_zero_prefix (struct target *t, uint64_t offset, uint32_t count,
   return target_finish (t,
                         target_start (t, TREQ_MAP, NULL, count, offset, false),
                         len, timeout_ms, why);
+}
+
+int
+target_map (struct target *t, uint64_t offset, uint32_t count,
+            int timeout_ms, struct target_extents *out, char **why)
+{
+  *out = (struct target_extents){ NULL, 0 };
+  if (t->can_map
+      && target_finish (t,
+                        target_start (t, TREQ_EXTENTS, NULL, count, offset,
+                                      false),
+                        out, timeout_ms, why)
+             == -1)
+    return -1;
+  if (out->n == 0) {
+    /* No base:allocation, or an answer that said nothing usable. */
+    free (out->v);
+    out->v = malloc (sizeof *out->v);
+    if (!out->v) {
+      *why = str_printf ("%s: out of memory", t->uri);
+      return -1;
+    }
+    out->v[0] = (struct target_extent){ count, 0 };
+    out->n = 1;
+  }
+  return 0;
 }
 
 void
@@ -337,6 +409,8 @@ target_free (struct target *t)
   }
   pthread_mutex_destroy (&t->lock);
   free (t->uri);
+  free (t->psk_file);
+  free (t->description);
   free (t);
 }
 
@@ -365,17 +439,18 @@ target_uri (struct target *t)
   return t->uri;
 }
 
-/* Connect without blocking past the deadline: a dead host must not hang
- * the control socket. */
-static int
-connect_with_deadline (struct target *t, const char *uri, int timeout_ms,
-                       char **err)
+const char *
+target_description (struct target *t)
 {
-  if (nbd_aio_connect_uri (t->h, uri) == -1) {
-    *err = str_printf ("%s: cannot connect: %s", uri, nbd_get_error ());
-    return -1;
-  }
-  uint64_t start = monotonic_ns ();
+  return t->description;
+}
+
+/* Drive the handshake until it stops (ready, negotiating, or dead)
+ * without blocking past START + TIMEOUT_MS. */
+static int
+handshake (struct target *t, const char *uri, uint64_t start, int timeout_ms,
+           char **err)
+{
   while (nbd_aio_is_connecting (t->h)) {
     int64_t left = timeout_ms - (int64_t)(monotonic_ns () - start) / 1000000;
     if (left <= 0) {
@@ -388,6 +463,33 @@ connect_with_deadline (struct target *t, const char *uri, int timeout_ms,
       return -1;
     }
   }
+  return 0;
+}
+
+/* Connect without blocking past the deadline: a dead host must not hang
+ * the control socket.  EXPORT (or NULL: the URI's) replaces the URI's
+ * export name. */
+static int
+connect_with_deadline (struct target *t, const char *uri, const char *export,
+                       int timeout_ms, char **err)
+{
+  uint64_t start = monotonic_ns ();
+
+  if (nbd_aio_connect_uri (t->h, uri) == -1) {
+    *err = str_printf ("%s: cannot connect: %s", uri, nbd_get_error ());
+    return -1;
+  }
+  if (handshake (t, uri, start, timeout_ms, err) == -1)
+    return -1;
+  if (export && nbd_aio_is_negotiating (t->h)) {
+    if (nbd_set_export_name (t->h, export) == -1
+        || nbd_aio_opt_go (t->h, (nbd_completion_callback){ 0 }) == -1) {
+      *err = str_printf ("%s: export %s: %s", uri, export, nbd_get_error ());
+      return -1;
+    }
+    if (handshake (t, uri, start, timeout_ms, err) == -1)
+      return -1;
+  }
   if (!nbd_aio_is_ready (t->h)) {
     const char *e = nbd_get_error ();
     *err = str_printf ("%s: cannot connect: %s", uri,
@@ -397,8 +499,11 @@ connect_with_deadline (struct target *t, const char *uri, int timeout_ms,
   return 0;
 }
 
-struct target *
-target_open (const char *uri, const char *psk_file, int timeout_ms, char **err)
+/* Open URI (with EXPORT instead of its export name, if not NULL); a
+ * read-only export only if READ_ONLY_OK. */
+static struct target *
+open_export (const char *uri, const char *psk_file, const char *export,
+             bool read_only_ok, int timeout_ms, char **err)
 {
   struct target *t = calloc (1, sizeof *t);
   if (!t) {
@@ -409,9 +514,10 @@ target_open (const char *uri, const char *psk_file, int timeout_ms, char **err)
   t->refs = 1;
   t->inflight.next = t->inflight.prev = &t->inflight;
   t->uri = strdup (uri);
+  t->psk_file = psk_file ? strdup (psk_file) : NULL;
   int pr = nbd_poller_init (&t->poller);
   t->h = nbd_create ();
-  if (!t->uri || pr == -1 || !t->h) {
+  if (!t->uri || (psk_file && !t->psk_file) || pr == -1 || !t->h) {
     *err = str_printf ("%s: %s", uri,
                        t->h ? strerror (errno) : nbd_get_error ());
     goto fail;
@@ -420,22 +526,27 @@ target_open (const char *uri, const char *psk_file, int timeout_ms, char **err)
       || nbd_add_meta_context (t->h, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1
       || (psk_file
           && (nbd_set_tls (t->h, LIBNBD_TLS_REQUIRE) == -1
-              || nbd_set_tls_psk_file (t->h, psk_file) == -1))) {
+              || nbd_set_tls_psk_file (t->h, psk_file) == -1))
+      || (export
+          && (nbd_set_opt_mode (t->h, true) == -1
+              || nbd_set_full_info (t->h, true) == -1))) {
     *err = str_printf ("%s: %s", uri, nbd_get_error ());
     goto fail;
   }
-  if (connect_with_deadline (t, uri, timeout_ms, err) == -1)
+  if (connect_with_deadline (t, uri, export, timeout_ms, err) == -1)
     goto fail;
   int64_t size = nbd_get_size (t->h);
   if (size < 0) {
     *err = str_printf ("%s: %s", uri, nbd_get_error ());
     goto fail;
   }
-  if (nbd_is_read_only (t->h) == 1) {
+  if (!read_only_ok && nbd_is_read_only (t->h) == 1) {
     *err = str_printf ("%s: the export is read-only", uri);
     goto fail;
   }
   t->size = size;
+  if (export)
+    t->description = nbd_get_export_description (t->h); /* NULL if none */
   t->can_fua = nbd_can_fua (t->h) == 1;
   t->can_zero = nbd_can_zero (t->h) == 1;
   t->can_trim = nbd_can_trim (t->h) == 1;
@@ -452,4 +563,17 @@ fail:
   t->killed = true;
   target_free (t);
   return NULL;
+}
+
+struct target *
+target_open (const char *uri, const char *psk_file, int timeout_ms, char **err)
+{
+  return open_export (uri, psk_file, NULL, false, timeout_ms, err);
+}
+
+struct target *
+target_open_view (struct target *t, const char *export, int timeout_ms,
+                  char **err)
+{
+  return open_export (t->uri, t->psk_file, export, true, timeout_ms, err);
 }

@@ -27,14 +27,41 @@ enum treq_op
   TREQ_ZERO,
   TREQ_TRIM,
   TREQ_FLUSH,
-  TREQ_MAP, /* base:allocation; see target_zero_prefix */
+  TREQ_MAP,     /* base:allocation; see target_zero_prefix */
+  TREQ_EXTENTS, /* base:allocation; see target_map */
+};
+
+/* One extent of target_map: LENGTH bytes with FLAGS, NBD's
+ * base:allocation bits (LIBNBD_STATE_HOLE 1, LIBNBD_STATE_ZERO 2: the
+ * same values as nbdkit's NBDKIT_EXTENT_HOLE and NBDKIT_EXTENT_ZERO). */
+struct target_extent
+{
+  uint64_t length;
+  uint32_t flags;
+};
+
+/* What target_map returns: N contiguous extents from the offset asked,
+ * V malloc'd (free it). */
+struct target_extents
+{
+  struct target_extent *v;
+  size_t n;
 };
 
 /* Connect (within TIMEOUT_MS).  PSK_FILE may be NULL.  Returns NULL with
  * a malloc'd message in *ERR. */
 struct target *target_open (const char *uri, const char *psk_file,
                             int timeout_ms, char **err);
+/* A second connection to the server T is connected to, with the
+ * export name EXPORT instead of T's, and T's TLS settings; it may be
+ * read-only.  Its export description (NBD_INFO_DESCRIPTION) is
+ * target_description's.  NULL with a malloc'd message in *ERR.  Used
+ * for nbdkit-vdi-plugin's view of a pivoted disk's top layer. */
+struct target *target_open_view (struct target *t, const char *export,
+                                 int timeout_ms, char **err);
 uint64_t target_size (struct target *t);
+/* The export's description, or NULL if the server gave none. */
+const char *target_description (struct target *t);
 bool target_can_fua (struct target *t);
 const char *target_uri (struct target *t);
 
@@ -59,6 +86,15 @@ int target_sync (struct target *t, enum treq_op op, void *buf, uint32_t count,
  * Returns -1 with a malloc'd reason in *WHY as target_finish. */
 int target_zero_prefix (struct target *t, uint64_t offset, uint32_t count,
                         int timeout_ms, uint64_t *len, char **why);
+
+/* The target's extents (base:allocation) from OFFSET on, at most COUNT
+ * bytes of them, within TIMEOUT_MS: at least one extent, the first
+ * starting at OFFSET, their lengths summing to at most COUNT.  A target
+ * without base:allocation answers one data extent of COUNT bytes (always
+ * true, never wrong).  Returns -1 with a malloc'd reason in *WHY as
+ * target_finish. */
+int target_map (struct target *t, uint64_t offset, uint32_t count,
+                int timeout_ms, struct target_extents *out, char **why);
 
 /* Fail every request in flight and every later one (ECANCELED).  Safe to
  * call more than once and from any thread. */

@@ -35,9 +35,10 @@
  *   wrote, the leaf's nbdkit stops, and the snapshot is marked not
  *   frozen, as above.
  *
- * - A VBD pivoted onto its leaf's nbdkit cannot be moved live yet (the
- *   filter refuses `start` after a pivot): VDI.pool_migrate of it fails
- *   cleanly (MIRROR_FAILED) until the VM is restarted.
+ * - A VBD pivoted onto its leaf's nbdkit moves live like any other
+ *   (VDI.pool_migrate, an evacuation, a cross-host VM.migrate): the
+ *   filter mirrors from the pivoted leaf (nbdkit-mirror-filter(1)), and
+ *   a live move's pivot stops the leaf's nbdkit (vdi-jobs.c).
  *
  * Errors are XenAPI's (host_err_set): OTHER_OPERATION_IN_PROGRESS (a
  * move or another snapshot of the VDI runs), the SR's (host_err_sr),

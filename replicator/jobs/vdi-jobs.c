@@ -22,7 +22,13 @@
  *   "complete pivot=true" makes the new VDI the disk behind the VM's
  *   socket.  The job's phase is "pivoted" once that returned, and from
  *   then on the move only has bookkeeping left: point the VBD at the new
- *   VDI, destroy the old one.
+ *   VDI, destroy the old one.  A disk a live snapshot (or an earlier
+ *   live move) pivoted onto the VBD's target nbdkit moves the same way:
+ *   the filter mirrors from that target, the VBD records the new one,
+ *   and the earlier one stops after the pivot (or is recorded again
+ *   after an abort).  A daemon killed during such a mirror forgets the
+ *   earlier one: it keeps serving the disk until the VM stops, but no
+ *   record names it.
  * - Cancel sets a flag the copy engine checks at every piece, and the
  *   live loop at every poll; the job then aborts and removes the new VDI.
  * - An offline job whose copy is complete records the phase
@@ -269,12 +275,17 @@ bool
 vdi_live_pivoted (struct host *d, const struct state_vbd *b)
 {
   struct mirror_status st;
+  g_autofree char *uri = NULL;
   bool said;
 
-  if (b == NULL || b->control_socket == NULL
+  if (b == NULL || b->control_socket == NULL || b->target_socket == NULL
       || !nbdkit_serving (b->pid, b->nbd_socket))
     return false;
-  said = mirror_get_status (b->control_socket, &st, NULL) && st.pivoted;
+  /* Pivoted onto this move's target: the disk may have been pivoted
+   * before (a live snapshot's leaf), and a mirror from it may run. */
+  uri = g_strdup_printf ("nbd+unix:///?socket=%s", b->target_socket);
+  said = mirror_get_status (b->control_socket, &st, NULL) && st.pivoted
+         && st.state == MIRROR_COMPLETED && g_strcmp0 (st.target, uri) == 0;
   mirror_status_clear (&st);
   return said;
 }
@@ -347,6 +358,8 @@ vdi_live_move (struct host *d, const char *what, const char *vbd,
   struct nbdkit_served sv = { 0 };
   struct mirror_disk disk = { 0 };
   struct live_wait w = { ops, opaque };
+  g_autofree char *old_socket = NULL;
+  pid_t old_pid;
 
   if (b == NULL || !nbdkit_serving (b->pid, b->nbd_socket)) {
     *err = g_strdup ("the VM's disk is no longer served");
@@ -367,6 +380,11 @@ vdi_live_move (struct host *d, const char *what, const char *vbd,
     *err = g_strdup (error->message);
     return -1;
   }
+  /* A disk pivoted before (a live snapshot's leaf, an earlier live move)
+   * is the VBD's target nbdkit: the filter mirrors from it, it stays the
+   * disk until the pivot, and stops then. */
+  old_socket = g_steal_pointer (&b->target_socket);
+  old_pid = b->target_pid;
   b->target_socket = sv.socket;
   b->target_pid = sv.pid;
   if (!save_vbd (d, b) || ops->mirroring (opaque, &error) == -1) {
@@ -394,10 +412,18 @@ vdi_live_move (struct host *d, const char *what, const char *vbd,
                 what, b->uuid, dst->uuid);
   g_message ("%s: VBD %s pivoted from VDI %s to %s", what, b->uuid, src,
              dst->uuid);
+  if (old_pid)
+    nbdkit_stop (old_pid, old_socket, NULL, NBDKIT_STOP_GRACE);
   return 0;
 
 abort:
   vdi_live_abort (d, b);
+  if (old_pid) {
+    /* The filter's abort left the earlier pivot's target the disk. */
+    b->target_socket = g_steal_pointer (&old_socket);
+    b->target_pid = old_pid;
+    save_vbd (d, b);
+  }
   return -1;
 }
 
