@@ -10,9 +10,13 @@
 # second snapshot and the disk read what the guest wrote; each earlier
 # disk's nbdkit (the snapshot's leaf, the first move's target) stopped
 # with the move that left it.
+# Then SR.evacuate of the first SR moves the live leaf (pivoted by the
+# second snapshot) with sync=top, and the disk still reads what was
+# written.
 #   xapi-cbt-live-move.py URL T
 import base64
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -168,4 +172,24 @@ assert differ <= marked, ("differ, unmarked", sorted(differ - marked))
 assert marked == written, ("marked, not written", sorted(marked - written))
 print("ok: list_changed_blocks across the live moves: %d blocks written, "
       "%d differ, %d marked" % (len(written), len(differ), len(marked)))
+
+# 5. An evacuation of sr1: the live leaf (over snap2, pivoted by the
+#    second snapshot) moves with sync=top, its top layer's map asked of
+#    the leaf's own nbdkit; the VM goes on on the same socket.
+leaf2_pid = os.path.join(RUN, ok(x.VDI.get_uuid(s, snap2)) + "-leaf.pid")
+assert os.path.exists(leaf2_pid), "no nbdkit serves the second leaf"
+report = json.loads(ok(x.SR.evacuate(s, srs["sr1"], [srs["sr2"]], {})))
+moved = {v["from"]["uuid"]: v["to"]["uuid"] for v in report["vdis"]}
+now = "OpaqueRef:" + moved[back[len("OpaqueRef:"):]]
+assert ok(x.VBD.get_VDI(s, vbd)) == now, "the VBD does not name the leaf"
+assert ok(x.VDI.get_SR(s, now)) == srs["sr2"]
+assert not os.path.exists(leaf2_pid), \
+    "the second leaf's nbdkit outlived the evacuation"
+disk = nbd.NBD()
+disk.connect_unix(sock)
+write(pattern(6, 4 * KiB), 6 * MiB)
+assert bytearray(disk.pread(SIZE, 0)) == expect, "the disk reads otherwise"
+disk.shutdown()
+print("ok: SR.evacuate of the pivoted live leaf (%d VDIs moved)"
+      % len(moved))
 ok(x.VM.clean_shutdown(s, vm))

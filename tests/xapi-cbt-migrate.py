@@ -3,12 +3,10 @@
 # file); its log goes along.  CBT is turned on the way the file SR does
 # it (tests/cbtlog-tool enable); logs are read with tests/cbtlog.py.
 #   xapi-cbt-migrate.py SRC_URL DST_URL CA_FILE T
-import glob
 import os
 import ssl
 import subprocess
 import sys
-import time
 import xmlrpc.client
 
 import cbtlog
@@ -49,19 +47,9 @@ ok(local.VM.start(ls, vm, False, False))
 sock = xapi_checks.vbd_sockets(local, ls, vm)["0"]
 
 write(sock, 1 * MiB, 0x11)                       # before: block 16
-host = ok(remote.host.get_all(rs))[0]
-token = ok(remote.VM.migrate_receive(rs, host, dst_sr, {}))
 handover = os.path.join(T, "handover")
-task = ok(local.Async.VM.migrate(ls, vm, token, True,
-                                 {"handover-file": handover}))
-# The mirrors are in sync and the destination armed its log: the
-# migrator now waits for the "guest" to stop.
-deadline = time.monotonic() + 90
-while not glob.glob(os.path.join(dst_dir, "*.cbtlog")):
-    t = ok(local.task.get_record(ls, task))
-    assert t["status"] == "pending", t
-    assert time.monotonic() < deadline, "the destination armed no log"
-    time.sleep(0.05)
+task = xapi_checks.migrate_until_handover(local, ls, remote, rs, vm, dst_sr,
+                                          handover, dst_dir)
 write(sock, 2 * MiB, 0x22)                       # during: block 32
 open(handover, "w").close()
 t = xapi_checks.wait_task(local, ls, task)

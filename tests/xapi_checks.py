@@ -1,5 +1,6 @@
 # Shared by the XenAPI test scripts: assertions on XenAPI replies, counted
-# so each script can say how many checks passed, and fio on a VM's disk.
+# so each script can say how many checks passed, fio on a VM's disk, and a
+# cross-host migration up to its handover.
 checks = 0
 
 
@@ -39,6 +40,29 @@ def fio(T, sock, seed, offset, size, verify_only=False, background=False,
         args.append("--rate_iops=1000000,%d" % rate)
     p = subprocess.Popen(args)
     return p if background else p.wait()
+
+
+def migrate_until_handover(local, ls, remote, rs, vm, dst_sr, handover,
+                           dst_dir):
+    """Async.VM.migrate of VM (on LOCAL) to REMOTE's SR DST_SR with
+    vdimotion-mm-none's HANDOVER file; returns the task once the mirrors
+    are in sync and the destination armed its changed-block log in
+    DST_DIR: the migrator then waits for the "guest" to stop (create
+    HANDOVER)."""
+    import glob
+    import os
+    import time
+    host = ok(remote.host.get_all(rs))[0]
+    token = ok(remote.VM.migrate_receive(rs, host, dst_sr, {}))
+    task = ok(local.Async.VM.migrate(ls, vm, token, True,
+                                     {"handover-file": handover}))
+    deadline = time.monotonic() + 90
+    while not glob.glob(os.path.join(dst_dir, "*.cbtlog")):
+        t = ok(local.task.get_record(ls, task))
+        assert t["status"] == "pending", t
+        assert time.monotonic() < deadline, "the destination armed no log"
+        time.sleep(0.05)
+    return task
 
 
 def vbd_sockets(x, s, vm):

@@ -37,8 +37,9 @@
  *
  * - A VBD pivoted onto its leaf's nbdkit moves live like any other
  *   (VDI.pool_migrate, an evacuation, a cross-host VM.migrate): the
- *   filter mirrors from the pivoted leaf (nbdkit-mirror-filter(1)), and
- *   a live move's pivot stops the leaf's nbdkit (vdi-jobs.c).
+ *   filter mirrors from the pivoted leaf (nbdkit-mirror-filter(1)); a
+ *   live move's pivot stops the leaf's nbdkit (vdi-jobs.c), a
+ *   cross-host migration stops it with the VM's (migrate.c).
  *
  * Errors are XenAPI's (host_err_set): OTHER_OPERATION_IN_PROGRESS (a
  * move or another snapshot of the VDI runs), the SR's (host_err_sr),

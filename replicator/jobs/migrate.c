@@ -958,6 +958,11 @@ commit (struct migration *m, char **dst_vm)
 
       nbdkit_stop (md->vbd->pid, md->vbd->nbd_socket,
                          md->vbd->control_socket, NBDKIT_STOP_GRACE);
+      /* A disk a live snapshot pivoted is its leaf's nbdkit (the VBD's
+       * target): the filter mirrored from it; it goes with the VM. */
+      if (md->vbd->target_pid)
+        nbdkit_stop (md->vbd->target_pid, md->vbd->target_socket, NULL,
+                     NBDKIT_STOP_GRACE);
       host_vdi_release (m->d, md->vdi->uuid);
       /* Each image's unlink takes a while: all at once. */
       if (!keep_source)
