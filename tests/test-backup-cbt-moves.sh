@@ -41,23 +41,11 @@ echo secret > "$T/pw"
 py () { PYTHONPATH=$srcdir python3 "$srcdir/backup-cbt-moves.py" "$@"; }
 json_field () { python3 -c "import json,sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }
 
-# fio_disk SEED OFFSET SIZE [FIO ARGS...]: random 4 KiB writes covering
-# OFFSET..+SIZE through the VM's disk ($sock), crc32c verified.
-fio_disk ()
-{
-  seed=$1 off=$2 size=$3
-  shift 3
-  fio --name=vm --ioengine=nbd --uri="nbd+unix:///?socket=$sock" \
-    --rw=randwrite --bs=4k --offset="$off" --size="$size" --iodepth=8 \
-    --randrepeat=1 --randseed="$seed" --verify=crc32c --verify_fatal=1 \
-    --verify_state_save=0 --output="$T/fio-$seed.log" "$@" \
-    || { cat "$T/fio-$seed.log" >&2; return 1; }
-}
 # write_round N [FIO ARGS...]: fio's round N.  The caller sets $changed,
 # the bytes written since the last backup (a round may run in the
 # background, a subshell).
 changed=0
-write_round () { n=$1; shift; fio_disk "$n" $((n * 2 * R)) "$R" "$@"; }
+write_round () { n=$1; shift; fio_disk "$sock" "$n" $((n * 2 * R)) "$R" "$@"; }
 
 # snap_image UUID: the image of snapshot UUID in the SR holding it.
 snap_image ()
@@ -113,7 +101,7 @@ backup ()
 # 1. The VM; data, a full; fio writes, an incremental; again.
 set -- $(py setup "$url" "$T" "$SIZE")
 vdi=$1 sock=$2
-fio_disk 100 0 $((4 * R)) || fail "fio before the full"
+fio_disk "$sock" 100 0 $((4 * R)) || fail "fio before the full"
 backup "$url" full
 for n in 2 3; do
   write_round $n || fail "fio round $n"
@@ -194,7 +182,7 @@ backup "$peer_url" incremental
 echo "ok: after a cross-host VM.migrate: backups go on"
 # What fio wrote since the crash is all there.
 for n in 6 7 8 9 10; do
-  fio_disk $n $((n * 2 * R)) "$R" --verify_only || fail "round $n lost"
+  fio_disk "$sock" $n $((n * 2 * R)) "$R" --verify_only || fail "round $n lost"
 done
 "$VDIMOTION" backup verify --deep "$T/repo" > /dev/null || fail "verify"
 
