@@ -160,3 +160,17 @@ stop_peer ()
   stop_daemon "$peer_pid" "$T/peer/vdimotiond.log"
   peer_pid=
 }
+
+# fio_disk SOCKET SEED OFFSET SIZE [FIO ARGS...]: random 4 KiB writes with
+# crc32c verify through a VM's disk (as xapi_checks.fio), covering
+# OFFSET..+SIZE; --verify_only checks that they are all there.
+fio_disk ()
+{
+  s=$1 seed=$2 off=$3 size=$4
+  shift 4
+  fio --name=vm --ioengine=nbd --uri="nbd+unix:///?socket=$s" \
+    --rw=randwrite --bs=4k --offset="$off" --size="$size" --iodepth=8 \
+    --randrepeat=1 --randseed="$seed" --verify=crc32c --verify_fatal=1 \
+    --verify_state_save=0 --output="$T/fio-$seed.log" "$@" \
+    || { cat "$T/fio-$seed.log" >&2; return 1; }
+}

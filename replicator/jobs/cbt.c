@@ -140,8 +140,13 @@ host_vdi_list_changed_blocks (struct host *h, const char *from,
   if (bitmap == NULL) {
     g_message ("VDI.list_changed_blocks %s %s: %s", from, to,
                sr_get_error ());
-    err_sr (err, sr_get_errno () == ENODATA ? from_ref : to_ref,
-            "VDI.list_changed_blocks");
+    /* A backup that must be a full says why: the walk's reason (a
+     * reset after an unclean stop, CBT enabled again) follows the ref. */
+    if (sr_get_errno () == ENODATA)
+      host_err_set (err, "VDI_NO_CBT_METADATA", from_ref, sr_get_error (),
+                    NULL);
+    else
+      err_sr (err, to_ref, "VDI.list_changed_blocks");
     goto out;
   }
   b64 = cbt_bitmap_to_base64 (bitmap, len);

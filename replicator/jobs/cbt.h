@@ -22,8 +22,9 @@
  *   OPERATION_NOT_ALLOWED (why)               a snapshot's CBT; the
  *                                             data_destroy of a VDI that
  *                                             is not a snapshot
- *   VDI_NO_CBT_METADATA (ref)                 no log, or no chain of
+ *   VDI_NO_CBT_METADATA (ref[, why])          no log, or no chain of
  *                                             logs between two VDIs
+ *                                             (why: the walk's reason)
  *   VDI_IN_USE (ref, operation)               list_changed_blocks' vdi_to
  *                                             or data_destroy's VDI
  *                                             attached to a running VM

@@ -365,15 +365,6 @@ vdi_live_move (struct host *d, const char *what, const char *vbd,
     *err = g_strdup ("the VM's disk is no longer served");
     return -1;
   }
-  /* Its filter serves an earlier pivot's target (a live snapshot's leaf,
-   * a live move's VDI), which the VBD's record must keep: the filter
-   * starts no mirror after a pivot (nbdkit-mirror-filter(1)). */
-  if (b->target_pid) {
-    *err = g_strdup ("the VM's disk was pivoted onto another server (a "
-                     "live snapshot or an earlier live move): it can move "
-                     "live again once the VM restarts");
-    return -1;
-  }
   src = g_strdup (b->vdi);
   if (nbdkit_serve_image (d, name, dst_sr, dst, false, false, &sv, &error)
       == -1) {
