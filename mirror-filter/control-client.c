@@ -279,6 +279,29 @@ mirror_status_clear (struct mirror_status *st)
   *st = (struct mirror_status){ 0 };
 }
 
+/* Members a filter without sync modes and pause does not send. */
+static gboolean
+status_extras (JsonObject *o, struct mirror_status *st, GError **error)
+{
+  JsonNode *n;
+  int sync;
+
+  if (json_object_has_member (o, "sync")) {
+    n = member (o, "sync", G_TYPE_STRING, false, NULL, error);
+    if (n == NULL)
+      return FALSE;
+    sync = mirror_sync_from_name (json_node_get_string (n));
+    if (sync == -1)
+      return reply_error (error, "the reply's \"sync\" \"%s\" is no mode",
+                          json_node_get_string (n));
+    st->sync = sync;
+  }
+  return (!json_object_has_member (o, "paused")
+          || get_bool (o, "paused", &st->paused, error))
+         && (!json_object_has_member (o, "bytes_backing")
+             || get_u64 (o, "bytes_backing", &st->bytes_backing, error));
+}
+
 /* The members of a status reply, in the filter's order. */
 static gboolean
 status_from_object (JsonObject *o, struct mirror_status *st, GError **error)
@@ -299,7 +322,8 @@ status_from_object (JsonObject *o, struct mirror_status *st, GError **error)
          && get_double (o, "write_latency_p99_us", &st->write_latency_p99_us,
                         error)
          && get_u64 (o, "granularity", &st->granularity, error)
-         && get_u64 (o, "timeout", &st->timeout, error);
+         && get_u64 (o, "timeout", &st->timeout, error)
+         && status_extras (o, st, error);
 }
 
 gboolean
@@ -372,11 +396,8 @@ gboolean
 mirror_start (const char *socket, const char *target_uri,
               const char *tls_psk_file, GError **error)
 {
-  struct control_request req = { .cmd = CONTROL_START,
-                                 .target = target_uri,
-                                 .tls_psk_file = tls_psk_file };
-
-  return command_state (socket, &req, error);
+  return mirror_start_sync (socket, target_uri, tls_psk_file,
+                            MIRROR_SYNC_FULL, error);
 }
 
 gboolean
@@ -410,6 +431,45 @@ mirror_abort (const char *socket, GError **error)
 {
   struct control_request req = { .cmd = CONTROL_ABORT };
 
+  return command_state (socket, &req, error);
+}
+
+gboolean
+mirror_start_sync (const char *socket, const char *target_uri,
+                   const char *tls_psk_file, enum mirror_sync sync,
+                   GError **error)
+{
+  struct control_request req = { .cmd = CONTROL_START,
+                                 .target = target_uri,
+                                 .tls_psk_file = tls_psk_file,
+                                 .sync = sync };
+
+  return command_state (socket, &req, error);
+}
+
+gboolean
+mirror_pause (const char *socket, GError **error)
+{
+  struct control_request req = { .cmd = CONTROL_PAUSE };
+
+  return command_state (socket, &req, error);
+}
+
+gboolean
+mirror_resume (const char *socket, const char *target_uri,
+               const char *tls_psk_file, bool pivot, GError **error)
+{
+  struct control_request req = { .cmd = CONTROL_RESUME,
+                                 .target = target_uri,
+                                 .tls_psk_file = tls_psk_file,
+                                 .pivot = pivot };
+
+  if (pivot != (target_uri != NULL) || (tls_psk_file && !target_uri)) {
+    g_set_error (error, MIRROR_CONTROL_ERROR, MIRROR_CONTROL_ERROR_REQUEST,
+                 "mirror control %s: resume: a target and pivot go together",
+                 socket);
+    return FALSE;
+  }
   return command_state (socket, &req, error);
 }
 

@@ -4,8 +4,9 @@
  *
  * Three layers: mirror_control_call sends one command line and returns
  * the reply line as it came; mirror_reply_parse reads a reply with
- * json-glib; the typed commands (mirror_start, mirror_get_status,
- * mirror_complete, mirror_abort) do both, and mirror_wait_ready polls
+ * json-glib; the typed commands (mirror_start, mirror_start_sync,
+ * mirror_get_status, mirror_complete, mirror_abort, mirror_pause,
+ * mirror_resume) do both, and mirror_wait_ready polls
  * one or several mirrors until all are in sync.  The command lines come
  * from control_format (control-proto.h), which the filter's parser
  * reads back.
@@ -41,8 +42,8 @@ enum mirror_control_error
    * mirror_status_parse, "mirror control SOCKET: the reply ..." from the
    * typed commands. */
   MIRROR_CONTROL_ERROR_REPLY,
-  /* The request cannot be written as a line (a blank in a value):
-   * "mirror control SOCKET: ...". */
+  /* The request cannot be written as a line (a blank in a value, a
+   * resume with a target and no pivot): "mirror control SOCKET: ...". */
   MIRROR_CONTROL_ERROR_REQUEST,
   /* mirror_wait_ready: a mirror failed ("the mirror failed: WHY", WHY
    * the status's error). */
@@ -85,6 +86,11 @@ struct mirror_status
   double write_latency_mean_us, write_latency_p99_us; /* microseconds */
   uint64_t granularity;  /* bytes of one chunk */
   uint64_t timeout;      /* seconds a target request may take */
+  /* Said by filters that know sync modes and pause (absent: full, not
+   * paused, 0): */
+  enum mirror_sync sync; /* what the last start copies */
+  bool paused;           /* guest requests wait for resume */
+  uint64_t bytes_backing; /* sync=top: left to the lower layers */
 };
 
 /* Free what ST holds (not ST itself) and zero it. */
@@ -113,6 +119,36 @@ gboolean mirror_get_status (const char *socket, struct mirror_status *st,
                             GError **error);
 gboolean mirror_complete (const char *socket, bool pivot, GError **error);
 gboolean mirror_abort (const char *socket, GError **error);
+
+/* mirror_start_sync: mirror_start with start's sync= (control-proto.h,
+ * enum mirror_sync): MIRROR_SYNC_TOP when TARGET_URI is a new leaf over
+ * copies of the disk's lower layers (the filter refuses it when its
+ * plugin cannot map the top layer alone), MIRROR_SYNC_NONE when the
+ * target already reads what the disk reads (the state is ready at
+ * once).  MIRROR_SYNC_FULL sends the same line as mirror_start. */
+gboolean mirror_start_sync (const char *socket, const char *target_uri,
+                            const char *tls_psk_file, enum mirror_sync sync,
+                            GError **error);
+
+/* mirror_pause: drain the guest's requests in flight, flush the disk, and
+ * make new requests wait (they do not fail) until mirror_resume, or until
+ * the filter's mirror-pause-timeout passes (then they go on on the disk
+ * as it was, and a later resume is refused).  Refused while a mirror
+ * runs (syncing or ready).  Returns once drained and flushed.
+ *
+ * mirror_resume: release the waiting requests.  TARGET_URI NULL: on the
+ * disk as it was before the pause.  TARGET_URI (an NBD URI, with
+ * TLS_PSK_FILE or NULL) with PIVOT true: connect it, check its size, and
+ * make it the disk (as complete's pivot does) before releasing them; if
+ * it cannot be connected the filter stays paused and the error says why
+ * (REFUSED: "mirror filter: resume: ...").  PIVOT without TARGET_URI, or
+ * TARGET_URI without PIVOT, is MIRROR_CONTROL_ERROR_REQUEST.  This is a
+ * live snapshot's quiesce: pause, the owner renames the image into the
+ * snapshot and creates the new leaf, serves it, resume with a pivot. */
+gboolean mirror_pause (const char *socket, GError **error);
+gboolean mirror_resume (const char *socket, const char *target_uri,
+                        const char *tls_psk_file, bool pivot,
+                        GError **error);
 
 /* One mirror that mirror_poll and mirror_wait_ready watch. */
 struct mirror_disk

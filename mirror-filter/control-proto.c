@@ -27,6 +27,14 @@ static const char *const command_names[] = {
   [CONTROL_STATUS] = "status",
   [CONTROL_COMPLETE] = "complete",
   [CONTROL_ABORT] = "abort",
+  [CONTROL_PAUSE] = "pause",
+  [CONTROL_RESUME] = "resume",
+};
+
+static const char *const sync_names[] = {
+  [MIRROR_SYNC_FULL] = "full",
+  [MIRROR_SYNC_TOP] = "top",
+  [MIRROR_SYNC_NONE] = "none",
 };
 
 #define N_OF(a) (sizeof (a) / sizeof (a)[0])
@@ -61,6 +69,55 @@ control_command_from_name (const char *name)
   return index_of (command_names, N_OF (command_names), name);
 }
 
+const char *
+mirror_sync_name (enum mirror_sync sync)
+{
+  if ((unsigned)sync >= N_OF (sync_names))
+    return "?";
+  return sync_names[sync];
+}
+
+int
+mirror_sync_from_name (const char *name)
+{
+  return index_of (sync_names, N_OF (sync_names), name);
+}
+
+/* Whether command CMD takes parameter KEY. */
+static bool
+takes (const char *cmd, const char *key)
+{
+  static const char *const params[] = {
+    "start target",   "start tls-psk-file",  "start sync",
+    "complete pivot", "resume target",       "resume tls-psk-file",
+    "resume pivot",
+  };
+  size_t n = strlen (cmd);
+
+  for (size_t i = 0; i < N_OF (params); i++)
+    if (strncmp (params[i], cmd, n) == 0 && params[i][n] == ' '
+        && strcmp (params[i] + n + 1, key) == 0)
+      return true;
+  return false;
+}
+
+/* Check what a parsed request says as a whole. */
+static int
+check_request (const struct control_request *req, char **reply)
+{
+  if (req->cmd == CONTROL_START && !req->target)
+    *reply = mirror_reply_error ("start: target=URI is required");
+  else if (req->cmd == CONTROL_RESUME && req->pivot && !req->target)
+    *reply = mirror_reply_error ("resume: pivot=true needs target=URI");
+  else if (req->cmd == CONTROL_RESUME && !req->pivot
+           && (req->target || req->tls_psk_file))
+    *reply = mirror_reply_error (
+        "resume: target=URI needs pivot=true (the target becomes the disk)");
+  else
+    return 0;
+  return -1;
+}
+
 /* Split LINE into words: the command, then KEY=VALUE parameters.  Each
  * parameter is checked against its command before the command itself,
  * so "frobnicate x=1" is an unknown parameter of frobnicate. */
@@ -85,22 +142,28 @@ control_parse (char *line, struct control_request *req, char **reply)
     }
     *eq = '\0';
     const char *v = eq + 1;
-    if (strcmp (cmd, "start") == 0 && strcmp (w, "target") == 0)
+    if (!takes (cmd, w)) {
+      *reply = mirror_reply_error ("%s: unknown parameter \"%s\"", cmd, w);
+      return -1;
+    }
+    if (strcmp (w, "target") == 0)
       req->target = v;
-    else if (strcmp (cmd, "start") == 0 && strcmp (w, "tls-psk-file") == 0)
+    else if (strcmp (w, "tls-psk-file") == 0)
       req->tls_psk_file = v;
-    else if (strcmp (cmd, "complete") == 0 && strcmp (w, "pivot") == 0) {
-      if (strcmp (v, "true") == 0)
-        req->pivot = true;
-      else if (strcmp (v, "false") == 0)
-        req->pivot = false;
-      else {
-        *reply = mirror_reply_error ("complete: pivot must be true or false");
+    else if (strcmp (w, "sync") == 0) {
+      int s = mirror_sync_from_name (v);
+      if (s == -1) {
+        *reply = mirror_reply_error ("start: sync must be full, top or none");
         return -1;
       }
+      req->sync = s;
     }
+    else if (strcmp (v, "true") == 0) /* pivot */
+      req->pivot = true;
+    else if (strcmp (v, "false") == 0)
+      req->pivot = false;
     else {
-      *reply = mirror_reply_error ("%s: unknown parameter \"%s\"", cmd, w);
+      *reply = mirror_reply_error ("%s: pivot must be true or false", cmd);
       return -1;
     }
   }
@@ -109,11 +172,7 @@ control_parse (char *line, struct control_request *req, char **reply)
     return -1;
   }
   req->cmd = c;
-  if (req->cmd == CONTROL_START && !req->target) {
-    *reply = mirror_reply_error ("start: target=URI is required");
-    return -1;
-  }
-  return 0;
+  return check_request (req, reply);
 }
 
 /* A value the line can carry: no blanks (an empty one reaches the
@@ -131,17 +190,30 @@ control_format (const struct control_request *req)
   int r;
 
   if ((unsigned)req->cmd >= N_OF (command_names)
+      || (unsigned)req->sync >= N_OF (sync_names)
       || (req->cmd == CONTROL_START && req->target == NULL)
+      || (req->cmd == CONTROL_RESUME && req->pivot != (req->target != NULL))
+      || (req->cmd == CONTROL_RESUME && req->tls_psk_file && !req->target)
       || !carriable (req->target) || !carriable (req->tls_psk_file)) {
     errno = EINVAL;
     return NULL;
   }
   switch (req->cmd) {
   case CONTROL_START:
-    r = asprintf (&line, "start target=%s%s%s\n", req->target,
-                  req->tls_psk_file ? " tls-psk-file=" : "",
-                  req->tls_psk_file ? req->tls_psk_file : "");
+  case CONTROL_RESUME: {
+    bool start = req->cmd == CONTROL_START;
+    bool sync = start && req->sync != MIRROR_SYNC_FULL;
+    if (!req->target) {
+      r = asprintf (&line, "resume\n");
+      break;
+    }
+    r = asprintf (&line, "%s target=%s%s%s%s%s%s\n", command_names[req->cmd],
+                  req->target, req->tls_psk_file ? " tls-psk-file=" : "",
+                  req->tls_psk_file ? req->tls_psk_file : "",
+                  sync ? " sync=" : "", sync ? sync_names[req->sync] : "",
+                  start ? "" : " pivot=true");
     break;
+  }
   case CONTROL_COMPLETE:
     r = asprintf (&line, "complete%s\n", req->pivot ? " pivot=true" : "");
     break;

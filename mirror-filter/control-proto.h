@@ -25,6 +25,24 @@ const char *mirror_state_name (enum mirror_state state);
 /* The state named NAME; -1 if NAME names none. */
 int mirror_state_from_name (const char *name);
 
+/* What `start` copies (start's sync=, as QEMU's drive-mirror names its
+ * modes).  FULL: the whole disk.  TOP: only what the disk's top layer
+ * holds; the target is a new leaf over copies of the lower layers, so
+ * what the top layer does not hold already reads the same there.  NONE:
+ * nothing; the target already reads what the disk reads, and only the
+ * guest's writes are mirrored. */
+enum mirror_sync
+{
+  MIRROR_SYNC_FULL,
+  MIRROR_SYNC_TOP,
+  MIRROR_SYNC_NONE,
+};
+
+/* "full", "top", "none": a static string. */
+const char *mirror_sync_name (enum mirror_sync sync);
+/* The mode named NAME; -1 if NAME names none. */
+int mirror_sync_from_name (const char *name);
+
 /* The commands, and a command line parsed. */
 enum control_command
 {
@@ -32,6 +50,8 @@ enum control_command
   CONTROL_STATUS,
   CONTROL_COMPLETE,
   CONTROL_ABORT,
+  CONTROL_PAUSE,
+  CONTROL_RESUME,
 };
 /* The command named NAME ("start", ...); -1 if NAME names none. */
 int control_command_from_name (const char *name);
@@ -39,9 +59,10 @@ int control_command_from_name (const char *name);
 struct control_request
 {
   enum control_command cmd;
-  const char *target;       /* start: required */
-  const char *tls_psk_file; /* start: or NULL */
-  bool pivot;               /* complete */
+  const char *target;       /* start: required; resume: with pivot */
+  const char *tls_psk_file; /* start, resume: or NULL */
+  bool pivot;               /* complete; resume: required with target */
+  enum mirror_sync sync;    /* start (MIRROR_SYNC_FULL when not said) */
 };
 
 /* Parse LINE (one command, without its newline; split in place): the
@@ -53,7 +74,10 @@ int control_parse (char *line, struct control_request *req, char **reply);
 /* The command line of REQ, newline included, as control_parse reads it
  * back: the client's side.  Returns a malloc'd string, or NULL with
  * errno EINVAL when the protocol cannot carry REQ (start without a
- * target, a value with blanks: words are split on blanks) or ENOMEM. */
+ * target, resume with a target but no pivot or the other way round, a
+ * value with blanks: words are split on blanks) or ENOMEM.  A start
+ * with MIRROR_SYNC_FULL is written without sync=, as before sync
+ * existed. */
 char *control_format (const struct control_request *req);
 
 #endif /* VDM_MIRROR_CONTROL_PROTO_H */

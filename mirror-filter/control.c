@@ -65,10 +65,14 @@ dispatch (char *line)
   if (control_parse (line, &req, &reply) == -1)
     return reply;
   switch (req.cmd) {
-  case CONTROL_START: return mirror_cmd_start (req.target, req.tls_psk_file);
+  case CONTROL_START:
+    return mirror_cmd_start (req.target, req.tls_psk_file, req.sync);
   case CONTROL_STATUS: return mirror_cmd_status ();
   case CONTROL_COMPLETE: return mirror_cmd_complete (req.pivot);
   case CONTROL_ABORT: return mirror_cmd_abort ();
+  case CONTROL_PAUSE: return mirror_cmd_pause ();
+  case CONTROL_RESUME:
+    return mirror_cmd_resume (req.target, req.tls_psk_file);
   }
   return mirror_reply_error ("unknown command");
 }

@@ -20,7 +20,8 @@
  * starve it).  This is the quiesce of §3: start drains the pass-through
  * writes before the copier can read anything; complete drains, rechecks,
  * flushes both sides, then detaches or pivots, all while new requests
- * wait.  Idle costs one uncontended read lock per request.
+ * wait.  Idle costs one uncontended read lock per request (and the
+ * pause gate's atomic increment, below).
  *
  * The dirty bitmap has one bit per mirror-granularity chunk of the whole
  * disk.  `start` marks every chunk dirty (the target is not known to read
@@ -70,11 +71,81 @@
  * bitmap stays empty because every guest write is synchronous, whatever
  * the write rate.
  *
+ * Sync modes (start's sync=, QEMU drive-mirror's names).  full: as
+ * above.  none: the target already reads what the disk reads; nothing
+ * is dirty at start, the state is ready at once, and only the guest's
+ * requests are mirrored.  top: the target is a new leaf over copies of
+ * the disk's lower layers, so only what the disk's top layer holds is
+ * owed.  Every chunk starts dirty as in full, but the copier asks a
+ * second backend context, `layer`, for the map: nbdkit-vdi-plugin's
+ * view of the top layer alone (its export LAYER_EXPORT, read-only).
+ * Where that map says HOLE (the top layer does not hold the range: the
+ * parent's data, the same on both sides) the run is skipped, neither
+ * read nor zeroed; ZERO (a zero cluster hiding the parent) is zeroed on
+ * the target as in full; data is read from `bg` (the whole disk) and
+ * written.  Why no guest write is lost:
+ *   - a block first written before start: start drains the pass-through
+ *     writes (write lock) before any chunk is taken, and the copier asks
+ *     the layer map only once it holds the run's range lock, so the
+ *     write has landed and allocated its cluster in the top layer: the
+ *     map says DATA and the chunk is copied.
+ *   - a block first written after start: the write is mirrored, so the
+ *     target gets it whatever the map says.  A partial write leaves its
+ *     chunk dirty; by the time the copier locks that chunk the local
+ *     write is in the top layer (a qcow2 cluster holding the parent's
+ *     bytes around it, or a VHD block whose bitmap marks just the
+ *     sectors written), so the map says DATA for what the layer now
+ *     holds and that is copied; the rest is still the parent's, the
+ *     same on both sides.  A write waiting on the range lock lands on
+ *     both sides after the copy.
+ *   - the layer map is asked under the range lock, so no request of the
+ *     guest can change that range's allocation between the answer and
+ *     the copy; the lower layers are frozen (snapshots), so a HOLE reads
+ *     the same on the target's copies for as long as the mirror runs.
+ *
+ * Pause.  `pause` closes a gate (gate_lock + gate_cond) that every guest
+ * request passes before mode_lock: new requests wait there (they do not
+ * fail), the command waits until the requests in flight have left,
+ * flushes the disk and answers (the gate's atomics: see gate_lock).  The owner then changes the images
+ * underneath (a live snapshot renames the image the plugin holds open
+ * into the snapshot and creates a new leaf, served by a second nbdkit),
+ * and `resume target=URI pivot=true` connects that leaf and makes it
+ * the disk (mode PIVOTED) before opening the gate; plain `resume` opens
+ * it on the disk as it was.  Resume with a target that cannot be
+ * connected leaves the gate closed: the owner undoes and resumes.  A
+ * gate closed longer than mirror-pause-timeout opens by itself (whoever
+ * looks first: a waiting request, status, the control thread's loop),
+ * logged, so a dead owner cannot hang the guest; a later resume is then
+ * refused, and the writes since went to the disk as it was (the owner's
+ * undo of a snapshot puts that image back).  Not the rwlock held across
+ * commands: a command answers, and the lock is the control thread's.
+ * Pause is refused while a mirror runs (its copier does not pass the
+ * gate); it is allowed after a pivot (a second live snapshot), when the
+ * flush and the next pivot concern the target.
+ * Changed-block tracking (cbt-log=PATH, cbt-log.h).  Every guest write,
+ * zero and trim marks its 64 KiB blocks in the VDI's log first, in every
+ * mode, once past the pause gate (so a live snapshot's pause sees every
+ * mark of the writes before it, and none of those after), and only then
+ * goes to the disk: a write the guest hears of is
+ * always in the log, even if nbdkit is killed right after.  A mark that
+ * fails fails the request with EIO, untouched.  The log is opened as its
+ * writer in .after_fork (its consistent flag cleared and fsynced; a log
+ * a dead writer left is reset there, with its reason) and closed cleanly
+ * in .cleanup, nbdkit's clean stop (the flag set and fsynced).  A log
+ * that is not there yet (CBT off) is looked for before each request, so
+ * that VDI.enable_cbt on a served disk tracks every request that starts
+ * after it (one access(2) per request while CBT is off); disabling it
+ * while served leaves the file to us, flagged (cbt_log_disable), so the
+ * filter never needs to let go of it.  After a
+ * pivot the filter keeps marking the same file: a live snapshot keeps
+ * the VDI, and a live move renames the log to the new VDI (vdi-jobs.c).
+ *
  * A failed target is detached by the control thread (mirror_reap), which
  * also answers the control socket (control.c).  The target connection is
  * target.c: libnbd aio with deadlines, see target.h for why not the copy
  * engine's NBD endpoint.
  */
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -83,10 +154,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-filter.h>
 
+#include "cbt-log.h"
 #include "clock.h"
 #include "chunks.h"
 #include "copy.h"
@@ -99,6 +172,11 @@
 #define COPIERS 8
 #define ZERO_RUN (UINT64_C (1) << 30)
 #define LAT_BUCKETS 1024
+/* nbdkit-vdi-plugin's view of the top layer alone, and how the plugin
+ * describes it (nbdkit-vdi-plugin(1)): the description is what tells
+ * us a plugin gave the view and not the whole disk's map. */
+#define LAYER_EXPORT "vdi:top-layer"
+#define LAYER_DESCRIPTION "top layer of "
 
 enum mode
 {
@@ -111,9 +189,20 @@ enum mode
 static char *control_path;
 static uint64_t granularity = 65536;
 static unsigned timeout_s = 30;
+static unsigned pause_timeout_s = 60;
+static char *cbt_path; /* cbt-log= */
+
+/* The changed-block log, open from .after_fork (or from the first
+ * request after it appeared: CBT enabled while the disk is served) to
+ * .cleanup; NULL while there is none.  Set once, under cbt_open_lock;
+ * cbt_log_mark is thread-safe. */
+static struct cbt_log *_Atomic cbt;
+static pthread_mutex_t cbt_open_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Set in .after_fork. */
-static nbdkit_next *bg; /* the copier's own context */
+static nbdkit_backend *plugin_backend; /* what we filter: for `layer` */
+static nbdkit_next *bg;    /* the copier's own context */
+static nbdkit_next *layer; /* sync=top's map, opened at its first start */
 static uint64_t disk_size, nchunks;
 
 static pthread_rwlock_t mode_lock;
@@ -128,6 +217,7 @@ static char *error_msg;
 static struct target *target;
 static uint64_t cursor; /* where the copier looks next */
 static bool copier_stop, pivoted;
+static enum mirror_sync sync_mode;
 static unsigned copiers_running; /* threads in copiers[] to join */
 static unsigned runs_in_flight;  /* runs taken and not yet written */
 static pthread_t copiers[COPIERS];
@@ -141,7 +231,20 @@ static uint64_t wb_bytes;
 
 /* Statistics (atomics, read without the lock). */
 static atomic_uint_fast64_t writes_mirrored, bytes_copied, bytes_zeroed,
-    bytes_skipped;
+    bytes_skipped, bytes_backing;
+
+/* The pause gate: every guest request passes it (io_begin) before
+ * mode_lock.  An open gate costs a request one atomic increment and one
+ * load: a request counts itself in gate_inflight, then looks at
+ * gate_closed; pause sets gate_closed, then waits for gate_inflight to
+ * drop to 0 (both sequentially consistent, so one of the two always sees
+ * the other).  gate_closed and the rest are written under gate_lock. */
+static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
+static atomic_bool gate_closed;
+static atomic_uint gate_inflight; /* requests past the gate */
+static bool pause_expired;        /* the last pause opened by itself */
+static uint64_t gate_deadline;    /* monotonic_ns when a pause expires */
 static atomic_uint_fast64_t lat_sum_ns, lat_count;
 static atomic_uint_fast64_t lat_hist[LAT_BUCKETS];
 
@@ -203,10 +306,98 @@ stats_reset (void)
   atomic_store (&bytes_copied, 0);
   atomic_store (&bytes_zeroed, 0);
   atomic_store (&bytes_skipped, 0);
+  atomic_store (&bytes_backing, 0);
   atomic_store (&lat_sum_ns, 0);
   atomic_store (&lat_count, 0);
   for (unsigned i = 0; i < LAT_BUCKETS; i++)
     atomic_store (&lat_hist[i], 0);
+}
+
+/* ---- the pause gate ---- */
+
+/* Open the gate and wake everyone.  Caller holds gate_lock. */
+static void
+gate_open_locked (void)
+{
+  gate_closed = false;
+  pthread_cond_broadcast (&gate_cond);
+}
+
+/* A pause held past its deadline opens by itself.  Caller holds
+ * gate_lock.  Returns whether the gate is open. */
+static bool
+gate_expire_locked (void)
+{
+  if (gate_closed && monotonic_ns () >= gate_deadline) {
+    nbdkit_error ("mirror: paused for more than %u s without resume: "
+                  "guest I/O goes on on the disk as it was",
+                  pause_timeout_s);
+    pause_expired = true;
+    gate_open_locked ();
+  }
+  return !gate_closed;
+}
+
+/* Wait on gate_cond until the pause deadline at most. */
+static void
+gate_wait_locked (void)
+{
+  struct timespec ts;
+  uint64_t now = monotonic_ns ();
+  uint64_t left = gate_deadline > now ? gate_deadline - now : 0;
+
+  clock_gettime (CLOCK_REALTIME, &ts);
+  left += ts.tv_nsec + 1000000; /* a millisecond late rather than early */
+  ts.tv_sec += left / 1000000000;
+  ts.tv_nsec = left % 1000000000;
+  pthread_cond_timedwait (&gate_cond, &gate_lock, &ts);
+}
+
+/* A request leaves the gate: the last one out wakes a draining pause. */
+static void
+gate_leave (void)
+{
+  unsigned was = atomic_fetch_sub (&gate_inflight, 1);
+
+  assert (was > 0);
+  if (was == 1 && atomic_load (&gate_closed)) {
+    pthread_mutex_lock (&gate_lock);
+    pthread_cond_broadcast (&gate_cond);
+    pthread_mutex_unlock (&gate_lock);
+  }
+}
+
+/* Every guest request: wait while paused, then take mode_lock. */
+static void
+io_begin (void)
+{
+  for (;;) {
+    atomic_fetch_add (&gate_inflight, 1);
+    if (!atomic_load (&gate_closed))
+      break;
+    gate_leave ();
+    pthread_mutex_lock (&gate_lock);
+    while (!gate_expire_locked ())
+      gate_wait_locked ();
+    pthread_mutex_unlock (&gate_lock);
+  }
+  pthread_rwlock_rdlock (&mode_lock);
+}
+
+static void
+io_end (void)
+{
+  pthread_rwlock_unlock (&mode_lock);
+  gate_leave ();
+}
+
+static bool
+paused (void)
+{
+  pthread_mutex_lock (&gate_lock);
+  bool p = !gate_expire_locked ();
+  pthread_mutex_unlock (&gate_lock);
+  return p;
 }
 
 /* ---- the dirty map ---- */
@@ -305,12 +496,23 @@ unlock_range (uint64_t c0, uint64_t c1, uint64_t offset, uint64_t count,
 
 /* ---- copying chunks from the local disk to the target ---- */
 
-/* Make [start, end) of the target read what NEXT reads: extents first,
- * zero requests for zero ranges, reads and writes for the rest.  BUF holds
- * COPY_RUN bytes.  The caller holds the range lock. */
+/* Whether a range of this extent type needs no read: it reads as zero,
+ * or (in the top layer's map) the layer does not hold it. */
+static bool
+no_data (uint32_t type, bool layer_map)
+{
+  return (type & NBDKIT_EXTENT_ZERO)
+         || (layer_map && (type & NBDKIT_EXTENT_HOLE));
+}
+
+/* Make [start, end) of the target read what NEXT reads: MAP's extents
+ * first (NEXT's own, or the top layer's: then its holes are skipped,
+ * the lower layers hold them on both sides), zero requests for zero
+ * ranges, reads from NEXT and writes for the rest.  BUF holds COPY_RUN
+ * bytes.  The caller holds the range lock. */
 static int
-sync_span (nbdkit_next *next, struct target *t, uint64_t start, uint64_t end,
-           char *buf, char **why)
+sync_span_map (nbdkit_next *next, nbdkit_next *map, struct target *t,
+               uint64_t start, uint64_t end, char *buf, char **why)
 {
   uint64_t pos = start;
   int e = 0;
@@ -321,7 +523,7 @@ sync_span (nbdkit_next *next, struct target *t, uint64_t start, uint64_t end,
       return -1;
     }
     uint64_t ask = end - pos > (1u << 30) ? (1u << 30) : end - pos;
-    if (next->extents (next, ask, pos, 0, ex, &e) == -1) {
+    if (map->extents (map, ask, pos, 0, ex, &e) == -1) {
       nbdkit_extents_free (ex);
       if (asprintf (why, "local disk: map at %" PRIu64 ": %s", pos,
                     strerror (e))
@@ -335,7 +537,11 @@ sync_span (nbdkit_next *next, struct target *t, uint64_t start, uint64_t end,
       uint64_t xend = x.offset + x.length < end ? x.offset + x.length : end;
       if (x.offset > pos || xend <= pos)
         continue;
-      if (x.type & NBDKIT_EXTENT_ZERO) {
+      if (map != next && (x.type & NBDKIT_EXTENT_HOLE)) {
+        atomic_fetch_add (&bytes_backing, xend - pos);
+        pos = xend;
+      }
+      else if (x.type & NBDKIT_EXTENT_ZERO) {
         while (pos < xend) {
           uint32_t n = xend - pos > (1u << 30) ? (1u << 30) : xend - pos;
           /* What the target already reads as zero needs no request (a
@@ -395,6 +601,20 @@ sync_span (nbdkit_next *next, struct target *t, uint64_t start, uint64_t end,
   return 0;
 }
 
+static int
+sync_span (nbdkit_next *next, struct target *t, uint64_t start, uint64_t end,
+           char *buf, char **why)
+{
+  return sync_span_map (next, next, t, start, end, buf, why);
+}
+
+/* The context whose map the copier follows.  Caller holds lock. */
+static nbdkit_next *
+copy_map_locked (void)
+{
+  return sync_mode == MIRROR_SYNC_TOP ? layer : bg;
+}
+
 static uint64_t
 chunk_end (uint64_t c)
 {
@@ -402,8 +622,9 @@ chunk_end (uint64_t c)
   return e < disk_size ? e : disk_size;
 }
 
-/* How many chunks from C on the plugin says read as zero (0 if C's
- * extent is data), looking at most ZERO_RUN bytes ahead.  Called with the
+/* How many chunks from C on the plugin says read as zero, or with
+ * sync=top are not the top layer's (0 if C's extent is data), looking at
+ * most ZERO_RUN bytes ahead.  Called with the
  * lock held; drops it while asking. */
 static uint64_t
 zero_chunks_hint (uint64_t c)
@@ -411,6 +632,7 @@ zero_chunks_hint (uint64_t c)
   uint64_t start = c * granularity;
   uint64_t zero_end = start;
   int e = 0;
+  nbdkit_next *map = copy_map_locked ();
 
   pthread_mutex_unlock (&lock);
   /* Ask about one run first: on a disk full of data, mapping ZERO_RUN
@@ -422,11 +644,11 @@ zero_chunks_hint (uint64_t c)
     struct nbdkit_extents *ex = nbdkit_extents_new (start, end);
 
     zero_end = start;
-    if (ex && bg->extents (bg, end - start, start, 0, ex, &e) == 0) {
+    if (ex && map->extents (map, end - start, start, 0, ex, &e) == 0) {
       for (size_t i = 0; i < nbdkit_extents_count (ex); i++) {
         struct nbdkit_extent x = nbdkit_get_extent (ex, i);
 
-        if (x.offset != zero_end || !(x.type & NBDKIT_EXTENT_ZERO))
+        if (x.offset != zero_end || !no_data (x.type, map != bg))
           break;
         zero_end = x.offset + x.length < end ? x.offset + x.length : end;
       }
@@ -537,12 +759,13 @@ copier_main (void *arg)
     if (chunks.dirty_count)
       pthread_cond_signal (&copier_cond); /* more for another copier */
     struct target *t = target;
+    nbdkit_next *map = copy_map_locked ();
     target_ref (t);
     pthread_mutex_unlock (&lock);
 
     char *why = NULL;
-    int r
-        = sync_span (bg, t, c * granularity, chunk_end (c + n - 1), buf, &why);
+    int r = sync_span_map (bg, map, t, c * granularity, chunk_end (c + n - 1),
+                           buf, &why);
     target_unref (t);
 
     pthread_mutex_lock (&lock);
@@ -601,6 +824,7 @@ reply_ok (const char *extra)
 void
 mirror_reap (void)
 {
+  paused (); /* an expired pause opens here if no one else looks */
   pthread_mutex_lock (&lock);
   bool dead = state == MIRROR_FAILED && target && !pivoted;
   pthread_mutex_unlock (&lock);
@@ -618,10 +842,47 @@ mirror_reap (void)
     target_unref (t);
 }
 
+/* sync=top's context: the plugin's map of the top layer alone.  Opened
+ * once, kept until cleanup.  NULL with *WHY (malloc'd) if the plugin
+ * gives no such view. */
+static nbdkit_next *
+open_layer (char **why)
+{
+  const char *desc;
+
+  if (layer)
+    return layer;
+  layer = nbdkit_next_context_open (plugin_backend, 1, LAYER_EXPORT, 1);
+  if (layer && layer->prepare (layer) == -1) {
+    nbdkit_next_context_close (layer);
+    layer = NULL;
+  }
+  if (!layer) {
+    *why = strdup ("cannot open a context for the top layer's map");
+    return NULL;
+  }
+  desc = layer->export_description (layer);
+  if (!desc || strncmp (desc, LAYER_DESCRIPTION, strlen (LAYER_DESCRIPTION))
+      || layer->can_extents (layer) != 1
+      || layer->get_size (layer) != (int64_t)disk_size) {
+    *why = strdup ("the plugin does not map the top layer alone "
+                   "(nbdkit-vdi-plugin does)");
+    layer->finalize (layer);
+    nbdkit_next_context_close (layer);
+    layer = NULL;
+    return NULL;
+  }
+  nbdkit_debug ("mirror: sync=top follows %s", desc);
+  return layer;
+}
+
 char *
-mirror_cmd_start (const char *uri, const char *psk_file)
+mirror_cmd_start (const char *uri, const char *psk_file,
+                  enum mirror_sync sync)
 {
   mirror_reap ();
+  if (paused ())
+    return mirror_reply_error ("start: the filter is paused (resume first)");
   pthread_mutex_lock (&lock);
   bool busy_now = attached_locked (), piv = pivoted;
   pthread_mutex_unlock (&lock);
@@ -637,6 +898,11 @@ mirror_cmd_start (const char *uri, const char *psk_file)
                                uri);
 
   char *err = NULL;
+  if (sync == MIRROR_SYNC_TOP && !open_layer (&err)) {
+    char *r = mirror_reply_error ("start: sync=top: %s", err);
+    free (err);
+    return r;
+  }
   struct target *t = target_open (uri, psk_file, timeout_ms (), &err);
   if (!t) {
     char *r = mirror_reply_error ("start: %s", err ? err : "cannot connect");
@@ -656,10 +922,14 @@ mirror_cmd_start (const char *uri, const char *psk_file)
    * and the copier reads only after all earlier writes landed. */
   pthread_rwlock_wrlock (&mode_lock);
   pthread_mutex_lock (&lock);
-  chunks_mark_all_dirty (&chunks);
+  sync_mode = sync;
+  if (sync != MIRROR_SYNC_NONE)
+    chunks_mark_all_dirty (&chunks);
+  else if (nchunks) /* what an earlier, aborted mirror left is not owed */
+    chunks_mark_clean (&chunks, 0, nchunks - 1);
   cursor = 0;
   target = t;
-  state = nchunks ? MIRROR_SYNCING : MIRROR_READY;
+  state = chunks.dirty_count ? MIRROR_SYNCING : MIRROR_READY;
   free (error_msg);
   error_msg = NULL;
   stats_reset ();
@@ -686,7 +956,8 @@ mirror_cmd_start (const char *uri, const char *psk_file)
     return mirror_reply_error ("start: cannot start a thread: %s",
                                strerror (e));
   }
-  nbdkit_debug ("mirror: started to %s", uri);
+  nbdkit_debug ("mirror: started to %s (sync=%s)", uri,
+                mirror_sync_name (sync));
   return reply_ok ("");
 }
 
@@ -699,6 +970,7 @@ mirror_cmd_status (void)
   if (!f)
     return NULL;
   pthread_mutex_lock (&lock);
+  enum mirror_sync sync_now = sync_mode;
   uint64_t dirty_bytes = chunks.dirty_count * granularity;
   if (chunks.dirty_count && chunks_is_dirty (&chunks, nchunks - 1))
     dirty_bytes -= nchunks * granularity - disk_size;
@@ -724,13 +996,16 @@ mirror_cmd_status (void)
            ",\"bytes_skipped\":%" PRIu64 ",\"writes_mirrored\":%" PRIu64
            ",\"write_latency_mean_us\":%.1f"
            ",\"write_latency_p99_us\":%.1f"
-           ",\"granularity\":%" PRIu64 ",\"timeout\":%u}",
+           ",\"granularity\":%" PRIu64 ",\"timeout\":%u"
+           ",\"sync\":\"%s\",\"paused\":%s,\"bytes_backing\":%" PRIu64 "}",
            (uint64_t)atomic_load (&bytes_copied),
            (uint64_t)atomic_load (&bytes_zeroed),
            (uint64_t)atomic_load (&bytes_skipped),
            (uint64_t)atomic_load (&writes_mirrored),
            n ? atomic_load (&lat_sum_ns) / 1000.0 / n : 0.0,
-           lat_percentile (0.99), granularity, timeout_s);
+           lat_percentile (0.99), granularity, timeout_s,
+           mirror_sync_name (sync_now), paused () ? "true" : "false",
+           (uint64_t)atomic_load (&bytes_backing));
   fclose (f);
   return out;
 }
@@ -739,6 +1014,9 @@ char *
 mirror_cmd_complete (bool pivot)
 {
   mirror_reap ();
+  if (paused ())
+    return mirror_reply_error ("complete: the filter is paused "
+                               "(resume first)");
   pthread_mutex_lock (&lock);
   enum mirror_state st = state;
   uint64_t d = chunks.dirty_count;
@@ -826,6 +1104,161 @@ mirror_cmd_abort (void)
   return reply_ok ("");
 }
 
+/* Flush what is the disk now: the local disk, or the target after a
+ * pivot.  NULL, or why not (malloc'd). */
+static char *
+flush_disk (void)
+{
+  char *why = NULL;
+  int e = 0;
+
+  pthread_mutex_lock (&lock);
+  struct target *t = pivoted ? target : NULL;
+  if (t)
+    target_ref (t);
+  pthread_mutex_unlock (&lock);
+  if (t) {
+    target_sync (t, TREQ_FLUSH, NULL, 0, 0, false, timeout_ms (), &why);
+    target_unref (t);
+  }
+  else if (bg->flush (bg, 0, &e) == -1
+           && asprintf (&why, "local disk: flush: %s", strerror (e)) == -1)
+    why = strdup ("local disk: flush failed");
+  return why;
+}
+
+char *
+mirror_cmd_pause (void)
+{
+  mirror_reap ();
+  pthread_mutex_lock (&lock);
+  enum mirror_state st = state;
+  bool running = attached_locked ();
+  pthread_mutex_unlock (&lock);
+  if (running)
+    return mirror_reply_error ("pause: a mirror is running (state %s): "
+                               "complete or abort it first",
+                               mirror_state_name (st));
+  if (!bg)
+    return mirror_reply_error ("pause: the filter has no backend context");
+
+  pthread_mutex_lock (&gate_lock);
+  if (gate_closed) {
+    pthread_mutex_unlock (&gate_lock);
+    return mirror_reply_error ("pause: already paused");
+  }
+  gate_closed = true;
+  pause_expired = false;
+  gate_deadline = monotonic_ns () + pause_timeout_s * UINT64_C (1000000000);
+  while (gate_inflight && !gate_expire_locked ())
+    gate_wait_locked ();
+  bool drained = gate_closed;
+  pthread_mutex_unlock (&gate_lock);
+  if (!drained)
+    return mirror_reply_error ("pause: the requests in flight did not "
+                               "finish within %u s; not paused",
+                               pause_timeout_s);
+
+  char *why = flush_disk ();
+  if (why) {
+    char *r = mirror_reply_error ("pause: %s; not paused", why);
+    free (why);
+    pthread_mutex_lock (&gate_lock);
+    gate_open_locked ();
+    pthread_mutex_unlock (&gate_lock);
+    return r;
+  }
+  nbdkit_debug ("mirror: paused");
+  return reply_ok (",\"paused\":true");
+}
+
+/* Why resume cannot: the gate is open.  Caller holds gate_lock. */
+static char *
+not_paused_locked (void)
+{
+  if (pause_expired)
+    return mirror_reply_error (
+        "resume: the pause expired after %u s (mirror-pause-timeout) and "
+        "guest I/O went on on the disk as it was",
+        pause_timeout_s);
+  return mirror_reply_error ("resume: the filter is not paused");
+}
+
+/* Make T the disk (as complete's pivot) while the gate is closed and
+ * nothing is in flight.  Caller holds gate_lock.  Returns the target it
+ * replaces (an earlier pivot's), to unref. */
+static struct target *
+pivot_to_locked (struct target *t)
+{
+  assert (gate_closed); /* and no request past it: pause drained them */
+  pthread_rwlock_wrlock (&mode_lock);
+  pthread_mutex_lock (&lock);
+  struct target *old = target;
+  target = t;
+  pivoted = true;
+  state = MIRROR_COMPLETED;
+  free (error_msg);
+  error_msg = NULL;
+  mode = MODE_PIVOTED;
+  pthread_mutex_unlock (&lock);
+  pthread_rwlock_unlock (&mode_lock);
+  return old;
+}
+
+char *
+mirror_cmd_resume (const char *uri, const char *psk_file)
+{
+  struct target *t = NULL, *old = NULL;
+  char *err = NULL, *r;
+
+  mirror_reap ();
+  if (!paused ()) {
+    pthread_mutex_lock (&gate_lock);
+    r = not_paused_locked ();
+    pthread_mutex_unlock (&gate_lock);
+    return r;
+  }
+  if (uri && !copy_is_nbd_uri (uri))
+    return mirror_reply_error ("resume: \"%s\" is not an NBD URI "
+                               "(nbd://, nbds://, nbd+unix://); still paused",
+                               uri);
+  /* Connect before anything changes: a target that fails leaves the
+   * filter paused, for the owner to decide. */
+  if (uri && !(t = target_open (uri, psk_file, timeout_ms (), &err))) {
+    r = mirror_reply_error ("resume: %s; still paused",
+                            err ? err : "cannot connect");
+    free (err);
+    return r;
+  }
+  if (t && target_size (t) < disk_size) {
+    r = mirror_reply_error ("resume: %s: the target (%" PRIu64
+                            " bytes) is smaller than the disk (%" PRIu64
+                            " bytes); still paused",
+                            uri, target_size (t), disk_size);
+    target_unref (t);
+    return r;
+  }
+
+  pthread_mutex_lock (&gate_lock);
+  if (!gate_closed) { /* expired while we connected */
+    r = not_paused_locked ();
+    pthread_mutex_unlock (&gate_lock);
+    if (t)
+      target_unref (t);
+    return r;
+  }
+  if (t)
+    old = pivot_to_locked (t);
+  gate_open_locked ();
+  pthread_mutex_unlock (&gate_lock);
+  if (old)
+    target_unref (old);
+  nbdkit_debug ("mirror: resumed%s%s", t ? ", pivoted to " : "",
+                t ? uri : "");
+  return reply_ok (t ? ",\"pivoted\":true,\"paused\":false"
+                     : ",\"paused\":false");
+}
+
 /* ---- guest I/O ---- */
 
 static void
@@ -891,15 +1324,56 @@ on_target (enum treq_op op, void *buf, uint32_t count, uint64_t offset,
   return r;
 }
 
+static int cbt_open (void);
+
+/* The log, taken if it appeared since the last look; NULL if there is
+ * none (or it cannot be opened: *FAILED, with nbdkit's error). */
+static struct cbt_log *
+cbt_get (bool *failed)
+{
+  struct cbt_log *log = atomic_load (&cbt);
+  *failed = false;
+  if (log || !cbt_path || access (cbt_path, F_OK) == -1)
+    return log;
+  pthread_mutex_lock (&cbt_open_lock);
+  if (!atomic_load (&cbt)) {
+    nbdkit_debug ("mirror: cbt-log %s appeared: tracking starts", cbt_path);
+    *failed = cbt_open () == -1;
+  }
+  pthread_mutex_unlock (&cbt_open_lock);
+  return atomic_load (&cbt);
+}
+
+/* Mark a guest request's blocks in the changed-block log before it
+ * reaches the disk. */
+static int
+cbt_mark (uint32_t count, uint64_t offset, int *err)
+{
+  GError *e = NULL;
+  bool failed;
+  struct cbt_log *log = cbt_get (&failed);
+  if (failed) {
+    *err = EIO;
+    return -1;
+  }
+  if (!log || cbt_log_mark (log, offset, count, &e) == 0)
+    return 0;
+  nbdkit_error ("mirror: %s (the request fails: it could not be tracked)",
+                e->message);
+  g_error_free (e);
+  *err = EIO;
+  return -1;
+}
+
 static int
 mirror_pread (nbdkit_next *next, void *handle, void *buf, uint32_t count,
               uint64_t offset, uint32_t flags, int *err)
 {
-  pthread_rwlock_rdlock (&mode_lock);
+  io_begin ();
   int r = mode == MODE_PIVOTED
               ? on_target (TREQ_READ, buf, count, offset, 0, err)
               : next->pread (next, buf, count, offset, flags, err);
-  pthread_rwlock_unlock (&mode_lock);
+  io_end ();
   return r;
 }
 
@@ -907,7 +1381,11 @@ static int
 mirror_pwrite (nbdkit_next *next, void *handle, const void *buf,
                uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
-  pthread_rwlock_rdlock (&mode_lock);
+  io_begin ();
+  if (cbt_mark (count, offset, err) == -1) {
+    io_end ();
+    return -1;
+  }
   int r;
   switch (mode) {
   case MODE_MIRROR:
@@ -918,7 +1396,7 @@ mirror_pwrite (nbdkit_next *next, void *handle, const void *buf,
     break;
   default: r = next->pwrite (next, buf, count, offset, flags, err);
   }
-  pthread_rwlock_unlock (&mode_lock);
+  io_end ();
   return r;
 }
 
@@ -926,7 +1404,11 @@ static int
 mirror_zero (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
              uint32_t flags, int *err)
 {
-  pthread_rwlock_rdlock (&mode_lock);
+  io_begin ();
+  if (cbt_mark (count, offset, err) == -1) {
+    io_end ();
+    return -1;
+  }
   int r;
   switch (mode) {
   case MODE_MIRROR:
@@ -937,7 +1419,7 @@ mirror_zero (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
     break;
   default: r = next->zero (next, count, offset, flags, err);
   }
-  pthread_rwlock_unlock (&mode_lock);
+  io_end ();
   return r;
 }
 
@@ -947,7 +1429,11 @@ static int
 mirror_trim (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
              uint32_t flags, int *err)
 {
-  pthread_rwlock_rdlock (&mode_lock);
+  io_begin ();
+  if (cbt_mark (count, offset, err) == -1) {
+    io_end ();
+    return -1;
+  }
   int r;
   if (mode == MODE_PIVOTED)
     r = on_target (TREQ_TRIM, NULL, count, offset, flags, err);
@@ -974,14 +1460,14 @@ mirror_trim (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
     }
     unlock_range (c0, c1, offset, count, what);
   }
-  pthread_rwlock_unlock (&mode_lock);
+  io_end ();
   return r;
 }
 
 static int
 mirror_flush (nbdkit_next *next, void *handle, uint32_t flags, int *err)
 {
-  pthread_rwlock_rdlock (&mode_lock);
+  io_begin ();
   int r;
   if (mode == MODE_PIVOTED)
     r = on_target (TREQ_FLUSH, NULL, 0, 0, 0, err);
@@ -1003,7 +1489,7 @@ mirror_flush (nbdkit_next *next, void *handle, uint32_t flags, int *err)
       target_unref (t);
     }
   }
-  pthread_rwlock_unlock (&mode_lock);
+  io_end ();
   return r;
 }
 
@@ -1012,14 +1498,14 @@ mirror_extents (nbdkit_next *next, void *handle, uint32_t count,
                 uint64_t offset, uint32_t flags,
                 struct nbdkit_extents *extents, int *err)
 {
-  pthread_rwlock_rdlock (&mode_lock);
+  io_begin ();
   int r;
   if (mode == MODE_PIVOTED)
     /* Everything may hold data: always true, never wrong. */
     r = nbdkit_add_extent (extents, offset, count, 0);
   else
     r = next->extents (next, count, offset, flags, extents, err);
-  pthread_rwlock_unlock (&mode_lock);
+  io_end ();
   if (r == -1 && !*err)
     *err = errno ? errno : EIO;
   return r;
@@ -1029,14 +1515,28 @@ static int
 mirror_cache (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
               uint32_t flags, int *err)
 {
-  pthread_rwlock_rdlock (&mode_lock);
+  io_begin ();
   int r = mode == MODE_PIVOTED ? 0
                                : next->cache (next, count, offset, flags, err);
-  pthread_rwlock_unlock (&mode_lock);
+  io_end ();
   return r;
 }
 
 /* ---- configuration and lifetime ---- */
+
+static int
+parse_pause_timeout (const char *value)
+{
+  if (nbdkit_parse_unsigned ("mirror-pause-timeout", value, &pause_timeout_s)
+      == -1)
+    return -1;
+  if (pause_timeout_s == 0 || pause_timeout_s > 86400) {
+    nbdkit_error ("mirror-pause-timeout must be between 1 and 86400 "
+                  "seconds");
+    return -1;
+  }
+  return 0;
+}
 
 static int
 mirror_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
@@ -1059,6 +1559,11 @@ mirror_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     granularity = g;
     return 0;
   }
+  if (strcmp (key, "cbt-log") == 0) {
+    free (cbt_path);
+    cbt_path = nbdkit_absolute_path (value);
+    return cbt_path ? 0 : -1;
+  }
   if (strcmp (key, "mirror-timeout") == 0) {
     if (nbdkit_parse_unsigned ("mirror-timeout", value, &timeout_s) == -1)
       return -1;
@@ -1068,6 +1573,8 @@ mirror_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     }
     return 0;
   }
+  if (strcmp (key, "mirror-pause-timeout") == 0)
+    return parse_pause_timeout (value);
   return next (nxdata, key, value);
 }
 
@@ -1086,7 +1593,9 @@ mirror_config_complete (nbdkit_next_config_complete *next,
   "mirror-control=SOCKET   (required) Unix socket for the control "           \
   "protocol.\n"                                                               \
   "mirror-granularity=SIZE Dirty bitmap granularity (default 64K).\n"         \
-  "mirror-timeout=SECS     Target request timeout (default 30)."
+  "mirror-timeout=SECS     Target request timeout (default 30).\n"           \
+  "mirror-pause-timeout=SECS  A pause resumes by itself after (default 60).\n" \
+  "cbt-log=PATH            Changed-block log to mark (vdimotion-sr(5))."
 
 static int
 mirror_get_ready (int thread_model)
@@ -1100,9 +1609,40 @@ mirror_get_ready (int thread_model)
   return control_listen (control_path);
 }
 
+/* Take the changed-block log as its writer, for a disk of disk_size
+ * bytes. */
+static int
+cbt_open (void)
+{
+  GError *e = NULL;
+  struct cbt_log_info info;
+  struct cbt_log *log = cbt_log_open (cbt_path, CBT_LOG_WRITER, &e);
+
+  if (log && cbt_log_get_info (log, &info, &e) == 0
+      && info.virtual_size != disk_size)
+    g_set_error (&e, CBT_LOG_ERROR, EINVAL,
+                 "cbt log %s: it is the log of a %" PRIu64 "-byte disk, "
+                 "this one is %" PRIu64 " bytes",
+                 cbt_path, info.virtual_size, disk_size);
+  if (e) {
+    nbdkit_error ("mirror: cbt-log: %s", e->message);
+    g_error_free (e);
+    cbt_log_close (log, NULL);
+    return -1;
+  }
+  atomic_store (&cbt, log);
+  nbdkit_debug ("mirror: cbt-log %s: generation %s, counting from %s%s%s",
+                cbt_path, info.generation,
+                info.predecessor[0] ? info.predecessor : "enabling or reset",
+                info.reset_reason[0] ? ", last reset: " : "",
+                info.reset_reason);
+  return 0;
+}
+
 static int
 mirror_after_fork (nbdkit_backend *backend)
 {
+  plugin_backend = backend;
   bg = nbdkit_next_context_open (backend, 0, "", 1);
   if (!bg) {
     nbdkit_error ("mirror: cannot open a backend context for the copier");
@@ -1120,6 +1660,10 @@ mirror_after_fork (nbdkit_backend *backend)
       || bg->can_fua (bg) == -1)
     return -1;
   disk_size = size;
+  /* A log that is there must be usable; one that is not yet is looked
+   * for before each request. */
+  if (cbt_path && access (cbt_path, F_OK) == 0 && cbt_open () == -1)
+    return -1;
   nchunks = (disk_size + granularity - 1) / granularity;
   if (chunks_init (&chunks, nchunks, &lock) == -1) {
     nbdkit_error ("mirror: out of memory for the bitmap");
@@ -1140,6 +1684,21 @@ mirror_cleanup (nbdkit_backend *backend)
   if (target)
     target_unref (target);
   target = NULL;
+  if (layer) {
+    layer->finalize (layer);
+    nbdkit_next_context_close (layer);
+    layer = NULL;
+  }
+  struct cbt_log *log = atomic_exchange (&cbt, NULL);
+  if (log) {
+    /* nbdkit's clean stop: no request is running any more. */
+    GError *e = NULL;
+    if (cbt_log_close (log, &e) == -1) {
+      nbdkit_error ("mirror: cbt-log: %s (the next open resets it)",
+                    e->message);
+      g_error_free (e);
+    }
+  }
   if (bg) {
     bg->finalize (bg);
     nbdkit_next_context_close (bg);
@@ -1151,6 +1710,7 @@ static void
 mirror_unload (void)
 {
   free (control_path);
+  free (cbt_path);
   chunks_free (&chunks);
   free (error_msg);
 }

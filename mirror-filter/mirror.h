@@ -9,11 +9,16 @@
 
 /* The commands of the control protocol (nbdkit-mirror-filter(1)).  Each
  * returns its one-line JSON reply, malloc'd, without the newline. */
-char *mirror_cmd_start (const char *uri, const char *psk_file);
+char *mirror_cmd_start (const char *uri, const char *psk_file,
+                        enum mirror_sync sync);
 char *mirror_cmd_status (void);
 char *mirror_cmd_complete (bool pivot);
 char *mirror_cmd_abort (void);
-/* Housekeeping between commands: a failed target is detached here. */
+char *mirror_cmd_pause (void);
+/* URI NULL: release on the disk as it was; else pivot to URI. */
+char *mirror_cmd_resume (const char *uri, const char *psk_file);
+/* Housekeeping between commands: a failed target is detached here, an
+ * expired pause released. */
 void mirror_reap (void);
 
 /* control-proto.c: a reply {"ok":false,"error":MSG}, malloc'd (NULL if

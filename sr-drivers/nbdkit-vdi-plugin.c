@@ -6,6 +6,20 @@
  * every connection and every worker thread: libvdisk is thread-safe, so
  * all connections see each other's writes and one flush makes the whole
  * image durable.  That is what lets us advertise multi-conn.
+ *
+ * Two views of the one image, chosen when a handle is opened (the handle
+ * is the view): the whole disk, read-write; and the top layer's map
+ * (TOP_LAYER_EXPORT, read-only), whose extents are the top layer's own
+ * (vdisk_map's VDISK_MAP_LAYER: HOLE = the layer does not hold it, the
+ * layers below do) while its reads are the whole disk's.  The mirror
+ * filter's sync=top follows that map.  A client connection chooses it by
+ * its export name.  A context a filter opens for itself has no client
+ * connection, and nbdkit 1.32 does not tell a plugin that context's
+ * export name, so there the read-only flag chooses: read-only is the
+ * layer's map (the mirror filter opens it so, with the export name for
+ * the nbdkit versions that pass it), read-write the whole disk (the
+ * mirror's copier).  .preconnect, which runs in a client connection's
+ * thread before it opens, tells the two cases apart.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -27,6 +41,22 @@ static bool readonly;                   /* readonly=true */
 static bool buffered;                   /* cache=writeback: no O_DIRECT */
 static struct vdisk *disk; /* opened in get_ready, shared by all handles */
 
+/* The export name of the top layer's map (nbdkit-vdi-plugin(1)), and
+ * how its description begins (the mirror filter checks it). */
+#define TOP_LAYER_EXPORT "vdi:top-layer"
+#define TOP_LAYER_DESCRIPTION "top layer of "
+
+/* A handle: which view of the disk. */
+struct view
+{
+  bool top_layer;
+};
+static struct view whole_disk = { false }, top_layer = { true };
+static char *top_layer_description;
+
+/* Set in a client connection's thread (see the top of the file). */
+static __thread bool client_thread;
+
 /* Report the libvdisk error of this thread through nbdkit: the message
  * (which already names the file and the structure) and the errno that
  * goes back to the client. */
@@ -42,6 +72,7 @@ vdi_unload (void)
 {
   free (filename);
   free (confine);
+  free (top_layer_description);
 }
 
 static int
@@ -142,6 +173,12 @@ vdi_get_ready (void)
     vdi_error ();
     return -1;
   }
+  if (asprintf (&top_layer_description, "%s%s", TOP_LAYER_DESCRIPTION,
+                filename)
+      == -1) {
+    nbdkit_error ("out of memory");
+    return -1;
+  }
   struct vdisk_info info;
   vdisk_get_info (disk, &info);
   /* A guessed raw disk is one a guest could turn into an image by writing
@@ -166,23 +203,46 @@ vdi_cleanup (void)
   disk = NULL;
 }
 
-/* Every connection shares the one image; the handle is just the disk. */
+static int
+vdi_preconnect (int conn_readonly)
+{
+  client_thread = true;
+  return 0;
+}
+
+/* Every connection shares the one image; the handle is the view. */
 static void *
 vdi_open (int conn_readonly)
 {
-  return disk;
+  bool top = conn_readonly; /* a filter's own context */
+
+  if (client_thread) {
+    const char *name = nbdkit_export_name ();
+    top = name && strcmp (name, TOP_LAYER_EXPORT) == 0;
+  }
+  return top ? &top_layer : &whole_disk;
+}
+
+static const char *
+vdi_export_description (void *handle)
+{
+  const struct view *v = handle;
+
+  return v->top_layer ? top_layer_description : NULL;
 }
 
 static int64_t
 vdi_get_size (void *handle)
 {
-  return vdisk_get_size (handle);
+  return vdisk_get_size (disk);
 }
 
 static int
 vdi_can_write (void *handle)
 {
-  return vdisk_is_writable (handle);
+  const struct view *v = handle;
+
+  return !v->top_layer && vdisk_is_writable (disk);
 }
 
 static int
@@ -252,7 +312,7 @@ static int
 vdi_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
            uint32_t flags)
 {
-  if (vdisk_pread (handle, buf, count, offset) == -1) {
+  if (vdisk_pread (disk, buf, count, offset) == -1) {
     vdi_error ();
     return -1;
   }
@@ -274,7 +334,7 @@ static int
 vdi_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset,
             uint32_t flags)
 {
-  if (vdisk_pwrite (handle, buf, count, offset, vdisk_flags (flags)) == -1) {
+  if (vdisk_pwrite (disk, buf, count, offset, vdisk_flags (flags)) == -1) {
     vdi_error ();
     return -1;
   }
@@ -289,7 +349,7 @@ vdi_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
     nbdkit_set_error (ENOTSUP);
     return -1;
   }
-  if (vdisk_zero (handle, count, offset, vdisk_flags (flags)) == -1) {
+  if (vdisk_zero (disk, count, offset, vdisk_flags (flags)) == -1) {
     vdi_error ();
     return -1;
   }
@@ -299,7 +359,7 @@ vdi_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 static int
 vdi_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  if (vdisk_trim (handle, count, offset, vdisk_flags (flags)) == -1) {
+  if (vdisk_trim (disk, count, offset, vdisk_flags (flags)) == -1) {
     vdi_error ();
     return -1;
   }
@@ -309,7 +369,7 @@ vdi_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 static int
 vdi_flush (void *handle, uint32_t flags)
 {
-  if (vdisk_flush (handle) == -1) {
+  if (vdisk_flush (disk) == -1) {
     vdi_error ();
     return -1;
   }
@@ -317,13 +377,16 @@ vdi_flush (void *handle, uint32_t flags)
 }
 
 /* The flattened map of the chain: a HOLE there is allocated in no layer,
- * so it reads as zero. */
+ * so it reads as zero.  The top layer's map: a HOLE is what the layers
+ * below hold, which need not read as zero. */
 static uint32_t
-nbd_extent_type (uint32_t type)
+nbd_extent_type (uint32_t type, bool layer_map)
 {
   switch (type) {
   case VDISK_EXTENT_ZERO: return NBDKIT_EXTENT_ZERO;
-  case VDISK_EXTENT_HOLE: return NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO;
+  case VDISK_EXTENT_HOLE:
+    return layer_map ? NBDKIT_EXTENT_HOLE
+                     : NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO;
   default: return 0;
   }
 }
@@ -332,17 +395,20 @@ static int
 vdi_extents (void *handle, uint32_t count, uint64_t offset, uint32_t flags,
              struct nbdkit_extents *extents)
 {
+  const struct view *v = handle;
   struct vdisk_extents map = { 0 };
   int r = 0;
 
-  if (vdisk_map (handle, offset, count, 0, &map) == -1) {
+  if (vdisk_map (disk, offset, count, v->top_layer ? VDISK_MAP_LAYER : 0,
+                 &map)
+      == -1) {
     vdi_error ();
     return -1;
   }
   for (size_t i = 0; i < map.len; i++) {
     const struct vdisk_extent *e = &map.v[i];
     r = nbdkit_add_extent (extents, e->offset, e->length,
-                           nbd_extent_type (e->type));
+                           nbd_extent_type (e->type, v->top_layer));
     if (r == -1 || (flags & NBDKIT_FLAG_REQ_ONE))
       break;
   }
@@ -366,7 +432,9 @@ static struct nbdkit_plugin plugin = {
   .dump_plugin = vdi_dump_plugin,
   .get_ready = vdi_get_ready,
   .cleanup = vdi_cleanup,
+  .preconnect = vdi_preconnect,
   .open = vdi_open,
+  .export_description = vdi_export_description,
   .get_size = vdi_get_size,
   .block_size = vdi_block_size,
   .can_write = vdi_can_write,

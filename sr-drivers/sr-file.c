@@ -15,6 +15,18 @@
  * journalled: the snapshot's record is committed first with
  * pending_leaf = the VDI, and open/scan finish or undo such a record.
  *
+ * Changed-block logs (cbt-log.h): a VDI with CBT has "<uuid>.cbtlog"
+ * beside its image; the file's presence is the record's cbt_enabled.  A
+ * snapshot rotates the VDI's log into the snapshot's once the new leaf is
+ * in place (a crash between leaves the VDI's log counting from its older
+ * snapshot: a walk to the new snapshot then finds no chain, a full
+ * backup, never a wrong incremental).  data_destroy marks the record
+ * cbt_metadata in sr.db first, then removes the image if no VDI reads
+ * through it (open finishes that after a crash); an image that is a
+ * parent stays, hidden, until its last child goes.  Destroying a VDI
+ * first merges its log into the logs that count from it, then removes
+ * the log after the record.
+ *
  * Locking: one mutex per SR around every operation (SQLite is opened in
  * serialised mode too), and an flock on sr.db so that a second process
  * cannot open the same SR.
@@ -36,6 +48,7 @@
 #include <unistd.h>
 #include <assert.h>
 
+#include "cbt-log.h"
 #include "sqlite-bind.h"
 #include "sr.h"
 #include "vdisk-internal.h"
@@ -297,10 +310,26 @@ db_get_text (struct sr *sr, const char *sql, const char *spec, ...)
 
 /* ---- records ---- */
 
+/* Whether UUID has CBT on: its log is there and not disabled (a log
+ * disabled under a running writer stays until the writer goes; see
+ * cbt_log_disable).  A log that does not read counts as there: it says
+ * so when used. */
+static bool
+has_log (struct sr *sr, const char *uuid)
+{
+  char name[SR_UUID_LEN + 16];
+  snprintf (name, sizeof name, "%s%s", uuid, CBT_LOG_SUFFIX);
+  if (faccessat (F (sr)->dirfd, name, F_OK, AT_SYMLINK_NOFOLLOW) == -1)
+    return false;
+  g_autofree char *path = g_build_filename (sr->path, name, NULL);
+  struct cbt_log_info info;
+  return cbt_log_read_header (path, &info, NULL) == -1 || !info.disabled;
+}
+
 #define VDI_COLUMNS                                                           \
   "uuid, location, name_label, name_description, format, virtual_size, "      \
   "parent_uuid, read_only, managed, is_snapshot, snapshot_of, "               \
-  "snapshot_time, created"
+  "snapshot_time, created, cbt_metadata"
 
 static void
 copy_uuid (char *dst, const unsigned char *src)
@@ -362,6 +391,7 @@ row_to_vdi (struct sr *sr, sqlite3_stmt *st)
   copy_uuid (v->snapshot_of, sqlite3_column_text (st, 10));
   v->snapshot_time = sqlite3_column_int64 (st, 11);
   v->created = sqlite3_column_int64 (st, 12);
+  v->cbt_metadata = sqlite3_column_int (st, 13);
   if (!v->location || !v->name_label || !v->name_description) {
     sr_vdi_free (v);
     sr_err (sr, ENOMEM, "out of memory");
@@ -382,6 +412,7 @@ row_to_vdi (struct sr *sr, sqlite3_stmt *st)
   struct stat sb;
   if (fstatat (F (sr)->dirfd, v->location, &sb, AT_SYMLINK_NOFOLLOW) == 0)
     v->physical_utilisation = (uint64_t)sb.st_blocks * 512;
+  v->cbt_enabled = has_log (sr, v->uuid);
   if (load_other_config (sr, v) == -1) {
     sr_vdi_free (v);
     return NULL;
@@ -617,19 +648,37 @@ static const char schema[] = "CREATE TABLE IF NOT EXISTS sr (\n"
                              "  snapshot_of TEXT,\n"
                              "  snapshot_time INTEGER NOT NULL DEFAULT 0,\n"
                              "  created INTEGER NOT NULL,\n"
-                             "  pending_leaf TEXT);\n"
+                             "  pending_leaf TEXT,\n"
+                             "  cbt_metadata INTEGER NOT NULL DEFAULT 0);\n"
                              "CREATE TABLE IF NOT EXISTS other_config (\n"
                              "  vdi TEXT NOT NULL,\n"
                              "  key TEXT NOT NULL,\n"
                              "  value TEXT NOT NULL,\n"
                              "  PRIMARY KEY (vdi, key));\n";
 
+/* sr.db of an SR made before VDI.data_destroy lacks the cbt_metadata
+ * column: add it (0 for every record).  Older programs name their
+ * columns, so they still read the SR. */
+static int
+add_cbt_metadata_column (struct sr *sr)
+{
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2 (F (sr)->db, "SELECT cbt_metadata FROM vdi LIMIT 0",
+                          -1, &st, NULL)
+      == SQLITE_OK) {
+    sqlite3_finalize (st);
+    return 0;
+  }
+  return db_exec (sr, "ALTER TABLE vdi ADD COLUMN cbt_metadata INTEGER NOT "
+                      "NULL DEFAULT 0");
+}
+
 static int
 init_db (struct sr *sr)
 {
   if (db_exec (sr, "PRAGMA synchronous = FULL") == -1 || db_begin (sr) == -1)
     return -1;
-  if (db_exec (sr, schema) == -1)
+  if (db_exec (sr, schema) == -1 || add_cbt_metadata_column (sr) == -1)
     goto fail;
   char *ver
       = db_get_text (sr, "SELECT value FROM sr WHERE key = 'version'", "");
@@ -688,6 +737,8 @@ purge_trash (struct sr *sr)
   closedir (dir);
 }
 
+static int finish_data_destroys (struct sr *sr);
+
 static int
 fsr_open (struct sr *sr, unsigned flags)
 {
@@ -740,6 +791,8 @@ fsr_open (struct sr *sr, unsigned flags)
   if (init_db (sr) == -1 || recover (sr) == -1)
     goto fail;
   purge_trash (sr);
+  if (finish_data_destroys (sr) == -1)
+    goto fail;
   return 0;
 fail:
   fsr_free (sr);
@@ -978,6 +1031,12 @@ create_locked (struct sr *sr, const char *name_label, enum vdisk_format format,
   v.virtual_size = virtual_size;
   v.managed = managed;
   v.created = time (NULL);
+  if (params && params->is_snapshot) {
+    v.is_snapshot = true;
+    v.read_only = true;
+    snprintf (v.snapshot_of, sizeof v.snapshot_of, "%s", params->snapshot_of);
+    v.snapshot_time = params->snapshot_time;
+  }
   if (db_begin (sr) == -1)
     goto fail;
   if (insert_record (sr, &v, NULL) == -1
@@ -1006,8 +1065,8 @@ fsr_create_vdi (struct sr *sr, const char *name_label,
                 const struct sr_vdi_create_params *params)
 {
   pthread_mutex_lock (&F (sr)->lock);
-  struct sr_vdi *v
-      = create_locked (sr, name_label, format, virtual_size, params, true);
+  struct sr_vdi *v = create_locked (sr, name_label, format, virtual_size,
+                                    params, !(params && params->unmanaged));
   pthread_mutex_unlock (&F (sr)->lock);
   return v;
 }
@@ -1020,7 +1079,12 @@ fsr_open_vdi (struct sr *sr, const char *uuid, unsigned flags)
   pthread_mutex_lock (&F (sr)->lock);
   struct sr_vdi *v = load_vdi (sr, uuid);
   char *path = NULL;
-  if (v && v->read_only && (flags & VDISK_OPEN_RDWR))
+  if (v && v->cbt_metadata)
+    sr_err (sr, EMEDIUMTYPE,
+            "VDI %s: its data was destroyed (a cbt_metadata VDI keeps only "
+            "its changed-block log)",
+            uuid);
+  else if (v && v->read_only && (flags & VDISK_OPEN_RDWR))
     sr_err (sr, EROFS,
             "VDI %s: is read-only (%s); open it read-only or clone it", uuid,
             v->is_snapshot ? "a snapshot" : "the parent of other VDIs");
@@ -1049,6 +1113,49 @@ fsr_open_vdi (struct sr *sr, const char *uuid, unsigned flags)
   return d;
 }
 
+/* ---- changed-block logs ---- */
+
+static void
+log_name (char out[SR_UUID_LEN + 16], const char *uuid)
+{
+  snprintf (out, SR_UUID_LEN + 16, "%s%s", uuid, CBT_LOG_SUFFIX);
+}
+
+/* Put SR and VDI context in front of a cbt-log error and free it; its
+ * code is an errno value. */
+static void
+sr_err_cbt (struct sr *sr, const char *uuid, GError *err)
+{
+  sr_err (sr, err->code, "VDI %s: %s", uuid, err->message);
+  g_error_free (err);
+}
+
+/* Before UUID's log goes: merge it into every log that counts from it
+ * (the VDI it is a snapshot of, or a later snapshot), so their chains
+ * stay whole without it.  A log that cannot be merged breaks a chain,
+ * which a walk reports (a full backup), so it is only logged. */
+static void
+coalesce_log (struct sr *sr, const char *uuid)
+{
+  char name[SR_UUID_LEN + 16];
+  log_name (name, uuid);
+  g_autofree char *from = g_build_filename (sr->path, name, NULL);
+  g_autoptr (GDir) dir = g_dir_open (sr->path, 0, NULL);
+  const char *e;
+
+  while (dir && (e = g_dir_read_name (dir)) != NULL) {
+    if (!g_str_has_suffix (e, CBT_LOG_SUFFIX) || strcmp (e, name) == 0)
+      continue;
+    g_autofree char *into = g_build_filename (sr->path, e, NULL);
+    GError *err = NULL;
+    if (cbt_log_coalesce (from, into, &err) == -1) {
+      g_warning ("file SR %s: VDI %s: merging its changed-block log: %s",
+                 sr->path, uuid, err->message);
+      g_error_free (err);
+    }
+  }
+}
+
 /* ---- destroy ---- */
 
 struct names
@@ -1065,6 +1172,32 @@ names_free (struct names *n)
   free (n->v);
 }
 
+/* V's image renamed TRASH_PREFIX<name>, the name kept in TRASH for the
+ * caller to unlink after the SR's lock; nothing if there is no image. */
+static int
+to_trash (struct sr *sr, const struct sr_vdi *v, struct names *trash)
+{
+  char *gone = NULL;
+  char **more = realloc (trash->v, (trash->len + 1) * sizeof *more);
+  if (more)
+    trash->v = more;
+  if (!more || asprintf (&gone, TRASH_PREFIX "%s", v->location) == -1) {
+    sr_err (sr, ENOMEM, "out of memory");
+    return -1;
+  }
+  if (renameat (F (sr)->dirfd, v->location, F (sr)->dirfd, gone) == -1) {
+    int e = errno;
+    free (gone);
+    if (e == ENOENT)
+      return 0;
+    sr_err (sr, e, "VDI %s: cannot remove %s: %s", v->uuid, v->location,
+            strerror (e));
+    return -1;
+  }
+  trash->v[trash->len++] = gone;
+  return 0;
+}
+
 /* Delete UUID's record and image, then its parent too if that is an
  * unmanaged base nobody uses any more. */
 /* A destroyed VDI's image is renamed to TRASH_PREFIX<name> in the
@@ -1079,6 +1212,21 @@ destroy_locked (struct sr *sr, const char *uuid, struct names *trash)
   if (!v)
     return -1;
   char *child = first_child (sr, uuid);
+  char log[SR_UUID_LEN + 16];
+  log_name (log, uuid);
+  if (child && v->cbt_metadata && v->managed) {
+    /* Its data was destroyed already but its image is still read
+     * through: only the record goes, for clients; the image stays an
+     * unmanaged parent until its last child goes. */
+    free (child);
+    coalesce_log (sr, uuid);
+    int r = db_run (sr, "UPDATE vdi SET managed = 0 WHERE uuid = ?1", "s",
+                    uuid);
+    if (r != -1)
+      (void)unlinkat (F (sr)->dirfd, log, 0);
+    sr_vdi_free (v);
+    return r == -1 ? -1 : 0;
+  }
   if (child) {
     sr_err (sr, EBUSY,
             "VDI %s: cannot destroy it: in use as the parent of VDI %s "
@@ -1088,6 +1236,8 @@ destroy_locked (struct sr *sr, const char *uuid, struct names *trash)
     sr_vdi_free (v);
     return -1;
   }
+  if (v->cbt_enabled)
+    coalesce_log (sr, uuid);
   if (db_begin (sr) == -1)
     goto fail;
   if (db_run (sr, "DELETE FROM other_config WHERE vdi = ?1", "s", uuid) == -1
@@ -1095,29 +1245,13 @@ destroy_locked (struct sr *sr, const char *uuid, struct names *trash)
     db_rollback (sr);
     goto fail;
   }
-  char *gone = NULL;
-  char **more = realloc (trash->v, (trash->len + 1) * sizeof *more);
-  if (more)
-    trash->v = more;
-  if (!more || asprintf (&gone, TRASH_PREFIX "%s", v->location) == -1) {
-    sr_err (sr, ENOMEM, "out of memory");
+  if (to_trash (sr, v, trash) == -1) {
     db_rollback (sr);
     goto fail;
   }
-  if (renameat (F (sr)->dirfd, v->location, F (sr)->dirfd, gone) == -1) {
-    int e = errno;
-    free (gone);
-    if (e != ENOENT) {
-      sr_err (sr, e, "VDI %s: cannot remove %s: %s", uuid, v->location,
-              strerror (e));
-      db_rollback (sr);
-      goto fail;
-    }
-  }
-  else
-    trash->v[trash->len++] = gone;
   if (db_commit (sr) == -1)
     goto fail; /* the image is gone; the next scan drops the record */
+  (void)unlinkat (F (sr)->dirfd, log, 0);
   sync_dir (sr);
 
   if (v->parent_uuid[0]) {
@@ -1181,6 +1315,33 @@ fsr_destroy_vdi (struct sr *sr, const char *uuid)
 }
 
 /* ---- snapshot and clone ---- */
+
+/* VDI UUID was just snapshot into S: S takes the log as it was, UUID's
+ * counts from S (cbt-log.h).  The snapshot stands whatever happens here:
+ * if the rotation fails, UUID's log is reset so that no walk crosses
+ * the gap. */
+static void
+rotate_log (struct sr *sr, const char *uuid, struct sr_vdi *s)
+{
+  char vname[SR_UUID_LEN + 16], sname[SR_UUID_LEN + 16];
+  log_name (vname, uuid);
+  log_name (sname, s->uuid);
+  g_autofree char *vpath = g_build_filename (sr->path, vname, NULL);
+  g_autofree char *spath = g_build_filename (sr->path, sname, NULL);
+  g_autoptr (GError) err = NULL;
+
+  if (cbt_log_rotate (vpath, spath, s->uuid, &err) == 0) {
+    s->cbt_enabled = true;
+    return;
+  }
+  g_warning ("file SR %s: VDI %s: snapshot %s: rotating the changed-block "
+             "log: %s",
+             sr->path, uuid, s->uuid, err->message);
+  g_clear_error (&err);
+  (void)unlinkat (F (sr)->dirfd, sname, 0);
+  if (cbt_log_reset (vpath, "snapshot rotation failed", &err) == -1)
+    g_warning ("file SR %s: VDI %s: %s", sr->path, uuid, err->message);
+}
 
 /* Freeze writable VDI V: its image becomes the read-only VDI returned
  * (a new uuid), and V gets an empty leaf over it.  Journalled (see
@@ -1267,6 +1428,8 @@ fsr_snapshot (struct sr *sr, const char *uuid, const char *name_label)
   if (v) {
     s = freeze (sr, v, name_label ? name_label : v->name_label, true, true);
   }
+  if (s && v->cbt_enabled)
+    rotate_log (sr, v->uuid, s);
   sr_vdi_free (v);
   pthread_mutex_unlock (&F (sr)->lock);
   return s;
@@ -1280,6 +1443,12 @@ fsr_clone (struct sr *sr, const char *uuid, const char *name_label)
   struct sr_vdi *base = NULL, *c = NULL;
   if (!v)
     goto out;
+  if (v->cbt_metadata) {
+    sr_err (sr, EMEDIUMTYPE,
+            "VDI %s: cannot clone it: its data was destroyed (cbt_metadata)",
+            uuid);
+    goto out;
+  }
   if (v->read_only)
     base = v, v = NULL;
   else {
@@ -1559,7 +1728,8 @@ scan_locked (struct sr *sr)
     bool found = false;
     for (size_t j = 0; j < files.len && !found; j++)
       found = strcmp (files.v[j], recs.v[i]->location) == 0;
-    if (!found
+    /* A data-destroyed snapshot is its record and log alone. */
+    if (!found && !recs.v[i]->cbt_metadata
         && (db_run (sr, "DELETE FROM other_config WHERE vdi = ?1", "s",
                     recs.v[i]->uuid)
                 == -1
@@ -1612,6 +1782,196 @@ fsr_scan (struct sr *sr)
   return r;
 }
 
+/* ---- changed-block tracking: the SR's part ---- */
+
+static char *
+log_path_of (struct sr *sr, const char *uuid)
+{
+  char name[SR_UUID_LEN + 16];
+  log_name (name, uuid);
+  return image_path (sr, name);
+}
+
+static int
+set_cbt_locked (struct sr *sr, struct sr_vdi *v, bool enabled)
+{
+  g_autofree char *path = log_path_of (sr, v->uuid);
+  GError *err = NULL;
+  if (!path)
+    return -1;
+  if (enabled && v->cbt_metadata) {
+    sr_err (sr, EMEDIUMTYPE,
+            "VDI %s: cannot enable CBT: its data was destroyed", v->uuid);
+    return -1;
+  }
+  if (enabled ? cbt_log_enable (path, v->virtual_size, &err)
+              : cbt_log_disable (path, &err)) {
+    sr_err_cbt (sr, v->uuid, err);
+    return -1;
+  }
+  return 0;
+}
+
+static int
+fsr_set_cbt (struct sr *sr, const char *uuid, bool enabled)
+{
+  pthread_mutex_lock (&F (sr)->lock);
+  struct sr_vdi *v = load_vdi (sr, uuid);
+  int r = v ? set_cbt_locked (sr, v, enabled) : -1;
+  sr_vdi_free (v);
+  pthread_mutex_unlock (&F (sr)->lock);
+  return r;
+}
+
+static char *
+fsr_cbt_log_path (struct sr *sr, const char *uuid, bool enabled_only)
+{
+  pthread_mutex_lock (&F (sr)->lock);
+  struct sr_vdi *v = load_vdi (sr, uuid);
+  char *path = NULL;
+  if (v && enabled_only && !v->cbt_enabled)
+    sr_err (sr, ENODATA, "VDI %s: changed-block tracking is off", uuid);
+  else if (v)
+    path = log_path_of (sr, uuid);
+  sr_vdi_free (v);
+  pthread_mutex_unlock (&F (sr)->lock);
+  return path;
+}
+
+static uint8_t *
+fsr_changed_blocks (struct sr *sr, const char *from_uuid, const char *to_uuid,
+                    size_t *len)
+{
+  pthread_mutex_lock (&F (sr)->lock);
+  struct sr_vdi *from = load_vdi (sr, from_uuid);
+  struct sr_vdi *to = from ? load_vdi (sr, to_uuid) : NULL;
+  uint8_t *out = NULL;
+  GError *err = NULL;
+  if (!to)
+    goto out;
+  if (from->virtual_size != to->virtual_size) {
+    sr_err (sr, EINVAL,
+            "VDI %s and VDI %s: different virtual sizes (%llu and %llu "
+            "bytes): no changed blocks between them",
+            from_uuid, to_uuid, (unsigned long long)from->virtual_size,
+            (unsigned long long)to->virtual_size);
+    goto out;
+  }
+  uint8_t *b = cbt_log_changed_blocks (sr->path, from_uuid, to_uuid, len,
+                                       &err);
+  if (!b) {
+    sr_err_cbt (sr, to_uuid, err);
+    goto out;
+  }
+  /* malloc'd for the caller, as sr.h says. */
+  out = malloc (*len ? *len : 1);
+  if (out)
+    memcpy (out, b, *len);
+  else
+    sr_err (sr, ENOMEM, "out of memory");
+  g_free (b);
+out:
+  sr_vdi_free (from);
+  sr_vdi_free (to);
+  pthread_mutex_unlock (&F (sr)->lock);
+  return out;
+}
+
+static int
+fsr_cbt_import (struct sr *sr, const char *uuid, const uint8_t *bytes,
+                size_t len)
+{
+  pthread_mutex_lock (&F (sr)->lock);
+  struct sr_vdi *v = load_vdi (sr, uuid);
+  g_autofree char *path = v ? log_path_of (sr, uuid) : NULL;
+  GError *err = NULL;
+  int r = -1;
+  if (path && cbt_log_import (path, bytes, len, v->virtual_size, &err) == -1)
+    sr_err_cbt (sr, uuid, err);
+  else if (path)
+    r = 0;
+  sr_vdi_free (v);
+  pthread_mutex_unlock (&F (sr)->lock);
+  return r;
+}
+
+/* The image of a cbt_metadata VDI that nothing reads through, if it is
+ * still there (data_destroy, or a crash in it).  Its name goes to the
+ * trash, unlinked by the caller after the lock. */
+static int
+drop_destroyed_data (struct sr *sr, const struct sr_vdi *v,
+                     struct names *trash)
+{
+  char *child = first_child (sr, v->uuid);
+  if (child || faccessat (F (sr)->dirfd, v->location, F_OK,
+                          AT_SYMLINK_NOFOLLOW) == -1) {
+    free (child);
+    return 0;
+  }
+  if (to_trash (sr, v, trash) == -1)
+    return -1;
+  sync_dir (sr);
+  return 0;
+}
+
+static int
+data_destroy_locked (struct sr *sr, const char *uuid, struct names *trash)
+{
+  struct sr_vdi *v = load_vdi (sr, uuid);
+  int r = -1;
+  if (!v)
+    return -1;
+  if (!v->is_snapshot)
+    sr_err (sr, EMEDIUMTYPE,
+            "VDI %s: data_destroy needs a snapshot; this VDI is not one",
+            uuid);
+  else if (!v->cbt_enabled)
+    sr_err (sr, ENODATA,
+            "VDI %s: data_destroy needs changed-block tracking on the "
+            "snapshot (its log is what stays)",
+            uuid);
+  else if (v->cbt_metadata
+           || db_run (sr, "UPDATE vdi SET cbt_metadata = 1 WHERE uuid = ?1",
+                      "s", uuid)
+                  != -1) {
+    v->cbt_metadata = true;
+    r = drop_destroyed_data (sr, v, trash);
+  }
+  sr_vdi_free (v);
+  return r;
+}
+
+/* A data_destroy that a crash stopped between its record and its
+ * image: the image goes now (if nothing reads through it). */
+static int
+finish_data_destroys (struct sr *sr)
+{
+  struct sr_vdi_list l = { 0 };
+  struct names trash = { 0 };
+  int r = list_locked (sr, &l);
+  for (size_t i = 0; r == 0 && i < l.len; i++)
+    if (l.v[i]->cbt_metadata)
+      r = drop_destroyed_data (sr, l.v[i], &trash);
+  for (size_t i = 0; i < trash.len; i++)
+    (void)unlinkat (F (sr)->dirfd, trash.v[i], 0);
+  names_free (&trash);
+  sr_vdi_list_free (&l);
+  return r;
+}
+
+static int
+fsr_data_destroy (struct sr *sr, const char *uuid)
+{
+  struct names trash = { 0 };
+  pthread_mutex_lock (&F (sr)->lock);
+  int r = data_destroy_locked (sr, uuid, &trash);
+  pthread_mutex_unlock (&F (sr)->lock);
+  for (size_t i = 0; i < trash.len; i++)
+    (void)unlinkat (F (sr)->dirfd, trash.v[i], 0);
+  names_free (&trash);
+  return r;
+}
+
 /* ---- stat ---- */
 
 static int
@@ -1653,4 +2013,9 @@ const struct sr_ops sr_file_ops = {
   .clone = fsr_clone,
   .set_parent = fsr_set_parent,
   .stat = fsr_stat,
+  .set_cbt = fsr_set_cbt,
+  .cbt_log_path = fsr_cbt_log_path,
+  .changed_blocks = fsr_changed_blocks,
+  .cbt_import = fsr_cbt_import,
+  .data_destroy = fsr_data_destroy,
 };

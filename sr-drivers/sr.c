@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "cbt-log.h"
 #include "sr.h"
 #include "vdisk-internal.h"
 
@@ -207,6 +208,16 @@ sr_vdi_create (struct sr *sr, const char *name_label, enum vdisk_format format,
     return NULL;
   if (params && params->uuid && check_uuid (sr, "VDI", params->uuid) == -1)
     return NULL;
+  if (params && params->snapshot_of
+      && check_uuid (sr, "snapshot_of VDI", params->snapshot_of) == -1)
+    return NULL;
+  if (params && params->is_snapshot != (params->snapshot_of != NULL)) {
+    vdisk_set_error (EINVAL,
+                     "%s SR %s: creating VDI \"%.64s\": a snapshot record "
+                     "needs both is_snapshot and snapshot_of",
+                     sr->ops->name, sr->path, name_label ? name_label : "");
+    return NULL;
+  }
   if (format != VDISK_FORMAT_RAW && format != VDISK_FORMAT_VHD
       && format != VDISK_FORMAT_QCOW2) {
     vdisk_set_error (EINVAL, "%s SR %s: unknown VDI format %d", sr->ops->name,
@@ -384,6 +395,224 @@ sr_vdi_set_parent (struct sr *sr, const char *uuid, const char *parent_uuid)
     return -1;
   }
   int r = sr->ops->set_parent (sr, uuid, parent_uuid);
+  changed (sr, r == 0, uuid, SR_VDI_CHANGED);
+  return r;
+}
+
+/* ---- changed-block tracking ---- */
+
+/* The driver's OP, or ENOTSUP for an SR type without CBT. */
+#define CBT_OP(sr, op, ret)                                                   \
+  do {                                                                        \
+    if ((sr)->ops->op == NULL) {                                              \
+      vdisk_set_error (ENOTSUP,                                               \
+                       "%s SR %s: changed-block tracking is not supported "   \
+                       "by this SR type",                                     \
+                       (sr)->ops->name, (sr)->path);                          \
+      return ret;                                                             \
+    }                                                                         \
+  } while (0)
+
+static int
+set_cbt (struct sr *sr, const char *uuid, bool enabled)
+{
+  CHECK_SR (sr, -1);
+  if (check_uuid (sr, "VDI", uuid) == -1)
+    return -1;
+  CBT_OP (sr, set_cbt, -1);
+  int r = sr->ops->set_cbt (sr, uuid, enabled);
+  changed (sr, r == 0, uuid, SR_VDI_CHANGED);
+  return r;
+}
+
+int
+sr_vdi_enable_cbt (struct sr *sr, const char *uuid)
+{
+  return set_cbt (sr, uuid, true);
+}
+
+int
+sr_vdi_disable_cbt (struct sr *sr, const char *uuid)
+{
+  return set_cbt (sr, uuid, false);
+}
+
+static char *
+cbt_log_path (struct sr *sr, const char *uuid, bool enabled_only)
+{
+  CHECK_SR (sr, NULL);
+  if (check_uuid (sr, "VDI", uuid) == -1)
+    return NULL;
+  CBT_OP (sr, cbt_log_path, NULL);
+  return sr->ops->cbt_log_path (sr, uuid, enabled_only);
+}
+
+char *
+sr_vdi_cbt_log_path (struct sr *sr, const char *uuid)
+{
+  return cbt_log_path (sr, uuid, true);
+}
+
+char *
+sr_vdi_cbt_log_location (struct sr *sr, const char *uuid)
+{
+  return cbt_log_path (sr, uuid, false);
+}
+
+int
+sr_vdi_cbt_info (struct sr *sr, const char *uuid, struct cbt_log_info *out)
+{
+  g_autoptr (GError) err = NULL;
+  g_autofree char *path = NULL;
+  char *p = sr_vdi_cbt_log_path (sr, uuid);
+
+  if (!p)
+    return -1;
+  path = g_strdup (p);
+  free (p);
+  if (cbt_log_read_info (path, out, &err) == -1) {
+    vdisk_set_error (err->code, "%s SR %s: VDI %s: %s", sr->ops->name,
+                     sr->path, uuid, err->message);
+    return -1;
+  }
+  return 0;
+}
+
+uint8_t *
+sr_vdi_list_changed_blocks (struct sr *sr, const char *from_uuid,
+                            const char *to_uuid, size_t *len)
+{
+  CHECK_SR (sr, NULL);
+  if (check_uuid (sr, "VDI", from_uuid) == -1
+      || check_uuid (sr, "VDI", to_uuid) == -1)
+    return NULL;
+  CBT_OP (sr, changed_blocks, NULL);
+  return sr->ops->changed_blocks (sr, from_uuid, to_uuid, len);
+}
+
+int
+sr_vdi_cbt_import (struct sr *sr, const char *uuid, const uint8_t *bytes,
+                   size_t len)
+{
+  CHECK_SR (sr, -1);
+  if (check_uuid (sr, "VDI", uuid) == -1)
+    return -1;
+  CBT_OP (sr, cbt_import, -1);
+  int r = sr->ops->cbt_import (sr, uuid, bytes, len);
+  changed (sr, r == 0, uuid, SR_VDI_CHANGED);
+  return r;
+}
+
+int
+sr_vdi_data_destroy (struct sr *sr, const char *uuid)
+{
+  CHECK_SR (sr, -1);
+  if (check_uuid (sr, "VDI", uuid) == -1)
+    return -1;
+  CBT_OP (sr, data_destroy, -1);
+  int r = sr->ops->data_destroy (sr, uuid);
+  changed (sr, r == 0, uuid, SR_VDI_CHANGED);
+  return r;
+}
+
+/* Copy FROM (a log file) into TO_UUID of TO_SR. */
+static int
+cbt_copy (const char *from, struct sr *to_sr, const char *to_uuid)
+{
+  g_autoptr (GError) err = NULL;
+  size_t len;
+  g_autofree uint8_t *bytes = cbt_log_export (from, &len, &err);
+  if (!bytes) {
+    vdisk_set_error (err->code, "%s", err->message);
+    return -1;
+  }
+  return sr_vdi_cbt_import (to_sr, to_uuid, bytes, len);
+}
+
+int
+sr_vdi_cbt_follow (struct sr *from_sr, const char *from_uuid,
+                   struct sr *to_sr, const char *to_uuid, bool keep_source)
+{
+  g_autoptr (GError) err = NULL;
+  char *p = sr_vdi_cbt_log_path (from_sr, from_uuid);
+  if (!p)
+    return sr_get_errno () == ENODATA ? 0 : -1;
+  g_autofree char *from = g_strdup (p);
+  free (p);
+  if (keep_source)
+    return cbt_copy (from, to_sr, to_uuid);
+
+  char *q = sr_vdi_cbt_log_location (to_sr, to_uuid);
+  if (!q)
+    return -1;
+  g_autofree char *to = g_strdup (q);
+  free (q);
+  if (rename (from, to) == 0) {
+    changed (to_sr, true, to_uuid, SR_VDI_CHANGED);
+    changed (from_sr, true, from_uuid, SR_VDI_CHANGED);
+    return 0;
+  }
+  if (errno != EXDEV) {
+    vdisk_set_error (errno, "%s SR %s: VDI %s: moving its log to %s: %s",
+                     from_sr->ops->name, from_sr->path, from_uuid, to,
+                     strerror (errno));
+    return -1;
+  }
+  struct cbt_log_info info;
+  if (cbt_log_read_header (from, &info, &err) == -1) {
+    vdisk_set_error (err->code, "%s", err->message);
+    return -1;
+  }
+  if (cbt_copy (from, to_sr, to_uuid) == -1)
+    return -1;
+  if (info.in_use
+      && cbt_log_reset (to, "moved while in use across filesystems", &err)
+             == -1) {
+    vdisk_set_error (err->code, "%s", err->message);
+    return -1;
+  }
+  return 0;
+}
+
+uint8_t *
+sr_vdi_cbt_export (struct sr *sr, const char *uuid, size_t *len)
+{
+  g_autoptr (GError) err = NULL;
+  char *path = sr_vdi_cbt_log_path (sr, uuid);
+  if (!path)
+    return NULL;
+  uint8_t *b = cbt_log_export (path, len, &err);
+  free (path);
+  if (!b) {
+    vdisk_set_error (err->code, "%s SR %s: VDI %s: %s", sr->ops->name,
+                     sr->path, uuid, err->message);
+    return NULL;
+  }
+  uint8_t *out = malloc (*len);
+  if (out)
+    memcpy (out, b, *len);
+  else
+    vdisk_set_error (ENOMEM, "%s SR %s: out of memory", sr->ops->name,
+                     sr->path);
+  g_free (b);
+  return out;
+}
+
+int
+sr_vdi_cbt_merge (struct sr *sr, const char *uuid, const uint8_t *bytes,
+                  size_t len)
+{
+  g_autoptr (GError) err = NULL;
+  char *path = sr_vdi_cbt_log_path (sr, uuid);
+  if (!path)
+    return sr_get_errno () == ENODATA ? sr_vdi_cbt_import (sr, uuid, bytes,
+                                                           len)
+                                      : -1;
+  int r = cbt_log_merge (path, bytes, len, &err);
+  free (path);
+  if (r == -1)
+    vdisk_set_error (err->code, "%s SR %s: VDI %s: %s", sr->ops->name,
+                     sr->path, uuid, err->message);
   changed (sr, r == 0, uuid, SR_VDI_CHANGED);
   return r;
 }

@@ -35,6 +35,11 @@
  *   EROFS   writing a read-only VDI       (VDI_READ_ONLY)
  *   ENOSPC  the SR's filesystem is full   (SR_FULL)
  *   ENOTSUP the SR type or format cannot do it
+ *   EMEDIUMTYPE the VDI's type does not allow it: data of a cbt_metadata
+ *           VDI, data_destroy of a VDI that is not a snapshot
+ *           (VDI_INCOMPATIBLE_TYPE)
+ *   ENODATA no changed-block logs chain the two VDIs
+ *           (VDI_NO_CBT_METADATA)
  *
  * Thread safety: one `struct sr` may be used by several threads at once;
  * the driver serialises metadata changes.  One SR should be opened by one
@@ -83,6 +88,15 @@ struct sr_vdi
   char snapshot_of[SR_UUID_LEN + 1]; /* "" unless is_snapshot */
   int64_t snapshot_time;             /* unix time, 0 unless is_snapshot */
   int64_t created;                   /* unix time */
+  /* Changed-block tracking: the VDI has a changed-block log
+   * (cbt-log.h; file SR: "<uuid>.cbtlog" beside the image).  XenAPI's
+   * cbt_enabled; a snapshot of a VDI with CBT has it too. */
+  bool cbt_enabled;
+  /* The snapshot's data was destroyed (sr_vdi_data_destroy): only the
+   * record and its changed-block log are left, XenAPI's type
+   * "cbt_metadata".  Its image cannot be opened, snapshot or cloned
+   * (EMEDIUMTYPE). */
+  bool cbt_metadata;
   struct sr_kv *other_config;
   size_t n_other_config;
 };
@@ -124,6 +138,19 @@ struct sr_vdi_create_params
   /* other_config, recorded with the VDI itself (atomically). */
   const struct sr_kv *other_config;
   size_t n_other_config;
+  /* A copy of a snapshot keeps its record (an evacuation moves chains
+   * whole): IS_SNAPSHOT with SNAPSHOT_OF, the uuid of the VDI it is a
+   * snapshot of in this SR (which need not exist yet: a chain copied
+   * bottom first makes the leaf last), and SNAPSHOT_TIME (unix time).
+   * EINVAL if only one of the two is given.  The VDI is then read-only
+   * as a snapshot is: its creator writes its image through the image's
+   * path (host_vdi_path), never through sr_vdi_open. */
+  bool is_snapshot;
+  const char *snapshot_of;
+  int64_t snapshot_time;
+  /* Kept only as the parent of others (a clone's base: managed false,
+   * not shown to XenAPI clients), as the copy of such a base is. */
+  bool unmanaged;
 };
 
 /* One SR type.  The driver's private state hangs off the struct sr
@@ -160,6 +187,16 @@ struct sr_ops
    * image was rebased to it, e.g. by a chain copy. */
   int (*set_parent) (struct sr *sr, const char *uuid, const char *parent_uuid);
   int (*stat) (struct sr *sr, struct sr_stat *st);
+
+  /* Changed-block tracking (NULL: ENOTSUP).  See sr_vdi_enable_cbt and
+   * the functions after it. */
+  int (*set_cbt) (struct sr *sr, const char *uuid, bool enabled);
+  char *(*cbt_log_path) (struct sr *sr, const char *uuid, bool enabled_only);
+  uint8_t *(*changed_blocks) (struct sr *sr, const char *from_uuid,
+                              const char *to_uuid, size_t *len);
+  int (*cbt_import) (struct sr *sr, const char *uuid, const uint8_t *bytes,
+                     size_t len);
+  int (*data_destroy) (struct sr *sr, const char *uuid);
 };
 
 /* What sr_set_watch reports of a VDI. */
@@ -255,6 +292,93 @@ struct sr_vdi *sr_vdi_clone (struct sr *sr, const char *uuid,
  * images, and refuses with ENOTSUP if the image names another parent. */
 int sr_vdi_set_parent (struct sr *sr, const char *uuid,
                        const char *parent_uuid);
+
+/* ---- Changed-block tracking (XenAPI's CBT; the log: cbt-log.h) ----
+ *
+ * A VDI with CBT has a changed-block log that the mirror filter marks
+ * while the VDI is served (vdimotiond passes sr_vdi_cbt_log_path as the
+ * filter's cbt-log=).  sr_vdi_snapshot rotates it: the snapshot gets the
+ * log as it was, the VDI an empty one counting from the snapshot;
+ * sr_vdi_destroy removes it (merging a destroyed snapshot's bitmap into
+ * the log that counts from it, so the chain of logs stays whole, as
+ * xapi's SM coalesces its logs); sr_vdi_data_destroy keeps it. */
+
+/* Turn CBT on for UUID (XenAPI VDI.enable_cbt): a new log (new
+ * generation, empty bitmap) unless it has one already (then nothing
+ * changes).  Refused for a cbt_metadata VDI (EMEDIUMTYPE).  Not while
+ * the VDI is served: the filter takes the log when it opens the disk. */
+int sr_vdi_enable_cbt (struct sr *sr, const char *uuid);
+/* Turn CBT off (VDI.disable_cbt): the log is removed.  Nothing to do if
+ * it was off. */
+int sr_vdi_disable_cbt (struct sr *sr, const char *uuid);
+/* The path of UUID's changed-block log (malloc'd), or NULL with ENOENT
+ * (no such VDI) or ENODATA (CBT is off). */
+char *sr_vdi_cbt_log_path (struct sr *sr, const char *uuid);
+/* Where UUID's log is, or will be once CBT is enabled (malloc'd): a
+ * served VDI's mirror filter gets it as cbt-log= whether CBT is on or
+ * not, and takes the log when it appears (enable_cbt while the VM
+ * runs).  NULL with ENOENT if there is no such VDI. */
+char *sr_vdi_cbt_log_location (struct sr *sr, const char *uuid);
+/* The header of UUID's log (cbt-log.h's struct cbt_log_info: its
+ * generation, the reason and time of its last reset).  ENODATA if CBT is
+ * off. */
+struct cbt_log_info;
+int sr_vdi_cbt_info (struct sr *sr, const char *uuid,
+                     struct cbt_log_info *out);
+/* The blocks changed between snapshot FROM_UUID and VDI TO_UUID
+ * (VDI.list_changed_blocks(vdi_from, vdi_to)): a bitmap in XenAPI's
+ * layout (cbt-log.h), malloc'd (free), *LEN bytes; cbt_bitmap_to_base64
+ * gives its wire form.  ENODATA (VDI_NO_CBT_METADATA) when the logs do
+ * not chain TO back to FROM; EINVAL if the two differ in size. */
+uint8_t *sr_vdi_list_changed_blocks (struct sr *sr, const char *from_uuid,
+                                     const char *to_uuid, size_t *len);
+/* Give UUID the log BYTES (LEN bytes of cbt_log_export: the log of the
+ * VDI it was copied or moved from, generation intact) and turn its CBT
+ * on, replacing any log it had.  For VDI.copy, VDI.pool_migrate and
+ * VM.migrate: called after the data is in place, before the source
+ * goes.  EINVAL if the log is not one of a disk of UUID's size. */
+int sr_vdi_cbt_import (struct sr *sr, const char *uuid, const uint8_t *bytes,
+                       size_t len);
+/* The log follows the disk: after VDI FROM_UUID of FROM_SR was copied
+ * (KEEP_SOURCE) or moved to TO_UUID of TO_SR, TO_UUID gets FROM_UUID's
+ * log, generation, predecessor and bits intact, so the next backup
+ * after a VDI.copy or VDI.pool_migrate is still incremental.  A move
+ * renames the file when both SRs share a filesystem: a mirror filter
+ * that still marks it (a live move's front, after its pivot) goes on
+ * marking the moved file, which is the log of the VDI the VM now uses.
+ * Across filesystems the log is copied; if a writer still holds the
+ * source then, the copy would miss its later marks, so it is reset
+ * ("moved while in use across filesystems": the next backup is full).
+ * Nothing to do if FROM_UUID has CBT off (or the log moved already: a
+ * commit done twice).  Call it after the data is in place, before the
+ * source goes.  0, or -1 with the error. */
+int sr_vdi_cbt_follow (struct sr *from_sr, const char *from_uuid,
+                       struct sr *to_sr, const char *to_uuid,
+                       bool keep_source);
+
+/* UUID's log as bytes (cbt_log_export: header and bitmap), malloc'd,
+ * *LEN bytes, for a cross-host migration to carry; NULL with ENODATA if
+ * CBT is off. */
+uint8_t *sr_vdi_cbt_export (struct sr *sr, const char *uuid, size_t *len);
+/* Give UUID the log BYTES (from sr_vdi_cbt_export on another host): a
+ * VDI without a log gets it (sr_vdi_cbt_import); one whose log its disk
+ * server has been marking (armed with sr_vdi_enable_cbt during a
+ * migration) gets the bits ORed in and the lineage taken over
+ * (cbt_log_merge), no mark of either lost. */
+int sr_vdi_cbt_merge (struct sr *sr, const char *uuid, const uint8_t *bytes,
+                      size_t len);
+
+/* VDI.data_destroy: destroy the data of snapshot UUID but keep its
+ * record and its changed-block log; the record becomes cbt_metadata.
+ * Only a snapshot with CBT may lose its data (EMEDIUMTYPE otherwise).
+ * When the image is the parent of another VDI (the VDI it is a snapshot
+ * of reads through it: a snapshot is the parent of the leaf), the image
+ * stays as an unmanaged parent of that chain, hidden from clients, until
+ * its children are gone (then sr_vdi_destroy of the cbt_metadata record
+ * takes it); otherwise it is deleted now.  Crash-safe: the record is
+ * marked first, the image deleted after; the next open or scan finishes
+ * it. */
+int sr_vdi_data_destroy (struct sr *sr, const char *uuid);
 
 /* Call FN after each change of a VDI's record made through SR: a VDI
  * created, destroyed, snapshot or cloned (the new VDI added, the source

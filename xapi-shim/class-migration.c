@@ -1,7 +1,7 @@
 /* The migration destination's XenAPI: VM.migrate_receive and
  * Host.migrate_receive (a token), and class "migration", which a source
  * daemon calls with the token instead of a session (check, prepare,
- * keepalive, commit, abort; listed in vdimotiond(8)).  The work is the
+ * keepalive, cbt_arm, commit, abort; listed in vdimotiond(8)).  The work is the
  * brain's (replicator/jobs/migrate-receive.h); here the arguments are
  * read and the answers written. */
 
@@ -305,12 +305,49 @@ migration_token_only (struct xapi_call *c, xmlrpc_value *const *args,
   return r == -1 ? NULL : xapi_void (c);
 }
 
-/* The userdevices of VBDS ([{userdevice, mode}]) attached "RO". */
-static GHashTable *
-read_only_devices (struct xapi_call *c, xmlrpc_value *vbds)
+/* migration.cbt_arm(token, [userdevice]): those disks' changed-block
+ * logs start here (host_migration_cbt_arm). */
+static xmlrpc_value *
+migration_cbt_arm (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 {
-  GHashTable *ro = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
-                                          NULL);
+  struct token t = { 0 };
+  struct host_migration_token tok;
+  g_autoptr (GPtrArray) devs = g_ptr_array_new_with_free_func (g_free);
+  g_autofree char *sr = NULL;
+  char **err = NULL;
+  int r = -1;
+
+  if ((sr = read_token (c, args[0], true, &t, &tok)) == NULL)
+    goto out;
+  if (xmlrpc_value_type (args[1]) != XMLRPC_TYPE_ARRAY) {
+    xapi_fail (c, "FIELD_TYPE_ERROR", "userdevices", NULL);
+    goto out;
+  }
+  for (int j = 0; j < xmlrpc_array_size (c->env, args[1]); j++) {
+    g_autoptr (xmlrpc_value) e = NULL;
+    char *dev;
+    xmlrpc_array_read_item (c->env, args[1], j, &e);
+    if (e == NULL || (dev = xapi_read_string (c, e, "userdevices")) == NULL)
+      goto out;
+    g_ptr_array_add (devs, dev);
+  }
+  r = host_migration_cbt_arm (c->d->host, &tok,
+                              (const char *const *)devs->pdata, devs->len,
+                              &err);
+out:
+  token_clear (&t);
+  if (r == -1 && !xapi_failed (c))
+    xapi_fail_err (c, err);
+  return r == -1 ? NULL : xapi_void (c);
+}
+
+/* Member KEY of each struct of VBDS ([{userdevice, KEY, ...}]) that has
+ * it, userdevice → its string. */
+static GHashTable *
+vbds_member (struct xapi_call *c, xmlrpc_value *vbds, const char *key)
+{
+  GHashTable *t = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
+                                         g_free);
   int n = vbds && xmlrpc_value_type (vbds) == XMLRPC_TYPE_ARRAY
               ? xmlrpc_array_size (c->env, vbds)
               : 0;
@@ -318,17 +355,55 @@ read_only_devices (struct xapi_call *c, xmlrpc_value *vbds)
   for (int j = 0; j < n; j++) {
     g_autoptr (xmlrpc_value) e = NULL;
     g_autofree char *dev = NULL;
-    g_autofree char *mo = NULL;
+    g_autofree char *val = NULL;
 
     xmlrpc_array_read_item (c->env, vbds, j, &e);
     if (e == NULL || xmlrpc_value_type (e) != XMLRPC_TYPE_STRUCT)
       continue;
     dev = xapi_member_string (c, e, "userdevice");
-    mo = xapi_member_string (c, e, "mode");
-    if (dev && g_strcmp0 (mo, "RO") == 0)
-      g_hash_table_add (ro, g_steal_pointer (&dev));
+    val = xapi_member_string (c, e, key);
+    if (dev && val)
+      g_hash_table_replace (t, g_steal_pointer (&dev), g_steal_pointer (&val));
   }
+  return t;
+}
+
+/* The userdevices of VBDS ([{userdevice, mode}]) attached "RO". */
+static GHashTable *
+read_only_devices (struct xapi_call *c, xmlrpc_value *vbds)
+{
+  g_autoptr (GHashTable) modes = vbds_member (c, vbds, "mode");
+  GHashTable *ro = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
+                                          NULL);
+  GHashTableIter it;
+  gpointer dev, mode;
+
+  g_hash_table_iter_init (&it, modes);
+  while (g_hash_table_iter_next (&it, &dev, &mode))
+    if (strcmp (mode, "RO") == 0)
+      g_hash_table_add (ro, g_strdup (dev));
   return ro;
+}
+
+/* The source's changed-block logs in VBDS ([{userdevice, cbt_log}],
+ * cbt_log the log's bytes in base64), userdevice → GBytes. */
+static GHashTable *
+cbt_logs (struct xapi_call *c, xmlrpc_value *vbds)
+{
+  g_autoptr (GHashTable) b64 = vbds_member (c, vbds, "cbt_log");
+  GHashTable *logs = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
+                                            (GDestroyNotify)g_bytes_unref);
+  GHashTableIter it;
+  gpointer dev, text;
+
+  g_hash_table_iter_init (&it, b64);
+  while (g_hash_table_iter_next (&it, &dev, &text)) {
+    gsize len = 0;
+    guchar *raw = g_base64_decode (text, &len);
+
+    g_hash_table_replace (logs, g_strdup (dev), g_bytes_new_take (raw, len));
+  }
+  return logs;
 }
 
 /* migration.commit(token, vm) → the VM's ref here.  vm: {name_label,
@@ -343,6 +418,7 @@ migration_commit (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   g_autoptr (xmlrpc_value) ocv = NULL;
   g_autoptr (GHashTable) oc = host_oc_parse (NULL);
   g_autoptr (GHashTable) ro = NULL;
+  g_autoptr (GHashTable) logs = NULL;
   g_autofree char *label = NULL;
   g_autofree char *desc = NULL;
   g_autofree char *power = NULL;
@@ -362,6 +438,8 @@ migration_commit (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   if (xapi_failed (c) || (ocv && !xapi_oc_from_xmlrpc (c, ocv, oc)))
     goto out;
   ro = read_only_devices (c, vbds);
+  logs = cbt_logs (c, vbds);
+  vm.cbt_logs = logs;
   vm.name_label = label;
   vm.name_description = desc;
   vm.power_state = power;
@@ -378,6 +456,7 @@ static const struct xapi_method methods[] = {
   { "check", 2, 2, true, migration_check },
   { "prepare", 2, 2, true, migration_prepare },
   { "keepalive", 1, 1, true, migration_token_only },
+  { "cbt_arm", 2, 2, true, migration_cbt_arm },
   { "commit", 2, 2, true, migration_commit },
   { "abort", 1, 1, true, migration_token_only },
   { NULL },

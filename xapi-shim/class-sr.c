@@ -1,8 +1,11 @@
 /* The SR class: the SRs given with --sr NAME=PATH (file SRs, sr.h).  Its
- * name_label is NAME; its uuid is the one kept inside the SR. */
+ * name_label is NAME; its uuid is the one kept inside the SR.  Besides
+ * xapi's SR.scan, vdimotion's own SR.evacuate_plan, SR.evacuate and
+ * Async.SR.evacuate (the brain's replicator/jobs/evacuate.h). */
 
 #include <string.h>
 
+#include "evacuate.h"
 #include "xapi.h"
 
 struct host_sr *
@@ -99,8 +102,114 @@ sr_scan_method (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   return xapi_void (c);
 }
 
+/* Evacuation (replicator/jobs/evacuate.h says what the plan, the
+ * options and the report hold). */
+
+/* The arguments (session, sr, dest_srs, options) of an SR.evacuate*
+ * call: the SR's uuid, the destinations' uuids and the options
+ * (read_evacuate_args: false after xapi_fail). */
+struct evacuate_args
+{
+  const char *src;
+  GPtrArray *dests; /* char *, NULL-terminated */
+  GHashTable *options;
+};
+
+static void
+evacuate_args_clear (struct evacuate_args *a)
+{
+  g_clear_pointer (&a->dests, g_ptr_array_unref);
+  g_clear_pointer (&a->options, g_hash_table_unref);
+}
+
+static bool
+add_option (struct xapi_call *c, const char *key, const char *value,
+            void *opaque)
+{
+  g_hash_table_insert (opaque, g_strdup (key), g_strdup (value));
+  return true;
+}
+
+static bool
+read_evacuate_args (struct xapi_call *c, xmlrpc_value *const *args,
+                    struct evacuate_args *a)
+{
+  g_autofree char *ref = xapi_read_string (c, args[1], "sr");
+  struct host_sr *s = ref ? xapi_sr_by_ref (c, ref) : NULL;
+  int n;
+
+  if (s == NULL)
+    return false;
+  a->src = sr_get_uuid (s->sr);
+  if (xmlrpc_value_type (args[2]) != XMLRPC_TYPE_ARRAY) {
+    xapi_fail (c, "FIELD_TYPE_ERROR", "dest_srs", NULL);
+    return false;
+  }
+  a->dests = g_ptr_array_new_with_free_func (g_free);
+  n = xmlrpc_array_size (c->env, args[2]);
+  for (int i = 0; i < n && !xapi_failed (c); i++) {
+    g_autoptr (xmlrpc_value) item = NULL;
+    g_autofree char *dref = NULL;
+    struct host_sr *d;
+
+    xmlrpc_array_read_item (c->env, args[2], i, &item);
+    if (item && (dref = xapi_read_string (c, item, "dest_srs"))
+        && (d = xapi_sr_by_ref (c, dref)))
+      g_ptr_array_add (a->dests, g_strdup (sr_get_uuid (d->sr)));
+  }
+  g_ptr_array_add (a->dests, NULL);
+  a->options = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  return !xapi_failed (c)
+         && xapi_read_string_map (c, args[3], "options", add_option,
+                                  a->options);
+}
+
+/* SR.evacuate_plan (RUN false) or SR.evacuate: the brain's plan or the
+ * job's task. */
+static xmlrpc_value *
+evacuate_call (struct xapi_call *c, xmlrpc_value *const *args, bool run)
+{
+  struct evacuate_args a = { 0 };
+  g_autofree char *out = NULL;
+  char **err = NULL;
+
+  if (read_evacuate_args (c, args, &a)) {
+    const char *const *dests = (const char *const *)a.dests->pdata;
+
+    out = run ? evacuate_submit (c->d->host, a.src, dests, a.dests->len - 1,
+                                 a.options, &err)
+              : evacuate_plan (c->d->host, a.src, dests, a.dests->len - 1,
+                               a.options, &err);
+    if (out == NULL)
+      xapi_fail_err (c, err);
+  }
+  evacuate_args_clear (&a);
+  if (out == NULL)
+    return NULL;
+  return run ? xapi_job_reply (c, out) : xapi_string (c, out);
+}
+
+/* SR.evacuate_plan(session, sr, dest_srs, options) → the plan, a JSON
+ * string: nothing moves. */
+static xmlrpc_value *
+sr_evacuate_plan (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  return evacuate_call (c, args, false);
+}
+
+/* SR.evacuate(session, sr, dest_srs, options) → the report, a JSON
+ * string, once every chain moved (Async.SR.evacuate: a task whose result
+ * it is). */
+static xmlrpc_value *
+sr_evacuate (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  return evacuate_call (c, args, true);
+}
+
 static const struct xapi_method methods[] = {
   { "scan", 2, 2, false, sr_scan_method },
+  { "evacuate_plan", 4, 4, false, sr_evacuate_plan },
+  { "evacuate", 4, 4, false, sr_evacuate },
   { NULL },
 };
 

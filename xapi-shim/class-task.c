@@ -4,7 +4,9 @@
  * across a restart of the daemon.  A task whose job runs reports its
  * progress from memory (jobs_get_progress); the database holds the last figure
  * written, every second or so.  As in xapi, result is XML-RPC text:
- * "<value>OpaqueRef:...</value>" for a ref.
+ * "<value>OpaqueRef:...</value>" for a ref, "<value>TEXT</value>" for a
+ * job's text result (an evacuation's report).  A running job's task
+ * shows the job's other_config (job_set_other_config: a report so far).
  *
  * A client makes tasks of its own with task.create, as xapi's clients do
  * before they move disk data over HTTP: xapi's handlers take the task as
@@ -152,6 +154,13 @@ task_record (struct xapi_call *c, const char *ref)
 
     xapi_set (c, r, "result", xapi_string (c, text));
   }
+  else if (t->result_text) {
+    /* A job's text result (a report): a string, as xapi writes one. */
+    g_autofree char *esc = g_markup_escape_text (t->result_text, -1);
+    g_autofree char *text = g_strconcat ("<value>", esc, "</value>", NULL);
+
+    xapi_set (c, r, "result", clean_string (c, text));
+  }
   else
     xapi_set (c, r, "result", clean_string (c, t->result));
   ei = xmlrpc_array_new (c->env);
@@ -161,7 +170,13 @@ task_record (struct xapi_call *c, const char *ref)
   for (size_t i = 0; t->error_info && t->error_info[i]; i++)
     xapi_append (c, ei, clean_string (c, t->error_info[i]));
   xapi_set (c, r, "error_info", ei);
-  xapi_set (c, r, "other_config", xapi_empty_struct (c));
+  {
+    /* A running job's own (a report so far), else {}. */
+    g_autoptr (GHashTable) joc
+        = jobs_get_other_config (c->d->host->jobs, t->uuid);
+
+    xapi_set (c, r, "other_config", xapi_string_map (c, joc));
+  }
   xapi_set (c, r, "subtask_of", xapi_string (c, XAPI_NULL_REF));
   xapi_set (c, r, "subtasks", xapi_empty_array (c));
   xapi_set (c, r, "backtrace", xapi_string (c, "()"));
@@ -537,7 +552,9 @@ xapi_task_outcome (struct xapi_call *c, const char *task)
     return NULL;
   }
   if (strcmp (t->status, "success") == 0)
-    return t->result_uuid ? xapi_ref (c, t->result_uuid) : xapi_void (c);
+    return t->result_uuid   ? xapi_ref (c, t->result_uuid)
+           : t->result_text ? xapi_string (c, t->result_text)
+                            : xapi_void (c);
   if (t->error_info && t->error_info[0]) {
     c->error = g_ptr_array_new_with_free_func (g_free);
     for (size_t i = 0; t->error_info[i]; i++)

@@ -103,6 +103,9 @@ vdi_list (struct xapi_call *c, GPtrArray *refs)
   return true;
 }
 
+static xmlrpc_value *vdi_snapshots (struct xapi_call *c, struct host_sr *s,
+                                     const char *uuid);
+
 static xmlrpc_value *
 vdi_record (struct xapi_call *c, const char *ref)
 {
@@ -129,7 +132,8 @@ vdi_record (struct xapi_call *c, const char *ref)
   xapi_set (c, r, "virtual_size", xapi_int64 (c, (int64_t)v->virtual_size));
   xapi_set (c, r, "physical_utilisation",
             xapi_int64 (c, (int64_t)v->physical_utilisation));
-  xapi_set (c, r, "type", xapi_string (c, "user"));
+  xapi_set (c, r, "type",
+            xapi_string (c, v->cbt_metadata ? "cbt_metadata" : "user"));
   xapi_set (c, r, "sharable", xapi_bool (c, false));
   xapi_set (c, r, "read_only", xapi_bool (c, v->read_only));
   oc = xmlrpc_struct_new (c->env);
@@ -157,7 +161,7 @@ vdi_record (struct xapi_call *c, const char *ref)
   xapi_set (c, r, "snapshot_of",
             v->snapshot_of[0] ? xapi_ref (c, v->snapshot_of)
                               : xapi_string (c, XAPI_NULL_REF));
-  xapi_set (c, r, "snapshots", xapi_empty_array (c));
+  xapi_set (c, r, "snapshots", vdi_snapshots (c, s, v->uuid));
   xapi_set (c, r, "snapshot_time",
             xmlrpc_datetime_new_sec (c->env, v->snapshot_time));
   xapi_set (c, r, "tags", xapi_empty_array (c));
@@ -166,7 +170,7 @@ vdi_record (struct xapi_call *c, const char *ref)
   xapi_set (c, r, "metadata_of_pool", xapi_string (c, XAPI_NULL_REF));
   xapi_set (c, r, "metadata_latest", xapi_bool (c, false));
   xapi_set (c, r, "is_tools_iso", xapi_bool (c, false));
-  xapi_set (c, r, "cbt_enabled", xapi_bool (c, false));
+  xapi_set (c, r, "cbt_enabled", xapi_bool (c, v->cbt_enabled));
   sr_vdi_free (v);
   return r;
 }
@@ -326,6 +330,8 @@ vdi_destroy (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   if (v == NULL)
     return NULL;
   r = host_vdi_destroy (c->d->host, s, v->uuid, &err);
+  if (r == 0)
+    nbd_exports_end_vdi (c->d->nbd, v->uuid); /* its data is gone */
   sr_vdi_free (v);
   if (r == -1) {
     xapi_fail_err (c, err);
@@ -385,11 +391,194 @@ vdi_pool_migrate (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   return submit_move (c, args, true);
 }
 
+/* Snapshots: VDI.snapshot and the record's snapshots field. */
+
+/* The refs of the snapshots of VDI UUID in S (those whose snapshot_of
+ * it is). */
+static xmlrpc_value *
+vdi_snapshots (struct xapi_call *c, struct host_sr *s, const char *uuid)
+{
+  xmlrpc_value *a = xmlrpc_array_new (c->env);
+  struct sr_vdi_list list = { 0 };
+
+  if (sr_vdi_list (s->sr, &list) == -1)
+    return a; /* the record says what it can; the SR's error is logged */
+  for (size_t i = 0; i < list.len; i++)
+    if (list.v[i]->managed && strcmp (list.v[i]->snapshot_of, uuid) == 0)
+      xapi_append (c, a, xapi_ref (c, list.v[i]->uuid));
+  sr_vdi_list_free (&list);
+  return a;
+}
+
+static bool
+accept_param (struct xapi_call *c, const char *key, const char *value,
+              void *opaque)
+{
+  return true;
+}
+
+/* VDI.snapshot(session, vdi, driver_params) → the snapshot's ref: the
+ * VDI's content now, frozen into a new read-only VDI (is_a_snapshot,
+ * snapshot_of the VDI, snapshot_time now); the VDI keeps its ref and
+ * goes on over it.  driver_params (a map of strings) mean nothing to a
+ * file SR.  A VDI attached to a running VM: VDI_IN_USE (host.h's
+ * host_vdi_snapshot). */
+static xmlrpc_value *
+vdi_snapshot (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  g_autofree char *ref = xapi_read_string (c, args[1], "vdi");
+  g_autofree char *snap = NULL;
+  struct host_sr *s = NULL;
+  struct sr_vdi *v;
+  char **err = NULL;
+
+  if (ref == NULL
+      || !xapi_read_string_map (c, args[2], "driver_params", accept_param,
+                                NULL)
+      || (v = xapi_vdi_by_ref (c, ref, &s)) == NULL)
+    return NULL;
+  snap = host_vdi_snapshot (c->d->host, s, v->uuid, &err);
+  sr_vdi_free (v);
+  if (snap == NULL) {
+    xapi_fail_err (c, err);
+    return NULL;
+  }
+  return xapi_ref (c, snap);
+}
+
+/* Changed-block tracking and backup access, as xapi spells them:
+ * VDI.enable_cbt, disable_cbt, list_changed_blocks, data_destroy and
+ * get_nbd_info (the brain: replicator/jobs/cbt.h, nbd-exports.h). */
+
+/* A method (session, self) that calls the brain's OP on the VDI and
+ * answers Void: VDI.enable_cbt, VDI.disable_cbt, VDI.data_destroy. */
+static xmlrpc_value *
+vdi_op (struct xapi_call *c, xmlrpc_value *const *args,
+        int (*op) (struct host *h, const char *uuid, char ***err))
+{
+  g_autofree char *ref = xapi_read_string (c, args[1], "self");
+  struct sr_vdi *v = ref ? xapi_vdi_by_ref (c, ref, NULL) : NULL;
+  char **err = NULL;
+  int r;
+
+  if (v == NULL)
+    return NULL;
+  r = op (c->d->host, v->uuid, &err);
+  sr_vdi_free (v);
+  if (r == -1) {
+    xapi_fail_err (c, err);
+    return NULL;
+  }
+  return xapi_void (c);
+}
+
+static xmlrpc_value *
+vdi_enable_cbt (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  return vdi_op (c, args, host_vdi_enable_cbt);
+}
+
+static xmlrpc_value *
+vdi_disable_cbt (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  return vdi_op (c, args, host_vdi_disable_cbt);
+}
+
+/* VDI.list_changed_blocks(session, vdi_from, vdi_to) → base64 of the
+ * bitmap of 64 KiB blocks written between the two snapshots. */
+static xmlrpc_value *
+vdi_list_changed_blocks (struct xapi_call *c, xmlrpc_value *const *args,
+                         int nargs)
+{
+  g_autofree char *from_ref = xapi_read_string (c, args[1], "vdi_from");
+  g_autofree char *to_ref
+      = from_ref ? xapi_read_string (c, args[2], "vdi_to") : NULL;
+  struct sr_vdi *from = to_ref ? xapi_vdi_by_ref (c, from_ref, NULL) : NULL;
+  struct sr_vdi *to = from ? xapi_vdi_by_ref (c, to_ref, NULL) : NULL;
+  g_autofree char *b64 = NULL;
+  char **err = NULL;
+
+  if (to)
+    b64 = host_vdi_list_changed_blocks (c->d->host, from->uuid, to->uuid,
+                                        &err);
+  if (to && b64 == NULL)
+    xapi_fail_err (c, err);
+  sr_vdi_free (from);
+  sr_vdi_free (to);
+  return b64 ? xapi_string (c, b64) : NULL;
+}
+
+/* VDI.data_destroy(session, self): the snapshot keeps its record and
+ * changed-block log, its data goes (type cbt_metadata); its NBD exports
+ * stop. */
+static xmlrpc_value *
+vdi_data_destroy (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  xmlrpc_value *r = vdi_op (c, args, host_vdi_data_destroy);
+  g_autofree char *ref = r ? xapi_read_string (c, args[1], "self") : NULL;
+
+  if (ref)
+    nbd_exports_end_vdi (c->d->nbd, xapi_ref_uuid (ref));
+  return r;
+}
+
+/* One vdi_nbd_server_info record. */
+static xmlrpc_value *
+nbd_server_info (struct xapi_call *c, const struct nbd_export_info *info)
+{
+  xmlrpc_value *r = xmlrpc_struct_new (c->env);
+
+  xapi_set (c, r, "address", xapi_string (c, info->address));
+  xapi_set (c, r, "port", xapi_int64 (c, info->port));
+  xapi_set (c, r, "cert", xapi_string (c, info->cert));
+  xapi_set (c, r, "exportname", xapi_string (c, info->exportname));
+  xapi_set (c, r, "subject", xapi_string (c, info->subject));
+  return r;
+}
+
+/* VDI.get_nbd_info(session, self) → a set of vdi_nbd_server_info: the
+ * VDI read-only over TLS NBD, its export name a token of this session
+ * (nbd-exports.h); [] when the daemon has no certificate to serve TLS
+ * with, as xapi answers without an NBD network. */
+static xmlrpc_value *
+vdi_get_nbd_info (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  g_autofree char *session = xapi_read_string (c, args[0], "session_id");
+  g_autofree char *ref = session ? xapi_read_string (c, args[1], "self") : NULL;
+  struct sr_vdi *v = ref ? xapi_vdi_by_ref (c, ref, NULL) : NULL;
+  struct nbd_export_info info = { 0 };
+  xmlrpc_value *a;
+  char **err = NULL;
+  int r;
+
+  if (v == NULL)
+    return NULL;
+  a = xmlrpc_array_new (c->env);
+  r = c->d->nbd ? nbd_exports_serve (c->d->nbd, session, v->uuid, &info, &err)
+                : 1;
+  sr_vdi_free (v);
+  if (r == -1) {
+    xmlrpc_DECREF (a);
+    xapi_fail_err (c, err);
+    return NULL;
+  }
+  if (r == 0)
+    xapi_append (c, a, nbd_server_info (c, &info));
+  nbd_export_info_clear (&info);
+  return a;
+}
+
 static const struct xapi_method methods[] = {
   { "create", 2, 2, false, vdi_create },
+  { "snapshot", 3, 3, false, vdi_snapshot },
   { "destroy", 2, 2, false, vdi_destroy },
   { "copy", 3, 3, false, vdi_copy },
   { "pool_migrate", 4, 4, false, vdi_pool_migrate },
+  { "enable_cbt", 2, 2, false, vdi_enable_cbt },
+  { "disable_cbt", 2, 2, false, vdi_disable_cbt },
+  { "list_changed_blocks", 3, 3, false, vdi_list_changed_blocks },
+  { "data_destroy", 2, 2, false, vdi_data_destroy },
+  { "get_nbd_info", 2, 2, false, vdi_get_nbd_info },
   { NULL },
 };
 

@@ -141,6 +141,7 @@ login_with_password (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
      * loaded again at a restart, and then ends the same way. */
     if (state_session_remove (c->d->host->state, oldest) == -1)
       g_warning ("session %s: cannot remove its record", oldest);
+    nbd_exports_end_session (c->d->nbd, oldest); /* before it is freed */
     g_hash_table_remove (c->d->sessions, oldest);
   }
   if (state_session_add (c->d->host->state, ref, user) == -1) {
@@ -170,6 +171,7 @@ logout (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
     }
     g_queue_remove (&c->d->session_order, key);
     g_hash_table_remove (c->d->sessions, s);
+    nbd_exports_end_session (c->d->nbd, s);
   }
   return xapi_void (c);
 }

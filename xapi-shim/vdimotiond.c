@@ -59,6 +59,8 @@ struct options
   char *migration_url;
   char *migration_address;
   char *memory_migrator;
+  char *nbd_ports; /* FIRST-LAST */
+  int nbd_first_port, nbd_last_port; /* read from it */
   gint64 max_request_size;
   gint64 max_storage_operations;
   gboolean foreground;
@@ -84,6 +86,7 @@ options_clear (struct options *o)
   g_free (o->migration_url);
   g_free (o->migration_address);
   g_free (o->memory_migrator);
+  g_free (o->nbd_ports);
 }
 
 /* Fill what the flags left unset from [daemon] of the config file; the
@@ -104,6 +107,7 @@ read_config (struct options *o, GError **error)
     { "tls-cert", &o->tls_cert },     { "tls-key", &o->tls_key },
     { "name-label", &o->name_label }, { "nbdkit", &o->nbdkit },
     { "vdi-plugin", &o->vdi_plugin }, { "mirror-filter", &o->mirror_filter },
+    { "nbd-ports", &o->nbd_ports },
   };
   struct
   {
@@ -249,6 +253,58 @@ migration_address (const char *given, const char *url)
   return ret ? ret : g_strdup ("127.0.0.1");
 }
 
+/* O->nbd_ports ("FIRST-LAST", default NBD_EXPORTS_DEFAULT_*) into
+ * O->nbd_first_port and O->nbd_last_port. */
+static int
+parse_port_range (struct options *o, GError **error)
+{
+  const char *text = o->nbd_ports;
+  g_auto (GStrv) ends = NULL;
+  guint64 a, b;
+
+  o->nbd_first_port = NBD_EXPORTS_DEFAULT_FIRST_PORT;
+  o->nbd_last_port = NBD_EXPORTS_DEFAULT_LAST_PORT;
+  if (text == NULL)
+    return 0;
+  ends = g_strsplit (text, "-", -1);
+  if (g_strv_length (ends) != 2
+      || !g_ascii_string_to_unsigned (ends[0], 10, 1, 65535, &a, NULL)
+      || !g_ascii_string_to_unsigned (ends[1], 10, a, 65535, &b, NULL)) {
+    g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                 "nbd-ports %s: expected FIRST-LAST, two ports of 1 to "
+                 "65535, FIRST <= LAST",
+                 text);
+    return -1;
+  }
+  o->nbd_first_port = (int)a;
+  o->nbd_last_port = (int)b;
+  return 0;
+}
+
+/* VDI.get_nbd_info's exports (nbd-exports.h): served with the HTTPS
+ * certificate and key on the host's NBD address, at ports of O's range.
+ * Without a certificate there are none (get_nbd_info answers [], as
+ * xapi does with no NBD network). */
+static int
+start_nbd_exports (struct xapi_daemon *d, const struct options *o,
+                   GError **error)
+{
+  struct nbd_exports_config cfg = {
+    .address = d->host->nbd_address,
+    .first_port = o->nbd_first_port,
+    .last_port = o->nbd_last_port,
+    .cert_file = o->tls_cert,
+    .key_file = o->tls_key,
+  };
+
+  if (o->tls_cert == NULL) {
+    g_message ("no --tls-cert: VDI.get_nbd_info offers no NBD export");
+    return 0;
+  }
+  d->nbd = nbd_exports_new (d->host, &cfg, error);
+  return d->nbd ? 0 : -1;
+}
+
 /* Listen on ADDR_PORT; while the port is in use (by a previous daemon
  * still exiting), try again for a few seconds. */
 static int
@@ -365,6 +421,8 @@ run (struct options *o)
                  "--tls-cert given but no --listen-https address");
     goto out;
   }
+  if (parse_port_range (o, &error) == -1)
+    goto out;
   if (o->tls_cert) {
     tls = g_tls_certificate_new_from_files (o->tls_cert, o->tls_key, &error);
     if (tls == NULL) {
@@ -424,6 +482,8 @@ run (struct options *o)
       = migration_address (o->migration_address, host->migration_url);
   if (tls)
     host->cert_sha256 = xapi_cert_sha256 (tls);
+  if (start_nbd_exports (&d, o, &error) == -1)
+    goto out;
   host_migrations_expire (host, true);
   g_timeout_add_seconds (30, expire_migrations, &d);
 
@@ -441,6 +501,7 @@ out:
   if (ready_fd >= 0)
     close (ready_fd); /* the waiting parent exits 1 */
   xapi_http_free (h);
+  nbd_exports_free (d.nbd); /* no call asks for one any more */
   xapi_events_free (d.events); /* no call waits any more */
   host_free (host); /* its jobs first, then its SRs and state */
   if (d.users)
@@ -509,6 +570,10 @@ main (int argc, char **argv)
       "The command that hands a running VM over to the destination "
       "(default " DEFAULT_MEMORY_MIGRATOR ")",
       "COMMAND" },
+    { "nbd-ports", 0, 0, G_OPTION_ARG_STRING, &o.nbd_ports,
+      "VDI.get_nbd_info's TLS NBD exports listen on ports FIRST to LAST "
+      "(default 10809-10872)",
+      "FIRST-LAST" },
     { "foreground", 0, 0, G_OPTION_ARG_NONE, &o.foreground,
       "Stay in the foreground (for systemd)", NULL },
     { "hash-password", 0, 0, G_OPTION_ARG_NONE, &o.hash_password,

@@ -33,10 +33,12 @@
 #include <gio/gio.h>
 #include <xmlrpc-c/base.h>
 
+#include "cbt.h"
 #include "events.h"
 #include "host.h"
 #include "jobs.h"
 #include "migrate-receive.h"
+#include "nbd-exports.h"
 #include "nbdkit.h"
 #include "state.h"
 #include "vdi-jobs.h"
@@ -65,6 +67,8 @@ struct xapi_daemon
   GHashTable *task_drives;
   /* Backup repositories served (--backup-repo): name → directory. */
   GHashTable *backup_repos;
+  /* VDI.get_nbd_info's exports (NULL: none, without a certificate). */
+  struct nbd_exports *nbd;
 };
 
 /* The password check of a session.login_with_password call, made in a

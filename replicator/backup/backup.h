@@ -265,6 +265,11 @@ struct backup_create_params
 int backup_create (struct backup_repo *r,
                    const struct backup_create_params *params,
                    struct backup_manifest **point, GError **err);
+/* The point a killed create of DISK left unfinished (no block list),
+ * or NULL: none, or *ERR if its note is damaged.  A VDI's caller takes
+ * its snapshot (cbt_snapshot) from it rather than making another. */
+struct backup_manifest *backup_pending (struct backup_repo *r,
+                                        const char *disk, GError **err);
 /* The newest point of DISK, or NULL (none, or *ERR). */
 struct backup_manifest *backup_latest (struct backup_repo *r, const char *disk,
                                        GError **err);

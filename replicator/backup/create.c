@@ -357,9 +357,8 @@ member_dup (JsonObject *o, const char *key)
   return g_strdup (json_node_get_string (n));
 }
 
-/* The pending point of DISK, or NULL (none; or *ERR if unreadable). */
-static struct backup_manifest *
-load_pending (struct backup_repo *r, const char *disk, GError **err)
+struct backup_manifest *
+backup_pending (struct backup_repo *r, const char *disk, GError **err)
 {
   GError *e = NULL;
   size_t len;
@@ -630,7 +629,7 @@ backup_create (struct backup_repo *r, const struct backup_create_params *p,
   if (!points)
     goto out;
   GError *pe = NULL;
-  c.m = load_pending (r, disk, &pe);
+  c.m = backup_pending (r, disk, &pe);
   if (pe) {
     g_propagate_error (err, pe);
     goto out;

@@ -36,8 +36,11 @@ backup_name_is_safe (const char *s)
 char *
 backup_disk_key_for_image (const char *path)
 {
-  g_autofree char *abs = g_canonicalize_filename (path, NULL);
-  g_autofree char *base = g_path_get_basename (abs);
+  /* An NBD URI is taken as it is; a path made absolute. */
+  bool uri = strstr (path, "://") != NULL;
+  g_autofree char *abs = uri ? g_strdup (path)
+                             : g_canonicalize_filename (path, NULL);
+  g_autofree char *base = uri ? g_strdup ("nbd") : g_path_get_basename (abs);
   g_autofree char *sum
       = g_compute_checksum_for_string (G_CHECKSUM_SHA256, abs, -1);
   GString *key = g_string_new ("image-");

@@ -1,5 +1,12 @@
 /* vdimotion backup create|list|restore|verify|prune: the face of
  * libbackup (replicator/backup/backup.h) on a repository directory.
+ * With --server (vdimotion --server URL backup create VDI REPO) the
+ * source is a VDI, read as xapi's CBT workflow does: VDI.snapshot,
+ * VDI.list_changed_blocks from the previous point's snapshot,
+ * VDI.get_nbd_info's TLS NBD export of the new snapshot, and
+ * VDI.data_destroy of the previous snapshot once the point is
+ * published; the XenAPI talk is here, libbackup sees an NBD URI and a
+ * bitmap.
  * Each subcommand takes the repository's lock (create and prune
  * exclusive), does its one call, and prints a line per result, or with
  * --json one JSON document at the end.  A killed create, restore or
@@ -8,6 +15,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backup.h"
 #include "cli.h"
@@ -144,9 +152,29 @@ print_point_json (const struct backup_manifest *m)
   json_end (&first);
 }
 
+static int do_create_vdi (struct options *o, const char *vdi,
+                          const char *repo);
+
+static void
+print_point (const struct options *o, const struct backup_manifest *m)
+{
+  if (o->json) {
+    print_point_json (m);
+    putchar ('\n');
+  }
+  else
+    printf ("point %s of disk %s: %s (%s): %" PRIu64 " bytes read, %" PRIu64
+            " written, %" PRIu64 " skipped, %.1f s\n",
+            m->id, m->disk, m->kind == BACKUP_FULL ? "full" : "incremental",
+            m->why, m->bytes_read, m->bytes_written, m->bytes_skipped,
+            m->seconds);
+}
+
 static int
 do_create (struct options *o, const char *source, const char *repo)
 {
+  if (client_opts.server)
+    return do_create_vdi (o, source, repo);
   if (!copy_is_nbd_uri (source) && o->format == VDISK_FORMAT_PROBE) {
     /* Probing a local image's format is qemu-img's rule; it warns. */
     struct vdisk *d = cli_open_image ("backup", source, 0, o->format);
@@ -175,18 +203,232 @@ do_create (struct options *o, const char *source, const char *repo)
     return report_error ("create: ", e);
   }
   progress_finish (&bar);
-  if (o->json) {
-    print_point_json (m);
-    putchar ('\n');
-  }
-  else
-    printf ("point %s of disk %s: %s (%s): %" PRIu64 " bytes read, %" PRIu64
-            " written, %" PRIu64 " skipped, %.1f s\n",
-            m->id, m->disk, m->kind == BACKUP_FULL ? "full" : "incremental",
-            m->why, m->bytes_read, m->bytes_written, m->bytes_skipped,
-            m->seconds);
+  print_point (o, m);
   backup_manifest_free (m);
   return EXIT_OK;
+}
+
+/* ---- A VDI through --server: xapi's CBT workflow ------------------- */
+
+/* A VDI's snapshot and how to read it: what backup_create needs beyond
+ * the repository. */
+struct vdi_source
+{
+  struct xapi_client *c;
+  char *vdi_uuid;
+  char *snap_ref, *snap_uuid;
+  char *uri;      /* nbds://ADDRESS:PORT/TOKEN?tls-certificates=DIR */
+  char *cert_dir; /* where get_nbd_info's certificate is, as ca-cert.pem */
+  guchar *changed;
+  gsize changed_len;
+  char *why_full;
+};
+
+static void
+vdi_source_clear (struct vdi_source *v)
+{
+  if (v->cert_dir) {
+    g_autofree char *ca = g_build_filename (v->cert_dir, "ca-cert.pem", NULL);
+    unlink (ca);
+    rmdir (v->cert_dir);
+  }
+  g_free (v->vdi_uuid);
+  g_free (v->snap_ref);
+  g_free (v->snap_uuid);
+  g_free (v->uri);
+  g_free (v->cert_dir);
+  g_free (v->changed);
+  g_free (v->why_full);
+  if (v->c)
+    client_close (v->c);
+}
+
+static char *
+vdi_ref_of_uuid (struct xapi_client *c, const char *uuid, GError **err)
+{
+  g_autoptr (xv) r = xapi_client_call (c, err, "VDI.get_by_uuid",
+                                       xv_new_string (uuid), NULL);
+  return r && r->type == XV_STRING ? g_strdup (r->s) : NULL;
+}
+
+/* The snapshot to read: the unfinished point's (a rerun after a kill),
+ * else a new VDI.snapshot. */
+static int
+vdi_snapshot (struct vdi_source *v, const char *vdi_ref,
+              const struct backup_manifest *pending, GError **err)
+{
+  if (pending && pending->cbt_snapshot) {
+    v->snap_uuid = g_strdup (pending->cbt_snapshot);
+    v->snap_ref = vdi_ref_of_uuid (v->c, v->snap_uuid, err);
+    return v->snap_ref ? 0 : -1;
+  }
+  g_autoptr (xv) snap
+      = xapi_client_call (v->c, err, "VDI.snapshot", xv_new_string (vdi_ref),
+                          xv_new_struct (), NULL);
+  if (!snap || snap->type != XV_STRING)
+    return -1;
+  v->snap_ref = g_strdup (snap->s);
+  g_autoptr (xv) uuid = xapi_client_call (v->c, err, "VDI.get_uuid",
+                                          xv_new_string (v->snap_ref), NULL);
+  if (!uuid || uuid->type != XV_STRING)
+    return -1;
+  v->snap_uuid = g_strdup (uuid->s);
+  return 0;
+}
+
+/* The changed blocks since the previous point's snapshot, or why this
+ * point is a full. */
+static void
+vdi_changed_blocks (struct vdi_source *v, const struct backup_manifest *prev,
+                    bool cbt_enabled)
+{
+  GError *e = NULL;
+  if (!prev)
+    return;
+  if (!cbt_enabled) {
+    v->why_full = g_strdup ("changed-block tracking is not enabled on the "
+                            "VDI (VDI.enable_cbt)");
+    return;
+  }
+  if (!prev->cbt_snapshot) {
+    v->why_full = g_strdup_printf ("point %s recorded no CBT snapshot",
+                                   prev->id);
+    return;
+  }
+  g_autofree char *from = vdi_ref_of_uuid (v->c, prev->cbt_snapshot, &e);
+  g_autoptr (xv) b64
+      = from ? xapi_client_call (v->c, &e, "VDI.list_changed_blocks",
+                                 xv_new_string (from),
+                                 xv_new_string (v->snap_ref), NULL)
+             : NULL;
+  if (!b64 || b64->type != XV_STRING) {
+    v->why_full = g_strdup_printf (
+        "no changed blocks since point %s's snapshot %s: %s", prev->id,
+        prev->cbt_snapshot, e ? e->message : "not a string");
+    g_clear_error (&e);
+    return;
+  }
+  v->changed = g_base64_decode (b64->s, &v->changed_len);
+}
+
+/* VDI.get_nbd_info: the first server, as an nbds:// URI that trusts the
+ * certificate it names. */
+static int
+vdi_nbd_uri (struct vdi_source *v, GError **err)
+{
+  g_autoptr (xv) infos = xapi_client_call (v->c, err, "VDI.get_nbd_info",
+                                           xv_new_string (v->snap_ref), NULL);
+  if (!infos)
+    return -1;
+  if (infos->type != XV_ARRAY || infos->n == 0
+      || infos->items[0]->type != XV_STRUCT) {
+    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_NOENT,
+                 "VDI.get_nbd_info offered no NBD server for %s (the "
+                 "server has no TLS NBD)",
+                 v->snap_uuid);
+    return -1;
+  }
+  const struct xv *i = infos->items[0];
+  const char *token = xv_str (i, "exportname");
+  if (!backup_name_is_safe (token)) {
+    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+                 "VDI.get_nbd_info: export name \"%s\" is not a token",
+                 token);
+    return -1;
+  }
+  v->cert_dir = g_dir_make_tmp ("vdimotion-backup-XXXXXX", NULL);
+  g_autofree char *ca = v->cert_dir ? g_build_filename (v->cert_dir,
+                                                        "ca-cert.pem", NULL)
+                                    : NULL;
+  if (!ca || !g_file_set_contents (ca, xv_str (i, "cert"), -1, err))
+    return -1;
+  const char *addr = xv_str (i, "address");
+  bool v6 = strchr (addr, ':') != NULL;
+  v->uri = g_strdup_printf ("nbds://%s%s%s:%" PRIu64
+                            "/%s?tls-certificates=%s",
+                            v6 ? "[" : "", addr, v6 ? "]" : "",
+                            xv_u64 (i, "port"), token, v->cert_dir);
+  return 0;
+}
+
+static int
+do_create_vdi (struct options *o, const char *vdi, const char *repo)
+{
+  struct vdi_source v = { 0 };
+  struct backup_repo *r = NULL;
+  struct backup_manifest *m = NULL;
+  g_autoptr (backup_manifest) prev = NULL;
+  g_autoptr (backup_manifest) pending = NULL;
+  g_autoptr (xv) rec = NULL;
+  g_autofree char *ref = NULL;
+  struct progress bar;
+  GError *e = NULL;
+  int ret = EXIT_ERROR;
+
+  progress_init (&bar, o->progress, 0);
+  if (!(v.c = client_connect (&client_opts, &e))
+      || !(ref = client_lookup (v.c, "VDI", vdi, &rec, &e)))
+    goto out;
+  v.vdi_uuid = g_strdup (xv_str (rec, "uuid"));
+  if (!(r = open_repo (repo, true, true)))
+    goto out_quiet;
+  pending = backup_pending (r, v.vdi_uuid, &e);
+  if (e || vdi_snapshot (&v, ref, pending, &e) == -1)
+    goto out;
+  prev = backup_latest (r, v.vdi_uuid, &e);
+  if (e)
+    goto out;
+  if (!o->full && !pending)
+    vdi_changed_blocks (&v, prev, xv_bool (rec, "cbt_enabled"));
+  else if (pending && pending->kind == BACKUP_INCREMENTAL)
+    vdi_changed_blocks (&v, prev, true);
+  if (vdi_nbd_uri (&v, &e) == -1)
+    goto out;
+
+  struct backup_create_params p = { .source = v.uri,
+                                    .disk = v.vdi_uuid,
+                                    .source_name = v.vdi_uuid,
+                                    .full = o->full,
+                                    .cbt_snapshot = v.snap_uuid,
+                                    .changed = v.changed,
+                                    .changed_len = v.changed_len,
+                                    .why_full = v.why_full,
+                                    .progress = on_progress,
+                                    .progress_opaque = &bar };
+  if (backup_create (r, &p, &m, &e) == -1)
+    goto out;
+  progress_finish (&bar);
+
+  /* The previous snapshot's data is no longer needed: its changed-block
+   * log stays for the next list_changed_blocks. */
+  if (prev && prev->cbt_snapshot
+      && g_strcmp0 (prev->cbt_snapshot, v.snap_uuid) != 0) {
+    g_autofree char *old = vdi_ref_of_uuid (v.c, prev->cbt_snapshot, &e);
+    g_autoptr (xv) done
+        = old ? xapi_client_call (v.c, &e, "VDI.data_destroy",
+                                  xv_new_string (old), NULL)
+              : NULL;
+    if (!done) {
+      cli_error ("backup", "warning: VDI.data_destroy of snapshot %s: %s",
+                 prev->cbt_snapshot, e ? e->message : "failed");
+      g_clear_error (&e);
+    }
+  }
+  print_point (o, m);
+  ret = EXIT_OK;
+  goto out_quiet;
+
+out:
+  if (bar.enabled)
+    fputc ('\n', stderr);
+  report_error ("create: ", e);
+  e = NULL;
+out_quiet:
+  g_clear_error (&e);
+  backup_manifest_free (m);
+  backup_repo_close (r);
+  vdi_source_clear (&v);
+  return ret;
 }
 
 static int

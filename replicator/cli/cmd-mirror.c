@@ -53,6 +53,30 @@ print_human (JsonObject *o)
   }
 }
 
+/* What is wrong with the options for command CMD, or NULL. */
+static const char *
+options_misuse (int cmd, const char *target, const char *psk, bool pivot,
+                const char *sync)
+{
+  bool is_start = cmd == CONTROL_START, is_resume = cmd == CONTROL_RESUME;
+
+  if (is_start && !target)
+    return "start needs --target URI";
+  if (is_resume && (target != NULL) != pivot)
+    return "resume takes --target URI and --pivot together";
+  if ((target || psk) && !is_start && !is_resume)
+    return "--target and --tls-psk-file belong to start and resume";
+  if (psk && !target)
+    return "--tls-psk-file goes with --target";
+  if (pivot && cmd != CONTROL_COMPLETE && !is_resume)
+    return "--pivot belongs to complete and resume";
+  if (sync && !is_start)
+    return "--sync belongs to start";
+  if (sync && mirror_sync_from_name (sync) == -1)
+    return "--sync must be full, top or none";
+  return NULL;
+}
+
 static int
 run (int argc, char **argv)
 {
@@ -61,11 +85,12 @@ run (int argc, char **argv)
     { "target", required_argument, NULL, 't' },
     { "tls-psk-file", required_argument, NULL, 'k' },
     { "pivot", no_argument, NULL, 'P' },
+    { "sync", required_argument, NULL, 's' },
     { "json", no_argument, NULL, 'j' },
     { "help", no_argument, NULL, 'h' },
     { NULL },
   };
-  const char *control = NULL, *target = NULL, *psk = NULL;
+  const char *control = NULL, *target = NULL, *psk = NULL, *sync = NULL;
   bool json = false, pivot = false;
   int c;
   while ((c = getopt_long (argc, argv, "h", opts, NULL)) != -1) {
@@ -74,6 +99,7 @@ run (int argc, char **argv)
     case 't': target = optarg; break;
     case 'k': psk = optarg; break;
     case 'P': pivot = true; break;
+    case 's': sync = optarg; break;
     case 'j': json = true; break;
     case 'h':
       printf ("usage: vdimotion mirror %s\n", cmd_mirror.synopsis);
@@ -89,16 +115,14 @@ run (int argc, char **argv)
     cli_error ("mirror", "unknown subcommand \"%s\"", verb);
     return cli_usage (&cmd_mirror);
   }
-  bool is_start = cmd == CONTROL_START;
-  if (is_start != (target != NULL) || (psk && !is_start)
-      || (pivot && cmd != CONTROL_COMPLETE)) {
-    cli_error ("mirror", is_start ? "start needs --target URI"
-                                  : "--target, --tls-psk-file and --pivot "
-                                    "belong to start and complete");
+  const char *misuse = options_misuse (cmd, target, psk, pivot, sync);
+  if (misuse) {
+    cli_error ("mirror", "%s", misuse);
     return cli_usage (&cmd_mirror);
   }
   struct control_request req
-      = { .cmd = cmd, .target = target, .tls_psk_file = psk, .pivot = pivot };
+      = { .cmd = cmd, .target = target, .tls_psk_file = psk, .pivot = pivot,
+          .sync = sync ? mirror_sync_from_name (sync) : MIRROR_SYNC_FULL };
   char *line = control_format (&req);
   if (!line && errno == EINVAL) {
     /* The protocol splits on blanks: refuse what it cannot carry. */
@@ -129,6 +153,7 @@ run (int argc, char **argv)
 
 const struct command cmd_mirror
     = { "mirror",
-        "start|status|complete|abort --control SOCKET [--target URI] "
-        "[--tls-psk-file FILE] [--pivot] [--json]",
+        "start|status|complete|abort|pause|resume --control SOCKET "
+        "[--target URI] [--tls-psk-file FILE] [--sync full|top|none] "
+        "[--pivot] [--json]",
         run };

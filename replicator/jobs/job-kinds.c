@@ -8,5 +8,6 @@ const struct job_kind *const job_kinds[] = {
   &job_kind_vdi_copy,
   &job_kind_vdi_migrate,
   &job_kind_vm_migrate,
+  &job_kind_sr_evacuate,
   NULL,
 };

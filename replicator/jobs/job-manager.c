@@ -26,6 +26,7 @@ struct job
   int cancel;
   double progress;  /* under jobs->lock */
   gint64 last_save; /* when progress was last written to the database */
+  GHashTable *other_config; /* under jobs->lock; NULL until set */
   bool ended;       /* job_succeed or job_fail was called */
 };
 
@@ -42,6 +43,7 @@ struct jobs
   const struct job_kind *const *kinds;
   char *dir;
   GThreadPool *pool;
+  unsigned max_running;
   GMutex lock;
   GHashTable *by_task; /* task uuid → struct job * (queued or running) */
   GPtrArray *watches; /* struct watch *, under lock */
@@ -92,14 +94,17 @@ jobs_new (struct host *h, unsigned max_running,
   g_mutex_init (&jobs->lock);
   jobs->by_task = g_hash_table_new (g_str_hash, g_str_equal);
   jobs->watches = g_ptr_array_new_with_free_func (watch_free);
-  jobs->pool = g_thread_pool_new (
-      job_thread, jobs, max_running ? (int)max_running : 3, FALSE, NULL);
+  jobs->max_running = max_running ? max_running : 3;
+  jobs->pool = g_thread_pool_new (job_thread, jobs, (int)jobs->max_running,
+                                  FALSE, NULL);
   return jobs;
 }
 
 static void
 job_free (struct job *job)
 {
+  if (job->other_config)
+    g_hash_table_unref (job->other_config);
   state_job_free (job->row);
   g_free (job);
 }
@@ -134,6 +139,35 @@ const char *
 jobs_dir (struct jobs *jobs)
 {
   return jobs->dir;
+}
+
+unsigned
+jobs_max_running (struct jobs *jobs)
+{
+  return jobs->max_running;
+}
+
+GHashTable *
+jobs_get_other_config (struct jobs *jobs, const char *task)
+{
+  GHashTable *copy = NULL;
+  struct job *job;
+
+  if (jobs == NULL)
+    return NULL;
+  g_mutex_lock (&jobs->lock);
+  job = g_hash_table_lookup (jobs->by_task, task);
+  if (job && job->other_config) {
+    GHashTableIter it;
+    gpointer k, v;
+
+    copy = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+    g_hash_table_iter_init (&it, job->other_config);
+    while (g_hash_table_iter_next (&it, &k, &v))
+      g_hash_table_insert (copy, g_strdup (k), g_strdup (v));
+  }
+  g_mutex_unlock (&jobs->lock);
+  return copy;
 }
 
 static struct job *
@@ -392,6 +426,20 @@ job_set_progress (struct job *job, double p)
     g_debug ("task %s: progress not recorded", job->row->task);
 }
 
+void
+job_set_other_config (struct job *job, const char *key, const char *value)
+{
+  g_mutex_lock (&job->jobs->lock);
+  if (job->other_config == NULL)
+    job->other_config
+        = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  if (value)
+    g_hash_table_insert (job->other_config, g_strdup (key), g_strdup (value));
+  else
+    g_hash_table_remove (job->other_config, key);
+  g_mutex_unlock (&job->jobs->lock);
+}
+
 int
 job_update (struct job *job, GError **error)
 {
@@ -420,7 +468,7 @@ job_set_phase (struct job *job, const char *phase, GError **error)
 
 static void
 finish (struct job *job, const char *status, const char *result_uuid,
-        const char *const *error_info)
+        const char *result_text, const char *const *error_info)
 {
   struct host *h = job->jobs->host;
   const char *task = job->row->task;
@@ -435,6 +483,11 @@ finish (struct job *job, const char *status, const char *result_uuid,
   g_mutex_unlock (&job->jobs->lock);
   if (progress > 0 && state_task_set_progress (h->state, task, progress) == -1)
     g_debug ("task %s: last progress not recorded", task);
+  if (result_text
+      && state_task_set_result_text (h->state, task, result_text) == -1) {
+    g_critical ("task %s: cannot record its result (%s)", task, status);
+    return;
+  }
   if (state_task_finish (h->state, task, status, result_uuid, error_info)
       == -1) {
     /* The row stays, so the next start ends the task again. */
@@ -454,17 +507,31 @@ finish (struct job *job, const char *status, const char *result_uuid,
 void
 job_succeed (struct job *job, const char *result_uuid)
 {
-  finish (job, "success", result_uuid, NULL);
+  finish (job, "success", result_uuid, NULL, NULL);
 }
 
 void
-job_fail (struct job *job, const char *const *error_info)
+job_succeed_text (struct job *job, const char *text)
+{
+  g_assert (text != NULL);
+  finish (job, "success", NULL, text, NULL);
+}
+
+void
+job_fail_text (struct job *job, const char *const *error_info,
+               const char *text)
 {
   g_assert (error_info && error_info[0]);
   finish (job,
           strcmp (error_info[0], "TASK_CANCELLED") == 0 ? "cancelled"
                                                         : "failure",
-          NULL, error_info);
+          NULL, text, error_info);
+}
+
+void
+job_fail (struct job *job, const char *const *error_info)
+{
+  job_fail_text (job, error_info, NULL);
 }
 
 /* Recovery at start. */
@@ -501,7 +568,7 @@ jobs_recover (struct jobs *jobs)
                            row->kind, NULL };
 
       job = job_new (jobs, NULL, row);
-      finish (job, "failure", NULL, ei);
+      finish (job, "failure", NULL, NULL, ei);
       job_free (job);
       continue;
     }

@@ -4,9 +4,9 @@
  * - A job is a row of the jobs table (state.h) beside its task.  What a
  *   job does is its kind: a `struct job_kind` (an ops table) found by the
  *   row's kind name.  The kinds of vdimotiond are in job-kinds.c: "copy"
- *   (VDI.copy), "migrate" (VDI.pool_migrate, offline or live) and
- *   "vm-migrate" (VM.migrate_send's source side); backup and evacuation
- *   are to be added the same way.
+ *   (VDI.copy), "migrate" (VDI.pool_migrate, offline or live),
+ *   "vm-migrate" (VM.migrate_send's source side) and "sr-evacuate"
+ *   (SR.evacuate, evacuate.h); backup is to be added the same way.
  * - Each job is a state machine whose phase is durable (the row's phase
  *   column, written by job_set_phase before the work of the phase
  *   begins): "queued" at submission, then the kind's own phases.  The
@@ -22,8 +22,12 @@
  *   previous run goes to its kind's recover: resume (queued again), or
  *   ended there.  A row whose task already ended is only removed.
  * - A task's result is typed: the uuid of the object the job made (the
- *   face writes it as XenAPI's ref).  error_info is XenAPI's: a code and
- *   its parameters.
+ *   face writes it as XenAPI's ref), or a text (job_succeed_text: a
+ *   report, which the face sends as a string).  error_info is XenAPI's:
+ *   a code and its parameters.
+ * - What a running job shows besides its progress (a report so far) is
+ *   its task's other_config while it runs (job_set_other_config, in
+ *   memory: the kind keeps what it needs durably itself).
  * - A durable write that fails before a kind's point of no return ends
  *   the job as a failure (with the kind's error code and a message that
  *   names the write), undone as any failure is.  After that point (a
@@ -80,6 +84,7 @@ struct job_kind
 extern const struct job_kind job_kind_vdi_copy;    /* vdi-jobs.c */
 extern const struct job_kind job_kind_vdi_migrate; /* vdi-jobs.c */
 extern const struct job_kind job_kind_vm_migrate;  /* migrate.c */
+extern const struct job_kind job_kind_sr_evacuate; /* evacuate.c */
 extern const struct job_kind *const job_kinds[];
 
 /* A job manager for host H running at most MAX_RUNNING (0: 3) jobs at
@@ -119,6 +124,13 @@ bool jobs_unwatch (struct jobs *jobs, const char *task,
                    void *opaque);
 /* The directory for the jobs' files (journals): <state-dir>/jobs. */
 const char *jobs_dir (struct jobs *jobs);
+/* How many jobs run at once (jobs_new's MAX_RUNNING: the host's
+ * storage-operation limit). */
+unsigned jobs_max_running (struct jobs *jobs);
+/* The other_config a running or queued job shows on its task (key →
+ * value, a new table to g_hash_table_unref), or NULL if TASK has no job
+ * here or the job set none. */
+GHashTable *jobs_get_other_config (struct jobs *jobs, const char *task);
 
 /* What a running job sees of itself (the kinds' side). */
 const struct state_job *job_row (struct job *job);
@@ -131,6 +143,12 @@ const int *job_cancel_flag (struct job *job); /* for copy_params.cancel */
 /* Progress 0..1: in memory at once, in the database at most once a
  * second. */
 void job_set_progress (struct job *job, double progress);
+/* Show KEY = VALUE (VALUE NULL: remove KEY) in the task's other_config
+ * while the job runs (jobs_get_other_config); memory only, any thread.
+ * A change is seen by event.from clients with the next progress write
+ * (at most once a second). */
+void job_set_other_config (struct job *job, const char *key,
+                           const char *value);
 /* Record phase PHASE (durable before it returns).  -1 with *ERROR if the
  * write failed: the caller must not go on into that phase. */
 int job_set_phase (struct job *job, const char *phase, GError **error);
@@ -143,6 +161,12 @@ int job_update (struct job *job, GError **error);
  * recorded, the row stays and the next start recovers the job again). */
 void job_succeed (struct job *job, const char *result_uuid);
 void job_fail (struct job *job, const char *const *error_info);
+/* The same, with TEXT (any text; a JSON report) as the task's result
+ * instead of a uuid (state.h's result_text): a failed or cancelled task
+ * keeps it too, so that a client reads what was done before the end. */
+void job_succeed_text (struct job *job, const char *text);
+void job_fail_text (struct job *job, const char *const *error_info,
+                    const char *text);
 
 /* For the tests (test-xapi-kill-sweep.sh): with VDIMOTIOND_CRASH_AT=NAME
  * in the environment the daemon kills itself (SIGKILL, as kill -9) at

@@ -17,6 +17,12 @@
  *   and abort (everything prepared goes).  The NBD pre-shared key is
  *   derived from the secret, so only this migration's source can connect,
  *   and only while the migration lives.
+ * - Changed-block logs follow the VM's disks: once the source's mirrors
+ *   are in sync it arms each disk with CBT (cbt_arm: an empty log here,
+ *   which the disk's server marks from then on), and its commit carries
+ *   the source's final logs, merged into ours (generation and
+ *   predecessor theirs, bits the union), so the next backup after the
+ *   move is still incremental.
  * - A token is refused when expired (before prepare), used twice, shown
  *   to another host, or wrong; each with its reason.
  * - A prepared migration whose source has gone quiet for 5 minutes (no
@@ -509,6 +515,51 @@ host_migration_abort (struct host *h, const struct host_migration_token *tok,
   return 0;
 }
 
+int
+host_migration_cbt_arm (struct host *h, const struct host_migration_token *tok,
+                        const char *const *userdevices, size_t n, char ***err)
+{
+  g_autoptr (state_migration) m = token_migration (h, tok, TOKEN_ACTIVE, err);
+  g_autoptr (GPtrArray) disks = NULL;
+  int r = 0;
+
+  if (m == NULL)
+    return -1;
+  disks = state_list (h->state, "mdisks", "migration", m->uuid);
+  for (guint i = 0; i < disks->len && r == 0; i++) {
+    g_autoptr (state_mdisk) md = state_mdisk_get (h->state, disks->pdata[i]);
+    struct host_sr *s = NULL;
+    struct sr_vdi *v;
+    bool wanted = false;
+
+    for (size_t j = 0; md && j < n && !wanted; j++)
+      wanted = g_strcmp0 (md->userdevice, userdevices[j]) == 0;
+    if (!wanted || (v = host_find_vdi (h, md->uuid, &s)) == NULL)
+      continue;
+    if (sr_vdi_enable_cbt (s->sr, v->uuid) == -1) {
+      host_err_set (err, "INTERNAL_ERROR", sr_get_error (), NULL);
+      r = -1;
+    }
+    sr_vdi_free (v);
+  }
+  return r;
+}
+
+/* The source's log of MD's disk, if it sent one, into the new VDI V. */
+static void
+take_cbt_log (struct host_sr *s, const struct sr_vdi *v,
+              const struct state_mdisk *md, GHashTable *logs)
+{
+  GBytes *b = logs ? g_hash_table_lookup (logs, md->userdevice) : NULL;
+  gsize len;
+  const uint8_t *bytes = b ? g_bytes_get_data (b, &len) : NULL;
+
+  if (bytes && sr_vdi_cbt_merge (s->sr, v->uuid, bytes, len) == -1)
+    g_warning ("VDI %s: the source's changed-block log is not taken (the "
+               "next backup is full): %s",
+               v->uuid, sr_get_error ());
+}
+
 char *
 host_migration_commit (struct host *h, const struct host_migration_token *tok,
                        const struct host_migration_vm *in, char ***err)
@@ -566,6 +617,7 @@ host_migration_commit (struct host *h, const struct host_migration_token *tok,
       md->pid = 0;
     }
     if ((v = host_find_vdi (h, md->uuid, &s))) {
+      take_cbt_log (s, v, md, in->cbt_logs);
       if (sr_vdi_set_other_config (s->sr, v->uuid, MIGRATION_MARK, NULL)
           == -1)
         g_warning ("VDI %s keeps its migration mark: %s", v->uuid,

@@ -69,6 +69,10 @@ struct host_migration_vm
   const char *power_state; /* "Halted": its disks are not served here */
   GHashTable *other_config; /* string → string, or NULL */
   GHashTable *read_only;    /* the userdevices attached "RO", or NULL */
+  /* userdevice → GBytes: the source's changed-block log of that disk
+   * (cbt_log_export), merged into the new VDI's (sr_vdi_cbt_merge), or
+   * NULL. */
+  GHashTable *cbt_logs;
 };
 
 /* The token checked as the step about to run will: PREPARED false for
@@ -105,6 +109,17 @@ int host_migration_keepalive (struct host *h,
 int host_migration_abort (struct host *h,
                           const struct host_migration_token *tok,
                           char ***err);
+/* The source's mirrors are all in sync and the VM is about to move:
+ * each disk of USERDEVICES (N of them) gets an empty changed-block log
+ * (sr_vdi_enable_cbt), which its disk server, serving it as a VM's disk,
+ * marks from its next request on.  From now on every write that reaches
+ * the disk here is a guest's (no more sync copies), so these marks and
+ * the source's log, merged at commit, are every block written since the
+ * source's last snapshot, and no more.  0, or -1 with *ERR. */
+int host_migration_cbt_arm (struct host *h,
+                            const struct host_migration_token *tok,
+                            const char *const *userdevices, size_t n,
+                            char ***err);
 char *host_migration_commit (struct host *h,
                              const struct host_migration_token *tok,
                              const struct host_migration_vm *vm, char ***err);

@@ -17,12 +17,18 @@
  *            is handed over;
  *   copy     (a halted VM, or live=false) the copy engine copies each
  *            disk's allocated data to its export instead;
+ *   (cbt)    (live) all mirrors ready: the destination arms a
+ *            changed-block log for each disk with CBT here
+ *            (migration.cbt_arm), marked by its disk server from then
+ *            on; if it cannot, the logs stay here (the next backup
+ *            there is a full one, never a wrong incremental);
  *   handover (live) all mirrors ready: the memory migrator
  *            (vdimotion-memory-migrator(7)) moves the VM while guest I/O
  *            still flows synchronously to both sides;
  *   commit   the mirrors complete (detach, both sides flushed), the
  *            destination records the VM and its VBDs on its disk
- *            sockets, and here the disk servers stop, the VDIs go
+ *            sockets and merges each disk's changed-block log from here
+ *            (its bytes in base64, the vbds' cbt_log) into its own, and here the disk servers stop, the VDIs go
  *            (unless options["keep-source"] = "true") and the VM and VBD
  *            records go.  The task's result is the VM's ref there.
  * Any failure before commit aborts the mirrors and the destination's
@@ -66,6 +72,7 @@ struct mdisk
   char *dst_socket;
   uint64_t done;
   bool mirroring;
+  bool cbt_armed; /* the destination marks this disk's log */
 };
 
 struct migration
@@ -824,6 +831,62 @@ handover (struct migration *m)
   return m->error == NULL;
 }
 
+/* The mirrors are in sync: the destination starts a changed-block log
+ * for each disk with CBT, which its disk server marks from then on (the
+ * rest comes with commit).  Never fails the migration (true): a
+ * destination that cannot keeps no log, and its next backup is full. */
+static bool
+arm_logs (struct migration *m)
+{
+  g_autoptr (xv) devs = xv_new_array ();
+  g_autoptr (GError) error = NULL;
+  g_autoptr (xv) v = NULL;
+
+  for (guint i = 0; i < m->disks->len; i++) {
+    struct mdisk *md = &g_array_index (m->disks, struct mdisk, i);
+
+    if (md->vdi->cbt_enabled)
+      xv_append (devs, xv_new_string (md->vbd->userdevice));
+  }
+  if (devs->n == 0)
+    return true;
+  v = xapi_client_call (m->client, &error, "migration.cbt_arm",
+                        xv_copy (m->token), xv_copy (devs), NULL);
+  if (v == NULL) {
+    g_warning ("task %s: the destination keeps no changed-block logs: %s",
+               job_row (m->job)->task, error->message);
+    return true;
+  }
+  for (guint i = 0; i < m->disks->len; i++) {
+    struct mdisk *md = &g_array_index (m->disks, struct mdisk, i);
+
+    md->cbt_armed = md->vdi->cbt_enabled;
+  }
+  return true;
+}
+
+/* MD's changed-block log for the destination (base64, g_free), or NULL:
+ * CBT is off, or a running VM's disk was not armed there. */
+static char *
+cbt_log_b64 (struct migration *m, struct mdisk *md)
+{
+  size_t len;
+  uint8_t *bytes;
+  char *b64;
+
+  if (!md->vdi->cbt_enabled || (m->live && !md->cbt_armed))
+    return NULL;
+  bytes = sr_vdi_cbt_export (md->sr->sr, md->vdi->uuid, &len);
+  if (bytes == NULL) {
+    g_warning ("task %s: VDI %s: its changed-block log stays here: %s",
+               job_row (m->job)->task, md->vdi->uuid, sr_get_error ());
+    return NULL;
+  }
+  b64 = g_base64_encode (bytes, len);
+  free (bytes);
+  return b64;
+}
+
 /* The destination takes the VM; here, the VM and its disks go. */
 /* A source VDI after its VM moved (a thread of commit). */
 static gpointer
@@ -866,10 +929,14 @@ commit (struct migration *m, char **dst_vm)
   vbds = xv_new_array ();
   for (guint i = 0; i < m->disks->len; i++) {
     struct mdisk *md = &g_array_index (m->disks, struct mdisk, i);
+    g_autofree char *log = cbt_log_b64 (m, md);
+    struct xv *e
+        = xv_struct ("userdevice", xv_new_string (md->vbd->userdevice),
+                     "mode", xv_new_string (md->vbd->mode), NULL);
 
-    xv_append (vbds,
-               xv_struct ("userdevice", xv_new_string (md->vbd->userdevice),
-                          "mode", xv_new_string (md->vbd->mode), NULL));
+    if (log)
+      xv_set (e, "cbt_log", xv_new_string (log));
+    xv_append (vbds, e);
   }
   v = call_dest (m, "migration.commit",
                  xv_struct ("name_label", xv_new_string (m->vm->name_label),
@@ -1071,7 +1138,8 @@ migrate_run (struct job *job)
   bool ok;
 
   ok = migration_init (&m, job) && prepare (&m)
-       && (m.live ? mirror_all (&m) && handover (&m) : copy_all (&m))
+       && (m.live ? mirror_all (&m) && arm_logs (&m) && handover (&m)
+                  : copy_all (&m))
        && commit (&m, &dst_vm);
   if (!ok)
     undo (&m);

@@ -7,6 +7,11 @@
  * <run-dir>/<vbd>.ctl.  A live move adds a second nbdkit, without the
  * filter, serving the new VDI on <run-dir>/<vdi>-target.sock.
  *
+ * A disk served with the filter is given its VDI's changed-block log
+ * (cbt-log=<SR dir>/<uuid>.cbtlog, sr_vdi_cbt_log_location) whether CBT
+ * is on or not: the filter marks it when it is there, and takes it when
+ * it appears, so VDI.enable_cbt works on a running VM's disk.
+ *
  * nbdkit runs as its own daemon (it forks into the background once its
  * socket listens, and writes its pid file), so it outlives a restart of
  * vdimotiond: a VM keeps its disks while the daemon is upgraded or
@@ -171,6 +176,7 @@ nbdkit_serve_image (struct host *d, const char *name, struct host_sr *s,
       = ctl ? g_strconcat ("mirror-control=", ctl, NULL) : NULL;
   g_autofree char *filter_arg
       = g_strconcat ("--filter=", d->mirror_filter, NULL);
+  g_autofree char *cbt_arg = NULL;
   g_autofree char *what = g_strconcat ("serving ", image, NULL);
   g_autoptr (GPtrArray) argv = g_ptr_array_new ();
   bool busy;
@@ -193,6 +199,18 @@ nbdkit_serve_image (struct host *d, const char *name, struct host_sr *s,
     g_ptr_array_add (argv, "readonly=true");
   if (mirror)
     g_ptr_array_add (argv, ctl_arg);
+  if (mirror && !readonly) {
+    char *cbt_log = sr_vdi_cbt_log_location (s->sr, v->uuid);
+    if (cbt_log == NULL) {
+      g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_NOENT,
+                   "VDI %s: its changed-block log: %s", v->uuid,
+                   sr_get_error ());
+      return -1;
+    }
+    cbt_arg = g_strconcat ("cbt-log=", cbt_log, NULL);
+    free (cbt_log);
+    g_ptr_array_add (argv, cbt_arg);
+  }
   g_ptr_array_add (argv, NULL);
 
   pid = start_nbdkit (d, (const char *const *)argv->pdata, pidfile, log, what,
@@ -273,6 +291,48 @@ nbdkit_serve_forward (struct host *d, const char *name,
                unix_socket);
     return 0;
   }
+}
+
+int
+nbdkit_serve_tls_export (struct host *d, const char *name, struct host_sr *s,
+                         const struct sr_vdi *v, const char *certs_dir,
+                         const char *addr, int port, const char *exportname,
+                         struct nbdkit_forward *out, bool *busy,
+                         GError **error)
+{
+  g_autofree char *image = host_vdi_path (s, v);
+  g_autofree char *pidfile = run_path (d, name, ".pid");
+  g_autofree char *log = run_path (d, name, ".log");
+  g_autofree char *port_arg = g_strdup_printf ("%d", port);
+  g_autofree char *certs_arg
+      = g_strconcat ("--tls-certificates=", certs_dir, NULL);
+  g_autofree char *file_arg = g_strconcat ("file=", image, NULL);
+  g_autofree char *format_arg
+      = g_strconcat ("format=", vdisk_format_name (v->format), NULL);
+  g_autofree char *confine_arg
+      = g_strconcat ("confine=", sr_get_path (s->sr), NULL);
+  g_autofree char *export_arg = g_strconcat ("exportname=", exportname, NULL);
+  g_autofree char *what = g_strdup_printf ("exporting %s on %s:%d", image,
+                                           addr, port);
+  /* The name is the only credential: never listed, nothing else served. */
+  const char *argv[]
+      = { d->nbdkit,     "--log=stderr",         "-P",
+          pidfile,       "--tls=require",        certs_arg,
+          "-i",          addr,                   "-p",
+          port_arg,      "--filter=exportname",  d->vdi_plugin,
+          file_arg,      format_arg,             confine_arg,
+          "readonly=true", export_arg,           "exportname-strict=true",
+          "exportname-list=empty", NULL };
+  pid_t pid = start_nbdkit (d, argv, pidfile, log, what, busy, error);
+
+  if (pid == 0)
+    return -1;
+  out->pid = pid;
+  out->port = port;
+  out->pidfile = g_steal_pointer (&pidfile);
+  g_message ("nbdkit %d exports %s on %s:%d (TLS)", (int)pid, image, addr,
+             port);
+  return 0;
 }
 
 /* Is PID a live (not zombie) process whose command line names SOCKET? */

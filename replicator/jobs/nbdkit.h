@@ -48,6 +48,20 @@ int nbdkit_serve_forward (struct host *h, const char *name,
                           const char *addr, struct nbdkit_forward *out,
                           GError **error);
 
+/* nbdkit serving VDI V of SR S read-only over TLS on ADDR:PORT: the NBD
+ * export of XenAPI's VDI.get_nbd_info.  X.509 (--tls=require) with the
+ * certificates in CERTS_DIR as nbdkit-tls(1) names them; only export
+ * name EXPORTNAME is served and no name is listed
+ * (nbdkit-exportname-filter, strict).  Its files are <run-dir>/<name>.pid
+ * and .log.  0 and *OUT, or -1 with *ERROR; *BUSY when nbdkit itself
+ * failed to start (a port taken, which the caller may retry on another). */
+int nbdkit_serve_tls_export (struct host *h, const char *name,
+                             struct host_sr *s, const struct sr_vdi *v,
+                             const char *certs_dir, const char *addr,
+                             int port, const char *exportname,
+                             struct nbdkit_forward *out, bool *busy,
+                             GError **error);
+
 /* Is PID still the nbdkit serving SOCKET (or using pid file SOCKET)? */
 bool nbdkit_serving (pid_t pid, const char *socket);
 

@@ -48,6 +48,9 @@ static const char schema[]
        * state dir stays readable by the daemon of the version before. */
       "CREATE TABLE IF NOT EXISTS task_results ("
       "  task TEXT PRIMARY KEY, result_uuid TEXT);"
+      /* A job's text result (a report), apart for the same reason. */
+      "CREATE TABLE IF NOT EXISTS task_result_texts ("
+      "  task TEXT PRIMARY KEY, text TEXT NOT NULL);"
       "CREATE TABLE IF NOT EXISTS jobs ("
       "  task TEXT PRIMARY KEY, kind TEXT NOT NULL, vdi TEXT NOT NULL,"
       "  dst_sr TEXT NOT NULL, dst_vdi TEXT, format TEXT, phase TEXT,"
@@ -481,6 +484,7 @@ state_task_get (struct state *st, const char *uuid)
       st,
       "SELECT uuid, name_label, status, progress, result, error_info, "
       "created, finished, (SELECT result_uuid FROM task_results "
+      "WHERE task = tasks.uuid), (SELECT text FROM task_result_texts "
       "WHERE task = tasks.uuid) FROM tasks WHERE uuid = ?",
       "s", uuid);
   struct state_task *t;
@@ -499,6 +503,7 @@ state_task_get (struct state *st, const char *uuid)
   t->created = sqlite3_column_int64 (s, 6);
   t->finished = sqlite3_column_int64 (s, 7);
   t->result_uuid = col_text (s, 8);
+  t->result_text = col_text (s, 9);
   sqlite3_finalize (s);
   return t;
 }
@@ -542,6 +547,14 @@ state_task_finish (struct state *st, const char *uuid, const char *status,
 }
 
 int
+state_task_set_result_text (struct state *st, const char *uuid,
+                            const char *text)
+{
+  return run (st, "INSERT OR REPLACE INTO task_result_texts VALUES (?, ?)",
+              "ss", uuid, text);
+}
+
+int
 state_task_remove (struct state *st, const char *uuid)
 {
   if (write_record (st, EVENT_CLASS_TASK, EVENT_DEL, uuid,
@@ -549,6 +562,9 @@ state_task_remove (struct state *st, const char *uuid)
       == -1)
     return -1;
   /* A result row left behind names a task that is gone: harmless. */
+  if (run (st, "DELETE FROM task_result_texts WHERE task = ?", "s", uuid)
+      == -1)
+    return -1;
   return run (st, "DELETE FROM task_results WHERE task = ?", "s", uuid);
 }
 
@@ -562,6 +578,7 @@ state_task_free (struct state_task *t)
   g_free (t->status);
   g_free (t->result);
   g_free (t->result_uuid);
+  g_free (t->result_text);
   g_strfreev (t->error_info);
   g_free (t);
 }

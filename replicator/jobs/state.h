@@ -113,6 +113,9 @@ struct state_task
   double progress;
   char *result;
   char *result_uuid;
+  /* A job's text result (jobs.h's job_succeed_text: a report), plain
+   * text the face sends as a string, or NULL. */
+  char *result_text;
   char **error_info; /* NULL-terminated, may be NULL */
   int64_t created, finished;
 };
@@ -129,6 +132,12 @@ G_GNUC_WARN_UNUSED_RESULT int state_task_set_status (struct state *st, const cha
 G_GNUC_WARN_UNUSED_RESULT int state_task_finish (struct state *st, const char *uuid, const char *status,
                        const char *result_uuid,
                        const char *const *error_info);
+/* Record TEXT as the text result of task UUID (result_text), before it
+ * ends (state_task_finish): a crash between the two leaves the task
+ * running, and the job that ends it again replaces the text. */
+G_GNUC_WARN_UNUSED_RESULT int state_task_set_result_text (struct state *st,
+                                                          const char *uuid,
+                                                          const char *text);
 G_GNUC_WARN_UNUSED_RESULT int state_task_remove (struct state *st, const char *uuid);
 void state_task_free (struct state_task *t);
 typedef struct state_task state_task; /* for g_autoptr */

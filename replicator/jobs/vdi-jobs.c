@@ -29,6 +29,13 @@
  *   "committing" before it touches anything else: its point of no
  *   return.  Then the VBDs of halted VMs follow the VDI (a move), the
  *   mark goes, the source is destroyed (a move), the task succeeds.
+ * - The changed-block log follows the disk (sr_vdi_cbt_follow), as the
+ *   commit's step before the source goes: copied for a copy, renamed
+ *   for a move.  After a live move's pivot the VBD's filter still marks
+ *   the log it opened; the rename hands that very file to the new VDI,
+ *   which is the disk the VM now uses, so no mark is lost and no filter
+ *   needs telling.  The step may run twice (a commit finished after a
+ *   restart): a log already moved is not there to move again.
  * - Restart (the kind's recover, before the daemon serves): an offline job is
  *   queued again and resumes from its journal (windows done are not
  *   copied again), or if it was committing is finished (every step of
@@ -50,6 +57,7 @@
 #include "control-client.h"
 #include "copy.h"
 #include "jobs.h"
+#include "live-snapshot.h"
 #include "nbdkit.h"
 #include "vdi-jobs.h"
 
@@ -232,10 +240,8 @@ save_vbd (struct host *d, const struct state_vbd *b)
   return true;
 }
 
-/* Undo a live move before its pivot: the mirror is dropped, the target
- * nbdkit stopped, the VBD forgets it. */
-static void
-live_abort (struct host *d, struct state_vbd *b)
+void
+vdi_live_abort (struct host *d, struct state_vbd *b)
 {
   if (b->control_socket && nbdkit_serving (b->pid, b->nbd_socket)) {
     g_autoptr (GError) error = NULL;
@@ -251,54 +257,111 @@ live_abort (struct host *d, struct state_vbd *b)
   save_vbd (d, b);
 }
 
-/* After the pivot: the VBD's disk is the new VDI.  False if that could
- * not be recorded. */
-static bool
-live_commit (struct host *d, struct state_vbd *b, const char *dst_vdi)
+bool
+vdi_live_commit (struct host *d, struct state_vbd *b, const char *dst_vdi)
 {
   g_free (b->vdi);
   b->vdi = g_strdup (dst_vdi);
   return save_vbd (d, b);
 }
 
-/* A live move's wait for its mirror: the job's cancel, and its progress
- * up to 99 % (the pivot is the rest). */
+bool
+vdi_live_pivoted (struct host *d, const struct state_vbd *b)
+{
+  struct mirror_status st;
+  bool said;
+
+  if (b == NULL || b->control_socket == NULL
+      || !nbdkit_serving (b->pid, b->nbd_socket))
+    return false;
+  said = mirror_get_status (b->control_socket, &st, NULL) && st.pivoted;
+  mirror_status_clear (&st);
+  return said;
+}
+
+/* The wait for the mirror: the caller's cancel and progress. */
+struct live_wait
+{
+  const struct vdi_live_ops *ops;
+  void *opaque;
+};
+
 static bool
 live_cancelled (void *opaque)
 {
-  return job_cancelled (opaque);
+  struct live_wait *w = opaque;
+
+  return w->ops->cancelled (w->opaque);
 }
 
 static gboolean
 live_progress (const struct mirror_disk *disk, size_t n, bool all_ready,
                void *opaque, GError **error)
 {
+  struct live_wait *w = opaque;
+
   if (disk->bytes_total)
-    job_set_progress (opaque, 0.99 * (double)disk->bytes_done
-                                  / (double)disk->bytes_total);
+    w->ops->progress ((double)disk->bytes_done / (double)disk->bytes_total,
+                      w->opaque);
   return TRUE;
 }
 
 static const struct mirror_wait_ops live_wait_ops
     = { .cancelled = live_cancelled, .progress = live_progress };
 
-static int
-move_live (struct job *job, const struct sr_vdi *src, struct host_sr *dst_sr,
-           const struct sr_vdi *dst, char **err)
+/* Start the mirror of DISK's filter into URI: only the top layer's
+ * blocks with TOP (the target a new leaf over copies of the lower
+ * layers), falling back to every block with a filter that cannot map
+ * its top layer alone (correct, it copies more). */
+static gboolean
+live_start (const char *what, const char *control, const char *uri, bool top,
+            GError **error)
 {
-  struct host *d = job_host (job);
-  const struct state_job *row = job_row (job);
-  g_autoptr (state_vbd) b = state_vbd_get (d->state, row->vbd);
+  g_autoptr (GError) e = NULL;
+
+  if (!top)
+    return mirror_start (control, uri, NULL, error);
+  if (mirror_start_sync (control, uri, NULL, MIRROR_SYNC_TOP, &e))
+    return TRUE;
+  if (!g_error_matches (e, MIRROR_CONTROL_ERROR, MIRROR_CONTROL_ERROR_REFUSED))
+    {
+      g_propagate_error (error, g_steal_pointer (&e));
+      return FALSE;
+    }
+  g_message ("%s: the mirror cannot sync the top layer alone (%s); "
+             "syncing every block",
+             what, e->message);
+  return mirror_start (control, uri, NULL, error);
+}
+
+int
+vdi_live_move (struct host *d, const char *what, const char *vbd,
+               struct host_sr *dst_sr, const struct sr_vdi *dst, bool top,
+               const struct vdi_live_ops *ops, void *opaque, char **err)
+{
+  g_autoptr (state_vbd) b = state_vbd_get (d->state, vbd);
   g_autofree char *name = g_strconcat (dst->uuid, "-target", NULL);
   g_autofree char *uri = NULL;
+  g_autofree char *src = NULL;
   g_autoptr (GError) error = NULL;
   struct nbdkit_served sv = { 0 };
   struct mirror_disk disk = { 0 };
+  struct live_wait w = { ops, opaque };
 
   if (b == NULL || !nbdkit_serving (b->pid, b->nbd_socket)) {
     *err = g_strdup ("the VM's disk is no longer served");
     return -1;
   }
+  /* Its filter serves an earlier pivot's target (a live snapshot's leaf,
+   * a live move's VDI), which the VBD's record must keep: the filter
+   * starts no mirror after a pivot (nbdkit-mirror-filter(1)). */
+  if (b->target_pid) {
+    *err = g_strdup ("the VM's disk was pivoted onto another server (a "
+                     "live snapshot or an earlier live move): it can move "
+                     "live again once the VM restarts");
+    return -1;
+  }
+  src = g_strdup (b->vdi);
   if (nbdkit_serve_image (d, name, dst_sr, dst, false, false, &sv, &error)
       == -1) {
     *err = g_strdup (error->message);
@@ -306,7 +369,7 @@ move_live (struct job *job, const struct sr_vdi *src, struct host_sr *dst_sr,
   }
   b->target_socket = sv.socket;
   b->target_pid = sv.pid;
-  if (!save_vbd (d, b) || job_set_phase (job, "mirroring", &error) == -1) {
+  if (!save_vbd (d, b) || ops->mirroring (opaque, &error) == -1) {
     *err = g_strdup (error ? error->message
                            : "cannot record the VBD's target server");
     goto abort;
@@ -314,8 +377,8 @@ move_live (struct job *job, const struct sr_vdi *src, struct host_sr *dst_sr,
 
   uri = g_strdup_printf ("nbd+unix:///?socket=%s", b->target_socket);
   disk.socket = b->control_socket;
-  if (!mirror_start (b->control_socket, uri, NULL, &error)
-      || !mirror_wait_ready (&disk, 1, 100, &live_wait_ops, job, &error)
+  if (!live_start (what, b->control_socket, uri, top, &error)
+      || !mirror_wait_ready (&disk, 1, 100, &live_wait_ops, &w, &error)
       || !mirror_complete (b->control_socket, true, &error)) {
     *err = g_strdup (error->message);
     goto abort;
@@ -323,21 +386,67 @@ move_live (struct job *job, const struct sr_vdi *src, struct host_sr *dst_sr,
   job_crash_point ("pivot-done");
   /* The guest's writes now go to the new VDI only: from here the move
    * can only be finished, never undone.  A failed record of it is found
-   * again at the next start, which asks the filter (recover). */
-  if (job_set_phase (job, "pivoted", &error) == -1)
-    g_critical ("task %s: %s; the next start finds the pivot", row->task,
-                error->message);
-  if (!live_commit (d, b, dst->uuid))
-    g_critical ("task %s: the VBD %s is pivoted to %s but cannot record "
+   * again at the next start, which asks the filter (vdi_live_pivoted). */
+  ops->pivoted (opaque);
+  if (!vdi_live_commit (d, b, dst->uuid))
+    g_critical ("%s: the VBD %s is pivoted to %s but cannot record "
                 "it; the next start finds the pivot",
-                row->task, b->uuid, dst->uuid);
-  g_message ("task %s: VBD %s pivoted from VDI %s to %s", row->task, b->uuid,
-             src->uuid, dst->uuid);
+                what, b->uuid, dst->uuid);
+  g_message ("%s: VBD %s pivoted from VDI %s to %s", what, b->uuid, src,
+             dst->uuid);
   return 0;
 
 abort:
-  live_abort (d, b);
+  vdi_live_abort (d, b);
   return -1;
+}
+
+/* A pool_migrate's live move: its job's cancel, progress up to 99 % (the
+ * pivot is the rest) and phases. */
+static bool
+job_live_cancelled (void *opaque)
+{
+  return job_cancelled (opaque);
+}
+
+static void
+job_live_progress (double fraction, void *opaque)
+{
+  job_set_progress (opaque, 0.99 * fraction);
+}
+
+static int
+job_live_mirroring (void *opaque, GError **error)
+{
+  return job_set_phase (opaque, "mirroring", error);
+}
+
+static void
+job_live_pivoted (void *opaque)
+{
+  struct job *job = opaque;
+  g_autoptr (GError) error = NULL;
+
+  if (job_set_phase (job, "pivoted", &error) == -1)
+    g_critical ("task %s: %s; the next start finds the pivot",
+                job_row (job)->task, error->message);
+}
+
+static const struct vdi_live_ops job_live_ops = {
+  .cancelled = job_live_cancelled,
+  .progress = job_live_progress,
+  .mirroring = job_live_mirroring,
+  .pivoted = job_live_pivoted,
+};
+
+static int
+move_live (struct job *job, const struct sr_vdi *src, struct host_sr *dst_sr,
+           const struct sr_vdi *dst, char **err)
+{
+  g_autofree char *what = g_strconcat ("task ", job_row (job)->task, NULL);
+
+  return vdi_live_move (job_host (job), what, job_row (job)->vbd, dst_sr, dst,
+                        false, &job_live_ops, job, err);
 }
 
 /* The job failed or was cancelled: remove the new VDI, end the task. */
@@ -365,6 +474,20 @@ destroy_source (struct job *job, struct host_sr *src_sr, const char *uuid)
   if (sr_vdi_destroy (src_sr->sr, uuid) == -1)
     g_warning ("task %s: the old VDI %s stays: %s", job_row (job)->task,
                uuid, sr_get_error ());
+}
+
+/* The source's changed-block log goes to the new VDI (copied, or moved
+ * with MOVE); logged if it cannot: the next backup then finds no chain
+ * and is a full one. */
+static void
+carry_log (struct job *job, struct host_sr *src_sr, const char *src,
+           struct host_sr *dst_sr, const char *dst, bool move)
+{
+  if (src_sr && dst_sr
+      && sr_vdi_cbt_follow (src_sr->sr, src, dst_sr->sr, dst, !move) == -1)
+    g_warning ("task %s: the changed-block log of VDI %s does not follow "
+               "it to %s: %s",
+               job_row (job)->task, src, dst, sr_get_error ());
 }
 
 /* The new VDI is a VDI like any other from here: its mark goes. */
@@ -415,8 +538,13 @@ commit_offline (struct job *job, struct host_sr *dst_sr)
        * only if the daemon stops before the end, so go on: the VBD
        * keeps naming the old VDI, which a VBD check reports. */
       if (b)
-        live_commit (d, b, row->dst_vdi);
+        vdi_live_commit (d, b, row->dst_vdi);
     }
+  }
+  if ((src = host_find_vdi (d, row->vdi, &src_sr)) != NULL) {
+    carry_log (job, src_sr, src->uuid, dst_sr, row->dst_vdi,
+               strcmp (row->kind, "migrate") == 0);
+    sr_vdi_free (src);
   }
   unmark (job, dst_sr, row->dst_vdi);
   if (strcmp (row->kind, "migrate") == 0
@@ -479,6 +607,8 @@ vdi_job_run (struct job *job)
   }
 
   /* Pivoted. */
+  carry_log (job, src_sr, src->uuid, dst_sr, dst->uuid,
+             strcmp (row->kind, "migrate") == 0);
   unmark (job, dst_sr, dst->uuid);
   if (strcmp (row->kind, "migrate") == 0)
     destroy_source (job, src_sr, src->uuid);
@@ -512,28 +642,23 @@ recover_live (struct job *job)
 
   /* The pivot may have happened with no time left to record it: the
    * filter knows. */
-  if (!pivoted && row->dst_vdi && b && b->control_socket
-      && nbdkit_serving (b->pid, b->nbd_socket)) {
-    struct mirror_status st;
-    bool said = mirror_get_status (b->control_socket, &st, NULL)
-                && st.pivoted;
-
-    mirror_status_clear (&st);
-    if (said) {
-      g_message ("task %s: the VBD's disk was pivoted to VDI %s", row->task,
-                 row->dst_vdi);
-      pivoted = true;
-    }
+  if (!pivoted && row->dst_vdi && vdi_live_pivoted (d, b)) {
+    g_message ("task %s: the VBD's disk was pivoted to VDI %s", row->task,
+               row->dst_vdi);
+    pivoted = true;
   }
   if (pivoted && row->dst_vdi) {
     struct sr_vdi *src = host_find_vdi (d, row->vdi, &src_sr);
 
-    if (b && !live_commit (d, b, row->dst_vdi)) {
+    if (b && !vdi_live_commit (d, b, row->dst_vdi)) {
       /* Leave the row: the next start tries again. */
       sr_vdi_free (src);
       g_critical ("task %s: cannot record the VBD's new VDI", row->task);
       return JOB_RECOVER_LEAVE;
     }
+    if (src)
+      carry_log (job, src_sr, src->uuid, dst_sr, row->dst_vdi,
+                 strcmp (row->kind, "migrate") == 0);
     unmark (job, dst_sr, row->dst_vdi);
     if (src)
       destroy_source (job, src_sr, src->uuid);
@@ -549,7 +674,7 @@ recover_live (struct job *job)
                          ref, NULL };
 
     if (b)
-      live_abort (d, b);
+      vdi_live_abort (d, b);
     destroy_marked (d, dst_sr, row->task);
     destroy_unrecorded (dst_sr, row);
     job_fail (job, ei);
@@ -691,5 +816,43 @@ host_vdi_destroy (struct host *h, struct host_sr *s, const char *uuid,
   host_vdi_release (h, uuid);
   if (r == 0)
     g_message ("VDI.destroy: %s in SR %s", uuid, s->name);
+  return r;
+}
+
+char *
+host_vdi_snapshot (struct host *h, struct host_sr *s, const char *uuid,
+                   char ***err)
+{
+  g_autofree char *ref = host_ref (uuid);
+  struct sr_vdi *v = sr_vdi_get_by_uuid (s->sr, uuid);
+  struct sr_vdi *snap = NULL;
+  char *r = NULL;
+
+  if (v == NULL) {
+    host_err_sr (err, "VDI", ref, "VDI.snapshot");
+    return NULL;
+  }
+  /* The image a running VM writes is the one that would be frozen: its
+   * disk server must be quiesced first, which a live snapshot (the
+   * mirror filter's pause) does. */
+  if (host_vdi_attached (h, uuid)) {
+    r = host_vdi_snapshot_live (h, s, v, err);
+    goto out;
+  }
+  if (host_vdi_claim_or_fail (h, uuid, "snapshot", err) == -1)
+    goto out;
+  snap = sr_vdi_snapshot (s->sr, uuid, v->name_label);
+  if (snap == NULL) {
+    g_message ("VDI.snapshot of %s: %s", uuid, sr_get_error ());
+    host_err_sr (err, "VDI", ref, "VDI.snapshot");
+  }
+  host_vdi_release (h, uuid);
+  if (snap) {
+    g_message ("VDI.snapshot: %s of %s in SR %s", snap->uuid, uuid, s->name);
+    r = g_strdup (snap->uuid);
+  }
+out:
+  sr_vdi_free (snap);
+  sr_vdi_free (v);
   return r;
 }

@@ -3,7 +3,10 @@
  *   "succeed"  record phase "working", end with a result uuid;
  *   "fail"     end with an error_info;
  *   "block"    wait until released (or cancelled, or the daemon stops);
- *   "stop"     wait for the daemon to stop and leave the row.
+ *   "stop"     wait for the daemon to stop and leave the row;
+ *   "text"     show other_config "report" = "so far", wait until
+ *              released, end with a text result;
+ *   "fail-text" end with an error_info and a text result.
  * Every check reads the durable state (state.h) back, as a restarted
  * daemon would. */
 #include <glib.h>
@@ -57,6 +60,21 @@ test_run (struct job *job)
   if (strcmp (what, "fail") == 0) {
     const char *ei[] = { "VDI_COPY_FAILED", "it went wrong", NULL };
     job_fail (job, ei);
+    return;
+  }
+  if (strcmp (what, "fail-text") == 0) {
+    const char *ei[] = { "VDI_COPY_FAILED", "half done", NULL };
+    job_fail_text (job, ei, "{\"moved\": 1}");
+    return;
+  }
+  if (strcmp (what, "text") == 0) {
+    job_set_other_config (job, "report", "so far");
+    if (gate_wait (job))
+      job_succeed_text (job, "{\"moved\": 2}");
+    else {
+      const char *ei[] = { "TASK_CANCELLED", job_row (job)->task, NULL };
+      job_fail (job, ei);
+    }
     return;
   }
   if (strcmp (what, "block") == 0 || strcmp (what, "stop") == 0) {
@@ -206,6 +224,48 @@ test_failure (void)
   /* Progress stays where the job had it. */
   CU_ASSERT_DOUBLE_EQUAL (t->progress, 0.5, 1e-9);
   CU_ASSERT_PTR_NULL (state_job_get (h->state, task));
+  host_free (h);
+}
+
+/* A text result (a report), on success and on failure, and the
+ * other_config a running job shows. */
+static void
+test_text_result (void)
+{
+  struct host *h = new_host (unit_path ("text"));
+  g_autofree char *task = NULL, *failed = NULL;
+  g_autoptr (state_task) t = NULL, f = NULL;
+  g_autoptr (GHashTable) oc = NULL;
+  gint64 end = g_get_monotonic_time () + 20 * G_TIME_SPAN_SECOND;
+
+  h->jobs = jobs_new (h, 2, test_kinds);
+  CU_ASSERT_EQUAL (jobs_max_running (h->jobs), 2);
+  gate_set (false);
+  task = submit (h, "text");
+  while ((oc = jobs_get_other_config (h->jobs, task)) == NULL
+         && g_get_monotonic_time () < end)
+    g_usleep (1000);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (oc);
+  CU_ASSERT_STRING_EQUAL (g_hash_table_lookup (oc, "report"), "so far");
+  gate_set (true);
+  t = wait_task (h, task);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (t);
+  CU_ASSERT_STRING_EQUAL (t->status, "success");
+  CU_ASSERT_PTR_NULL (t->result_uuid);
+  CU_ASSERT_STRING_EQUAL (t->result_text, "{\"moved\": 2}");
+  /* Over: no job, nothing shown. */
+  CU_ASSERT_PTR_NULL (jobs_get_other_config (h->jobs, task));
+
+  failed = submit (h, "fail-text");
+  f = wait_task (h, failed);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (f);
+  CU_ASSERT_STRING_EQUAL (f->status, "failure");
+  CU_ASSERT_STRING_EQUAL (f->error_info[0], "VDI_COPY_FAILED");
+  CU_ASSERT_STRING_EQUAL (f->result_text, "{\"moved\": 1}");
+  /* The text goes with its task. */
+  CU_ASSERT_EQUAL (state_task_remove (h->state, failed), 0);
+  CU_ASSERT_PTR_NULL (state_task_get (h->state, failed));
+  gate_set (false);
   host_free (h);
 }
 
@@ -403,6 +463,7 @@ main (void)
   static const struct unit_test tests[] = {
     { "submit, run, success", test_success },
     { "failure", test_failure },
+    { "text result and other_config", test_text_result },
     { "queue and cancel", test_queue_and_cancel },
     { "restart recovery", test_restart_recovery },
     { "unknown kind", test_unknown_kind },

@@ -1,7 +1,8 @@
 /* The typed control client against a real nbdkit running the mirror
  * filter over a file, mirroring to a second nbdkit: status, start, wait
  * until ready (with progress), refusals, complete (the target then holds
- * the source's bytes), cancel, abort, and a pivot.  Skipped (77) without
+ * the source's bytes), cancel, abort, sync=none and sync=top's refusal
+ * on a plugin without layers, pause and resume, and a pivot.  Skipped (77) without
  * nbdkit, or in the sanitizer build, where only tests/functions.sh
  * starts nbdkit with the runtime the filter needs (the filter's own
  * tests, tests/test-mirror-*.sh, run there). */
@@ -214,6 +215,55 @@ test_cancel_then_abort (void)
   mirror_status_clear (&st);
 }
 
+/* sync=none is ready at once; sync=top needs a plugin that maps the
+ * top layer (the file plugin does not); pause is refused while a mirror
+ * runs, then holds until resume; a resume to a target that is not there
+ * leaves it paused. */
+static void
+test_sync_pause_resume (void)
+{
+  g_autoptr (GError) e = NULL;
+  g_autofree char *nowhere
+      = g_strconcat ("nbd+unix:///?socket=", unit_path ("nowhere.sock"), NULL);
+  struct mirror_status st;
+
+  CU_ASSERT_FATAL (mirror_start_sync (ctl, dst_uri, NULL, MIRROR_SYNC_NONE,
+                                      &e));
+  CU_ASSERT_FATAL (mirror_get_status (ctl, &st, NULL));
+  CU_ASSERT_EQUAL (st.state, MIRROR_READY);
+  CU_ASSERT_EQUAL (st.sync, MIRROR_SYNC_NONE);
+  CU_ASSERT_EQUAL (st.dirty_bytes, 0);
+  mirror_status_clear (&st);
+  CU_ASSERT (!mirror_pause (ctl, &e));
+  CU_ASSERT_FATAL (e != NULL);
+  CU_ASSERT_PTR_NOT_NULL (strstr (e->message, "a mirror is running"));
+  g_clear_error (&e);
+  CU_ASSERT_FATAL (mirror_abort (ctl, &e));
+
+  CU_ASSERT (!mirror_start_sync (ctl, dst_uri, NULL, MIRROR_SYNC_TOP, &e));
+  CU_ASSERT_FATAL (e != NULL);
+  CU_ASSERT_EQUAL (e->code, MIRROR_CONTROL_ERROR_REFUSED);
+  CU_ASSERT_PTR_NOT_NULL (strstr (e->message, "top layer alone"));
+  g_clear_error (&e);
+
+  CU_ASSERT_FATAL (mirror_pause (ctl, &e));
+  CU_ASSERT_FATAL (mirror_get_status (ctl, &st, NULL));
+  CU_ASSERT (st.paused);
+  mirror_status_clear (&st);
+  CU_ASSERT (!mirror_resume (ctl, nowhere, NULL, true, &e));
+  CU_ASSERT_FATAL (e != NULL);
+  CU_ASSERT_EQUAL (e->code, MIRROR_CONTROL_ERROR_REFUSED);
+  CU_ASSERT_PTR_NOT_NULL (strstr (e->message, "still paused"));
+  g_clear_error (&e);
+  CU_ASSERT_FATAL (mirror_get_status (ctl, &st, NULL));
+  CU_ASSERT (st.paused);
+  mirror_status_clear (&st);
+  CU_ASSERT_FATAL (mirror_resume (ctl, NULL, NULL, false, &e));
+  CU_ASSERT_FATAL (mirror_get_status (ctl, &st, NULL));
+  CU_ASSERT (!st.paused);
+  mirror_status_clear (&st);
+}
+
 static void
 test_pivot (void)
 {
@@ -241,6 +291,7 @@ main (void)
     { "start, wait, complete", test_start_wait_complete },
     { "refusals", test_refusals },
     { "cancel, then abort", test_cancel_then_abort },
+    { "sync modes, pause, resume", test_sync_pause_resume },
     { "pivot", test_pivot },
     { NULL },
   };

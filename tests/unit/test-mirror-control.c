@@ -214,6 +214,7 @@ assert_round_trip (const struct control_request *req, const char *want)
   CU_ASSERT_STRING_EQUAL (back.tls_psk_file ? back.tls_psk_file : "",
                           req->tls_psk_file ? req->tls_psk_file : "");
   CU_ASSERT_EQUAL (back.pivot, req->pivot);
+  CU_ASSERT_EQUAL (back.sync, req->sync);
   free (line);
 }
 
@@ -251,6 +252,113 @@ test_lines_round_trip (void)
   CU_ASSERT_STRING_EQUAL (mirror_state_name (MIRROR_SYNCING), "syncing");
 }
 
+/* start's sync=, pause and resume: their lines, read back. */
+static void
+test_sync_pause_resume_lines (void)
+{
+  struct control_request resume_no_pivot
+      = { .cmd = CONTROL_RESUME, .target = "nbd://h/l" };
+  struct control_request pivot_no_target
+      = { .cmd = CONTROL_RESUME, .pivot = true };
+
+  static const struct
+  {
+    struct control_request req;
+    const char *line;
+  } cases[] = {
+    { { .cmd = CONTROL_START, .target = "nbd://h/l", .sync = MIRROR_SYNC_TOP },
+      "start target=nbd://h/l sync=top\n" },
+    { { .cmd = CONTROL_START, .target = "nbds://h/l", .tls_psk_file = "/k",
+        .sync = MIRROR_SYNC_NONE },
+      "start target=nbds://h/l tls-psk-file=/k sync=none\n" },
+    /* full is the old line, unchanged */
+    { { .cmd = CONTROL_START, .target = "nbd://h/l", .sync = MIRROR_SYNC_FULL },
+      "start target=nbd://h/l\n" },
+    { { .cmd = CONTROL_PAUSE }, "pause\n" },
+    { { .cmd = CONTROL_RESUME }, "resume\n" },
+    { { .cmd = CONTROL_RESUME, .target = "nbd+unix:///?socket=/l.sock",
+        .pivot = true },
+      "resume target=nbd+unix:///?socket=/l.sock pivot=true\n" },
+    { { .cmd = CONTROL_RESUME, .target = "nbds://h/l", .tls_psk_file = "/k",
+        .pivot = true },
+      "resume target=nbds://h/l tls-psk-file=/k pivot=true\n" },
+  };
+
+  for (size_t i = 0; i < G_N_ELEMENTS (cases); i++)
+    assert_round_trip (&cases[i].req, cases[i].line);
+  errno = 0;
+  CU_ASSERT_PTR_NULL (control_format (&resume_no_pivot));
+  CU_ASSERT_EQUAL (errno, EINVAL);
+  CU_ASSERT_PTR_NULL (control_format (&pivot_no_target));
+  CU_ASSERT_EQUAL (mirror_sync_from_name ("top"), MIRROR_SYNC_TOP);
+  CU_ASSERT_EQUAL (mirror_sync_from_name ("half"), -1);
+  CU_ASSERT_STRING_EQUAL (mirror_sync_name (MIRROR_SYNC_NONE), "none");
+}
+
+/* What the filter's parser refuses of the new words, and why. */
+static void
+test_sync_pause_resume_refused (void)
+{
+  static const char *const lines[][2] = {
+    { "start target=x sync=half", "start: sync must be full, top or none" },
+    { "complete sync=top", "complete: unknown parameter \"sync\"" },
+    { "pause now=1", "pause: unknown parameter \"now\"" },
+    { "resume pivot=true", "resume: pivot=true needs target=URI" },
+    { "resume target=nbd://h/", "resume: target=URI needs pivot=true (the "
+                                "target becomes the disk)" },
+    { "resume tls-psk-file=/k", "resume: target=URI needs pivot=true (the "
+                                "target becomes the disk)" },
+    { "resume target=x pivot=maybe", "resume: pivot must be true or false" },
+    { "complete pivot=maybe", "complete: pivot must be true or false" },
+  };
+
+  for (size_t i = 0; i < G_N_ELEMENTS (lines); i++) {
+    g_autofree char *line = g_strdup (lines[i][0]);
+    char *reply = NULL;
+    struct control_request req;
+    g_autoptr (GError) e = NULL;
+
+    CU_ASSERT_EQUAL (control_parse (line, &req, &reply), -1);
+    CU_ASSERT_FATAL (reply != NULL);
+    CU_ASSERT_PTR_NULL (mirror_reply_parse (reply, &e));
+    CU_ASSERT_FATAL (e != NULL);
+    CU_ASSERT_STRING_EQUAL (e->message, lines[i][1]);
+    free (reply);
+  }
+}
+
+/* A status with the members of sync modes and pause; without them (an
+ * older filter) they read as full, not paused, 0. */
+static void
+test_status_sync_and_pause (void)
+{
+#define STATUS_UNTIL_TIMEOUT                                               \
+  STATUS_HEAD SIZES "\"error\":null,\"bytes_copied\":1,"                  \
+                    "\"bytes_zeroed\":2,\"bytes_skipped\":3,"              \
+                    "\"writes_mirrored\":4,\"write_latency_mean_us\":0,"   \
+                    "\"write_latency_p99_us\":0,\"granularity\":65536,"    \
+                    "\"timeout\":30,"
+  const char *r = STATUS_UNTIL_TIMEOUT
+      "\"sync\":\"top\",\"paused\":true,\"bytes_backing\":1048576}";
+  const char *bad = STATUS_UNTIL_TIMEOUT "\"sync\":\"half\"}";
+  struct mirror_status st;
+  g_autoptr (GError) e = NULL;
+
+  CU_ASSERT_FATAL (mirror_status_parse (r, &st, NULL));
+  CU_ASSERT_EQUAL (st.sync, MIRROR_SYNC_TOP);
+  CU_ASSERT (st.paused);
+  CU_ASSERT_EQUAL (st.bytes_backing, 1048576);
+  mirror_status_clear (&st);
+  CU_ASSERT_FATAL (mirror_status_parse (GOOD_STATUS, &st, NULL));
+  CU_ASSERT_EQUAL (st.sync, MIRROR_SYNC_FULL);
+  CU_ASSERT (!st.paused);
+  CU_ASSERT_EQUAL (st.bytes_backing, 0);
+  mirror_status_clear (&st);
+  CU_ASSERT (!mirror_status_parse (bad, &st, &e));
+  CU_ASSERT_FATAL (e != NULL);
+  CU_ASSERT_STRING_EQUAL (e->message, "the reply's \"sync\" \"half\" is no mode");
+}
+
 /* A typed command to a blank value is refused before any socket. */
 static void
 test_request_errors (void)
@@ -261,6 +369,15 @@ test_request_errors (void)
   CU_ASSERT_FATAL (e != NULL);
   CU_ASSERT_EQUAL (e->code, MIRROR_CONTROL_ERROR_REQUEST);
   CU_ASSERT_PTR_NOT_NULL (strstr (e->message, "blanks"));
+  g_clear_error (&e);
+  CU_ASSERT (!mirror_resume ("/nonexistent.sock", "nbd://h/l", NULL, false,
+                             &e));
+  CU_ASSERT_FATAL (e != NULL);
+  CU_ASSERT_EQUAL (e->code, MIRROR_CONTROL_ERROR_REQUEST);
+  g_clear_error (&e);
+  CU_ASSERT (!mirror_resume ("/nonexistent.sock", NULL, NULL, true, &e));
+  CU_ASSERT_FATAL (e != NULL);
+  CU_ASSERT_EQUAL (e->code, MIRROR_CONTROL_ERROR_REQUEST);
 }
 
 /* A socket that is not there: an I/O error naming the disk and socket. */
@@ -311,6 +428,9 @@ main (void)
     { "filter errors read back", test_filter_errors_read_back },
     { "lines round-trip", test_lines_round_trip },
     { "request errors", test_request_errors },
+    { "sync, pause and resume lines", test_sync_pause_resume_lines },
+    { "sync, pause and resume refused", test_sync_pause_resume_refused },
+    { "status says sync and pause", test_status_sync_and_pause },
     { "poll names the disk", test_poll_names_the_disk },
     { "wait cancelled first", test_wait_cancelled_first },
     { NULL },

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cbt-log.h"
 #include "sr.h"
 #include "unit.h"
 
@@ -1044,6 +1045,132 @@ test_threads_create_concurrently (void)
   sr_close (sr);
 }
 
+/* Mark [off, off+len) in VDI's log as the mirror filter does. */
+static void
+cbt_write (struct sr *sr, const char *uuid, uint64_t off, uint64_t len)
+{
+  char *path = sr_vdi_cbt_log_path (sr, uuid);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (path);
+  struct cbt_log *w = cbt_log_open (path, CBT_LOG_WRITER, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (w);
+  CU_ASSERT_EQUAL (cbt_log_mark (w, off, len, NULL), 0);
+  CU_ASSERT_EQUAL (cbt_log_close (w, NULL), 0);
+  free (path);
+}
+
+/* Changed-block tracking through the SR: enable, snapshot rotation,
+ * list_changed_blocks, data_destroy of a snapshot the leaf reads
+ * through, destroy merging logs, reopen, disable. */
+static void
+test_cbt (void)
+{
+  struct sr *sr = new_sr ("sr-cbt");
+  CU_ASSERT_PTR_NOT_NULL_FATAL (sr);
+  struct sr_vdi *v
+      = sr_vdi_create (sr, "disk", VDISK_FORMAT_QCOW2, 4 * MiB, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (v);
+  CU_ASSERT (!v->cbt_enabled);
+  CU_ASSERT_PTR_NULL (sr_vdi_cbt_log_path (sr, v->uuid));
+  CU_ASSERT_EQUAL (sr_get_errno (), ENODATA);
+  CU_ASSERT_EQUAL (sr_vdi_enable_cbt (sr, v->uuid), 0);
+  CU_ASSERT_EQUAL (sr_vdi_enable_cbt (sr, v->uuid), 0); /* idempotent */
+  struct sr_vdi *r = sr_vdi_get_by_uuid (sr, v->uuid);
+  CU_ASSERT (r->cbt_enabled && !r->cbt_metadata);
+  sr_vdi_free (r);
+  struct cbt_log_info i0;
+  CU_ASSERT_EQUAL_FATAL (sr_vdi_cbt_info (sr, v->uuid, &i0), 0);
+
+  /* write block 0, snapshot s1; blocks 5, 6; snapshot s2; block 63. */
+  CU_ASSERT_EQUAL (write_fill (sr, v->uuid, 'a', 0, 4096), 0);
+  cbt_write (sr, v->uuid, 0, 4096);
+  struct sr_vdi *s1 = sr_vdi_snapshot (sr, v->uuid, "s1");
+  CU_ASSERT_PTR_NOT_NULL_FATAL (s1);
+  CU_ASSERT (s1->cbt_enabled);
+  cbt_write (sr, v->uuid, 5 * 65536, 2 * 65536);
+  struct sr_vdi *s2 = sr_vdi_snapshot (sr, v->uuid, "s2");
+  CU_ASSERT_PTR_NOT_NULL_FATAL (s2);
+  cbt_write (sr, v->uuid, 63 * 65536, 1);
+  struct cbt_log_info iv;
+  CU_ASSERT_EQUAL (sr_vdi_cbt_info (sr, v->uuid, &iv), 0);
+  CU_ASSERT_STRING_EQUAL (iv.generation, i0.generation);
+  CU_ASSERT_STRING_EQUAL (iv.predecessor, s2->uuid);
+
+  size_t n;
+  uint8_t *b = sr_vdi_list_changed_blocks (sr, s1->uuid, s2->uuid, &n);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (b);
+  CU_ASSERT_EQUAL (n, 8);
+  char *b64 = cbt_bitmap_to_base64 (b, n);
+  CU_ASSERT_STRING_EQUAL (b64, "BgAAAAAAAAA="); /* blocks 5, 6 */
+  g_free (b64);
+  free (b);
+  CU_ASSERT_PTR_NULL (sr_vdi_list_changed_blocks (sr, s2->uuid, s1->uuid,
+                                                  &n));
+  CU_ASSERT_EQUAL (sr_get_errno (), ENODATA);
+
+  /* data_destroy: only snapshots; s1 is read through by s2 and the
+   * leaf, so its image stays, hidden. */
+  CU_ASSERT_EQUAL (sr_vdi_data_destroy (sr, v->uuid), -1);
+  CU_ASSERT_EQUAL (sr_get_errno (), EMEDIUMTYPE);
+  CU_ASSERT_EQUAL (sr_vdi_data_destroy (sr, s1->uuid), 0);
+  r = sr_vdi_get_by_uuid (sr, s1->uuid);
+  CU_ASSERT (r->cbt_metadata && r->cbt_enabled && r->managed);
+  sr_vdi_free (r);
+  CU_ASSERT_PTR_NULL (sr_vdi_open (sr, s1->uuid, 0));
+  CU_ASSERT_EQUAL (sr_get_errno (), EMEDIUMTYPE);
+  CU_ASSERT (reads_as (sr, v->uuid, 'a', 0, 4096));
+  b = sr_vdi_list_changed_blocks (sr, s1->uuid, v->uuid, &n);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (b);
+  CU_ASSERT_EQUAL (b[0], 0x06);
+  CU_ASSERT_EQUAL (b[7], 0x01);
+  free (b);
+
+  /* Survives a reopen and a scan. */
+  CU_ASSERT_EQUAL (sr_close (sr), 0);
+  sr = sr_open ("file", unit_path ("sr-cbt"), 0);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (sr);
+  CU_ASSERT_EQUAL (sr_scan (sr), 0);
+  r = sr_vdi_get_by_uuid (sr, s1->uuid);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (r);
+  CU_ASSERT (r->cbt_metadata);
+  sr_vdi_free (r);
+
+  /* Destroying s2 merges its log into the VDI's: s1..VDI still walks.
+   * s2 is a parent (EBUSY), so data_destroy it, then destroy both. */
+  CU_ASSERT_EQUAL (sr_vdi_data_destroy (sr, s2->uuid), 0);
+  CU_ASSERT_EQUAL (sr_vdi_destroy (sr, s2->uuid), 0);
+  r = sr_vdi_get_by_uuid (sr, s2->uuid);
+  CU_ASSERT (r && !r->managed && !r->cbt_enabled);
+  sr_vdi_free (r);
+  b = sr_vdi_list_changed_blocks (sr, s1->uuid, v->uuid, &n);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (b);
+  CU_ASSERT_EQUAL (b[0], 0x06);
+  CU_ASSERT_EQUAL (b[7], 0x01);
+  free (b);
+  CU_ASSERT (reads_as (sr, v->uuid, 'a', 0, 4096));
+
+  /* Disable, then enable: a new generation, no chain to s1. */
+  CU_ASSERT_EQUAL (sr_vdi_disable_cbt (sr, v->uuid), 0);
+  CU_ASSERT_EQUAL (sr_vdi_enable_cbt (sr, v->uuid), 0);
+  CU_ASSERT_PTR_NULL (sr_vdi_list_changed_blocks (sr, s1->uuid, v->uuid,
+                                                  &n));
+  CU_ASSERT_EQUAL (sr_get_errno (), ENODATA);
+
+  /* Destroying the VDI takes every image and log. */
+  CU_ASSERT_EQUAL (sr_vdi_destroy (sr, v->uuid), 0);
+  CU_ASSERT_EQUAL (sr_vdi_destroy (sr, s1->uuid), 0);
+  struct sr_vdi_list l;
+  CU_ASSERT_EQUAL (sr_vdi_list (sr, &l), 0);
+  CU_ASSERT_EQUAL (l.len, 0);
+  sr_vdi_list_free (&l);
+  CU_ASSERT_EQUAL (unit_sh ("ls '%s' | grep -qv '^sr.db'",
+                            unit_path ("sr-cbt")),
+                   256);
+  sr_vdi_free (v);
+  sr_vdi_free (s1);
+  sr_vdi_free (s2);
+  sr_close (sr);
+}
+
 int
 main (void)
 {
@@ -1067,6 +1194,7 @@ main (void)
     { "crash recovery of a snapshot", test_crash_recovery_of_snapshot },
     { "stat and thin provisioning", test_stat_and_thin_provisioning },
     { "threads create concurrently", test_threads_create_concurrently },
+    { "changed-block tracking", test_cbt },
     { NULL, NULL },
   };
   return unit_main ("sr-file", tests);

@@ -1,0 +1,90 @@
+# Driven by test-xapi-cbt-migrate.sh: a VM whose disk has CBT on moves to
+# another vdimotiond (Async.VM.migrate, vdimotion-mm-none's handover
+# file); its log goes along.  CBT is turned on the way the file SR does
+# it (tests/cbtlog-tool enable); logs are read with tests/cbtlog.py.
+#   xapi-cbt-migrate.py SRC_URL DST_URL CA_FILE T
+import glob
+import os
+import ssl
+import subprocess
+import sys
+import time
+import xmlrpc.client
+
+import cbtlog
+import xapi_checks
+from xapi_checks import ok
+
+src_url, dst_url, ca, T = sys.argv[1:5]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.check_hostname = False
+MiB = 1 << 20
+SIZE = 16 * MiB
+local = xmlrpc.client.ServerProxy(src_url, context=ctx)
+remote = xmlrpc.client.ServerProxy(dst_url, context=ctx)
+ls = ok(local.session.login_with_password("root", "secret", "1.0", "t"))
+rs = ok(remote.session.login_with_password("root", "secret", "1.0", "t"))
+src_sr = ok(local.SR.get_by_name_label(ls, "sr1"))[0]
+dst_sr = ok(remote.SR.get_by_name_label(rs, "sr1"))[0]
+dst_dir = os.path.join(T, "peer", "sr1")
+
+
+def write(sock, offset, byte):
+    subprocess.check_call(
+        ["qemu-io", "-f", "raw", "nbd+unix:///?socket=" + sock,
+         "-c", "write -P %d %d 4k" % (byte, offset)],
+        stdout=subprocess.DEVNULL)
+
+
+vdi = ok(local.VDI.create(ls, {
+    "SR": src_sr, "name_label": "disk0", "virtual_size": str(SIZE),
+    "other_config": {}, "sm_config": {"image-format": "raw"}}))
+log = os.path.join(T, "sr1", ok(local.VDI.get_uuid(ls, vdi)) + ".cbtlog")
+subprocess.check_call([os.environ["CBTLOG"], "enable", log, str(SIZE)])
+gen = cbtlog.read(log)["generation"]
+vm = ok(local.VM.create(ls, {"name_label": "vm1"}))
+ok(local.VBD.create(ls, {"VM": vm, "VDI": vdi, "userdevice": "0",
+                         "mode": "RW"}))
+ok(local.VM.start(ls, vm, False, False))
+sock = xapi_checks.vbd_sockets(local, ls, vm)["0"]
+
+write(sock, 1 * MiB, 0x11)                       # before: block 16
+host = ok(remote.host.get_all(rs))[0]
+token = ok(remote.VM.migrate_receive(rs, host, dst_sr, {}))
+handover = os.path.join(T, "handover")
+task = ok(local.Async.VM.migrate(ls, vm, token, True,
+                                 {"handover-file": handover}))
+# The mirrors are in sync and the destination armed its log: the
+# migrator now waits for the "guest" to stop.
+deadline = time.monotonic() + 90
+while not glob.glob(os.path.join(dst_dir, "*.cbtlog")):
+    t = ok(local.task.get_record(ls, task))
+    assert t["status"] == "pending", t
+    assert time.monotonic() < deadline, "the destination armed no log"
+    time.sleep(0.05)
+write(sock, 2 * MiB, 0x22)                       # during: block 32
+open(handover, "w").close()
+t = xapi_checks.wait_task(local, ls, task)
+assert t["status"] == "success", t
+dvm = t["result"][len("<value>"):-len("</value>")]
+assert not os.path.exists(log), "the source's log stayed"
+dsock = xapi_checks.vbd_sockets(remote, rs, dvm)["0"]
+write(dsock, 3 * MiB, 0x33)                      # after: block 48
+
+dvdi = ok(remote.VBD.get_VDI(rs, ok(remote.VM.get_VBDs(rs, dvm))[0]))
+dlog = os.path.join(dst_dir, ok(remote.VDI.get_uuid(rs, dvdi)) + ".cbtlog")
+info = cbtlog.read(dlog)
+assert info["blocks"] == "16,32,48", ("the destination's log", info)
+assert info["generation"] == gen, (gen, info)
+assert info["consistent"] == 0, info     # its disk server has it
+# The bytes are there too.
+subprocess.check_call(
+    ["qemu-io", "-f", "raw", "nbd+unix:///?socket=" + dsock,
+     "-c", "read -P 0x22 2M 4k", "-c", "read -P 0x11 1M 4k"],
+    stdout=subprocess.DEVNULL)
+ok(remote.VM.clean_shutdown(rs, dvm))
+info = cbtlog.read(dlog)
+assert info["consistent"] == 1 and info["blocks"] == "16,32,48", info
+print("ok: VM.migrate: the destination's log has the blocks written "
+      "before, during and after, generation %s (%d checks)"
+      % (gen[:8], xapi_checks.checks))
