@@ -106,11 +106,12 @@ answer_text (SoupServerMessage *msg, guint status, const char *text)
 static void
 breq_fail (struct breq *j, GError *e)
 {
-  j->status = !e || e->domain != G_FILE_ERROR ? SOUP_STATUS_INTERNAL_SERVER_ERROR
-              : e->code == G_FILE_ERROR_INVAL ? SOUP_STATUS_BAD_REQUEST
-              : e->code == G_FILE_ERROR_NOENT ? SOUP_STATUS_NOT_FOUND
-              : e->code == G_FILE_ERROR_EXIST ? SOUP_STATUS_CONFLICT
-                                              : SOUP_STATUS_INTERNAL_SERVER_ERROR;
+  j->status
+      = !e || e->domain != G_FILE_ERROR ? SOUP_STATUS_INTERNAL_SERVER_ERROR
+        : e->code == G_FILE_ERROR_INVAL ? SOUP_STATUS_BAD_REQUEST
+        : e->code == G_FILE_ERROR_NOENT ? SOUP_STATUS_NOT_FOUND
+        : e->code == G_FILE_ERROR_EXIST ? SOUP_STATUS_CONFLICT
+                                        : SOUP_STATUS_INTERNAL_SERVER_ERROR;
   g_autofree char *line = g_strdup_printf ("%s\n", e ? e->message : "failed");
   j->type = g_strdup ("text/plain");
   j->reply = g_bytes_new (line, strlen (line));
@@ -149,7 +150,8 @@ body_object (struct breq *j, JsonParser *p, GError **err)
   if (!j->body
       || !json_parser_load_from_data (p, (const char *)j->body->data,
                                       j->body->len, NULL)
-      || !(root = json_parser_get_root (p)) || !JSON_NODE_HOLDS_OBJECT (root)) {
+      || !(root = json_parser_get_root (p))
+      || !JSON_NODE_HOLDS_OBJECT (root)) {
     g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_INVAL,
                  "the request body is not a JSON object");
     return NULL;
@@ -167,7 +169,8 @@ member_u64 (JsonObject *o, const char *key, uint64_t def, uint64_t *out,
     *out = def;
     return true;
   }
-  if (!JSON_NODE_HOLDS_VALUE (n) || json_node_get_value_type (n) != G_TYPE_INT64
+  if (!JSON_NODE_HOLDS_VALUE (n)
+      || json_node_get_value_type (n) != G_TYPE_INT64
       || json_node_get_int (n) < 0) {
     g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_INVAL,
                  "\"%s\" is not a non-negative integer", key);
@@ -193,8 +196,8 @@ do_verify (struct breq *j, struct backup_repo *r, GError **err)
     return;
   g_ptr_array_add (problems, NULL);
   g_autofree char *list = strv_json ((char **)problems->pdata);
-  breq_json (j, g_strdup_printf ("{\"points\": %d, \"problems\": %s}", n,
-                                list));
+  breq_json (j,
+             g_strdup_printf ("{\"points\": %d, \"problems\": %s}", n, list));
 }
 
 static void
@@ -217,8 +220,8 @@ do_prune (struct breq *j, struct backup_repo *r, GError **err)
   pp.keep_last = last;
   pp.keep_daily = daily;
   pp.keep_weekly = weekly;
-  pp.dry_run = json_object_get_boolean_member_with_default (o, "dry-run",
-                                                            false);
+  pp.dry_run
+      = json_object_get_boolean_member_with_default (o, "dry-run", false);
   g_autoptr (GPtrArray) removed = g_ptr_array_new_with_free_func (g_free);
   struct backup_stats st = { 0 };
   if (r->ops->lock (r, true, err) == -1
@@ -227,11 +230,11 @@ do_prune (struct breq *j, struct backup_repo *r, GError **err)
   g_ptr_array_add (removed, NULL);
   g_autofree char *list = strv_json ((char **)removed->pdata);
   breq_json (j, g_strdup_printf ("{\"removed\": %s, \"bytes-read\": %" PRIu64
-                                ", \"bytes-written\": %" PRIu64
-                                ", \"bytes-skipped\": %" PRIu64
-                                ", \"seconds\": %.6f}",
-                                list, st.bytes_read, st.bytes_written,
-                                st.bytes_skipped, st.seconds));
+                                 ", \"bytes-written\": %" PRIu64
+                                 ", \"bytes-skipped\": %" PRIu64
+                                 ", \"seconds\": %.6f}",
+                                 list, st.bytes_read, st.bytes_written,
+                                 st.bytes_skipped, st.seconds));
 }
 
 static void
@@ -249,8 +252,27 @@ do_begin (struct breq *j, struct backup_repo *r, GError **err)
                  "\"source\" is missing or not a string");
     return;
   }
-  bool full = json_object_get_boolean_member_with_default (o, "full", false);
-  char *text = backup_serve_begin (r, j->disk, source, size, full, err);
+  struct backup_upload up = {
+    .source = source,
+    .virtual_size = size,
+    .full = json_object_get_boolean_member_with_default (o, "full", false),
+  };
+  const char *keys[] = { "why-full", "cbt-snapshot", "cbt-generation" };
+  const char **vals[] = { &up.why_full, &up.cbt_snapshot, &up.cbt_generation };
+  for (size_t i = 0; i < G_N_ELEMENTS (keys); i++) {
+    JsonNode *n = json_object_get_member (o, keys[i]);
+    if (!n || JSON_NODE_HOLDS_NULL (n))
+      continue;
+    if (!JSON_NODE_HOLDS_VALUE (n)
+        || json_node_get_value_type (n) != G_TYPE_STRING
+        || !g_utf8_validate (json_node_get_string (n), -1, NULL)) {
+      g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+                   "\"%s\" is not a string", keys[i]);
+      return;
+    }
+    *vals[i] = json_node_get_string (n);
+  }
+  char *text = backup_serve_begin (r, j->disk, &up, err);
   if (text)
     breq_json (j, text);
 }
@@ -323,8 +345,8 @@ work (GTask *task, gpointer source, gpointer data, GCancellable *c)
     case OP_READ: {
       void *buf = g_malloc (j->length);
       if (r->ops->lock (r, false, &e) == 0
-          && backup_serve_read (r, j->disk, j->name, j->offset, j->length,
-                                buf, &e)
+          && backup_serve_read (r, j->disk, j->name, j->offset, j->length, buf,
+                                &e)
                  == 0) {
         j->status = SOUP_STATUS_OK;
         j->type = g_strdup ("application/octet-stream");
@@ -406,8 +428,8 @@ parse_op (struct breq *j, const char *method, const char *rest,
       j->op = OP_MANIFEST;
       j->name = g_strdup (w);
       if (!backup_name_is_safe (w) || !backup_name_is_safe (j->disk)) {
-        *why = g_strdup_printf ("\"%s/%s\" is not a manifest's name",
-                                j->disk, w);
+        *why = g_strdup_printf ("\"%s/%s\" is not a manifest's name", j->disk,
+                                w);
         return false;
       }
     }
@@ -457,8 +479,8 @@ xapi_http_backup (struct xapi_daemon *d, SoupServerMessage *msg,
       soup_server_message_get_request_headers (msg), "Cookie");
   g_autoptr (GHashTable) cookies
       = cookie ? soup_header_parse_semi_param_list (cookie) : NULL;
-  const char *session = cookies ? g_hash_table_lookup (cookies, "session_id")
-                                : NULL;
+  const char *session
+      = cookies ? g_hash_table_lookup (cookies, "session_id") : NULL;
   g_autofree char *text = NULL, *name = NULL, *why = NULL;
   const char *code, *dir, *rest;
   struct breq *j;

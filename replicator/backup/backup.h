@@ -314,13 +314,22 @@ int backup_prune (struct backup_repo *r,
  * in the way (or none begun), others the server's own trouble.  Safe
  * to call from several threads at once, each with its own R. */
 
-/* Begin (or find again, for a rerun) the upload of SOURCE's SIZE bytes
- * to DISK, as a full if FULL.  Returns the answer as JSON text (g_free):
+/* What a client uploads: as backup_create_params' fields of the same
+ * names (the source's name, --full, why a full, CBT's snapshot and
+ * generation; NULL when absent), and the virtual size. */
+struct backup_upload
+{
+  const char *source;
+  uint64_t virtual_size;
+  bool full;
+  const char *why_full, *cbt_snapshot, *cbt_generation;
+};
+/* Begin (or find again, for a rerun: the same source, size and --full)
+ * the upload UP to DISK.  Returns the answer as JSON text (g_free):
  * {"base": ID or null, "window-size": BYTES, "done": [WINDOW...],
  *  "blocks": {"INDEX": "SHA-256 HEX", ...}} (the base chain's hashes). */
 char *backup_serve_begin (struct backup_repo *r, const char *disk,
-                          const char *source, uint64_t size, bool full,
-                          GError **err);
+                          const struct backup_upload *up, GError **err);
 /* Write LEN bytes of guest data at OFFSET into DISK's upload. */
 int backup_serve_write (struct backup_repo *r, const char *disk,
                         uint64_t offset, const void *buf, size_t len,

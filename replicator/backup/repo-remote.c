@@ -97,18 +97,18 @@ request (struct remote *rm, struct xapi_client *c, const char *method,
          GError **err)
 {
   g_autofree char *sess = g_uri_escape_string (rm->session, NULL, false);
-  g_autofree char *path = g_strdup_printf ("%s%s?session_id=%s%s%s",
-                                           rm->prefix, rel, sess,
-                                           query ? "&" : "",
-                                           query ? query : "");
+  g_autofree char *path
+      = g_strdup_printf ("%s%s?session_id=%s%s%s", rm->prefix, rel, sess,
+                         query ? "&" : "", query ? query : "");
   GError *e = NULL;
   g_autoptr (SoupMessage) msg = xapi_client_message (c, method, path, &e);
   GBytes *reply = NULL;
 
-  if (msg && body)
-    soup_message_set_request_body_from_bytes (
-        msg, "application/octet-stream",
-        g_bytes_new_static (body, len));
+  if (msg && body) {
+    g_autoptr (GBytes) b = g_bytes_new_static (body, len);
+    soup_message_set_request_body_from_bytes (msg, "application/octet-stream",
+                                              b);
+  }
   if (msg)
     reply = xapi_client_send_and_read (c, msg, &e);
   if (!reply) {
@@ -122,8 +122,8 @@ request (struct remote *rm, struct xapi_client *c, const char *method,
     return reply;
   gsize n;
   const char *text = g_bytes_get_data (reply, &n);
-  g_autofree char *line = g_strndup (text ? text : "",
-                                     text ? strcspn (text, "\r\n") : 0);
+  g_autofree char *line
+      = g_strndup (text ? text : "", text ? strcspn (text, "\r\n") : 0);
   if (line && n < strlen (line))
     line[n] = '\0';
   int code = status == SOUP_STATUS_NOT_FOUND      ? G_FILE_ERROR_NOENT
@@ -151,8 +151,7 @@ request_json (struct remote *rm, struct xapi_client *c, const char *method,
   const char *text = g_bytes_get_data (reply, &len);
   if (!json_parser_load_from_data (p, text ? text : "", len, NULL)) {
     g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_IO,
-                 "%s%s%s: the answer is not JSON", rm->base, rm->prefix,
-                 rel);
+                 "%s%s%s: the answer is not JSON", rm->base, rm->prefix, rel);
     return NULL;
   }
   return json_parser_get_root (p);
@@ -202,8 +201,8 @@ remote_list_disks (struct backup_repo *r, GError **err)
 }
 
 static char **
-remote_list_names (struct backup_repo *r, const char *disk,
-                   const char *suffix, GError **err)
+remote_list_names (struct backup_repo *r, const char *disk, const char *suffix,
+                   GError **err)
 {
   struct remote *rm = remote_of (r);
   g_autoptr (JsonParser) p = json_parser_new ();
@@ -225,6 +224,14 @@ remote_read (struct backup_repo *r, const char *disk, const char *name,
              size_t *len, GError **err)
 {
   struct remote *rm = remote_of (r);
+  if (name[0] == '.') {
+    /* Work in progress is the server's own (its upload), never read
+     * from here. */
+    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_NOENT,
+                 "repository %s: %s/%s is the server's", r->location, disk,
+                 name);
+    return NULL;
+  }
   g_autofree char *rel = g_strdup_printf ("%s/%s", disk, name);
   g_autoptr (GBytes) reply
       = request (rm, rm->main, "GET", rel, NULL, NULL, 0, err);
@@ -377,19 +384,25 @@ pool_run (struct pool *pl, GError **err)
 struct upload
 {
   const char *disk;
+  const struct backup_create_params *p;
+  bool has_base;
   struct copy_endpoint *src;
   uint64_t size, nblocks;
-  uint8_t (*base)[32]; /* the base chain's hashes */
+  char (*base)[65]; /* the base chain's hashes, in hex */
   uint64_t *base_has;
 };
 
-static void
-sha256 (const void *buf, size_t len, uint8_t out[32])
+/* Block B is one CBT says did not change since the base: not even read
+ * (xapi's bitmap order: byte j holds blocks 8j..8j+7, most significant
+ * bit first; past its end, changed). */
+static bool
+unchanged_by_cbt (const struct upload *u, uint64_t b)
 {
-  g_autoptr (GChecksum) c = g_checksum_new (G_CHECKSUM_SHA256);
-  gsize n = 32;
-  g_checksum_update (c, buf, len);
-  g_checksum_get_digest (c, out, &n);
+  const struct backup_create_params *p = u->p;
+  if (!p->changed || !u->has_base || p->why_full || p->full
+      || b / 8 >= p->changed_len)
+    return false;
+  return !(p->changed[b / 8] & (0x80 >> (b % 8)));
 }
 
 /* PUT the LEN bytes of BUF at OFF. */
@@ -431,6 +444,10 @@ upload_window (struct pool *pl, struct xapi_client *c, uint64_t w,
     uint64_t b = pos / BACKUP_BLOCK_SIZE;
     size_t len = MIN (BACKUP_BLOCK_SIZE, end - pos);
     bool data = false;
+    if (unchanged_by_cbt (u, b)) {
+      st->bytes_skipped += len;
+      continue;
+    }
     while (x < ex.len && ex.v[x].offset + ex.v[x].length <= pos)
       x++;
     for (size_t i = x; i < ex.len && ex.v[i].offset < pos + len; i++)
@@ -445,14 +462,14 @@ upload_window (struct pool *pl, struct xapi_client *c, uint64_t w,
       memset (block, 0, len);
     bool send;
     if (bitmap_get (u->base_has, b)) {
-      uint8_t sum[32];
-      sha256 (block, len, sum);
-      send = memcmp (sum, u->base[b], 32) != 0;
+      g_autofree char *sum = g_compute_checksum_for_data (
+          G_CHECKSUM_SHA256, (guchar *)block, len);
+      send = strcmp (sum, u->base[b]) != 0;
     }
     else
       send = data;
-    if (send && run_len && (run_off + run_len != pos
-                            || run_len + len > REQUEST_SIZE)) {
+    if (send && run_len
+        && (run_off + run_len != pos || run_len + len > REQUEST_SIZE)) {
       if (put_run (pl, c, u->disk, run_off, run, run_len, st, err) == -1)
         goto fail;
       run_len = 0;
@@ -486,17 +503,18 @@ static int
 take_begin (struct remote *rm, JsonNode *n, struct upload *u, struct pool *pl,
             uint64_t **skip, GError **err)
 {
-  JsonObject *o = n && JSON_NODE_HOLDS_OBJECT (n) ? json_node_get_object (n)
-                                                  : NULL;
+  JsonObject *o
+      = n && JSON_NODE_HOLDS_OBJECT (n) ? json_node_get_object (n) : NULL;
   JsonNode *done = o ? json_object_get_member (o, "done") : NULL;
   JsonNode *blocks = o ? json_object_get_member (o, "blocks") : NULL;
-  int64_t ws = o ? json_object_get_int_member_with_default (o, "window-size",
-                                                            0)
-                 : 0;
+  int64_t ws
+      = o ? json_object_get_int_member_with_default (o, "window-size", 0) : 0;
   if (!done || !JSON_NODE_HOLDS_ARRAY (done) || !blocks
       || !JSON_NODE_HOLDS_OBJECT (blocks) || ws < BACKUP_BLOCK_SIZE
       || ws % BACKUP_BLOCK_SIZE)
     goto bad;
+  JsonNode *base = json_object_get_member (o, "base");
+  u->has_base = base && !JSON_NODE_HOLDS_NULL (base);
   pl->window_size = ws;
   pl->nwindows = (u->size + ws - 1) / ws;
   *skip = g_new0 (uint64_t, bitmap_words (pl->nwindows));
@@ -507,7 +525,7 @@ take_begin (struct remote *rm, JsonNode *n, struct upload *u, struct pool *pl,
       goto bad;
     bitmap_set (*skip, w);
   }
-  u->base = g_malloc (u->nblocks * 32);
+  u->base = g_malloc (u->nblocks * sizeof *u->base);
   u->base_has = g_new0 (uint64_t, bitmap_words (u->nblocks));
   JsonObjectIter it;
   const char *k;
@@ -520,15 +538,10 @@ take_begin (struct remote *rm, JsonNode *n, struct upload *u, struct pool *pl,
                               && json_node_get_value_type (v) == G_TYPE_STRING
                           ? json_node_get_string (v)
                           : "";
-    if (*end || b >= u->nblocks || strlen (hex) != 64)
+    if (*end || b >= u->nblocks || strlen (hex) != 64
+        || strspn (hex, "0123456789abcdef") != 64)
       goto bad;
-    for (int j = 0; j < 32; j++) {
-      int hi = g_ascii_xdigit_value (hex[2 * j]);
-      int lo = g_ascii_xdigit_value (hex[2 * j + 1]);
-      if (hi < 0 || lo < 0)
-        goto bad;
-      u->base[b][j] = hi << 4 | lo;
-    }
+    memcpy (u->base[b], hex, 65);
     bitmap_set (u->base_has, b);
   }
   return 0;
@@ -544,12 +557,14 @@ remote_create (struct backup_repo *r, const struct backup_create_params *p,
                struct backup_manifest **point, GError **err)
 {
   struct remote *rm = remote_of (r);
-  g_autofree char *disk = p->disk ? g_strdup (p->disk)
-                                  : backup_disk_key_for_image (p->source);
+  g_autofree char *disk
+      = p->disk ? g_strdup (p->disk) : backup_disk_key_for_image (p->source);
   struct vdisk *d = NULL;
-  struct upload u = { .disk = disk };
-  struct pool pl = { .rm = rm, .progress = p->progress,
-                     .opaque = p->progress_opaque, .window = upload_window,
+  struct upload u = { .disk = disk, .p = p };
+  struct pool pl = { .rm = rm,
+                     .progress = p->progress,
+                     .opaque = p->progress_opaque,
+                     .window = upload_window,
                      .op = &u };
   g_autofree uint64_t *skip = NULL;
   g_autoptr (JsonParser) jp = json_parser_new ();
@@ -559,8 +574,8 @@ remote_create (struct backup_repo *r, const struct backup_create_params *p,
 
   if (copy_is_nbd_uri (p->source))
     u.src = copy_endpoint_nbd (p->source, false, 4, &e);
-  else if ((d = vdisk_open_as (p->source, VDISK_OPEN_BUFFERED, p->format,
-                               NULL)))
+  else if ((d
+            = vdisk_open_as (p->source, VDISK_OPEN_BUFFERED, p->format, NULL)))
     u.src = copy_endpoint_local (d, false, &e);
   else
     e = g_strdup (vdisk_get_error ());
@@ -581,14 +596,20 @@ remote_create (struct backup_repo *r, const struct backup_create_params *p,
     json_builder_add_int_value (b, u.size);
     json_builder_set_member_name (b, "full");
     json_builder_add_boolean_value (b, p->full);
+    const char *keys[] = { "why-full", "cbt-snapshot", "cbt-generation" };
+    const char *vals[] = { p->why_full, p->cbt_snapshot, p->cbt_generation };
+    for (size_t i = 0; i < G_N_ELEMENTS (keys); i++) {
+      json_builder_set_member_name (b, keys[i]);
+      json_builder_add_string_value (b, vals[i]);
+    }
     json_builder_end_object (b);
     g_autoptr (JsonGenerator) g = json_generator_new ();
     g_autoptr (JsonNode) root = json_builder_get_root (b);
     json_generator_set_root (g, root);
     g_autofree char *body = json_generator_to_data (g, NULL);
     g_autofree char *rel = g_strdup_printf ("%s/begin", disk);
-    JsonNode *n = request_json (rm, rm->main, "POST", rel, NULL, body, jp,
-                                err);
+    JsonNode *n
+        = request_json (rm, rm->main, "POST", rel, NULL, body, jp, err);
     if (!n || take_begin (rm, n, &u, &pl, &skip, err) == -1)
       goto out;
   }
@@ -635,7 +656,7 @@ struct restore
 {
   const struct backup_manifest *m;
   struct copy_endpoint *dst;
-  bool fresh; /* DST reads as zero */
+  bool fresh;          /* DST reads as zero */
   uint64_t (*data)[2]; /* the point's data extents, sorted */
   size_t n_data;
   struct journal *j; /* or NULL */
@@ -651,9 +672,8 @@ fetch (struct pool *pl, struct xapi_client *c, struct restore *rs,
       = g_strdup_printf ("%s/%s/data", rs->m->disk, rs->m->id);
   for (uint64_t at = off; at < off + len; at += REQUEST_SIZE) {
     uint64_t n = MIN (REQUEST_SIZE, off + len - at);
-    g_autofree char *q = g_strdup_printf ("offset=%" PRIu64
-                                          "&length=%" PRIu64,
-                                          at, n);
+    g_autofree char *q
+        = g_strdup_printf ("offset=%" PRIu64 "&length=%" PRIu64, at, n);
     g_autoptr (GBytes) r = request (pl->rm, c, "GET", rel, q, NULL, 0, err);
     gsize got;
     char *e = NULL;
@@ -746,12 +766,10 @@ take_map (struct remote *rm, const struct backup_manifest *m,
   JsonNode *n = request_json (rm, rm->main, "GET", rel, NULL, NULL, jp, err);
   if (!n)
     return -1;
-  JsonObject *o = JSON_NODE_HOLDS_OBJECT (n) ? json_node_get_object (n)
-                                             : NULL;
+  JsonObject *o = JSON_NODE_HOLDS_OBJECT (n) ? json_node_get_object (n) : NULL;
   JsonNode *data = o ? json_object_get_member (o, "data") : NULL;
-  int64_t size = o ? json_object_get_int_member_with_default (
-                         o, "virtual-size", 0)
-                   : 0;
+  int64_t size
+      = o ? json_object_get_int_member_with_default (o, "virtual-size", 0) : 0;
   if (!data || !JSON_NODE_HOLDS_ARRAY (data) || size <= 0)
     goto bad;
   JsonArray *a = json_node_get_array (data);
@@ -806,8 +824,11 @@ remote_restore (struct backup_repo *r, const struct backup_manifest *m,
 {
   struct remote *rm = remote_of (r);
   struct restore rs = { .m = m };
-  struct pool pl = { .rm = rm, .progress = progress, .opaque = opaque,
-                     .window = restore_window, .op = &rs,
+  struct pool pl = { .rm = rm,
+                     .progress = progress,
+                     .opaque = opaque,
+                     .window = restore_window,
+                     .op = &rs,
                      .window_size = COPY_WINDOW };
   g_autofree uint64_t *skip = NULL;
   g_autofree char *jpath = NULL;
@@ -883,8 +904,7 @@ out:
   }
   g_free (e);
   if (d && vdisk_close (d) == -1 && ret == 0) {
-    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_IO, "%s",
-                 vdisk_get_error ());
+    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_IO, "%s", vdisk_get_error ());
     ret = -1;
   }
   if (rs.j)
@@ -909,8 +929,8 @@ remote_verify (struct backup_repo *r, bool deep, GPtrArray *problems,
   JsonNode *n = request_json (rm, rm->main, "POST", "verify", NULL,
                               deep ? "{\"deep\": true}" : "{\"deep\": false}",
                               jp, err);
-  JsonObject *o = n && JSON_NODE_HOLDS_OBJECT (n) ? json_node_get_object (n)
-                                                  : NULL;
+  JsonObject *o
+      = n && JSON_NODE_HOLDS_OBJECT (n) ? json_node_get_object (n) : NULL;
   JsonNode *list = o ? json_object_get_member (o, "problems") : NULL;
   g_auto (GStrv) v = NULL;
   if (!n)
@@ -940,10 +960,10 @@ remote_prune (struct backup_repo *r, const struct backup_prune_params *p,
       "\"dry-run\": %s}",
       p->keep_last, p->keep_daily, p->keep_weekly,
       p->dry_run ? "true" : "false");
-  JsonNode *n = request_json (rm, rm->main, "POST", "prune", NULL, body, jp,
-                              err);
-  JsonObject *o = n && JSON_NODE_HOLDS_OBJECT (n) ? json_node_get_object (n)
-                                                  : NULL;
+  JsonNode *n
+      = request_json (rm, rm->main, "POST", "prune", NULL, body, jp, err);
+  JsonObject *o
+      = n && JSON_NODE_HOLDS_OBJECT (n) ? json_node_get_object (n) : NULL;
   g_auto (GStrv) v = NULL;
   if (!n)
     return -1;
@@ -996,8 +1016,8 @@ backup_repo_open_remote (const char *url,
   const char *path = u ? g_uri_get_path (u) : NULL;
   g_autofree char *name = NULL;
 
-  if (!u || strcmp (g_uri_get_scheme (u), "https") != 0
-      || !g_uri_get_host (u) || !g_str_has_prefix (path, "/backups/")) {
+  if (!u || strcmp (g_uri_get_scheme (u), "https") != 0 || !g_uri_get_host (u)
+      || !g_str_has_prefix (path, "/backups/")) {
     g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_INVAL,
                  "%s is not a remote repository's URL "
                  "(https://HOST:PORT/backups/NAME)",

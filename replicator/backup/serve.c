@@ -67,20 +67,9 @@ struct upload
 static GMutex uploads_lock;
 static GHashTable *uploads; /* path -> struct upload */
 
-static int
-fail (GError **err, int code, const char *fmt, ...)
-    __attribute__ ((format (printf, 3, 4)));
-
-static int
-fail (GError **err, int code, const char *fmt, ...)
-{
-  va_list ap;
-  va_start (ap, fmt);
-  g_autofree char *msg = g_strdup_vprintf (fmt, ap);
-  va_end (ap);
-  g_set_error_literal (err, G_FILE_ERROR, code, msg);
-  return -1;
-}
+/* Set *ERR (G_FILE_ERROR CODE) and be -1. */
+#define FAIL(err, code, ...)                                                  \
+  (g_set_error ((err), G_FILE_ERROR, (code), __VA_ARGS__), -1)
 
 static void
 upload_unref (struct upload *u)
@@ -130,7 +119,7 @@ static int
 check_disk (const char *disk, GError **err)
 {
   if (!backup_name_is_safe (disk))
-    return fail (err, G_FILE_ERROR_INVAL,
+    return FAIL (err, G_FILE_ERROR_INVAL,
                  "\"%s\" is not a disk key ([A-Za-z0-9._-], not starting "
                  "with a dot)",
                  disk);
@@ -145,9 +134,9 @@ upload_open (struct backup_repo *r, const char *disk, const char *source,
   g_autofree char *path = r->ops->path (r, disk, UPLOAD_FILE);
   g_autofree char *jpath = r->ops->path (r, disk, UPLOAD_JOURNAL);
   g_autofree char *dir = r->ops->path (r, disk, ".");
-  g_autofree char *identity = g_strdup_printf (
-      "upload %s -> %s (%" PRIu64 " bytes, base %s)", source, disk, size,
-      base ? base : "none");
+  g_autofree char *identity
+      = g_strdup_printf ("upload %s -> %s (%" PRIu64 " bytes, base %s)",
+                         source, disk, size, base ? base : "none");
   struct upload *u = g_new0 (struct upload, 1);
   char *e = NULL;
   bool resumed = false;
@@ -158,22 +147,21 @@ upload_open (struct backup_repo *r, const char *disk, const char *source,
   u->size = size;
   u->nwindows = (size + COPY_WINDOW - 1) / COPY_WINDOW;
   if (fresh) {
-    g_autofree char *parent = base ? g_strdup_printf ("%s.qcow2", base)
-                                   : NULL;
+    g_autofree char *parent = base ? g_strdup_printf ("%s.qcow2", base) : NULL;
     struct vdisk_create_params cp = { .parent = parent,
-                                      .parent_format = parent ? "qcow2"
-                                                              : NULL,
+                                      .parent_format = parent ? "qcow2" : NULL,
                                       .confine = dir };
     copy_journal_remove (jpath);
     unlink (path);
     if (vdisk_create (path, VDISK_FORMAT_QCOW2, size, &cp) == -1) {
-      fail (err, G_FILE_ERROR_IO, "%s", vdisk_get_error ());
+      g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_IO, "%s",
+                   vdisk_get_error ());
       goto bad;
     }
   }
   u->j = journal_open (jpath, identity, u->nwindows, &resumed, &e);
   if (!u->j) {
-    fail (err, G_FILE_ERROR_IO, "%s", e);
+    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_IO, "%s", e);
     g_free (e);
     goto bad;
   }
@@ -182,7 +170,7 @@ upload_open (struct backup_repo *r, const char *disk, const char *source,
   u->disk = vdisk_open_as (path, VDISK_OPEN_RDWR | VDISK_OPEN_BUFFERED,
                            VDISK_FORMAT_QCOW2, NULL);
   if (!u->disk || vdisk_repair_leaks (u->disk, NULL) == -1) {
-    fail (err, G_FILE_ERROR_IO, "%s", vdisk_get_error ());
+    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_IO, "%s", vdisk_get_error ());
     goto bad;
   }
   g_mutex_lock (&uploads_lock);
@@ -220,10 +208,11 @@ read_note (struct backup_repo *r, const char *disk, JsonParser *p,
   if (!json_parser_load_from_data (p, text, len, NULL)
       || !(root = json_parser_get_root (p)) || !JSON_NODE_HOLDS_OBJECT (root)
       || !json_object_has_member (json_node_get_object (root), "source")) {
-    fail (err, G_FILE_ERROR_INVAL,
-          "repository %s: %s/" UPLOAD_NOTE " is damaged: remove it to start "
-          "that upload over",
-          r->location, disk);
+    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+                 "repository %s: %s/" UPLOAD_NOTE
+                 " is damaged: remove it to start "
+                 "that upload over",
+                 r->location, disk);
     return NULL;
   }
   return json_node_get_object (root);
@@ -235,8 +224,7 @@ static int
 add_chain (JsonBuilder *b, GPtrArray *points, const char *base,
            struct backup_repo *r, GError **err)
 {
-  g_autoptr (GHashTable) seen = g_hash_table_new (g_int64_hash,
-                                                  g_int64_equal);
+  g_autoptr (GHashTable) seen = g_hash_table_new (g_int64_hash, g_int64_equal);
   const char *want = base;
   unsigned depth = 0;
 
@@ -244,11 +232,10 @@ add_chain (JsonBuilder *b, GPtrArray *points, const char *base,
   while (want) {
     const struct backup_manifest *m = NULL;
     for (guint i = 0; i < points->len && !m; i++)
-      if (strcmp (((struct backup_manifest *)points->pdata[i])->id, want)
-          == 0)
+      if (strcmp (((struct backup_manifest *)points->pdata[i])->id, want) == 0)
         m = points->pdata[i];
     if (!m || ++depth > 10000)
-      return fail (err, G_FILE_ERROR_INVAL,
+      return FAIL (err, G_FILE_ERROR_INVAL,
                    "repository %s: point %s is missing from its chain",
                    r->location, want);
     for (size_t i = 0; i < m->n_blocks; i++) {
@@ -280,9 +267,11 @@ builder_text (JsonBuilder *b)
 
 char *
 backup_serve_begin (struct backup_repo *r, const char *disk,
-                    const char *source, uint64_t size, bool full,
-                    GError **err)
+                    const struct backup_upload *up, GError **err)
 {
+  const char *source = up->source;
+  uint64_t size = up->virtual_size;
+  bool full = up->full;
   g_autoptr (JsonParser) p = json_parser_new ();
   g_autoptr (GPtrArray) points = NULL;
   g_autofree char *base = NULL;
@@ -291,10 +280,10 @@ backup_serve_begin (struct backup_repo *r, const char *disk,
   if (check_disk (disk, err) == -1)
     return NULL;
   if (size == 0 || size > MAX_SIZE) {
-    fail (err, G_FILE_ERROR_INVAL,
-          "virtual size %" PRIu64 " is out of range (1 byte to %" PRIu64
-          ")",
-          size, (uint64_t)MAX_SIZE);
+    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+                 "virtual size %" PRIu64 " is out of range (1 byte to %" PRIu64
+                 ")",
+                 size, (uint64_t)MAX_SIZE);
     return NULL;
   }
   if (r->ops->lock (r, true, err) == -1
@@ -306,17 +295,18 @@ backup_serve_begin (struct backup_repo *r, const char *disk,
     return NULL;
   }
   if (note) {
-    const char *was = json_object_get_string_member_with_default (
-        note, "source", "");
+    const char *was
+        = json_object_get_string_member_with_default (note, "source", "");
     uint64_t was_size
         = json_object_get_int_member_with_default (note, "virtual-size", 0);
     bool was_full
         = json_object_get_boolean_member_with_default (note, "full", false);
     if (strcmp (was, source) != 0 || was_size != size || was_full != full) {
-      fail (err, G_FILE_ERROR_EXIST,
-            "repository %s: disk %s has an unfinished upload of %s (%" PRIu64
-            " bytes%s); run that backup again to finish it",
-            r->location, disk, was, was_size, was_full ? ", --full" : "");
+      g_set_error (
+          err, G_FILE_ERROR, G_FILE_ERROR_EXIST,
+          "repository %s: disk %s has an unfinished upload of %s (%" PRIu64
+          " bytes%s); run that backup again to finish it",
+          r->location, disk, was, was_size, was_full ? ", --full" : "");
       return NULL;
     }
     base = g_strdup (
@@ -345,19 +335,28 @@ backup_serve_begin (struct backup_repo *r, const char *disk,
     json_builder_add_boolean_value (b, full);
     json_builder_set_member_name (b, "base");
     json_builder_add_string_value (b, base);
+    const char *keys[] = { "why-full", "cbt-snapshot", "cbt-generation" };
+    const char *vals[]
+        = { up->why_full, up->cbt_snapshot, up->cbt_generation };
+    for (size_t i = 0; i < G_N_ELEMENTS (keys); i++) {
+      json_builder_set_member_name (b, keys[i]);
+      json_builder_add_string_value (b, vals[i]);
+    }
     json_builder_end_object (b);
     g_autofree char *text = builder_text (b);
     /* The note first: a kill then leaves a note to resume with. */
     upload_drop (r, disk);
-    if (r->ops->publish (r, disk, UPLOAD_NOTE, text, strlen (text), err)
-            == -1
+    if (r->ops->publish (r, disk, UPLOAD_NOTE, text, strlen (text), err) == -1
         || upload_open (r, disk, source, size, base, true, err) == -1)
       return NULL;
   }
 
   struct upload *u = upload_get (r, disk);
-  if (!u)
-    return fail (err, G_FILE_ERROR_IO, "upload of %s vanished", disk), NULL;
+  if (!u) {
+    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_IO, "upload of %s vanished",
+                 disk);
+    return NULL;
+  }
   g_autoptr (JsonBuilder) b = json_builder_new ();
   json_builder_begin_object (b);
   json_builder_set_member_name (b, "base");
@@ -388,8 +387,9 @@ need_upload (struct backup_repo *r, const char *disk, GError **err)
     return NULL;
   struct upload *u = upload_get (r, disk);
   if (!u)
-    fail (err, G_FILE_ERROR_EXIST,
-          "disk %s has no upload in progress here: begin it first", disk);
+    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_EXIST,
+                 "disk %s has no upload in progress here: begin it first",
+                 disk);
   return u;
 }
 
@@ -402,12 +402,12 @@ backup_serve_write (struct backup_repo *r, const char *disk, uint64_t offset,
   if (!u)
     return -1;
   if (offset > u->size || len > u->size - offset)
-    ret = fail (err, G_FILE_ERROR_INVAL,
+    ret = FAIL (err, G_FILE_ERROR_INVAL,
                 "%zu bytes at offset %" PRIu64 " are past the end of the "
                 "disk (%" PRIu64 " bytes)",
                 len, offset, u->size);
   else if (len && vdisk_pwrite (u->disk, buf, len, offset, 0) == -1)
-    ret = fail (err, G_FILE_ERROR_IO, "%s", vdisk_get_error ());
+    ret = FAIL (err, G_FILE_ERROR_IO, "%s", vdisk_get_error ());
   upload_unref (u);
   return ret;
 }
@@ -422,16 +422,16 @@ backup_serve_done (struct backup_repo *r, const char *disk, uint64_t window,
   if (!u)
     return -1;
   if (window >= u->nwindows)
-    ret = fail (err, G_FILE_ERROR_INVAL,
+    ret = FAIL (err, G_FILE_ERROR_INVAL,
                 "window %" PRIu64 " is past the last (%" PRIu64 ")", window,
                 u->nwindows - 1);
   else if (vdisk_flush (u->disk) == -1)
-    ret = fail (err, G_FILE_ERROR_IO, "%s", vdisk_get_error ());
+    ret = FAIL (err, G_FILE_ERROR_IO, "%s", vdisk_get_error ());
   else {
     g_mutex_lock (&u->lock);
     if (journal_mark_started (u->j, window, &e) == -1
         || journal_mark_done (u->j, &window, 1, &e) == -1)
-      ret = fail (err, G_FILE_ERROR_IO, "%s", e);
+      ret = FAIL (err, G_FILE_ERROR_IO, "%s", e);
     g_mutex_unlock (&u->lock);
     g_free (e);
   }
@@ -440,9 +440,8 @@ backup_serve_done (struct backup_repo *r, const char *disk, uint64_t window,
 }
 
 int
-backup_serve_commit (struct backup_repo *r, const char *disk,
-                     unsigned threads, struct backup_manifest **point,
-                     GError **err)
+backup_serve_commit (struct backup_repo *r, const char *disk, unsigned threads,
+                     struct backup_manifest **point, GError **err)
 {
   g_autoptr (JsonParser) p = json_parser_new ();
   struct upload *u = need_upload (r, disk, err);
@@ -454,9 +453,8 @@ backup_serve_commit (struct backup_repo *r, const char *disk,
     g_mutex_unlock (&u->lock);
     if (!done) {
       upload_unref (u);
-      return fail (err, G_FILE_ERROR_INVAL,
-                   "window %" PRIu64 " of disk %s was not sent yet", w,
-                   disk);
+      return FAIL (err, G_FILE_ERROR_INVAL,
+                   "window %" PRIu64 " of disk %s was not sent yet", w, disk);
     }
   }
   upload_unref (u);
@@ -468,7 +466,8 @@ backup_serve_commit (struct backup_repo *r, const char *disk,
   JsonObject *note = read_note (r, disk, p, &e);
   if (!note) {
     if (!e)
-      fail (&e, G_FILE_ERROR_NOENT, "disk %s has no upload", disk);
+      g_set_error (&e, G_FILE_ERROR, G_FILE_ERROR_NOENT,
+                   "disk %s has no upload", disk);
     g_propagate_error (err, e);
     return -1;
   }
@@ -478,8 +477,13 @@ backup_serve_commit (struct backup_repo *r, const char *disk,
     .format = VDISK_FORMAT_QCOW2,
     .disk = disk,
     .source_name = json_object_get_string_member (note, "source"),
-    .full = json_object_get_boolean_member_with_default (note, "full",
-                                                         false),
+    .full = json_object_get_boolean_member_with_default (note, "full", false),
+    .why_full
+    = json_object_get_string_member_with_default (note, "why-full", NULL),
+    .cbt_snapshot
+    = json_object_get_string_member_with_default (note, "cbt-snapshot", NULL),
+    .cbt_generation = json_object_get_string_member_with_default (
+        note, "cbt-generation", NULL),
     .threads = threads,
   };
   if (backup_create (r, &cp, point, err) == -1)
@@ -503,14 +507,16 @@ open_point (struct backup_repo *r, const char *disk, const char *id,
   if (check_disk (disk, err) == -1)
     return NULL;
   if (!backup_name_is_safe (id)) {
-    fail (err, G_FILE_ERROR_INVAL, "\"%s\" is not a point id", id);
+    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+                 "\"%s\" is not a point id", id);
     return NULL;
   }
   g_autoptr (backup_manifest) m = backup_repo_find_point (r, id, disk, err);
   if (!m)
     return NULL;
   if (strcmp (m->id, id) != 0) {
-    fail (err, G_FILE_ERROR_NOENT, "disk %s has no point %s", disk, id);
+    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_NOENT,
+                 "disk %s has no point %s", disk, id);
     return NULL;
   }
   g_autofree char *path = r->ops->path (r, disk, m->file);
@@ -518,7 +524,7 @@ open_point (struct backup_repo *r, const char *disk, const char *id,
   struct vdisk *d
       = vdisk_open_as (path, VDISK_OPEN_BUFFERED, VDISK_FORMAT_QCOW2, dir);
   if (!d)
-    fail (err, G_FILE_ERROR_IO, "%s", vdisk_get_error ());
+    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_IO, "%s", vdisk_get_error ());
   return d;
 }
 
@@ -533,7 +539,7 @@ backup_serve_map (struct backup_repo *r, const char *disk, const char *id,
     return NULL;
   vdisk_get_info (d, &info);
   if (vdisk_map (d, 0, info.virtual_size, 0, &ex) == -1) {
-    fail (err, G_FILE_ERROR_IO, "%s", vdisk_get_error ());
+    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_IO, "%s", vdisk_get_error ());
     vdisk_close (d);
     return NULL;
   }
@@ -569,12 +575,12 @@ backup_serve_read (struct backup_repo *r, const char *disk, const char *id,
     return -1;
   vdisk_get_info (d, &info);
   if (offset > info.virtual_size || len > info.virtual_size - offset)
-    ret = fail (err, G_FILE_ERROR_INVAL,
+    ret = FAIL (err, G_FILE_ERROR_INVAL,
                 "%zu bytes at offset %" PRIu64 " are past the end of point "
                 "%s (%" PRIu64 " bytes)",
                 len, offset, id, info.virtual_size);
   else if (vdisk_pread (d, buf, len, offset) == -1)
-    ret = fail (err, G_FILE_ERROR_IO, "%s", vdisk_get_error ());
+    ret = FAIL (err, G_FILE_ERROR_IO, "%s", vdisk_get_error ());
   vdisk_close (d);
   return ret;
 }

@@ -395,7 +395,8 @@ do_create_vdi (struct options *o, const char *vdi, const char *repo)
                                     .why_full = v.why_full,
                                     .progress = on_progress,
                                     .progress_opaque = &bar };
-  if (backup_create (r, &p, &m, &e) == -1)
+  if ((r->ops->create ? r->ops->create : backup_create) (r, &p, &m, &e)
+      == -1)
     goto out;
   progress_finish (&bar);
 
