@@ -95,21 +95,24 @@ echo "incremental: $written bytes sent for $changed changed"
   || fail "verify: $(cat "$T/v.json")"
 [ "$(json_field points < "$T/v.json")" -eq 2 ] || fail "verify: $(cat "$T/v.json")"
 
-# kill -9 of the CLI in the middle of a create: nothing is listed; the
-# same command again finishes it.
+# kill -9 of the CLI, then of the daemon, once a full has sent a window
+# (its progress moved): nothing half-made is listed; the same command
+# again finishes it without sending again the windows that were done.
 kill_mid_create ()
 {
-  what=$1
-  changed=$(change "$2")
-  "$VDIMOTION" backup create -f raw --json "$img" "$repo" > /dev/null 2>&1 &
+  what=$1 before=$3
+  change "$2" > /dev/null
+  rm -f "$T/progress"
+  "$VDIMOTION" backup create -f raw --full --progress "$img" "$repo" \
+    > /dev/null 2> "$T/progress" &
   cli=$!
-  for _ in $(seq 200); do
-    ls "$T"/repo/*/.upload.journal > /dev/null 2>&1 && break
+  for _ in $(seq 600); do
+    grep -q '[1-9][0-9]*\.[0-9]%' "$T/progress" && break
+    kill -0 $cli 2>/dev/null || break
     sleep 0.05
   done
-  sleep 0.2
   if [ "$what" = cli ]; then
-    kill -9 $cli
+    kill -9 $cli 2>/dev/null || :
     wait $cli 2>/dev/null || :
   else
     kill -9 "$vdimotiond_pid"
@@ -120,11 +123,15 @@ kill_mid_create ()
     repo=${vdm_https_url%/}/backups/site
   fi
   if ls "$T"/repo/*/.upload.json > /dev/null 2>&1; then
-    [ "$(points | wc -w)" -eq "$3" ] || fail "a half point is listed: $(points)"
+    [ "$(points | wc -w)" -eq "$before" ] || fail "a half point is listed: $(points)"
+    create --full
+    written=$(json_field bytes-written < "$T/out.json")
+    echo "kill -9 of the $what: the rerun sent $written bytes of $((32 << 20))"
+    [ "$written" -lt $((32 << 20)) ] || fail "the rerun sent every window again"
   else
     echo "note: the create ended before the kill of the $what"
+    create --full
   fi
-  create
   ! ls "$T"/repo/*/.upload* > /dev/null 2>&1 || fail "staging files are left"
 }
 kill_mid_create cli 2 2
