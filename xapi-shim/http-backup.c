@@ -496,6 +496,10 @@ xapi_http_backup (struct xapi_daemon *d, SoupServerMessage *msg,
   }
   /* /backups/NAME/REST */
   rest = path + strlen ("/backups");
+  if (*rest != '/' && *rest != '\0') { /* /backupsX: not ours */
+    answer_text (msg, SOUP_STATUS_NOT_FOUND, "not found");
+    goto out;
+  }
   if (*rest == '/')
     rest++;
   name = g_strndup (rest, strcspn (rest, "/"));
