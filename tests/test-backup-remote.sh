@@ -15,14 +15,15 @@ requires python3
 requires curl
 tls_setup
 
-size=$((128 << 20))
+size=$((256 << 20))
 img=$T/disk.raw
 truncate -s $size "$img"
-# 32 MiB of data in 1 MiB pieces over the disk.
+# 32 MiB of data in 1 MiB pieces over the disk (8 windows of 32 MiB, more
+# than the client's 4 connections).
 python3 - "$img" <<'PY'
 import random, sys
 with open(sys.argv[1], "r+b") as f:
-    for i in range(0, 128, 4):
+    for i in range(0, 256, 8):
         f.seek(i << 20)
         f.write(random.Random(i).randbytes(1 << 20))
 PY

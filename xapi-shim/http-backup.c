@@ -42,26 +42,13 @@
 /* backup_create's workers in a commit. */
 #define COMMIT_THREADS 4
 
-enum op
-{
-  OP_DISKS,
-  OP_NAMES,
-  OP_MANIFEST,
-  OP_VERIFY,
-  OP_PRUNE,
-  OP_BEGIN,
-  OP_DATA,
-  OP_DONE,
-  OP_COMMIT,
-  OP_MAP,
-  OP_READ,
-};
+struct request_kind;
 
 /* One request's work, done in a thread. */
 struct breq
 {
   SoupServerMessage *msg;
-  enum op op;
+  const struct request_kind *kind;
   char *dir;  /* the repository's */
   char *disk; /* or NULL */
   char *name; /* the manifest's or the point's, or NULL */
@@ -278,6 +265,134 @@ do_begin (struct breq *j, struct backup_repo *r, GError **err)
 }
 
 static void
+do_disks (struct breq *j, struct backup_repo *r, GError **err)
+{
+  g_auto (GStrv) v = r->ops->list_disks (r, err);
+  if (v)
+    breq_json (j, strv_json (v));
+}
+
+static void
+do_names (struct breq *j, struct backup_repo *r, GError **err)
+{
+  if (!backup_name_is_safe (j->disk)) {
+    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+                 "\"%s\" is not a disk key", j->disk);
+    return;
+  }
+  g_auto (GStrv) v = r->ops->list_names (r, j->disk, ".json", err);
+  if (v)
+    breq_json (j, strv_json (v));
+}
+
+static void
+do_manifest (struct breq *j, struct backup_repo *r, GError **err)
+{
+  size_t len;
+  char *text;
+  if (!backup_name_is_safe (j->name) || !backup_name_is_safe (j->disk)) {
+    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+                 "\"%s/%s\" is not a manifest's name", j->disk, j->name);
+    return;
+  }
+  if ((text = r->ops->read (r, j->disk, j->name, &len, err))) {
+    j->status = SOUP_STATUS_OK;
+    j->type = g_strdup ("application/json");
+    j->reply = g_bytes_new_take (text, len);
+  }
+}
+
+static void
+do_write (struct breq *j, struct backup_repo *r, GError **err)
+{
+  if (backup_serve_write (r, j->disk, j->offset,
+                          j->body ? j->body->data : NULL,
+                          j->body ? j->body->len : 0, err)
+      == 0)
+    breq_json (j, g_strdup ("{}"));
+}
+
+static void
+do_done (struct breq *j, struct backup_repo *r, GError **err)
+{
+  if (backup_serve_done (r, j->disk, j->offset, err) == 0)
+    breq_json (j, g_strdup ("{}"));
+}
+
+static void
+do_commit (struct breq *j, struct backup_repo *r, GError **err)
+{
+  struct backup_manifest *m = NULL;
+  if (backup_serve_commit (r, j->disk, COMMIT_THREADS, &m, err) == 0) {
+    breq_json (j, backup_manifest_to_json (m));
+    backup_manifest_free (m);
+  }
+}
+
+static void
+do_map (struct breq *j, struct backup_repo *r, GError **err)
+{
+  char *text = r->ops->lock (r, false, err) == -1
+                   ? NULL
+                   : backup_serve_map (r, j->disk, j->name, err);
+  if (text)
+    breq_json (j, text);
+}
+
+static void
+do_read (struct breq *j, struct backup_repo *r, GError **err)
+{
+  if (j->length == 0 || j->length > MAX_READ) {
+    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+                 "length=%" PRIu64 " is not 1 to %u bytes", j->length,
+                 MAX_READ);
+    return;
+  }
+  void *buf = g_malloc (j->length);
+  if (r->ops->lock (r, false, err) == 0
+      && backup_serve_read (r, j->disk, j->name, j->offset, j->length, buf,
+                            err)
+             == 0) {
+    j->status = SOUP_STATUS_OK;
+    j->type = g_strdup ("application/octet-stream");
+    j->reply = g_bytes_new_take (buf, j->length);
+  }
+  else
+    g_free (buf);
+}
+
+/* The requests, by method and the shape of the path after
+ * /backups/NAME/: DEPTH parts, the last one WORD ("*.json": a name
+ * ending so); for DEPTH 2 and 3 the first is DISK, for 3 the second a
+ * point id.  QUERY: the numbers it takes (offset=, window=, length=). */
+struct request_kind
+{
+  const char *method;
+  unsigned depth;
+  const char *word;
+  void (*run) (struct breq *j, struct backup_repo *r, GError **err);
+  const char *query[2];
+  bool body;
+};
+
+#define KIND(m, d, w, f, ...)                                                 \
+  { .method = m, .depth = d, .word = w, .run = f, __VA_ARGS__ }
+static const struct request_kind kinds[] = {
+  KIND ("GET", 1, "", do_disks),
+  KIND ("POST", 1, "verify", do_verify, .body = true),
+  KIND ("POST", 1, "prune", do_prune, .body = true),
+  KIND ("GET", 2, "", do_names),
+  KIND ("GET", 2, "*.json", do_manifest),
+  KIND ("POST", 2, "begin", do_begin, .body = true),
+  KIND ("PUT", 2, "data", do_write, .query = { "offset" }, .body = true),
+  KIND ("POST", 2, "done", do_done, .query = { "window" }),
+  KIND ("POST", 2, "commit", do_commit),
+  KIND ("GET", 3, "map", do_map),
+  KIND ("GET", 3, "data", do_read, .query = { "offset", "length" }),
+};
+#undef KIND
+
+static void
 work (GTask *task, gpointer source, gpointer data, GCancellable *c)
 {
   struct breq *j = data;
@@ -285,78 +400,7 @@ work (GTask *task, gpointer source, gpointer data, GCancellable *c)
   struct backup_repo *r = backup_repo_open (j->dir, true, &e);
 
   if (r) {
-    switch (j->op) {
-    case OP_DISKS: {
-      g_auto (GStrv) v = r->ops->list_disks (r, &e);
-      if (v)
-        breq_json (j, strv_json (v));
-      break;
-    }
-    case OP_NAMES: {
-      g_auto (GStrv) v = backup_name_is_safe (j->disk)
-                             ? r->ops->list_names (r, j->disk, ".json", &e)
-                             : NULL;
-      if (!backup_name_is_safe (j->disk))
-        g_set_error (&e, G_FILE_ERROR, G_FILE_ERROR_INVAL,
-                     "\"%s\" is not a disk key", j->disk);
-      if (v)
-        breq_json (j, strv_json (v));
-      break;
-    }
-    case OP_MANIFEST: {
-      size_t len;
-      char *text = r->ops->read (r, j->disk, j->name, &len, &e);
-      if (text) {
-        j->status = SOUP_STATUS_OK;
-        j->type = g_strdup ("application/json");
-        j->reply = g_bytes_new_take (text, len);
-      }
-      break;
-    }
-    case OP_VERIFY: do_verify (j, r, &e); break;
-    case OP_PRUNE: do_prune (j, r, &e); break;
-    case OP_BEGIN: do_begin (j, r, &e); break;
-    case OP_DATA:
-      if (backup_serve_write (r, j->disk, j->offset, j->body->data,
-                              j->body->len, &e)
-          == 0)
-        breq_json (j, g_strdup ("{}"));
-      break;
-    case OP_DONE:
-      if (backup_serve_done (r, j->disk, j->offset, &e) == 0)
-        breq_json (j, g_strdup ("{}"));
-      break;
-    case OP_COMMIT: {
-      struct backup_manifest *m = NULL;
-      if (backup_serve_commit (r, j->disk, COMMIT_THREADS, &m, &e) == 0) {
-        breq_json (j, backup_manifest_to_json (m));
-        backup_manifest_free (m);
-      }
-      break;
-    }
-    case OP_MAP: {
-      char *text = r->ops->lock (r, false, &e) == -1
-                       ? NULL
-                       : backup_serve_map (r, j->disk, j->name, &e);
-      if (text)
-        breq_json (j, text);
-      break;
-    }
-    case OP_READ: {
-      void *buf = g_malloc (j->length);
-      if (r->ops->lock (r, false, &e) == 0
-          && backup_serve_read (r, j->disk, j->name, j->offset, j->length, buf,
-                                &e)
-                 == 0) {
-        j->status = SOUP_STATUS_OK;
-        j->type = g_strdup ("application/octet-stream");
-        j->reply = g_bytes_new_take (buf, j->length);
-      }
-      else
-        g_free (buf);
-      break;
-    }
-    }
+    j->kind->run (j, r, &e);
     backup_repo_close (r);
   }
   if (!j->reply)
@@ -405,68 +449,24 @@ parse_op (struct breq *j, const char *method, const char *rest,
           GHashTable *query, char **why)
 {
   g_auto (GStrv) parts = g_strsplit (rest, "/", 4);
-  guint n = g_strv_length (parts);
-  bool get = strcmp (method, "GET") == 0, post = strcmp (method, "POST") == 0;
-  bool put = strcmp (method, "PUT") == 0;
+  guint n = MAX (g_strv_length (parts), 1);
+  const char *last = parts[0] ? parts[n - 1] : "";
 
-  if (n == 0 || (n == 1 && !*parts[0])) {
-    j->op = OP_DISKS;
-    return get;
+  for (size_t i = 0; i < G_N_ELEMENTS (kinds) && !j->kind; i++) {
+    const struct request_kind *k = &kinds[i];
+    if (strcmp (k->method, method) == 0 && k->depth == n
+        && (strcmp (k->word, "*.json") == 0 ? g_str_has_suffix (last, ".json")
+                                            : strcmp (k->word, last) == 0))
+      j->kind = k;
   }
-  if (n == 1) {
-    j->op = strcmp (parts[0], "verify") == 0  ? OP_VERIFY
-            : strcmp (parts[0], "prune") == 0 ? OP_PRUNE
-                                              : OP_DISKS;
-    return post && j->op != OP_DISKS;
-  }
-  j->disk = g_strdup (parts[0]);
-  if (n == 2) {
-    const char *w = parts[1];
-    if (!*w && get)
-      j->op = OP_NAMES;
-    else if (get && g_str_has_suffix (w, ".json")) {
-      j->op = OP_MANIFEST;
-      j->name = g_strdup (w);
-      if (!backup_name_is_safe (w) || !backup_name_is_safe (j->disk)) {
-        *why = g_strdup_printf ("\"%s/%s\" is not a manifest's name", j->disk,
-                                w);
-        return false;
-      }
-    }
-    else if (post && strcmp (w, "begin") == 0)
-      j->op = OP_BEGIN;
-    else if (post && strcmp (w, "commit") == 0)
-      j->op = OP_COMMIT;
-    else if (post && strcmp (w, "done") == 0) {
-      j->op = OP_DONE;
-      return query_u64 (query, "window", &j->offset, why);
-    }
-    else if (put && strcmp (w, "data") == 0) {
-      j->op = OP_DATA;
-      return query_u64 (query, "offset", &j->offset, why);
-    }
-    else
+  if (!j->kind)
+    return false;
+  j->disk = n >= 2 ? g_strdup (parts[0]) : NULL;
+  j->name = n == 3 ? g_strdup (parts[1]) : n == 2 ? g_strdup (last) : NULL;
+  uint64_t *dest[] = { &j->offset, &j->length };
+  for (int q = 0; q < 2 && j->kind->query[q]; q++)
+    if (!query_u64 (query, j->kind->query[q], dest[q], why))
       return false;
-    return true;
-  }
-  if (n != 3 || !get)
-    return false;
-  j->name = g_strdup (parts[1]);
-  if (strcmp (parts[2], "map") == 0) {
-    j->op = OP_MAP;
-    return true;
-  }
-  if (strcmp (parts[2], "data") != 0)
-    return false;
-  j->op = OP_READ;
-  if (!query_u64 (query, "offset", &j->offset, why)
-      || !query_u64 (query, "length", &j->length, why))
-    return false;
-  if (j->length == 0 || j->length > MAX_READ) {
-    *why = g_strdup_printf ("length=%" PRIu64 " is not 1 to %u bytes",
-                            j->length, MAX_READ);
-    return false;
-  }
   return true;
 }
 
@@ -527,13 +527,10 @@ xapi_http_backup (struct xapi_daemon *d, SoupServerMessage *msg,
     breq_free (j);
     goto out;
   }
-  if (j->op == OP_DATA || j->op == OP_BEGIN || j->op == OP_VERIFY
-      || j->op == OP_PRUNE) {
+  if (j->kind->body) {
     j->body = body;
     body = NULL;
   }
-  if (j->op == OP_DATA && !j->body)
-    j->body = g_byte_array_new ();
   soup_server_message_pause (msg);
   task = g_task_new (NULL, NULL, worked, j);
   g_task_set_task_data (task, j, NULL);
