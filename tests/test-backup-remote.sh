@@ -52,12 +52,17 @@ change ()
 
 # Every listed point restores identical to the copy taken when it was
 # made ($T/at-ID.raw), over HTTPS and by qemu-img from the server's file.
+# Under the sanitizers, vdimotion restores the first and the newest only.
 check_points ()
 {
-  for id in $(points); do
-    rm -f "$T/r.raw"
-    "$VDIMOTION" backup restore "$repo" "$id" "$T/r.raw" > /dev/null
-    cmp "$T/r.raw" "$T/at-$id.raw" || fail "point $id: restore differs"
+  ids=$(points)
+  for id in $ids; do
+    if [ -z "${VDM_SANITIZED-}" ] || [ "$id" = "${ids%% *}" ] \
+       || [ "$id" = "${ids##* }" ]; then
+      rm -f "$T/r.raw"
+      "$VDIMOTION" backup restore "$repo" "$id" "$T/r.raw" > /dev/null
+      cmp "$T/r.raw" "$T/at-$id.raw" || fail "point $id: restore differs"
+    fi
     f=$(ls "$T"/repo/*/"$id.qcow2")
     (cd "$(dirname "$f")" && qemu-img convert -O raw "$id.qcow2" "$T/q.raw")
     cmp "$T/q.raw" "$T/at-$id.raw" || fail "point $id: qemu-img convert differs"
