@@ -11,12 +11,12 @@
 requires qemu-img
 requires python3
 
-size=$((128 << 20))
+size=$((64 << 20))
 img=$T/disk.raw
 repo=$T/repo
 truncate -s $size "$img"
-# 32 MiB of data in 1 MiB pieces over the disk.
-for i in $(seq 0 4 124); do
+# 16 MiB of data in 1 MiB pieces over the disk.
+for i in $(seq 0 4 60); do
   write_pattern "$img" $i $((i << 20)) $((1 << 20))
 done
 
@@ -28,10 +28,10 @@ change ()
 import random, sys
 path, seed = sys.argv[1], int(sys.argv[2])
 r = random.Random(seed)
-size = 128 << 20
+size = 64 << 20
 blocks = set()
 with open(path, "r+b") as f:
-    for n in range(20):
+    for n in range(10):
         off = r.randrange(0, size - 65536)
         data = bytes(65536) if n == 0 else r.randbytes(65536)
         f.seek(off)
@@ -86,13 +86,13 @@ check_points
 "$VDIMOTION" backup verify --deep "$repo" > /dev/null || fail "verify of a good repository"
 
 # 2. kill -9 of create, mid-way: the source read slowly (over NBD
-# through nbdkit's delay filter, 10 ms a read) so that the kills land
+# through nbdkit's delay filter, 20 ms a read) so that the kills land
 # between windows.  After each kill whatever is listed is complete; the
 # rerun finishes the same point without reading again what the killed
 # run had done.
 change 10 > /dev/null
 nbdkit -r -U "$T/src.sock" -P "$T/src.pid" -f --filter=delay file "$img" \
-  rdelay=10ms > "$T/nbdkit.log" 2>&1 &
+  rdelay=20ms > "$T/nbdkit.log" 2>&1 &
 stop_src () { kill "$(cat "$T/src.pid")" 2>/dev/null || :; }
 cleanup_fn stop_src
 for _ in $(seq 100); do [ -S "$T/src.sock" ] && [ -s "$T/src.pid" ] && break; sleep 0.05; done
@@ -103,10 +103,17 @@ slow_create ()
   id=$(json_field id < "$T/out")
   cp "$img" "$T/at-$id.raw"
 }
-slow_create
+t0=$(date +%s%N)
+"$VDIMOTION" backup create --json "$uri" "$repo" > "$T/out"
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+cp "$img" "$T/at-$(json_field id < "$T/out").raw"
+echo "a full from the slow source takes $ms ms"
 full_read=$(json_field bytes-read < "$T/out")
+# The data is spread evenly: the first of the two windows is done about
+# half-way; kill in the second.
 resumed_less=0
-for d in 0.5 0.9 1.3; do
+for pc in 60 75 90; do
+  d=$(python3 -c "print($ms * $pc / 100000)")
   "$VDIMOTION" backup create --full "$uri" "$repo" > /dev/null 2>&1 &
   pid=$!
   sleep $d
@@ -201,3 +208,12 @@ grep -q 'no point "no-such-point"' "$T/err" || fail "restore of an unknown point
 echo '{"format": "vdimotion-backup-manifest"}' > "$(dirname "$f")/bad.json"
 expect_exit 1 "$VDIMOTION" backup list "$repo"
 grep -q 'bad.json: field "version"' "$T/err" || { cat "$T/err"; fail "bad manifest not named"; }
+rm "$(dirname "$f")/bad.json"
+# A killed command's damaged note: named, not guessed at.
+echo '{' > "$(dirname "$f")/.create.json"
+expect_exit 1 "$VDIMOTION" backup create -f raw "$img" "$repo"
+grep -q "a killed create's note is damaged" "$T/err" || { cat "$T/err"; fail "damaged create note"; }
+rm "$(dirname "$f")/.create.json"
+echo '{"into": "../x", "point": {}}' > "$(dirname "$f")/.prune.json"
+expect_exit 1 "$VDIMOTION" backup prune --keep-last 1 "$repo"
+grep -q "prune's note) is damaged" "$T/err" || { cat "$T/err"; fail "damaged prune note"; }

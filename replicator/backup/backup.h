@@ -22,11 +22,12 @@
  *   (written to a dot-name, fsync'd, renamed, directory fsync'd), so a
  *   half-made point is never listed.  Names starting with a dot are
  *   work in progress: never listed, never restored from.
- * - Creating a point writes its qcow2 window by window (COPY_WINDOW of
- *   guest space) through libvdisk, hashing every block; each window is
- *   flushed, then marked done in a journal (the copy engine's,
- *   journal.h).  A killed create is continued by the same command: the
- *   pending point (.create.json: its id, kind, why, parent) and its
+ * - Creating a point writes its qcow2 window by window (about a
+ *   sixteenth of the disk, in multiples of COPY_WINDOW) through
+ *   libvdisk, hashing every block; each window is flushed, then marked
+ *   done in a journal (the copy engine's, journal.h).  A killed create
+ *   is continued by the same command: the pending point (.create.json:
+ *   its manifest without blocks: id, kind, why, parent) and its
  *   journal say what was done; done windows are not read from the
  *   source again (their hashes are taken back from the file).
  * - Restore and prune's merges go through the copy engine with its
@@ -38,7 +39,8 @@
  *   manifest goes first, so it is never listed half-merged).  The step
  *   in progress is in .prune.json, and a rerun finishes it first.
  * - One lock (flock on REPO/.lock) per repository: create and prune
- *   take it exclusive, the others shared.
+ *   take it exclusive, restore and verify shared; listing needs none
+ *   (manifests are published atomically).
  * - The repository is reached through an ops table (struct
  *   backup_repo_ops): a local directory now; a remote one (vdimotiond's
  *   https://HOST:PORT/backups/NAME) is another table.

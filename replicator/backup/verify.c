@@ -26,17 +26,17 @@ problem (GPtrArray *problems, const struct backup_manifest *m,
                                     msg));
 }
 
-/* Blocks of the layer [start, ...) that the map says it holds. */
+/* Whether the layer's map EX holds all of [off, off+len).  Blocks are
+ * asked in ascending order: *AT is where the last search ended. */
 static bool
-layer_holds (const struct vdisk_extents *ex, uint64_t off, uint64_t len)
+layer_holds (const struct vdisk_extents *ex, size_t *at, uint64_t off,
+             uint64_t len)
 {
-  for (size_t i = 0; i < ex->len; i++) {
-    const struct vdisk_extent *x = &ex->v[i];
-    if (x->offset + x->length <= off || x->offset >= off + len)
-      continue;
-    if (x->type == VDISK_EXTENT_HOLE)
+  while (*at < ex->len && ex->v[*at].offset + ex->v[*at].length <= off)
+    (*at)++;
+  for (size_t i = *at; i < ex->len && ex->v[i].offset < off + len; i++)
+    if (ex->v[i].type == VDISK_EXTENT_HOLE)
       return false;
-  }
   return true;
 }
 
@@ -46,6 +46,7 @@ check_blocks (struct vdisk *d, const struct backup_manifest *m, bool deep,
 {
   struct vdisk_extents ex = { 0 };
   g_autofree char *buf = g_malloc (BACKUP_BLOCK_SIZE);
+  size_t at = 0;
 
   if (vdisk_map (d, 0, m->virtual_size, VDISK_MAP_LAYER, &ex) == -1) {
     problem (problems, m, "%s", vdisk_get_error ());
@@ -54,7 +55,7 @@ check_blocks (struct vdisk *d, const struct backup_manifest *m, bool deep,
   for (size_t i = 0; i < m->n_blocks; i++) {
     uint64_t b = m->blocks[i].index, off = b * BACKUP_BLOCK_SIZE;
     uint64_t len = MIN (BACKUP_BLOCK_SIZE, m->virtual_size - off);
-    if (!layer_holds (&ex, off, len)) {
+    if (!layer_holds (&ex, &at, off, len)) {
       problem (problems, m,
                "block %" PRIu64 " (offset %" PRIu64 "): not in %s",
                b, off, m->file);

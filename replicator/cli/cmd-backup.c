@@ -92,15 +92,23 @@ open_remote (const char *url, GError **err)
   return backup_repo_open_remote (url, &cfg, err);
 }
 
+enum lock_mode
+{
+  LOCK_NONE,      /* list: manifests are published atomically */
+  LOCK_SHARED,    /* restore, verify: no prune under them */
+  LOCK_EXCLUSIVE, /* create, prune */
+};
+
 /* Open and lock REPO (create: made if missing). */
 static struct backup_repo *
-open_repo (const char *location, bool create, bool exclusive)
+open_repo (const char *location, bool create, enum lock_mode lock)
 {
   GError *e = NULL;
   struct backup_repo *r = backup_location_is_remote (location)
                               ? open_remote (location, &e)
                               : backup_repo_open (location, create, &e);
-  if (r && r->ops->lock (r, exclusive, &e) == -1) {
+  if (r && lock != LOCK_NONE
+      && r->ops->lock (r, lock == LOCK_EXCLUSIVE, &e) == -1) {
     backup_repo_close (r);
     r = NULL;
   }
@@ -182,7 +190,7 @@ do_create (struct options *o, const char *source, const char *repo)
       return EXIT_ERROR;
     vdisk_close (d);
   }
-  struct backup_repo *r = open_repo (repo, true, true);
+  struct backup_repo *r = open_repo (repo, true, LOCK_EXCLUSIVE);
   if (!r)
     return EXIT_ERROR;
   struct progress bar;
@@ -370,7 +378,7 @@ do_create_vdi (struct options *o, const char *vdi, const char *repo)
       || !(ref = client_lookup (v.c, "VDI", vdi, &rec, &e)))
     goto out;
   v.vdi_uuid = g_strdup (xv_str (rec, "uuid"));
-  if (!(r = open_repo (repo, true, true)))
+  if (!(r = open_repo (repo, true, LOCK_EXCLUSIVE)))
     goto out_quiet;
   pending = backup_pending (r, v.vdi_uuid, &e);
   if (e || vdi_snapshot (&v, ref, pending, &e) == -1)
@@ -435,7 +443,7 @@ out_quiet:
 static int
 do_list (struct options *o, const char *repo)
 {
-  struct backup_repo *r = open_repo (repo, false, false);
+  struct backup_repo *r = open_repo (repo, false, LOCK_NONE);
   if (!r)
     return EXIT_ERROR;
   GError *e = NULL;
@@ -465,11 +473,72 @@ do_list (struct options *o, const char *repo)
   return EXIT_OK;
 }
 
+/* --server: the point into a new VDI NAME of SR (DST "SR:NAME"), its
+ * qcow2 chain read through libvdisk and uploaded as raw bytes (the HTTP
+ * import); a VDI that failed half-way is destroyed.  Not resumable: a
+ * rerun makes a new VDI. */
+static int
+restore_to_vdi (struct backup_repo *r, const struct backup_manifest *m,
+                const char *dst, GError **err)
+{
+  const char *colon = strchr (dst, ':');
+  if (!colon || colon == dst || !colon[1]) {
+    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+                 "with --server the destination is SR:NAME, not \"%s\"",
+                 dst);
+    return -1;
+  }
+  g_autofree char *sr_name = g_strndup (dst, colon - dst);
+  g_autofree char *path = r->ops->path (r, m->disk, m->file);
+  if (!path) { /* a remote repository's files are the server's */
+    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_NOSYS,
+                 "repository %s: a remote point is restored to an image or "
+                 "NBD URI, not yet into a VDI",
+                 r->location);
+    return -1;
+  }
+  g_autofree char *size = g_strdup_printf ("%" PRIu64, m->virtual_size);
+  struct xapi_client *c = client_connect (&client_opts, err);
+  g_autofree char *sr = c ? client_lookup (c, "SR", sr_name, NULL, err)
+                          : NULL;
+  g_autoptr (xv) vdi = NULL;
+  int ret = -1;
+
+  if (sr)
+    vdi = xapi_client_call (
+        c, err, "VDI.create",
+        xv_struct ("SR", xv_new_string (sr), "name_label",
+                   xv_new_string (colon + 1), "virtual_size",
+                   xv_new_string (size), "type", xv_new_string ("user"),
+                   "sharable", xv_new_bool (false), "read_only",
+                   xv_new_bool (false), "other_config", xv_new_struct (),
+                   "sm_config",
+                   xv_struct ("image-format", xv_new_string ("qcow2"), NULL),
+                   NULL),
+        NULL);
+  if (vdi && vdi->type == XV_STRING) {
+    if (client_import_vdi (c, vdi->s, path, VDISK_FORMAT_QCOW2,
+                           client_opts.progress, err)
+        == 0)
+      ret = client_print_new_uuid (c, "VDI", vdi->s, err);
+    else {
+      g_autoptr (GError) e = NULL;
+      xv_free (xapi_client_call (c, &e, "VDI.destroy",
+                                 xv_new_string (vdi->s), NULL));
+    }
+  }
+  else if (vdi)
+    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_IO, "VDI.create: no ref");
+  if (c)
+    client_close (c);
+  return ret;
+}
+
 static int
 do_restore (struct options *o, const char *repo, const char *point,
             const char *dst)
 {
-  struct backup_repo *r = open_repo (repo, false, false);
+  struct backup_repo *r = open_repo (repo, false, LOCK_SHARED);
   if (!r)
     return EXIT_ERROR;
   GError *e = NULL;
@@ -478,6 +547,11 @@ do_restore (struct options *o, const char *repo, const char *point,
   if (!m) {
     backup_repo_close (r);
     return report_error ("restore: ", e);
+  }
+  if (client_opts.server) {
+    int ret = restore_to_vdi (r, m, dst, &e);
+    backup_repo_close (r);
+    return ret == 0 ? EXIT_OK : report_error ("restore: ", e);
   }
   struct progress bar;
   struct backup_stats st = { 0 };
@@ -508,7 +582,7 @@ do_restore (struct options *o, const char *repo, const char *point,
 static int
 do_verify (struct options *o, const char *repo)
 {
-  struct backup_repo *r = open_repo (repo, false, false);
+  struct backup_repo *r = open_repo (repo, false, LOCK_SHARED);
   if (!r)
     return EXIT_ERROR;
   GError *e = NULL;
@@ -550,7 +624,7 @@ do_prune (struct options *o, const char *repo)
     return EXIT_USAGE;
   }
   o->prune.dry_run = o->dry_run;
-  struct backup_repo *r = open_repo (repo, false, true);
+  struct backup_repo *r = open_repo (repo, false, LOCK_EXCLUSIVE);
   if (!r)
     return EXIT_ERROR;
   GError *e = NULL;
