@@ -167,10 +167,10 @@ basic_auth (struct xapi_daemon *d, SoupServerMessage *msg, char **user)
 }
 
 /* The session of a transfer: 0, or an HTTP status with *TEXT and
- * *CODE (the XenAPI error) saying why. */
-static guint
-check_session (struct xapi_daemon *d, SoupServerMessage *msg,
-               const char *session, char **text, const char **code)
+ * *CODE (the XenAPI error) saying why (xapi.h). */
+guint
+xapi_http_check_session (struct xapi_daemon *d, SoupServerMessage *msg,
+                         const char *session, char **text, const char **code)
 {
   g_autofree char *user = NULL;
 
@@ -225,7 +225,7 @@ vdi_target_get (struct vdi_target *t, struct xapi_daemon *d,
     *text = why;
     return SOUP_STATUS_NOT_FOUND;
   }
-  status = check_session (d, msg, session, text, &code);
+  status = xapi_http_check_session (d, msg, session, text, &code);
   if (status == 0 && format != NULL && strcmp (format, "raw") != 0
       && strcmp (format, "vhd") != 0) {
     *text = g_strdup_printf ("format=%s: not raw or vhd\n", format);

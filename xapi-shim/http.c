@@ -55,6 +55,7 @@ enum route_kind
   ROUTE_RPC,    /* a call, decoded by the route's codec */
   ROUTE_IMPORT, /* http-vdi.c */
   ROUTE_EXPORT,
+  ROUTE_BACKUP, /* http-backup.c */
 };
 
 struct route
@@ -82,6 +83,10 @@ static const struct route routes[] = {
     "export_raw_vdi is a GET\n" },
   { "HEAD", "/export_raw_vdi", ROUTE_EXPORT, NULL,
     "export_raw_vdi is a GET\n" },
+  /* Ours: the backup repositories (--backup-repo). */
+  { "GET", "/backups", ROUTE_BACKUP, NULL, "no such backup request\n" },
+  { "PUT", "/backups", ROUTE_BACKUP, NULL, "no such backup request\n" },
+  { "POST", "/backups", ROUTE_BACKUP, NULL, "no such backup request\n" },
 };
 
 /* Does PATH name the route at PREFIX: PREFIX itself, or a path below it
@@ -663,6 +668,10 @@ handler (SoupServer *server, SoupServerMessage *msg, const char *path,
   if (b == NULL || b->too_big) {
     refuse (msg, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE,
             "request body too large\n");
+    return;
+  }
+  if (r->kind == ROUTE_BACKUP) {
+    xapi_http_backup (h->d, msg, path, query, g_steal_pointer (&b->data));
     return;
   }
 

@@ -23,6 +23,7 @@
 #include <glib.h>
 #include <gio/gio.h>
 
+#include "backup.h"
 #include "live-snapshot.h"
 #include "xapi-client.h"
 #include "xapi.h"
@@ -48,6 +49,7 @@ struct options
   char *listen_https;
   char *state_dir;
   char **srs; /* NAME=PATH */
+  char **backup_repos; /* NAME=DIR */
   char *auth_file;
   char *tls_cert;
   char *tls_key;
@@ -74,6 +76,7 @@ options_clear (struct options *o)
   g_free (o->listen_https);
   g_free (o->state_dir);
   g_strfreev (o->srs);
+  g_strfreev (o->backup_repos);
   g_free (o->auth_file);
   g_free (o->tls_cert);
   g_free (o->tls_key);
@@ -150,6 +153,9 @@ read_config (struct options *o, GError **error)
     }
   }
 
+  if (!o->backup_repos)
+    o->backup_repos = g_key_file_get_string_list (kf, "daemon", "backup-repo",
+                                                  NULL, NULL);
   for (char **s = o->srs; s && *s; s++)
     g_ptr_array_add (srs, g_strdup (*s));
   groups = g_key_file_get_groups (kf, NULL);
@@ -177,6 +183,41 @@ read_config (struct options *o, GError **error)
   g_strfreev (o->srs);
   o->srs = (char **)g_ptr_array_steal (srs, NULL);
   return 0;
+}
+
+/* The table of --backup-repo NAME=DIR words: NAME a plain name (it is
+ * a URL's path segment, never a path), DIR an existing directory. */
+static GHashTable *
+backup_repos (char **words, GError **error)
+{
+  g_autoptr (GHashTable) t
+      = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+
+  for (char **w = words; w && *w; w++) {
+    const char *eq = strchr (*w, '=');
+    g_autofree char *name = eq ? g_strndup (*w, eq - *w) : NULL;
+
+    if (!name || !backup_name_is_safe (name) || !eq[1]) {
+      g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                   "--backup-repo %s: not NAME=DIR with NAME of "
+                   "[A-Za-z0-9._-] (not starting with a dot)",
+                   *w);
+      return NULL;
+    }
+    if (!g_file_test (eq + 1, G_FILE_TEST_IS_DIR)) {
+      g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                   "--backup-repo %s: %s is not a directory", *w, eq + 1);
+      return NULL;
+    }
+    if (g_hash_table_contains (t, name)) {
+      g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                   "--backup-repo %s: %s is given twice", *w, name);
+      return NULL;
+    }
+    g_hash_table_insert (t, g_steal_pointer (&name),
+                         g_canonicalize_filename (eq + 1, NULL));
+  }
+  return g_steal_pointer (&t);
 }
 
 static gboolean
@@ -395,6 +436,8 @@ run (struct options *o)
     ready_fd = daemonize ();
 
   d.max_request_size = o->max_request_size;
+  if ((d.backup_repos = backup_repos (o->backup_repos, &error)) == NULL)
+    goto out;
   d.users = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   d.sessions = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   if (o->auth_file) {
@@ -471,6 +514,8 @@ out:
     g_hash_table_unref (d.sessions);
   if (d.task_drives)
     g_hash_table_unref (d.task_drives);
+  if (d.backup_repos)
+    g_hash_table_unref (d.backup_repos);
   return ret;
 }
 
@@ -489,6 +534,9 @@ main (int argc, char **argv)
       "Keep state in DIR (default " DEFAULT_STATE_DIR ")", "DIR" },
     { "sr", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.srs,
       "Serve the file SR at PATH as NAME (repeatable)", "NAME=PATH" },
+    { "backup-repo", 0, 0, G_OPTION_ARG_STRING_ARRAY, &o.backup_repos,
+      "Serve the backup repository in DIR at /backups/NAME (repeatable)",
+      "NAME=DIR" },
     { "auth-file", 0, 0, G_OPTION_ARG_FILENAME, &o.auth_file,
       "Users and their crypt(3) hashes, one user:HASH a line", "FILE" },
     { "tls-cert", 0, 0, G_OPTION_ARG_FILENAME, &o.tls_cert,

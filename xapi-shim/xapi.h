@@ -65,6 +65,8 @@ struct xapi_daemon
   struct xapi_events *events; /* the event class's (class-event.c) */
   /* Clients' tasks that HTTP transfers report into (class-task.c). */
   GHashTable *task_drives;
+  /* Backup repositories served (--backup-repo): name → directory. */
+  GHashTable *backup_repos;
   /* VDI.get_nbd_info's exports (NULL: none, without a certificate). */
   struct nbd_exports *nbd;
 };
@@ -401,5 +403,17 @@ guint xapi_http_vdi_import_begin (struct xapi_daemon *d,
 void xapi_http_vdi_import_end (struct xapi_daemon *d, SoupServerMessage *msg);
 void xapi_http_vdi_export (struct xapi_daemon *d, SoupServerMessage *msg,
                            GHashTable *query);
+/* The session of an HTTP request (SESSION from its query or cookie, else
+ * HTTP Basic auth), as the disk data handlers take it: 0, or the HTTP
+ * status with *TEXT (g_free) and *CODE (the XenAPI error) saying why. */
+guint xapi_http_check_session (struct xapi_daemon *d, SoupServerMessage *msg,
+                               const char *session, char **text,
+                               const char **code);
+
+/* http-backup.c: the backup repositories (--backup-repo) at
+ * /backups/NAME/..., for http.c (vdimotion-backup-http(7)); BODY is the
+ * request's (taken), or NULL. */
+void xapi_http_backup (struct xapi_daemon *d, SoupServerMessage *msg,
+                       const char *path, GHashTable *query, GByteArray *body);
 
 #endif /* XAPI_H */

@@ -125,6 +125,11 @@ char *backup_disk_key_for_image (const char *path);
 /* The repository. */
 
 struct backup_repo;
+struct backup_create_params;
+struct backup_prune_params;
+struct backup_stats;
+typedef void (*backup_progress_fn) (uint64_t done, uint64_t total,
+                                    void *opaque);
 
 /* How a repository is reached.  Every function returns -1 / NULL with
  * *ERR on failure. */
@@ -156,6 +161,21 @@ struct backup_repo_ops
    * libvdisk and the copy engine; g_free. */
   char *(*path) (struct backup_repo *r, const char *disk, const char *name);
   void (*close) (struct backup_repo *r);
+  /* Optional: a repository whose files are not ours to reach (a remote
+   * one, repo-remote.c) does the operations whole, with the signatures
+   * of backup_create, backup_restore, backup_verify and backup_prune;
+   * its caller calls these instead when they are set. */
+  int (*create) (struct backup_repo *r,
+                 const struct backup_create_params *params,
+                 struct backup_manifest **point, GError **err);
+  int (*restore) (struct backup_repo *r, const struct backup_manifest *p,
+                  const char *dst, backup_progress_fn progress, void *opaque,
+                  struct backup_stats *stats, GError **err);
+  int (*verify) (struct backup_repo *r, bool deep, GPtrArray *problems,
+                 GError **err);
+  int (*prune) (struct backup_repo *r,
+                const struct backup_prune_params *params, GPtrArray *removed,
+                struct backup_stats *stats, GError **err);
 };
 
 struct backup_repo
@@ -171,6 +191,27 @@ struct backup_repo
 struct backup_repo *backup_repo_open (const char *location, bool create,
                                       GError **err);
 void backup_repo_close (struct backup_repo *r);
+
+/* A remote repository: https://HOST:PORT/backups/NAME, served by a
+ * vdimotiond (--backup-repo NAME=DIR; vdimotion-backup-http(7)).  The
+ * client (repo-remote.c) reads manifests through the ops table, so
+ * list and the points' lookups are the local code's, and does create,
+ * restore, verify and prune as whole operations (the ops' optional
+ * members), sending or receiving guest data over CONNECTIONS
+ * connections at once. */
+struct backup_remote_config
+{
+  const char *session;     /* a XenAPI session ref of that server */
+  const char *ca_file;     /* the CAs to trust (PEM), or NULL: the system's */
+  const char *cert_sha256; /* or: the only certificate trusted, or NULL */
+  unsigned connections;    /* 0: 4 */
+};
+/* Is LOCATION a remote repository's URL (it starts with https://)? */
+bool backup_location_is_remote (const char *location);
+/* The repository at URL (checked: https, a path /backups/NAME).  Nothing
+ * is sent yet.  CFG's strings are copied. */
+struct backup_repo *backup_repo_open_remote (
+    const char *url, const struct backup_remote_config *cfg, GError **err);
 
 /* DISK's points, oldest first (by time, then id).  A manifest that does
  * not parse fails the whole call unless BAD is given: then its error is
@@ -196,8 +237,6 @@ struct backup_stats
   uint64_t bytes_read, bytes_written, bytes_skipped;
   double seconds;
 };
-typedef void (*backup_progress_fn) (uint64_t done, uint64_t total,
-                                    void *opaque);
 
 struct backup_create_params
 {
@@ -273,5 +312,52 @@ int backup_prune (struct backup_repo *r,
                   const struct backup_prune_params *params,
                   GPtrArray *removed, struct backup_stats *stats,
                   GError **err);
+
+/* ------------------------------------------------------------------ */
+/* Serving a repository to remote clients (serve.c, the daemon's side of
+ * vdimotion-backup-http(7)): R is a local repository; DISK a disk key
+ * and ID a point id, checked here (backup_name_is_safe).  Errors are
+ * G_FILE_ERROR: INVAL a bad request, NOENT not there, EXIST an upload
+ * in the way (or none begun), others the server's own trouble.  Safe
+ * to call from several threads at once, each with its own R. */
+
+/* What a client uploads: as backup_create_params' fields of the same
+ * names (the source's name, --full, why a full, CBT's snapshot and
+ * generation; NULL when absent), and the virtual size. */
+struct backup_upload
+{
+  const char *source;
+  uint64_t virtual_size;
+  bool full;
+  const char *why_full, *cbt_snapshot, *cbt_generation;
+};
+/* Begin (or find again, for a rerun: the same source, size and --full)
+ * the upload UP to DISK.  Returns the answer as JSON text (g_free):
+ * {"base": ID or null, "window-size": BYTES, "done": [WINDOW...],
+ *  "blocks": {"INDEX": "SHA-256 HEX", ...}} (the base chain's hashes). */
+char *backup_serve_begin (struct backup_repo *r, const char *disk,
+                          const struct backup_upload *up, GError **err);
+/* Write LEN bytes of guest data at OFFSET into DISK's upload. */
+int backup_serve_write (struct backup_repo *r, const char *disk,
+                        uint64_t offset, const void *buf, size_t len,
+                        GError **err);
+/* Window WINDOW (guest bytes [WINDOW x window-size, +window-size)) of
+ * DISK's upload is complete: flushed, then marked done. */
+int backup_serve_done (struct backup_repo *r, const char *disk,
+                       uint64_t window, GError **err);
+/* Make DISK's upload (every window done) a point with backup_create
+ * (THREADS of its workers), publish it, remove the staging files. */
+int backup_serve_commit (struct backup_repo *r, const char *disk,
+                         unsigned threads, struct backup_manifest **point,
+                         GError **err);
+/* Point ID of DISK's virtual size and data extents (the flattened
+ * chain's), as JSON text (g_free): {"virtual-size": N,
+ * "data": [[OFFSET, LENGTH]...]}; the rest reads as zero. */
+char *backup_serve_map (struct backup_repo *r, const char *disk,
+                        const char *id, GError **err);
+/* Read LEN bytes at OFFSET of point ID of DISK into BUF. */
+int backup_serve_read (struct backup_repo *r, const char *disk,
+                       const char *id, uint64_t offset, size_t len,
+                       void *buf, GError **err);
 
 #endif /* VDM_BACKUP_H */

@@ -57,6 +57,41 @@ report_error (const char *what, GError *e)
   return EXIT_ERROR;
 }
 
+/* A remote repository's login (the server commands' options: --user,
+ * --password-file, --ca-file or their environment), logged out at
+ * exit. */
+static struct xapi_client *remote_login;
+
+static void
+remote_logout (void)
+{
+  client_close (remote_login);
+}
+
+/* The remote repository at URL, logged in to its server. */
+static struct backup_repo *
+open_remote (const char *url, GError **err)
+{
+  g_autoptr (GUri) u = g_uri_parse (url, G_URI_FLAGS_NONE, err);
+  if (!u)
+    return NULL;
+  g_autofree char *server = g_uri_join (G_URI_FLAGS_NONE, "https", NULL,
+                                        g_uri_get_host (u),
+                                        g_uri_get_port (u), "/", NULL, NULL);
+  struct client_options o = client_opts;
+  o.server = server;
+  if (!remote_login) {
+    if (!(remote_login = client_connect (&o, err)))
+      return NULL;
+    atexit (remote_logout);
+  }
+  struct backup_remote_config cfg = {
+    .session = xapi_client_session (remote_login),
+    .ca_file = o.ca_file ? o.ca_file : getenv ("VDIMOTION_CA_FILE"),
+  };
+  return backup_repo_open_remote (url, &cfg, err);
+}
+
 enum lock_mode
 {
   LOCK_NONE,      /* list: manifests are published atomically */
@@ -69,7 +104,9 @@ static struct backup_repo *
 open_repo (const char *location, bool create, enum lock_mode lock)
 {
   GError *e = NULL;
-  struct backup_repo *r = backup_repo_open (location, create, &e);
+  struct backup_repo *r = backup_location_is_remote (location)
+                              ? open_remote (location, &e)
+                              : backup_repo_open (location, create, &e);
   if (r && lock != LOCK_NONE
       && r->ops->lock (r, lock == LOCK_EXCLUSIVE, &e) == -1) {
     backup_repo_close (r);
@@ -165,7 +202,8 @@ do_create (struct options *o, const char *source, const char *repo)
                                     .progress_opaque = &bar };
   struct backup_manifest *m = NULL;
   GError *e = NULL;
-  int r_ = backup_create (r, &p, &m, &e);
+  int r_ = (r->ops->create ? r->ops->create : backup_create) (r, &p, &m,
+                                                             &e);
   backup_repo_close (r);
   if (r_ == -1) {
     if (bar.enabled)
@@ -365,7 +403,8 @@ do_create_vdi (struct options *o, const char *vdi, const char *repo)
                                     .why_full = v.why_full,
                                     .progress = on_progress,
                                     .progress_opaque = &bar };
-  if (backup_create (r, &p, &m, &e) == -1)
+  if ((r->ops->create ? r->ops->create : backup_create) (r, &p, &m, &e)
+      == -1)
     goto out;
   progress_finish (&bar);
 
@@ -451,6 +490,13 @@ restore_to_vdi (struct backup_repo *r, const struct backup_manifest *m,
   }
   g_autofree char *sr_name = g_strndup (dst, colon - dst);
   g_autofree char *path = r->ops->path (r, m->disk, m->file);
+  if (!path) { /* a remote repository's files are the server's */
+    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_NOSYS,
+                 "repository %s: a remote point is restored to an image or "
+                 "NBD URI, not yet into a VDI",
+                 r->location);
+    return -1;
+  }
   g_autofree char *size = g_strdup_printf ("%" PRIu64, m->virtual_size);
   struct xapi_client *c = client_connect (&client_opts, err);
   g_autofree char *sr = c ? client_lookup (c, "SR", sr_name, NULL, err)
@@ -510,7 +556,8 @@ do_restore (struct options *o, const char *repo, const char *point,
   struct progress bar;
   struct backup_stats st = { 0 };
   progress_init (&bar, o->progress, m->virtual_size);
-  int ret = backup_restore (r, m, dst, on_progress, &bar, &st, &e);
+  int ret = (r->ops->restore ? r->ops->restore : backup_restore) (
+      r, m, dst, on_progress, &bar, &st, &e);
   backup_repo_close (r);
   if (ret == -1) {
     if (bar.enabled)
@@ -540,7 +587,8 @@ do_verify (struct options *o, const char *repo)
     return EXIT_ERROR;
   GError *e = NULL;
   g_autoptr (GPtrArray) problems = g_ptr_array_new_with_free_func (g_free);
-  int n = backup_verify (r, o->deep, problems, &e);
+  int n = (r->ops->verify ? r->ops->verify : backup_verify) (r, o->deep,
+                                                             problems, &e);
   backup_repo_close (r);
   if (n < 0)
     return report_error ("verify: ", e);
@@ -582,7 +630,8 @@ do_prune (struct options *o, const char *repo)
   GError *e = NULL;
   g_autoptr (GPtrArray) removed = g_ptr_array_new_with_free_func (g_free);
   struct backup_stats st = { 0 };
-  int ret = backup_prune (r, &o->prune, removed, &st, &e);
+  int ret = (r->ops->prune ? r->ops->prune : backup_prune) (r, &o->prune,
+                                                            removed, &st, &e);
   backup_repo_close (r);
   if (ret == -1)
     return report_error ("prune: ", e);
