@@ -560,6 +560,21 @@ take_cbt_log (struct host_sr *s, const struct sr_vdi *v,
                v->uuid, sr_get_error ());
 }
 
+/* What MD's disk was on the source, if it said, into the new VDI V's
+ * other_config (host.h: HOST_MOVED_FROM). */
+static void
+take_moved_from (struct host_sr *s, const struct sr_vdi *v,
+                 const struct state_mdisk *md, GHashTable *moved_from)
+{
+  const char *was
+      = moved_from ? g_hash_table_lookup (moved_from, md->userdevice) : NULL;
+
+  if (was && *was
+      && sr_vdi_set_other_config (s->sr, v->uuid, HOST_MOVED_FROM, was) == -1)
+    g_warning ("VDI %s: does not record what it was (%s): %s", v->uuid, was,
+               sr_get_error ());
+}
+
 char *
 host_migration_commit (struct host *h, const struct host_migration_token *tok,
                        const struct host_migration_vm *in, char ***err)
@@ -618,6 +633,7 @@ host_migration_commit (struct host *h, const struct host_migration_token *tok,
     }
     if ((v = host_find_vdi (h, md->uuid, &s))) {
       take_cbt_log (s, v, md, in->cbt_logs);
+      take_moved_from (s, v, md, in->moved_from);
       if (sr_vdi_set_other_config (s->sr, v->uuid, MIGRATION_MARK, NULL)
           == -1)
         g_warning ("VDI %s keeps its migration mark: %s", v->uuid,

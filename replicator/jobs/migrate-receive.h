@@ -73,6 +73,9 @@ struct host_migration_vm
    * (cbt_log_export), merged into the new VDI's (sr_vdi_cbt_merge), or
    * NULL. */
   GHashTable *cbt_logs;
+  /* userdevice → string: what that disk was (the new VDI's
+   * other_config[HOST_MOVED_FROM], host.h), or NULL. */
+  GHashTable *moved_from;
 };
 
 /* The token checked as the step about to run will: PREPARED false for

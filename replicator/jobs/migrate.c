@@ -28,7 +28,10 @@
  *   commit   the mirrors complete (detach, both sides flushed), the
  *            destination records the VM and its VBDs on its disk
  *            sockets and merges each disk's changed-block log from here
- *            (its bytes in base64, the vbds' cbt_log) into its own, and here the disk servers stop, the VDIs go
+ *            (its bytes in base64, the vbds' cbt_log) into its own,
+ *            and sets each new VDI's other_config["vdimotion-moved-from"]
+ *            (the vbds' moved_from: host.h, HOST_MOVED_FROM), and here
+ *            the disk servers stop, the VDIs go
  *            (unless options["keep-source"] = "true") and the VM and VBD
  *            records go.  The task's result is the VM's ref there.
  * Any failure before commit aborts the mirrors and the destination's
@@ -930,9 +933,12 @@ commit (struct migration *m, char **dst_vm)
   for (guint i = 0; i < m->disks->len; i++) {
     struct mdisk *md = &g_array_index (m->disks, struct mdisk, i);
     g_autofree char *log = cbt_log_b64 (m, md);
+    g_autofree char *was = host_moved_from (
+        md->vdi->uuid, sr_vdi_get_other_config (md->vdi, HOST_MOVED_FROM));
     struct xv *e
         = xv_struct ("userdevice", xv_new_string (md->vbd->userdevice),
-                     "mode", xv_new_string (md->vbd->mode), NULL);
+                     "mode", xv_new_string (md->vbd->mode), "moved_from",
+                     xv_new_string (was), NULL);
 
     if (log)
       xv_set (e, "cbt_log", xv_new_string (log));
