@@ -92,6 +92,7 @@ write(xapi_checks.vbd_sockets(local, ls, vm2)["0"], 5 * MiB, 0x55)
 ok(local.VM.clean_shutdown(ls, vm2))
 before = cbtlog.read(log2)
 assert before["blocks"] == "80" and before["consistent"] == 1, before
+host = ok(remote.host.get_all(rs))[0]
 token = ok(remote.VM.migrate_receive(rs, host, dst_sr, {}))
 t = xapi_checks.wait_task(local, ls,
                           ok(local.Async.VM.migrate(ls, vm2, token, False,
