@@ -49,6 +49,7 @@
 #include <sys/wait.h>
 #include <json-glib/json-glib.h>
 
+#include "cbt-log.h"
 #include "control-client.h"
 #include "copy.h"
 #include "full-io.h"
@@ -890,6 +891,31 @@ cbt_log_b64 (struct migration *m, struct mdisk *md)
   return b64;
 }
 
+/* The snapshot MD's log counts from (the last backup's, its log's
+ * predecessor), into the vbds' entry E when the log goes there: the
+ * destination records it (sr_vdi_create_cbt_metadata) so that
+ * VDI.list_changed_blocks from it resolves there. */
+static void
+add_cbt_predecessor (struct mdisk *md, struct xv *e)
+{
+  g_autoptr (GError) error = NULL;
+  struct cbt_log_info info;
+  char *path = sr_vdi_cbt_log_path (md->sr->sr, md->vdi->uuid);
+  struct sr_vdi *s = NULL;
+  char t[32];
+  int r = path ? cbt_log_read_header (path, &info, &error) : -1;
+
+  free (path);
+  if (r == -1 || info.predecessor[0] == '\0'
+      || (s = sr_vdi_get_by_uuid (md->sr->sr, info.predecessor)) == NULL)
+    return;
+  xv_set (e, "cbt_predecessor", xv_new_string (s->uuid));
+  xv_set (e, "cbt_predecessor_name", xv_new_string (s->name_label));
+  g_snprintf (t, sizeof t, "%" G_GINT64_FORMAT, s->snapshot_time);
+  xv_set (e, "cbt_predecessor_time", xv_new_string (t));
+  sr_vdi_free (s);
+}
+
 /* The destination takes the VM; here, the VM and its disks go. */
 /* A source VDI after its VM moved (a thread of commit). */
 static gpointer
@@ -940,8 +966,10 @@ commit (struct migration *m, char **dst_vm)
                      "mode", xv_new_string (md->vbd->mode), "moved_from",
                      xv_new_string (was), NULL);
 
-    if (log)
+    if (log) {
       xv_set (e, "cbt_log", xv_new_string (log));
+      add_cbt_predecessor (md, e);
+    }
     xv_append (vbds, e);
   }
   v = call_dest (m, "migration.commit",
