@@ -143,6 +143,20 @@ write_round 6 || fail "fio round 6"
 changed=$R
 backup "$url" incremental
 
+# continued MOVE: the last point (after MOVE) is of the moved VDI $vdi
+# and continues the chain of disk $old, and says so.
+continued ()
+{
+  case $why in
+    *"continues the chain of VDI $old after a move"*) ;;
+    *) fail "point $id after the $1: why: $why" ;;
+  esac
+  [ "$(json_field source < "$T/out")" = "$vdi" ] \
+    || fail "point $id after the $1: source is not $vdi"
+  [ "$(json_field disk < "$T/out")" = "$old" ] \
+    || fail "point $id after the $1: disk is not $old"
+}
+
 # 4. A live VDI.pool_migrate to sr2 while fio writes, between two
 # backups.  The moved VDI (a new uuid) knows what it was
 # (other_config["vdimotion-moved-from"]), so the backup after the move
@@ -153,14 +167,7 @@ w=$! changed=$R
 vdi=$(py move "$url" "$T") || fail "VDI.pool_migrate"
 wait $w || fail "fio across the live move"
 backup "$url" incremental
-case $why in
-  *"continues the chain of VDI $old after a move"*) ;;
-  *) fail "point $id after the move: why: $why" ;;
-esac
-[ "$(json_field source < "$T/out")" = "$vdi" ] \
-  || fail "point $id after the move: source is not $vdi"
-[ "$(json_field disk < "$T/out")" = "$old" ] \
-  || fail "point $id after the move: disk is not $old"
+continued "VDI.pool_migrate"
 write_round 8 || fail "fio round 8"
 changed=$R
 backup "$url" incremental
@@ -182,14 +189,7 @@ wait $m || fail "VM.migrate"
 set -- $(cat "$T/migrated")
 vdi=$1 sock=$2
 backup "$peer_url" incremental
-case $why in
-  *"continues the chain of VDI $old after a move"*) ;;
-  *) fail "point $id after the VM.migrate: why: $why" ;;
-esac
-[ "$(json_field source < "$T/out")" = "$vdi" ] \
-  || fail "point $id after the VM.migrate: source is not $vdi"
-[ "$(json_field disk < "$T/out")" = "$old" ] \
-  || fail "point $id after the VM.migrate: disk is not $old"
+continued "VM.migrate"
 write_round 10 || fail "fio round 10"
 changed=$R
 backup "$peer_url" incremental
