@@ -23,7 +23,10 @@
  * backup, never a wrong incremental).  data_destroy marks the record
  * cbt_metadata in sr.db first, then removes the image if no VDI reads
  * through it (open finishes that after a crash); an image that is a
- * parent stays, hidden, until its last child goes.  Destroying a VDI
+ * parent stays, hidden, until its last child goes.
+ * create_cbt_metadata inserts such a record with no image and no log
+ * (inserted and marked in one transaction, so the scan keeps it): the
+ * predecessor of a log that came from another host.  Destroying a VDI
  * first merges its log into the logs that count from it, then removes
  * the log after the record.
  *
@@ -1071,6 +1074,57 @@ fsr_create_vdi (struct sr *sr, const char *name_label,
   return v;
 }
 
+/* A record without an image, as data_destroy leaves: cbt_metadata from
+ * its first moment (insert and mark in one transaction), so that the
+ * scan, which drops records whose image is gone, keeps it. */
+static struct sr_vdi *
+fsr_create_cbt_metadata (struct sr *sr, const char *uuid,
+                         const char *name_label, const char *snapshot_of,
+                         int64_t snapshot_time, uint64_t virtual_size)
+{
+  struct sr_vdi v = { 0 };
+  struct sr_vdi *r = NULL;
+  char loc[SR_UUID_LEN + 16];
+
+  pthread_mutex_lock (&F (sr)->lock);
+  if ((r = load_vdi (sr, uuid)) != NULL) {
+    if (!r->cbt_metadata) {
+      sr_err (sr, EEXIST, "VDI %s exists already (with its data)", uuid);
+      sr_vdi_free (r);
+      r = NULL;
+    }
+    goto out;
+  }
+  snprintf (v.uuid, sizeof v.uuid, "%s", uuid);
+  snprintf (loc, sizeof loc, "%s.%s", uuid, ext_of (VDISK_FORMAT_QCOW2));
+  v.location = loc;
+  v.name_label = (char *)name_label;
+  v.format = VDISK_FORMAT_QCOW2;
+  v.virtual_size = virtual_size;
+  v.managed = true;
+  v.read_only = true;
+  v.is_snapshot = true;
+  snprintf (v.snapshot_of, sizeof v.snapshot_of, "%s", snapshot_of);
+  v.snapshot_time = snapshot_time;
+  v.created = time (NULL);
+  if (db_begin (sr) == -1)
+    goto out;
+  if (insert_record (sr, &v, NULL) == -1
+      || db_run (sr, "UPDATE vdi SET cbt_metadata = 1 WHERE uuid = ?1", "s",
+                 uuid)
+             == -1) {
+    db_rollback (sr);
+    goto out;
+  }
+  if (db_commit (sr) == -1)
+    goto out;
+  sync_dir (sr);
+  r = load_vdi (sr, uuid);
+out:
+  pthread_mutex_unlock (&F (sr)->lock);
+  return r;
+}
+
 /* ---- open ---- */
 
 static struct vdisk *
@@ -2020,4 +2074,5 @@ const struct sr_ops sr_file_ops = {
   .changed_blocks = fsr_changed_blocks,
   .cbt_import = fsr_cbt_import,
   .data_destroy = fsr_data_destroy,
+  .create_cbt_metadata = fsr_create_cbt_metadata,
 };

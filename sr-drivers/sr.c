@@ -515,6 +515,23 @@ sr_vdi_data_destroy (struct sr *sr, const char *uuid)
   return r;
 }
 
+struct sr_vdi *
+sr_vdi_create_cbt_metadata (struct sr *sr, const char *uuid,
+                            const char *name_label, const char *snapshot_of,
+                            int64_t snapshot_time, uint64_t virtual_size)
+{
+  CHECK_SR (sr, NULL);
+  if (check_uuid (sr, "VDI", uuid) == -1
+      || check_uuid (sr, "VDI", snapshot_of) == -1)
+    return NULL;
+  CBT_OP (sr, create_cbt_metadata, NULL);
+  struct sr_vdi *v = sr->ops->create_cbt_metadata (
+      sr, uuid, name_label ? name_label : "", snapshot_of, snapshot_time,
+      virtual_size);
+  changed (sr, v != NULL, uuid, SR_VDI_ADDED);
+  return v;
+}
+
 /* Copy FROM (a log file) into TO_UUID of TO_SR. */
 static int
 cbt_copy (const char *from, struct sr *to_sr, const char *to_uuid)

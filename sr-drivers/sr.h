@@ -197,6 +197,11 @@ struct sr_ops
   int (*cbt_import) (struct sr *sr, const char *uuid, const uint8_t *bytes,
                      size_t len);
   int (*data_destroy) (struct sr *sr, const char *uuid);
+  struct sr_vdi *(*create_cbt_metadata) (struct sr *sr, const char *uuid,
+                                         const char *name_label,
+                                         const char *snapshot_of,
+                                         int64_t snapshot_time,
+                                         uint64_t virtual_size);
 };
 
 /* What sr_set_watch reports of a VDI. */
@@ -388,6 +393,21 @@ int sr_vdi_cbt_merge (struct sr *sr, const char *uuid, const uint8_t *bytes,
  * marked first, the image deleted after; the next open or scan finishes
  * it. */
 int sr_vdi_data_destroy (struct sr *sr, const char *uuid);
+/* The record of a snapshot whose data is not here, as
+ * sr_vdi_data_destroy leaves one: cbt_metadata, a snapshot of
+ * SNAPSHOT_OF taken at SNAPSHOT_TIME (unix time), VIRTUAL_SIZE bytes,
+ * uuid UUID, no image and no changed-block log.  For a disk that moved
+ * from another host (VM.migrate): VDI.list_changed_blocks from the
+ * previous backup's snapshot, left on that host, needs a record of it
+ * here (the walk stops at its uuid, never reads its log).  A
+ * cbt_metadata record of UUID already there is returned as it is;
+ * EEXIST for a VDI UUID with data.  sr_vdi_free the result; NULL with
+ * the error (ENOTSUP: the driver has no CBT). */
+struct sr_vdi *sr_vdi_create_cbt_metadata (struct sr *sr, const char *uuid,
+                                           const char *name_label,
+                                           const char *snapshot_of,
+                                           int64_t snapshot_time,
+                                           uint64_t virtual_size);
 
 /* Call FN after each change of a VDI's record made through SR: a VDI
  * created, destroyed, snapshot or cloned (the new VDI added, the source

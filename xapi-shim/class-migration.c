@@ -408,7 +408,10 @@ cbt_logs (struct xapi_call *c, xmlrpc_value *vbds)
 
 /* migration.commit(token, vm) → the VM's ref here.  vm: {name_label,
  * name_description, power_state, other_config, vbds: [{userdevice,
- * mode}]}.  The VM runs here from now on, on the disks' sockets. */
+ * mode, cbt_log (optional), moved_from (optional: the disk's
+ * HOST_MOVED_FROM value, host.h), cbt_predecessor, cbt_predecessor_name,
+ * cbt_predecessor_time (optional: the snapshot the log counts from,
+ * recorded here without data)}]}.  The VM runs here from now on, on the disks' sockets. */
 static xmlrpc_value *
 migration_commit (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 {
@@ -419,6 +422,10 @@ migration_commit (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   g_autoptr (GHashTable) oc = host_oc_parse (NULL);
   g_autoptr (GHashTable) ro = NULL;
   g_autoptr (GHashTable) logs = NULL;
+  g_autoptr (GHashTable) moved_from = NULL;
+  g_autoptr (GHashTable) pred = NULL;
+  g_autoptr (GHashTable) pred_name = NULL;
+  g_autoptr (GHashTable) pred_time = NULL;
   g_autofree char *label = NULL;
   g_autofree char *desc = NULL;
   g_autofree char *power = NULL;
@@ -440,6 +447,13 @@ migration_commit (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   ro = read_only_devices (c, vbds);
   logs = cbt_logs (c, vbds);
   vm.cbt_logs = logs;
+  moved_from = vbds_member (c, vbds, "moved_from");
+  vm.moved_from = moved_from;
+  vm.cbt_predecessor = pred = vbds_member (c, vbds, "cbt_predecessor");
+  vm.cbt_predecessor_name = pred_name
+      = vbds_member (c, vbds, "cbt_predecessor_name");
+  vm.cbt_predecessor_time = pred_time
+      = vbds_member (c, vbds, "cbt_predecessor_time");
   vm.name_label = label;
   vm.name_description = desc;
   vm.power_state = power;

@@ -259,6 +259,9 @@ struct backup_create_params
   const uint8_t *changed;
   size_t changed_len;
   const char *why_full;
+  /* If not NULL, added to the point's why (after "; "): e.g. that a
+   * moved VDI continues the chain of the disk it was. */
+  const char *why_also;
   unsigned threads; /* 0: 4 */
   backup_progress_fn progress;
   void *progress_opaque;

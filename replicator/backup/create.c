@@ -406,6 +406,12 @@ plan_point (struct create *c, const char *disk, GPtrArray *points,
                                     "%s",
                                     prev->id);
   }
+  if (p->why_also) {
+    char *why = g_strdup_printf ("%s; %s", m->why, p->why_also);
+
+    g_free (m->why);
+    m->why = why;
+  }
   return m;
 }
 

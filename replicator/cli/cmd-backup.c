@@ -6,7 +6,10 @@
  * VDI.get_nbd_info's TLS NBD export of the new snapshot, and
  * VDI.data_destroy of the previous snapshot once the point is
  * published; the XenAPI talk is here, libbackup sees an NBD URI and a
- * bitmap.
+ * bitmap.  The disk's key in the repository is the VDI's uuid, or for a
+ * VDI a move made (a new uuid) the first uuid of its
+ * other_config["vdimotion-moved-from"] the repository has (vdi_disk), so
+ * the chain goes on across the move.
  * Each subcommand takes the repository's lock (create and prune
  * exclusive), does its one call, and prints a line per result, or with
  * --json one JSON document at the end.  A killed create, restore or
@@ -224,6 +227,8 @@ struct vdi_source
 {
   struct xapi_client *c;
   char *vdi_uuid;
+  char *disk;      /* the repository's disk: vdi_uuid, or what it was */
+  char *why_moved; /* why DISK is not vdi_uuid, or NULL */
   char *snap_ref, *snap_uuid;
   char *uri;      /* nbds://ADDRESS:PORT/TOKEN?tls-certificates=DIR */
   char *cert_dir; /* where get_nbd_info's certificate is, as ca-cert.pem */
@@ -241,6 +246,8 @@ vdi_source_clear (struct vdi_source *v)
     rmdir (v->cert_dir);
   }
   g_free (v->vdi_uuid);
+  g_free (v->disk);
+  g_free (v->why_moved);
   g_free (v->snap_ref);
   g_free (v->snap_uuid);
   g_free (v->uri);
@@ -281,6 +288,52 @@ vdi_snapshot (struct vdi_source *v, const char *vdi_ref,
   if (!uuid || uuid->type != XV_STRING)
     return -1;
   v->snap_uuid = g_strdup (uuid->s);
+  return 0;
+}
+
+/* Does R have a point (or a killed create's) of DISK?  *ERR if it cannot
+ * tell. */
+static bool
+repo_has_disk (struct backup_repo *r, const char *disk, GError **err)
+{
+  g_autoptr (backup_manifest) m = backup_latest (r, disk, err);
+
+  if (m == NULL && *err == NULL)
+    m = backup_pending (r, disk, err);
+  return m != NULL;
+}
+
+/* The repository's disk for the VDI V (its record REC): its uuid if R
+ * has it; else, a VDI that a move made (vdimotiond(8):
+ * other_config["vdimotion-moved-from"], newest first), the first of the
+ * uuids it was that R has, whose chain it continues (V->why_moved says
+ * so); else its uuid (a new disk).  -1 with *ERR. */
+static int
+vdi_disk (struct vdi_source *v, struct backup_repo *r, const struct xv *rec,
+          GError **err)
+{
+  g_auto (GStrv) was = g_strsplit (
+      xv_map_str (rec, "other_config", "vdimotion-moved-from"), ",", -1);
+
+  if (repo_has_disk (r, v->vdi_uuid, err) || *err)
+    goto own;
+  for (guint i = 0; was[i]; i++) {
+    if (!backup_name_is_safe (was[i]))
+      continue;
+    if (repo_has_disk (r, was[i], err)) {
+      v->disk = g_strdup (was[i]);
+      v->why_moved = g_strdup_printf ("VDI %s continues the chain of VDI %s "
+                                      "after a move",
+                                      v->vdi_uuid, was[i]);
+      return 0;
+    }
+    if (*err)
+      return -1;
+  }
+own:
+  if (*err)
+    return -1;
+  v->disk = g_strdup (v->vdi_uuid);
   return 0;
 }
 
@@ -380,10 +433,12 @@ do_create_vdi (struct options *o, const char *vdi, const char *repo)
   v.vdi_uuid = g_strdup (xv_str (rec, "uuid"));
   if (!(r = open_repo (repo, true, LOCK_EXCLUSIVE)))
     goto out_quiet;
-  pending = backup_pending (r, v.vdi_uuid, &e);
+  if (vdi_disk (&v, r, rec, &e) == -1)
+    goto out;
+  pending = backup_pending (r, v.disk, &e);
   if (e || vdi_snapshot (&v, ref, pending, &e) == -1)
     goto out;
-  prev = backup_latest (r, v.vdi_uuid, &e);
+  prev = backup_latest (r, v.disk, &e);
   if (e)
     goto out;
   if (!o->full && !pending)
@@ -394,13 +449,14 @@ do_create_vdi (struct options *o, const char *vdi, const char *repo)
     goto out;
 
   struct backup_create_params p = { .source = v.uri,
-                                    .disk = v.vdi_uuid,
+                                    .disk = v.disk,
                                     .source_name = v.vdi_uuid,
                                     .full = o->full,
                                     .cbt_snapshot = v.snap_uuid,
                                     .changed = v.changed,
                                     .changed_len = v.changed_len,
                                     .why_full = v.why_full,
+                                    .why_also = v.why_moved,
                                     .progress = on_progress,
                                     .progress_opaque = &bar };
   if ((r->ops->create ? r->ops->create : backup_create) (r, &p, &m, &e)

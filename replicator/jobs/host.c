@@ -306,6 +306,21 @@ host_vdi_path (const struct host_sr *s, const struct sr_vdi *v)
   return g_build_filename (sr_get_path (s->sr), v->location, NULL);
 }
 
+char *
+host_moved_from (const char *uuid, const char *was)
+{
+  g_auto (GStrv) old = g_strsplit (was ? was : "", ",", -1);
+  g_autoptr (GString) s = g_string_new (uuid);
+  guint n = 1;
+
+  for (guint i = 0; old[i] && n < HOST_MOVED_FROM_MAX; i++)
+    if (*old[i] && strcmp (old[i], uuid) != 0) {
+      g_string_append_printf (s, ",%s", old[i]);
+      n++;
+    }
+  return g_string_free (g_steal_pointer (&s), FALSE);
+}
+
 bool
 host_vdi_claim (struct host *h, const char *uuid, const char *op)
 {

@@ -104,6 +104,19 @@ struct sr_vdi *host_find_vdi (struct host *h, const char *uuid,
 /* The path of V's image file in S (g_free it). */
 char *host_vdi_path (const struct host_sr *s, const struct sr_vdi *v);
 
+/* A moved VDI knows what it was: its other_config[HOST_MOVED_FROM] is
+ * the uuids of the VDIs it was before a move (VDI.pool_migrate, a
+ * cross-host VM.migrate; not an SR evacuation, whose copies keep the
+ * source's other_config as it was), comma-separated, newest first,
+ * at most HOST_MOVED_FROM_MAX.  `vdimotion backup create` follows them
+ * to continue the disk's chain in a repository. */
+#define HOST_MOVED_FROM "vdimotion-moved-from"
+#define HOST_MOVED_FROM_MAX 16
+/* The value of HOST_MOVED_FROM for the VDI a move makes of the VDI
+ * UUID whose own value is WAS (NULL or "": never moved): UUID, then
+ * WAS, cut to HOST_MOVED_FROM_MAX uuids.  g_free. */
+char *host_moved_from (const char *uuid, const char *was);
+
 /* Claim VDI UUID for operation OP ("copy", "import", ...), so that no
  * other operation starts on it: false if it already has one.  Release
  * when done.  host_vdi_operation: the operation VDI UUID has now (a new

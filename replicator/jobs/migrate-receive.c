@@ -560,6 +560,52 @@ take_cbt_log (struct host_sr *s, const struct sr_vdi *v,
                v->uuid, sr_get_error ());
 }
 
+/* What MD's disk was on the source, if it said, into the new VDI V's
+ * other_config (host.h: HOST_MOVED_FROM). */
+static void
+take_moved_from (struct host_sr *s, const struct sr_vdi *v,
+                 const struct state_mdisk *md, GHashTable *moved_from)
+{
+  const char *was
+      = moved_from ? g_hash_table_lookup (moved_from, md->userdevice) : NULL;
+
+  if (was && *was
+      && sr_vdi_set_other_config (s->sr, v->uuid, HOST_MOVED_FROM, was) == -1)
+    g_warning ("VDI %s: does not record what it was (%s): %s", v->uuid, was,
+               sr_get_error ());
+}
+
+/* A record of the snapshot MD's log counts from, if the source named
+ * one, in V's SR (snapshot_of V): see host_migration_vm. */
+static void
+take_cbt_predecessor (struct host *h, struct host_sr *s, const struct sr_vdi *v,
+                      const struct state_mdisk *md,
+                      const struct host_migration_vm *in)
+{
+  const char *uuid = in->cbt_predecessor ? g_hash_table_lookup (
+                         in->cbt_predecessor, md->userdevice)
+                                         : NULL;
+  const char *name = in->cbt_predecessor_name ? g_hash_table_lookup (
+                         in->cbt_predecessor_name, md->userdevice)
+                                              : NULL;
+  const char *time = in->cbt_predecessor_time ? g_hash_table_lookup (
+                         in->cbt_predecessor_time, md->userdevice)
+                                              : NULL;
+  struct sr_vdi *p;
+
+  if (uuid == NULL || *uuid == '\0')
+    return;
+  if ((p = host_find_vdi (h, uuid, NULL)) == NULL)
+    p = sr_vdi_create_cbt_metadata (
+        s->sr, uuid, name, v->uuid,
+        time ? g_ascii_strtoll (time, NULL, 10) : 0, v->virtual_size);
+  if (p == NULL)
+    g_warning ("VDI %s: no record of snapshot %s, its log's predecessor "
+               "(the next backup is full): %s",
+               v->uuid, uuid, sr_get_error ());
+  sr_vdi_free (p);
+}
+
 char *
 host_migration_commit (struct host *h, const struct host_migration_token *tok,
                        const struct host_migration_vm *in, char ***err)
@@ -618,6 +664,8 @@ host_migration_commit (struct host *h, const struct host_migration_token *tok,
     }
     if ((v = host_find_vdi (h, md->uuid, &s))) {
       take_cbt_log (s, v, md, in->cbt_logs);
+      take_moved_from (s, v, md, in->moved_from);
+      take_cbt_predecessor (h, s, v, md, in);
       if (sr_vdi_set_other_config (s->sr, v->uuid, MIGRATION_MARK, NULL)
           == -1)
         g_warning ("VDI %s keeps its migration mark: %s", v->uuid,

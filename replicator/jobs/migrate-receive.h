@@ -73,6 +73,14 @@ struct host_migration_vm
    * (cbt_log_export), merged into the new VDI's (sr_vdi_cbt_merge), or
    * NULL. */
   GHashTable *cbt_logs;
+  /* userdevice → string: what that disk was (the new VDI's
+   * other_config[HOST_MOVED_FROM], host.h), or NULL. */
+  GHashTable *moved_from;
+  /* userdevice → string, each or NULL: the snapshot that disk's log
+   * counts from (uuid, name label, snapshot_time in unix seconds),
+   * recorded here without data (sr_vdi_create_cbt_metadata) so that
+   * VDI.list_changed_blocks from it resolves. */
+  GHashTable *cbt_predecessor, *cbt_predecessor_name, *cbt_predecessor_time;
 };
 
 /* The token checked as the step about to run will: PREPARED false for

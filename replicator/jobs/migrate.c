@@ -28,7 +28,10 @@
  *   commit   the mirrors complete (detach, both sides flushed), the
  *            destination records the VM and its VBDs on its disk
  *            sockets and merges each disk's changed-block log from here
- *            (its bytes in base64, the vbds' cbt_log) into its own, and here the disk servers stop, the VDIs go
+ *            (its bytes in base64, the vbds' cbt_log) into its own,
+ *            and sets each new VDI's other_config["vdimotion-moved-from"]
+ *            (the vbds' moved_from: host.h, HOST_MOVED_FROM), and here
+ *            the disk servers stop, the VDIs go
  *            (unless options["keep-source"] = "true") and the VM and VBD
  *            records go.  The task's result is the VM's ref there.
  * Any failure before commit aborts the mirrors and the destination's
@@ -46,6 +49,7 @@
 #include <sys/wait.h>
 #include <json-glib/json-glib.h>
 
+#include "cbt-log.h"
 #include "control-client.h"
 #include "copy.h"
 #include "full-io.h"
@@ -887,6 +891,31 @@ cbt_log_b64 (struct migration *m, struct mdisk *md)
   return b64;
 }
 
+/* The snapshot MD's log counts from (the last backup's, its log's
+ * predecessor), into the vbds' entry E when the log goes there: the
+ * destination records it (sr_vdi_create_cbt_metadata) so that
+ * VDI.list_changed_blocks from it resolves there. */
+static void
+add_cbt_predecessor (struct mdisk *md, struct xv *e)
+{
+  g_autoptr (GError) error = NULL;
+  struct cbt_log_info info;
+  char *path = sr_vdi_cbt_log_path (md->sr->sr, md->vdi->uuid);
+  struct sr_vdi *s = NULL;
+  char t[32];
+  int r = path ? cbt_log_read_header (path, &info, &error) : -1;
+
+  free (path);
+  if (r == -1 || info.predecessor[0] == '\0'
+      || (s = sr_vdi_get_by_uuid (md->sr->sr, info.predecessor)) == NULL)
+    return;
+  xv_set (e, "cbt_predecessor", xv_new_string (s->uuid));
+  xv_set (e, "cbt_predecessor_name", xv_new_string (s->name_label));
+  g_snprintf (t, sizeof t, "%" G_GINT64_FORMAT, s->snapshot_time);
+  xv_set (e, "cbt_predecessor_time", xv_new_string (t));
+  sr_vdi_free (s);
+}
+
 /* The destination takes the VM; here, the VM and its disks go. */
 /* A source VDI after its VM moved (a thread of commit). */
 static gpointer
@@ -930,12 +959,17 @@ commit (struct migration *m, char **dst_vm)
   for (guint i = 0; i < m->disks->len; i++) {
     struct mdisk *md = &g_array_index (m->disks, struct mdisk, i);
     g_autofree char *log = cbt_log_b64 (m, md);
+    g_autofree char *was = host_moved_from (
+        md->vdi->uuid, sr_vdi_get_other_config (md->vdi, HOST_MOVED_FROM));
     struct xv *e
         = xv_struct ("userdevice", xv_new_string (md->vbd->userdevice),
-                     "mode", xv_new_string (md->vbd->mode), NULL);
+                     "mode", xv_new_string (md->vbd->mode), "moved_from",
+                     xv_new_string (was), NULL);
 
-    if (log)
+    if (log) {
       xv_set (e, "cbt_log", xv_new_string (log));
+      add_cbt_predecessor (md, e);
+    }
     xv_append (vbds, e);
   }
   v = call_dest (m, "migration.commit",

@@ -9,6 +9,10 @@
  *   and the new VDI from its creation, so nothing else starts on them.
  * - The new VDI carries other_config["vdimotion-task"] = the task's uuid
  *   from the moment it exists (recorded with it) until the job succeeds.
+ *   A move's new VDI also carries, from its creation,
+ *   other_config["vdimotion-moved-from"] (host.h: HOST_MOVED_FROM): the
+ *   source's uuid then the source's own list, so that a backup
+ *   repository keyed by the old uuid continues its chain.
  *   Whatever happens, a VDI with that mark and no running job is a
  *   leftover to destroy.  Its uuid is chosen and recorded in the job
  *   before it is created, so that an image a crash left without a
@@ -131,13 +135,22 @@ make_dest (struct job *job, const struct sr_vdi *src, struct host_sr *dst,
 {
   struct host *d = job_host (job);
   struct state_job *row = job_row_mut (job);
-  struct sr_kv mark = { (char *)TASK_MARK, row->task };
+  g_autofree char *was = NULL;
+  struct sr_kv oc[2] = { { (char *)TASK_MARK, row->task } };
   struct sr_vdi_create_params params = {
     .name_description = src->name_description,
-    .other_config = &mark,
+    .other_config = oc,
     .n_other_config = 1,
   };
   struct sr_vdi *v;
+
+  /* A move's VDI knows what it was (a copy is a VDI of its own). */
+  if (strcmp (row->kind, "migrate") == 0) {
+    was = host_moved_from (
+        src->uuid, sr_vdi_get_other_config (src, HOST_MOVED_FROM));
+    oc[1] = (struct sr_kv){ (char *)HOST_MOVED_FROM, was };
+    params.n_other_config = 2;
+  }
 
   if (row->dst_vdi) {
     v = sr_vdi_get_by_uuid (dst->sr, row->dst_vdi);

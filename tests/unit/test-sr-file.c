@@ -1171,6 +1171,60 @@ test_cbt (void)
   sr_close (sr);
 }
 
+/* A cbt_metadata record without image or log (a migrated disk's log's
+ * predecessor): a snapshot of its VDI, kept by the scan and a reopen,
+ * made twice the same, refused over a VDI with data or a bad uuid;
+ * destroying it leaves nothing behind. */
+static void
+test_cbt_metadata_record (void)
+{
+  struct sr *sr = new_sr ("sr-cbtmeta");
+  CU_ASSERT_PTR_NOT_NULL_FATAL (sr);
+  struct sr_vdi *v
+      = sr_vdi_create (sr, "disk", VDISK_FORMAT_QCOW2, 4 * MiB, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (v);
+  char old[SR_UUID_LEN + 1];
+  CU_ASSERT_EQUAL_FATAL (sr_uuid_generate (old), 0);
+  struct sr_vdi *m = sr_vdi_create_cbt_metadata (sr, old, "snap", v->uuid,
+                                                 1700000000, 4 * MiB);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (m);
+  CU_ASSERT (m->cbt_metadata && m->is_snapshot && m->read_only);
+  CU_ASSERT_STRING_EQUAL (m->snapshot_of, v->uuid);
+  CU_ASSERT_STRING_EQUAL (m->name_label, "snap");
+  CU_ASSERT_EQUAL (m->snapshot_time, 1700000000);
+  CU_ASSERT_EQUAL (m->virtual_size, 4 * MiB);
+  CU_ASSERT (!m->cbt_enabled);
+  sr_vdi_free (m);
+  CU_ASSERT_PTR_NULL (sr_vdi_open (sr, old, 0));
+  m = sr_vdi_create_cbt_metadata (sr, old, "snap", v->uuid, 1700000000,
+                                  4 * MiB);
+  CU_ASSERT (m && m->cbt_metadata);
+  sr_vdi_free (m);
+  CU_ASSERT_PTR_NULL (sr_vdi_create_cbt_metadata (sr, v->uuid, "x", v->uuid,
+                                                  0, 4 * MiB));
+  CU_ASSERT_EQUAL (sr_get_errno (), EEXIST);
+  CU_ASSERT_PTR_NULL (sr_vdi_create_cbt_metadata (sr, "not-a-uuid", "x",
+                                                  v->uuid, 0, 4 * MiB));
+
+  /* The scan (which drops records whose image is gone) and a reopen
+   * keep it. */
+  CU_ASSERT_EQUAL (sr_vdi_enable_cbt (sr, v->uuid), 0);
+  CU_ASSERT (sr_scan (sr) == 0);
+  sr_close (sr);
+  sr = sr_open ("file", unit_path ("sr-cbtmeta"), 0);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (sr);
+  m = sr_vdi_get_by_uuid (sr, old);
+  CU_ASSERT (m && m->cbt_metadata && m->managed);
+  sr_vdi_free (m);
+  CU_ASSERT_EQUAL (sr_vdi_destroy (sr, old), 0);
+  CU_ASSERT_EQUAL (sr_vdi_destroy (sr, v->uuid), 0);
+  CU_ASSERT_EQUAL (unit_sh ("ls '%s' | grep -qv '^sr.db'",
+                            unit_path ("sr-cbtmeta")),
+                   256);
+  sr_vdi_free (v);
+  sr_close (sr);
+}
+
 int
 main (void)
 {
@@ -1195,6 +1249,7 @@ main (void)
     { "stat and thin provisioning", test_stat_and_thin_provisioning },
     { "threads create concurrently", test_threads_create_concurrently },
     { "changed-block tracking", test_cbt },
+    { "cbt_metadata record without image", test_cbt_metadata_record },
     { NULL, NULL },
   };
   return unit_main ("sr-file", tests);
