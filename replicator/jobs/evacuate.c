@@ -15,6 +15,9 @@
  *   chain each at a time.  run->lock guards every state field and the
  *   state file's writes; the copy engine's progress callbacks take it
  *   briefly.
+ * - Every layer's copy carries the source's other_config (without the
+ *   task mark) and other_config["vdimotion-moved-from"] (host.h:
+ *   HOST_MOVED_FROM): the source's uuid, then the source's own list.
  */
 
 #include <errno.h>
@@ -1364,6 +1367,8 @@ make_layer (struct run *r, struct chain *c, struct layer *l,
   struct sr_vdi_create_params p = { 0 };
   g_autoptr (GArray) oc = NULL;
   struct sr_kv mark = { (char *)TASK_MARK, (char *)r->task };
+  struct sr_kv moved;
+  g_autofree char *was = NULL;
   g_autofree char *journal = NULL;
 
   if (v) {
@@ -1381,11 +1386,17 @@ make_layer (struct run *r, struct chain *c, struct layer *l,
     *err = g_strdup_printf ("VDI %s is gone: %s", l->from, sr_get_error ());
     return NULL;
   }
+  /* The copy knows what it was (host.h: HOST_MOVED_FROM). */
+  was = host_moved_from (src->uuid,
+                         sr_vdi_get_other_config (src, HOST_MOVED_FROM));
+  moved = (struct sr_kv){ (char *)HOST_MOVED_FROM, was };
   oc = g_array_new (FALSE, FALSE, sizeof (struct sr_kv));
   for (size_t i = 0; i < src->n_other_config; i++)
-    if (strcmp (src->other_config[i].key, TASK_MARK) != 0)
+    if (strcmp (src->other_config[i].key, TASK_MARK) != 0
+        && strcmp (src->other_config[i].key, HOST_MOVED_FROM) != 0)
       g_array_append_val (oc, src->other_config[i]);
   g_array_append_val (oc, mark);
+  g_array_append_val (oc, moved);
   p.name_description = src->name_description;
   p.uuid = l->to;
   p.parent_uuid = l->parent >= 0

@@ -105,9 +105,8 @@ struct sr_vdi *host_find_vdi (struct host *h, const char *uuid,
 char *host_vdi_path (const struct host_sr *s, const struct sr_vdi *v);
 
 /* A moved VDI knows what it was: its other_config[HOST_MOVED_FROM] is
- * the uuids of the VDIs it was before a move (VDI.pool_migrate, a
- * cross-host VM.migrate; not an SR evacuation, whose copies keep the
- * source's other_config as it was), comma-separated, newest first,
+ * the uuids of the VDIs it was before a move (VDI.pool_migrate, an SR
+ * evacuation, a cross-host VM.migrate), comma-separated, newest first,
  * at most HOST_MOVED_FROM_MAX.  `vdimotion backup create` follows them
  * to continue the disk's chain in a repository. */
 #define HOST_MOVED_FROM "vdimotion-moved-from"
