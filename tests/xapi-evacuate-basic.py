@@ -327,9 +327,15 @@ def verify(frm, to, status, text, seen):
     for origin, v in st["vdis"].items():
         rec = recs[st["where"][origin]]
         assert "vdimotion-task" not in rec["other_config"], rec
-        for k in ("name_label", "name_description", "other_config",
-                  "is_a_snapshot"):
+        for k in ("name_label", "name_description", "is_a_snapshot"):
             assert rec[k] == v[k], (k, rec, v)
+        # other_config as it was, plus, once moved, what it was before
+        # (vdimotion-moved-from: newest first, the origin in it).
+        oc = dict(rec["other_config"])
+        was = oc.pop("vdimotion-moved-from", None)
+        assert oc == v["other_config"], (rec, v)
+        if rec["uuid"] != origin:
+            assert was and origin in was.split(","), (origin, rec)
         assert rec["snapshot_time"].value == v["snapshot_time"], (rec, v)
         if v["is_a_snapshot"]:
             of = st["where"][v["snapshot_of"][len("OpaqueRef:"):]]
