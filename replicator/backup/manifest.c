@@ -14,6 +14,7 @@
  *  "bytes-read": ..., "bytes-written": ..., "bytes-skipped": ...,
  *  "seconds": 1.5}
  */
+#include <math.h>
 #include <string.h>
 
 #include <gnutls/crypto.h>
@@ -112,6 +113,10 @@ get_str (struct reader *r, const char *field, bool optional, char **out)
   if (!JSON_NODE_HOLDS_VALUE (n)
       || json_node_get_value_type (n) != G_TYPE_STRING)
     return bad (r, field, "is not a string");
+  /* What an escape made of it must be UTF-8 too (json-glib lets a bad
+   * escape through as a lone byte): it is written back by a prune. */
+  if (!g_utf8_validate (json_node_get_string (n), -1, NULL))
+    return bad (r, field, "is not UTF-8 text");
   *out = g_strdup (json_node_get_string (n));
   if (!**out && !optional)
     return bad (r, field, "is empty");
@@ -145,6 +150,10 @@ get_double (struct reader *r, const char *field, double *out)
     *out = json_node_get_double (n);
   else
     return bad (r, field, "is not a number");
+  /* A number too large for a double reads as infinity, which JSON
+   * cannot write back (a prune rewrites manifests). */
+  if (!isfinite (*out) || *out < 0)
+    return bad (r, field, "is not a finite number of seconds at least 0");
   return true;
 }
 
@@ -291,6 +300,13 @@ backup_manifest_parse (const char *text, size_t len, const char *name,
   g_autoptr (JsonParser) p = json_parser_new ();
   GError *e = NULL;
 
+  /* json-glib lets bytes that are not UTF-8 through inside strings, and
+   * then cannot write them back (a prune rewrites manifests). */
+  if (!g_utf8_validate_len (text, len, NULL)) {
+    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+                 "manifest %s: not UTF-8 text", name);
+    return NULL;
+  }
   if (!json_parser_load_from_data (p, text, len, &e)) {
     g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_INVAL,
                  "manifest %s: not JSON: %s", name, e->message);
