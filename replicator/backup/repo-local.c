@@ -226,10 +226,13 @@ static const struct backup_repo_ops local_ops = {
 struct backup_repo *
 backup_repo_open (const char *location, bool create, GError **err)
 {
+  /* A remote repository is backup_repo_open_remote's (https:// only:
+   * backups do not cross sites in the clear). */
   if (g_str_has_prefix (location, "https://")
       || g_str_has_prefix (location, "http://")) {
     g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_NOSYS,
-                 "repository %s: remote repositories are not supported yet",
+                 "repository %s: a remote repository is reached over "
+                 "https:// (vdimotiond --backup-repo)",
                  location);
     return NULL;
   }
