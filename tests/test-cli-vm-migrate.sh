@@ -78,24 +78,38 @@ s0=$1 s1=$2
 fio_disk "$s0" 1 0 $((32 * MiB)) || fail "fio before"
 fio_disk "$s1" 2 0 $((32 * MiB)) || fail "fio before"
 # The writers must outlast the migration's start (logins, the token, the
-# task): some 5 s at 1500 writes a second, 80 s under the sanitizers,
-# which slow the CLI and both daemons down (the task took over 30 s to
-# appear there once).
-wrate=1500 ticks=300
-[ -z "${VDM_SANITIZED-}" ] || { wrate=100; ticks=700; }
-fio_disk "$s0" 3 $((32 * MiB)) $((32 * MiB)) --rate_iops=1000000,$wrate &
+# task), which takes from a second to over a minute under the sanitizers:
+# each writes its region again and again (the same seed writes the same
+# blocks, so one verify checks them all) until the test has seen the
+# migration task and stops them; the pass in flight then ends while the
+# disks are mirrored, and the handover waits for the handover file.
+wrate=1500
+[ -z "${VDM_SANITIZED-}" ] || wrate=400
+# writer SOCKET SEED: passes of fio over the disk's second half until
+# $T/stop-writers exists; fails when a pass fails.
+writer ()
+{
+  while [ ! -e "$T/stop-writers" ]; do
+    fio_disk "$1" "$2" $((32 * MiB)) $((32 * MiB)) \
+      --rate_iops=1000000,$wrate || return 1
+    echo pass >> "$T/passes-$2"
+  done
+}
+writer "$s0" 3 &
 w0=$!
-fio_disk "$s1" 4 $((32 * MiB)) $((32 * MiB)) --rate_iops=1000000,$wrate &
+writer "$s1" 4 &
 w1=$!
 vdm vm migrate vm1 --to "$dst" --live --progress \
   --option handover-file="$T/handover" --option mm-timeout=300 \
   > "$T/out1" 2> "$T/err1" &
 mig=$!
-for _ in $(seq "$ticks"); do migrating && break; sleep 0.1; done
+for _ in $(seq 1200); do migrating && break; sleep 0.1; done
 migrating || { cat "$T/err1" >&2; fail "no migration task"; }
 kill -0 "$w0" && kill -0 "$w1" || fail "fio stopped before the migration"
+touch "$T/stop-writers"
 wait "$w0" || fail "fio failed during the migration"
 wait "$w1" || fail "fio failed during the migration"
+echo "writers: $(cat "$T/passes-3" 2>/dev/null | wc -l) and $(cat "$T/passes-4" 2>/dev/null | wc -l) passes"
 nbdcopy "nbd+unix:///?socket=$s0" "$T/src0.raw"
 nbdcopy "nbd+unix:///?socket=$s1" "$T/src1.raw"
 touch "$T/handover"
