@@ -21,6 +21,7 @@
 #include <json-glib/json-glib.h>
 
 #include "backup.h"
+#include "json-builder.h"
 #include "json.h"
 
 void
@@ -328,23 +329,6 @@ backup_manifest_parse (const char *text, size_t len, const char *name,
   return m;
 }
 
-static void
-add_str (JsonBuilder *b, const char *key, const char *v)
-{
-  json_builder_set_member_name (b, key);
-  if (v)
-    json_builder_add_string_value (b, v);
-  else
-    json_builder_add_null_value (b);
-}
-
-static void
-add_int (JsonBuilder *b, const char *key, uint64_t v)
-{
-  json_builder_set_member_name (b, key);
-  json_builder_add_int_value (b, v);
-}
-
 char *
 backup_manifest_to_json (const struct backup_manifest *m)
 {
@@ -352,20 +336,21 @@ backup_manifest_to_json (const struct backup_manifest *m)
   char hex[65];
 
   json_builder_begin_object (b);
-  add_str (b, "format", BACKUP_MANIFEST_FORMAT);
-  add_int (b, "version", BACKUP_MANIFEST_VERSION);
-  add_str (b, "id", m->id);
-  add_str (b, "disk", m->disk);
-  add_str (b, "time", m->time);
-  add_str (b, "source", m->source);
-  add_str (b, "cbt-generation", m->cbt_generation);
-  add_str (b, "cbt-snapshot", m->cbt_snapshot);
-  add_str (b, "kind", m->kind == BACKUP_FULL ? "full" : "incremental");
-  add_str (b, "why", m->why);
-  add_str (b, "parent", m->parent);
-  add_str (b, "file", m->file);
-  add_int (b, "virtual-size", m->virtual_size);
-  add_int (b, "block-size", BACKUP_BLOCK_SIZE);
+  json_add_string_member (b, "format", BACKUP_MANIFEST_FORMAT);
+  json_add_int_member (b, "version", BACKUP_MANIFEST_VERSION);
+  json_add_string_member (b, "id", m->id);
+  json_add_string_member (b, "disk", m->disk);
+  json_add_string_member (b, "time", m->time);
+  json_add_string_member (b, "source", m->source);
+  json_add_string_member (b, "cbt-generation", m->cbt_generation);
+  json_add_string_member (b, "cbt-snapshot", m->cbt_snapshot);
+  json_add_string_member (b, "kind",
+                          m->kind == BACKUP_FULL ? "full" : "incremental");
+  json_add_string_member (b, "why", m->why);
+  json_add_string_member (b, "parent", m->parent);
+  json_add_string_member (b, "file", m->file);
+  json_add_int_member (b, "virtual-size", m->virtual_size);
+  json_add_int_member (b, "block-size", BACKUP_BLOCK_SIZE);
   json_builder_set_member_name (b, "blocks");
   json_builder_begin_array (b);
   for (size_t i = 0; i < m->n_blocks; i++) {
@@ -377,9 +362,9 @@ backup_manifest_to_json (const struct backup_manifest *m)
     json_builder_end_array (b);
   }
   json_builder_end_array (b);
-  add_int (b, "bytes-read", m->bytes_read);
-  add_int (b, "bytes-written", m->bytes_written);
-  add_int (b, "bytes-skipped", m->bytes_skipped);
+  json_add_int_member (b, "bytes-read", m->bytes_read);
+  json_add_int_member (b, "bytes-written", m->bytes_written);
+  json_add_int_member (b, "bytes-skipped", m->bytes_skipped);
   json_builder_set_member_name (b, "seconds");
   json_builder_add_double_value (b, m->seconds);
   json_builder_end_object (b);

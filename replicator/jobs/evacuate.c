@@ -31,6 +31,7 @@
 #include "copy.h"
 #include "evacuate.h"
 #include "jobs.h"
+#include "json-builder.h"
 #include "vdi-jobs.h"
 
 #define TASK_MARK "vdimotion-task"
@@ -581,38 +582,11 @@ make_plan (struct host *h, const char *src, const char *const *dest,
 /* ------------------------------------------------------------------ */
 /* The plan as JSON. */
 
+/* A uuid, or null where there is none (NULL or ""). */
 static void
 add_uuid_or_null (JsonBuilder *b, const char *name, const char *uuid)
 {
-  json_builder_set_member_name (b, name);
-  if (uuid && *uuid)
-    json_builder_add_string_value (b, uuid);
-  else
-    json_builder_add_null_value (b);
-}
-
-static void
-add_int (JsonBuilder *b, const char *name, uint64_t v)
-{
-  json_builder_set_member_name (b, name);
-  json_builder_add_int_value (b, (gint64)v);
-}
-
-static void
-add_string (JsonBuilder *b, const char *name, const char *v)
-{
-  json_builder_set_member_name (b, name);
-  if (v)
-    json_builder_add_string_value (b, v);
-  else
-    json_builder_add_null_value (b);
-}
-
-static void
-add_bool (JsonBuilder *b, const char *name, bool v)
-{
-  json_builder_set_member_name (b, name);
-  json_builder_add_boolean_value (b, v);
+  json_add_string_member (b, name, uuid && *uuid ? uuid : NULL);
 }
 
 /* NAME: [the strings of A]. */
@@ -644,19 +618,20 @@ plan_vdi_json (JsonBuilder *b, const struct plan_chain *c,
                const struct plan_vdi *pv)
 {
   json_builder_begin_object (b);
-  add_string (b, "uuid", pv->v->uuid);
-  add_string (b, "name_label", pv->v->name_label);
-  add_string (b, "format", vdisk_format_name (pv->v->format));
-  add_string (b, "dest_format", vdisk_format_name (pv->dest_format));
-  add_int (b, "virtual_size", pv->v->virtual_size);
-  add_int (b, "bytes", pv->v->physical_utilisation);
+  json_add_string_member (b, "uuid", pv->v->uuid);
+  json_add_string_member (b, "name_label", pv->v->name_label);
+  json_add_string_member (b, "format", vdisk_format_name (pv->v->format));
+  json_add_string_member (b, "dest_format",
+                          vdisk_format_name (pv->dest_format));
+  json_add_int_member (b, "virtual_size", pv->v->virtual_size);
+  json_add_int_member (b, "bytes", pv->v->physical_utilisation);
   add_uuid_or_null (b, "parent",
                     pv->parent >= 0 ? ((struct plan_vdi *)c->vdis
                                            ->pdata[pv->parent])->v->uuid
                                     : NULL);
-  add_bool (b, "is_snapshot", pv->v->is_snapshot);
+  json_add_bool_member (b, "is_snapshot", pv->v->is_snapshot);
   add_uuid_or_null (b, "snapshot_of", pv->v->snapshot_of);
-  add_bool (b, "managed", pv->v->managed);
+  json_add_bool_member (b, "managed", pv->v->managed);
   add_uuid_or_null (b, "vbd", pv->vbd);
   json_builder_end_object (b);
 }
@@ -689,28 +664,29 @@ plan_json (const struct plan *p)
   unsigned refused = 0, moving = 0;
 
   json_builder_begin_object (b);
-  add_string (b, "sr", sr_get_uuid (p->src->sr));
+  json_add_string_member (b, "sr", sr_get_uuid (p->src->sr));
   add_plan_dests (b, p);
-  add_int (b, "parallel", p->o.parallel);
-  add_string (b, "order", p->o.by_name ? "name" : "size");
-  add_bool (b, "partial", p->o.partial);
-  add_string (b, "dest_img_format",
-              p->o.format >= 0 ? vdisk_format_name (p->o.format) : NULL);
-  add_bool (b, "fits", plan_fits (p));
+  json_add_int_member (b, "parallel", p->o.parallel);
+  json_add_string_member (b, "order", p->o.by_name ? "name" : "size");
+  json_add_bool_member (b, "partial", p->o.partial);
+  json_add_string_member (b, "dest_img_format",
+                          p->o.format >= 0 ? vdisk_format_name (p->o.format)
+                                           : NULL);
+  json_add_bool_member (b, "fits", plan_fits (p));
   json_builder_set_member_name (b, "chains");
   json_builder_begin_array (b);
   for (guint i = 0; i < p->chains->len; i++) {
     const struct plan_chain *c = p->chains->pdata[i];
 
     json_builder_begin_object (b);
-    add_int (b, "index", i);
-    add_bool (b, "live", c->live);
-    add_int (b, "bytes", c->bytes);
-    add_int (b, "need", c->need);
-    add_int (b, "virtual_size", c->vsize);
+    json_add_int_member (b, "index", i);
+    json_add_bool_member (b, "live", c->live);
+    json_add_int_member (b, "bytes", c->bytes);
+    json_add_int_member (b, "need", c->need);
+    json_add_int_member (b, "virtual_size", c->vsize);
     add_uuid_or_null (b, "dest_sr", c->dest ? sr_get_uuid (c->dest->sr)
                                             : NULL);
-    add_string (b, "refused", c->refused);
+    json_add_string_member (b, "refused", c->refused);
     json_builder_set_member_name (b, "vdis");
     json_builder_begin_array (b);
     for (guint j = 0; j < c->vdis->len; j++)
@@ -730,9 +706,9 @@ plan_json (const struct plan *p)
     const struct plan_vdi *pv = p->excluded->pdata[i];
 
     json_builder_begin_object (b);
-    add_string (b, "uuid", pv->v->uuid);
-    add_string (b, "name_label", pv->v->name_label);
-    add_string (b, "reason", pv->reason);
+    json_add_string_member (b, "uuid", pv->v->uuid);
+    json_add_string_member (b, "name_label", pv->v->name_label);
+    json_add_string_member (b, "reason", pv->reason);
     json_builder_end_object (b);
   }
   json_builder_end_array (b);
@@ -745,27 +721,27 @@ plan_json (const struct plan *p)
     if (sr_stat (d->s->sr, &st) == -1)
       st.free_bytes = 0;
     json_builder_begin_object (b);
-    add_string (b, "sr", sr_get_uuid (d->s->sr));
-    add_string (b, "name_label", d->s->name);
-    add_int (b, "free_bytes", st.free_bytes);
-    add_int (b, "planned_bytes", d->planned);
+    json_add_string_member (b, "sr", sr_get_uuid (d->s->sr));
+    json_add_string_member (b, "name_label", d->s->name);
+    json_add_int_member (b, "free_bytes", st.free_bytes);
+    json_add_int_member (b, "planned_bytes", d->planned);
     json_builder_end_object (b);
   }
   json_builder_end_array (b);
   json_builder_set_member_name (b, "totals");
   json_builder_begin_object (b);
-  add_int (b, "vdis", vdis + p->excluded->len);
-  add_int (b, "chains", p->chains->len);
-  add_int (b, "bytes", bytes);
-  add_int (b, "refused_chains", refused);
-  add_int (b, "refused_bytes", refused_bytes);
-  add_int (b, "excluded_vdis", p->excluded->len);
+  json_add_int_member (b, "vdis", vdis + p->excluded->len);
+  json_add_int_member (b, "chains", p->chains->len);
+  json_add_int_member (b, "bytes", bytes);
+  json_add_int_member (b, "refused_chains", refused);
+  json_add_int_member (b, "refused_bytes", refused_bytes);
+  json_add_int_member (b, "excluded_vdis", p->excluded->len);
   json_builder_end_object (b);
   json_builder_set_member_name (b, "rate");
   json_builder_begin_object (b);
   json_builder_set_member_name (b, "bytes_per_second");
   json_builder_add_double_value (b, p->rate);
-  add_string (b, "source", p->rate_source);
+  json_add_string_member (b, "source", p->rate_source);
   json_builder_end_object (b);
   json_builder_set_member_name (b, "estimated_seconds");
   json_builder_add_double_value (
@@ -972,16 +948,16 @@ static void
 layer_json (JsonBuilder *b, const struct layer *l)
 {
   json_builder_begin_object (b);
-  add_string (b, "from", l->from);
+  json_add_string_member (b, "from", l->from);
   add_uuid_or_null (b, "to", l->to);
-  add_string (b, "name_label", l->name_label);
-  add_int (b, "parent", (uint64_t)(gint64)l->parent);
-  add_string (b, "format", vdisk_format_name (l->format));
-  add_string (b, "vbd", l->vbd);
-  add_string (b, "state", l->state);
-  add_string (b, "error", l->error);
-  add_int (b, "bytes", l->bytes);
-  add_int (b, "done", l->done);
+  json_add_string_member (b, "name_label", l->name_label);
+  json_add_int_member (b, "parent", (uint64_t)(gint64)l->parent);
+  json_add_string_member (b, "format", vdisk_format_name (l->format));
+  json_add_string_member (b, "vbd", l->vbd);
+  json_add_string_member (b, "state", l->state);
+  json_add_string_member (b, "error", l->error);
+  json_add_int_member (b, "bytes", l->bytes);
+  json_add_int_member (b, "done", l->done);
   json_builder_set_member_name (b, "seconds");
   json_builder_add_double_value (b, l->seconds);
   json_builder_end_object (b);
@@ -1003,7 +979,7 @@ state_json (const struct run *r)
   g_autoptr (JsonBuilder) b = json_builder_new ();
 
   json_builder_begin_object (b);
-  add_int (b, "parallel", r->parallel);
+  json_add_int_member (b, "parallel", r->parallel);
   json_builder_set_member_name (b, "elapsed");
   json_builder_add_double_value (b, run_elapsed (r));
   add_strings (b, "dest_srs", r->dests);
@@ -1013,11 +989,11 @@ state_json (const struct run *r)
     const struct chain *c = r->chains->pdata[i];
 
     json_builder_begin_object (b);
-    add_string (b, "state", c->state);
-    add_string (b, "error", c->error);
-    add_string (b, "code", c->code);
+    json_add_string_member (b, "state", c->state);
+    json_add_string_member (b, "error", c->error);
+    json_add_string_member (b, "code", c->code);
     add_uuid_or_null (b, "dest_sr", c->dest);
-    add_bool (b, "live", c->live);
+    json_add_bool_member (b, "live", c->live);
     json_builder_set_member_name (b, "layers");
     json_builder_begin_array (b);
     for (guint j = 0; j < c->layers->len; j++)
@@ -1155,8 +1131,8 @@ report_vdi (JsonBuilder *b, const struct run *r, const struct chain *c,
   json_builder_begin_object (b);
   json_builder_set_member_name (b, "from");
   json_builder_begin_object (b);
-  add_string (b, "sr", sr_get_uuid (r->src->sr));
-  add_string (b, "uuid", l->from);
+  json_add_string_member (b, "sr", sr_get_uuid (r->src->sr));
+  json_add_string_member (b, "uuid", l->from);
   json_builder_end_object (b);
   json_builder_set_member_name (b, "to");
   json_builder_begin_object (b);
@@ -1165,18 +1141,18 @@ report_vdi (JsonBuilder *b, const struct run *r, const struct chain *c,
                                    ? NULL
                                    : l->to);
   json_builder_end_object (b);
-  add_string (b, "name_label", l->name_label);
+  json_add_string_member (b, "name_label", l->name_label);
   json_builder_set_member_name (b, "chain");
   if (index >= 0)
     json_builder_add_int_value (b, index);
   else
     json_builder_add_null_value (b);
-  add_bool (b, "live", live);
-  add_string (b, "state", st);
-  add_int (b, "bytes", l->done);
+  json_add_bool_member (b, "live", live);
+  json_add_string_member (b, "state", st);
+  json_add_int_member (b, "bytes", l->done);
   json_builder_set_member_name (b, "seconds");
   json_builder_add_double_value (b, l->seconds);
-  add_string (b, "error", l->error);
+  json_add_string_member (b, "error", l->error);
   json_builder_end_object (b);
 }
 
@@ -1205,10 +1181,10 @@ report_json (const struct run *r, const char *state)
   double seconds = run_elapsed (r);
 
   json_builder_begin_object (b);
-  add_string (b, "task", r->task);
-  add_string (b, "sr", sr_get_uuid (r->src->sr));
+  json_add_string_member (b, "task", r->task);
+  json_add_string_member (b, "sr", sr_get_uuid (r->src->sr));
   add_strings (b, "dest_srs", r->dests);
-  add_string (b, "state", state);
+  json_add_string_member (b, "state", state);
   json_builder_set_member_name (b, "progress");
   json_builder_add_double_value (b, run_progress (r));
   json_builder_set_member_name (b, "vdis");
@@ -1234,13 +1210,13 @@ report_json (const struct run *r, const char *state)
   json_builder_end_array (b);
   json_builder_set_member_name (b, "totals");
   json_builder_begin_object (b);
-  add_int (b, "vdis", n);
-  add_int (b, "moved", moved);
-  add_int (b, "failed", failed);
-  add_int (b, "skipped", skipped);
-  add_int (b, "queued", queued);
-  add_int (b, "moving", moving);
-  add_int (b, "bytes", bytes);
+  json_add_int_member (b, "vdis", n);
+  json_add_int_member (b, "moved", moved);
+  json_add_int_member (b, "failed", failed);
+  json_add_int_member (b, "skipped", skipped);
+  json_add_int_member (b, "queued", queued);
+  json_add_int_member (b, "moving", moving);
+  json_add_int_member (b, "bytes", bytes);
   json_builder_set_member_name (b, "seconds");
   json_builder_add_double_value (b, seconds);
   json_builder_set_member_name (b, "bytes_per_second");
@@ -2100,7 +2076,7 @@ params_json (const struct plan *p, GHashTable *options)
 
     g_hash_table_iter_init (&it, options);
     while (g_hash_table_iter_next (&it, &k, &v))
-      add_string (b, k, v);
+      json_add_string_member (b, k, v);
   }
   json_builder_end_object (b);
   json_builder_end_object (b);

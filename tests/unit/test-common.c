@@ -1,7 +1,7 @@
 /* common/: bitmaps (bits, the tail of the last word, the wrapping search
  * the mirror's copier uses), the zero test, the monotonic clock, whole
  * reads and writes, binding SQL parameters, messages as new strings,
- * password hashes, JSON strings. */
+ * password hashes, JSON strings, JSON objects' members. */
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -14,6 +14,7 @@
 #include "clock.h"
 #include "full-io.h"
 #include "iszero.h"
+#include "json-builder.h"
 #include "json.h"
 #include "password.h"
 #include "sqlite-bind.h"
@@ -170,6 +171,30 @@ test_json_generated (void)
   CU_ASSERT_STRING_EQUAL (json_array_get_string_element (back, 6),
                           "1e5.0 \x1f \" e7");
   CU_ASSERT_EQUAL (json_array_get_int_element (back, 7), 7);
+}
+
+/* json_add_*_member: each member as json-glib writes it, a NULL string
+ * as null, an integer past 2^32 whole. */
+static void
+test_json_members (void)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  g_autoptr (JsonNode) root = NULL;
+  g_autofree char *text = NULL;
+
+  json_builder_begin_object (b);
+  json_add_string_member (b, "s", "a \"b\"");
+  json_add_string_member (b, "none", NULL);
+  json_add_int_member (b, "size", UINT64_C (1) << 40);
+  json_add_int_member (b, "minus", -1);
+  json_add_bool_member (b, "yes", true);
+  json_add_bool_member (b, "no", false);
+  json_builder_end_object (b);
+  root = json_builder_get_root (b);
+  text = json_to_string (root, FALSE);
+  CU_ASSERT_STRING_EQUAL (text, "{\"s\":\"a \\\"b\\\"\",\"none\":null,"
+                                "\"size\":1099511627776,\"minus\":-1,"
+                                "\"yes\":true,\"no\":false}");
 }
 
 /* A deadline is an absolute CLOCK_MONOTONIC time a condition variable
@@ -422,6 +447,7 @@ main (void)
     { "monotonic clock", test_monotonic_clock },
     { "json quote", test_json_quote },
     { "json generated", test_json_generated },
+    { "json members", test_json_members },
     { "monotonic deadline", test_monotonic_deadline },
     { "full pwrite and pread", test_full_pwrite_pread },
     { "full write through signals", test_full_write_through_signals },
