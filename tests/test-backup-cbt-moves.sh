@@ -19,6 +19,7 @@
 # convert of the repository file; qemu-img check is clean on each.
 . "$srcdir/functions.sh"
 . "$srcdir/xapi-functions.sh"
+. "$srcdir/backup-functions.sh"
 requires fio
 requires nbdkit
 requires qemu-img
@@ -40,7 +41,6 @@ start_vdimotiond $tls --nbd-ports "$first-$((first + 15))" \
   --memory-migrator "$top_builddir/memory-migrators/vdimotion-mm-none"
 echo secret > "$T/pw"
 py () { PYTHONPATH=$srcdir python3 "$srcdir/backup-cbt-moves.py" "$@"; }
-json_field () { python3 -c "import json,sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }
 
 # write_round N [FIO ARGS...]: fio's round N.  The caller sets $changed,
 # the bytes written since the last backup (a round may run in the

@@ -8,6 +8,7 @@
 # listed; prune keeps the kept points identical; verify --deep finds a
 # flipped byte and names the point and the block.
 . "$srcdir/functions.sh"
+. "$srcdir/backup-functions.sh"
 requires qemu-img
 requires python3
 
@@ -41,26 +42,6 @@ print(len(blocks) * 65536)
 PY
 }
 
-json_field () { python3 -c "import json,sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }
-points () { "$VDIMOTION" backup list --json "$repo" | python3 -c "import json,sys; print(' '.join(p['id'] for p in json.load(sys.stdin)))"; }
-
-# Every listed point restores identical to the copy taken when it was
-# made ($T/at-ID.raw), by vdimotion and (unless $1 is "quick") by
-# qemu-img; files check clean.
-check_points ()
-{
-  for id in $(points); do
-    rm -f "$T/r.raw"
-    "$VDIMOTION" backup restore "$repo" "$id" "$T/r.raw" > /dev/null
-    cmp "$T/r.raw" "$T/at-$id.raw" || fail "point $id: restore differs"
-    [ "${1-}" != quick ] || continue
-    f=$(ls "$repo"/*/"$id.qcow2")
-    (cd "$(dirname "$f")" && qemu-img convert -O raw "$id.qcow2" "$T/q.raw")
-    cmp "$T/q.raw" "$T/at-$id.raw" || fail "point $id: qemu-img convert differs"
-    qemu-img check -q "$f" || fail "point $id: qemu-img check"
-  done
-}
-
 create ()
 {
   "$VDIMOTION" backup create -f raw --json "$@" "$img" "$repo" > "$T/out"
@@ -82,7 +63,7 @@ for round in 1 2 3; do
 done
 create --full
 [ "$(json_field why < "$T/out")" = "a full was asked for (--full)" ] || fail "--full: why"
-check_points
+check_points "$repo" "$repo"
 "$VDIMOTION" backup verify --deep "$repo" > /dev/null || fail "verify of a good repository"
 
 # 2. kill -9 of create, mid-way: the source read slowly (over NBD
@@ -121,7 +102,7 @@ for pc in 60 75 90; do
   wait $pid || :
   "$VDIMOTION" backup verify "$repo" > "$T/v" || { cat "$T/v"; fail "kill after $d s: a half point is listed"; }
   # Killed once it had finished: its point is whole, of the image as it is.
-  for id in $(points); do
+  for id in $(points "$repo"); do
     [ -e "$T/at-$id.raw" ] || cp "$img" "$T/at-$id.raw"
   done
   slow_create --full
@@ -133,7 +114,7 @@ stop_src
 echo "$resumed_less reruns read less than a full"
 [ $resumed_less -ge 1 ] || fail "no killed create was resumed"
 ls -a "$repo"/*/ | grep -q '^\.create\.json$' && fail "pending create left behind"
-check_points quick
+check_points "$repo" "$repo" quick
 
 # 3. kill -9 of restore.
 rid=$(json_field id < "$T/out")
@@ -164,7 +145,7 @@ print(sum(min(n, int(sys.argv[1])) for n in c.values()))" "$1"
 }
 want=$(kept 6)
 "$VDIMOTION" backup prune --keep-last 6 "$repo" > /dev/null
-[ "$(points | wc -w)" -eq "$want" ] || fail "prune --keep-last 6 left $(points | wc -w) points, not $want"
+[ "$(points "$repo" | wc -w)" -eq "$want" ] || fail "prune --keep-last 6 left $(points "$repo" | wc -w) points, not $want"
 n_before=6
 for k in 1 2 3; do
   want=$(kept $((n_before - k)))
@@ -173,17 +154,17 @@ for k in 1 2 3; do
   sleep "0.0$((k * 20))"
   kill -9 $pid 2>/dev/null || :
   wait $pid || :
-  check_points quick
+  check_points "$repo" "$repo" quick
   "$VDIMOTION" backup prune --keep-last $((n_before - k)) "$repo" > /dev/null
   "$VDIMOTION" backup verify --deep "$repo" > "$T/v" || { cat "$T/v"; fail "prune $k: verify"; }
-  [ "$(points | wc -w)" -eq "$want" ] || fail "prune $k: wrong number of points"
+  [ "$(points "$repo" | wc -w)" -eq "$want" ] || fail "prune $k: wrong number of points"
 done
-check_points
+check_points "$repo" "$repo"
 "$VDIMOTION" backup prune --keep-last 1 --dry-run --json "$repo" > "$T/out"
 [ "$(json_field dry-run < "$T/out")" = True ] || fail "dry run"
 
 # 5. A flipped byte in a data cluster of the oldest point's file.
-first=$(points | cut -d' ' -f1)
+first=$(points "$repo" | cut -d' ' -f1)
 f=$(ls "$repo"/*/"$first.qcow2")
 read -r guest host < <(qemu-img map --output=json -f qcow2 "$f" | python3 -c "
 import json, sys

@@ -10,6 +10,7 @@
 # path tricks in the disk and point names are refused with their reason.
 . "$srcdir/functions.sh"
 . "$srcdir/xapi-functions.sh"
+. "$srcdir/backup-functions.sh"
 requires qemu-img
 requires python3
 requires curl
@@ -34,9 +35,6 @@ start_vdimotiond $tls --backup-repo "site=$T/repo"
 repo=${https_url%/}/backups/site
 export VDIMOTION_PASSWORD=secret VDIMOTION_CA_FILE=$T/cert.pem
 
-json_field () { python3 -c "import json,sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }
-points () { "$VDIMOTION" backup list --json "$repo" | python3 -c "import json,sys; print(' '.join(p['id'] for p in json.load(sys.stdin)))"; }
-
 # Change 20 blocks of 64 KiB at SEED's places (the first zeroed); prints
 # the bytes changed.
 change ()
@@ -48,26 +46,6 @@ change ()
     dd if=$src of="$img" bs=64K seek=$b count=1 conv=notrunc status=none
     echo $b
   done | sort -u | wc -l | (read n; echo $((n * 65536)))
-}
-
-# Every listed point restores identical to the copy taken when it was
-# made ($T/at-ID.raw), over HTTPS and by qemu-img from the server's file.
-# Under the sanitizers, vdimotion restores the first and the newest only.
-check_points ()
-{
-  ids=$(points)
-  for id in $ids; do
-    if [ -z "${VDM_SANITIZED-}" ] || [ "$id" = "${ids%% *}" ] \
-       || [ "$id" = "${ids##* }" ]; then
-      rm -f "$T/r.raw"
-      "$VDIMOTION" backup restore "$repo" "$id" "$T/r.raw" > /dev/null
-      cmp "$T/r.raw" "$T/at-$id.raw" || fail "point $id: restore differs"
-    fi
-    f=$(ls "$T"/repo/*/"$id.qcow2")
-    (cd "$(dirname "$f")" && qemu-img convert -O raw "$id.qcow2" "$T/q.raw")
-    cmp "$T/q.raw" "$T/at-$id.raw" || fail "point $id: qemu-img convert differs"
-    qemu-img check -q "$f" || fail "point $id: qemu-img check"
-  done
 }
 
 # create, keeping the image as it was under the new point's id.
@@ -93,7 +71,7 @@ written=$(json_field bytes-written < "$T/out.json")
 echo "incremental: $written bytes sent for $changed changed"
 [ "$written" -le $((changed * 105 / 100)) ] \
   || fail "the incremental sent $written bytes for $changed changed"
-[ "$(points | wc -w)" -eq 2 ] || fail "list: $(points)"
+[ "$(points "$repo" | wc -w)" -eq 2 ] || fail "list: $(points "$repo")"
 "$VDIMOTION" backup list "$repo" | grep -q incremental || fail "list in words"
 
 # verify --deep runs on the server; a flipped byte is named.
@@ -129,7 +107,7 @@ kill_mid_create ()
     repo=${vdm_https_url%/}/backups/site
   fi
   if ls "$T"/repo/*/.upload.json > /dev/null 2>&1; then
-    [ "$(points | wc -w)" -eq "$before" ] || fail "a half point is listed: $(points)"
+    [ "$(points "$repo" | wc -w)" -eq "$before" ] || fail "a half point is listed: $(points "$repo")"
     create --full
     written=$(json_field bytes-written < "$T/out.json")
     echo "kill -9 of the $what: the rerun sent $written bytes of $((32 << 20))"
@@ -142,13 +120,13 @@ kill_mid_create ()
 }
 kill_mid_create cli 2 2
 kill_mid_create daemon 3 3
-check_points
+check_points "$repo" "$T/repo" ends
 
 # prune keeps the newest, which still restores identical.
 "$VDIMOTION" backup prune --keep-last 1 --json "$repo" > "$T/p.json" \
   || fail "prune"
-[ "$(points | wc -w)" -eq 1 ] || fail "after prune: $(points)"
-check_points   # the one left, the newest
+[ "$(points "$repo" | wc -w)" -eq 1 ] || fail "after prune: $(points "$repo")"
+check_points "$repo" "$T/repo" ends   # the one left, the newest
 "$VDIMOTION" backup verify --deep "$repo" > /dev/null || fail "verify after prune"
 
 # Refusals, each with its reason.
@@ -162,7 +140,7 @@ expect_exit 1 "$VDIMOTION" backup restore "$repo" ../../etc "$T/x.raw"
 
 # The server's own checks, whatever a client sends.
 disk=$(basename "$(ls -d "$T"/repo/image-*)")
-id=$(points)
+id=$(points "$repo")
 req ()
 {
   code=$(curl -s --path-as-is --cacert "$T/cert.pem" -u root:secret \

@@ -9,6 +9,7 @@
 # finishes; --full says why.
 . "$srcdir/functions.sh"
 . "$srcdir/xapi-functions.sh"
+. "$srcdir/backup-functions.sh"
 requires nbdkit
 requires qemu-img
 requires nbdcopy
@@ -20,8 +21,6 @@ first=$(( 20000 + ($$ + 7000) % 20000 ))
 start_vdimotiond $tls --nbd-ports "$first-$(( first + 15 ))"
 echo secret > "$T/pw"
 backup () { "$VDIMOTION" --server "$url" --password-file "$T/pw" backup "$@"; }
-points () { "$VDIMOTION" backup list --json "$T/repo" | python3 -c "import json,sys; print(' '.join(p['id'] for p in json.load(sys.stdin)))"; }
-json_field () { python3 -c "import json,sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }
 
 # The VM: a 64 MiB disk with CBT on, started; its NBD socket.
 PYTHONPATH=$srcdir /usr/bin/python3 "$srcdir/backup-server.py" setup "$url" "$T" \
@@ -63,26 +62,18 @@ wait $pid || :
 backup create --json "$vdi" "$T/repo" > "$T/out" || fail "rerun after kill"
 snap_disk "$(json_field id < "$T/out")"
 # Killed once it had finished: that point is whole, of the same disk.
-for id in $(points); do
+for id in $(points "$T/repo"); do
   [ -e "$T/at-$id.raw" ] || cp "$T/at-$(json_field id < "$T/out").raw" "$T/at-$id.raw"
 done
 backup create --full --json "$vdi" "$T/repo" > "$T/out"
 [ "$(json_field why < "$T/out")" = "a full was asked for (--full)" ] || fail "--full"
 snap_disk "$(json_field id < "$T/out")"
 
-for id in $(points); do
-  rm -f "$T/r.raw"
-  "$VDIMOTION" backup restore "$T/repo" "$id" "$T/r.raw" > /dev/null
-  cmp "$T/r.raw" "$T/at-$id.raw" || fail "point $id: restore differs"
-  f=$(ls "$T"/repo/*/"$id.qcow2")
-  (cd "$(dirname "$f")" && qemu-img convert -O raw "$id.qcow2" "$T/q.raw")
-  cmp "$T/q.raw" "$T/at-$id.raw" || fail "point $id: qemu-img convert differs"
-  qemu-img check -q "$f" || fail "point $id: qemu-img check"
-done
+check_points "$T/repo" "$T/repo"
 "$VDIMOTION" backup verify --deep "$T/repo" || fail "verify"
 
 # The newest point into a new VDI of sr1, read back identical.
-last=$(points | awk '{print $NF}')
+last=$(points "$T/repo" | awk '{print $NF}')
 new=$("$VDIMOTION" --server "$url" --password-file "$T/pw" backup restore \
         "$T/repo" "$last" sr1:restored | tail -n1)
 "$VDIMOTION" --server "$url" --password-file "$T/pw" vdi export "$new" "$T/v.raw"
