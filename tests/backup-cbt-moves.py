@@ -16,21 +16,10 @@
 #                                          "VDI-UUID SOCKET" there
 #   backup-cbt-moves.py restart URL T      the VM a host crash halted,
 #                                          started again; prints SOCKET
-import ssl
 import sys
-import xmlrpc.client
 
 import xapi_checks
 from xapi_checks import ok
-
-
-def login(url, ca=None):
-    ctx = None
-    if ca:
-        ctx = ssl.create_default_context(cafile=ca)
-        ctx.check_hostname = False
-    x = xmlrpc.client.ServerProxy(url, context=ctx)
-    return x, ok(x.session.login_with_password("root", "secret", "1.0", "t"))
 
 
 def vm_disk(x, s, vm):
@@ -48,7 +37,7 @@ def result(x, s, task):
 
 
 def setup(url, T, size):
-    x, s = login(url)
+    x, s = xapi_checks.login(url)
     sr = ok(x.SR.get_by_name_label(s, "sr1"))[0]
     vdi = ok(x.VDI.create(s, {
         "SR": sr, "name_label": "moving-disk", "virtual_size": size,
@@ -71,7 +60,7 @@ def the_vm(T):
 
 
 def move(url, T):
-    x, s = login(url)
+    x, s = xapi_checks.login(url)
     vm = the_vm(T)
     vdi = ok(x.VBD.get_VDI(s, ok(x.VM.get_VBDs(s, vm))[0]))
     sr2 = ok(x.SR.get_by_name_label(s, "sr2"))[0]
@@ -82,8 +71,8 @@ def move(url, T):
 
 
 def migrate(url, peer, ca, T, handover):
-    x, s = login(url, ca)
-    px, ps = login(peer, ca)
+    x, s = xapi_checks.login(url, ca)
+    px, ps = xapi_checks.login(peer, ca)
     host = ok(px.host.get_all(ps))[0]
     sr = ok(px.SR.get_by_name_label(ps, "sr1"))[0]
     token = ok(px.VM.migrate_receive(ps, host, sr, {}))
@@ -97,7 +86,7 @@ def migrate(url, peer, ca, T, handover):
 
 
 def restart(url, T):
-    x, s = login(url)
+    x, s = xapi_checks.login(url)
     vm = the_vm(T)
     assert ok(x.VM.get_power_state(s, vm)) == "Halted", \
         "the VM survived its disk server"

@@ -8,24 +8,18 @@
 #   backup-server.py snapshots URL VDI  one line per snapshot: uuid type
 import random
 import sys
-import xmlrpc.client
 
 import nbd
 
+import xapi_checks
 from xapi_checks import ok
 
 SIZE = 64 << 20
 BLOCK = 64 << 10
 
 
-def login(url):
-    x = xmlrpc.client.ServerProxy(url)
-    return x, ok(x.session.login_with_password("root", "secret", "1.0",
-                                               "test"))
-
-
 def setup(url, T):
-    x, s = login(url)
+    x, s = xapi_checks.login(url, originator="test")
     srs = {r["name_label"]: ref
            for ref, r in ok(x.SR.get_all_records(s)).items()}
     vdi = ok(x.VDI.create(s, {
@@ -69,7 +63,7 @@ def write(sock, seed):
 
 
 def snapshots(url, uuid):
-    x, s = login(url)
+    x, s = xapi_checks.login(url, originator="test")
     vdi = ok(x.VDI.get_by_uuid(s, uuid))
     for snap in ok(x.VDI.get_snapshots(s, vdi)):
         r = ok(x.VDI.get_record(s, snap))

@@ -15,6 +15,7 @@ import sys
 import xmlrpc.client
 
 import cbtlog
+import xapi_checks
 from xapi_checks import ok
 
 url, T, step = sys.argv[1:4]
@@ -28,15 +29,10 @@ state = os.path.join(T, "cbt-crash")
 
 if step == "start":
     sr = ok(x.SR.get_by_name_label(s, "sr1"))[0]
-    vdi = ok(x.VDI.create(s, {
-        "SR": sr, "name_label": "disk0", "virtual_size": str(SIZE),
-        "other_config": {}, "sm_config": {"image-format": "raw"}}))
+    vdi = xapi_checks.new_vdi(x, s, sr, "disk0", SIZE, "raw")
     log = os.path.join(T, "sr1", ok(x.VDI.get_uuid(s, vdi)) + ".cbtlog")
     subprocess.check_call([os.environ["CBTLOG"], "enable", log, str(SIZE)])
-    vm = ok(x.VM.create(s, {"name_label": "vm1"}))
-    vbd = ok(x.VBD.create(s, {"VM": vm, "VDI": vdi, "userdevice": "0",
-                              "mode": "RW"}))
-    ok(x.VM.start(s, vm, False, False))
+    vm, vbd = xapi_checks.new_vm(x, s, "vm1", vdi)
     sock = ok(x.VBD.get_other_config(s, vbd))["nbd-socket"]
     with open(state, "w") as f:
         f.write("%s %s %s\n" % (vm, log, sock))

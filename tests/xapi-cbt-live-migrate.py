@@ -8,26 +8,18 @@
 # stopped the leaf's nbdkit with the VM.
 #   xapi-cbt-live-migrate.py SRC_URL DST_URL CA_FILE T
 import os
-import ssl
 import subprocess
 import sys
-import xmlrpc.client
 
 import cbtlog
 import xapi_checks
 from xapi_checks import ok
 
 src_url, dst_url, ca, T = sys.argv[1:5]
-ctx = ssl.create_default_context(cafile=ca)
-ctx.check_hostname = False
 MiB = 1 << 20
 SIZE = 16 * MiB
-local = xmlrpc.client.ServerProxy(src_url, context=ctx)
-remote = xmlrpc.client.ServerProxy(dst_url, context=ctx)
-ls = ok(local.session.login_with_password("root", "secret", "1.0", "t"))
-rs = ok(remote.session.login_with_password("root", "secret", "1.0", "t"))
-src_sr = ok(local.SR.get_by_name_label(ls, "sr1"))[0]
-dst_sr = ok(remote.SR.get_by_name_label(rs, "sr1"))[0]
+local, ls, src_sr, remote, rs, dst_sr = xapi_checks.migration_hosts(
+    src_url, dst_url, ca)
 dst_dir = os.path.join(T, "peer", "sr1")
 RUN = os.path.join(T, "state", "run")
 
@@ -40,13 +32,8 @@ def io(sock, *cmds):
     assert "failed" not in out.stdout + out.stderr, out
 
 
-vdi = ok(local.VDI.create(ls, {
-    "SR": src_sr, "name_label": "disk0", "virtual_size": str(SIZE),
-    "other_config": {}, "sm_config": {"image-format": "qcow2"}}))
-vm = ok(local.VM.create(ls, {"name_label": "vm1"}))
-ok(local.VBD.create(ls, {"VM": vm, "VDI": vdi, "userdevice": "0",
-                         "mode": "RW"}))
-ok(local.VM.start(ls, vm, False, False))
+vdi = xapi_checks.new_vdi(local, ls, src_sr, "disk0", SIZE, "qcow2")
+vm, _ = xapi_checks.new_vm(local, ls, "vm1", vdi)
 sock = xapi_checks.vbd_sockets(local, ls, vm)["0"]
 io(sock, "write -P 0x11 1M 64k")                  # before the snapshot
 ok(local.VDI.enable_cbt(ls, vdi))

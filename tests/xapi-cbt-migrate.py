@@ -4,26 +4,18 @@
 # it (tests/cbtlog-tool enable); logs are read with tests/cbtlog.py.
 #   xapi-cbt-migrate.py SRC_URL DST_URL CA_FILE T
 import os
-import ssl
 import subprocess
 import sys
-import xmlrpc.client
 
 import cbtlog
 import xapi_checks
 from xapi_checks import ok
 
 src_url, dst_url, ca, T = sys.argv[1:5]
-ctx = ssl.create_default_context(cafile=ca)
-ctx.check_hostname = False
 MiB = 1 << 20
 SIZE = 16 * MiB
-local = xmlrpc.client.ServerProxy(src_url, context=ctx)
-remote = xmlrpc.client.ServerProxy(dst_url, context=ctx)
-ls = ok(local.session.login_with_password("root", "secret", "1.0", "t"))
-rs = ok(remote.session.login_with_password("root", "secret", "1.0", "t"))
-src_sr = ok(local.SR.get_by_name_label(ls, "sr1"))[0]
-dst_sr = ok(remote.SR.get_by_name_label(rs, "sr1"))[0]
+local, ls, src_sr, remote, rs, dst_sr = xapi_checks.migration_hosts(
+    src_url, dst_url, ca)
 dst_dir = os.path.join(T, "peer", "sr1")
 
 
@@ -34,16 +26,11 @@ def write(sock, offset, byte):
         stdout=subprocess.DEVNULL)
 
 
-vdi = ok(local.VDI.create(ls, {
-    "SR": src_sr, "name_label": "disk0", "virtual_size": str(SIZE),
-    "other_config": {}, "sm_config": {"image-format": "raw"}}))
+vdi = xapi_checks.new_vdi(local, ls, src_sr, "disk0", SIZE, "raw")
 log = os.path.join(T, "sr1", ok(local.VDI.get_uuid(ls, vdi)) + ".cbtlog")
 subprocess.check_call([os.environ["CBTLOG"], "enable", log, str(SIZE)])
 gen = cbtlog.read(log)["generation"]
-vm = ok(local.VM.create(ls, {"name_label": "vm1"}))
-ok(local.VBD.create(ls, {"VM": vm, "VDI": vdi, "userdevice": "0",
-                         "mode": "RW"}))
-ok(local.VM.start(ls, vm, False, False))
+vm, _ = xapi_checks.new_vm(local, ls, "vm1", vdi)
 sock = xapi_checks.vbd_sockets(local, ls, vm)["0"]
 
 write(sock, 1 * MiB, 0x11)                       # before: block 16
@@ -79,15 +66,10 @@ print("ok: VM.migrate: the destination's log has the blocks written "
 
 # A halted VM's disk is copied, not mirrored: its log goes with the
 # commit as it is.
-vdi2 = ok(local.VDI.create(ls, {
-    "SR": src_sr, "name_label": "disk1", "virtual_size": str(SIZE),
-    "other_config": {}, "sm_config": {"image-format": "qcow2"}}))
+vdi2 = xapi_checks.new_vdi(local, ls, src_sr, "disk1", SIZE, "qcow2")
 log2 = os.path.join(T, "sr1", ok(local.VDI.get_uuid(ls, vdi2)) + ".cbtlog")
 subprocess.check_call([os.environ["CBTLOG"], "enable", log2, str(SIZE)])
-vm2 = ok(local.VM.create(ls, {"name_label": "vm2"}))
-ok(local.VBD.create(ls, {"VM": vm2, "VDI": vdi2, "userdevice": "0",
-                         "mode": "RW"}))
-ok(local.VM.start(ls, vm2, False, False))
+vm2, _ = xapi_checks.new_vm(local, ls, "vm2", vdi2)
 write(xapi_checks.vbd_sockets(local, ls, vm2)["0"], 5 * MiB, 0x55)
 ok(local.VM.clean_shutdown(ls, vm2))
 before = cbtlog.read(log2)

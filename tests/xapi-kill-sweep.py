@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.parse
 import xml.parsers.expat
 import xmlrpc.client
 
@@ -65,22 +64,10 @@ if step == "setup":
     # A 128 MiB qcow2 VDI with 40 MiB of data, imported raw, and a halted
     # VM using it (its VBD follows the VDI when it moves).
     size = 128 << 20
-    vdi = ok(x.VDI.create(s, {
-        "SR": srs["sr1"], "name_label": "disk", "virtual_size": str(size),
-        "other_config": {}, "sm_config": {"image-format": "qcow2"}}))
-    u = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(u.hostname, u.port)
-    with open(DATA, "rb") as body:
-        conn.request("PUT", "/import_raw_vdi?" + urllib.parse.urlencode(
-            {"session_id": s, "vdi": vdi, "format": "raw"}), body=body,
-            headers={"Content-Length": str(os.path.getsize(DATA))})
-        r = conn.getresponse()
-        assert r.status == 200, (r.status, r.read())
-    conn.close()
+    vdi = xapi_checks.new_vdi(x, s, srs["sr1"], "disk", size, "qcow2")
+    xapi_checks.import_vdi(url, s, vdi, DATA, "raw")
     assert same_as_data(image(vdi))
-    vm = ok(x.VM.create(s, {"name_label": "vm"}))
-    vbd = ok(x.VBD.create(s, {"VM": vm, "VDI": vdi, "userdevice": "0",
-                              "mode": "RW"}))
+    vm, vbd = xapi_checks.new_vm(x, s, "vm", vdi, start=False)
     st.update(vdi=vdi, vm=vm, vbd=vbd)
     save()
 
@@ -123,13 +110,8 @@ elif step == "start":
 
 elif step == "live-start":
     # A live move of a running VM's disk (a VM of its own, 64 MiB).
-    vdi = ok(x.VDI.create(s, {
-        "SR": srs["sr1"], "name_label": "live", "virtual_size": str(64 << 20),
-        "other_config": {}, "sm_config": {"image-format": "qcow2"}}))
-    vm = ok(x.VM.create(s, {"name_label": "live"}))
-    vbd = ok(x.VBD.create(s, {"VM": vm, "VDI": vdi, "userdevice": "0",
-                              "mode": "RW"}))
-    ok(x.VM.start(s, vm, False, False))
+    vdi = xapi_checks.new_vdi(x, s, srs["sr1"], "live", 64 << 20, "qcow2")
+    vm, vbd = xapi_checks.new_vm(x, s, "live", vdi)
     sock = ok(x.VBD.get_other_config(s, vbd))["nbd-socket"]
     subprocess.check_call(["nbdcopy", os.path.join(T, "live.raw"),
                            "nbd+unix:///?socket=" + sock])

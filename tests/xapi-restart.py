@@ -57,13 +57,8 @@ def wait_end(task):
 
 if step == "vm":
     # A 1 GiB VDI, filled through a running VM's socket by nbdcopy.
-    vdi = ok(x.VDI.create(s, {
-        "SR": srs["sr1"], "name_label": "big", "virtual_size": str(1 << 30),
-        "other_config": {}, "sm_config": {"image-format": "qcow2"}}))
-    vm = ok(x.VM.create(s, {"name_label": "vm"}))
-    vbd = ok(x.VBD.create(s, {"VM": vm, "VDI": vdi, "userdevice": "0",
-                              "mode": "RW"}))
-    ok(x.VM.start(s, vm, False, False))
+    vdi = xapi_checks.new_vdi(x, s, srs["sr1"], "big", 1 << 30, "qcow2")
+    vm, vbd = xapi_checks.new_vm(x, s, "vm", vdi)
     sock = ok(x.VBD.get_other_config(s, vbd))["nbd-socket"]
     st.update(vdi=vdi, vm=vm, vbd=vbd, sock=sock)
     save()

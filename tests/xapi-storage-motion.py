@@ -5,12 +5,10 @@
 # SR (and to qcow2); fio never sees an error, the task ends in success,
 # and everything fio wrote is read back from the moved VDI.
 #   xapi-storage-motion.py URL T SR1_DIR SR2_DIR
-import http.client
 import os
 import subprocess
 import sys
 import time
-import urllib.parse
 import xmlrpc.client
 
 import xapi_checks
@@ -74,15 +72,7 @@ subprocess.check_call(["qemu-img", "create", "-q", "-f", "vpc", "-o",
 subprocess.check_call(["qemu-io", "-f", "vpc", "-c", "write -P 0x5a 1M 3M",
                        "-c", "write -P 0xa5 40M 64k", src_vhd],
                       stdout=subprocess.DEVNULL)
-u = urllib.parse.urlsplit(url)
-conn = http.client.HTTPConnection(u.hostname, u.port)
-with open(src_vhd, "rb") as body:
-    conn.request("PUT", "/import_raw_vdi?" + urllib.parse.urlencode(
-        {"session_id": s, "vdi": vdi, "format": "vhd"}), body=body,
-        headers={"Content-Length": str(os.path.getsize(src_vhd))})
-    r = conn.getresponse()
-    assert r.status == 200, (r.status, r.read())
-conn.close()
+xapi_checks.import_vdi(url, s, vdi, src_vhd, "vhd")
 imported = os.path.join(sr1_dir, ok(x.VDI.get_location(s, vdi)))
 assert subprocess.call(["qemu-img", "compare", "-q", src_vhd, imported]) == 0
 vm = ok(x.VM.create(s, {"name_label": "vm1", "name_description": "a VM"}))

@@ -1,6 +1,7 @@
 # Shared by the XenAPI test scripts: assertions on XenAPI replies, counted
-# so each script can say how many checks passed, fio on a VM's disk, and a
-# cross-host migration up to its handover.
+# so each script can say how many checks passed, logging in, a VDI and a
+# VM using it made the usual way, a disk imported over HTTP, fio on a
+# VM's disk, and a cross-host migration up to its handover.
 checks = 0
 
 
@@ -19,6 +20,68 @@ def failure(r, code):
     assert r["ErrorDescription"][0] == code, r
     checks += 1
     return r["ErrorDescription"]
+
+
+def login(url, ca=None, originator="t"):
+    """A proxy for URL (over HTTPS trusting the certificate in the file
+    CA, whatever host name it gives, when CA is given) and a session of
+    root's (password "secret") on it, logged in as ORIGINATOR:
+    (proxy, session)."""
+    import ssl
+    import xmlrpc.client
+    ctx = None
+    if ca:
+        ctx = ssl.create_default_context(cafile=ca)
+        ctx.check_hostname = False
+    x = xmlrpc.client.ServerProxy(url, context=ctx)
+    return x, ok(x.session.login_with_password("root", "secret", "1.0",
+                                               originator))
+
+
+def migration_hosts(src_url, dst_url, ca):
+    """Both ends of a cross-host migration test (two vdimotiond over
+    HTTPS, as test-xapi-cbt-migrate.sh starts them), logged in, with the
+    SR "sr1" of each: (local, ls, src_sr, remote, rs, dst_sr)."""
+    local, ls = login(src_url, ca)
+    remote, rs = login(dst_url, ca)
+    return (local, ls, ok(local.SR.get_by_name_label(ls, "sr1"))[0],
+            remote, rs, ok(remote.SR.get_by_name_label(rs, "sr1"))[0])
+
+
+def new_vdi(x, s, sr, name, size, image_format):
+    """VDI.create on SR: NAME_LABEL NAME, SIZE bytes, an image of
+    IMAGE_FORMAT (raw, vhd, qcow2), no other_config; its ref."""
+    return ok(x.VDI.create(s, {
+        "SR": sr, "name_label": name, "virtual_size": str(size),
+        "other_config": {}, "sm_config": {"image-format": image_format}}))
+
+
+def new_vm(x, s, name, vdi, start=True):
+    """VM.create NAME_LABEL NAME with VDI as its disk "0" (a VBD, RW),
+    started unless START is false: (vm, vbd)."""
+    vm = ok(x.VM.create(s, {"name_label": name}))
+    vbd = ok(x.VBD.create(s, {"VM": vm, "VDI": vdi, "userdevice": "0",
+                              "mode": "RW"}))
+    if start:
+        ok(x.VM.start(s, vm, False, False))
+    return vm, vbd
+
+
+def import_vdi(url, s, vdi, path, image_format):
+    """PUT the file PATH, an image of IMAGE_FORMAT (raw, vhd), into VDI
+    through URL's /import_raw_vdi, as session S; asserts 200."""
+    import http.client
+    import os
+    import urllib.parse
+    u = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port)
+    with open(path, "rb") as body:
+        conn.request("PUT", "/import_raw_vdi?" + urllib.parse.urlencode(
+            {"session_id": s, "vdi": vdi, "format": image_format}),
+            body=body, headers={"Content-Length": str(os.path.getsize(path))})
+        r = conn.getresponse()
+        assert r.status == 200, (r.status, r.read())
+    conn.close()
 
 
 def fio(T, sock, seed, offset, size, verify_only=False, background=False,
