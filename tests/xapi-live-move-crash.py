@@ -4,13 +4,15 @@
 #   xapi-live-move-crash.py URL T setup    a running VM (VBD socket in
 #                                          T/lm.json), its disk pivoted
 #                                          by a live snapshot
-#   xapi-live-move-crash.py URL T move     Async.VDI.pool_migrate of the
-#                                          disk to the other SR (the
-#                                          daemon dies on the way)
+#   xapi-live-move-crash.py URL T move [evacuate]
+#                                          Async.VDI.pool_migrate of the
+#                                          disk to the other SR (or
+#                                          Async.SR.evacuate of its SR;
+#                                          the daemon dies on the way)
 #   xapi-live-move-crash.py URL T check moved|stayed
 #   xapi-live-move-crash.py URL T halt     VM.shutdown: no nbdkit left
-# check: the task ended as the point says (moved: success; stayed:
-# MIRROR_FAILED), the VBD names the VDI that holds the disk, the VM
+# check: the task ended as the point says (moved: success, an
+# evacuation resumed; stayed: MIRROR_FAILED), the VBD names the VDI that holds the disk, the VM
 # runs, the move's record is gone, every nbdkit serving from the run
 # dir is one a VBD record names, and the VDI the disk left (the old
 # leaf) is gone with its file and with every nbdkit that named it.
@@ -87,12 +89,22 @@ if phase == "snapshot":
     sys.exit(0)
 
 if phase == "move":
-    there = "sr2" if ok(x.VDI.get_SR(s, vdi)) == srs["sr1"] else "sr1"
+    here, there = "sr1", "sr2"
+    if ok(x.VDI.get_SR(s, vdi)) != srs["sr1"]:
+        here, there = there, here
     saved["from"] = ok(x.VDI.get_uuid(s, vdi))
     saved["from_image"] = image(saved["from"])
+    saved["there"] = there
+    saved["label"] = "VDI.pool_migrate " + saved["from"]
+    evacuate = sys.argv[4:] == ["evacuate"]
+    if evacuate:
+        saved["label"] = "SR.evacuate " + here
     json.dump(saved, open(state_file, "w"))
     try:
-        x.Async.VDI.pool_migrate(s, vdi, srs[there], {})
+        if evacuate:
+            x.Async.SR.evacuate(s, srs[here], [srs[there]], {})
+        else:
+            x.Async.VDI.pool_migrate(s, vdi, srs[there], {})
     except (ConnectionError, xmlrpc.client.ProtocolError, OSError):
         pass  # the daemon died before it answered
     sys.exit(0)
@@ -105,17 +117,20 @@ if phase == "halt":
 
 assert phase == "check", phase
 expect = sys.argv[4]
-label = "VDI.pool_migrate " + saved["from"]
 tasks = [t for t, r in ok(x.task.get_all_records(s)).items()
-         if r["name_label"] == label and t not in saved["tasks"]]
+         if r["name_label"] == saved["label"] and t not in saved["tasks"]]
 assert len(tasks) == 1, ("the move's task", tasks)
 r = wait_task(x, s, tasks[0])
 saved["tasks"].append(tasks[0])
 now = ok(x.VBD.get_VDI(s, vbd))
 if expect == "moved":
     assert r["status"] == "success", r
-    moved = r["result"][len("<value>"):-len("</value>")]
-    assert now == moved, ("the VBD does not name the moved VDI", now, moved)
+    if saved["label"].startswith("VDI.pool_migrate"):
+        moved = r["result"][len("<value>"):-len("</value>")]
+        assert now == moved, ("the VBD does not name the moved VDI", now,
+                              moved)
+    assert now != vdi, "the VBD names the VDI it left"
+    assert ok(x.VDI.get_SR(s, now)) == srs[saved["there"]], "not moved"
     gone = saved["from_image"]
     assert not os.path.exists(gone), "the old leaf's file stays: " + gone
 else:
