@@ -11,9 +11,9 @@
 # serves the old leaf, whose file is gone, no move's record is left, the
 # VM runs, and fio's verify finds every write it made.  Each round moves
 # the disk the previous one left (pivoted by the snapshot, or by the
-# last move) to the other SR; the last two are SR evacuations whose live
+# last move) to the other SR; the last three are SR evacuations whose live
 # leaf is that disk (killed during its mirror, the evacuation resumes
-# and moves it).
+# and moves it; killed after its pivot, it finishes).
 . "$srcdir/functions.sh"
 . "$srcdir/xapi-functions.sh"
 requires nbdkit
@@ -31,7 +31,8 @@ seed=1
 for point in live-move-begun:stayed live-move-served:stayed \
              live-move-switched:stayed pivot-done:moved \
              live-move-committed:moved \
-             live-move-switched:moved:evacuate pivot-done:moved:evacuate; do
+             live-move-switched:moved:evacuate pivot-done:moved:evacuate \
+             live-move-committed:moved:evacuate; do
   how=${point#*:*:} outcome=${point#*:} outcome=${outcome%%:*}
   point=${point%%:*}
   [ "$how" = evacuate ] || how=

@@ -1996,6 +1996,11 @@ evacuate_recover (struct job *job)
       struct layer *l = c->layers->pdata[j];
       g_autoptr (state_vbd) b = NULL;
 
+      /* Pivoted, but the move's end (the earlier target's stop) may be
+       * left to do. */
+      if (l->vbd && is (l->state, "copied")
+          && vdi_live_under_way (r->h, l->vbd))
+        vdi_live_recover (r->h, l->vbd, l->to, true);
       if (l->vbd == NULL || !is (c->state, "moving")
           || is (l->state, "copied"))
         continue;
