@@ -1,9 +1,11 @@
 # Driven by test-xapi-live-move-crash.sh: a live move of a disk that a
 # live snapshot pivoted, the daemon killed at a point around the switch
 # of its servers (VDIMOTIOND_CRASH_AT), and what the next start left.
-#   xapi-live-move-crash.py URL T setup    a running VM (VBD socket in
-#                                          T/lm.json), its disk pivoted
-#                                          by a live snapshot
+#   xapi-live-move-crash.py URL T setup    a running VM (its disk's
+#                                          socket printed, the rest in
+#                                          T/lm.json)
+#   xapi-live-move-crash.py URL T snapshot its disk pivoted by a live
+#                                          snapshot
 #   xapi-live-move-crash.py URL T move [evacuate]
 #                                          Async.VDI.pool_migrate of the
 #                                          disk to the other SR (or
@@ -12,10 +14,11 @@
 #   xapi-live-move-crash.py URL T check moved|stayed
 #   xapi-live-move-crash.py URL T halt     VM.shutdown: no nbdkit left
 # check: the task ended as the point says (moved: success, an
-# evacuation resumed; stayed: MIRROR_FAILED), the VBD names the VDI that holds the disk, the VM
-# runs, the move's record is gone, every nbdkit serving from the run
-# dir is one a VBD record names, and the VDI the disk left (the old
-# leaf) is gone with its file and with every nbdkit that named it.
+# evacuation resumed; stayed: MIRROR_FAILED), the VBD names the VDI
+# that holds the disk, the VM runs, the move's record is gone, every
+# nbdkit serving from the run dir is one a VBD record names, and the VDI
+# the disk left (the old leaf) is gone with its file and with every
+# nbdkit that named it.
 import glob
 import json
 import os
