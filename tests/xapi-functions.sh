@@ -174,3 +174,22 @@ fio_disk ()
     --verify_state_save=0 --output="$T/fio-$seed.log" "$@" \
     || { cat "$T/fio-$seed.log" >&2; return 1; }
 }
+
+# wait_crashed POINT: wait (at most a minute) for the test's daemon,
+# started with VDIMOTIOND_CRASH_AT=POINT, to kill itself there, and
+# check that its log says so.  (Dead but not yet waited for, it is a
+# zombie, which kill -0 still finds: ask ps.)
+wait_crashed ()
+{
+  for _ in $(seq 600); do
+    st=$(ps -o stat= -p "$vdimotiond_pid" 2>/dev/null) \
+      && [ "${st#Z}" = "$st" ] || break
+    sleep 0.1
+  done
+  st=$(ps -o stat= -p "$vdimotiond_pid" 2>/dev/null) && [ "${st#Z}" = "$st" ] \
+    && fail "the daemon never reached $1"
+  wait "$vdimotiond_pid" 2>/dev/null || :
+  vdimotiond_pid=
+  grep -q "crash point $1" "$T/vdimotiond.log" \
+    || { cat "$T/vdimotiond.log" >&2; fail "the daemon did not crash at $1"; }
+}

@@ -1972,24 +1972,29 @@ evacuate_recover (struct job *job)
       struct layer *l = c->layers->pdata[j];
       g_autoptr (state_vbd) b = NULL;
 
+      /* Pivoted, but the move's end (the earlier target's stop) may be
+       * left to do. */
+      if (l->vbd && is (l->state, "copied")
+          && vdi_live_under_way (r->h, l->vbd))
+        vdi_live_recover (r->h, l->vbd, l->to, true);
       if (l->vbd == NULL || !is (c->state, "moving")
           || is (l->state, "copied"))
         continue;
       b = state_vbd_get (r->h->state, l->vbd);
-      /* A target served before "mirroring" was recorded is ours too (the
+      /* A move begun before "mirroring" was recorded is ours too (the
        * VDI is claimed: no other move runs on it). */
-      if (!is (l->state, "mirroring") && !(b && b->target_pid))
+      if (!is (l->state, "mirroring") && !(b && b->target_pid)
+          && !vdi_live_under_way (r->h, l->vbd))
         continue;
-      if (b && (vdi_live_pivoted (r->h, b) || g_strcmp0 (b->vdi, l->to) == 0)) {
+      /* Finished (the old leaf's nbdkit stopped) or undone. */
+      if (vdi_live_recover (r->h, l->vbd, l->to,
+                            b && g_strcmp0 (b->vdi, l->to) == 0)) {
         g_message ("task %s: the VBD's disk was pivoted to VDI %s", r->task,
                    l->to);
-        vdi_live_commit (r->h, b, l->to);
         set_str (&l->state, "copied");
         l->done = l->bytes;
       }
       else {
-        if (b)
-          vdi_live_abort (r->h, b);
         undo_layer (r, l, host_find_sr (r->h, c->dest));
         set_str (&l->state, "moving");
         l->done = 0;

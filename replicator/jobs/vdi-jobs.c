@@ -30,9 +30,33 @@
  *   live move) pivoted onto the VBD's target nbdkit moves the same way:
  *   the filter mirrors from that target, the VBD records the new one,
  *   and the earlier one stops after the pivot (or is recorded again
- *   after an abort).  A daemon killed during such a mirror forgets the
- *   earlier one: it keeps serving the disk until the VM stops, but no
- *   record names it.
+ *   after an abort).
+ * - Every nbdkit a live move involves is named by a record at every
+ *   moment, so a daemon killed anywhere leaves none running that the
+ *   next start cannot find: the move's record, <run-dir>/<vbd>.move
+ *   (the new VDI, and the earlier target's socket and pid), is written
+ *   before the move's target starts and removed at the end; the move's
+ *   target is <run-dir>/<new vdi>-target (its pid file beside it), so
+ *   the new VDI's uuid, recorded by the caller, names it.  What a
+ *   restart finds (vdi_live_recover), point by point
+ *   (job_crash_point's names):
+ *   - before the record (live-move-begun): the VBD names its disk's
+ *     servers as before the move; the earlier target, the disk, is left
+ *     alone (the filter says "pivoted" onto it, which is not this
+ *     move's pivot: only the filter's word on this move's target is).
+ *   - after the record, before the switch (live-move-served): the move's
+ *     target may run, named by its pid file; it stops.
+ *   - after the switch (live-move-switched: the VBD names the move's
+ *     target, the move's record the earlier one), during the mirror:
+ *     undone, the mirror dropped, the move's target stopped, the
+ *     earlier target the VBD's again (the filter's abort left it the
+ *     disk).
+ *   - after the pivot (pivot-done, or live-move-committed: the VBD
+ *     names the new VDI): finished, the earlier target stopped (the
+ *     filter dropped it at the pivot), the record removed, the old
+ *     leaf destroyed with the source.
+ *   A move that is undone is undone before it is failed; the move's
+ *   record is removed only once the VBD's record says what it said.
  * - Cancel sets a flag the copy engine checks at every piece, and the
  *   live loop at every poll; the job then aborts and removes the new VDI.
  * - An offline job whose copy is complete records the phase
@@ -52,10 +76,10 @@
  *   the commit may be done twice); a live job before its pivot is
  *   aborted and cleaned up (task failure), after its pivot it is
  *   finished (the mirror filter is asked whether the pivot happened
- *   when the job had no time to record it).  A job whose task ended has
- *   only its record left to remove.  A clean stop
- *   (SIGTERM) stops running copies where they are, so they resume the
- *   same way; live moves are aborted.
+ *   when the job had no time to record it), both as said above.  A
+ *   job whose task ended has only its record left to remove.  A clean
+ *   stop (SIGTERM) stops running copies where they are, so they resume
+ *   the same way; live moves are aborted.
  */
 
 #include <errno.h>
@@ -259,23 +283,6 @@ save_vbd (struct host *d, const struct state_vbd *b)
   return true;
 }
 
-void
-vdi_live_abort (struct host *d, struct state_vbd *b)
-{
-  if (b->control_socket && nbdkit_serving (b->pid, b->nbd_socket)) {
-    g_autoptr (GError) error = NULL;
-
-    if (!mirror_abort (b->control_socket, &error))
-      g_message ("mirror abort on %s: %s", b->control_socket,
-                 error->message);
-  }
-  if (b->target_pid)
-    nbdkit_stop (b->target_pid, b->target_socket, NULL, NBDKIT_STOP_NOW);
-  g_clear_pointer (&b->target_socket, g_free);
-  b->target_pid = 0;
-  save_vbd (d, b);
-}
-
 bool
 vdi_live_commit (struct host *d, struct state_vbd *b, const char *dst_vdi)
 {
@@ -284,23 +291,231 @@ vdi_live_commit (struct host *d, struct state_vbd *b, const char *dst_vdi)
   return save_vbd (d, b);
 }
 
+/* The record of a live move under way: <run-dir>/<vbd>.move, a GKeyFile
+ *
+ *   [live-move]
+ *   vdi=<the new VDI's uuid>
+ *   previous=<the previous target's socket>   (these two only if
+ *   previous-pid=<its pid>                      there is one)
+ *
+ * written before the move's target starts and removed once the move is
+ * finished or undone.  The previous target is the nbdkit a live
+ * snapshot or an earlier live move pivoted the disk onto: the filter
+ * forwards to it until this move's pivot, but once the VBD's record
+ * names the move's target, this file is the only record of it.  The
+ * move's target is known by its name (target_name), its pid read from
+ * the pid file beside its socket (nbdkit.h). */
+#define RECORD_GROUP "live-move"
+
+static char *
+record_path (struct host *d, const char *vbd)
+{
+  g_autofree char *file = g_strconcat (vbd, ".move", NULL);
+
+  return g_build_filename (d->run_dir, file, NULL);
+}
+
+static gboolean
+record_write (struct host *d, const char *vbd, const char *vdi,
+              const struct nbdkit_served *previous, GError **error)
+{
+  g_autoptr (GKeyFile) kf = g_key_file_new ();
+  g_autofree char *path = record_path (d, vbd);
+  g_autofree char *text = NULL;
+  gsize len = 0;
+
+  g_key_file_set_string (kf, RECORD_GROUP, "vdi", vdi);
+  if (previous->socket) {
+    g_key_file_set_string (kf, RECORD_GROUP, "previous", previous->socket);
+    g_key_file_set_int64 (kf, RECORD_GROUP, "previous-pid", previous->pid);
+  }
+  text = g_key_file_to_data (kf, &len, NULL);
+  return g_file_set_contents_full (path, text, len,
+                                   G_FILE_SET_CONTENTS_CONSISTENT
+                                       | G_FILE_SET_CONTENTS_DURABLE,
+                                   0600, error);
+}
+
+/* Whether VBD has a record; *PREVIOUS its previous target (its socket
+ * g_free, NULL if none).  A record that cannot be read is logged and
+ * taken as none. */
+static bool
+record_read (struct host *d, const char *vbd, struct nbdkit_served *previous)
+{
+  g_autoptr (GKeyFile) kf = g_key_file_new ();
+  g_autofree char *path = record_path (d, vbd);
+  g_autoptr (GError) error = NULL;
+
+  *previous = (struct nbdkit_served){ 0 };
+  if (!g_key_file_load_from_file (kf, path, G_KEY_FILE_NONE, &error)) {
+    if (!g_error_matches (error, G_FILE_ERROR, G_FILE_ERROR_NOENT))
+      g_warning ("%s: %s", path, error->message);
+    return false;
+  }
+  previous->socket = g_key_file_get_string (kf, RECORD_GROUP, "previous",
+                                            NULL);
+  previous->pid = g_key_file_get_int64 (kf, RECORD_GROUP, "previous-pid",
+                                        NULL);
+  return true;
+}
+
+static void
+record_remove (struct host *d, const char *vbd)
+{
+  g_autofree char *path = record_path (d, vbd);
+
+  if (unlink (path) == -1 && errno != ENOENT)
+    g_warning ("%s: %s", path, g_strerror (errno));
+}
+
 bool
-vdi_live_pivoted (struct host *d, const struct state_vbd *b)
+vdi_live_under_way (struct host *d, const char *vbd)
+{
+  g_autofree char *path = record_path (d, vbd);
+
+  return g_file_test (path, G_FILE_TEST_EXISTS);
+}
+
+/* The nbdkit serving a live move's new VDI is <run-dir>/<vdi>-target. */
+static char *
+target_name (const char *vdi)
+{
+  return g_strconcat (vdi, "-target", NULL);
+}
+
+static char *
+target_socket (struct host *d, const char *vdi)
+{
+  g_autofree char *file = g_strconcat (vdi, "-target.sock", NULL);
+
+  return g_build_filename (d->run_dir, file, NULL);
+}
+
+/* The pid of the nbdkit serving SOCKET: PID if it is that, else the one
+ * its pid file names (<name>.sock's is <name>.pid), or 0 if none
+ * serves it. */
+static pid_t
+served_by (pid_t pid, const char *socket)
+{
+  g_autofree char *base = NULL;
+  g_autofree char *pidfile = NULL;
+
+  if (nbdkit_serving (pid, socket))
+    return pid;
+  if (socket == NULL || !g_str_has_suffix (socket, ".sock"))
+    return 0;
+  base = g_strndup (socket, strlen (socket) - strlen (".sock"));
+  pidfile = g_strconcat (base, ".pid", NULL);
+  pid = nbdkit_read_pidfile (pidfile);
+  return nbdkit_serving (pid, socket) ? pid : 0;
+}
+
+/* Is B's filter pivoted onto the move's target on TARGET (a socket)?
+ * The disk may have been pivoted before (onto the previous target), so
+ * only this target says the move's pivot happened. */
+static bool
+pivoted_onto (const struct state_vbd *b, const char *target)
 {
   struct mirror_status st;
   g_autofree char *uri = NULL;
   bool said;
 
-  if (b == NULL || b->control_socket == NULL || b->target_socket == NULL
+  if (b == NULL || b->control_socket == NULL
       || !nbdkit_serving (b->pid, b->nbd_socket))
     return false;
-  /* Pivoted onto this move's target: the disk may have been pivoted
-   * before (a live snapshot's leaf), and a mirror from it may run. */
-  uri = g_strdup_printf ("nbd+unix:///?socket=%s", b->target_socket);
+  uri = g_strdup_printf ("nbd+unix:///?socket=%s", target);
   said = mirror_get_status (b->control_socket, &st, NULL) && st.pivoted
          && st.state == MIRROR_COMPLETED && g_strcmp0 (st.target, uri) == 0;
   mirror_status_clear (&st);
   return said;
+}
+
+/* Undo a live move of B's disk before its pivot: the filter's mirror is
+ * dropped, the move's target (on TARGET) stops, and the previous target
+ * (PREVIOUS; its socket NULL if none), which the abort left the disk,
+ * is the VBD's target again; a VM whose disk is no longer served loses
+ * it too.  The move's record goes once the VBD's record says so. */
+static void
+undo_move (struct host *d, struct state_vbd *b, const char *target,
+           const struct nbdkit_served *previous)
+{
+  bool served = nbdkit_serving (b->pid, b->nbd_socket);
+  pid_t pid = served_by (previous->pid, previous->socket);
+
+  if (b->control_socket && served) {
+    g_autoptr (GError) error = NULL;
+
+    if (!mirror_abort (b->control_socket, &error))
+      g_message ("mirror abort on %s: %s", b->control_socket,
+                 error->message);
+  }
+  nbdkit_stop (served_by (0, target), target, NULL, NBDKIT_STOP_NOW);
+  g_clear_pointer (&b->target_socket, g_free);
+  b->target_pid = 0;
+  if (pid && served) {
+    b->target_socket = g_strdup (previous->socket);
+    b->target_pid = pid;
+  }
+  else if (previous->socket)
+    nbdkit_stop (pid, previous->socket, NULL, NBDKIT_STOP_GRACE);
+  if (save_vbd (d, b))
+    record_remove (d, b->uuid);
+}
+
+/* Finish a live move of B's disk after its pivot: the VBD names DST_VDI
+ * and its server (on TARGET), and the previous target (PREVIOUS; its
+ * socket NULL if none), which the filter dropped at the pivot, stops;
+ * then the move's record goes.  False (logged) if the VBD's record
+ * could not be written. */
+static bool
+finish_move (struct host *d, struct state_vbd *b, const char *dst_vdi,
+             const char *target, const struct nbdkit_served *previous)
+{
+  bool saved;
+
+  b->target_pid = served_by (b->target_pid, target);
+  g_free (b->target_socket);
+  b->target_socket = g_strdup (target);
+  saved = vdi_live_commit (d, b, dst_vdi);
+  job_crash_point ("live-move-committed");
+  if (previous->socket && strcmp (previous->socket, target) != 0)
+    nbdkit_stop (served_by (previous->pid, previous->socket),
+                 previous->socket, NULL, NBDKIT_STOP_GRACE);
+  record_remove (d, b->uuid);
+  return saved;
+}
+
+int
+vdi_live_recover (struct host *d, const char *vbd, const char *dst_vdi,
+                  bool pivot_recorded)
+{
+  g_autoptr (state_vbd) b = state_vbd_get (d->state, vbd);
+  g_autofree char *target = target_socket (d, dst_vdi);
+  struct nbdkit_served previous;
+  int r = 0;
+
+  /* Without a record the move's target never started: the VBD's target,
+   * if another, is the previous one (the disk). */
+  if (!record_read (d, vbd, &previous) && b
+      && g_strcmp0 (b->target_socket, target) != 0) {
+    previous.socket = g_strdup (b->target_socket);
+    previous.pid = b->target_pid;
+  }
+  if (b == NULL) {
+    /* No VBD, no disk: nothing serves for it any more. */
+    nbdkit_stop (served_by (0, target), target, NULL, NBDKIT_STOP_NOW);
+    if (previous.socket)
+      nbdkit_stop (served_by (previous.pid, previous.socket),
+                   previous.socket, NULL, NBDKIT_STOP_GRACE);
+    record_remove (d, vbd);
+    r = pivot_recorded;
+  }
+  else if (pivot_recorded || pivoted_onto (b, target))
+    r = finish_move (d, b, dst_vdi, target, &previous) ? 1 : -1;
+  else
+    undo_move (d, b, target, &previous);
+  g_free (previous.socket);
+  return r;
 }
 
 /* The wait for the mirror: the caller's cancel and progress. */
@@ -364,36 +579,54 @@ vdi_live_move (struct host *d, const char *what, const char *vbd,
                const struct vdi_live_ops *ops, void *opaque, char **err)
 {
   g_autoptr (state_vbd) b = state_vbd_get (d->state, vbd);
-  g_autofree char *name = g_strconcat (dst->uuid, "-target", NULL);
+  g_autofree char *name = target_name (dst->uuid);
+  g_autofree char *target = target_socket (d, dst->uuid);
   g_autofree char *uri = NULL;
   g_autofree char *src = NULL;
   g_autoptr (GError) error = NULL;
   struct nbdkit_served sv = { 0 };
   struct mirror_disk disk = { 0 };
   struct live_wait w = { ops, opaque };
-  g_autofree char *old_socket = NULL;
-  pid_t old_pid;
+  struct nbdkit_served previous = { 0 };
+  int r = -1;
 
   if (b == NULL || !nbdkit_serving (b->pid, b->nbd_socket)) {
     *err = g_strdup ("the VM's disk is no longer served");
     return -1;
   }
   src = g_strdup (b->vdi);
+  /* A disk pivoted before (a live snapshot's leaf, an earlier live move)
+   * is the VBD's target nbdkit: the filter mirrors from it, it stays the
+   * disk until the pivot, and stops then.  From the switch below only
+   * the move's record names it, so the record comes first. */
+  previous.socket = g_strdup (b->target_socket);
+  previous.pid = b->target_pid;
+  job_crash_point ("live-move-begun");
+  if (!record_write (d, vbd, dst->uuid, &previous, &error)) {
+    *err = g_strdup_printf ("cannot record the live move: %s",
+                            error->message);
+    goto out;
+  }
+  /* A target a crash left for this VDI is nobody's (recover). */
+  nbdkit_stop (served_by (0, target), target, NULL, NBDKIT_STOP_NOW);
   if (nbdkit_serve_image (d, name, dst_sr, dst, false, false, &sv, &error)
       == -1) {
     *err = g_strdup (error->message);
-    return -1;
+    record_remove (d, vbd);
+    goto out;
   }
-  /* A disk pivoted before (a live snapshot's leaf, an earlier live move)
-   * is the VBD's target nbdkit: the filter mirrors from it, it stays the
-   * disk until the pivot, and stops then. */
-  old_socket = g_steal_pointer (&b->target_socket);
-  old_pid = b->target_pid;
+  g_assert (strcmp (sv.socket, target) == 0);
+  job_crash_point ("live-move-served");
+  g_free (b->target_socket);
   b->target_socket = sv.socket;
   b->target_pid = sv.pid;
-  if (!save_vbd (d, b) || ops->mirroring (opaque, &error) == -1) {
-    *err = g_strdup (error ? error->message
-                           : "cannot record the VBD's target server");
+  if (!save_vbd (d, b)) {
+    *err = g_strdup ("cannot record the VBD's target server");
+    goto abort;
+  }
+  job_crash_point ("live-move-switched");
+  if (ops->mirroring (opaque, &error) == -1) {
+    *err = g_strdup (error->message);
     goto abort;
   }
 
@@ -408,27 +641,22 @@ vdi_live_move (struct host *d, const char *what, const char *vbd,
   job_crash_point ("pivot-done");
   /* The guest's writes now go to the new VDI only: from here the move
    * can only be finished, never undone.  A failed record of it is found
-   * again at the next start, which asks the filter (vdi_live_pivoted). */
+   * again at the next start, which asks the filter (vdi_live_recover). */
   ops->pivoted (opaque);
-  if (!vdi_live_commit (d, b, dst->uuid))
+  if (!finish_move (d, b, dst->uuid, target, &previous))
     g_critical ("%s: the VBD %s is pivoted to %s but cannot record "
                 "it; the next start finds the pivot",
                 what, b->uuid, dst->uuid);
   g_message ("%s: VBD %s pivoted from VDI %s to %s", what, b->uuid, src,
              dst->uuid);
-  if (old_pid)
-    nbdkit_stop (old_pid, old_socket, NULL, NBDKIT_STOP_GRACE);
-  return 0;
+  r = 0;
+  goto out;
 
 abort:
-  vdi_live_abort (d, b);
-  if (old_pid) {
-    /* The filter's abort left the earlier pivot's target the disk. */
-    b->target_socket = g_steal_pointer (&old_socket);
-    b->target_pid = old_pid;
-    save_vbd (d, b);
-  }
-  return -1;
+  undo_move (d, b, target, &previous);
+out:
+  g_free (previous.socket);
+  return r;
 }
 
 /* A pool_migrate's live move: its job's cancel, progress up to 99 % (the
@@ -664,28 +892,28 @@ recover_live (struct job *job)
 {
   struct host *d = job_host (job);
   const struct state_job *row = job_row (job);
-  g_autoptr (state_vbd) b = state_vbd_get (d->state, row->vbd);
   struct host_sr *dst_sr = host_find_sr (d, row->dst_sr);
   struct host_sr *src_sr = NULL;
   g_autofree char *ref = host_ref (row->vdi);
-  bool pivoted = g_strcmp0 (row->phase, "pivoted") == 0;
+  bool recorded = g_strcmp0 (row->phase, "pivoted") == 0;
+  int pivoted = 0;
 
-  /* The pivot may have happened with no time left to record it: the
-   * filter knows. */
-  if (!pivoted && row->dst_vdi && vdi_live_pivoted (d, b)) {
-    g_message ("task %s: the VBD's disk was pivoted to VDI %s", row->task,
-               row->dst_vdi);
-    pivoted = true;
+  /* No new VDI, no move begun (make_dest comes first). */
+  if (row->dst_vdi)
+    pivoted = vdi_live_recover (d, row->vbd, row->dst_vdi, recorded);
+  if (pivoted == -1) {
+    /* Leave the row: the next start tries again. */
+    g_critical ("task %s: cannot record the VBD's new VDI", row->task);
+    return JOB_RECOVER_LEAVE;
   }
-  if (pivoted && row->dst_vdi) {
+  if (pivoted) {
     struct sr_vdi *src = host_find_vdi (d, row->vdi, &src_sr);
 
-    if (b && !vdi_live_commit (d, b, row->dst_vdi)) {
-      /* Leave the row: the next start tries again. */
-      sr_vdi_free (src);
-      g_critical ("task %s: cannot record the VBD's new VDI", row->task);
-      return JOB_RECOVER_LEAVE;
-    }
+    /* The pivot may have happened with no time left to record it: the
+     * filter knew. */
+    if (!recorded)
+      g_message ("task %s: the VBD's disk was pivoted to VDI %s", row->task,
+                 row->dst_vdi);
     if (src)
       carry_log (job, src_sr, src->uuid, dst_sr, row->dst_vdi,
                  strcmp (row->kind, "migrate") == 0);
@@ -703,8 +931,6 @@ recover_live (struct job *job)
                          "it was",
                          ref, NULL };
 
-    if (b)
-      vdi_live_abort (d, b);
     destroy_marked (d, dst_sr, row->task);
     destroy_unrecorded (dst_sr, row);
     job_fail (job, ei);

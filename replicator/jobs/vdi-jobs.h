@@ -37,7 +37,7 @@ struct vdi_live_ops
   int (*mirroring) (void *opaque, GError **error);
   /* The pivot happened: the point of no return.  Record it (a failure
    * is the caller's to log: the next start finds the pivot through
-   * vdi_live_pivoted). */
+   * vdi_live_recover). */
   void (*pivoted) (void *opaque);
 };
 
@@ -48,16 +48,30 @@ struct vdi_live_ops
  * do it syncs every block, which is correct too); else every block.
  * WHAT names the move in the log ("task <uuid>").  0 once pivoted (the
  * VBD names DST unless that could not be recorded, which is logged); -1
- * with *ERR (g_free) after undoing it (vdi_live_abort): the VM still
- * runs on its old VDI with every write. */
+ * with *ERR (g_free) after undoing it: the VM still runs on its old VDI
+ * with every write.  The disk's servers are recorded at every step
+ * (the VBD's record and <run-dir>/<vbd>.move), so that after a stop
+ * vdi_live_recover finishes or undoes the move, leaving no nbdkit that
+ * no record names. */
 int vdi_live_move (struct host *h, const char *what, const char *vbd,
                    struct host_sr *dst_sr, const struct sr_vdi *dst, bool top,
                    const struct vdi_live_ops *ops, void *opaque, char **err);
-/* Undo a live move before its pivot: the mirror is dropped, the target
- * nbdkit stopped, the VBD record forgets it. */
-void vdi_live_abort (struct host *h, struct state_vbd *b);
-/* Did B's mirror filter pivot (asked after a crash)? */
-bool vdi_live_pivoted (struct host *h, const struct state_vbd *b);
+/* After a restart: finish or undo the live move of VBD's disk onto
+ * DST_VDI that the daemon's stop interrupted (vdi-jobs.c says how each
+ * point is found).  PIVOT_RECORDED: the caller's record says the pivot
+ * happened; else the mirror filter is asked.  Pivoted: the VBD names
+ * DST_VDI and the move's target nbdkit, the disk's previous target (a
+ * live snapshot's leaf, an earlier move's target) stopped: 1, or -1 if
+ * the VBD's record could not be written (logged; calling again finishes
+ * it).  Not pivoted: the mirror is dropped, the move's target stopped,
+ * the VBD's disk is what it was before the move (its previous target
+ * recorded again): 0.  Nothing of the move runs or is recorded after
+ * it, except the new VDI, the caller's to remove when undone. */
+int vdi_live_recover (struct host *h, const char *vbd, const char *dst_vdi,
+                      bool pivot_recorded);
+/* Is a live move of VBD's disk under way (or left by a stop, for
+ * vdi_live_recover): from before its target starts to its end. */
+bool vdi_live_under_way (struct host *h, const char *vbd);
 /* After the pivot (or for a halted VM's disk that moved): B's VDI is
  * DST_VDI.  False (logged) if that could not be recorded. */
 bool vdi_live_commit (struct host *h, struct state_vbd *b,
