@@ -93,6 +93,13 @@ host_cbt_open_on (struct host_sr *s, const char *uuid, const char *control,
                  "VDI %s: its changed-block log: %s", uuid, sr_get_error ());
     return FALSE;
   }
+  if (control == NULL) {
+    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_FAILED,
+                 "VDI %s: its disk server has no mirror filter to mark its "
+                 "changed-block log",
+                 uuid);
+    return FALSE;
+  }
   return mirror_cbt_open (control, path, error);
 }
 
