@@ -200,24 +200,32 @@ mstop disk
 echo "ok: bad cbt-open and cbt-close are refused with a message"
 
 # Writes in flight around the command.  Four clients write 4 KiB at the
-# start of their blocks without a pause (cycling through 8 blocks each)
-# while cbt-open or cbt-close is sent, then write 4 more blocks each once
-# they have seen the reply; one block was written before the command was
-# sent.  cbt-open: every block with a write acknowledged after the reply
-# is marked, the block written before it is not.  cbt-close: the block
-# written before it is marked, no block first written after the reply.
-# A cbt-open of another log while one is taken switches the same way.
+# start of their blocks without a pause (cycling through 8 blocks each,
+# each write's bytes its own) while cbt-open or cbt-close is sent, then
+# write 4 more blocks each once they have seen the reply; one block was
+# written before the command was sent.  cbt-open: every block written by
+# a request sent after the reply is marked, the block written before the
+# command is not, and a block the writes in flight left unmarked was
+# written for good before the reply came (the disk, read at the reply,
+# holds its last write): a request the filter took before the switch is
+# done before the reply, a later one is marked.  (Not when the client
+# saw its reply: that may come a little after ours.)  cbt-close: the
+# block written before it is marked, no block first written by a
+# request sent after the reply.  A cbt-open of another log while one is
+# taken switches the same way.
 race ()
 {
-  PYTHONPATH=$srcdir /usr/bin/python3 - "$T/disk.sock" "$CTL" "$@" <<'EOF'
-import socket, sys, threading, time
+  PYTHONPATH=$srcdir /usr/bin/python3 - "$T/disk.sock" "$CTL" "$T/disk.raw" \
+    "$@" <<'EOF'
+import os, socket, struct, sys, threading, time
 import nbd
 import cbtlog
 
-sock, ctl, log, cmd, base = sys.argv[1:4] + [sys.argv[4], int(sys.argv[5])]
+sock, ctl, image, log, cmd, base = sys.argv[1:6] + [int(sys.argv[6])]
 B = 65536
 replied = threading.Event()
-writes = []  # (block, started, acknowledged)
+writes = []  # (block, sent, acknowledged)
+last = {}  # block -> the bytes of its last write
 lock = threading.Lock()
 
 
@@ -227,28 +235,31 @@ def connect():
     return h
 
 
-def write(h, block, byte):
+def write(h, block, k, seq):
+    data = struct.pack("<II", k, seq) * 512
     t0 = time.monotonic()
-    h.pwrite(bytes([byte]) * 4096, block * B)
+    h.pwrite(data, block * B)
     with lock:
         writes.append((block, t0, time.monotonic()))
+        last[block] = data
 
 
 def writer(k):
     h = connect()
     before = [base + k * 8 + i for i in range(8)]
-    i = 0
+    seq = 0
     while not replied.is_set():
-        write(h, before[i % 8], 0x40 + k)
-        i += 1
+        write(h, before[seq % 8], k, seq)
+        seq += 1
     for block in range(base + 32 + k * 4, base + 36 + k * 4):
-        write(h, block, 0x50 + k)
+        write(h, block, k, seq)
+        seq += 1
     h.shutdown()
 
 
 pre = base + 48
 h = connect()
-write(h, pre, 0x60)
+write(h, pre, 9, 0)
 h.shutdown()
 threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
 for t in threads:
@@ -260,27 +271,34 @@ sent = time.monotonic()
 c.sendall((cmd + "\n").encode())
 reply = c.makefile().readline()
 got = time.monotonic()
+fd = os.open(image, os.O_RDONLY)
+at_reply = {b: os.pread(fd, 4096, b * B) for b in range(base, base + 32)}
+os.close(fd)
 replied.set()
 for t in threads:
     t.join()
 assert '"ok":true' in reply, reply
 field = cbtlog.read(log)["blocks"]
 marked = set(int(b) for b in field.split(",") if b)
-after = [w for w in writes if w[2] > got]
 first = {}
 for b, t0, _ in writes:
     first[b] = min(first.get(b, t0), t0)
+late = set(b for b, t0 in first.items() if t0 > got)
 if cmd.startswith("cbt-open"):
-    bad = sorted(set(b for b, _, _ in after) - marked)
-    assert not bad, "acknowledged after the reply, not marked: %s" % bad
+    bad = sorted(set(b for b, t0, _ in writes if t0 > got) - marked)
+    assert not bad, "sent after the reply, not marked: %s" % bad
     assert pre not in marked, "marked before cbt-open was sent: %d" % pre
+    bad = sorted(b for b in at_reply if b not in marked
+                 and at_reply[b] != last[b])
+    assert not bad, "not marked, yet written after the reply: %s" % bad
 else:
-    bad = sorted(b for b, t0 in first.items() if t0 > got and b in marked)
+    bad = sorted(late & marked)
     assert not bad, "first written after cbt-close's reply, marked: %s" % bad
     assert pre in marked, "written before cbt-close, not marked: %d" % pre
-print("%s: %d writes, %d acknowledged after the reply, %d in flight at it"
-      % (cmd.split()[0], len(writes), len(after),
-         sum(1 for _, t0, t1 in writes if t0 < sent and t1 > sent)))
+print("%s: %d writes, %d in flight at the command, %d blocks marked"
+      % (cmd.split()[0], len(writes),
+         sum(1 for _, t0, t1 in writes if t0 < sent and t1 > sent),
+         len(marked)))
 EOF
 }
 if /usr/bin/python3 -c 'import nbd' 2>/dev/null; then
