@@ -1571,8 +1571,10 @@ static int
 cbt_mark (uint32_t count, uint64_t offset, int *err)
 {
   GError *e = NULL;
-  struct cbt_log *log = atomic_load (&cbt);
+  struct cbt_log *log;
 
+  assert (pthread_rwlock_trywrlock (&mode_lock) != 0); /* we read-hold it */
+  log = atomic_load (&cbt);
   if (!log || cbt_log_mark (log, offset, count, &e) == 0)
     return 0;
   nbdkit_error ("mirror: %s (the request fails: it could not be tracked)",

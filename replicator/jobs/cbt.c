@@ -1,6 +1,7 @@
 /* XenAPI's changed-block tracking calls over the SRs' logs (cbt.h). */
 
 #include <errno.h>
+#include <string.h>
 
 #include "cbt-log.h"
 #include "cbt.h"
@@ -128,6 +129,16 @@ filter_takes_log (struct host *h, struct host_sr *s, const char *uuid,
 
   if (control == NULL || host_cbt_open_on (s, uuid, control, &error))
     return 0;
+  if (g_error_matches (error, MIRROR_CONTROL_ERROR,
+                       MIRROR_CONTROL_ERROR_REFUSED)
+      && strstr (error->message, "unknown command \"cbt-open\"")) {
+    /* A disk server started by an older vdimotion, whose filter looks
+     * for the log before each request and takes it by itself. */
+    g_message ("VDI %s: its disk server's filter predates cbt-open; it "
+               "takes the log at its next request",
+               uuid);
+    return 0;
+  }
   why = g_strdup_printf ("VDI %s: the disk server of its running VM cannot "
                          "mark its changed-block log, so CBT stays off: %s",
                          uuid, error->message);

@@ -18,7 +18,9 @@
  *   is another name than the filter's cbt-log=), and replies only
  *   then, so every write acknowledged after the reply is marked; if the
  *   filter cannot take it, CBT goes off again and the call fails (a log
- *   nobody marks would give a wrong incremental).  disable_cbt flags the
+ *   nobody marks would give a wrong incremental); a filter older than
+ *   cbt-open (a disk server an older vdimotion started, which outlived
+ *   an upgrade) refuses it as unknown but takes the log by itself.  disable_cbt flags the
  *   log disabled under its writer (it says nothing from then on), has
  *   the filter let go (cbt-close) and removes it.  Both hold the VDI's
  *   claim, so no VM starts or stops the disk in between.  A daemon
