@@ -116,6 +116,19 @@ marking_filter (struct host *h, const char *uuid)
   return g_steal_pointer (&b->control_socket);
 }
 
+/* Whether ERROR is the refusal of cbt-open by a filter that predates it
+ * (a disk server an older vdimotion started, which outlived an upgrade):
+ * its parser knows neither the command nor its log=.  Such a filter
+ * looks for the log before each request and takes it by itself. */
+static bool
+older_filter (const GError *error)
+{
+  return g_error_matches (error, MIRROR_CONTROL_ERROR,
+                          MIRROR_CONTROL_ERROR_REFUSED)
+         && (strstr (error->message, "cbt-open: unknown parameter \"log\"")
+             || strstr (error->message, "unknown command \"cbt-open\""));
+}
+
 /* CBT is on for UUID: the filter of its running VM's disk, if any, marks
  * its log from now on.  If that cannot be, CBT goes off again, since a
  * log nobody marks would miss writes, and *ERR says why. */
@@ -129,11 +142,7 @@ filter_takes_log (struct host *h, struct host_sr *s, const char *uuid,
 
   if (control == NULL || host_cbt_open_on (s, uuid, control, &error))
     return 0;
-  if (g_error_matches (error, MIRROR_CONTROL_ERROR,
-                       MIRROR_CONTROL_ERROR_REFUSED)
-      && strstr (error->message, "unknown command \"cbt-open\"")) {
-    /* A disk server started by an older vdimotion, whose filter looks
-     * for the log before each request and takes it by itself. */
+  if (older_filter (error)) {
     g_message ("VDI %s: its disk server's filter predates cbt-open; it "
                "takes the log at its next request",
                uuid);
