@@ -532,3 +532,20 @@ mirror_wait_ready (struct mirror_disk *disks, size_t n, unsigned interval_ms,
     g_usleep ((gulong)interval_ms * 1000);
   }
 }
+
+gboolean
+mirror_cbt_open (const char *socket, const char *log_path, GError **error)
+{
+  struct control_request req = { .cmd = CONTROL_CBT_OPEN,
+                                 .cbt_log = log_path };
+
+  return command_state (socket, &req, error);
+}
+
+gboolean
+mirror_cbt_close (const char *socket, GError **error)
+{
+  struct control_request req = { .cmd = CONTROL_CBT_CLOSE };
+
+  return command_state (socket, &req, error);
+}

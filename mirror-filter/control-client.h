@@ -6,7 +6,7 @@
  * the reply line as it came; mirror_reply_parse reads a reply with
  * json-glib; the typed commands (mirror_start, mirror_start_sync,
  * mirror_get_status, mirror_complete, mirror_abort, mirror_pause,
- * mirror_resume) do both, and mirror_wait_ready polls
+ * mirror_resume, mirror_cbt_open, mirror_cbt_close) do both, and mirror_wait_ready polls
  * one or several mirrors until all are in sync.  The command lines come
  * from control_format (control-proto.h), which the filter's parser
  * reads back.
@@ -149,6 +149,23 @@ gboolean mirror_pause (const char *socket, GError **error);
 gboolean mirror_resume (const char *socket, const char *target_uri,
                         const char *tls_psk_file, bool pivot,
                         GError **error);
+
+/* mirror_cbt_open: changed-block tracking turned on for the served disk
+ * (VDI.enable_cbt of a running VM's disk): the filter takes the log at
+ * LOG_PATH (an absolute path; NULL: its cbt-log= parameter's) as its
+ * writer, and every guest write it acknowledges after this returns is
+ * marked there.  A log it marks already (the same file, under any name)
+ * is kept.  Refused (REFUSED, "mirror filter: cbt-open: ...") when the
+ * log cannot be taken: no such file, not a log, of a disk of another
+ * size, held by another writer.
+ *
+ * mirror_cbt_close: tracking turned off (VDI.disable_cbt): the filter
+ * lets go of its log cleanly (the log's consistent flag set) and marks
+ * nothing from the reply on; nothing to do when it marks no log.  The
+ * file stays: its owner removes it. */
+gboolean mirror_cbt_open (const char *socket, const char *log_path,
+                          GError **error);
+gboolean mirror_cbt_close (const char *socket, GError **error);
 
 /* One mirror that mirror_poll and mirror_wait_ready watch. */
 struct mirror_disk

@@ -29,6 +29,8 @@ static const char *const command_names[] = {
   [CONTROL_ABORT] = "abort",
   [CONTROL_PAUSE] = "pause",
   [CONTROL_RESUME] = "resume",
+  [CONTROL_CBT_OPEN] = "cbt-open",
+  [CONTROL_CBT_CLOSE] = "cbt-close",
 };
 
 static const char *const sync_names[] = {
@@ -90,7 +92,7 @@ takes (const char *cmd, const char *key)
   static const char *const params[] = {
     "start target",   "start tls-psk-file",  "start sync",
     "complete pivot", "resume target",       "resume tls-psk-file",
-    "resume pivot",
+    "resume pivot",   "cbt-open log",
   };
   size_t n = strlen (cmd);
 
@@ -113,6 +115,11 @@ check_request (const struct control_request *req, char **reply)
            && (req->target || req->tls_psk_file))
     *reply = mirror_reply_error (
         "resume: target=URI needs pivot=true (the target becomes the disk)");
+  else if (req->cmd == CONTROL_CBT_OPEN && req->cbt_log
+           && req->cbt_log[0] != '/')
+    *reply = mirror_reply_error ("cbt-open: log=PATH must be an absolute "
+                                 "path, got \"%s\"",
+                                 req->cbt_log);
   else
     return 0;
   return -1;
@@ -150,6 +157,8 @@ control_parse (char *line, struct control_request *req, char **reply)
       req->target = v;
     else if (strcmp (w, "tls-psk-file") == 0)
       req->tls_psk_file = v;
+    else if (strcmp (w, "log") == 0)
+      req->cbt_log = v;
     else if (strcmp (w, "sync") == 0) {
       int s = mirror_sync_from_name (v);
       if (s == -1) {
@@ -194,7 +203,9 @@ control_format (const struct control_request *req)
       || (req->cmd == CONTROL_START && req->target == NULL)
       || (req->cmd == CONTROL_RESUME && req->pivot != (req->target != NULL))
       || (req->cmd == CONTROL_RESUME && req->tls_psk_file && !req->target)
-      || !carriable (req->target) || !carriable (req->tls_psk_file)) {
+      || (req->cmd != CONTROL_CBT_OPEN && req->cbt_log)
+      || !carriable (req->target) || !carriable (req->tls_psk_file)
+      || !carriable (req->cbt_log)) {
     errno = EINVAL;
     return NULL;
   }
@@ -216,6 +227,10 @@ control_format (const struct control_request *req)
   }
   case CONTROL_COMPLETE:
     r = asprintf (&line, "complete%s\n", req->pivot ? " pivot=true" : "");
+    break;
+  case CONTROL_CBT_OPEN:
+    r = asprintf (&line, "cbt-open%s%s\n", req->cbt_log ? " log=" : "",
+                  req->cbt_log ? req->cbt_log : "");
     break;
   default:
     r = asprintf (&line, "%s\n", command_names[req->cmd]);

@@ -52,6 +52,8 @@ enum control_command
   CONTROL_ABORT,
   CONTROL_PAUSE,
   CONTROL_RESUME,
+  CONTROL_CBT_OPEN,  /* "cbt-open" */
+  CONTROL_CBT_CLOSE, /* "cbt-close" */
 };
 /* The command named NAME ("start", ...); -1 if NAME names none. */
 int control_command_from_name (const char *name);
@@ -63,10 +65,13 @@ struct control_request
   const char *tls_psk_file; /* start, resume: or NULL */
   bool pivot;               /* complete; resume: required with target */
   enum mirror_sync sync;    /* start (MIRROR_SYNC_FULL when not said) */
+  const char *cbt_log;      /* cbt-open: log=, an absolute path, or NULL
+                               (the filter's cbt-log=) */
 };
 
 /* Parse LINE (one command, without its newline; split in place): the
- * filter's side.  TARGET and TLS_PSK_FILE of *REQ point into LINE.
+ * filter's side.  TARGET, TLS_PSK_FILE and CBT_LOG of *REQ point into
+ * LINE.
  * Returns 0, or -1 with the error reply in *REPLY (malloc'd; NULL if out
  * of memory). */
 int control_parse (char *line, struct control_request *req, char **reply);
@@ -75,7 +80,8 @@ int control_parse (char *line, struct control_request *req, char **reply);
  * back: the client's side.  Returns a malloc'd string, or NULL with
  * errno EINVAL when the protocol cannot carry REQ (start without a
  * target, resume with a target but no pivot or the other way round, a
- * value with blanks: words are split on blanks) or ENOMEM.  A start
+ * cbt_log on another command than cbt-open, a value with blanks: words
+ * are split on blanks) or ENOMEM.  A start
  * with MIRROR_SYNC_FULL is written without sync=, as before sync
  * existed. */
 char *control_format (const struct control_request *req);

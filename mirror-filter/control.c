@@ -73,6 +73,8 @@ dispatch (char *line)
   case CONTROL_PAUSE: return mirror_cmd_pause ();
   case CONTROL_RESUME:
     return mirror_cmd_resume (req.target, req.tls_psk_file);
+  case CONTROL_CBT_OPEN: return mirror_cmd_cbt_open (req.cbt_log);
+  case CONTROL_CBT_CLOSE: return mirror_cmd_cbt_close ();
   }
   return mirror_reply_error ("unknown command");
 }

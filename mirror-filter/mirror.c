@@ -150,24 +150,46 @@
  * Changed-block tracking (cbt-log=PATH, cbt-log.h).  Every guest write,
  * zero and trim marks its 64 KiB blocks in the VDI's log first, in every
  * mode, and only then goes to the disk: a write the guest hears of is
- * always in the log, even if nbdkit is killed right after.  The mark is
- * taken inside the request's gate, after anything that holds requests
- * back, so a request held across a snapshot's rotation of the log is
- * counted in the log that counts from after the snapshot.  A mark that
- * fails fails the request with EIO, untouched.  The log is opened as its
- * writer in .after_fork (its consistent flag cleared and fsynced; a log
- * a dead writer left is reset there, with its reason) and closed cleanly
- * in .cleanup, nbdkit's clean stop (the flag set and fsynced).  A log
- * that is not there yet (CBT off) is looked for before each request, so
- * that VDI.enable_cbt on a served disk tracks every request that starts
- * after it (one access(2) per request while CBT is off); disabling it
- * while served leaves the file to us, flagged (cbt_log_disable), so the
- * filter never needs to let go of it.  After a
- * pivot the filter keeps marking the same file: a live snapshot keeps
- * the VDI, and a live move renames the log to the new VDI (vdi-jobs.c).
- * A request marks once past the pause gate, never before: a write a
- * live snapshot's pause held lands in the new leaf, so its mark must
- * land in the log rotated for that leaf, not in the snapshot's.
+ * always in the log, even if nbdkit is killed right after.  A mark that
+ * fails fails the request with EIO, untouched.  The log is taken as its
+ * writer (its consistent flag cleared and fsynced; a log a dead writer
+ * left is reset there, with its reason) in .after_fork when cbt-log=
+ * names one that is there (a disk started with CBT on), and let go
+ * cleanly in .cleanup, nbdkit's clean stop (the flag set and fsynced).
+ * While the disk is served, its owner turns tracking on and off with the
+ * commands `cbt-open [log=PATH]` and `cbt-close` (vdimotiond on
+ * VDI.enable_cbt and disable_cbt of a running VM's disk, replicator/jobs/
+ * cbt.c).  The filter never looks for a log by itself: with CBT off a
+ * request costs one atomic load, no system call.
+ *
+ * Why a write acknowledged after cbt-open's reply is marked.  The log
+ * pointer `cbt` is read once per request, past the pause gate and under
+ * mode_lock's read lock, and the mark is made right then, before the
+ * request goes to the disk, under the same read lock.  cbt-open takes the
+ * log first without holding anything (the slow part: the file's lock,
+ * the flag, an fsync; requests go on unmarked meanwhile, as they did
+ * before the command), then swaps the pointer under mode_lock's write
+ * lock, which waits for the requests in flight to leave.  So a request
+ * either took the read lock before the swap, and has returned (its
+ * write on the disk) before the swap and so before the reply, or took it
+ * after and marks the new log.  A request the pause gate holds has not
+ * read the pointer yet: it marks the log that is there when it passes.
+ * The same drain makes cbt-close, and a cbt-open of another file (a log
+ * moved to another filesystem), close the old log right after the swap:
+ * no request can still be marking it.  A cbt-open of the file the filter
+ * marks already (the same inode: a live move renamed it to the new
+ * VDI's) changes nothing.  Writers in other processes are kept out by
+ * the log's own lock (EBUSY, cbt-log.h).  VDI.disable_cbt flags the log
+ * disabled under its writer (cbt_log_disable) before cbt-close, so a log
+ * whose cbt-close never came says nothing and is harmless.
+ *
+ * After a pivot the filter keeps marking the same file: a live snapshot
+ * keeps the VDI (its rotation empties the log in place while the pause
+ * gate is closed), and a live move renames the log to the new VDI
+ * (vdi-jobs.c).  A request marks once past the pause gate, never before:
+ * a write a live snapshot's pause held lands in the new leaf, so its
+ * mark must land in the log rotated for that leaf, not in the
+ * snapshot's.
  *
  * A failed target is detached by the control thread (mirror_reap), which
  * also answers the control socket (control.c).  The target connection is
@@ -182,6 +204,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -219,14 +242,18 @@ static char *control_path;
 static uint64_t granularity = 65536;
 static unsigned timeout_s = 30;
 static unsigned pause_timeout_s = 60;
-static char *cbt_path; /* cbt-log= */
+/* cbt-log=, then the path of the last log cbt-open took.  Only the
+ * control thread (and .after_fork, before it runs) uses it. */
+static char *cbt_path;
 
-/* The changed-block log, open from .after_fork (or from the first
- * request after it appeared: CBT enabled while the disk is served) to
- * .cleanup; NULL while there is none.  Set once, under cbt_open_lock;
- * cbt_log_mark is thread-safe. */
+/* The changed-block log while one is taken (.after_fork, cbt-open) until
+ * cbt-close or .cleanup; NULL while CBT is off.  Changed only under
+ * mode_lock's write lock (cbt_swap), read once by each request under the
+ * read lock; cbt_log_mark is thread-safe.  cbt_file: the file's device
+ * and inode, so that a cbt-open of that same file is known (the control
+ * thread's). */
 static struct cbt_log *_Atomic cbt;
-static pthread_mutex_t cbt_open_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct stat cbt_file;
 
 /* Set in .after_fork. */
 static nbdkit_backend *plugin_backend; /* what we filter: for `layer` */
@@ -1537,38 +1564,17 @@ mirrored (nbdkit_next *next, enum treq_op op, const void *buf, uint32_t count,
   return r;
 }
 
-static int cbt_open (void);
-
-/* The log, taken if it appeared since the last look; NULL if there is
- * none (or it cannot be opened: *FAILED, with nbdkit's error). */
-static struct cbt_log *
-cbt_get (bool *failed)
-{
-  struct cbt_log *log = atomic_load (&cbt);
-  *failed = false;
-  if (log || !cbt_path || access (cbt_path, F_OK) == -1)
-    return log;
-  pthread_mutex_lock (&cbt_open_lock);
-  if (!atomic_load (&cbt)) {
-    nbdkit_debug ("mirror: cbt-log %s appeared: tracking starts", cbt_path);
-    *failed = cbt_open () == -1;
-  }
-  pthread_mutex_unlock (&cbt_open_lock);
-  return atomic_load (&cbt);
-}
-
-/* Mark a guest request's blocks in the changed-block log before it
- * reaches the disk. */
+/* Mark a guest request's blocks in the changed-block log, if one is
+ * taken, before it reaches the disk.  Under mode_lock's read lock (the
+ * design comment says why that makes cbt-open race-free). */
 static int
 cbt_mark (uint32_t count, uint64_t offset, int *err)
 {
   GError *e = NULL;
-  bool failed;
-  struct cbt_log *log = cbt_get (&failed);
-  if (failed) {
-    *err = EIO;
-    return -1;
-  }
+  struct cbt_log *log;
+
+  assert (pthread_rwlock_trywrlock (&mode_lock) != 0); /* we read-hold it */
+  log = atomic_load (&cbt);
   if (!log || cbt_log_mark (log, offset, count, &e) == 0)
     return 0;
   nbdkit_error ("mirror: %s (the request fails: it could not be tracked)",
@@ -1745,6 +1751,121 @@ mirror_cache (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
   return r;
 }
 
+/* ---- the changed-block log: taken, swapped, let go ---- */
+
+/* Open the log at PATH as its writer, for a disk of disk_size bytes; the
+ * file's identity into *ST.  NULL with *E. */
+static struct cbt_log *
+cbt_take (const char *path, struct stat *st, GError **e)
+{
+  struct cbt_log_info info;
+  struct cbt_log *log = cbt_log_open (path, CBT_LOG_WRITER, e);
+
+  if (!log)
+    return NULL;
+  if (cbt_log_get_info (log, &info, e) == 0 && info.virtual_size != disk_size)
+    g_set_error (e, CBT_LOG_ERROR, EINVAL,
+                 "cbt log %s: it is the log of a %" PRIu64 "-byte disk, "
+                 "this one is %" PRIu64 " bytes",
+                 path, info.virtual_size, disk_size);
+  else if (!*e && stat (path, st) == -1)
+    g_set_error (e, CBT_LOG_ERROR, errno, "cbt log %s: stat: %s", path,
+                 strerror (errno));
+  if (*e) {
+    cbt_log_close (log, NULL);
+    return NULL;
+  }
+  nbdkit_debug ("mirror: cbt-log %s: generation %s, counting from %s%s%s",
+                path, info.generation,
+                info.predecessor[0] ? info.predecessor : "enabling or reset",
+                info.reset_reason[0] ? ", last reset: " : "",
+                info.reset_reason);
+  return log;
+}
+
+/* Make LOG (NULL: none) the log every request marks from the next one
+ * on, the file ST (with LOG); returns the log it replaces, which no
+ * request marks any more: the write lock waits for the requests in
+ * flight to leave. */
+static struct cbt_log *
+cbt_swap (struct cbt_log *log, const struct stat *st)
+{
+  pthread_rwlock_wrlock (&mode_lock);
+  struct cbt_log *old = atomic_exchange (&cbt, log);
+  pthread_rwlock_unlock (&mode_lock);
+  if (log)
+    cbt_file = *st;
+  return old;
+}
+
+/* Let go of LOG (NULL: nothing) cleanly: its flag set and synced.  If
+ * that fails it is logged, and the log's next writer resets it. */
+static void
+cbt_release (struct cbt_log *log)
+{
+  GError *e = NULL;
+
+  if (cbt_log_close (log, &e) == -1) {
+    nbdkit_error ("mirror: cbt-log: %s (the next open resets it)",
+                  e->message);
+    g_error_free (e);
+  }
+}
+
+/* The reply of cbt-open and cbt-close: the log marked now, or null. */
+static char *
+reply_cbt (void)
+{
+  g_autofree char *q
+      = atomic_load (&cbt) && cbt_path ? json_quote (cbt_path) : NULL;
+  g_autofree char *extra = g_strdup_printf (",\"cbt_log\":%s", q ? q : "null");
+
+  return reply_ok (extra);
+}
+
+char *
+mirror_cmd_cbt_open (const char *path)
+{
+  g_autoptr (GError) e = NULL;
+  const char *p = path ? path : cbt_path;
+  struct stat st;
+  struct cbt_log *log;
+
+  if (!p)
+    return mirror_reply_error ("cbt-open: which log? give log=PATH (the "
+                               "filter was started without cbt-log=)");
+  if (atomic_load (&cbt) && stat (p, &st) == 0
+      && st.st_dev == cbt_file.st_dev && st.st_ino == cbt_file.st_ino) {
+    nbdkit_debug ("mirror: cbt-open %s: marked already", p);
+    log = NULL;
+  }
+  else if (!(log = cbt_take (p, &st, &e)))
+    return mirror_reply_error ("cbt-open: %s", e->message);
+  if (p != cbt_path) {
+    free (cbt_path);
+    cbt_path = strdup (p);
+  }
+  if (log) {
+    cbt_release (cbt_swap (log, &st));
+    nbdkit_debug ("mirror: cbt-open: every request from now on marks %s",
+                  p);
+  }
+  return reply_cbt ();
+}
+
+char *
+mirror_cmd_cbt_close (void)
+{
+  struct cbt_log *old = atomic_load (&cbt) ? cbt_swap (NULL, NULL) : NULL;
+
+  if (old) {
+    cbt_release (old);
+    nbdkit_debug ("mirror: cbt-close: %s let go, nothing is marked",
+                  cbt_path);
+  }
+  return reply_cbt ();
+}
+
 /* ---- configuration and lifetime ---- */
 
 static int
@@ -1832,34 +1953,29 @@ mirror_get_ready (int thread_model)
   return control_listen (control_path);
 }
 
-/* Take the changed-block log as its writer, for a disk of disk_size
- * bytes. */
+/* A disk started with CBT on: the log cbt-log= names, if it is there.
+ * If it is not, CBT is off until a cbt-open. */
 static int
-cbt_open (void)
+cbt_open_at_start (void)
 {
   GError *e = NULL;
-  struct cbt_log_info info;
-  struct cbt_log *log = cbt_log_open (cbt_path, CBT_LOG_WRITER, &e);
+  struct stat st;
+  struct cbt_log *log = cbt_take (cbt_path, &st, &e);
 
-  if (log && cbt_log_get_info (log, &info, &e) == 0
-      && info.virtual_size != disk_size)
-    g_set_error (&e, CBT_LOG_ERROR, EINVAL,
-                 "cbt log %s: it is the log of a %" PRIu64 "-byte disk, "
-                 "this one is %" PRIu64 " bytes",
-                 cbt_path, info.virtual_size, disk_size);
-  if (e) {
-    nbdkit_error ("mirror: cbt-log: %s", e->message);
-    g_error_free (e);
-    cbt_log_close (log, NULL);
-    return -1;
+  if (log) {
+    cbt_release (cbt_swap (log, &st));
+    return 0;
   }
-  atomic_store (&cbt, log);
-  nbdkit_debug ("mirror: cbt-log %s: generation %s, counting from %s%s%s",
-                cbt_path, info.generation,
-                info.predecessor[0] ? info.predecessor : "enabling or reset",
-                info.reset_reason[0] ? ", last reset: " : "",
-                info.reset_reason);
-  return 0;
+  if (e->code == ENOENT) {
+    nbdkit_debug ("mirror: cbt-log %s: not there: nothing is marked until "
+                  "cbt-open",
+                  cbt_path);
+    g_error_free (e);
+    return 0;
+  }
+  nbdkit_error ("mirror: cbt-log: %s", e->message);
+  g_error_free (e);
+  return -1;
 }
 
 static int
@@ -1883,9 +1999,8 @@ mirror_after_fork (nbdkit_backend *backend)
       || bg->can_fua (bg) == -1)
     return -1;
   disk_size = size;
-  /* A log that is there must be usable; one that is not yet is looked
-   * for before each request. */
-  if (cbt_path && access (cbt_path, F_OK) == 0 && cbt_open () == -1)
+  /* A log that is there must be usable; one that is not is off. */
+  if (cbt_path && cbt_open_at_start () == -1)
     return -1;
   nchunks = (disk_size + granularity - 1) / granularity;
   if (chunks_init (&chunks, nchunks, &lock) == -1) {
@@ -1911,16 +2026,8 @@ mirror_cleanup (nbdkit_backend *backend)
     nbdkit_next_context_close (layer);
     layer = NULL;
   }
-  struct cbt_log *log = atomic_exchange (&cbt, NULL);
-  if (log) {
-    /* nbdkit's clean stop: no request is running any more. */
-    GError *e = NULL;
-    if (cbt_log_close (log, &e) == -1) {
-      nbdkit_error ("mirror: cbt-log: %s (the next open resets it)",
-                    e->message);
-      g_error_free (e);
-    }
-  }
+  /* nbdkit's clean stop: no request is running any more. */
+  cbt_release (atomic_exchange (&cbt, NULL));
   if (bg) {
     bg->finalize (bg);
     nbdkit_next_context_close (bg);

@@ -17,6 +17,12 @@ char *mirror_cmd_abort (void);
 char *mirror_cmd_pause (void);
 /* URI NULL: release on the disk as it was; else pivot to URI. */
 char *mirror_cmd_resume (const char *uri, const char *psk_file);
+/* Changed-block tracking turned on or off while the disk is served:
+ * take the log at PATH (NULL: the cbt-log= parameter's) as its writer,
+ * or let go of the one taken.  Every write acknowledged after the reply
+ * is marked, or none is (mirror.c says why). */
+char *mirror_cmd_cbt_open (const char *path);
+char *mirror_cmd_cbt_close (void);
 /* Housekeeping between commands: a failed target is detached here, an
  * expired pause released. */
 void mirror_reap (void);

@@ -316,8 +316,8 @@ int sr_vdi_set_parent (struct sr *sr, const char *uuid,
 
 /* Turn CBT on for UUID (XenAPI VDI.enable_cbt): a new log (new
  * generation, empty bitmap) unless it has one already (then nothing
- * changes).  Refused for a cbt_metadata VDI (EMEDIUMTYPE).  Not while
- * the VDI is served: the filter takes the log when it opens the disk. */
+ * changes).  Refused for a cbt_metadata VDI (EMEDIUMTYPE).  A served
+ * VDI's filter is then told to take the log (vdimotiond: cbt-open). */
 int sr_vdi_enable_cbt (struct sr *sr, const char *uuid);
 /* Turn CBT off (VDI.disable_cbt): the log is removed.  Nothing to do if
  * it was off. */
@@ -327,8 +327,9 @@ int sr_vdi_disable_cbt (struct sr *sr, const char *uuid);
 char *sr_vdi_cbt_log_path (struct sr *sr, const char *uuid);
 /* Where UUID's log is, or will be once CBT is enabled (malloc'd): a
  * served VDI's mirror filter gets it as cbt-log= whether CBT is on or
- * not, and takes the log when it appears (enable_cbt while the VM
- * runs).  NULL with ENOENT if there is no such VDI. */
+ * not; its owner tells it when a log is made or removed while it
+ * serves (cbt-open, cbt-close).  NULL with ENOENT if there is no such
+ * VDI. */
 char *sr_vdi_cbt_log_location (struct sr *sr, const char *uuid);
 /* The header of UUID's log (cbt-log.h's struct cbt_log_info: its
  * generation, the reason and time of its last reset).  ENODATA if CBT is

@@ -58,3 +58,42 @@ py stop
 [ "$(py field consistent)" = 1 ] || fail "not consistent after a clean stop"
 echo "ok: kill -9 of daemon and disk server: the next start resets the log, with its reason"
 stop_vdimotiond
+
+# A disk served since before the daemon's restart, CBT turned on after
+# it: the restarted daemon finds the disk server in its records and has
+# its filter take the log (cbt-open), so every write after enable_cbt is
+# marked, exactly; disable_cbt has it let go, and the log goes.  Then
+# the daemon killed in each call, between the SR's change and the
+# filter's: its next start makes the filter agree with the record.
+start_vdimotiond
+set -- $(py start off)
+log=$1 sock=$2
+py write "$sock" 1048576
+kill_daemon
+start_vdimotiond
+py enable
+py write "$sock" 4194304
+[ "$(py field blocks)" = 64 ] || fail "enabled after a restart: marked $(py field blocks), want 64"
+py disable
+[ ! -e "$log" ] || fail "disable_cbt of a served disk left its log"
+py write "$sock" 5242880
+echo "ok: CBT turned on and off for a disk served since before a restart"
+crash_in ()
+{
+  kill_daemon
+  VDIMOTIOND_CRASH_AT=$1 start_vdimotiond
+  py "$2" > /dev/null 2>&1 || :
+  wait "$vdimotiond_pid" 2>/dev/null || :
+  vdimotiond_pid=
+  grep -q "crash point $1" "$T/vdimotiond.log" || fail "no crash at $1"
+  start_vdimotiond
+}
+crash_in enable-cbt-created enable
+py write "$sock" 6291456
+[ "$(py field blocks)" = 96 ] || fail "enable crashed before cbt-open: marked $(py field blocks), want 96"
+[ "$(py field consistent)" = 0 ] || fail "enable crashed before cbt-open: the log is not taken"
+crash_in disable-cbt-flagged disable
+[ ! -e "$log" ] || fail "disable crashed before cbt-close: the log stays"
+py stop
+echo "ok: a daemon killed in enable_cbt or disable_cbt: its restart mends the filter"
+stop_vdimotiond

@@ -24,6 +24,7 @@
 #include <gio/gio.h>
 
 #include "backup.h"
+#include "cbt.h"
 #include "live-snapshot.h"
 #include "xapi-client.h"
 #include "xapi.h"
@@ -466,6 +467,7 @@ run (struct options *o)
   xapi_load_sessions (&d);
   host_vms_reconcile (host);
   host_live_snapshots_recover (host);
+  host_cbt_reconcile (host);
   host->jobs = jobs_new (host, o->max_storage_operations, job_kinds);
   jobs_recover (host->jobs);
   d.events = xapi_events_new (&d);

@@ -56,7 +56,7 @@ print_human (JsonObject *o)
 /* What is wrong with the options for command CMD, or NULL. */
 static const char *
 options_misuse (int cmd, const char *target, const char *psk, bool pivot,
-                const char *sync)
+                const char *sync, const char *cbt_log)
 {
   bool is_start = cmd == CONTROL_START, is_resume = cmd == CONTROL_RESUME;
 
@@ -74,6 +74,8 @@ options_misuse (int cmd, const char *target, const char *psk, bool pivot,
     return "--sync belongs to start";
   if (sync && mirror_sync_from_name (sync) == -1)
     return "--sync must be full, top or none";
+  if (cbt_log && cmd != CONTROL_CBT_OPEN)
+    return "--cbt-log belongs to cbt-open";
   return NULL;
 }
 
@@ -86,11 +88,13 @@ run (int argc, char **argv)
     { "tls-psk-file", required_argument, NULL, 'k' },
     { "pivot", no_argument, NULL, 'P' },
     { "sync", required_argument, NULL, 's' },
+    { "cbt-log", required_argument, NULL, 'l' },
     { "json", no_argument, NULL, 'j' },
     { "help", no_argument, NULL, 'h' },
     { NULL },
   };
   const char *control = NULL, *target = NULL, *psk = NULL, *sync = NULL;
+  const char *cbt_log = NULL;
   bool json = false, pivot = false;
   int c;
   while ((c = getopt_long (argc, argv, "h", opts, NULL)) != -1) {
@@ -100,6 +104,7 @@ run (int argc, char **argv)
     case 'k': psk = optarg; break;
     case 'P': pivot = true; break;
     case 's': sync = optarg; break;
+    case 'l': cbt_log = optarg; break;
     case 'j': json = true; break;
     case 'h':
       printf ("usage: vdimotion mirror %s\n", cmd_mirror.synopsis);
@@ -115,18 +120,24 @@ run (int argc, char **argv)
     cli_error ("mirror", "unknown subcommand \"%s\"", verb);
     return cli_usage (&cmd_mirror);
   }
-  const char *misuse = options_misuse (cmd, target, psk, pivot, sync);
+  const char *misuse
+      = options_misuse (cmd, target, psk, pivot, sync, cbt_log);
   if (misuse) {
     cli_error ("mirror", "%s", misuse);
     return cli_usage (&cmd_mirror);
   }
+  /* The filter runs elsewhere: a relative path is ours. */
+  g_autofree char *log
+      = cbt_log ? g_canonicalize_filename (cbt_log, NULL) : NULL;
   struct control_request req
       = { .cmd = cmd, .target = target, .tls_psk_file = psk, .pivot = pivot,
-          .sync = sync ? mirror_sync_from_name (sync) : MIRROR_SYNC_FULL };
+          .sync = sync ? mirror_sync_from_name (sync) : MIRROR_SYNC_FULL,
+          .cbt_log = log };
   char *line = control_format (&req);
   if (!line && errno == EINVAL) {
     /* The protocol splits on blanks: refuse what it cannot carry. */
-    cli_error ("mirror", "the target URI and PSK file may not contain blanks");
+    cli_error ("mirror", "the target URI, PSK file and log path may not "
+                         "contain blanks");
     return EXIT_USAGE;
   }
   if (!line) {
@@ -153,7 +164,7 @@ run (int argc, char **argv)
 
 const struct command cmd_mirror
     = { "mirror",
-        "start|status|complete|abort|pause|resume --control SOCKET "
-        "[--target URI] [--tls-psk-file FILE] [--sync full|top|none] "
-        "[--pivot] [--json]",
+        "start|status|complete|abort|pause|resume|cbt-open|cbt-close "
+        "--control SOCKET [--target URI] [--tls-psk-file FILE] "
+        "[--sync full|top|none] [--pivot] [--cbt-log PATH] [--json]",
         run };

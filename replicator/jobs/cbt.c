@@ -1,9 +1,14 @@
 /* XenAPI's changed-block tracking calls over the SRs' logs (cbt.h). */
 
 #include <errno.h>
+#include <string.h>
 
 #include "cbt-log.h"
 #include "cbt.h"
+#include "control-client.h"
+#include "jobs.h"
+#include "nbdkit.h"
+#include "vms.h"
 
 /* The SR's last failure on VDI REF during OP (the XenAPI method): its
  * CBT errnos (sr.h) as xapi's codes, the rest as host_err_sr says. */
@@ -41,25 +46,153 @@ find_vdi (struct host *h, const char *uuid, struct host_sr **srp, char ***err)
 }
 
 /* Run FN on VDI UUID of S, the VDI claimed for OP ("enable_cbt") the
- * while; the SR's failure as xapi's error.  0, or -1 with *ERR. */
+ * while (no VM starts or stops its disk meanwhile).  0, or -1 with *ERR
+ * (FN's). */
 static int
 claimed_call (struct host *h, struct host_sr *s, const char *uuid,
-              const char *op, int (*fn) (struct sr *sr, const char *uuid),
+              const char *op,
+              int (*fn) (struct host *h, struct host_sr *s, const char *uuid,
+                         char ***err),
               char ***err)
 {
-  g_autofree char *ref = host_ref (uuid);
-  g_autofree char *method = g_strconcat ("VDI.", op, NULL);
   int r;
 
   if (host_vdi_claim_or_fail (h, uuid, op, err) == -1)
     return -1;
-  r = fn (s->sr, uuid);
-  if (r == -1)
-    err_sr (err, ref, method);
+  r = fn (h, s, uuid, err);
   host_vdi_release (h, uuid);
   if (r == 0)
-    g_message ("%s: %s in SR %s", method, uuid, s->name);
+    g_message ("VDI.%s: %s in SR %s", op, uuid, s->name);
   return r;
+}
+
+/* The SR's call FN on UUID, its failure as xapi's error for METHOD. */
+static int
+sr_call (struct host_sr *s, const char *uuid, const char *method,
+         int (*fn) (struct sr *sr, const char *uuid), char ***err)
+{
+  g_autofree char *ref = host_ref (uuid);
+
+  if (fn (s->sr, uuid) == 0)
+    return 0;
+  err_sr (err, ref, method);
+  return -1;
+}
+
+/* ---- the served disk's filter (cbt.h: the log of a running VM's disk) */
+
+gboolean
+host_cbt_open_on (struct host_sr *s, const char *uuid, const char *control,
+                  GError **error)
+{
+  char *p = sr_vdi_cbt_log_path (s->sr, uuid);
+  g_autofree char *path = g_strdup (p);
+
+  free (p);
+  if (path == NULL) {
+    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_FAILED,
+                 "VDI %s: its changed-block log: %s", uuid, sr_get_error ());
+    return FALSE;
+  }
+  if (control == NULL) {
+    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_FAILED,
+                 "VDI %s: its disk server has no mirror filter to mark its "
+                 "changed-block log",
+                 uuid);
+    return FALSE;
+  }
+  return mirror_cbt_open (control, path, error);
+}
+
+/* The control socket of the filter that serves VDI UUID to a running VM
+ * read-write (g_free), or NULL when nothing marks its log. */
+static char *
+marking_filter (struct host *h, const char *uuid)
+{
+  g_autoptr (state_vbd) b = host_vdi_serving_vbd (h, uuid);
+
+  if (b == NULL || g_strcmp0 (b->mode, "RO") == 0)
+    return NULL;
+  return g_steal_pointer (&b->control_socket);
+}
+
+/* Whether ERROR is the refusal of cbt-open by a filter that predates it
+ * (a disk server an older vdimotion started, which outlived an upgrade):
+ * its parser knows neither the command nor its log=.  Such a filter
+ * looks for the log before each request and takes it by itself. */
+static bool
+older_filter (const GError *error)
+{
+  return g_error_matches (error, MIRROR_CONTROL_ERROR,
+                          MIRROR_CONTROL_ERROR_REFUSED)
+         && (strstr (error->message, "cbt-open: unknown parameter \"log\"")
+             || strstr (error->message, "unknown command \"cbt-open\""));
+}
+
+/* CBT is on for UUID: the filter of its running VM's disk, if any, marks
+ * its log from now on.  If that cannot be, CBT goes off again, since a
+ * log nobody marks would miss writes, and *ERR says why. */
+static int
+filter_takes_log (struct host *h, struct host_sr *s, const char *uuid,
+                  char ***err)
+{
+  g_autofree char *control = marking_filter (h, uuid);
+  g_autoptr (GError) error = NULL;
+  g_autofree char *why = NULL;
+
+  if (control == NULL || host_cbt_open_on (s, uuid, control, &error))
+    return 0;
+  if (older_filter (error)) {
+    g_message ("VDI %s: its disk server's filter predates cbt-open; it "
+               "takes the log at its next request",
+               uuid);
+    return 0;
+  }
+  why = g_strdup_printf ("VDI %s: the disk server of its running VM cannot "
+                         "mark its changed-block log, so CBT stays off: %s",
+                         uuid, error->message);
+  g_warning ("%s", why);
+  if (sr_vdi_disable_cbt (s->sr, uuid) == -1)
+    g_critical ("VDI %s: CBT cannot be turned off again: %s (its log "
+                "misses the writes from now on)",
+                uuid, sr_get_error ());
+  host_err_set (err, "INTERNAL_ERROR", why, NULL);
+  return -1;
+}
+
+static int
+enable_cbt (struct host *h, struct host_sr *s, const char *uuid, char ***err)
+{
+  if (sr_call (s, uuid, "VDI.enable_cbt", sr_vdi_enable_cbt, err) == -1)
+    return -1;
+  job_crash_point ("enable-cbt-created");
+  return filter_takes_log (h, s, uuid, err);
+}
+
+/* CBT off for UUID: its log is flagged disabled while a filter holds it
+ * (it says nothing from then on, whatever happens next), the filter lets
+ * go of it, and it is removed.  A filter that does not answer keeps the
+ * flagged file (sr.h), which a later enable_cbt takes up again. */
+static int
+disable_cbt (struct host *h, struct host_sr *s, const char *uuid,
+             char ***err)
+{
+  g_autofree char *control = marking_filter (h, uuid);
+  g_autoptr (GError) error = NULL;
+
+  if (sr_call (s, uuid, "VDI.disable_cbt", sr_vdi_disable_cbt, err) == -1)
+    return -1;
+  if (control == NULL)
+    return 0;
+  job_crash_point ("disable-cbt-flagged");
+  if (!mirror_cbt_close (control, &error))
+    g_warning ("VDI %s: CBT is off, but the disk server of its running VM "
+               "still holds the log (flagged disabled: it says nothing): %s",
+               uuid, error->message);
+  else if (sr_vdi_disable_cbt (s->sr, uuid) == -1)
+    g_warning ("VDI %s: CBT is off, its log stays (flagged disabled): %s",
+               uuid, sr_get_error ());
+  return 0;
 }
 
 /* xapi's checks of enable_cbt and disable_cbt, in its order. */
@@ -95,9 +228,9 @@ set_cbt (struct host *h, const char *uuid, bool on, char ***err)
   else if (v->cbt_enabled == on)
     r = 0; /* idempotent, as xapi */
   else if (on)
-    r = claimed_call (h, s, uuid, "enable_cbt", sr_vdi_enable_cbt, err);
+    r = claimed_call (h, s, uuid, "enable_cbt", enable_cbt, err);
   else
-    r = claimed_call (h, s, uuid, "disable_cbt", sr_vdi_disable_cbt, err);
+    r = claimed_call (h, s, uuid, "disable_cbt", disable_cbt, err);
   sr_vdi_free (v);
   return r;
 }
@@ -156,6 +289,13 @@ out:
   return b64;
 }
 
+static int
+data_destroy (struct host *h, struct host_sr *s, const char *uuid,
+              char ***err)
+{
+  return sr_call (s, uuid, "VDI.data_destroy", sr_vdi_data_destroy, err);
+}
+
 int
 host_vdi_data_destroy (struct host *h, const char *uuid, char ***err)
 {
@@ -184,8 +324,48 @@ host_vdi_data_destroy (struct host *h, const char *uuid, char ***err)
     host_err_set (err, "VDI_IN_USE", ref, "data_destroy", NULL);
     goto out;
   }
-  r = claimed_call (h, s, uuid, "data_destroy", sr_vdi_data_destroy, err);
+  r = claimed_call (h, s, uuid, "data_destroy", data_destroy, err);
 out:
   sr_vdi_free (v);
   return r;
+}
+
+/* One VBD at start: its filter made to agree with its VDI's record. */
+static void
+reconcile_vbd (struct host *h, const char *vbd_uuid)
+{
+  g_autoptr (state_vbd) b = state_vbd_get (h->state, vbd_uuid);
+  struct host_sr *s = NULL;
+  struct sr_vdi *v = NULL;
+  g_autofree char *location = NULL;
+  char *p;
+
+  if (b == NULL || b->pid <= 0 || !b->control_socket
+      || g_strcmp0 (b->mode, "RO") == 0
+      || !nbdkit_serving (b->pid, b->nbd_socket)
+      || (v = host_find_vdi (h, b->vdi, &s)) == NULL)
+    return;
+  if (v->cbt_enabled) {
+    /* Enabled while the daemon was stopping: cbt-open may not have
+     * been sent.  Idempotent. */
+    filter_takes_log (h, s, v->uuid, NULL);
+    sr_vdi_free (v);
+    return;
+  }
+  /* A log disabled under its writer whose cbt-close never came. */
+  p = sr_vdi_cbt_log_location (s->sr, v->uuid);
+  location = g_strdup (p);
+  free (p);
+  if (location && g_file_test (location, G_FILE_TEST_EXISTS))
+    disable_cbt (h, s, v->uuid, NULL);
+  sr_vdi_free (v);
+}
+
+void
+host_cbt_reconcile (struct host *h)
+{
+  g_autoptr (GPtrArray) vbds = state_list (h->state, "vbds", NULL, NULL);
+
+  for (guint i = 0; i < vbds->len; i++)
+    reconcile_vbd (h, vbds->pdata[i]);
 }

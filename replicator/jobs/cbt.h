@@ -9,9 +9,30 @@
  *   for the call's length (host_vdi_claim: a copy, move or destroy of
  *   it waits its turn, OTHER_OPERATION_IN_PROGRESS).
  * - A log is marked by the mirror filter of the nbdkit that serves the
- *   VDI to a running VM (cbt-log=, given whether CBT is on or not): the
- *   filter takes a log that appears while it serves, so enable_cbt and
- *   disable_cbt work on a running VM's disk too, as in xapi.
+ *   VDI to a running VM: the filter takes it at start if it is there
+ *   (cbt-log=, given whether CBT is on or not), and is told while it
+ *   serves, so enable_cbt and disable_cbt work on a running VM's disk
+ *   too, as in xapi (nbdkit-mirror-filter(1), cbt-open and cbt-close):
+ *   enable_cbt creates the log, then has the filter take it (cbt-open
+ *   log=PATH, the VDI's log as it is named now: after a live move that
+ *   is another name than the filter's cbt-log=), and replies only
+ *   then, so every write acknowledged after the reply is marked; if the
+ *   filter cannot take it, CBT goes off again and the call fails (a log
+ *   nobody marks would give a wrong incremental); a filter older than
+ *   cbt-open (a disk server an older vdimotion started, which outlived
+ *   an upgrade) refuses it as unknown but takes the log by itself.  disable_cbt flags the
+ *   log disabled under its writer (it says nothing from then on), has
+ *   the filter let go (cbt-close) and removes it.  Both hold the VDI's
+ *   claim, so no VM starts or stops the disk in between.  A daemon
+ *   killed between the SR's change and the filter's is mended at start
+ *   (host_cbt_reconcile).  The other changes of a served disk's log need
+ *   no word to the filter: a snapshot rotates it in place while the
+ *   filter is paused (live-snapshot.c), a live move renames the file the
+ *   filter holds (sr_vdi_cbt_follow), a migration's commit merges into
+ *   it in place (sr_vdi_cbt_merge), and list_changed_blocks and
+ *   data_destroy refuse a running VM's disk (VDI_IN_USE).  The one other
+ *   log made for a served disk, a migration's destination armed
+ *   (host_migration_cbt_arm), is taken with host_cbt_open_on.
  * - VDI_CBT_ENABLED, which xapi raises for moves of a VDI with CBT, is
  *   never raised: the log follows the disk (sr.h, sr_vdi_cbt_import).
  *
@@ -58,5 +79,20 @@ char *host_vdi_list_changed_blocks (struct host *h, const char *from,
  * "VDI is not a snapshot: <ref>"; without CBT: VDI_NO_CBT_METADATA;
  * attached to a running VM: VDI_IN_USE.  0, or -1 with *ERR. */
 int host_vdi_data_destroy (struct host *h, const char *uuid, char ***err);
+
+/* The mirror filter on control socket CONTROL, which serves VDI UUID of
+ * S, takes the VDI's log (cbt-open log=PATH): every write it
+ * acknowledges after this returns is marked.  For a log made while its
+ * disk is served (enable_cbt, a migration's arm).  FALSE with ERROR:
+ * CBT is off for UUID, or the filter's refusal (control-client.h). */
+gboolean host_cbt_open_on (struct host_sr *s, const char *uuid,
+                           const char *control, GError **error);
+
+/* At start, before serving: the filter of every running VM's disk made
+ * to agree with its VDI's record (the daemon may have been killed
+ * between the two): a VDI with CBT has its log taken (if the filter
+ * cannot take it, CBT goes off, logged), a log left disabled under its
+ * writer is let go and removed. */
+void host_cbt_reconcile (struct host *h);
 
 #endif /* VDM_CBT_H */

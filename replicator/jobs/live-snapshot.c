@@ -7,6 +7,7 @@
 #include "jobs.h"
 #include "live-snapshot.h"
 #include "nbdkit.h"
+#include "vms.h"
 
 /* Times the leaf's nbdkit and the pivot to it are tried. */
 #define PIVOT_ATTEMPTS 2
@@ -30,23 +31,6 @@ mark (struct host_sr *s, const char *snap, const char *key,
   if (sr_vdi_set_other_config (s->sr, snap, key, value) == -1)
     g_critical ("snapshot %s: cannot set other_config %s: %s", snap, key,
                 sr_get_error ());
-}
-
-/* The VBD whose disk server serves VDI UUID now, or NULL. */
-static struct state_vbd *
-serving_vbd (struct host *h, const char *uuid)
-{
-  g_autoptr (GPtrArray) vbds = state_list (h->state, "vbds", "vdi", uuid);
-
-  for (guint i = 0; i < vbds->len; i++) {
-    struct state_vbd *b = state_vbd_get (h->state, vbds->pdata[i]);
-
-    if (b && b->pid > 0 && b->control_socket
-        && nbdkit_serving (b->pid, b->nbd_socket))
-      return b;
-    state_vbd_free (b);
-  }
-  return NULL;
 }
 
 /* Serve the new leaf LEAF and make it the disk of B's filter.  True with
@@ -112,7 +96,7 @@ char *
 host_vdi_snapshot_live (struct host *h, struct host_sr *s,
                         const struct sr_vdi *v, char ***err)
 {
-  g_autoptr (state_vbd) b = serving_vbd (h, v->uuid);
+  g_autoptr (state_vbd) b = host_vdi_serving_vbd (h, v->uuid);
   g_autofree char *ref = host_ref (v->uuid);
   g_autoptr (GError) error = NULL;
   g_autofree char *why = NULL;

@@ -32,6 +32,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cbt.h"
 #include "migrate-receive.h"
 #include "nbdkit.h"
 
@@ -521,6 +522,7 @@ host_migration_cbt_arm (struct host *h, const struct host_migration_token *tok,
 {
   g_autoptr (state_migration) m = token_migration (h, tok, TOKEN_ACTIVE, err);
   g_autoptr (GPtrArray) disks = NULL;
+  g_autoptr (GError) error = NULL;
   int r = 0;
 
   if (m == NULL)
@@ -538,6 +540,10 @@ host_migration_cbt_arm (struct host *h, const struct host_migration_token *tok,
       continue;
     if (sr_vdi_enable_cbt (s->sr, v->uuid) == -1) {
       host_err_set (err, "INTERNAL_ERROR", sr_get_error (), NULL);
+      r = -1;
+    }
+    else if (!host_cbt_open_on (s, v->uuid, md->control, &error)) {
+      host_err_set (err, "INTERNAL_ERROR", error->message, NULL);
       r = -1;
     }
     sr_vdi_free (v);

@@ -120,7 +120,7 @@ int host_migration_abort (struct host *h,
 /* The source's mirrors are all in sync and the VM is about to move:
  * each disk of USERDEVICES (N of them) gets an empty changed-block log
  * (sr_vdi_enable_cbt), which its disk server, serving it as a VM's disk,
- * marks from its next request on.  From now on every write that reaches
+ * is told to mark (host_cbt_open_on) before this returns.  From now on every write that reaches
  * the disk here is a guest's (no more sync copies), so these marks and
  * the source's log, merged at commit, are every block written since the
  * source's last snapshot, and no more.  0, or -1 with *ERR. */

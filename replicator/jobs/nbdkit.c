@@ -9,8 +9,9 @@
  *
  * A disk served with the filter is given its VDI's changed-block log
  * (cbt-log=<SR dir>/<uuid>.cbtlog, sr_vdi_cbt_log_location) whether CBT
- * is on or not: the filter marks it when it is there, and takes it when
- * it appears, so VDI.enable_cbt works on a running VM's disk.
+ * is on or not: the filter marks it when it is there at start, and is
+ * told to take it or let go while it serves (cbt.h), so VDI.enable_cbt
+ * works on a running VM's disk.
  *
  * nbdkit runs as its own daemon (it forks into the background once its
  * socket listens, and writes its pid file), so it outlives a restart of
@@ -362,22 +363,6 @@ nbdkit_serving (pid_t pid, const char *socket)
     if (strcmp (cmdline + off, socket) == 0)
       return true;
   return false;
-}
-
-char *
-nbdkit_cbt_log (pid_t pid)
-{
-  g_autofree char *cmdline_path = g_strdup_printf ("/proc/%d/cmdline",
-                                                   (int)pid);
-  g_autofree char *cmdline = NULL;
-  gsize len = 0;
-
-  if (pid <= 0 || !g_file_get_contents (cmdline_path, &cmdline, &len, NULL))
-    return NULL;
-  for (gsize off = 0; off < len; off += strlen (cmdline + off) + 1)
-    if (g_str_has_prefix (cmdline + off, "cbt-log="))
-      return g_strdup (cmdline + off + strlen ("cbt-log="));
-  return NULL;
 }
 
 void

@@ -68,15 +68,6 @@ pid_t nbdkit_read_pidfile (const char *path);
 /* Is PID still the nbdkit serving SOCKET (or using pid file SOCKET)? */
 bool nbdkit_serving (pid_t pid, const char *socket);
 
-/* The changed-block log the disk server PID was started with (its
- * cbt-log=, g_free), or NULL.  After a live move (the VBD's VDI is
- * another one than the server opened) it names the old VDI's log: with
- * CBT on, the log was renamed under it and is still marked, but a log
- * that appears at the new VDI's place is never seen by it.  So
- * VDI.enable_cbt of a served VDI that has no log must be refused (until
- * the VM restarts) unless this is sr_vdi_cbt_log_location of the VDI. */
-char *nbdkit_cbt_log (pid_t pid);
-
 /* Stop it (SIGTERM, then SIGKILL after GRACE_SECONDS) and remove its
  * socket (or pid file), pid file, log and control socket (CONTROL, may be
  * NULL).  A server whose data still matters gets NBDKIT_STOP_GRACE; one

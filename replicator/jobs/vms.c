@@ -215,6 +215,23 @@ host_vm_destroy (struct host *h, const char *uuid, char ***err)
   return 0;
 }
 
+struct state_vbd *
+host_vdi_serving_vbd (struct host *h, const char *vdi_uuid)
+{
+  g_autoptr (GPtrArray) vbds
+      = state_list (h->state, "vbds", "vdi", vdi_uuid);
+
+  for (guint i = 0; i < vbds->len; i++) {
+    struct state_vbd *b = state_vbd_get (h->state, vbds->pdata[i]);
+
+    if (b && b->pid > 0 && b->control_socket
+        && nbdkit_serving (b->pid, b->nbd_socket))
+      return b;
+    state_vbd_free (b);
+  }
+  return NULL;
+}
+
 void
 host_vms_reconcile (struct host *h)
 {

@@ -24,6 +24,9 @@ int host_vm_start (struct host *h, const char *uuid, char ***err);
 int host_vm_shutdown (struct host *h, const char *uuid, char ***err);
 /* Forget a halted VM and its VBDs (its VDIs stay, as in xapi). */
 int host_vm_destroy (struct host *h, const char *uuid, char ***err);
+/* The VBD whose disk server (nbdkit with the mirror filter, its control
+ * socket recorded) serves VDI VDI_UUID now, or NULL.  state_vbd_free it. */
+struct state_vbd *host_vdi_serving_vbd (struct host *h, const char *vdi_uuid);
 /* At start: make the VM records agree with the nbdkit processes that
  * really run (they outlive a restart; a VM that lost one is halted). */
 void host_vms_reconcile (struct host *h);

@@ -59,6 +59,7 @@ check_round_trip (const char *copy, const struct control_request *req)
   if (control_parse (line, &back, &reply) == -1 || back.cmd != req->cmd
       || !same_string (back.target, req->target)
       || !same_string (back.tls_psk_file, req->tls_psk_file)
+      || !same_string (back.cbt_log, req->cbt_log)
       || back.pivot != req->pivot || back.sync != req->sync) {
     fprintf (stderr, "fuzz: \"%s\" does not come back the same\n", copy);
     abort ();
@@ -80,12 +81,14 @@ one_line (const char *bytes, size_t len)
     check_reply (reply);
     return;
   }
-  if (reply || req.cmd > CONTROL_RESUME
+  if (reply || req.cmd > CONTROL_CBT_CLOSE
       || (req.cmd == CONTROL_START && !req.target)
       || (req.cmd == CONTROL_RESUME && req.pivot != (req.target != NULL))
       || (req.cmd != CONTROL_START && req.cmd != CONTROL_RESUME
           && (req.target || req.tls_psk_file))
-      || (req.cmd != CONTROL_START && req.sync != MIRROR_SYNC_FULL)) {
+      || (req.cmd != CONTROL_START && req.sync != MIRROR_SYNC_FULL)
+      || (req.cmd != CONTROL_CBT_OPEN && req.cbt_log)
+      || (req.cbt_log && req.cbt_log[0] != '/')) {
     fprintf (stderr, "fuzz: \"%s\" parsed into a bad request\n", copy);
     abort ();
   }

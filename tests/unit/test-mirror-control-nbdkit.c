@@ -2,7 +2,8 @@
  * filter over a file, mirroring to a second nbdkit: status, start, wait
  * until ready (with progress), refusals, complete (the target then holds
  * the source's bytes), cancel, abort, sync=none and sync=top's refusal
- * on a plugin without layers, pause and resume, and a pivot.  Skipped (77) without
+ * on a plugin without layers, pause and resume, cbt-open's refusals and
+ * cbt-close with no log, and a pivot.  Skipped (77) without
  * nbdkit, or in the sanitizer build, where only tests/functions.sh
  * starts nbdkit with the runtime the filter needs (the filter's own
  * tests, tests/test-mirror-*.sh, run there). */
@@ -264,6 +265,30 @@ test_sync_pause_resume (void)
   mirror_status_clear (&st);
 }
 
+/* A filter started without cbt-log=: cbt-open needs a log and says
+ * which one it could not take; cbt-close has nothing to let go.  (Logs
+ * taken and marked: tests/test-mirror-cbt.sh.) */
+static void
+test_cbt_open_close (void)
+{
+  g_autoptr (GError) e = NULL;
+  g_autofree char *missing = g_strdup (unit_path ("missing.cbtlog"));
+
+  CU_ASSERT (!mirror_cbt_open (ctl, NULL, &e));
+  CU_ASSERT_FATAL (e != NULL);
+  CU_ASSERT_EQUAL (e->code, MIRROR_CONTROL_ERROR_REFUSED);
+  CU_ASSERT_PTR_NOT_NULL (strstr (e->message, "give log=PATH"));
+  g_clear_error (&e);
+  CU_ASSERT (!mirror_cbt_open (ctl, missing, &e));
+  CU_ASSERT_FATAL (e != NULL);
+  CU_ASSERT_EQUAL (e->code, MIRROR_CONTROL_ERROR_REFUSED);
+  CU_ASSERT_PTR_NOT_NULL (strstr (e->message, missing));
+  CU_ASSERT_PTR_NOT_NULL (strstr (e->message, "No such file"));
+  g_clear_error (&e);
+  CU_ASSERT (mirror_cbt_close (ctl, &e));
+  CU_ASSERT_PTR_NULL (e);
+}
+
 static void
 test_pivot (void)
 {
@@ -292,6 +317,7 @@ main (void)
     { "refusals", test_refusals },
     { "cancel, then abort", test_cancel_then_abort },
     { "sync modes, pause, resume", test_sync_pause_resume },
+    { "cbt-open and cbt-close", test_cbt_open_close },
     { "pivot", test_pivot },
     { NULL },
   };

@@ -215,6 +215,8 @@ assert_round_trip (const struct control_request *req, const char *want)
                           req->tls_psk_file ? req->tls_psk_file : "");
   CU_ASSERT_EQUAL (back.pivot, req->pivot);
   CU_ASSERT_EQUAL (back.sync, req->sync);
+  CU_ASSERT_STRING_EQUAL (back.cbt_log ? back.cbt_log : "",
+                          req->cbt_log ? req->cbt_log : "");
   free (line);
 }
 
@@ -295,6 +297,26 @@ test_sync_pause_resume_lines (void)
   CU_ASSERT_STRING_EQUAL (mirror_sync_name (MIRROR_SYNC_NONE), "none");
 }
 
+/* Each of the N LINES[i][0] is refused by the filter's parser with the
+ * message LINES[i][1], read back as the client reads it. */
+static void
+assert_refused (const char *const lines[][2], size_t n)
+{
+  for (size_t i = 0; i < n; i++) {
+    g_autofree char *line = g_strdup (lines[i][0]);
+    char *reply = NULL;
+    struct control_request req;
+    g_autoptr (GError) e = NULL;
+
+    CU_ASSERT_EQUAL (control_parse (line, &req, &reply), -1);
+    CU_ASSERT_FATAL (reply != NULL);
+    CU_ASSERT_PTR_NULL (mirror_reply_parse (reply, &e));
+    CU_ASSERT_FATAL (e != NULL);
+    CU_ASSERT_STRING_EQUAL (e->message, lines[i][1]);
+    free (reply);
+  }
+}
+
 /* What the filter's parser refuses of the new words, and why. */
 static void
 test_sync_pause_resume_refused (void)
@@ -312,19 +334,44 @@ test_sync_pause_resume_refused (void)
     { "complete pivot=maybe", "complete: pivot must be true or false" },
   };
 
-  for (size_t i = 0; i < G_N_ELEMENTS (lines); i++) {
-    g_autofree char *line = g_strdup (lines[i][0]);
-    char *reply = NULL;
-    struct control_request req;
-    g_autoptr (GError) e = NULL;
+  assert_refused (lines, G_N_ELEMENTS (lines));
+}
 
-    CU_ASSERT_EQUAL (control_parse (line, &req, &reply), -1);
-    CU_ASSERT_FATAL (reply != NULL);
-    CU_ASSERT_PTR_NULL (mirror_reply_parse (reply, &e));
-    CU_ASSERT_FATAL (e != NULL);
-    CU_ASSERT_STRING_EQUAL (e->message, lines[i][1]);
-    free (reply);
-  }
+/* cbt-open and cbt-close: their lines, read back; what the client
+ * cannot write; what the filter's parser refuses, and why. */
+static void
+test_cbt_lines (void)
+{
+  struct control_request log_on_start
+      = { .cmd = CONTROL_START, .target = "nbd://h/l", .cbt_log = "/l" };
+  struct control_request blank
+      = { .cmd = CONTROL_CBT_OPEN, .cbt_log = "/a b.cbtlog" };
+  static const char *const refused[][2] = {
+    { "cbt-open log=sr/x.cbtlog",
+      "cbt-open: log=PATH must be an absolute path, got \"sr/x.cbtlog\"" },
+    { "cbt-open log=", "cbt-open: log=PATH must be an absolute path, got "
+                       "\"\"" },
+    { "cbt-open log", "cbt-open: expected KEY=VALUE, got \"log\"" },
+    { "cbt-close log=/x", "cbt-close: unknown parameter \"log\"" },
+    { "cbt-open target=nbd://h/", "cbt-open: unknown parameter \"target\"" },
+    { "start target=nbd://h/ log=/x", "start: unknown parameter \"log\"" },
+    { "cbt-opn", "unknown command \"cbt-opn\"" },
+  };
+
+  assert_round_trip (&(struct control_request){ .cmd = CONTROL_CBT_OPEN },
+                     "cbt-open\n");
+  assert_round_trip (
+      &(struct control_request){ .cmd = CONTROL_CBT_OPEN,
+                                 .cbt_log = "/srv/sr/ab12.cbtlog" },
+      "cbt-open log=/srv/sr/ab12.cbtlog\n");
+  assert_round_trip (&(struct control_request){ .cmd = CONTROL_CBT_CLOSE },
+                     "cbt-close\n");
+  errno = 0;
+  CU_ASSERT_PTR_NULL (control_format (&log_on_start));
+  CU_ASSERT_EQUAL (errno, EINVAL);
+  CU_ASSERT_PTR_NULL (control_format (&blank));
+  CU_ASSERT_EQUAL (control_command_from_name ("cbt-close"), CONTROL_CBT_CLOSE);
+  assert_refused (refused, G_N_ELEMENTS (refused));
 }
 
 /* A status with the members of sync modes and pause; without them (an
@@ -431,6 +478,7 @@ main (void)
     { "sync, pause and resume lines", test_sync_pause_resume_lines },
     { "sync, pause and resume refused", test_sync_pause_resume_refused },
     { "status says sync and pause", test_status_sync_and_pause },
+    { "cbt-open and cbt-close lines", test_cbt_lines },
     { "poll names the disk", test_poll_names_the_disk },
     { "wait cancelled first", test_wait_cancelled_first },
     { NULL },
