@@ -17,13 +17,9 @@ tls_setup
 size=$((256 << 20))
 img=$T/disk.raw
 truncate -s $size "$img"
-python3 - "$img" <<'PY'
-import random, sys
-with open(sys.argv[1], "r+b") as f:
-    for i in range(0, 256, 8):
-        f.seek(i << 20)
-        f.write(random.Random(i).randbytes(3 << 20))
-PY
+for mib in $(seq 0 8 255); do
+  dd if=/dev/urandom of="$img" bs=1M seek=$mib count=3 conv=notrunc status=none
+done
 data=$((96 << 20))
 
 start_vdimotiond
@@ -91,20 +87,40 @@ check_vdi "$(json_field vdi < "$T/out")" fromlocal
 restore "$remote" latest sr1:fromremote > "$T/out" || fail "restore from remote"
 check_vdi "$(tail -n1 "$T/out")" fromremote
 
-# 2. kill -9 of the CLI, then of the daemon, once the progress shows a
-# window done (the progress moves after a window is recorded).
+# Wait until the restore into NAME has recorded a window in its marker
+# (or 60 s, or the restore PID ended).
+wait_window_done ()
+{
+  python3 - "$url" "$1" "$2" <<'PY' || :
+import os, sys, time, xmlrpc.client
+s = xmlrpc.client.ServerProxy(sys.argv[1])
+sess = s.session.login_with_password("root", "secret")["Value"]
+for _ in range(1200):
+    for r in s.VDI.get_all_records(sess)["Value"].values():
+        oc = r["other_config"]
+        if oc.get("vdimotion-restore-name") == sys.argv[2] \
+           and int(oc.get("vdimotion-restore-done", "0")) > 0:
+            sys.exit(0)
+    try:  # gone, or a zombie: the restore is over
+        with open("/proc/%s/stat" % sys.argv[3]) as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                sys.exit(0)
+    except OSError:
+        sys.exit(0)
+    time.sleep(0.05)
+PY
+}
+
+# 2. kill -9 of the CLI, then of the daemon, once a window is recorded
+# done in the VDI's marker.
 kill_mid_restore ()
 {
   what=$1 repo=$2 name=$3
   # Not through restore (): $! must be vdimotion itself.
   "$VDIMOTION" --server "$url" --password-file "$T/pw" backup restore \
-    --progress "$repo" latest "sr1:$name" > /dev/null 2> "$T/progress" &
+    "$repo" latest "sr1:$name" > /dev/null 2>&1 &
   cli=$!
-  for _ in $(seq 1200); do
-    grep -q '[1-9][0-9]*\.[0-9]%' "$T/progress" && break
-    kill -0 $cli 2>/dev/null || break
-    sleep 0.05
-  done
+  wait_window_done "$name" $cli
   if [ "$what" = cli ]; then
     kill -9 $cli 2>/dev/null || :
     wait $cli 2>/dev/null || :
@@ -144,3 +160,32 @@ expect_exit 1 restore "$T/repo" latest no-colon
 grep -q "SR:NAME" "$T/err" || fail "bad VDI destination not named"
 expect_exit 1 restore "$T/repo" latest nosuchsr:x
 grep -qi "nosuchsr" "$T/err" || { cat "$T/err"; fail "unknown SR not named"; }
+
+# The chunked import's refusals, each with its reason.
+python3 - "$url" <<'PY' || fail "chunked import refusals"
+import http.client, struct, sys, urllib.parse, xmlrpc.client
+url = sys.argv[1]
+s = xmlrpc.client.ServerProxy(url)
+sess = s.session.login_with_password("root", "secret")["Value"]
+sr = s.SR.get_by_name_label(sess, "sr1")["Value"][0]
+vdi = s.VDI.create(sess, {"SR": sr, "name_label": "chunks",
+                          "virtual_size": str(1 << 20), "type": "user",
+                          "sharable": False, "read_only": False,
+                          "other_config": {}})["Value"]
+u = urllib.parse.urlparse(url)
+def put(query, body):
+    c = http.client.HTTPConnection(u.hostname, u.port)
+    c.request("PUT", "/import_raw_vdi?session_id=%s&vdi=%s&%s" % (sess, vdi, query), body)
+    r = c.getresponse()
+    return r.status, r.read().decode()
+hdr = lambda off, n: struct.pack("<QI", off, n)
+for query, body, status, words in [
+        ("format=vhd&chunked=true", hdr(0, 0), 400, "only format=raw"),
+        ("format=raw&chunked=true", hdr((1 << 20) - 4, 8) + b"x" * 8, 413, "past the destination"),
+        ("format=raw&chunked=true", hdr(0, 4) + b"abcd", 400, "without its last chunk"),
+        ("format=raw&chunked=true", hdr(0, 0) + b"z", 400, "after the chunked stream"),
+        ("format=raw&chunked=true", hdr(4096, 4) + b"abcd" + hdr(0, 0), 200, "imported")]:
+    got, text = put(query, body)
+    print(query, got, text.strip())
+    assert got == status and words in text, (query, got, text)
+PY

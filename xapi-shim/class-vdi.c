@@ -584,12 +584,10 @@ vdi_get_nbd_info (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 
 /* VDI.set_name_label(session, self, value): the SR's record. */
 static xmlrpc_value *
-vdi_set_name_label (struct xapi_call *c, xmlrpc_value *const *args,
-                    int nargs)
+vdi_set_name_label (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
 {
   g_autofree char *ref = xapi_read_string (c, args[1], "self");
-  g_autofree char *value
-      = ref ? xapi_read_string (c, args[2], "value") : NULL;
+  g_autofree char *value = ref ? xapi_read_string (c, args[2], "value") : NULL;
   struct host_sr *s = NULL;
   struct sr_vdi *v = value ? xapi_vdi_by_ref (c, ref, &s) : NULL;
   int r;

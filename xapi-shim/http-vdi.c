@@ -256,8 +256,8 @@ vdi_target_get (struct vdi_target *t, struct xapi_daemon *d,
     return status;
   }
   t->format = format && strcmp (format, "vhd") == 0 ? COPY_STREAM_VHD
-              : chunked                                ? COPY_STREAM_CHUNKED
-                                                       : COPY_STREAM_RAW;
+              : chunked                             ? COPY_STREAM_CHUNKED
+                                                    : COPY_STREAM_RAW;
   /* xapi: a ref, else a uuid. */
   if (sr_uuid_is_valid (ref))
     ref = uuid_ref = g_strconcat (XAPI_REF_PREFIX, ref, NULL);

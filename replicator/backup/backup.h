@@ -38,6 +38,10 @@
  *   kept point reads the same bytes at every step (the old point's
  *   manifest goes first, so it is never listed half-merged).  The step
  *   in progress is in .prune.json, and a rerun finishes it first.
+ * - A restore into a destination the copy engine cannot open (a VDI on
+ *   a server) takes the point window by window in xapi's chunked
+ *   encoding (backup_restore_chunked); its caller sends each window
+ *   and records it done where the destination is.
  * - One lock (flock on REPO/.lock) per repository: create and prune
  *   take it exclusive, restore and verify shared; listing needs none
  *   (manifests are published atomically).
@@ -220,9 +224,8 @@ int backup_remote_point_map (struct backup_repo *r,
                              const struct backup_manifest *m,
                              uint64_t (**data)[2], size_t *n, GError **err);
 int backup_remote_point_read (struct backup_repo *r,
-                              const struct backup_manifest *m,
-                              uint64_t offset, size_t len, void *buf,
-                              GError **err);
+                              const struct backup_manifest *m, uint64_t offset,
+                              size_t len, void *buf, GError **err);
 
 /* DISK's points, oldest first (by time, then id).  A manifest that does
  * not parse fails the whole call unless BAD is given: then its error is

@@ -1061,8 +1061,8 @@ backup_repo_open_remote (const char *url,
 
 int
 backup_remote_point_map (struct backup_repo *r,
-                         const struct backup_manifest *m,
-                         uint64_t (**data)[2], size_t *n, GError **err)
+                         const struct backup_manifest *m, uint64_t (**data)[2],
+                         size_t *n, GError **err)
 {
   struct restore rs = { .m = m };
   struct pool pl = { .rm = remote_of (r) };
@@ -1086,8 +1086,8 @@ backup_remote_point_read (struct backup_repo *r,
 
   for (size_t at = 0; at < len; at += REQUEST_SIZE) {
     size_t want = MIN (REQUEST_SIZE, len - at);
-    g_autofree char *q = g_strdup_printf ("offset=%" PRIu64 "&length=%zu",
-                                          offset + at, want);
+    g_autofree char *q
+        = g_strdup_printf ("offset=%" PRIu64 "&length=%zu", offset + at, want);
     g_autoptr (GBytes) reply
         = request (rm, rm->main, "GET", rel, q, NULL, 0, err);
     gsize got = 0;
@@ -1097,8 +1097,8 @@ backup_remote_point_read (struct backup_repo *r,
       return -1;
     if (got != want) {
       g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_IO,
-                   "%s%s%s: %zu bytes came for %zu", rm->base, rm->prefix,
-                   rel, (size_t)got, want);
+                   "%s%s%s: %zu bytes came for %zu", rm->base, rm->prefix, rel,
+                   (size_t)got, want);
       return -1;
     }
     memcpy ((char *)buf + at, p, want);

@@ -208,9 +208,8 @@ window_body (struct point_src *s, struct backup_chunks *c, GByteArray *body,
 }
 
 int
-backup_restore_chunked (struct backup_repo *r,
-                        const struct backup_manifest *p, uint64_t from,
-                        backup_chunks_fn send, void *opaque,
+backup_restore_chunked (struct backup_repo *r, const struct backup_manifest *p,
+                        uint64_t from, backup_chunks_fn send, void *opaque,
                         backup_progress_fn progress, void *popaque,
                         struct backup_stats *stats, GError **err)
 {
@@ -227,11 +226,10 @@ backup_restore_chunked (struct backup_repo *r,
   if (point_src_open (&s, err) == -1)
     goto out;
   for (uint64_t off = from; off < size; off += BACKUP_RESTORE_WINDOW) {
-    struct backup_chunks c = { .offset = off,
-                               .end = MIN (off + BACKUP_RESTORE_WINDOW,
-                                           size) };
-    if (window_body (&s, &c, body, &x, err) == -1 || send (&c, opaque, err)
-        == -1)
+    struct backup_chunks c
+        = { .offset = off, .end = MIN (off + BACKUP_RESTORE_WINDOW, size) };
+    if (window_body (&s, &c, body, &x, err) == -1
+        || send (&c, opaque, err) == -1)
       goto out;
     st.bytes_read += c.data;
     st.bytes_written += c.data;

@@ -10,6 +10,12 @@
  * VDI a move made (a new uuid) the first uuid of its
  * other_config["vdimotion-moved-from"] the repository has (vdi_disk), so
  * the chain goes on across the move.
+ * With --server, restore writes the point into a new VDI (SR:NAME) from
+ * a local or remote repository alike, resumably: the VDI is made first,
+ * named and marked (other_config) as an unfinished restore, written
+ * window by window through xapi's chunked import_raw_vdi with each
+ * window recorded in the marker, and named and unmarked at the end; a
+ * rerun finds it by its marker (restore_to_vdi).
  * Each subcommand takes the repository's lock (create and prune
  * exclusive), does its one call, and prints a line per result, or with
  * --json one JSON document at the end.  A killed create, restore or
@@ -529,6 +535,16 @@ do_list (struct options *o, const char *repo)
   return EXIT_OK;
 }
 
+/* A restore's JSON document begins with the point and where it went. */
+static void
+print_restore_json (bool *first, const struct backup_manifest *m,
+                    const char *dst)
+{
+  json_str (first, "point", m->id);
+  json_str (first, "disk", m->disk);
+  json_str (first, "destination", dst);
+}
+
 /* ---- Into a VDI through --server: resumable -------------------------- */
 
 /* A restore into a VDI keeps its state in the VDI's other_config (so the
@@ -572,10 +588,9 @@ vdi_restore_clear (struct vdi_restore *v)
 static int
 vdi_restore_save (struct vdi_restore *v, GError **err)
 {
-  g_autoptr (xv) r
-      = xapi_client_call (v->c, err, "VDI.set_other_config",
-                          xv_new_string (v->ref), xv_new_string_map (v->oc),
-                          NULL);
+  g_autoptr (xv) r = xapi_client_call (v->c, err, "VDI.set_other_config",
+                                       xv_new_string (v->ref),
+                                       xv_new_string_map (v->oc), NULL);
   return r ? 0 : -1;
 }
 
@@ -591,8 +606,7 @@ put_chunks (struct vdi_restore *v, const struct backup_chunks *ch,
       v->ref);
 
   for (int try = 1;; try++) {
-    g_autoptr (SoupMessage) msg
-        = xapi_client_message (v->c, "PUT", rel, err);
+    g_autoptr (SoupMessage) msg = xapi_client_message (v->c, "PUT", rel, err);
     g_autoptr (GBytes) body = g_bytes_new_static (ch->body, ch->len);
     g_autoptr (GBytes) reply = NULL;
     gsize n = 0;
@@ -627,8 +641,7 @@ put_chunks (struct vdi_restore *v, const struct backup_chunks *ch,
 /* backup_restore_chunked's window: sent (when it holds data), then
  * recorded done. */
 static int
-vdi_restore_window (const struct backup_chunks *ch, void *opaque,
-                    GError **err)
+vdi_restore_window (const struct backup_chunks *ch, void *opaque, GError **err)
 {
   struct vdi_restore *v = opaque;
 
@@ -681,13 +694,12 @@ vdi_restore_create (struct vdi_restore *v, const char *sr,
       = g_strdup_printf ("%s (restoring point %s: incomplete)", name, m->id);
   g_autoptr (xv) vdi = xapi_client_call (
       v->c, err, "VDI.create",
-      xv_struct ("SR", xv_new_string (sr), "name_label",
-                 xv_new_string (label), "virtual_size", xv_new_string (size),
-                 "type", xv_new_string ("user"), "sharable",
-                 xv_new_bool (false), "read_only", xv_new_bool (false),
-                 "other_config", xv_new_string_map (v->oc), "sm_config",
-                 xv_struct ("image-format", xv_new_string ("qcow2"), NULL),
-                 NULL),
+      xv_struct (
+          "SR", xv_new_string (sr), "name_label", xv_new_string (label),
+          "virtual_size", xv_new_string (size), "type", xv_new_string ("user"),
+          "sharable", xv_new_bool (false), "read_only", xv_new_bool (false),
+          "other_config", xv_new_string_map (v->oc), "sm_config",
+          xv_struct ("image-format", xv_new_string ("qcow2"), NULL), NULL),
       NULL);
   g_autoptr (xv) uuid = NULL;
 
@@ -700,19 +712,19 @@ vdi_restore_create (struct vdi_restore *v, const char *sr,
   v->ref = g_strdup (vdi->s);
   uuid = xapi_client_call (v->c, err, "VDI.get_uuid", xv_new_string (v->ref),
                            NULL);
-  if (!uuid || uuid->type != XV_STRING)
-    return -1;
-  v->uuid = g_strdup (uuid->s);
-  return 0;
+  v->uuid = uuid && uuid->type == XV_STRING ? g_strdup (uuid->s) : NULL;
+  if (uuid && !v->uuid)
+    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_IO, "VDI.get_uuid: no uuid");
+  return v->uuid ? 0 : -1;
 }
 
 /* The restore is whole: the VDI gets its name, then loses the marker. */
 static int
 vdi_restore_finish (struct vdi_restore *v, const char *name, GError **err)
 {
-  g_autoptr (xv) r = xapi_client_call (v->c, err, "VDI.set_name_label",
-                                       xv_new_string (v->ref),
-                                       xv_new_string (name), NULL);
+  g_autoptr (xv) r
+      = xapi_client_call (v->c, err, "VDI.set_name_label",
+                          xv_new_string (v->ref), xv_new_string (name), NULL);
   if (!r)
     return -1;
   g_hash_table_remove (v->oc, RESTORE_POINT);
@@ -728,8 +740,7 @@ vdi_restore_finish (struct vdi_restore *v, const char *name, GError **err)
  * goes on from there.  Prints the VDI's uuid last. */
 static int
 restore_to_vdi (struct options *o, struct backup_repo *r,
-                const struct backup_manifest *m, const char *dst,
-                GError **err)
+                const struct backup_manifest *m, const char *dst, GError **err)
 {
   const char *colon = strchr (dst, ':');
   if (!colon || colon == dst || !colon[1]) {
@@ -772,16 +783,16 @@ restore_to_vdi (struct options *o, struct backup_repo *r,
     if (bar.enabled)
       fputc ('\n', stderr);
     if (v.uuid)
-      g_prefix_error (err, "into VDI %s (kept, marked %s; the same command "
-                      "continues it): ", v.uuid, RESTORE_POINT);
+      g_prefix_error (err,
+                      "into VDI %s (kept, marked %s; the same command "
+                      "continues it): ",
+                      v.uuid, RESTORE_POINT);
     goto out;
   }
   progress_finish (&bar);
   if (o->json) {
     bool first = true;
-    json_str (&first, "point", m->id);
-    json_str (&first, "disk", m->disk);
-    json_str (&first, "destination", dst);
+    print_restore_json (&first, m, dst);
     json_str (&first, "vdi", v.uuid);
     json_u64 (&first, "resumed-at", v.resumed_at);
     json_u64 (&first, "bytes-sent", v.sent);
@@ -790,8 +801,8 @@ restore_to_vdi (struct options *o, struct backup_repo *r,
     putchar ('\n');
   }
   else {
-    printf ("point %s restored into VDI %s of SR %s: %" PRIu64
-            " bytes sent", m->id, name, sr_name, v.sent);
+    printf ("point %s restored into VDI %s of SR %s: %" PRIu64 " bytes sent",
+            m->id, name, sr_name, v.sent);
     if (v.resumed_at)
       printf (" (continued at byte %" PRIu64 ")", v.resumed_at);
     printf ("\n%s\n", v.uuid);
@@ -835,9 +846,7 @@ do_restore (struct options *o, const char *repo, const char *point,
   progress_finish (&bar);
   if (o->json) {
     bool first = true;
-    json_str (&first, "point", m->id);
-    json_str (&first, "disk", m->disk);
-    json_str (&first, "destination", dst);
+    print_restore_json (&first, m, dst);
     print_stats_json (&first, &st);
     json_end (&first);
     putchar ('\n');
