@@ -2,8 +2,9 @@
 # vdimotion --server URL backup restore REPO POINT SR:NAME: a point into a
 # new VDI, from a local repository and from a remote one (a second
 # vdimotiond serving --backup-repo over HTTPS), read back identical to
-# qemu-img convert of the repository's file; kill -9 of the CLI, then of
-# the daemon, once some windows are done: the half-restored VDI is named
+# qemu-img convert of the repository's file; kill -9 of the CLI (from the
+# remote repository), then of the daemon (from the local one), once a
+# window is recorded done: the half-restored VDI is named
 # and marked as such, the same command finds it and sends only what was
 # missing (less than the whole), and the VDI ends identical, named, with
 # no marker.
@@ -13,14 +14,14 @@ requires qemu-img
 requires python3
 tls_setup
 
-# 256 MiB, 96 MiB of data: 16 windows of 16 MiB, each with data.
+# 256 MiB, 32 MiB of data: 16 windows of 16 MiB, each with 2 MiB.
 size=$((256 << 20))
 img=$T/disk.raw
 truncate -s $size "$img"
-for mib in $(seq 0 8 255); do
-  dd if=/dev/urandom of="$img" bs=1M seek=$mib count=3 conv=notrunc status=none
+for mib in $(seq 0 16 255); do
+  dd if=/dev/urandom of="$img" bs=1M seek=$mib count=2 conv=notrunc status=none
 done
-data=$((96 << 20))
+data=$((32 << 20))
 
 start_vdimotiond
 mkdir -p "$T/peer-repo"
@@ -95,7 +96,7 @@ wait_window_done ()
 import os, sys, time, xmlrpc.client
 s = xmlrpc.client.ServerProxy(sys.argv[1])
 sess = s.session.login_with_password("root", "secret")["Value"]
-for _ in range(1200):
+for _ in range(3000):
     for r in s.VDI.get_all_records(sess)["Value"].values():
         oc = r["other_config"]
         if oc.get("vdimotion-restore-name") == sys.argv[2] \
@@ -107,7 +108,7 @@ for _ in range(1200):
                 sys.exit(0)
     except OSError:
         sys.exit(0)
-    time.sleep(0.05)
+    time.sleep(0.02)
 PY
 }
 
@@ -152,8 +153,8 @@ kill_mid_restore ()
   fi
   [ -z "$(marked)" ] || fail "a marked VDI is left: $(marked)"
 }
-kill_mid_restore cli "$T/repo" killedcli
-kill_mid_restore daemon "$remote" killeddaemon
+kill_mid_restore cli "$remote" killedcli
+kill_mid_restore daemon "$T/repo" killeddaemon
 
 # Bad destinations are named.
 expect_exit 1 restore "$T/repo" latest no-colon
