@@ -19,8 +19,8 @@
  * goes through the streaming VHD reader, which finds the guest data and
  * the ranges that read as zero; xapi's chunked encoding is parsed here
  * (chunk_feed), each chunk's bytes guest data at the offset its header
- * names, and only those are written.  Data is gathered in a staging buffer of
- * STAGE bytes and written when the buffer is full or the next piece is
+ * names, and only those are written.  Data is gathered in a staging
+ * buffer of STAGE bytes and written when the buffer is full or the next piece is
  * not contiguous, all-zero blocks becoming zero requests (or nothing, on
  * a destination that reads as zero).  Memory is the staging buffer and
  * the VHD reader's BAT, whatever the stream's length. */
@@ -153,8 +153,12 @@ static const struct copy_endpoint_ops stream_out_ops = {
 static int
 stream_open_dest (struct copy_side *s, uint64_t size, char **err)
 {
-  struct stream_out *o = calloc (1, sizeof *o);
+  struct stream_out *o;
 
+  if (s->spec.stream == COPY_STREAM_CHUNKED)
+    return copy_error_errno (err, EINVAL,
+                             "xapi's chunked encoding is read, not written");
+  o = calloc (1, sizeof *o);
   if (!o || !(o->ep.name = strdup ("stream"))) {
     free (o);
     return copy_error_errno (err, ENOMEM, "out of memory");
