@@ -582,6 +582,69 @@ vdi_get_nbd_info (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
   return a;
 }
 
+/* VDI.set_name_label(session, self, value): the SR's record. */
+static xmlrpc_value *
+vdi_set_name_label (struct xapi_call *c, xmlrpc_value *const *args, int nargs)
+{
+  g_autofree char *ref = xapi_read_string (c, args[1], "self");
+  g_autofree char *value = ref ? xapi_read_string (c, args[2], "value") : NULL;
+  struct host_sr *s = NULL;
+  struct sr_vdi *v = value ? xapi_vdi_by_ref (c, ref, &s) : NULL;
+  int r;
+
+  if (v == NULL)
+    return NULL;
+  r = sr_vdi_set_name_label (s->sr, v->uuid, value);
+  sr_vdi_free (v);
+  if (r == -1) {
+    xapi_fail_sr (c, "VDI", ref);
+    return NULL;
+  }
+  return xapi_void (c);
+}
+
+/* VDI.set_other_config, add_to_other_config and remove_from_other_config
+ * (xapi_change_other_config), written to the SR's record key by key:
+ * the keys that went are removed, the new or changed ones set. */
+static xmlrpc_value *
+vdi_change_other_config (struct xapi_call *c, xmlrpc_value *const *args,
+                         int nargs)
+{
+  g_autofree char *ref = xapi_read_string (c, args[1], "self");
+  struct host_sr *s = NULL;
+  struct sr_vdi *v = ref ? xapi_vdi_by_ref (c, ref, &s) : NULL;
+  g_autoptr (GHashTable) oc
+      = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  GHashTableIter it;
+  gpointer key, value;
+  bool ok = true;
+
+  if (v == NULL)
+    return NULL;
+  for (size_t i = 0; i < v->n_other_config; i++)
+    g_hash_table_replace (oc, g_strdup (v->other_config[i].key),
+                          g_strdup (v->other_config[i].value));
+  if (!xapi_change_other_config (c, args, "VDI", ref, oc)) {
+    sr_vdi_free (v);
+    return NULL;
+  }
+  for (size_t i = 0; ok && i < v->n_other_config; i++)
+    if (!g_hash_table_contains (oc, v->other_config[i].key))
+      ok = sr_vdi_set_other_config (s->sr, v->uuid, v->other_config[i].key,
+                                    NULL)
+           == 0;
+  g_hash_table_iter_init (&it, oc);
+  while (ok && g_hash_table_iter_next (&it, &key, &value))
+    if (g_strcmp0 (sr_vdi_get_other_config (v, key), value) != 0)
+      ok = sr_vdi_set_other_config (s->sr, v->uuid, key, value) == 0;
+  sr_vdi_free (v);
+  if (!ok) {
+    xapi_fail_sr (c, "VDI", ref);
+    return NULL;
+  }
+  return xapi_void (c);
+}
+
 static const struct xapi_method methods[] = {
   { "create", 2, 2, false, vdi_create },
   { "snapshot", 3, 3, false, vdi_snapshot },
@@ -593,6 +656,10 @@ static const struct xapi_method methods[] = {
   { "list_changed_blocks", 3, 3, false, vdi_list_changed_blocks },
   { "data_destroy", 2, 2, false, vdi_data_destroy },
   { "get_nbd_info", 2, 2, false, vdi_get_nbd_info },
+  { "set_name_label", 3, 3, false, vdi_set_name_label },
+  { "set_other_config", 3, 3, false, vdi_change_other_config },
+  { "add_to_other_config", 4, 4, false, vdi_change_other_config },
+  { "remove_from_other_config", 3, 3, false, vdi_change_other_config },
   { NULL },
 };
 

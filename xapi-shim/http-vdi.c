@@ -1,6 +1,6 @@
 /* xapi's HTTP handlers for disk data, as xapi spells them:
  *
- *   PUT /import_raw_vdi?session_id=S&vdi=REF&format=raw|vhd
+ *   PUT /import_raw_vdi?session_id=S&vdi=REF&format=raw|vhd[&chunked]
  *   GET /export_raw_vdi?session_id=S&vdi=REF&format=raw|vhd
  *
  * Both are copies of the copy engine (copy.h) between the VDI and a byte
@@ -17,6 +17,14 @@
  * no parent) zeroes are not written at all; into one with content they
  * are written as zero ranges, so the VDI ends up reading exactly as the
  * body, whatever it held before.
+ *
+ * With chunked (any value; raw only, as xapi) the body is xapi's chunked
+ * encoding (vhd-tool's: 12-byte headers of a guest offset and a length,
+ * little-endian, each followed by its bytes, the last header offset 0
+ * and length 0; COPY_STREAM_CHUNKED): only the chunks are written, the
+ * rest of the VDI stays as it was, so a client writes ranges (vdimotion
+ * backup restore into a VDI, resumable, does).  A chunked body that
+ * ends without its last header fails as a short raw body does.
  *
  * An export is a copy run by a thread per transfer, whose stream
  * destination hands chunks to the main loop, which appends them to the
@@ -210,6 +218,8 @@ vdi_target_get (struct vdi_target *t, struct xapi_daemon *d,
   const char *task = req_param (query, cookies, "task_id", true);
   const char *ref = req_param (query, cookies, "vdi", false);
   const char *format = req_param (query, cookies, "format", false);
+  bool chunked = strcmp (op, "import") == 0
+                 && req_param (query, cookies, "chunked", false) != NULL;
   g_autofree char *uuid_ref = NULL;
   xmlrpc_env env;
   struct xapi_call c = { .d = d, .env = &env, .method = op };
@@ -231,6 +241,11 @@ vdi_target_get (struct vdi_target *t, struct xapi_daemon *d,
     *text = g_strdup_printf ("format=%s: not raw or vhd\n", format);
     status = SOUP_STATUS_BAD_REQUEST;
   }
+  if (status == 0 && chunked && format && strcmp (format, "vhd") == 0) {
+    *text = g_strdup ("chunked: a VHD cannot be imported in chunks (only "
+                      "format=raw)\n");
+    status = SOUP_STATUS_BAD_REQUEST;
+  }
   if (status == 0 && ref == NULL) {
     code = "HANDLE_INVALID";
     *text = g_strdup ("HANDLE_INVALID VDI (no vdi in the query)\n");
@@ -241,6 +256,7 @@ vdi_target_get (struct vdi_target *t, struct xapi_daemon *d,
     return status;
   }
   t->format = format && strcmp (format, "vhd") == 0 ? COPY_STREAM_VHD
+              : chunked                             ? COPY_STREAM_CHUNKED
                                                     : COPY_STREAM_RAW;
   /* xapi: a ref, else a uuid. */
   if (sr_uuid_is_valid (ref))
@@ -630,7 +646,9 @@ xapi_http_vdi_import_begin (struct xapi_daemon *d, SoupServerMessage *msg,
   im->size = copy_job_size (im->job);
   im->started = g_get_monotonic_time ();
   g_message ("VDI %s: import (%s) from %s started%s%s", im->t.vdi->uuid,
-             im->t.format == COPY_STREAM_VHD ? "vhd" : "raw",
+             im->t.format == COPY_STREAM_VHD       ? "vhd"
+             : im->t.format == COPY_STREAM_CHUNKED ? "chunked"
+                                                   : "raw",
              soup_server_message_get_remote_host (msg),
              copy_job_dest_is_zero (im->job) ? "" : " (over existing content)",
              first ? ", answered first" : "");

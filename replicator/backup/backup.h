@@ -38,6 +38,10 @@
  *   kept point reads the same bytes at every step (the old point's
  *   manifest goes first, so it is never listed half-merged).  The step
  *   in progress is in .prune.json, and a rerun finishes it first.
+ * - A restore into a destination the copy engine cannot open (a VDI on
+ *   a server) takes the point window by window in xapi's chunked
+ *   encoding (backup_restore_chunked); its caller sends each window
+ *   and records it done where the destination is.
  * - One lock (flock on REPO/.lock) per repository: create and prune
  *   take it exclusive, restore and verify shared; listing needs none
  *   (manifests are published atomically).
@@ -213,6 +217,16 @@ bool backup_location_is_remote (const char *location);
 struct backup_repo *backup_repo_open_remote (
     const char *url, const struct backup_remote_config *cfg, GError **err);
 
+/* Point M of the remote repository R, for backup_restore_chunked:
+ * its data extents ([offset, length] pairs, sorted; g_free *DATA), as
+ * the server's map gives them, and LEN bytes at OFFSET into BUF. */
+int backup_remote_point_map (struct backup_repo *r,
+                             const struct backup_manifest *m,
+                             uint64_t (**data)[2], size_t *n, GError **err);
+int backup_remote_point_read (struct backup_repo *r,
+                              const struct backup_manifest *m, uint64_t offset,
+                              size_t len, void *buf, GError **err);
+
 /* DISK's points, oldest first (by time, then id).  A manifest that does
  * not parse fails the whole call unless BAD is given: then its error is
  * appended there (a GPtrArray of g_free'd strings) and it is skipped. */
@@ -290,6 +304,37 @@ struct backup_manifest *backup_latest (struct backup_repo *r, const char *disk,
 int backup_restore (struct backup_repo *r, const struct backup_manifest *p,
                     const char *dst, backup_progress_fn progress,
                     void *opaque, struct backup_stats *stats, GError **err);
+
+/* Restoring into something that takes ranges of guest bytes: a VDI
+ * through xapi's chunked import (import_raw_vdi?chunked; `vdimotion
+ * --server URL backup restore`), whose caller records how far it got.
+ * Point P is read (from a local repository through libvdisk, its qcow2
+ * chain flattened; from a remote one by its map and ranges, as
+ * vdimotion-backup-http(7)) a window of BACKUP_RESTORE_WINDOW guest
+ * bytes at a time, and each window handed to SEND as a body in xapi's
+ * chunked encoding (vhd-tool's: per data extent, pieces of at most
+ * 4 MiB each after a 12-byte header of offset, 64 bits, and length, 32
+ * bits, little-endian; then the end header, offset 0 and length 0).
+ * Only data is sent: what the point does not hold reads as zero in a
+ * new VDI and is never written, so a window can be sent again whole
+ * after a kill.  Windows begin at FROM (rounded down to a window; 0 the
+ * first, a resumed restore what the destination recorded) and go in
+ * order; SEND returns -1 with *ERR to stop.  Memory is one window. */
+#define BACKUP_RESTORE_WINDOW (UINT64_C (16) << 20)
+struct backup_chunks
+{
+  uint64_t offset, end; /* the window: guest bytes [offset, end) */
+  const void *body;     /* the chunked encoding of its data */
+  size_t len;           /* its bytes */
+  uint64_t data;        /* guest bytes in it (0: only the end header) */
+};
+typedef int (*backup_chunks_fn) (const struct backup_chunks *c, void *opaque,
+                                 GError **err);
+int backup_restore_chunked (struct backup_repo *r,
+                            const struct backup_manifest *p, uint64_t from,
+                            backup_chunks_fn send, void *opaque,
+                            backup_progress_fn progress, void *popaque,
+                            struct backup_stats *stats, GError **err);
 
 /* Check every point: its manifest parses, its file opens with its chain
  * (the backing file its parent's), the virtual size is the manifest's,

@@ -1056,3 +1056,52 @@ backup_repo_open_remote (const char *url,
   }
   return &rm->r;
 }
+
+/* ---- A point read range by range (backup_restore_chunked) ------------ */
+
+int
+backup_remote_point_map (struct backup_repo *r,
+                         const struct backup_manifest *m, uint64_t (**data)[2],
+                         size_t *n, GError **err)
+{
+  struct restore rs = { .m = m };
+  struct pool pl = { .rm = remote_of (r) };
+
+  if (take_map (remote_of (r), m, &rs, &pl, err) == -1) {
+    g_free (rs.data);
+    return -1;
+  }
+  *data = rs.data;
+  *n = rs.n_data;
+  return 0;
+}
+
+int
+backup_remote_point_read (struct backup_repo *r,
+                          const struct backup_manifest *m, uint64_t offset,
+                          size_t len, void *buf, GError **err)
+{
+  struct remote *rm = remote_of (r);
+  g_autofree char *rel = g_strdup_printf ("%s/%s/data", m->disk, m->id);
+
+  for (size_t at = 0; at < len; at += REQUEST_SIZE) {
+    size_t want = MIN (REQUEST_SIZE, len - at);
+    g_autofree char *q
+        = g_strdup_printf ("offset=%" PRIu64 "&length=%zu", offset + at, want);
+    g_autoptr (GBytes) reply
+        = request (rm, rm->main, "GET", rel, q, NULL, 0, err);
+    gsize got = 0;
+    const void *p = reply ? g_bytes_get_data (reply, &got) : NULL;
+
+    if (!reply)
+      return -1;
+    if (got != want) {
+      g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_IO,
+                   "%s%s%s: %zu bytes came for %zu", rm->base, rm->prefix, rel,
+                   (size_t)got, want);
+      return -1;
+    }
+    memcpy ((char *)buf + at, p, want);
+  }
+  return 0;
+}

@@ -10,6 +10,12 @@
  * VDI a move made (a new uuid) the first uuid of its
  * other_config["vdimotion-moved-from"] the repository has (vdi_disk), so
  * the chain goes on across the move.
+ * With --server, restore writes the point into a new VDI (SR:NAME) from
+ * a local or remote repository alike, resumably: the VDI is made first,
+ * named and marked (other_config) as an unfinished restore, written
+ * window by window through xapi's chunked import_raw_vdi with each
+ * window recorded in the marker, and named and unmarked at the end; a
+ * rerun finds it by its marker (restore_to_vdi).
  * Each subcommand takes the repository's lock (create and prune
  * exclusive), does its one call, and prints a line per result, or with
  * --json one JSON document at the end.  A killed create, restore or
@@ -529,13 +535,212 @@ do_list (struct options *o, const char *repo)
   return EXIT_OK;
 }
 
-/* --server: the point into a new VDI NAME of SR (DST "SR:NAME"), its
- * qcow2 chain read through libvdisk and uploaded as raw bytes (the HTTP
- * import); a VDI that failed half-way is destroyed.  Not resumable: a
- * rerun makes a new VDI. */
+/* A restore's JSON document begins with the point and where it went. */
+static void
+print_restore_json (bool *first, const struct backup_manifest *m,
+                    const char *dst)
+{
+  json_str (first, "point", m->id);
+  json_str (first, "disk", m->disk);
+  json_str (first, "destination", dst);
+}
+
+/* ---- Into a VDI through --server: resumable -------------------------- */
+
+/* A restore into a VDI keeps its state in the VDI's other_config (so the
+ * same command continues it from any host, and a daemon's restart loses
+ * nothing): the point ("DISK/ID"), the repository, the name the VDI gets
+ * and the guest bytes written and flushed so far, from the start.  The
+ * marker goes last, once the VDI has its name: a VDI with it is a
+ * restore that is not over, named so. */
+#define RESTORE_POINT "vdimotion-restore-point"
+#define RESTORE_FROM "vdimotion-restore-from"
+#define RESTORE_NAME "vdimotion-restore-name"
+#define RESTORE_DONE "vdimotion-restore-done"
+
+/* A rerun may find the killed run's import still holding the VDI
+ * (OTHER_OPERATION_IN_PROGRESS) until the daemon sees its connection
+ * gone: so many tries a second apart. */
+#define IMPORT_BUSY_TRIES 30
+
+struct vdi_restore
+{
+  struct xapi_client *c;
+  char *ref;
+  char *uuid;
+  GHashTable *oc; /* the VDI's other_config, as we set it */
+  uint64_t resumed_at;
+  uint64_t sent; /* body bytes PUT by this run */
+};
+
+static void
+vdi_restore_clear (struct vdi_restore *v)
+{
+  if (v->oc)
+    g_hash_table_unref (v->oc);
+  g_free (v->ref);
+  g_free (v->uuid);
+  if (v->c)
+    client_close (v->c);
+}
+
+/* VDI.set_other_config of V's map. */
 static int
-restore_to_vdi (struct backup_repo *r, const struct backup_manifest *m,
-                const char *dst, GError **err)
+vdi_restore_save (struct vdi_restore *v, GError **err)
+{
+  g_autoptr (xv) r = xapi_client_call (v->c, err, "VDI.set_other_config",
+                                       xv_new_string (v->ref),
+                                       xv_new_string_map (v->oc), NULL);
+  return r ? 0 : -1;
+}
+
+/* PUT one window's chunks: xapi's import_raw_vdi with chunked. */
+static int
+put_chunks (struct vdi_restore *v, const struct backup_chunks *ch,
+            GError **err)
+{
+  g_autofree char *sess
+      = g_uri_escape_string (xapi_client_session (v->c), NULL, false);
+  g_autofree char *rel = g_strdup_printf (
+      "/import_raw_vdi?session_id=%s&vdi=%s&format=raw&chunked=true", sess,
+      v->ref);
+
+  for (int try = 1;; try++) {
+    g_autoptr (SoupMessage) msg = xapi_client_message (v->c, "PUT", rel, err);
+    g_autoptr (GBytes) body = g_bytes_new_static (ch->body, ch->len);
+    g_autoptr (GBytes) reply = NULL;
+    gsize n = 0;
+    const char *text;
+    guint status;
+
+    if (!msg)
+      return -1;
+    soup_message_set_request_body_from_bytes (msg, "application/octet-stream",
+                                              body);
+    if (!(reply = xapi_client_send_and_read (v->c, msg, err)))
+      return -1;
+    status = soup_message_get_status (msg);
+    if (status == SOUP_STATUS_OK) {
+      v->sent += ch->len;
+      return 0;
+    }
+    if (status == SOUP_STATUS_CONFLICT && try < IMPORT_BUSY_TRIES) {
+      g_usleep (G_USEC_PER_SEC);
+      continue;
+    }
+    text = g_bytes_get_data (reply, &n);
+    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_IO,
+                 "import_raw_vdi (chunked) of bytes %" PRIu64 "-%" PRIu64
+                 " into VDI %s: HTTP %u: %.*s",
+                 ch->offset, ch->end, v->uuid, status,
+                 (int)(text ? strcspn (text, "\r\n") : 0), text ? text : "");
+    return -1;
+  }
+}
+
+/* backup_restore_chunked's window: sent (when it holds data), then
+ * recorded done. */
+static int
+vdi_restore_window (const struct backup_chunks *ch, void *opaque, GError **err)
+{
+  struct vdi_restore *v = opaque;
+
+  if (ch->data > 0 && put_chunks (v, ch, err) == -1)
+    return -1;
+  g_hash_table_replace (v->oc, g_strdup (RESTORE_DONE),
+                        g_strdup_printf ("%" PRIu64, ch->end));
+  return vdi_restore_save (v, err);
+}
+
+/* The VDI of SR a killed restore of the same point from the same
+ * repository under the same NAME left (by its marker), into V; false if
+ * there is none. */
+static bool
+vdi_restore_find (struct vdi_restore *v, const char *sr, const char *point,
+                  const char *from, const char *name, GError **err)
+{
+  g_autoptr (xv) all
+      = xapi_client_call (v->c, err, "VDI.get_all_records", NULL);
+
+  for (size_t i = 0; all && all->type == XV_STRUCT && i < all->n; i++) {
+    const struct xv *rec = all->items[i];
+    if (strcmp (xv_str (rec, "SR"), sr) != 0
+        || strcmp (xv_map_str (rec, "other_config", RESTORE_POINT), point)
+        || strcmp (xv_map_str (rec, "other_config", RESTORE_FROM), from)
+        || strcmp (xv_map_str (rec, "other_config", RESTORE_NAME), name))
+      continue;
+    const struct xv *oc = xv_get (rec, "other_config");
+    v->ref = g_strdup (all->keys[i]);
+    v->uuid = g_strdup (xv_str (rec, "uuid"));
+    for (size_t k = 0; oc && oc->type == XV_STRUCT && k < oc->n; k++)
+      if (oc->items[k]->type == XV_STRING)
+        g_hash_table_replace (v->oc, g_strdup (oc->keys[k]),
+                              g_strdup (oc->items[k]->s));
+    v->resumed_at = g_ascii_strtoull (
+        xv_map_str (rec, "other_config", RESTORE_DONE), NULL, 10);
+    return true;
+  }
+  return false;
+}
+
+/* A new VDI for the restore, marked and named as unfinished. */
+static int
+vdi_restore_create (struct vdi_restore *v, const char *sr,
+                    const struct backup_manifest *m, const char *name,
+                    GError **err)
+{
+  g_autofree char *size = g_strdup_printf ("%" PRIu64, m->virtual_size);
+  g_autofree char *label
+      = g_strdup_printf ("%s (restoring point %s: incomplete)", name, m->id);
+  g_autoptr (xv) vdi = xapi_client_call (
+      v->c, err, "VDI.create",
+      xv_struct (
+          "SR", xv_new_string (sr), "name_label", xv_new_string (label),
+          "virtual_size", xv_new_string (size), "type", xv_new_string ("user"),
+          "sharable", xv_new_bool (false), "read_only", xv_new_bool (false),
+          "other_config", xv_new_string_map (v->oc), "sm_config",
+          xv_struct ("image-format", xv_new_string ("qcow2"), NULL), NULL),
+      NULL);
+  g_autoptr (xv) uuid = NULL;
+
+  if (!vdi)
+    return -1;
+  if (vdi->type != XV_STRING) {
+    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_IO, "VDI.create: no ref");
+    return -1;
+  }
+  v->ref = g_strdup (vdi->s);
+  uuid = xapi_client_call (v->c, err, "VDI.get_uuid", xv_new_string (v->ref),
+                           NULL);
+  v->uuid = uuid && uuid->type == XV_STRING ? g_strdup (uuid->s) : NULL;
+  if (uuid && !v->uuid)
+    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_IO, "VDI.get_uuid: no uuid");
+  return v->uuid ? 0 : -1;
+}
+
+/* The restore is whole: the VDI gets its name, then loses the marker. */
+static int
+vdi_restore_finish (struct vdi_restore *v, const char *name, GError **err)
+{
+  g_autoptr (xv) r
+      = xapi_client_call (v->c, err, "VDI.set_name_label",
+                          xv_new_string (v->ref), xv_new_string (name), NULL);
+  if (!r)
+    return -1;
+  g_hash_table_remove (v->oc, RESTORE_POINT);
+  g_hash_table_remove (v->oc, RESTORE_FROM);
+  g_hash_table_remove (v->oc, RESTORE_NAME);
+  g_hash_table_remove (v->oc, RESTORE_DONE);
+  return vdi_restore_save (v, err);
+}
+
+/* --server: point M into a new VDI NAME of SR (DST "SR:NAME"), written
+ * window by window through xapi's chunked import, each window recorded
+ * in the VDI's marker once written; a rerun finds the marked VDI and
+ * goes on from there.  Prints the VDI's uuid last. */
+static int
+restore_to_vdi (struct options *o, struct backup_repo *r,
+                const struct backup_manifest *m, const char *dst, GError **err)
 {
   const char *colon = strchr (dst, ':');
   if (!colon || colon == dst || !colon[1]) {
@@ -545,48 +750,66 @@ restore_to_vdi (struct backup_repo *r, const struct backup_manifest *m,
     return -1;
   }
   g_autofree char *sr_name = g_strndup (dst, colon - dst);
-  g_autofree char *path = r->ops->path (r, m->disk, m->file);
-  if (!path) { /* a remote repository's files are the server's */
-    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_NOSYS,
-                 "repository %s: a remote point is restored to an image or "
-                 "NBD URI, not yet into a VDI",
-                 r->location);
-    return -1;
-  }
-  g_autofree char *size = g_strdup_printf ("%" PRIu64, m->virtual_size);
-  struct xapi_client *c = client_connect (&client_opts, err);
-  g_autofree char *sr = c ? client_lookup (c, "SR", sr_name, NULL, err)
-                          : NULL;
-  g_autoptr (xv) vdi = NULL;
+  const char *name = colon + 1;
+  g_autofree char *point = g_strdup_printf ("%s/%s", m->disk, m->id);
+  g_autofree char *from = backup_location_is_remote (r->location)
+                              ? g_strdup (r->location)
+                              : g_canonicalize_filename (r->location, NULL);
+  g_autofree char *sr = NULL;
+  struct vdi_restore v = { .oc = g_hash_table_new_full (
+                               g_str_hash, g_str_equal, g_free, g_free) };
+  struct backup_stats st = { 0 };
+  struct progress bar;
   int ret = -1;
 
-  if (sr)
-    vdi = xapi_client_call (
-        c, err, "VDI.create",
-        xv_struct ("SR", xv_new_string (sr), "name_label",
-                   xv_new_string (colon + 1), "virtual_size",
-                   xv_new_string (size), "type", xv_new_string ("user"),
-                   "sharable", xv_new_bool (false), "read_only",
-                   xv_new_bool (false), "other_config", xv_new_struct (),
-                   "sm_config",
-                   xv_struct ("image-format", xv_new_string ("qcow2"), NULL),
-                   NULL),
-        NULL);
-  if (vdi && vdi->type == XV_STRING) {
-    if (client_import_vdi (c, vdi->s, path, VDISK_FORMAT_QCOW2,
-                           client_opts.progress, err)
-        == 0)
-      ret = client_print_new_uuid (c, "VDI", vdi->s, err);
-    else {
-      g_autoptr (GError) e = NULL;
-      xv_free (xapi_client_call (c, &e, "VDI.destroy",
-                                 xv_new_string (vdi->s), NULL));
-    }
+  progress_init (&bar, o->progress, m->virtual_size);
+  if (!(v.c = client_connect (&client_opts, err))
+      || !(sr = client_lookup (v.c, "SR", sr_name, NULL, err)))
+    goto out;
+  if (!vdi_restore_find (&v, sr, point, from, name, err)) {
+    if (*err)
+      goto out;
+    g_hash_table_replace (v.oc, g_strdup (RESTORE_POINT), g_strdup (point));
+    g_hash_table_replace (v.oc, g_strdup (RESTORE_FROM), g_strdup (from));
+    g_hash_table_replace (v.oc, g_strdup (RESTORE_NAME), g_strdup (name));
+    g_hash_table_replace (v.oc, g_strdup (RESTORE_DONE), g_strdup ("0"));
+    if (vdi_restore_create (&v, sr, m, name, err) == -1)
+      goto out;
   }
-  else if (vdi)
-    g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_IO, "VDI.create: no ref");
-  if (c)
-    client_close (c);
+  if (backup_restore_chunked (r, m, v.resumed_at, vdi_restore_window, &v,
+                              on_progress, &bar, &st, err)
+          == -1
+      || vdi_restore_finish (&v, name, err) == -1) {
+    if (bar.enabled)
+      fputc ('\n', stderr);
+    if (v.uuid)
+      g_prefix_error (err,
+                      "into VDI %s (kept, marked %s; the same command "
+                      "continues it): ",
+                      v.uuid, RESTORE_POINT);
+    goto out;
+  }
+  progress_finish (&bar);
+  if (o->json) {
+    bool first = true;
+    print_restore_json (&first, m, dst);
+    json_str (&first, "vdi", v.uuid);
+    json_u64 (&first, "resumed-at", v.resumed_at);
+    json_u64 (&first, "bytes-sent", v.sent);
+    print_stats_json (&first, &st);
+    json_end (&first);
+    putchar ('\n');
+  }
+  else {
+    printf ("point %s restored into VDI %s of SR %s: %" PRIu64 " bytes sent",
+            m->id, name, sr_name, v.sent);
+    if (v.resumed_at)
+      printf (" (continued at byte %" PRIu64 ")", v.resumed_at);
+    printf ("\n%s\n", v.uuid);
+  }
+  ret = 0;
+out:
+  vdi_restore_clear (&v);
   return ret;
 }
 
@@ -605,7 +828,7 @@ do_restore (struct options *o, const char *repo, const char *point,
     return report_error ("restore: ", e);
   }
   if (client_opts.server) {
-    int ret = restore_to_vdi (r, m, dst, &e);
+    int ret = restore_to_vdi (o, r, m, dst, &e);
     backup_repo_close (r);
     return ret == 0 ? EXIT_OK : report_error ("restore: ", e);
   }
@@ -623,9 +846,7 @@ do_restore (struct options *o, const char *repo, const char *point,
   progress_finish (&bar);
   if (o->json) {
     bool first = true;
-    json_str (&first, "point", m->id);
-    json_str (&first, "disk", m->disk);
-    json_str (&first, "destination", dst);
+    print_restore_json (&first, m, dst);
     print_stats_json (&first, &st);
     json_end (&first);
     putchar ('\n');

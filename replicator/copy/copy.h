@@ -117,6 +117,13 @@ enum copy_stream_format
 {
   COPY_STREAM_RAW,
   COPY_STREAM_VHD,
+  /* xapi's chunked encoding (import_raw_vdi?chunked, vhd-tool's
+   * Chunked): chunks of a 12-byte header (guest offset, 64 bits, and
+   * length, 32 bits, little-endian) then that many guest bytes, ended by
+   * a header of offset 0 and length 0.  A source only; only the chunks
+   * are written (the rest of the destination is left as it was), so a
+   * client can write ranges. */
+  COPY_STREAM_CHUNKED,
 };
 
 /* A stream destination's consumer: the next LEN bytes of the stream, in

@@ -17,8 +17,10 @@
  * As a source the caller pushes the bytes (copy_job_feed), as they
  * arrive: raw bytes are guest data at the offset they arrive at; a VHD
  * goes through the streaming VHD reader, which finds the guest data and
- * the ranges that read as zero.  Data is gathered in a staging buffer of
- * STAGE bytes and written when the buffer is full or the next piece is
+ * the ranges that read as zero; xapi's chunked encoding is parsed here
+ * (chunk_feed), each chunk's bytes guest data at the offset its header
+ * names, and only those are written.  Data is gathered in a staging
+ * buffer of STAGE bytes and written when the buffer is full or the next piece is
  * not contiguous, all-zero blocks becoming zero requests (or nothing, on
  * a destination that reads as zero).  Memory is the staging buffer and
  * the VHD reader's BAT, whatever the stream's length. */
@@ -151,8 +153,12 @@ static const struct copy_endpoint_ops stream_out_ops = {
 static int
 stream_open_dest (struct copy_side *s, uint64_t size, char **err)
 {
-  struct stream_out *o = calloc (1, sizeof *o);
+  struct stream_out *o;
 
+  if (s->spec.stream == COPY_STREAM_CHUNKED)
+    return copy_error_errno (err, EINVAL,
+                             "xapi's chunked encoding is read, not written");
+  o = calloc (1, sizeof *o);
   if (!o || !(o->ep.name = strdup ("stream"))) {
     free (o);
     return copy_error_errno (err, ENOMEM, "out of memory");
@@ -264,6 +270,14 @@ struct stream_in
   /* A write's failure inside the VHD reader, and its errno. */
   char *err;
   int errnum;
+  /* The chunked encoding: the header being read (HDR_LEN bytes of it
+   * so far), the guest offset and bytes left of the chunk being read,
+   * and whether the last chunk (offset 0, length 0) came. */
+  bool chunked;
+  uint8_t hdr[12];
+  size_t hdr_len;
+  uint64_t chunk_off, chunk_left;
+  bool ended;
 };
 
 /* Write the staged bytes. */
@@ -377,6 +391,7 @@ copy_stream_start (struct copy_side *s, struct copy_endpoint *dst,
   in->size = size;
   in->dest_zero = dest_zero;
   in->stats = stats;
+  in->chunked = s->spec.stream == COPY_STREAM_CHUNKED;
   if (s->spec.stream == COPY_STREAM_VHD) {
     in->reader = vhd_stream_reader_new (size, s->spec.length, vhd_write,
                                         vhd_zero, in);
@@ -386,11 +401,73 @@ copy_stream_start (struct copy_side *s, struct copy_endpoint *dst,
   return 0;
 }
 
+/* A chunk's header is complete: check it, and begin its data (or end
+ * the stream). */
+static int
+chunk_header (struct stream_in *in, char **err)
+{
+  uint64_t off = 0, len = 0;
+
+  for (int i = 7; i >= 0; i--)
+    off = off << 8 | in->hdr[i];
+  for (int i = 11; i >= 8; i--)
+    len = len << 8 | in->hdr[i];
+  in->hdr_len = 0;
+  if (off == 0 && len == 0) {
+    in->ended = true;
+    return 0;
+  }
+  if (off > in->size || len > in->size - off)
+    return copy_error_errno (err, EFBIG,
+                             "chunk at byte %" PRIu64 " of the stream: "
+                             "%" PRIu64 " bytes at offset %" PRIu64
+                             " are past the destination's end (%" PRIu64
+                             " bytes)",
+                             in->received, len, off, in->size);
+  in->chunk_off = off;
+  in->chunk_left = len;
+  return 0;
+}
+
+/* The next LEN bytes of a chunked stream. */
+static int
+chunk_feed (struct stream_in *in, const uint8_t *p, size_t len, char **err)
+{
+  while (len > 0) {
+    size_t n;
+
+    if (in->ended)
+      return copy_error_errno (err, EINVAL,
+                               "%zu bytes after the chunked stream's last "
+                               "chunk",
+                               len);
+    if (in->chunk_left == 0) {
+      n = MIN (len, sizeof in->hdr - in->hdr_len);
+      memcpy (in->hdr + in->hdr_len, p, n);
+      in->hdr_len += n;
+      in->received += n;
+      p += n, len -= n;
+      if (in->hdr_len == sizeof in->hdr && chunk_header (in, err) == -1)
+        return -1;
+      continue;
+    }
+    n = MIN (len, in->chunk_left);
+    in->stats->bytes_read += n;
+    if (stage (in, p, n, in->chunk_off, err) == -1)
+      return -1;
+    in->chunk_off += n, in->chunk_left -= n, in->received += n;
+    p += n, len -= n;
+  }
+  return 0;
+}
+
 int
 copy_stream_feed (struct copy_side *s, const void *buf, size_t len, char **err)
 {
   struct stream_in *in = s->priv;
 
+  if (in->chunked)
+    return chunk_feed (in, buf, len, err);
   if (in->reader) {
     in->received += len;
     if (vhd_stream_reader_feed (in->reader, buf, len) == -1)
@@ -416,8 +493,16 @@ copy_stream_finish (struct copy_side *s, char **err)
 
   if (in->reader && vhd_stream_reader_finish (in->reader) == -1)
     return reader_error (in, err);
+  if (in->chunked && !in->ended)
+    return copy_error_errno (err, EINVAL,
+                             "the chunked stream ended at byte %" PRIu64
+                             " without its last chunk (offset 0, length 0)",
+                             in->received);
   if (stage_flush (in, err) == -1)
     return -1;
+  /* Chunks write only themselves. */
+  if (in->chunked)
+    return in->dst->ops->flush (in->dst, err);
   /* A raw stream shorter than the disk: the rest reads as zero. */
   if (!in->reader
       && zero_range (in, in->size - in->received, in->received, err) == -1)

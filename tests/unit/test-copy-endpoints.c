@@ -324,6 +324,96 @@ test_stream_raw_in (void)
   sr_close (a);
 }
 
+/* Append xapi's chunk header (offset, length; little-endian). */
+static size_t
+chunk_header (char *p, uint64_t off, uint32_t len)
+{
+  for (int i = 0; i < 8; i++)
+    p[i] = off >> (8 * i);
+  for (int i = 0; i < 4; i++)
+    p[8 + i] = len >> (8 * i);
+  return 12;
+}
+
+/* xapi's chunked encoding into a VDI with content: the chunks land at
+ * their offsets (one larger than the staging buffer, one unaligned),
+ * headers split across feeds, and the rest keeps what it held; a chunk
+ * past the end, a missing last header and bytes after it are refused. */
+static void
+test_stream_chunked_in (void)
+{
+  struct sr *a = scratch_sr ("chunked-in");
+  char uuid[SR_UUID_LEN + 1];
+  struct copy_params p = { 0 };
+  struct copy_stats st;
+  char *err = NULL;
+  char *before = malloc (SIZE), *got = malloc (SIZE);
+  char *body = malloc (4 * MiB), *want = malloc (SIZE);
+  size_t len = 0;
+
+  CU_ASSERT_FATAL (a && before && got && body && want);
+  make_vdi (a, VDISK_FORMAT_QCOW2, false, 5, uuid);
+  struct vdisk *d = sr_vdi_open (a, uuid, 0);
+  CU_ASSERT_FATAL (d != NULL);
+  CU_ASSERT (vdisk_pread (d, before, SIZE, 0) == 0);
+  vdisk_close (d);
+  memcpy (want, before, SIZE);
+  len += chunk_header (body + len, 5 * MiB, 3 * MiB);
+  memset (body + len, 0xa5, 3 * MiB);
+  memset (want + 5 * MiB, 0xa5, 3 * MiB);
+  len += 3 * MiB;
+  len += chunk_header (body + len, SIZE - 107, 100);
+  memset (body + len, 0x5a, 100);
+  memset (want + SIZE - 107, 0x5a, 100);
+  len += 100;
+  len += chunk_header (body + len, 0, 0);
+
+  struct copy_spec from
+      = { .kind = COPY_STREAM, .stream = COPY_STREAM_CHUNKED, .length = len };
+  struct copy_spec to = vdi_spec (a, uuid);
+  struct copy_job *j = copy_job_open (&from, &to, &p, &err);
+  CU_ASSERT_FATAL (j != NULL);
+  CU_ASSERT (feed_all (j, body, len, &err) == 0);
+  CU_ASSERT (copy_job_close (j, true, &st, &err) == 0);
+  CU_ASSERT (st.bytes_read == 3 * MiB + 100);
+  d = sr_vdi_open (a, uuid, 0);
+  CU_ASSERT (d && vdisk_pread (d, got, SIZE, 0) == 0);
+  CU_ASSERT (memcmp (got, want, SIZE) == 0);
+  vdisk_close (d);
+
+  /* Past the end: EFBIG, naming the chunk. */
+  j = copy_job_open (&from, &to, &p, &err);
+  CU_ASSERT_FATAL (j != NULL);
+  chunk_header (body, SIZE - 10, 11);
+  CU_ASSERT (copy_job_feed (j, body, 12, &err) == -1);
+  CU_ASSERT (errno == EFBIG && err && strstr (err, "past the destination"));
+  copy_job_close (j, false, NULL, NULL);
+  free (err);
+  err = NULL;
+  /* No last header: the end fails. */
+  j = copy_job_open (&from, &to, &p, &err);
+  CU_ASSERT_FATAL (j != NULL);
+  chunk_header (body, 0, 1);
+  CU_ASSERT (copy_job_feed (j, body, 13, &err) == 0);
+  CU_ASSERT (copy_job_close (j, true, NULL, &err) == -1);
+  CU_ASSERT (err && strstr (err, "without its last chunk"));
+  free (err);
+  err = NULL;
+  /* Bytes after the last header. */
+  j = copy_job_open (&from, &to, &p, &err);
+  CU_ASSERT_FATAL (j != NULL);
+  chunk_header (body, 0, 0);
+  CU_ASSERT (copy_job_feed (j, body, 13, &err) == -1);
+  CU_ASSERT (err && strstr (err, "after the chunked stream's last chunk"));
+  copy_job_close (j, false, NULL, NULL);
+  free (err);
+  free (before);
+  free (got);
+  free (body);
+  free (want);
+  sr_close (a);
+}
+
 /* A VHD stream into a VDI: a VHD file made by libvdisk (and by qemu-img
  * if there), fed in uneven pieces, reads back as its image. */
 static void
@@ -481,6 +571,7 @@ main (void)
     { "SR VDI, chain kept", test_vdi_chain_kept },
     { "raw stream in", test_stream_raw_in },
     { "VHD stream in", test_stream_vhd_in },
+    { "chunked stream in", test_stream_chunked_in },
     { "raw and VHD streams out", test_stream_out },
     { NULL },
   };
