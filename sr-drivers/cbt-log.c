@@ -931,9 +931,10 @@ int
 cbt_log_coalesce (const char *from, const char *into, GError **err)
 {
   struct header hf, hi;
-  size_t nf, ni;
+  size_t nf, map_len = 0;
   g_autofree char *from_uuid = g_path_get_basename (from);
-  g_autofree uint8_t *bf = NULL, *bi = NULL;
+  g_autofree uint8_t *bf = NULL;
+  uint8_t *map = NULL;
   int r = -1;
 
   int ffd = open_admin (from, &hf, err);
@@ -952,24 +953,34 @@ cbt_log_coalesce (const char *from, const char *into, GError **err)
     goto out;
   }
   bf = read_bitmap_fd (ffd, from, hf.virtual_size, &nf, err);
-  bi = bf ? read_bitmap_fd (ifd, into, hi.virtual_size, &ni, err) : NULL;
-  if (!bi)
+  if (!bf)
     goto out;
-  for (size_t k = 0; k < ni; k++)
-    bi[k] |= bf[k];
-  /* Bits before the link: a crash between leaves the old link with extra
-   * bits (too much), or both done. */
-  if (full_pwrite (ifd, bi, ni, HEADER_SIZE) == -1) {
-    set_errno_err (err, into, "coalesce: writing the bitmap");
+  /* INTO may be the log of a disk being served: its filter marks bits in
+   * a shared mapping at any moment, so the bits are ORed into that same
+   * mapping atomically, as cbt_log_merge does (a read, OR and write back
+   * of the bitmap would lose a mark made in between), and of the header
+   * only the predecessor is written (the filter owns the flags).  Bits
+   * before the link: a crash between leaves the old link with extra bits
+   * (too much), or both done. */
+  map = map_bitmap (ifd, into, hi.virtual_size, &map_len, err);
+  if (!map)
+    goto out;
+  for (size_t k = 0; k < nf; k++)
+    if (bf[k])
+      or_byte (map, k, bf[k]);
+  memcpy (hi.predecessor, hf.predecessor, sizeof hi.predecessor);
+  if (fdatasync (ifd) == -1) {
+    set_errno_err (err, into, "coalesce: syncing the bitmap");
     goto out;
   }
-  memcpy (hi.predecessor, hf.predecessor, sizeof hi.predecessor);
-  if (sync_fd (ifd, into, err) == -1
-      || write_header (ifd, into, &hi, err) == -1
+  if (write_header_part (ifd, into, &hi, OFF_PREDECESSOR,
+                         OFF_PREDECESSOR + UUID_FIELD, err) == -1
       || sync_fd (ifd, into, err) == -1)
     goto out;
   r = 0;
 out:
+  if (map)
+    munmap (map, map_len);
   close (ffd);
   close (ifd);
   return r;

@@ -342,6 +342,62 @@ test_merge_under_writer (void)
   unlink (q);
 }
 
+/* Destroying a snapshot coalesces its log into the served leaf's while
+ * the leaf's writer (another process) marks: every block either marked
+ * stays marked, the link skips the destroyed snapshot, and the writer's
+ * clean close still says consistent. */
+static void
+test_coalesce_under_writer (void)
+{
+  g_autofree char *leaf = g_strdup (log_path (U3));
+  g_autofree char *snap = g_strdup (log_path (U2));
+  enum { N = 8192 };
+  g_autoptr (GError) err = NULL;
+  CU_ASSERT_EQUAL_FATAL (cbt_log_create (leaf, N * (uint64_t)BLK, NULL), 0);
+  /* Odd blocks changed before the snapshot U2, whose log takes them. */
+  struct cbt_log *w = open_ok (leaf, CBT_LOG_WRITER);
+  for (int k = 1; k < N; k += 2)
+    mark_ok (w, (uint64_t)k * BLK, 1);
+  CU_ASSERT_EQUAL (cbt_log_close (w, NULL), 0);
+  CU_ASSERT_EQUAL_FATAL (cbt_log_rotate (leaf, snap, U2, &err), 0);
+  CU_ASSERT_STRING_EQUAL (info_of (leaf).predecessor, U2);
+
+  int go[2];
+  CU_ASSERT_EQUAL_FATAL (pipe (go), 0);
+  pid_t pid = fork ();
+  if (pid == 0) {
+    /* Even blocks, each once, spread out so that the coalesce falls
+     * among them. */
+    char c;
+    struct cbt_log *l = cbt_log_open (leaf, CBT_LOG_WRITER, NULL);
+    if (!l || read (go[0], &c, 1) != 1)
+      _exit (1);
+    for (int k = 0; k < N; k += 2) {
+      if (cbt_log_mark (l, (uint64_t)k * BLK, 1, NULL) == -1)
+        _exit (1);
+      if (k % 256 == 0)
+        usleep (200);
+    }
+    _exit (cbt_log_close (l, NULL) == 0 ? 0 : 1);
+  }
+  while (info_of (leaf).consistent) /* the child has it */
+    usleep (1000);
+  CU_ASSERT_EQUAL (write (go[1], "x", 1), 1);
+  usleep (5000);
+  CU_ASSERT_EQUAL (cbt_log_coalesce (snap, leaf, &err), 0);
+  int status;
+  waitpid (pid, &status, 0);
+  CU_ASSERT (WIFEXITED (status) && WEXITSTATUS (status) == 0);
+  struct cbt_log_info i = info_of (leaf);
+  CU_ASSERT_EQUAL (i.blocks_set, N);
+  CU_ASSERT_STRING_EQUAL (i.predecessor, info_of (snap).predecessor);
+  CU_ASSERT (i.consistent);
+  close (go[0]);
+  close (go[1]);
+  unlink (leaf);
+  unlink (snap);
+}
+
 /* Bad files: clear errors naming the file, never a crash. */
 static void
 test_bad_files (void)
@@ -385,6 +441,7 @@ main (void)
     { "rotation and the walk", test_rotate_and_walk },
     { "export and import", test_export_import },
     { "merge while a writer marks", test_merge_under_writer },
+    { "coalesce while a writer marks", test_coalesce_under_writer },
     { "bad files", test_bad_files },
     { NULL, NULL },
   };
