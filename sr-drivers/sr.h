@@ -363,7 +363,8 @@ int sr_vdi_cbt_import (struct sr *sr, const char *uuid, const uint8_t *bytes,
  * Across filesystems the log is copied; if a writer still holds the
  * source then (a live move), it would go on marking the old file only,
  * so no log is made (EXDEV: CBT is off for TO_UUID, the next backup is
- * full; enable it again once the VM has restarted).
+ * full; VDI.enable_cbt turns it on again while the VM runs: the daemon
+ * tells the filter, see cbt.h).
  * Nothing to do if FROM_UUID has CBT off (or the log moved already: a
  * commit done twice).  Call it after the data is in place, before the
  * source goes.  0, or -1 with the error. */
