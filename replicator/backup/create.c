@@ -211,6 +211,12 @@ worker (void *opaque)
   for (;;) {
     pthread_mutex_lock (&c->lock);
     uint64_t b = c->next++;
+    /* The blocks CBT says are unchanged, passed over while the lock is
+     * held: one lock per changed block, not per block of the disk. */
+    while (b < c->end && cbt_incremental (c) && !changed_by_cbt (c, b)) {
+      st.bytes_skipped += block_len (c, b);
+      b = c->next++;
+    }
     bool stop = b >= c->end || c->err;
     pthread_mutex_unlock (&c->lock);
     if (stop)
