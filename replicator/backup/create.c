@@ -13,10 +13,10 @@
  * multiples of COPY_WINDOW), THREADS workers taking the window's blocks
  * in turn; at a window's end the layer is flushed and the window marked
  * done in the journal.  A CBT incremental takes windows in groups that
- * hold enough changed blocks to be worth a flush.  A rerun after a kill finds .create.json (the
- * pending point, its manifest without blocks) and the journal:
- * done windows are not read again, their hashes come from the layer
- * itself; the rest is redone. */
+ * hold enough changed blocks to be worth a flush.  A rerun after a kill
+ * finds .create.json (the pending point, its manifest without blocks)
+ * and the journal: done windows are not read again, their hashes come
+ * from the layer itself; the rest is redone. */
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
