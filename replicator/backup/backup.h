@@ -111,6 +111,8 @@ struct backup_manifest *backup_manifest_parse (const char *text, size_t len,
 /* The manifest as JSON text (g_free). */
 char *backup_manifest_to_json (const struct backup_manifest *m);
 void backup_manifest_free (struct backup_manifest *m);
+/* A deep copy of M (backup_manifest_free). */
+struct backup_manifest *backup_manifest_copy (const struct backup_manifest *m);
 /* OUT = SHA-256 (FIPS 180-4) of the LEN bytes at BUF: a block's hash as
  * the manifests record it.  GnuTLS's (nettle's, SHA-NI where the CPU
  * has it: several times GChecksum's speed); thread-safe, no state.
@@ -188,6 +190,10 @@ struct backup_repo
   char *location; /* as the user gave it */
   char *dir;      /* local: the directory */
   int lock_fd;
+  /* The manifests read so far (repo.c), "DISK/NAME" -> a struct
+   * cached_manifest: each parsed once per handle while its file stays
+   * the same (local repositories only); NULL until the first. */
+  GHashTable *manifests;
 };
 
 /* Open the repository at LOCATION (a directory; with CREATE made if

@@ -84,6 +84,24 @@ backup_manifest_free (struct backup_manifest *m)
   g_free (m);
 }
 
+struct backup_manifest *
+backup_manifest_copy (const struct backup_manifest *m)
+{
+  struct backup_manifest *c = g_memdup2 (m, sizeof *m);
+
+  c->id = g_strdup (m->id);
+  c->disk = g_strdup (m->disk);
+  c->time = g_strdup (m->time);
+  c->source = g_strdup (m->source);
+  c->cbt_generation = g_strdup (m->cbt_generation);
+  c->cbt_snapshot = g_strdup (m->cbt_snapshot);
+  c->why = g_strdup (m->why);
+  c->parent = g_strdup (m->parent);
+  c->file = g_strdup (m->file);
+  c->blocks = g_memdup2 (m->blocks, m->n_blocks * sizeof *m->blocks);
+  return c;
+}
+
 /* The parse of one manifest: where errors go and whose they are. */
 struct reader
 {

@@ -259,6 +259,7 @@ backup_repo_close (struct backup_repo *r)
   if (!r)
     return;
   r->ops->close (r);
+  g_clear_pointer (&r->manifests, g_hash_table_unref);
   g_free (r->location);
   g_free (r->dir);
   g_free (r);

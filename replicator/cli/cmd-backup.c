@@ -298,14 +298,19 @@ vdi_snapshot (struct vdi_source *v, const char *vdi_ref,
 }
 
 /* Does R have a point (or a killed create's) of DISK?  *ERR if it cannot
- * tell. */
+ * tell.  By the manifests' names: they are parsed once, for the latest
+ * point (a full's manifest is 1.7 MB for 8 GiB with 20 % data). */
 static bool
 repo_has_disk (struct backup_repo *r, const char *disk, GError **err)
 {
-  g_autoptr (backup_manifest) m = backup_latest (r, disk, err);
+  g_auto (GStrv) names = r->ops->list_names (r, disk, ".json", err);
+  g_autoptr (backup_manifest) m = NULL;
 
-  if (m == NULL && *err == NULL)
-    m = backup_pending (r, disk, err);
+  if (names == NULL)
+    return false;
+  if (names[0])
+    return true;
+  m = backup_pending (r, disk, err);
   return m != NULL;
 }
 
@@ -418,6 +423,27 @@ vdi_nbd_uri (struct vdi_source *v, GError **err)
   return 0;
 }
 
+/* The latest point of a disk, read in a thread of its own while the
+ * main thread has the server take the snapshot and export it: the
+ * parse of a full's manifest (0.1 s of CPU, more on a loaded host)
+ * overlaps the server's work. */
+struct latest_read
+{
+  struct backup_repo *r;
+  const char *disk;
+  struct backup_manifest *m;
+  GError *err;
+};
+
+static gpointer
+read_latest (gpointer opaque)
+{
+  struct latest_read *l = opaque;
+
+  l->m = backup_latest (l->r, l->disk, &l->err);
+  return NULL;
+}
+
 static int
 do_create_vdi (struct options *o, const char *vdi, const char *repo)
 {
@@ -442,17 +468,28 @@ do_create_vdi (struct options *o, const char *vdi, const char *repo)
   if (vdi_disk (&v, r, rec, &e) == -1)
     goto out;
   pending = backup_pending (r, v.disk, &e);
-  if (e || vdi_snapshot (&v, ref, pending, &e) == -1)
-    goto out;
-  prev = backup_latest (r, v.disk, &e);
   if (e)
     goto out;
+  {
+    struct latest_read latest = { .r = r, .disk = v.disk };
+    GThread *reader = g_thread_new ("latest point", read_latest, &latest);
+    int got = vdi_snapshot (&v, ref, pending, &e) == -1 ? -1
+                                                         : vdi_nbd_uri (&v, &e);
+
+    g_thread_join (reader);
+    prev = latest.m;
+    if (got == -1 || latest.err) {
+      if (got == -1)
+        g_clear_error (&latest.err);
+      else
+        e = latest.err;
+      goto out;
+    }
+  }
   if (!o->full && !pending)
     vdi_changed_blocks (&v, prev, xv_bool (rec, "cbt_enabled"));
   else if (pending && pending->kind == BACKUP_INCREMENTAL)
     vdi_changed_blocks (&v, prev, true);
-  if (vdi_nbd_uri (&v, &e) == -1)
-    goto out;
 
   struct backup_create_params p = { .source = v.uri,
                                     .disk = v.disk,

@@ -200,6 +200,46 @@ test_repository (void)
   backup_repo_close (r);
 }
 
+/* Each manifest is parsed once per handle (repo.c): a point's manifest
+ * replaced under the same name (a prune's union) is read anew, and the
+ * callers' copies are their own. */
+static void
+test_manifest_cache (void)
+{
+  GError *e = NULL;
+  struct backup_repo *r = backup_repo_open (unit_path ("cache"), true, &e);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (r);
+  publish (r, sample ("B", "2026-11-30T12:00:00Z", NULL));
+  g_autoptr (backup_manifest) first = backup_latest (r, "image-a.raw-0123abcd",
+                                                     &e);
+  CU_ASSERT_FATAL (first && first->n_blocks == 3);
+  first->blocks[0].index = 99;
+  g_free (first->why);
+  first->why = g_strdup ("changed by the caller");
+  g_autoptr (backup_manifest) second
+      = backup_latest (r, "image-a.raw-0123abcd", &e);
+  CU_ASSERT_FATAL (second != NULL);
+  CU_ASSERT_EQUAL (second->blocks[0].index, 0);
+  CU_ASSERT_STRING_EQUAL (second->why, "because");
+
+  struct backup_manifest *m = sample ("B", "2026-11-30T12:00:00Z", NULL);
+  m->n_blocks = 2;
+  g_free (m->why);
+  m->why = g_strdup ("merged");
+  publish (r, m);
+  g_autoptr (backup_manifest) third = backup_latest (r, "image-a.raw-0123abcd",
+                                                     &e);
+  CU_ASSERT_FATAL (third != NULL);
+  CU_ASSERT_EQUAL (third->n_blocks, 2);
+  CU_ASSERT_STRING_EQUAL (third->why, "merged");
+  g_autoptr (backup_manifest) copy = backup_manifest_copy (third);
+  CU_ASSERT (copy->blocks != third->blocks && copy->n_blocks == 2
+             && memcmp (copy->blocks, third->blocks,
+                        2 * sizeof *copy->blocks) == 0);
+  CU_ASSERT_STRING_EQUAL (copy->id, "B");
+  backup_repo_close (r);
+}
+
 /* backup_sha256: FIPS 180-4's examples, a zero block as sha256sum says,
  * and the same from threads at once (the create workers). */
 static const char *
@@ -258,6 +298,8 @@ main (void)
     { "bad manifests are refused by name and field", test_bad_manifests },
     { "names stay inside the repository", test_names },
     { "publish, list and find points", test_repository },
+    { "a manifest is parsed once while its file stays the same",
+      test_manifest_cache },
     { "SHA-256 of blocks (GnuTLS)", test_sha256 },
     { NULL },
   };
