@@ -61,6 +61,11 @@ repeat_until ()
   done
 }
 
+# modified_since FILE MTIME: FILE was written since MTIME (its
+# "stat -c %y", to the nanosecond): a writer started in the background
+# has reached it.
+modified_since () { [ "$(stat -c %y "$1")" != "$2" ]; }
+
 # alive PID: true while process PID runs (a zombie, dead but not yet
 # waited for, does not count; kill -0 would still find it).
 alive () { st=$(ps -o stat= -p "$1" 2>/dev/null) && [ "${st#Z}" = "$st" ]; }

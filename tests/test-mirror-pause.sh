@@ -64,7 +64,7 @@ snapshot_under_fio ()
   repeat_until "$T/stop-fio" \
     fio_write src "$2" "$3" --rate_iops=1000000,1500 &
   fpid=$!
-  wait_for 120 eval '[ "$(stat -c %y "$T/disk.qcow2")" != "$mtime0" ]' \
+  wait_for 120 modified_since "$T/disk.qcow2" "$mtime0" \
     || fail "$1: fio wrote nothing in 2 minutes"
   live_snapshot "$1" "snap$1" "leaf$1"
   touch "$T/stop-fio"
