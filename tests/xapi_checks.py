@@ -20,6 +20,23 @@ def ok(r):
     return r["Value"]
 
 
+def wait_until(cond, what, timeout=300):
+    """Call COND every 50 ms until it returns a true value, and return
+    that value; fail saying WHAT (a string, or a function of COND's last
+    value) after TIMEOUT seconds.  The deadline only bounds a hang: a
+    loaded machine under the sanitizers may need minutes where a
+    second would do."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        assert time.monotonic() < deadline, \
+            what(v) if callable(what) else what
+        time.sleep(0.05)
+
+
 def failure(r, code):
     """A Failure reply whose error code is CODE; returns ErrorDescription."""
     global checks
