@@ -197,16 +197,26 @@ def waiter(i):
     results[i] = ok(event_from(y, s, ["vm"], token, 60.0))
 
 
+def slowest_of_20():
+    """The longest of 20 host.get_record calls, in seconds."""
+    slowest = 0
+    for _ in range(20):
+        t0 = time.monotonic()
+        ok(x.host.get_record(s, host))
+        slowest = max(slowest, time.monotonic() - t0)
+    return slowest
+
+
+# The same calls without the waiters, on the machine as loaded as it is
+# now: with them, the calls may take a second more and a few times as
+# long, never the waiters' 60 s.
+alone = slowest_of_20()
 threads = [threading.Thread(target=waiter, args=(i,)) for i in range(N)]
 for t in threads:
     t.start()
 time.sleep(1)
-slowest = 0
-for _ in range(20):
-    t0 = time.monotonic()
-    ok(x.host.get_record(s, host))
-    slowest = max(slowest, time.monotonic() - t0)
-assert slowest < 1 * SLOW, slowest
+slowest = slowest_of_20()
+assert slowest < 1 * SLOW + 4 * alone, (slowest, alone)
 assert all(r is None for r in results), results
 vm2 = ok(x.VM.create(s, {"name_label": "ev-vm2"}))
 t0 = time.monotonic()
@@ -215,8 +225,8 @@ for t in threads:
 woke = time.monotonic() - t0
 for r in results:
     assert r is not None and summary(r["events"]) == [("vm", "add", vm2)], r
-print("%d waiters: other calls in %.3f s at most, woken in %.2f s"
-      % (N, slowest, woke))
+print("%d waiters: other calls in %.3f s at most (%.3f s without them), "
+      "woken in %.2f s" % (N, slowest, alone, woke))
 
 # inject: a mod of the object, and the token from which event.from
 # answers it at once.
