@@ -112,7 +112,7 @@ kill_mid_create ()
   "$VDIMOTION" backup create -f raw --full --progress "$img" "$repo" \
     > /dev/null 2> "$T/progress" &
   cli=$!
-  wait_for 300 eval 'grep -q "[1-9][0-9]*\.[0-9]%" "$T/progress" || gone $cli' \
+  wait_for 300 eval 'grep -qs "[1-9][0-9]*\.[0-9]%" "$T/progress" || gone $cli' \
     || fail "the create's progress did not move in 5 minutes"
   if [ "$what" = cli ]; then
     kill -9 $cli 2>/dev/null || :

@@ -85,7 +85,7 @@ grep -q 'did not appear within 1 s' "$T/err" || fail "timeout: $(cat "$T/err")"
 # with a timeout it cannot reach first however slowly it started.
 "$MM_NONE" < "$T/wait.json" > "$T/out" 2> "$T/err" &
 mm=$!
-wait_for 120 grep -q '^message waiting for' "$T/out" \
+wait_for 120 grep -qs '^message waiting for' "$T/out" \
   || fail "SIGTERM: it never waited: $(cat "$T/err")"
 kill -TERM "$mm"
 rc=0; wait "$mm" || rc=$?

@@ -121,7 +121,7 @@ untouched src3
 describe "$T/run5" "$T/src3.qmp" "$SRC" "$DST" true '{"mm-max-bandwidth": "2000"}' > "$T/d5.json"
 "$MM_QEMU" < "$T/d5.json" > "$T/out" 2> "$T/err" &
 mm=$!
-wait_for 120 grep -q '^message migrating to' "$T/out" \
+wait_for 120 grep -qs '^message migrating to' "$T/out" \
   || fail "migration did not start"
 sleep 0.3
 kill -TERM "$mm"

@@ -16,7 +16,7 @@ cat "$T/out"
 PYTHONPATH=$srcdir python3 "$srcdir/xapi-events.py" waiters "$url" 20 \
   > "$T/waiters" &
 waiters_pid=$!
-wait_for 120 grep -q waiting "$T/waiters" || fail "the callers never started"
+wait_for 120 grep -qs waiting "$T/waiters" || fail "the callers never started"
 sleep 1 # the callers are in event.from now
 t0=$(date +%s%N)
 stop_vdimotiond
