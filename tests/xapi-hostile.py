@@ -35,7 +35,7 @@ def alive():
             "SESSION_AUTHENTICATION_FAILED")
 
 
-def post(body, timeout=60):
+def post(body, timeout=300):
     c = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
     c.request("POST", "/", body, {"Content-Type": "text/xml"})
     r = c.getresponse()
@@ -186,7 +186,7 @@ def slow_big_body(seconds):
     big = "x" * (LIMIT - 1024)
     body = call("VDI.get_record", big, "OpaqueRef:x")
     assert len(body) <= LIMIT, len(body)
-    sock = socket.create_connection((u.hostname, u.port), timeout=120)
+    sock = socket.create_connection((u.hostname, u.port), timeout=300)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
                  b"Content-Length: %d\r\n\r\n" % len(body))

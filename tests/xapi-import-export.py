@@ -33,7 +33,7 @@ def target(path, session, vdi, fmt):
 
 
 def conn():
-    return http.client.HTTPConnection(host, timeout=120, blocksize=CHUNK)
+    return http.client.HTTPConnection(host, timeout=300, blocksize=CHUNK)
 
 
 def chunks(f):

@@ -43,7 +43,7 @@ def task(ref):
 
 def get(vdi, headers=None, **q):
     """GET /export_raw_vdi: (status, body, headers)."""
-    c = http.client.HTTPConnection(host, timeout=120)
+    c = http.client.HTTPConnection(host, timeout=300)
     c.request("GET", path("/export_raw_vdi", vdi=vdi, **q),
               headers=headers or {})
     r = c.getresponse()
@@ -53,7 +53,7 @@ def get(vdi, headers=None, **q):
 
 
 def put(vdi, body, headers=None, chunked=False, **q):
-    c = http.client.HTTPConnection(host, timeout=120)
+    c = http.client.HTTPConnection(host, timeout=300)
     c.request("PUT", path("/import_raw_vdi", vdi=vdi, **q), body=body,
               headers=headers or {}, encode_chunked=chunked)
     r = c.getresponse()
@@ -64,7 +64,7 @@ def put(vdi, body, headers=None, chunked=False, **q):
 
 def raw_put(query, length):
     """A PUT by hand: headers only.  Returns the socket."""
-    sock = socket.create_connection((hostname, int(port)), timeout=120)
+    sock = socket.create_connection((hostname, int(port)), timeout=300)
     sock.sendall(("PUT %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n"
                   "Content-Type: application/octet-stream\r\n\r\n"
                   % (path("/import_raw_vdi", **query), host, length))
