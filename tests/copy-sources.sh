@@ -80,23 +80,30 @@ data_bytes ()
 kill_all_nbdkit () { for p in "$T"/*.pid; do [ -s "$p" ] && kill "$(cat "$p")"; done 2>/dev/null; :; }
 cleanup_fn kill_all_nbdkit
 
-# start_nbdkit NAME PLUGIN ARGS...: serve on $T/NAME.sock until the test ends.
+# start_nbdkit NAME PLUGIN ARGS...: serve on $T/NAME.sock until the test
+# ends.  nbdkit writes its pid file once it listens; under the sanitizers
+# on a loaded machine that takes seconds, so the wait is long (and ends
+# at once if nbdkit exits).
+nbdkit_up () { [ -S "$T/$1.sock" ] && [ -s "$T/$1.pid" ]; }
+nbdkit_up_or_gone () { nbdkit_up "$1" || gone "$2"; }
 start_nbdkit ()
 {
   name=$1; shift
   nbdkit -U "$T/$name.sock" -P "$T/$name.pid" -f "$@" > "$T/$name.log" 2>&1 &
-  for i in $(seq 100); do [ -S "$T/$name.sock" ] && [ -s "$T/$name.pid" ] && return 0; sleep 0.05; done
+  wait_for 120 nbdkit_up_or_gone "$name" $! && nbdkit_up "$name" && return 0
   cat "$T/$name.log" >&2
   fail "nbdkit $name did not start"
 }
 # Stop it and wait until the process is gone (so the image is flushed and
-# closed); nbdkit 1.32 leaves its socket behind, so that is no sign.
+# closed; under ASan the leak check at exit takes a while); nbdkit 1.32
+# leaves its socket behind, so that is no sign.
 stop_nbdkit ()
 {
   if [ -s "$T/$1.pid" ]; then
     pid=$(cat "$T/$1.pid")
     kill "$pid" 2>/dev/null || :
-    for i in $(seq 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    wait_for 120 gone "$pid" \
+      || fail "nbdkit $1 (pid $pid) did not exit"
   fi
   rm -f "$T/$1.sock" "$T/$1.pid"
 }

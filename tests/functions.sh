@@ -30,6 +30,69 @@ fail () { echo "FAIL: $*" >&2; exit 1; }
 skip () { echo "SKIP: $*" >&2; exit 77; }
 requires () { command -v "$1" >/dev/null 2>&1 || skip "$1 is not installed"; }
 
+# wait_for SECONDS COMMAND [ARGS...]: run COMMAND every 50 ms until it
+# succeeds (return 0), or fail once SECONDS have passed (return 1).  The
+# deadline only bounds a hang: what a test proves is the event it waits
+# for, never how soon it comes, so give it minutes where a loaded machine
+# or the sanitizers could need them; the common case returns at once.
+wait_for ()
+{
+  wait_end=$(( $(date +%s) + $1 ))
+  shift
+  until "$@"; do
+    [ "$(date +%s)" -lt "$wait_end" ] || return 1
+    sleep 0.05
+  done
+}
+
+# repeat_until STOPFILE COMMAND [ARGS...]: run COMMAND again and again,
+# each run to its end, until STOPFILE exists; return 1 as soon as a run
+# fails.  A writer that must still be writing after a step whose start
+# takes a second here and a minute under the sanitizers runs this way in
+# the background, and the test stops it (touch STOPFILE) once it has
+# seen that step; fio with the same seed writes the same blocks again,
+# so one verify checks every run.
+repeat_until ()
+{
+  stop_file=$1
+  shift
+  while [ ! -e "$stop_file" ]; do
+    "$@" || return 1
+  done
+}
+
+# modified_since FILE MTIME: FILE was written since MTIME (its
+# "stat -c %y", to the nanosecond): a writer started in the background
+# has reached it.
+modified_since () { [ "$(stat -c %y "$1")" != "$2" ]; }
+
+# alive PID: true while process PID runs (a zombie, dead but not yet
+# waited for, does not count; kill -0 would still find it).
+alive () { st=$(ps -o stat= -p "$1" 2>/dev/null) && [ "${st#Z}" = "$st" ]; }
+gone () { ! alive "$1"; }
+
+# journal_done JOURNAL: how many windows the copy journal JOURNAL marks
+# done (0 while it does not exist yet).  Its layout is
+# replicator/copy/journal.c's: a 4 KiB header (magic, window count as
+# 8 bytes at 8, identity), then the "started" bitmap, then "done".
+journal_done ()
+{
+  python3 - "$1" <<'PY'
+import struct, sys
+try:
+    b = open(sys.argv[1], "rb").read()
+except FileNotFoundError:
+    b = b""
+if len(b) < 16:
+    print(0)
+    sys.exit(0)
+n = struct.unpack("<Q", b[8:16])[0]
+size = (n + 7) // 8
+done = b[4096 + size:4096 + 2 * size]
+print(sum(bin(x).count("1") for x in done))
+PY
+}
+
 # Run a command that must fail with exit code $1; its stderr goes to
 # $T/err for the caller to check.
 expect_exit ()
@@ -136,16 +199,14 @@ ours_in_report ()
     (inleak || inerr) && (index($0, top "/") || /nbdkit-(vdi-plugin|mirror-filter)\.so/) { found = 1 }
     END { exit !found }' "$1"
 }
+no_sanitized_pids () { pids=$(sanitized_pids); [ -z "$pids" ]; }
 check_sanitizer_logs ()
 {
   pids=$(sanitized_pids)
   [ -z "$pids" ] || kill $pids 2>/dev/null || :
-  for _ in $(seq 300); do
-    pids=$(sanitized_pids)
-    [ -n "$pids" ] || break
-    sleep 0.05
-  done
-  [ -z "$pids" ] || echo "sanitized nbdkit $pids did not exit" >&2
+  # LeakSanitizer's check at exit takes seconds on a loaded machine.
+  wait_for 120 no_sanitized_pids \
+    || echo "sanitized nbdkit $pids did not exit" >&2
   for f in "$T"/sanitizer.*; do
     [ -e "$f" ] || continue
     if ours_in_report "$f"; then

@@ -110,11 +110,13 @@ for n in 2 3; do
   backup "$url" incremental
 done
 
-# 2. kill -9 of the daemon alone while fio writes: its disk server goes
-# on writing and marking.
+# 2. kill -9 of the daemon alone while fio writes (once its writes
+# reach the image): its disk server goes on writing and marking.
+img=$(snap_image "$vdi")
+m0=$(stat -c %y "$img")
 write_round 4 --rate_iops=1000000,$rate &
 w=$! changed=$R
-sleep 0.5
+wait_for 120 modified_since "$img" "$m0" || fail "fio round 4 wrote nothing"
 kill -9 "$vdimotiond_pid"
 wait "$vdimotiond_pid" 2>/dev/null || :
 start_vdimotiond $tls --nbd-ports "$first-$((first + 15))" \
@@ -123,13 +125,15 @@ wait $w || fail "fio across the daemon's kill -9"
 backup "$url" incremental
 echo "ok: kill -9 of the daemon alone: the next backup is incremental"
 
-# 3. A host crash while fio writes: the daemon and the disk servers
-# killed; the VM started again; the next backup is a full, saying why.
+# 3. A host crash while fio writes (once its writes reach the image):
+# the daemon and the disk servers killed; the VM started again; the
+# next backup is a full, saying why.
+m0=$(stat -c %y "$img")
 fio --name=crash --ioengine=nbd --uri="nbd+unix:///?socket=$sock" \
   --rw=randwrite --bs=4k --offset=$((5 * 2 * R)) --size="$R" \
-  --time_based --runtime=60 > /dev/null 2>&1 &
+  --time_based --runtime=300 > /dev/null 2>&1 &
 w=$!
-sleep 1
+wait_for 120 modified_since "$img" "$m0" || fail "fio wrote nothing"
 kill -9 "$vdimotiond_pid"
 wait "$vdimotiond_pid" 2>/dev/null || :
 for p in "$T"/state/run/*.pid; do kill -9 "$(cat "$p")" 2>/dev/null || :; done

@@ -76,7 +76,8 @@ nbdkit -r -U "$T/src.sock" -P "$T/src.pid" -f --filter=delay file "$img" \
   rdelay=20ms > "$T/nbdkit.log" 2>&1 &
 stop_src () { kill "$(cat "$T/src.pid")" 2>/dev/null || :; }
 cleanup_fn stop_src
-for _ in $(seq 100); do [ -S "$T/src.sock" ] && [ -s "$T/src.pid" ] && break; sleep 0.05; done
+wait_for 120 eval '[ -S "$T/src.sock" ] && [ -s "$T/src.pid" ]' \
+  || { cat "$T/nbdkit.log" >&2; fail "nbdkit did not start"; }
 uri="nbd+unix:///?socket=$T/src.sock"
 slow_create ()
 {
@@ -91,23 +92,39 @@ cp "$img" "$T/at-$(json_field id < "$T/out").raw"
 echo "a full from the slow source takes $ms ms"
 full_read=$(json_field bytes-read < "$T/out")
 # The data is spread evenly: the first of the two windows is done about
-# half-way; kill in the second.
+# half-way; kill in the second: once the pending point's journal
+# (.ID.journal beside the points) marks the first window done, however
+# long that took, then at 75 and 90 % of the time a full takes.
+window_done ()
+{
+  for j in "$repo"/*/.*.journal; do
+    [ -e "$j" ] && [ "$(journal_done "$j")" -ge 1 ] && return 0
+  done
+  return 1
+}
 resumed_less=0
-for pc in 60 75 90; do
-  d=$(python3 -c "print($ms * $pc / 100000)")
+for pc in window 75 90; do
   "$VDIMOTION" backup create --full "$uri" "$repo" > /dev/null 2>&1 &
   pid=$!
-  sleep $d
+  if [ $pc = window ]; then
+    d="a window done"
+    wait_for 300 eval 'window_done || gone $pid' \
+      || fail "the create marked no window done in 5 minutes"
+  else
+    d=$(python3 -c "print($ms * $pc / 100000)")
+    sleep $d
+    d="$d s"
+  fi
   kill -9 $pid 2>/dev/null || :
   wait $pid || :
-  "$VDIMOTION" backup verify "$repo" > "$T/v" || { cat "$T/v"; fail "kill after $d s: a half point is listed"; }
+  "$VDIMOTION" backup verify "$repo" > "$T/v" || { cat "$T/v"; fail "kill after $d: a half point is listed"; }
   # Killed once it had finished: its point is whole, of the image as it is.
   for id in $(points "$repo"); do
     [ -e "$T/at-$id.raw" ] || cp "$img" "$T/at-$id.raw"
   done
   slow_create --full
   read=$(json_field bytes-read < "$T/out")
-  echo "killed after $d s: the rerun read $read bytes (a full: $full_read)"
+  echo "killed after $d: the rerun read $read bytes (a full: $full_read)"
   [ "$read" -lt "$full_read" ] && resumed_less=$((resumed_less + 1))
 done
 stop_src

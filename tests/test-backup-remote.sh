@@ -90,11 +90,8 @@ kill_mid_create ()
   "$VDIMOTION" backup create -f raw --full --progress "$img" "$repo" \
     > /dev/null 2> "$T/progress" &
   cli=$!
-  for _ in $(seq 600); do
-    grep -q '[1-9][0-9]*\.[0-9]%' "$T/progress" && break
-    kill -0 $cli 2>/dev/null || break
-    sleep 0.05
-  done
+  wait_for 300 eval 'grep -qs "[1-9][0-9]*\.[0-9]%" "$T/progress" || gone $cli' \
+    || fail "the create's progress did not move in 5 minutes"
   if [ "$what" = cli ]; then
     kill -9 $cli 2>/dev/null || :
     wait $cli 2>/dev/null || :

@@ -56,7 +56,10 @@ cat "$T/snaps"
 guest_write 4 > /dev/null
 backup create "$vdi" "$T/repo" > /dev/null 2>&1 &
 pid=$!
-sleep 0.3
+# Killed once its pending point is published (.create.json), however
+# long the snapshot before it took; or after it ended.
+wait_for 300 eval 'ls "$T"/repo/*/.create.json > /dev/null 2>&1 || gone $pid' \
+  || fail "the create published no pending point in 5 minutes"
 kill -9 $pid 2>/dev/null || :
 wait $pid || :
 backup create --json "$vdi" "$T/repo" > "$T/out" || fail "rerun after kill"

@@ -47,7 +47,7 @@ for n in 0 1 2 3 4; do
   rm -f "$T/port"
   python3 "$T/server.py" $n > "$T/port" &
   srv=$!
-  for _ in $(seq 50); do [ -s "$T/port" ] && break; sleep 0.1; done
+  wait_for 120 test -s "$T/port" || fail "reply $n: the server never listened"
   port=$(cat "$T/port")
   echo secret > "$T/pw"
   expect_exit 1 "$VDIMOTION" --server "http://127.0.0.1:$port/" \

@@ -29,7 +29,8 @@ done
 qemu-img convert -O vpc -o subformat=dynamic,force_size=on "$T/s.raw" "$T/s.vhd"
 truncate -s 512M "$T/d.raw"
 ip netns exec "$ns_b" nbdkit -f -P "$T/b.pid" -i 192.0.2.2 -p 10809 file "$T/d.raw" &
-for i in $(seq 100); do [ -s "$T/b.pid" ] && break; sleep 0.05; done
+# nbdkit writes its pid file once it listens.
+wait_for 120 test -s "$T/b.pid" || fail "nbdkit in $ns_b did not start"
 stop_b () { kill "$(cat "$T/b.pid")" 2>/dev/null; }
 cleanup_fn stop_b
 

@@ -55,7 +55,11 @@ start_nbdkit dst --filter=delay file "$T/nbd.raw" wdelay=5ms
 uri="nbd+unix:///?socket=$T/dst.sock"
 "$VDIMOTION" copy --journal "$T/j2" --requests 1 --request-size 64K "$T/s.raw" "$uri" &
 pid=$!
-sleep 4
+# Killed as soon as the journal marks a window done (some 3 s of writes
+# at 5 ms each: the copy is far from its end then), however slowly it
+# got there.
+wait_for 300 eval '[ "$(journal_done "$T/j2")" -ge 1 ] || gone $pid' \
+  || fail "no window done in 5 minutes"
 kill -9 $pid 2>/dev/null && wait $pid || :
 [ -e "$T/j2" ] || fail "killed copy left no journal"
 "$VDIMOTION" copy --json --journal "$T/j2" --request-size 1M "$T/s.raw" "$uri" > "$T/json"

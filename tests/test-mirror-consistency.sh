@@ -28,12 +28,19 @@ for fmt in $formats; do
     serve_mirrored src "$src" mirror-granularity="$gran" mirror-timeout=10
 
     # Writes start first; the mirror starts under them and must copy
-    # while they land.
-    fio_write src "$seed" "$spec" --rate_iops=1000000,4000 &
+    # while they land: fio passes over its range again and again (the
+    # same blocks) until the mirror has mirrored guest writes, however
+    # long its start took.
+    rm -f "$T/stop-fio"
+    repeat_until "$T/stop-fio" \
+      fio_write src "$seed" "$spec" --rate_iops=1000000,4000 &
     fpid=$!
-    sleep 0.1
+    sleep 0.1 # a head start
     mctl start --target "$(uri_of dst)" > /dev/null
     saw=$(mstate)
+    wait_for 120 eval '[ "$(mctl --json status | jget writes_mirrored)" -gt 0 ]' \
+      || fail "$fmt seed $seed: no write mirrored in 2 minutes"
+    touch "$T/stop-fio"
     wait "$fpid" || fail "$fmt seed $seed: fio through the mirror failed"
     wait_state ready
     mctl --json status > "$T/st.json"

@@ -27,12 +27,18 @@ start_nbdkit dst --filter=error $(plugin_for "$T/dst.raw") \
 serve_mirrored src "$T/src.raw" mirror-timeout=5
 mctl start --target "$(uri_of dst)" > /dev/null
 wait_state ready
-fio_write src 11 $SPEC --rate_iops=2000 &
+# fio passes over SPEC until the mirror has failed: the trigger comes
+# once its writes are mirrored, and writes still come after it, however
+# slowly each step starts.
+rm -f "$T/stop-fio"
+repeat_until "$T/stop-fio" fio_write src 11 $SPEC --rate_iops=2000 &
 fpid=$!
-sleep 0.5
+wait_for 120 eval '[ "$(mctl --json status | jget writes_mirrored)" -gt 0 ]' \
+  || fail "no write mirrored in 2 minutes"
 touch "$T/trigger"
-wait "$fpid" || fail "fio saw an error when the target failed"
 wait_state failed
+touch "$T/stop-fio"
+wait "$fpid" || fail "fio saw an error when the target failed"
 mctl --json status > "$T/st.json"
 grep -q 'Input/output error' "$T/st.json" || { cat "$T/st.json"; fail "status does not say why"; }
 [ "$(jget target < "$T/st.json")" = None ] || fail "the failed target was not dropped"

@@ -53,13 +53,21 @@ live_snapshot ()
   eval "sum_$snap=\$sum"
 }
 
-# snapshot_under_fio N SEED SPEC: live snapshot N while fio writes.
+# snapshot_under_fio N SEED SPEC: live snapshot N while fio writes: it
+# passes over SPEC until the snapshot is done (a pass may end before the
+# pause on a loaded machine), and the pause waits until fio's writes
+# have reached the disk (its image's mtime moves).
 snapshot_under_fio ()
 {
-  fio_write src "$2" "$3" --rate_iops=1000000,1500 &
+  rm -f "$T/stop-fio"
+  mtime0=$(stat -c %y "$T/disk.qcow2")
+  repeat_until "$T/stop-fio" \
+    fio_write src "$2" "$3" --rate_iops=1000000,1500 &
   fpid=$!
-  sleep 0.5
+  wait_for 120 modified_since "$T/disk.qcow2" "$mtime0" \
+    || fail "$1: fio wrote nothing in 2 minutes"
   live_snapshot "$1" "snap$1" "leaf$1"
+  touch "$T/stop-fio"
   wait "$fpid" || fail "fio failed across snapshot $1"
   for i in $(seq "$1"); do
     eval "want=\$sum_snap$i"

@@ -15,14 +15,19 @@ serve_mirrored src "$T/src.raw"
 mctl start --target "$(uri_of dst)" > /dev/null
 wait_state ready
 
-fio_write src 21 $SPEC --rate_iops=2000 &
+# fio passes over SPEC until the pivot is done (a pass may end before
+# it on a loaded machine); the pivot comes once its writes are mirrored.
+rm -f "$T/stop-fio"
+repeat_until "$T/stop-fio" fio_write src 21 $SPEC --rate_iops=2000 &
 fpid=$!
-sleep 1
+wait_for 120 eval '[ "$(mctl --json status | jget writes_mirrored)" -gt 0 ]' \
+  || fail "no write mirrored in 2 minutes"
 mctl complete --pivot > /dev/null
 sum1=$(md5sum < "$T/src.raw")
 mctl --json status > "$T/st.json"
 [ "$(jget state < "$T/st.json")" = completed ] || fail "not completed"
 [ "$(jget pivoted < "$T/st.json")" = true ] || fail "not pivoted"
+touch "$T/stop-fio"
 wait "$fpid" || fail "fio failed across the pivot"
 # More writes after the pivot, through the same socket.
 fio_write src 22 4k,16M,4M || fail "writing after the pivot"

@@ -81,9 +81,12 @@ rm -f "$T/go"
 edit "d['options'] = {'handover-file': '$T/never', 'mm-timeout': '1'}" > "$T/late.json"
 expect_exit 1 "$MM_NONE" < "$T/late.json" > /dev/null
 grep -q 'did not appear within 1 s' "$T/err" || fail "timeout: $(cat "$T/err")"
-"$MM_NONE" < "$T/late.json" > /dev/null 2> "$T/err" &
+# SIGTERM once it waits (it says so; its handler is in place then),
+# with a timeout it cannot reach first however slowly it started.
+"$MM_NONE" < "$T/wait.json" > "$T/out" 2> "$T/err" &
 mm=$!
-sleep 0.3
+wait_for 120 grep -qs '^message waiting for' "$T/out" \
+  || fail "SIGTERM: it never waited: $(cat "$T/err")"
 kill -TERM "$mm"
 rc=0; wait "$mm" || rc=$?
 [ "$rc" -eq 1 ] || fail "SIGTERM while waiting: exit $rc"

@@ -36,7 +36,9 @@ start_vm ()
     -qmp "unix:$T/$name.qmp,server=on,wait=off" \
     -pidfile "$T/$name.qemu-pid" "$@" > "$T/$name.qemu.log" 2>&1 &
   vm_pid=$!
-  for i in $(seq 100); do [ -S "$T/$name.qmp" ] && return 0; sleep 0.1; done
+  # Seconds on a loaded machine (TCG); at once if QEMU exits.
+  wait_for 120 eval '[ -S "$T/$name.qmp" ] || gone "$vm_pid"' \
+    && [ -S "$T/$name.qmp" ] && return 0
   cat "$T/$name.qemu.log" >&2
   fail "source QEMU $name did not start"
 }
@@ -46,7 +48,6 @@ status_of () { qmp "$1" query-status | sed -n 's/.*"status": "\([^"]*\)".*/\1/p'
 # The NBD URIs the VM's drives read from.
 drive_socket () { qmp "$1" query-block | grep -o 'nbd+unix:[^"]*'; }
 result_member () { sed -n "s/^result .*\"$2\":\"\([^\"]*\)\".*/\1/p" "$1"; }
-gone () { ! kill -0 "$1" 2>/dev/null || grep -q '^[^ ]* ([^)]*) Z' "/proc/$1/stat" 2>/dev/null; }
 
 # moved NAME OUT: the checks every successful move shares.
 moved ()
@@ -95,7 +96,7 @@ moved back "$T/out3"
 [ "$(status_of "$new_qmp")" = running ] || fail "moved back: not running"
 drive_socket "$new_qmp" | grep -qF "socket=$SRC" || fail "moved back: drive not on $SRC"
 qmp "$new_qmp" quit > /dev/null
-while ! gone "$new_pid"; do sleep 0.1; done
+wait_for 120 gone "$new_pid" || fail "moved back: the QEMU told to quit runs on"
 
 # untouched NAME: after a failed move, the source still runs and answers,
 # and no destination QEMU is left.
@@ -120,8 +121,8 @@ untouched src3
 describe "$T/run5" "$T/src3.qmp" "$SRC" "$DST" true '{"mm-max-bandwidth": "2000"}' > "$T/d5.json"
 "$MM_QEMU" < "$T/d5.json" > "$T/out" 2> "$T/err" &
 mm=$!
-for i in $(seq 200); do grep -q '^message migrating to' "$T/out" && break; sleep 0.05; done
-grep -q '^message migrating to' "$T/out" || fail "migration did not start"
+wait_for 120 grep -qs '^message migrating to' "$T/out" \
+  || fail "migration did not start"
 sleep 0.3
 kill -TERM "$mm"
 rc=0; wait "$mm" || rc=$?

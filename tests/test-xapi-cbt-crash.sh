@@ -38,12 +38,15 @@ py write "$sock" 3145728
 [ "$(py field generation)" = "$gen0" ] || fail "a daemon crash changed the generation"
 echo "ok: kill -9 of the daemon alone: the log stays continuous"
 
-# A host crash while the guest writes: daemon and disk server killed.
+# A host crash while the guest writes (once it has marked more blocks
+# of the log; marks go through a shared mapping, so not its mtime):
+# daemon and disk server killed.
 fio --name=w --ioengine=nbd --uri="nbd+unix:///?socket=$sock" \
-  --rw=randwrite --bs=4k --size=16M --time_based --runtime=60 \
+  --rw=randwrite --bs=4k --size=16M --time_based --runtime=300 \
   > /dev/null 2>&1 &
 fio_pid=$!
-sleep 1
+wait_for 120 eval '[ "$(py field blocks)" != 16,32,48 ]' \
+  || fail "fio marked no block"
 kill_daemon
 for p in "$T"/state/run/*.pid; do kill -9 "$(cat "$p")" 2>/dev/null || :; done
 wait "$fio_pid" 2>/dev/null || :

@@ -23,7 +23,6 @@ if [ -f "$modules_dir/sr-drivers/.libs/nbdkit-vdi-plugin.so" ] \
 fi
 
 py () { PYTHONPATH=$srcdir python3 "$srcdir/xapi-evacuate-basic.py" "$url" "$T" "$@"; }
-alive () { st=$(ps -o stat= -p "$1" 2>/dev/null) && [ "${st#Z}" = "$st" ]; }
 
 # The daemon kills itself at crash point $1 of the evacuation started
 # with the rest of the arguments; then a start finishes it.
@@ -33,11 +32,8 @@ crash_at ()
   stop_vdimotiond
   VDIMOTIOND_CRASH_AT=$point start_vdimotiond > /dev/null
   py start "$@" > /dev/null || fail "start $*"
-  for _ in $(seq 600); do
-    alive "$vdimotiond_pid" || break
-    sleep 0.1
-  done
-  ! alive "$vdimotiond_pid" || fail "the daemon never reached $point"
+  wait_for 120 gone "$vdimotiond_pid" \
+    || fail "the daemon never reached $point"
   wait "$vdimotiond_pid" 2>/dev/null || :
   grep -q "crash point $point" "$T/vdimotiond.log" \
     || fail "the daemon did not crash at $point"

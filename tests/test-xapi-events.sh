@@ -16,14 +16,15 @@ cat "$T/out"
 PYTHONPATH=$srcdir python3 "$srcdir/xapi-events.py" waiters "$url" 20 \
   > "$T/waiters" &
 waiters_pid=$!
-for _ in $(seq 100); do
-  grep -q waiting "$T/waiters" && break
-  sleep 0.1
-done
+wait_for 120 grep -qs waiting "$T/waiters" || fail "the callers never started"
 sleep 1 # the callers are in event.from now
 t0=$(date +%s%N)
 stop_vdimotiond
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 echo "stopped in $ms ms with 20 callers blocked in event.from"
-[ "$ms" -lt 5000 ] || fail "the daemon took $ms ms to stop"
+# At once: well within the callers' 60 s.  Under the sanitizers the
+# exit's leak check alone takes seconds on a loaded machine.
+limit=5000
+[ -z "${VDM_SANITIZED-}" ] || limit=20000
+[ "$ms" -lt $limit ] || fail "the daemon took $ms ms to stop"
 wait "$waiters_pid" || fail "the callers did not see the daemon go"

@@ -27,30 +27,41 @@ RANDOM=$seed
 rounds=${VDM_SWEEP_ROUNDS:-10}
 
 py () { python3 "$srcdir/xapi-kill-sweep.py" "$url" "$T" "$@"; }
-# Some 40 starts: on a loaded CI machine one of them may be slow (its
-# SQLite fsyncs wait for the disk).
-vdm_start_ticks=600
 
-# Wait (at most a minute) for the daemon to kill itself at its crash point.
-# (Dead but not yet waited for, it is a zombie.)
-alive () { st=$(ps -o stat= -p "$1" 2>/dev/null) && [ "${st#Z}" = "$st" ]; }
+# Wait (at most two minutes) for the daemon to kill itself at its crash
+# point.
 wait_crashed ()
 {
-  for _ in $(seq 600); do
-    alive "$vdimotiond_pid" || break
-    sleep 0.1
-  done
-  ! alive "$vdimotiond_pid" || fail "the daemon never reached $1"
+  wait_for 120 gone "$vdimotiond_pid" \
+    || fail "the daemon never reached $1"
   wait "$vdimotiond_pid" 2>/dev/null || :
+}
+
+# hold_lock FILE WORDS: take an exclusive flock on FILE in the background
+# ($holder) and keep it until the daemon's log has WORDS (it saw the lock
+# held and waits), at most two minutes; however slowly the daemon starts,
+# it finds the lock held.  The previous daemon's log is set aside first.
+hold_lock ()
+{
+  rm -f "$T/locked"
+  if [ -s "$T/vdimotiond.log" ]; then
+    cat "$T/vdimotiond.log" >> "$T/vdimotiond-earlier.log"
+    : > "$T/vdimotiond.log"
+  fi
+  flock -x "$1" sh -c 'touch "$1"
+    for _ in $(seq 2400); do
+      grep -q "$3" "$2" 2>/dev/null && break
+      sleep 0.05
+    done' sh "$T/locked" "$T/vdimotiond.log" "$2" &
+  holder=$!
+  wait_for 120 test -e "$T/locked" || fail "flock never took $1"
 }
 
 # A start while another process holds an SR's lock waits for it (and
 # says so) rather than refusing.
 mkdir -p "$T/sr1"
 : > "$T/sr1/sr.db"
-flock -x "$T/sr1/sr.db" -c "touch '$T/locked'; sleep 1" &
-holder=$!
-while [ ! -e "$T/locked" ]; do sleep 0.05; done
+hold_lock "$T/sr1/sr.db" 'is held by another process.*waiting'
 start_vdimotiond
 wait $holder
 grep -q 'is held by another process.*waiting' "$T/vdimotiond.log" \
@@ -184,10 +195,7 @@ grep -q 'resuming\|finishing' "$T/vdimotiond-earlier.log" "$T/vdimotiond.log" \
 stop_vdimotiond
 
 # The state directory's lock is waited for the same way.
-rm -f "$T/locked"
-flock -x "$T/state/lock" -c "touch '$T/locked'; sleep 1" &
-holder=$!
-while [ ! -e "$T/locked" ]; do sleep 0.05; done
+hold_lock "$T/state/lock" 'state/lock is held by another process.*waiting'
 start_vdimotiond
 wait $holder
 grep -q 'state/lock is held by another process.*waiting' "$T/vdimotiond.log" \

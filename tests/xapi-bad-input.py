@@ -32,7 +32,7 @@ def rss_kib():
 
 
 def post(body, headers=None):
-    c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=300)
     c.request("POST", "/", body, headers or {"Content-Type": "text/xml"})
     r = c.getresponse()
     data = r.read()
@@ -143,7 +143,7 @@ for body in [b"<methodCall><methodName>x", b"not xml at all", b"",
     xapi_checks.checks += 1
     alive()
 # GET and other paths are not XML-RPC.
-c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+c = http.client.HTTPConnection(u.hostname, u.port, timeout=300)
 c.request("GET", "/")
 assert 400 <= c.getresponse().status < 500
 c.close()
@@ -154,7 +154,7 @@ alive()
 # A 50 MB body: 413 from the headers, without reading (or keeping) it.
 rss0 = rss_kib()
 size = 50 * 1000 * 1000
-sock = socket.create_connection((u.hostname, u.port), timeout=30)
+sock = socket.create_connection((u.hostname, u.port), timeout=300)
 sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
              b"Content-Length: %d\r\n\r\n" % size)
 chunk = b"<" * (1 << 20)
@@ -193,7 +193,7 @@ print("50 MB body: 413 after %d bytes sent; RSS %d -> %d KiB"
       % (sent, rss0, rss1))
 
 # A chunked body over the limit: also 413, and not kept in memory.
-c = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+c = http.client.HTTPConnection(u.hostname, u.port, timeout=300)
 
 
 def chunks():

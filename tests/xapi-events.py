@@ -13,7 +13,7 @@ import time
 import xmlrpc.client
 
 import xapi_checks
-from xapi_checks import failure, ok
+from xapi_checks import SLOW, failure, ok
 
 
 def event_from(x, s, classes, token, timeout):
@@ -145,11 +145,11 @@ t0 = time.monotonic()
 r = ok(event_from(x, s, ["vm"], token, 2.0))
 took = time.monotonic() - t0
 assert r["events"] == [] and r["token"] >= token, r
-assert 1.95 <= took < 3.5, took
+assert 1.95 <= took < 2 + 1.5 * SLOW, took
 print("timeout: answered after %.2f s" % took)
 t0 = time.monotonic()
 r = ok(event_from(x, s, ["vm"], token, 0))
-assert r["events"] == [] and time.monotonic() - t0 < 1, r
+assert r["events"] == [] and time.monotonic() - t0 < 1 * SLOW, r
 
 # A task's progress during Async.VDI.copy: an add, mods as its progress
 # moves (written once a second), the end.  1 GiB of data to copy.
@@ -197,26 +197,36 @@ def waiter(i):
     results[i] = ok(event_from(y, s, ["vm"], token, 60.0))
 
 
+def slowest_of_20():
+    """The longest of 20 host.get_record calls, in seconds."""
+    slowest = 0
+    for _ in range(20):
+        t0 = time.monotonic()
+        ok(x.host.get_record(s, host))
+        slowest = max(slowest, time.monotonic() - t0)
+    return slowest
+
+
+# The same calls without the waiters, on the machine as loaded as it is
+# now: with them, the calls may take a second more and a few times as
+# long, never the waiters' 60 s.
+alone = slowest_of_20()
 threads = [threading.Thread(target=waiter, args=(i,)) for i in range(N)]
 for t in threads:
     t.start()
 time.sleep(1)
-slowest = 0
-for _ in range(20):
-    t0 = time.monotonic()
-    ok(x.host.get_record(s, host))
-    slowest = max(slowest, time.monotonic() - t0)
-assert slowest < 1, slowest
+slowest = slowest_of_20()
+assert slowest < 1 * SLOW + 4 * alone, (slowest, alone)
 assert all(r is None for r in results), results
 vm2 = ok(x.VM.create(s, {"name_label": "ev-vm2"}))
 t0 = time.monotonic()
 for t in threads:
-    t.join(30)
+    t.join(120)
 woke = time.monotonic() - t0
 for r in results:
     assert r is not None and summary(r["events"]) == [("vm", "add", vm2)], r
-print("%d waiters: other calls in %.3f s at most, woken in %.2f s"
-      % (N, slowest, woke))
+print("%d waiters: other calls in %.3f s at most (%.3f s without them), "
+      "woken in %.2f s" % (N, slowest, alone, woke))
 
 # inject: a mod of the object, and the token from which event.from
 # answers it at once.
@@ -273,7 +283,7 @@ ok(x.VDI.destroy(s, ok(x.VDI.create(s, {
 time.sleep(0.5)
 assert got == [], got  # a VDI: not registered any more
 ok(x.VM.destroy(s, vm2))
-th.join(10)
+th.join(60)
 assert summary(got[0]) == [("vm", "del", vm2)], got
 assert got[0][0]["snapshot"]["name_label"] == "ev-vm2", got
 print("register, next: ok")
@@ -293,7 +303,7 @@ failure(x.event.get_current_id("OpaqueRef:bad"), "SESSION_INVALID")
 # As Async.*: answered at once, by a task that is over.
 t0 = time.monotonic()
 task = ok(getattr(x.Async.event, "from")(s, ["vm"], token, 30.0))
-assert time.monotonic() - t0 < 5
+assert time.monotonic() - t0 < 5 * SLOW
 assert ok(x.task.get_status(s, task)) == "success"
 assert "<name>token</name>" in ok(x.task.get_result(s, task))
 ok(x.task.destroy(s, task))
@@ -312,7 +322,7 @@ for th in ths:
 time.sleep(0.5)
 ok(x.session.logout(s2))
 for th in ths:
-    th.join(10)
+    th.join(60)
 assert len(ends) == 2, ends
 for r in ends:
     assert failure(r, "SESSION_INVALID") == ["SESSION_INVALID", s2], r

@@ -35,7 +35,7 @@ def same(path, want, what):
 
 def export(proxy_url, session, vdi, fmt, out, want=200):
     u = urllib.parse.urlsplit(proxy_url)
-    c = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=300)
     c.request("GET", "/export_raw_vdi?" + urllib.parse.urlencode(
         {"session_id": session, "vdi": vdi, "format": fmt}))
     r = c.getresponse()
@@ -115,7 +115,7 @@ for n, img in enumerate(images):
                               "virtual_size": str(size), "other_config": {},
                               "sm_config": {"image-format": "raw"}}))
     u = urllib.parse.urlsplit(url)
-    c = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=300)
     with open(img, "rb") as body:
         c.request("PUT", "/import_raw_vdi?" + urllib.parse.urlencode(
             {"session_id": s, "vdi": vdi, "format": "raw"}), body=body,

@@ -51,6 +51,19 @@ vdimotiond_pid=
 # "secret".  With $vdm_netns set, the daemon runs in that network
 # namespace (netns-functions.sh).
 vdm_netns=
+# vdm_listening: true once the daemon started by run_vdimotiond (in
+# $dir, $vdm_pid) says it listens; fails the test if it died instead.
+vdm_listening ()
+{
+  grep -q 'listening on http://' "$dir/vdimotiond.log" && return 0
+  # Dead (alive: a zombie does not count): say how it ended.
+  alive "$vdm_pid" || {
+    wait "$vdm_pid"; status=$?
+    cat "$dir/vdimotiond.log" >&2
+    fail "vdimotiond exited at startup (wait status $status)"
+  }
+  return 1
+}
 run_vdimotiond ()
 {
   dir=$1; shift
@@ -73,19 +86,10 @@ run_vdimotiond ()
     --mirror-filter "$modules_dir/mirror-filter/.libs/nbdkit-mirror-filter.so" \
     "$@" 2> "$dir/vdimotiond.log" &
   vdm_pid=$!
-  # 10 s to start (vdm_start_ticks tenths: a test that restarts the
-  # daemon many times on a loaded machine gives it longer).
-  for _ in $(seq "${vdm_start_ticks:-100}"); do
-    grep -q 'listening on http://' "$dir/vdimotiond.log" && break
-    # Dead but not yet waited for, it is a zombie, which kill -0 still
-    # finds: ask ps, and say how it ended.
-    st=$(ps -o stat= -p "$vdm_pid" 2>/dev/null) && [ "${st#Z}" = "$st" ] || {
-      wait "$vdm_pid"; status=$?
-      cat "$dir/vdimotiond.log" >&2
-      fail "vdimotiond exited at startup (wait status $status)"
-    }
-    sleep 0.1
-  done
+  # Up to 2 minutes to start: a start takes well under a second, but
+  # many seconds on a loaded machine under the sanitizers, or when
+  # SQLite's fsyncs wait for a busy disk.
+  wait_for 120 vdm_listening || :
   vdm_url=$(sed -n 's|.*listening on \(http://[^ ]*\)|\1|p' "$dir/vdimotiond.log")
   vdm_https_url=$(sed -n 's|.*listening on \(https://[^ ]*\)|\1|p' \
                     "$dir/vdimotiond.log")

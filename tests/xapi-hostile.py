@@ -22,10 +22,12 @@ LIMIT = 16 << 20
 # Under AddressSanitizer the daemon's main thread itself is several times
 # slower at moving 16 MiB bodies (no in-place realloc, a quarantine of
 # freed memory, fresh pages for every big block), so there the bound
-# only catches a main loop that blocks outright.
-MAX_LATENCY = 1.0
+# only catches a main loop that blocks outright: it stays below the
+# seconds the slow client trickles its body (SLOW_BODY), which there are
+# longer (on a loaded machine the other client waited 6 s for answers).
+MAX_LATENCY, SLOW_BODY = 1.0, 4
 if os.environ.get("VDM_SANITIZED") or os.environ.get("ASAN_OPTIONS"):
-    MAX_LATENCY = 3.0
+    MAX_LATENCY, SLOW_BODY = 8.0, 12
 
 
 def alive():
@@ -35,7 +37,7 @@ def alive():
             "SESSION_AUTHENTICATION_FAILED")
 
 
-def post(body, timeout=60):
+def post(body, timeout=300):
     c = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
     c.request("POST", "/", body, {"Content-Type": "text/xml"})
     r = c.getresponse()
@@ -160,10 +162,12 @@ for what, body, code in hostile:
 
 def watcher(session, stop, out):
     """Another client: logged in, on its own connection, calling all the
-    time; sends back its slowest answer and how many it got."""
+    time, until STOP and at least 21 answers (on a loaded machine the
+    hostile clients may be done in fewer); sends back its slowest answer
+    and how many it got."""
     w = xmlrpc.client.ServerProxy(url)
     worst, n, errors = 0.0, 0, []
-    while not stop.is_set():
+    while not stop.is_set() or n <= 20:
         t0 = time.monotonic()
         try:
             r = w.SR.get_all(session)
@@ -184,7 +188,7 @@ def slow_big_body(seconds):
     big = "x" * (LIMIT - 1024)
     body = call("VDI.get_record", big, "OpaqueRef:x")
     assert len(body) <= LIMIT, len(body)
-    sock = socket.create_connection((u.hostname, u.port), timeout=120)
+    sock = socket.create_connection((u.hostname, u.port), timeout=300)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
                  b"Content-Length: %d\r\n\r\n" % len(body))
@@ -243,6 +247,16 @@ def login_flood(seconds):
 
 
 s = ok(x.session.login_with_password("root", "secret"))
+# The other client's calls without the hostile ones, on the machine as
+# loaded as it is now: with them, its answers may take MAX_LATENCY more
+# and a few times as long (a loaded machine slows every answer; a main
+# loop that blocks on a hostile client holds them for its seconds).
+alone = 0.0
+for _ in range(25):
+    t0 = time.monotonic()
+    ok(x.SR.get_all(s))
+    alone = max(alone, time.monotonic() - t0)
+    time.sleep(0.02)
 stop = multiprocessing.Event()
 rx, tx = multiprocessing.Pipe(False)
 w = multiprocessing.Process(target=watcher, args=(s, stop, tx))
@@ -259,7 +273,8 @@ def run(name, fn):
         errors.append((name, repr(e)))
 
 
-jobs = [threading.Thread(target=run, args=("slow", lambda: slow_big_body(4))),
+jobs = [threading.Thread(target=run,
+                         args=("slow", lambda: slow_big_body(SLOW_BODY))),
         threading.Thread(target=run, args=("hammer", lambda: hammer(2))),
         threading.Thread(target=run, args=("logins", lambda: login_flood(4)))]
 for j in jobs:
@@ -270,11 +285,12 @@ time.sleep(0.5)
 stop.set()
 worst, n, werrors = rx.recv()
 w.join()
-print("the other client: %d answers, the slowest in %.3f s" % (n, worst))
+print("the other client: %d answers, the slowest in %.3f s (%.3f s alone)"
+      % (n, worst, alone))
 assert not errors, errors
 assert not werrors, werrors
 assert n > 20, n
-assert worst < MAX_LATENCY, worst
+assert worst < MAX_LATENCY + 4 * alone, (worst, alone)
 status, data = results["slow"]
 assert status.startswith(b"HTTP/1.1 200"), status
 (r,), _ = xmlrpc.client.loads(data)

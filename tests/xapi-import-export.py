@@ -18,7 +18,7 @@ import time
 import urllib.parse
 import xmlrpc.client
 
-from xapi_checks import ok
+from xapi_checks import ok, wait_until
 
 url, cmd, args = sys.argv[1], sys.argv[2], sys.argv[3:]
 x = xmlrpc.client.ServerProxy(url)
@@ -33,7 +33,7 @@ def target(path, session, vdi, fmt):
 
 
 def conn():
-    return http.client.HTTPConnection(host, timeout=120, blocksize=CHUNK)
+    return http.client.HTTPConnection(host, timeout=300, blocksize=CHUNK)
 
 
 def chunks(f):
@@ -107,11 +107,10 @@ elif cmd == "busy":
         first.send(f.read(CHUNK))
         # The first import is under way: the VDI is busy (as soon as the
         # daemon has read the headers).
-        for _ in range(100):
-            rec = ok(x.VDI.get_record(s, vdi))
-            if rec["current_operations"]:
-                break
-            time.sleep(0.05)
+        def busy():
+            r = ok(x.VDI.get_record(s, vdi))
+            return r if r["current_operations"] else None
+        rec = wait_until(busy, "the VDI never became busy with the import")
         assert list(rec["current_operations"].values()) == ["import"], rec
         status, body = put(s, vdi, "raw", path)
         print(status, body.strip())
@@ -131,11 +130,9 @@ elif cmd == "abort":
     size = os.path.getsize(path)
 
     def wait_free():
-        for _ in range(200):
-            if ok(x.VDI.get_record(s, vdi))["current_operations"] == {}:
-                return
-            time.sleep(0.05)
-        raise AssertionError("VDI still busy after the client went away")
+        wait_until(
+            lambda: ok(x.VDI.get_record(s, vdi))["current_operations"] == {},
+            "VDI still busy after the client went away")
 
     c = conn()
     c.putrequest("PUT", target("/import_raw_vdi", s, vdi, "raw"))

@@ -78,7 +78,7 @@ if phase == "before":
             s.encode() + b"</string></value></param><param><value><string>"
             b"bad-\xff\xfe</string></value></param></params></methodCall>")
     u = urllib.parse.urlsplit(url)
-    c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=300)
     c.request("POST", "/", body=body, headers={"Content-Type": "text/xml"})
     r = c.getresponse()
     answer = r.read()

@@ -5,11 +5,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 import xmlrpc.client
 
 import xapi_checks
-from xapi_checks import ok
+from xapi_checks import ok, wait_until
 
 url, T, step = sys.argv[1:4]
 x = xmlrpc.client.ServerProxy(url)
@@ -38,21 +37,18 @@ srs = {r["name_label"]: ref for ref, r in ok(x.SR.get_all_records(s)).items()}
 
 def wait_progress(task, at_least):
     """Wait until the task's progress passes AT_LEAST (still pending)."""
-    for _ in range(2000):
+    def moved():
         t = ok(x.task.get_record(s, task))
-        if t["status"] != "pending" or t["progress"] >= at_least:
-            return t
-        time.sleep(0.01)
-    raise AssertionError("no progress: %r" % t)
+        return t if t["status"] != "pending" or t["progress"] >= at_least \
+            else None
+    return wait_until(moved, "no progress of %s" % task)
 
 
 def wait_end(task):
-    for _ in range(3000):
+    def ended():
         t = ok(x.task.get_record(s, task))
-        if t["status"] not in ("pending", "cancelling"):
-            return t
-        time.sleep(0.05)
-    raise AssertionError("task never ended: %r" % t)
+        return t if t["status"] not in ("pending", "cancelling") else None
+    return wait_until(ended, "task %s never ended" % task, timeout=600)
 
 
 if step == "vm":

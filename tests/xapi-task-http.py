@@ -13,7 +13,7 @@ import time
 import urllib.parse
 import xmlrpc.client
 
-from xapi_checks import ok, failure
+from xapi_checks import ok, failure, wait_until
 
 url, T = sys.argv[1:]
 x = xmlrpc.client.ServerProxy(url)
@@ -43,7 +43,7 @@ def task(ref):
 
 def get(vdi, headers=None, **q):
     """GET /export_raw_vdi: (status, body, headers)."""
-    c = http.client.HTTPConnection(host, timeout=120)
+    c = http.client.HTTPConnection(host, timeout=300)
     c.request("GET", path("/export_raw_vdi", vdi=vdi, **q),
               headers=headers or {})
     r = c.getresponse()
@@ -53,7 +53,7 @@ def get(vdi, headers=None, **q):
 
 
 def put(vdi, body, headers=None, chunked=False, **q):
-    c = http.client.HTTPConnection(host, timeout=120)
+    c = http.client.HTTPConnection(host, timeout=300)
     c.request("PUT", path("/import_raw_vdi", vdi=vdi, **q), body=body,
               headers=headers or {}, encode_chunked=chunked)
     r = c.getresponse()
@@ -64,7 +64,7 @@ def put(vdi, body, headers=None, chunked=False, **q):
 
 def raw_put(query, length):
     """A PUT by hand: headers only.  Returns the socket."""
-    sock = socket.create_connection((hostname, int(port)), timeout=120)
+    sock = socket.create_connection((hostname, int(port)), timeout=300)
     sock.sendall(("PUT %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n"
                   "Content-Type: application/octet-stream\r\n\r\n"
                   % (path("/import_raw_vdi", **query), host, length))
@@ -86,12 +86,10 @@ def read_head(sock):
 
 
 def wait_task(ref):
-    for _ in range(600):
+    def ended():
         rec = task(ref)
-        if rec["status"] not in ("pending", "cancelling"):
-            return rec
-        time.sleep(0.05)
-    raise AssertionError("task still pending: %r" % rec)
+        return rec if rec["status"] not in ("pending", "cancelling") else None
+    return wait_until(ended, "task %s still pending" % ref)
 
 
 def read_to_close(sock):
@@ -292,10 +290,8 @@ ok(x.task.destroy(s, t))
 assert task(t)["current_operations"] == {"task": "destroy"}, task(t)
 sock.sendall(data[MiB:8 * MiB])
 read_to_close(sock)
-for _ in range(100):
-    if x.task.get_record(s, t)["Status"] == "Failure":
-        break
-    time.sleep(0.05)
+wait_until(lambda: x.task.get_record(s, t)["Status"] == "Failure",
+           "the destroyed task stays after its transfer")
 failure(x.task.get_record(s, t), "HANDLE_INVALID")
 t = ok(x.task.create(s, "cancelled", ""))
 sock = raw_put({"session_id": s, "task_id": t, "vdi": xo}, 8 * MiB)

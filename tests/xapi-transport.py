@@ -31,7 +31,7 @@ MIB = 1 << 20
 
 
 def conn():
-    return http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    return http.client.HTTPConnection(u.hostname, u.port, timeout=300)
 
 
 def post(path, body, ctype):

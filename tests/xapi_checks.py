@@ -2,7 +2,15 @@
 # so each script can say how many checks passed, logging in, a VDI and a
 # VM using it made the usual way, a disk imported over HTTP, fio on a
 # VM's disk, and a cross-host migration up to its handover.
+import os
+
 checks = 0
+
+# The factor by which "at once" and "soon after" bounds grow under the
+# sanitizers (VDM_SANITIZED), where every call of the daemon is several
+# times slower: such a bound proves that nothing waited for a timeout
+# many times longer, not how fast the daemon is.
+SLOW = 4 if os.environ.get("VDM_SANITIZED") else 1
 
 
 def ok(r):
@@ -11,6 +19,23 @@ def ok(r):
     assert r["Status"] == "Success", r
     checks += 1
     return r["Value"]
+
+
+def wait_until(cond, what, timeout=300):
+    """Call COND every 50 ms until it returns a true value, and return
+    that value; fail saying WHAT (a string, or a function of COND's last
+    value) after TIMEOUT seconds.  The deadline only bounds a hang: a
+    loaded machine under the sanitizers may need minutes where a
+    second would do."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        assert time.monotonic() < deadline, \
+            what(v) if callable(what) else what
+        time.sleep(0.05)
 
 
 def failure(r, code):
@@ -113,13 +138,12 @@ def migrate_until_handover(local, ls, remote, rs, vm, dst_sr, handover,
     DST_DIR: the migrator then waits for the "guest" to stop (create
     HANDOVER)."""
     import glob
-    import os
     import time
     host = ok(remote.host.get_all(rs))[0]
     token = ok(remote.VM.migrate_receive(rs, host, dst_sr, {}))
     task = ok(local.Async.VM.migrate(ls, vm, token, True,
                                      {"handover-file": handover}))
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 300
     while not glob.glob(os.path.join(dst_dir, "*.cbtlog")):
         t = ok(local.task.get_record(ls, task))
         assert t["status"] == "pending", t
@@ -137,9 +161,10 @@ def vbd_sockets(x, s, vm):
     return out
 
 
-def wait_task(x, s, task, timeout=120):
+def wait_task(x, s, task, timeout=600):
     """Poll the task until it ends (neither pending nor cancelling); its
-    record."""
+    record.  TIMEOUT (seconds) only bounds a hang: a loaded machine
+    under the sanitizers takes minutes where a second would do."""
     import time
     deadline = time.monotonic() + timeout
     while True:
