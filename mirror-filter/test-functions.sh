@@ -19,16 +19,16 @@ stop_all_nbdkit ()
 }
 cleanup_fn stop_all_nbdkit
 
-# mstop NAME: stop a server and wait until it has gone (nbdkit leaves its
+# mstop NAME: stop a server and wait (at most two minutes: a sanitized
+# nbdkit under load takes seconds) until it has gone (nbdkit leaves its
 # socket behind; stop_nbdkit would wait for it in vain).
 mstop ()
 {
   p=$(cat "$T/$1.pid" 2>/dev/null || :)
-  [ -n "$p" ] && kill "$p" 2>/dev/null || :
-  for i in $(seq 200); do
-    [ -n "$p" ] && kill -0 "$p" 2>/dev/null || break
-    sleep 0.025
-  done
+  if [ -n "$p" ]; then
+    kill "$p" 2>/dev/null || :
+    wait_for 120 gone "$p" || fail "nbdkit $1 ($p) did not stop"
+  fi
   rm -f "$T/$1.sock" "$T/$1.pid"
 }
 
@@ -69,10 +69,11 @@ jget ()
 }
 mstate () { mctl --json status | jget state; }
 
-# wait_state STATE [SECONDS]
+# wait_state STATE [SECONDS]: poll the filter's state until it is STATE,
+# for at most SECONDS (two minutes: the deadline only bounds a hang).
 wait_state ()
 {
-  n=$(( ${2:-20} * 20 ))
+  n=$(( ${2:-120} * 20 ))
   for i in $(seq "$n"); do
     s=$(mstate)
     [ "$s" = "$1" ] && return 0

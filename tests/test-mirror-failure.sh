@@ -60,7 +60,7 @@ fpid=$!
 sleep 0.2
 mctl start --target "$(uri_of dst)" > /dev/null
 wait "$fpid" || fail "fio saw an error when the target stalled"
-wait_state failed 10
+wait_state failed 60
 mctl --json status | jget error | grep -q 'took longer than 1' \
   || { mctl status; fail "status does not name the timeout"; }
 check_source 13 "delay filter"

@@ -120,7 +120,11 @@ make_empty "$T/c.qcow2" qcow2 $SZ
 start_nbdkit c "$VDI_PLUGIN" file="$T/c.qcow2"
 mctl start --target "$(uri_of c)" > /dev/null
 wait_state ready 60
-mstop b
+# b dies (kill -9: a clean stop would wait for the filter's connection).
+bpid=$(cat "$T/b.pid")
+kill -9 "$bpid"
+wait_for 120 gone "$bpid" || fail "nbdkit b ($bpid) did not die"
+rm -f "$T/b.sock" "$T/b.pid"
 qemu-io -f raw -c 'write -P 7 0 4k' "$(uri_of src)" > "$T/qio" 2>&1 || :
 grep -q 'Input/output error' "$T/qio" \
   || { cat "$T/qio"; fail "a write to a dead pivoted disk did not fail"; }

@@ -26,7 +26,7 @@ fio_write src 31 64k,0,64M --rate_iops=300 &
 fpid=$!
 wait_state ready 120
 wait "$fpid" || fail "fio failed while the sparse disk mirrored"
-wait_state ready 30
+wait_state ready 120
 secs=$(( $(date +%s) - start ))
 mctl --json status > "$T/st.json"
 echo "ready after about $secs s: $(cat "$T/st.json")"

@@ -179,19 +179,12 @@ fio_disk ()
     || { cat "$T/fio-$seed.log" >&2; return 1; }
 }
 
-# wait_crashed POINT: wait (at most a minute) for the test's daemon,
+# wait_crashed POINT: wait (at most two minutes) for the test's daemon,
 # started with VDIMOTIOND_CRASH_AT=POINT, to kill itself there, and
-# check that its log says so.  (Dead but not yet waited for, it is a
-# zombie, which kill -0 still finds: ask ps.)
+# check that its log says so.
 wait_crashed ()
 {
-  for _ in $(seq 600); do
-    st=$(ps -o stat= -p "$vdimotiond_pid" 2>/dev/null) \
-      && [ "${st#Z}" = "$st" ] || break
-    sleep 0.1
-  done
-  st=$(ps -o stat= -p "$vdimotiond_pid" 2>/dev/null) && [ "${st#Z}" = "$st" ] \
-    && fail "the daemon never reached $1"
+  wait_for 120 gone "$vdimotiond_pid" || fail "the daemon never reached $1"
   wait "$vdimotiond_pid" 2>/dev/null || :
   vdimotiond_pid=
   grep -q "crash point $1" "$T/vdimotiond.log" \
