@@ -265,21 +265,29 @@ bad:
 
 /* The note of DISK's upload: its source, size, base (a JsonObject the
  * parser owns), or NULL (none, or *ERR). */
+/* DISK/NAME whole, or NULL: absent (no error), or *ERR. */
+static char *
+read_if_there (struct backup_repo *r, const char *disk, const char *name,
+               size_t *len, GError **err)
+{
+  GError *e = NULL;
+  char *text = r->ops->read (r, disk, name, len, &e);
+  if (!text && g_error_matches (e, G_FILE_ERROR, G_FILE_ERROR_NOENT))
+    g_error_free (e);
+  else if (!text)
+    g_propagate_error (err, e);
+  return text;
+}
+
 static JsonObject *
 read_note (struct backup_repo *r, const char *disk, JsonParser *p,
            GError **err)
 {
-  GError *e = NULL;
   size_t len;
-  g_autofree char *text = r->ops->read (r, disk, UPLOAD_NOTE, &len, &e);
+  g_autofree char *text = read_if_there (r, disk, UPLOAD_NOTE, &len, err);
   JsonNode *root;
-  if (!text) {
-    if (g_error_matches (e, G_FILE_ERROR, G_FILE_ERROR_NOENT))
-      g_error_free (e);
-    else
-      g_propagate_error (err, e);
+  if (!text)
     return NULL;
-  }
   if (!json_parser_load_from_data (p, text, len, NULL)
       || !(root = json_parser_get_root (p)) || !JSON_NODE_HOLDS_OBJECT (root)
       || !json_object_has_member (json_node_get_object (root), "source")) {
@@ -301,15 +309,10 @@ read_pending (struct backup_repo *r, const char *disk, GError **err)
 {
   GError *e = NULL;
   size_t len;
-  g_autofree char *text = r->ops->read (r, disk, UPLOAD_POINT, &len, &e);
+  g_autofree char *text = read_if_there (r, disk, UPLOAD_POINT, &len, err);
   g_autofree char *name = g_strdup_printf ("%s/" UPLOAD_POINT, disk);
-  if (!text) {
-    if (g_error_matches (e, G_FILE_ERROR, G_FILE_ERROR_NOENT))
-      g_error_free (e);
-    else
-      g_propagate_error (err, e);
+  if (!text)
     return NULL;
-  }
   struct backup_manifest *m = backup_manifest_parse (text, len, name, &e);
   if (!m) {
     g_set_error (err, G_FILE_ERROR, G_FILE_ERROR_INVAL,
