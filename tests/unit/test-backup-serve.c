@@ -29,11 +29,13 @@ open_repo (void)
   return r;
 }
 
-/* begin: its answer parsed (the caller unrefs). */
+/* begin (WHY_FULL: a full is wanted, or NULL): its answer, parsed by
+ * P. */
 static JsonObject *
-begin (struct backup_repo *r, JsonParser *p)
+begin (struct backup_repo *r, JsonParser *p, const char *why_full)
 {
-  struct backup_upload up = { .source = "src", .virtual_size = SIZE };
+  struct backup_upload up
+      = { .source = "src", .virtual_size = SIZE, .why_full = why_full };
   GError *e = NULL;
   g_autofree char *text = backup_serve_begin (r, DISK, &up, &e);
   if (!text)
@@ -119,7 +121,7 @@ test_upload_is_the_point (void)
   /* A full: blocks 0-3, one in the second window, the short last. */
   {
     g_autoptr (JsonParser) p = json_parser_new ();
-    JsonObject *o = begin (r, p);
+    JsonObject *o = begin (r, p, NULL);
     CU_ASSERT (json_object_get_null_member (o, "base"));
     unit_fill (img, 4 * BS, 1);
     unit_fill (img + COPY_WINDOW + BS, BS, 2);
@@ -141,7 +143,7 @@ test_upload_is_the_point (void)
    * block the base does not hold). */
   {
     g_autoptr (JsonParser) p = json_parser_new ();
-    JsonObject *o = begin (r, p);
+    JsonObject *o = begin (r, p, NULL);
     CU_ASSERT_STRING_EQUAL (json_object_get_string_member (o, "base"),
                             full->id);
     CU_ASSERT_EQUAL (
@@ -185,7 +187,7 @@ test_upload_is_the_point (void)
     if (cut == 0)
       CU_ASSERT_EQUAL (unlink (mpath), 0);
     g_autoptr (JsonParser) p = json_parser_new ();
-    JsonObject *o = begin (r, p);
+    JsonObject *o = begin (r, p, NULL);
     CU_ASSERT_EQUAL (
         json_array_get_length (json_object_get_array_member (o, "done")), 2);
     g_autoptr (backup_manifest) again = commit (r);
@@ -197,6 +199,25 @@ test_upload_is_the_point (void)
                              G_FILE_TEST_EXISTS));
     expect_good (r, inc->id, img);
   }
+
+  /* A full that why-full asks for, staged over the base: made by
+   * comparison with the chain, the whole disk in its layer. */
+  {
+    g_autoptr (JsonParser) p = json_parser_new ();
+    JsonObject *o = begin (r, p, "the changed-block log was not trusted");
+    CU_ASSERT_STRING_EQUAL (json_object_get_string_member (o, "base"),
+                            inc->id);
+    unit_fill (img + 3 * BS, BS, 6);
+    send (r, img, 3 * BS, BS);
+    done_all (r);
+  }
+  g_autoptr (backup_manifest) again = commit (r);
+  CU_ASSERT_EQUAL (again->kind, BACKUP_FULL);
+  CU_ASSERT_STRING_EQUAL (again->why, "the changed-block log was not trusted");
+  const int64_t want_again[] = { 0, 1, 3, 5, COPY_WINDOW / BS + 1,
+                                 SIZE / BS, -1 };
+  expect_blocks (again, img, want_again);
+  expect_good (r, again->id, img);
   backup_repo_close (r);
 }
 
