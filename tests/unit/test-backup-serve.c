@@ -111,6 +111,20 @@ expect_good (struct backup_repo *r, const char *id, const char *img)
   g_clear_error (&e);
 }
 
+/* M is a point of KIND (and WHY, if not NULL) holding the blocks WANT of
+ * IMG, and is good. */
+static void
+expect_point (struct backup_repo *r, const struct backup_manifest *m,
+              enum backup_kind kind, const char *why, const char *img,
+              const int64_t *want)
+{
+  CU_ASSERT_EQUAL (m->kind, kind);
+  if (why)
+    CU_ASSERT_STRING_EQUAL (m->why, why);
+  expect_blocks (m, img, want);
+  expect_good (r, m->id, img);
+}
+
 static void
 test_upload_is_the_point (void)
 {
@@ -132,12 +146,10 @@ test_upload_is_the_point (void)
     done_all (r);
   }
   g_autoptr (backup_manifest) full = commit (r);
-  CU_ASSERT_EQUAL (full->kind, BACKUP_FULL);
-  CU_ASSERT_STRING_EQUAL (full->why, "the first point of this disk");
   const int64_t want_full[] = { 0, 1, 2, 3, COPY_WINDOW / BS + 1,
                                 SIZE / BS, -1 };
-  expect_blocks (full, img, want_full);
-  expect_good (r, full->id, img);
+  expect_point (r, full, BACKUP_FULL, "the first point of this disk", img,
+                want_full);
 
   /* An incremental: block 1 new, block 2 zeroed, part of block 5 (a
    * block the base does not hold). */
@@ -165,11 +177,9 @@ test_upload_is_the_point (void)
   CU_ASSERT (g_file_get_contents (unit_path ("repo/" DISK "/.upload.json"),
                                   &note, NULL, NULL));
   g_autoptr (backup_manifest) inc = commit (r);
-  CU_ASSERT_EQUAL (inc->kind, BACKUP_INCREMENTAL);
   CU_ASSERT_STRING_EQUAL (inc->parent, full->id);
   const int64_t want_inc[] = { 1, 2, 5, -1 };
-  expect_blocks (inc, img, want_inc);
-  expect_good (r, inc->id, img);
+  expect_point (r, inc, BACKUP_INCREMENTAL, NULL, img, want_inc);
   CU_ASSERT (!g_file_test (unit_path ("repo/" DISK "/.upload.qcow2"),
                            G_FILE_TEST_EXISTS));
 
@@ -212,12 +222,10 @@ test_upload_is_the_point (void)
     done_all (r);
   }
   g_autoptr (backup_manifest) again = commit (r);
-  CU_ASSERT_EQUAL (again->kind, BACKUP_FULL);
-  CU_ASSERT_STRING_EQUAL (again->why, "the changed-block log was not trusted");
   const int64_t want_again[] = { 0, 1, 3, 5, COPY_WINDOW / BS + 1,
                                  SIZE / BS, -1 };
-  expect_blocks (again, img, want_again);
-  expect_good (r, again->id, img);
+  expect_point (r, again, BACKUP_FULL,
+                "the changed-block log was not trusted", img, want_again);
   backup_repo_close (r);
 }
 
