@@ -391,16 +391,24 @@ struct backup_upload
  *  "blocks": {"INDEX": "SHA-256 HEX", ...}} (the base chain's hashes). */
 char *backup_serve_begin (struct backup_repo *r, const char *disk,
                           const struct backup_upload *up, GError **err);
-/* Write LEN bytes of guest data at OFFSET into DISK's upload. */
+/* Write LEN bytes of guest data at OFFSET into DISK's upload (the new
+ * point's layer: what is sent is what the point holds).  INVAL past the
+ * end or into a window already done. */
 int backup_serve_write (struct backup_repo *r, const char *disk,
                         uint64_t offset, const void *buf, size_t len,
                         GError **err);
 /* Window WINDOW (guest bytes [WINDOW x window-size, +window-size)) of
- * DISK's upload is complete: flushed, then marked done. */
+ * DISK's upload is complete: once its writes under way are over,
+ * flushed, the SHA-256 of each block it holds recorded and synced, then
+ * marked done (again: nothing to do). */
 int backup_serve_done (struct backup_repo *r, const char *disk,
                        uint64_t window, GError **err);
-/* Make DISK's upload (every window done) a point with backup_create
- * (THREADS of its workers), publish it, remove the staging files. */
+/* Make DISK's upload (every window done) a point, publish it, remove
+ * the staging files; or finish the point a commit cut short was
+ * making.  The staged layer becomes the point when it is the one a
+ * local create would make (its manifest from the recorded sums: the
+ * cost is what was sent); otherwise backup_create (THREADS of its
+ * workers) makes it from the staged disk. */
 int backup_serve_commit (struct backup_repo *r, const char *disk,
                          unsigned threads, struct backup_manifest **point,
                          GError **err);

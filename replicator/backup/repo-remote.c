@@ -388,7 +388,7 @@ struct upload
   bool has_base;
   struct copy_endpoint *src;
   uint64_t size, nblocks;
-  char (*base)[65]; /* the base chain's hashes, in hex */
+  uint8_t (*base)[32]; /* the base chain's hashes */
   uint64_t *base_has;
 };
 
@@ -462,9 +462,9 @@ upload_window (struct pool *pl, struct xapi_client *c, uint64_t w,
       memset (block, 0, len);
     bool send;
     if (bitmap_get (u->base_has, b)) {
-      g_autofree char *sum = g_compute_checksum_for_data (
-          G_CHECKSUM_SHA256, (guchar *)block, len);
-      send = strcmp (sum, u->base[b]) != 0;
+      uint8_t sum[32];
+      backup_sha256 (block, len, sum);
+      send = memcmp (sum, u->base[b], 32) != 0;
     }
     else
       send = data;
@@ -541,7 +541,9 @@ take_begin (struct remote *rm, JsonNode *n, struct upload *u, struct pool *pl,
     if (*end || b >= u->nblocks || strlen (hex) != 64
         || strspn (hex, "0123456789abcdef") != 64)
       goto bad;
-    memcpy (u->base[b], hex, 65);
+    for (int i = 0; i < 32; i++)
+      u->base[b][i] = g_ascii_xdigit_value (hex[2 * i]) << 4
+                      | g_ascii_xdigit_value (hex[2 * i + 1]);
     bitmap_set (u->base_has, b);
   }
   return 0;
