@@ -26,7 +26,7 @@ import sqlite3
 import sys
 import xmlrpc.client
 
-from xapi_checks import ok, wait_task
+from xapi_checks import new_vdi, new_vm, ok, wait_task
 
 url, T, phase = sys.argv[1], sys.argv[2], sys.argv[3]
 x = xmlrpc.client.ServerProxy(url)
@@ -63,17 +63,8 @@ def nbdkits():
 
 
 if phase == "setup":
-    vdi = ok(x.VDI.create(s, {
-        "SR": srs["sr1"], "name_label": "crash-move",
-        "virtual_size": str(SIZE), "type": "user", "sharable": False,
-        "read_only": False, "other_config": {},
-        "sm_config": {"image-format": "qcow2"}}))
-    vm = ok(x.VM.create(s, {"name_label": "crash-move-vm"}))
-    vbd = ok(x.VBD.create(s, {
-        "VM": vm, "VDI": vdi, "userdevice": "0", "mode": "RW",
-        "type": "Disk", "bootable": False, "empty": False,
-        "other_config": {}}))
-    ok(x.VM.start(s, vm, False, False))
+    vdi = new_vdi(x, s, srs["sr1"], "crash-move", SIZE, "qcow2")
+    vm, vbd = new_vm(x, s, "crash-move-vm", vdi)
     sock = ok(x.VBD.get_other_config(s, vbd))["nbd-socket"]
     with open(state_file, "w") as f:
         json.dump({"vdi": vdi, "vm": vm, "vbd": vbd, "sock": sock,

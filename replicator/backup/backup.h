@@ -287,6 +287,14 @@ struct backup_create_params
   void *progress_opaque;
 };
 
+/* Why the next point of a disk after PREV (NULL: none) must be a full,
+ * for a disk of SIZE bytes: FULL (--full), the first point, a virtual
+ * size changed, or WHY_FULL (the caller's reason, may be NULL); NULL
+ * when it may be an incremental.  The caller frees the text.  One
+ * wording for local and remote creates. */
+char *backup_why_full (bool full, const struct backup_manifest *prev,
+                       uint64_t size, const char *why_full);
+
 /* Create a point of PARAMS->source in R (which the caller locked
  * exclusive), or continue the one a killed run left.  On success
  * *POINT is its manifest (the caller frees).  The kind and why are

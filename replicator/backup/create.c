@@ -383,6 +383,21 @@ new_id (GDateTime *t, GPtrArray *points)
   }
 }
 
+char *
+backup_why_full (bool full, const struct backup_manifest *prev,
+                 uint64_t size, const char *why_full)
+{
+  if (full)
+    return g_strdup ("a full was asked for (--full)");
+  if (!prev)
+    return g_strdup ("the first point of this disk");
+  if (prev->virtual_size != size)
+    return g_strdup_printf ("the virtual size changed (%" PRIu64
+                            " bytes, was %" PRIu64 ")",
+                            size, prev->virtual_size);
+  return g_strdup (why_full);
+}
+
 /* Decide the new point: kind, why, parent. */
 static struct backup_manifest *
 plan_point (struct create *c, const char *disk, GPtrArray *points,
@@ -405,17 +420,8 @@ plan_point (struct create *c, const char *disk, GPtrArray *points,
   m->file = g_strdup_printf ("%s.qcow2", m->id);
   m->virtual_size = size;
   m->kind = BACKUP_FULL;
-  if (p->full)
-    m->why = g_strdup ("a full was asked for (--full)");
-  else if (!prev)
-    m->why = g_strdup ("the first point of this disk");
-  else if (prev->virtual_size != size)
-    m->why = g_strdup_printf ("the virtual size changed (%" PRIu64
-                              " bytes, was %" PRIu64 ")",
-                              size, prev->virtual_size);
-  else if (p->why_full)
-    m->why = g_strdup (p->why_full);
-  else {
+  m->why = backup_why_full (p->full, prev, size, p->why_full);
+  if (!m->why) {
     m->kind = BACKUP_INCREMENTAL;
     m->parent = g_strdup (prev->id);
     m->why = p->changed

@@ -727,16 +727,9 @@ staged_is_point (JsonObject *note, GPtrArray *points, uint64_t size,
     return true;
   }
   m->kind = BACKUP_FULL;
-  if (json_object_get_boolean_member_with_default (note, "full", false))
-    m->why = g_strdup ("a full was asked for (--full)");
-  else if (!prev)
-    m->why = g_strdup ("the first point of this disk");
-  else if (prev->virtual_size != size)
-    m->why = g_strdup_printf ("the virtual size changed (%" PRIu64
-                              " bytes, was %" PRIu64 ")",
-                              size, prev->virtual_size);
-  else if (why_full)
-    m->why = g_strdup (why_full);
+  m->why = backup_why_full (
+      json_object_get_boolean_member_with_default (note, "full", false), prev,
+      size, why_full);
   return m->why != NULL;
 }
 
