@@ -582,16 +582,24 @@ sr_vdi_cbt_follow (struct sr *from_sr, const char *from_uuid,
   }
   /* Its writer would go on marking the old file only: a copy would miss
    * those marks, and even a reset one would miss them after the next
-   * snapshot.  No log there: CBT is off, the next backup is full. */
+   * snapshot.  The caller moves the writer (sr.h). */
   if (info.in_use) {
     vdisk_set_error (EXDEV,
                      "%s SR %s: VDI %s: its changed-block log cannot follow "
                      "it to another filesystem while its disk is served "
-                     "(CBT is off for VDI %s)",
+                     "(its writer must be moved to VDI %s's log)",
                      from_sr->ops->name, from_sr->path, from_uuid, to_uuid);
     return -1;
   }
-  return cbt_copy (from, to_sr, to_uuid);
+  /* Merged, never written over: TO_UUID's log, if a live move's earlier
+   * run made it, may be the one its disk server marks now. */
+  size_t len;
+  g_autofree uint8_t *bytes = cbt_log_export (from, &len, &err);
+  if (!bytes) {
+    vdisk_set_error (err->code, "%s", err->message);
+    return -1;
+  }
+  return sr_vdi_cbt_merge (to_sr, to_uuid, bytes, len);
 }
 
 uint8_t *

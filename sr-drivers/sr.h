@@ -360,11 +360,18 @@ int sr_vdi_cbt_import (struct sr *sr, const char *uuid, const uint8_t *bytes,
  * renames the file when both SRs share a filesystem: a mirror filter
  * that still marks it (a live move's front, after its pivot) goes on
  * marking the moved file, which is the log of the VDI the VM now uses.
- * Across filesystems the log is copied; if a writer still holds the
- * source then (a live move), it would go on marking the old file only,
- * so no log is made (EXDEV: CBT is off for TO_UUID, the next backup is
- * full; VDI.enable_cbt turns it on again while the VM runs: the daemon
- * tells the filter, see cbt.h).
+ * Across filesystems a copy's log is copied; a move's is merged into
+ * TO_UUID's (sr_vdi_cbt_merge: made if TO_UUID has none, else its bits
+ * ORed in, never written over, since an earlier run of a live move may
+ * have handed that log to the disk server already).  If a writer still
+ * holds the source then (a live move's filter, after its pivot), it
+ * would go on marking the old file only, so nothing is done and the
+ * error is EXDEV: the caller that can move the writer carries the log
+ * itself, in an order that loses no mark whatever step a crash stops:
+ * sr_vdi_cbt_merge of FROM_UUID's log (sr_vdi_cbt_export) into TO_UUID,
+ * the writer switched to TO_UUID's log (the filter's cbt-open), the
+ * merge again (the marks made between the two), then FROM_UUID's log
+ * removed (sr_vdi_disable_cbt); vdimotiond's host_cbt_follow (cbt.h).
  * Nothing to do if FROM_UUID has CBT off (or the log moved already: a
  * commit done twice).  Call it after the data is in place, before the
  * source goes.  0, or -1 with the error. */

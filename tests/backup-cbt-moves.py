@@ -5,9 +5,11 @@
 #   backup-cbt-moves.py setup URL T SIZE   a VDI of SIZE bytes (qcow2) in
 #                                          sr1, CBT on, in a started VM;
 #                                          prints "VDI-UUID SOCKET"
-#   backup-cbt-moves.py move URL T         Async.VDI.pool_migrate of the
-#                                          running VM's disk to sr2;
+#   backup-cbt-moves.py move URL T [SR]    Async.VDI.pool_migrate of the
+#                                          running VM's disk to SR (sr2);
 #                                          prints the moved VDI's uuid
+#   backup-cbt-moves.py disk URL T         prints "VDI-UUID SOCKET" of
+#                                          the VM's disk
 #   backup-cbt-moves.py migrate URL PEER CA T HANDOVER
 #                                          Async.VM.migrate (live) of the
 #                                          VM to PEER's sr1, handed over
@@ -59,13 +61,13 @@ def the_vm(T):
         return f.read()
 
 
-def move(url, T):
+def move(url, T, to="sr2"):
     x, s = xapi_checks.login(url)
     vm = the_vm(T)
     vdi = ok(x.VBD.get_VDI(s, ok(x.VM.get_VBDs(s, vm))[0]))
-    sr2 = ok(x.SR.get_by_name_label(s, "sr2"))[0]
+    sr2 = ok(x.SR.get_by_name_label(s, to))[0]
     moved = result(x, s, ok(x.Async.VDI.pool_migrate(s, vdi, sr2, {})))
-    assert ok(x.VDI.get_SR(s, moved)) == sr2, "not moved to sr2"
+    assert ok(x.VDI.get_SR(s, moved)) == sr2, "not moved to " + to
     assert ok(x.VDI.get_cbt_enabled(s, moved)), "CBT off after the move"
     print(ok(x.VDI.get_uuid(s, moved)))
 
@@ -94,6 +96,11 @@ def restart(url, T):
     print(vm_disk(x, s, vm)[1])
 
 
+def disk(url, T):
+    x, s = xapi_checks.login(url)
+    print(*vm_disk(x, s, the_vm(T)))
+
+
 step, args = sys.argv[1], sys.argv[2:]
 {"setup": setup, "move": move, "migrate": migrate,
- "restart": restart}[step](*args)
+ "restart": restart, "disk": disk}[step](*args)

@@ -5,12 +5,27 @@
   cbtlog.py PATH          one line of key=value: generation, predecessor,
                           consistent, virtual_size, reason, reset_time,
                           blocks (the set ones, comma-separated, or -)
+
+From Python: read(PATH), that line's fields; marked(PATH), every set
+block in a list.
 """
 import struct
 import sys
 
 
+def marked(path):
+    """The blocks set in the log at PATH, a sorted list."""
+    return parse(path)[1]
+
+
 def read(path):
+    info, blocks = parse(path)
+    info["blocks"] = (",".join(map(str, blocks)) if len(blocks) <= 64
+                      else "many")
+    return info
+
+
+def parse(path):
     with open(path, "rb") as f:
         data = f.read()
     if data[:8] != b"VDMCBTLG":
@@ -32,8 +47,7 @@ def read(path):
         "reason": text(120, 128).replace(" ", "_") or "-",
         "reset_time": reset_time,
         "nblocks": len(blocks),
-        "blocks": ",".join(map(str, blocks)) if len(blocks) <= 64 else "many",
-    }
+    }, blocks
 
 
 if __name__ == "__main__":

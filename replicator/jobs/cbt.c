@@ -1,6 +1,7 @@
 /* XenAPI's changed-block tracking calls over the SRs' logs (cbt.h). */
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cbt-log.h"
@@ -328,6 +329,92 @@ host_vdi_data_destroy (struct host *h, const char *uuid, char ***err)
 out:
   sr_vdi_free (v);
   return r;
+}
+
+/* ---- a live move's log across filesystems (cbt.h: host_cbt_follow) */
+
+/* FROM's log merged into TO's (made if TO has none): bits ORed in while
+ * TO's writer may mark, never written over. */
+static gboolean
+merge_log (struct host_sr *from_s, const char *from, struct host_sr *to_s,
+           const char *to, GError **error)
+{
+  size_t len = 0;
+  uint8_t *bytes = sr_vdi_cbt_export (from_s->sr, from, &len);
+  int r = bytes ? sr_vdi_cbt_merge (to_s->sr, to, bytes, len) : -1;
+
+  free (bytes);
+  if (r == -1)
+    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_FAILED,
+                 "VDI %s: merging the changed-block log of VDI %s: %s", to,
+                 from, sr_get_error ());
+  return r == 0;
+}
+
+/* TO's log cannot be trusted to hold every write (its writer was not
+ * moved onto it, or the marks made before the switch are not all in
+ * it): CBT off for TO, and ERROR says why after WHY. */
+static gboolean
+follow_failed (struct host_sr *to_s, const char *to, GError **error,
+               const char *why)
+{
+  g_prefix_error (error, "%s, so CBT is off for VDI %s: ", why, to);
+  if (sr_vdi_disable_cbt (to_s->sr, to) == -1)
+    g_critical ("VDI %s: CBT cannot be turned off: %s (its log misses "
+                "writes)",
+                to, sr_get_error ());
+  return FALSE;
+}
+
+/* The filter marking FROM's log (the move's VM's, whose VBD names TO
+ * once the move is recorded, FROM before) is moved onto TO's log.  The
+ * order of the steps, and why a kill -9 between any two leaves no log
+ * that says less than happened: vdi-jobs.c ("The changed-block log
+ * follows the disk"). */
+static gboolean
+follow_live (struct host *h, struct host_sr *from_s, const char *from,
+             struct host_sr *to_s, const char *to, GError **error)
+{
+  g_autofree char *control = marking_filter (h, to);
+
+  if (control == NULL)
+    control = marking_filter (h, from);
+  if (!merge_log (from_s, from, to_s, to, error))
+    return follow_failed (to_s, to, error, "its log was not carried");
+  job_crash_point ("cbt-follow-copied");
+  if (!host_cbt_open_on (to_s, to, control, error))
+    return follow_failed (to_s, to, error,
+                          "its running VM's disk server cannot take its "
+                          "new changed-block log");
+  job_crash_point ("cbt-follow-switched");
+  if (!merge_log (from_s, from, to_s, to, error))
+    return follow_failed (to_s, to, error,
+                          "the writes made before its disk server took its "
+                          "new log are not all in it");
+  job_crash_point ("cbt-follow-merged");
+  if (sr_vdi_disable_cbt (from_s->sr, from) == -1)
+    g_warning ("VDI %s: its old changed-block log stays until the VDI "
+               "goes: %s",
+               from, sr_get_error ());
+  g_message ("VDI %s: its changed-block log followed it to VDI %s on "
+             "another filesystem; its running VM's disk server marks that "
+             "one",
+             from, to);
+  return TRUE;
+}
+
+gboolean
+host_cbt_follow (struct host *h, struct host_sr *from_s, const char *from,
+                 struct host_sr *to_s, const char *to, bool keep_source,
+                 GError **error)
+{
+  if (sr_vdi_cbt_follow (from_s->sr, from, to_s->sr, to, keep_source) == 0)
+    return TRUE;
+  if (sr_get_errno () == EXDEV && !keep_source)
+    return follow_live (h, from_s, from, to_s, to, error);
+  g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_FAILED, "%s",
+               sr_get_error ());
+  return FALSE;
 }
 
 /* One VBD at start: its filter made to agree with its VDI's record. */

@@ -27,12 +27,14 @@
  *   killed between the SR's change and the filter's is mended at start
  *   (host_cbt_reconcile).  The other changes of a served disk's log need
  *   no word to the filter: a snapshot rotates it in place while the
- *   filter is paused (live-snapshot.c), a live move renames the file the
- *   filter holds (sr_vdi_cbt_follow), a migration's commit merges into
- *   it in place (sr_vdi_cbt_merge), and list_changed_blocks and
- *   data_destroy refuse a running VM's disk (VDI_IN_USE).  The one other
- *   log made for a served disk, a migration's destination armed
- *   (host_migration_cbt_arm), is taken with host_cbt_open_on.
+ *   filter is paused (live-snapshot.c), a live move within a filesystem
+ *   renames the file the filter holds (sr_vdi_cbt_follow), a
+ *   migration's commit merges into it in place (sr_vdi_cbt_merge), and
+ *   list_changed_blocks and data_destroy refuse a running VM's disk
+ *   (VDI_IN_USE).  Two other logs are made for a served disk and taken
+ *   with host_cbt_open_on: a migration's destination armed
+ *   (host_migration_cbt_arm), and the new VDI's log of a live move to
+ *   another filesystem (host_cbt_follow).
  * - VDI_CBT_ENABLED, which xapi raises for moves of a VDI with CBT, is
  *   never raised: the log follows the disk (sr.h, sr_vdi_cbt_import).
  *
@@ -87,6 +89,24 @@ int host_vdi_data_destroy (struct host *h, const char *uuid, char ***err);
  * CBT is off for UUID, or the filter's refusal (control-client.h). */
 gboolean host_cbt_open_on (struct host_sr *s, const char *uuid,
                            const char *control, GError **error);
+
+/* The changed-block log follows VDI FROM of FROM_S to TO of TO_S, a
+ * copy of it (KEEP_SOURCE) or a move (sr_vdi_cbt_follow: renamed on one
+ * filesystem, merged into TO's across).  A live move across filesystems,
+ * whose running VM's filter still marks FROM's log after the pivot, is
+ * carried with that filter (the one serving the VBD that names TO, or
+ * still FROM): FROM's log merged into TO's, the filter told to take
+ * TO's (cbt-open; from its reply every write is marked there), merged
+ * again (the marks made in between), FROM's removed.  Each step may be
+ * done again after a crash (cbt.c says why none loses a mark).  If the
+ * filter cannot take TO's log, or the second merge fails, CBT goes off
+ * for TO (a log nobody marks would give a wrong incremental): FALSE
+ * with ERROR saying so.  FALSE with ERROR too when the SR cannot carry
+ * it (TO then has CBT off, or a log that says at least what FROM's
+ * did). */
+gboolean host_cbt_follow (struct host *h, struct host_sr *from_s,
+                          const char *from, struct host_sr *to_s,
+                          const char *to, bool keep_source, GError **error);
 
 /* At start, before serving: the filter of every running VM's disk made
  * to agree with its VDI's record (the daemon may have been killed

@@ -28,6 +28,7 @@
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 
+#include "cbt.h"
 #include "copy.h"
 #include "evacuate.h"
 #include "jobs.h"
@@ -1608,6 +1609,21 @@ move_layer (struct run *r, struct chain *c, struct layer *l,
   return ret;
 }
 
+/* The changed-block log of live leaf L goes to its new VDI in DST
+ * (host_cbt_follow: renamed, or across filesystems the VM's filter moved
+ * onto a merged copy); logged if it cannot (the next backup is full).
+ * Done again after a crash, it finds the log moved already. */
+static void
+carry_leaf_log (struct run *r, struct layer *l, struct host_sr *dst)
+{
+  g_autoptr (GError) error = NULL;
+
+  if (!host_cbt_follow (r->h, r->src, l->from, dst, l->to, false, &error))
+    g_warning ("task %s: the changed-block log of VDI %s does not follow "
+               "it to %s: %s",
+               r->task, l->from, l->to, error->message);
+}
+
 /* Chain C is in DST whole: from here it only goes forward.  VBDs follow
  * their VDIs, the marks go, the source layers are destroyed top down.
  * Every step may be done again after a crash. */
@@ -1630,6 +1646,10 @@ commit_chain (struct run *r, struct chain *c, struct host_sr *dst)
       if (b)
         vdi_live_commit (r->h, b, l->to);
     }
+    /* The live leaf's changed-block log follows it (its filter marks
+     * it), before its source goes. */
+    if (l->vbd && dst)
+      carry_leaf_log (r, l, dst);
     if (dst && sr_vdi_set_other_config (dst->sr, l->to, TASK_MARK, NULL) == -1
         && sr_get_errno () != ENOENT)
       g_warning ("task %s: VDI %s keeps its mark: %s", r->task, l->to,

@@ -63,13 +63,58 @@
  *   "committing" before it touches anything else: its point of no
  *   return.  Then the VBDs of halted VMs follow the VDI (a move), the
  *   mark goes, the source is destroyed (a move), the task succeeds.
- * - The changed-block log follows the disk (sr_vdi_cbt_follow), as the
+ * - The changed-block log follows the disk (host_cbt_follow), as the
  *   commit's step before the source goes: copied for a copy, renamed
- *   for a move.  After a live move's pivot the VBD's filter still marks
- *   the log it opened; the rename hands that very file to the new VDI,
+ *   for a move (merged into the new VDI's across filesystems).  After a
+ *   live move's pivot the VBD's filter still marks the log it opened;
+ *   on one filesystem the rename hands that very file to the new VDI,
  *   which is the disk the VM now uses, so no mark is lost and no filter
  *   needs telling.  The step may run twice (a commit finished after a
  *   restart): a log already moved is not there to move again.
+ *   Across filesystems the file cannot be handed over, so the filter is
+ *   moved onto a new one, in four steps (cbt.c, follow_live):
+ *     1. the old log merged into the new VDI's (made as its copy,
+ *        generation intact, if it has none; ORed in if it has);
+ *     2. cbt-open log=NEW to the VM's filter: from its reply every
+ *        write is marked in NEW (the filter's design comment says why
+ *        none acknowledged after the reply is missed), and the old log
+ *        is closed, no request marking it any more;
+ *     3. the old log merged into NEW again: the marks made between 1
+ *        and 2 (an atomic OR into NEW's mapping, the filter marking it
+ *        meanwhile);
+ *     4. the old log removed (it goes with the old VDI anyway).
+ *   A log is never written over in the move, only merged into, so no
+ *   mark the filter made in NEW can be undone by a step run again.  A
+ *   kill -9 of the daemon (the VM's nbdkit runs on, marking the log it
+ *   holds) between any two steps, and what the restart does: the
+ *   pivot is found (vdi_live_recover, or an evacuation's recover) and
+ *   this step runs again; before that, at start, host_cbt_reconcile
+ *   has each running VM's filter take its VDI's log (cbt-open).
+ *     - before 1, or before the VBD names the new VDI: NEW is not
+ *       there, or the reconcile asks the filter to take the log it
+ *       holds already (the old VDI's); the steps run from 1.
+ *     - between 1 and 2: NEW holds the bits up to 1, the old log every
+ *       mark since.  The reconcile has the filter take NEW (the VBD
+ *       names the new VDI), closing the old one; the step again finds
+ *       the old log not held and merges it into NEW (sr_vdi_cbt_follow
+ *       across filesystems merges): NEW = every mark.  Had the VBD not
+ *       been recorded yet, the filter still holds the old log and the
+ *       steps run from 1, which merges into NEW.
+ *     - between 2 and 3: the old log is closed with the marks up to
+ *       the switch, NEW has every mark since and those up to 1; the
+ *       step merges the old log (not held now) into NEW: every mark.
+ *     - between 3 and 4: merged once more, the same bits; removed.
+ *     - after 4: nothing to do (no old log).
+ *   A log left by a writer that died (the VM's nbdkit killed too) is
+ *   reset when it is exported or opened (cbt-log.h): NEW then says
+ *   every block changed, with the reason, and the next backup is a
+ *   full that says why, never a wrong incremental.  If the filter
+ *   cannot take NEW (an older filter without cbt-open, a refusal) or
+ *   step 3 fails, CBT goes off for the new VDI, logged: the next backup
+ *   is full.  NEW's bits are the old log's ORed with the filter's
+ *   marks after the switch, each a block written since the last
+ *   snapshot: exactly what the old log alone would have said, no more
+ *   (a move's copy marks nothing) and no less.
  * - Restart (the kind's recover, before the daemon serves): an offline job is
  *   queued again and resumes from its journal (windows done are not
  *   copied again), or if it was committing is finished (every step of
@@ -88,6 +133,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cbt.h"
 #include "control-client.h"
 #include "copy.h"
 #include "jobs.h"
@@ -741,11 +787,14 @@ static void
 carry_log (struct job *job, struct host_sr *src_sr, const char *src,
            struct host_sr *dst_sr, const char *dst, bool move)
 {
+  g_autoptr (GError) error = NULL;
+
   if (src_sr && dst_sr
-      && sr_vdi_cbt_follow (src_sr->sr, src, dst_sr->sr, dst, !move) == -1)
+      && !host_cbt_follow (job_host (job), src_sr, src, dst_sr, dst, !move,
+                           &error))
     g_warning ("task %s: the changed-block log of VDI %s does not follow "
                "it to %s: %s",
-               job_row (job)->task, src, dst, sr_get_error ());
+               job_row (job)->task, src, dst, error->message);
 }
 
 /* The new VDI is a VDI like any other from here: its mark goes. */
