@@ -14,6 +14,9 @@
 # (kill -9, crash point cbt-follow-copied) once the new log is made but
 # before the filter took it: the restart finishes the move and its log
 # still marks exactly what fio wrote; the next backup is incremental.
+# Last, SR.evacuate of sr1 into sr2: the live leaf's log follows it the
+# same way (the backup after it is a full: the last point's snapshot
+# moved too, under a new uuid), and the one after that is incremental.
 # Every point restores identical to its snapshot (check_points).
 . "$srcdir/functions.sh"
 . "$srcdir/xapi-functions.sh"
@@ -156,6 +159,38 @@ backup incremental
 continued
 echo "ok: a kill -9 between the log's copy and the filter's switch:" \
   "incremental ($read bytes)"
+
+# 4. SR.evacuate of sr1 into sr2 while the VM runs: the live leaf is
+# mirrored onto a new leaf over copies of its snapshots, on the other
+# filesystem, and its log follows it the same way.
+# (The snapshots whose data the backups destroyed, records without an
+# image, cannot be evacuated: excluded.)
+write_round 5 || fail "fio round 5"
+old=$vdi
+excluded=$(PYTHONPATH=$srcdir python3 -c '
+import sys, xapi_checks
+x, s = xapi_checks.login(sys.argv[1])
+sr1 = xapi_checks.ok(x.SR.get_by_name_label(s, "sr1"))[0]
+for r in xapi_checks.ok(x.VDI.get_all_records(s)).values():
+    if r["SR"] == sr1 and r["type"] == "cbt_metadata":
+        print("--exclude", r["uuid"])' "$url")
+"$VDIMOTION" --server "$url" --password-file "$T/pw" sr evacuate sr1 \
+  --to sr2 $excluded > "$T/evacuate.out" 2>&1 \
+  || { cat "$T/evacuate.out"; fail "sr evacuate sr1"; }
+set -- $(py disk "$url" "$T")
+vdi=$1
+[ -f "$T/sr2/$vdi.qcow2" ] || fail "the leaf is not in sr2"
+grep -q "log followed it to VDI $vdi on another filesystem" \
+  "$T/vdimotiond.log" || fail "the leaf's log did not follow by the filter"
+log_is "$T/sr2/$vdi.cbtlog" "$gen" "$snap" "$(blocks 5)"
+# The point's snapshot moved too, under a new uuid: a full that says
+# so; the log, marked by the filter since, makes the next incremental.
+backup full
+echo "ok: SR.evacuate: the live leaf's log followed it; $why"
+write_round 6 || fail "fio round 6"
+changed=$R
+backup incremental
+echo "ok: after SR.evacuate: incremental ($read bytes)"
 check_points "$T/repo" "$T/repo" ends
 echo "ok: every point restores identical"
 stop_vdimotiond
