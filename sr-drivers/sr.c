@@ -532,9 +532,11 @@ sr_vdi_create_cbt_metadata (struct sr *sr, const char *uuid,
   return v;
 }
 
-/* Copy FROM (a log file) into TO_UUID of TO_SR. */
+/* Copy FROM (a log file) into TO_UUID of TO_SR, or with MERGE merge it
+ * into TO_UUID's log (made if there is none). */
 static int
-cbt_copy (const char *from, struct sr *to_sr, const char *to_uuid)
+cbt_copy (const char *from, struct sr *to_sr, const char *to_uuid,
+          bool merge)
 {
   g_autoptr (GError) err = NULL;
   size_t len;
@@ -543,7 +545,8 @@ cbt_copy (const char *from, struct sr *to_sr, const char *to_uuid)
     vdisk_set_error (err->code, "%s", err->message);
     return -1;
   }
-  return sr_vdi_cbt_import (to_sr, to_uuid, bytes, len);
+  return merge ? sr_vdi_cbt_merge (to_sr, to_uuid, bytes, len)
+               : sr_vdi_cbt_import (to_sr, to_uuid, bytes, len);
 }
 
 int
@@ -557,7 +560,7 @@ sr_vdi_cbt_follow (struct sr *from_sr, const char *from_uuid,
   g_autofree char *from = g_strdup (p);
   free (p);
   if (keep_source)
-    return cbt_copy (from, to_sr, to_uuid);
+    return cbt_copy (from, to_sr, to_uuid, false);
 
   char *q = sr_vdi_cbt_log_location (to_sr, to_uuid);
   if (!q)
@@ -593,13 +596,7 @@ sr_vdi_cbt_follow (struct sr *from_sr, const char *from_uuid,
   }
   /* Merged, never written over: TO_UUID's log, if a live move's earlier
    * run made it, may be the one its disk server marks now. */
-  size_t len;
-  g_autofree uint8_t *bytes = cbt_log_export (from, &len, &err);
-  if (!bytes) {
-    vdisk_set_error (err->code, "%s", err->message);
-    return -1;
-  }
-  return sr_vdi_cbt_merge (to_sr, to_uuid, bytes, len);
+  return cbt_copy (from, to_sr, to_uuid, true);
 }
 
 uint8_t *

@@ -102,8 +102,8 @@ gboolean host_cbt_open_on (struct host_sr *s, const char *uuid,
  * filter cannot take TO's log, or the second merge fails, CBT goes off
  * for TO (a log nobody marks would give a wrong incremental): FALSE
  * with ERROR saying so.  FALSE with ERROR too when the SR cannot carry
- * it (TO then has CBT off, or a log that says at least what FROM's
- * did). */
+ * it (sr_vdi_cbt_follow's error: TO then has no log, or one that says
+ * no less than FROM's or chains to nothing, a full backup). */
 gboolean host_cbt_follow (struct host *h, struct host_sr *from_s,
                           const char *from, struct host_sr *to_s,
                           const char *to, bool keep_source, GError **error);
