@@ -10,10 +10,10 @@
 #    the old log is gone;
 #  - the next backup (vdimotion backup create --server) is incremental,
 #    continues the disk's chain, reads at most 1.05 x what fio changed.
-# Then the disk moves back to sr1 while fio writes, the daemon killed
-# (kill -9, crash point cbt-follow-copied) once the new log is made but
-# before the filter took it: the restart finishes the move and its log
-# still marks exactly what fio wrote; the next backup is incremental.
+# Then the disk moves back and forth while fio writes, the daemon
+# killed (kill -9) at each step of the log's carry: the restart
+# finishes the move and its log still marks exactly what fio wrote; the
+# next backup is incremental.
 # Last, SR.evacuate of sr1 into sr2: the live leaf's log follows it the
 # same way (the backup after it is a full: the last point's snapshot
 # moved too, under a new uuid), and the one after that is incremental.
@@ -133,39 +133,46 @@ backup incremental
 continued
 echo "ok: after a live move across filesystems: incremental ($read bytes)"
 
-# 3. Back to sr1 while fio writes, the daemon killed once the new log is
-# made and before the filter takes it; the restart finishes the move.
-stop_vdimotiond
-export VDIMOTIOND_CRASH_AT=cbt-follow-copied
-daemon > /dev/null
-unset VDIMOTIOND_CRASH_AT
-old=$vdi img=$(snap_image "$vdi")
-m0=$(stat -c %y "$img")
-write_round 4 --rate_iops=1000000,$rate &
-w=$!
-wait_for 120 modified_since "$img" "$m0" || fail "fio round 4 wrote nothing"
-py move "$url" "$T" sr1 > /dev/null 2>&1 &
-wait_crashed cbt-follow-copied
-daemon > /dev/null
-wait $w || fail "fio across the kill -9"
-set -- $(py disk "$url" "$T")
-vdi=$1
-[ "$vdi" != "$old" ] && [ -n "$(snap_image "$vdi")" ] \
-  || fail "the restart did not finish the move"
-[ ! -e "$T/sr2/$old.cbtlog" ] || fail "the old log stays"
-log_is "$T/sr1/$vdi.cbtlog" "$gen" "$snap" "$(blocks 4)"
-changed=$R
-backup incremental
-continued
-echo "ok: a kill -9 between the log's copy and the filter's switch:" \
-  "incremental ($read bytes)"
+# 3. Moves back and forth while fio writes, the daemon killed at each
+# step of the log's carry (cbt.c, follow_live): once the new log is made
+# and before the filter takes it; once the filter took it, before the
+# marks made in between are merged; after that merge, before the old
+# log goes.  The restart finishes the move; the new log marks exactly
+# what fio wrote since the last point; the next backup is incremental.
+n=4 from=sr2 to=sr1
+for point in cbt-follow-copied cbt-follow-switched cbt-follow-merged; do
+  stop_vdimotiond
+  export VDIMOTIOND_CRASH_AT=$point
+  daemon > /dev/null
+  unset VDIMOTIOND_CRASH_AT
+  old=$vdi img=$(snap_image "$vdi")
+  m0=$(stat -c %y "$img")
+  write_round $n --rate_iops=1000000,$rate &
+  w=$!
+  wait_for 120 modified_since "$img" "$m0" || fail "fio round $n wrote nothing"
+  py move "$url" "$T" $to > "$T/move.out" 2>&1 &
+  wait_crashed $point
+  daemon > /dev/null
+  wait $w || fail "fio across the kill -9 at $point"
+  set -- $(py disk "$url" "$T")
+  vdi=$1
+  [ "$vdi" != "$old" ] && [ -f "$T/$to/$vdi.qcow2" ] \
+    || fail "the restart did not finish the move to $to ($point)"
+  [ ! -e "$T/$from/$old.cbtlog" ] || fail "the old log stays ($point)"
+  log_is "$T/$to/$vdi.cbtlog" "$gen" "$snap" "$(blocks $n)"
+  changed=$R
+  backup incremental
+  continued
+  echo "ok: a kill -9 at $point: incremental ($read bytes)"
+  n=$((n + 1)) was=$from from=$to to=$was
+done
 
 # 4. SR.evacuate of sr1 into sr2 while the VM runs: the live leaf is
 # mirrored onto a new leaf over copies of its snapshots, on the other
 # filesystem, and its log follows it the same way.
 # (The snapshots whose data the backups destroyed, records without an
 # image, cannot be evacuated: excluded.)
-write_round 5 || fail "fio round 5"
+write_round 7 || fail "fio round 7"
 old=$vdi
 excluded=$(PYTHONPATH=$srcdir python3 -c '
 import sys, xapi_checks
@@ -182,12 +189,12 @@ vdi=$1
 [ -f "$T/sr2/$vdi.qcow2" ] || fail "the leaf is not in sr2"
 grep -q "log followed it to VDI $vdi on another filesystem" \
   "$T/vdimotiond.log" || fail "the leaf's log did not follow by the filter"
-log_is "$T/sr2/$vdi.cbtlog" "$gen" "$snap" "$(blocks 5)"
+log_is "$T/sr2/$vdi.cbtlog" "$gen" "$snap" "$(blocks 7)"
 # The point's snapshot moved too, under a new uuid: a full that says
 # so; the log, marked by the filter since, makes the next incremental.
 backup full
 echo "ok: SR.evacuate: the live leaf's log followed it; $why"
-write_round 6 || fail "fio round 6"
+write_round 8 || fail "fio round 8"
 changed=$R
 backup incremental
 echo "ok: after SR.evacuate: incremental ($read bytes)"
