@@ -316,17 +316,24 @@ db_get_text (struct sr *sr, const char *sql, const char *spec, ...)
 /* Whether UUID has CBT on: its log is there and not disabled (a log
  * disabled under a running writer stays until the writer goes; see
  * cbt_log_disable).  A log that does not read counts as there: it says
- * so when used. */
+ * so when used.  GENERATION (SR_UUID_LEN + 1 bytes, or NULL) gets the
+ * log's generation, "" when it is off or does not read. */
 static bool
-has_log (struct sr *sr, const char *uuid)
+has_log (struct sr *sr, const char *uuid, char *generation)
 {
   char name[SR_UUID_LEN + 16];
+  if (generation)
+    generation[0] = '\0';
   snprintf (name, sizeof name, "%s%s", uuid, CBT_LOG_SUFFIX);
   if (faccessat (F (sr)->dirfd, name, F_OK, AT_SYMLINK_NOFOLLOW) == -1)
     return false;
   g_autofree char *path = g_build_filename (sr->path, name, NULL);
   struct cbt_log_info info;
-  return cbt_log_read_header (path, &info, NULL) == -1 || !info.disabled;
+  if (cbt_log_read_header (path, &info, NULL) == -1)
+    return true;
+  if (generation && !info.disabled)
+    g_strlcpy (generation, info.generation, SR_UUID_LEN + 1);
+  return !info.disabled;
 }
 
 #define VDI_COLUMNS                                                           \
@@ -415,7 +422,7 @@ row_to_vdi (struct sr *sr, sqlite3_stmt *st)
   struct stat sb;
   if (fstatat (F (sr)->dirfd, v->location, &sb, AT_SYMLINK_NOFOLLOW) == 0)
     v->physical_utilisation = (uint64_t)sb.st_blocks * 512;
-  v->cbt_enabled = has_log (sr, v->uuid);
+  v->cbt_enabled = has_log (sr, v->uuid, v->cbt_generation);
   if (load_other_config (sr, v) == -1) {
     sr_vdi_free (v);
     return NULL;

@@ -92,6 +92,10 @@ struct sr_vdi
    * (cbt-log.h; file SR: "<uuid>.cbtlog" beside the image).  XenAPI's
    * cbt_enabled; a snapshot of a VDI with CBT has it too. */
   bool cbt_enabled;
+  /* Its log's generation (cbt-log.h: a uuid that a reset changes, so
+   * two points of one generation chain), "" without a log or when its
+   * header cannot be read.  XenAPI: sm_config["cbt-generation"]. */
+  char cbt_generation[SR_UUID_LEN + 1];
   /* The snapshot's data was destroyed (sr_vdi_data_destroy): only the
    * record and its changed-block log are left, XenAPI's type
    * "cbt_metadata".  Its image cannot be opened, snapshot or cloned

@@ -35,6 +35,12 @@ guest_write 1 > /dev/null
 backup create --json "$vdi" "$T/repo" > "$T/out" || fail "full"
 id0=$(json_field id < "$T/out"); snap_disk "$id0"
 [ "$(json_field kind < "$T/out")" = full ] || fail "first point not full"
+# The point records its snapshot's CBT generation (the daemon's
+# sm_config["cbt-generation"]); the incrementals, of the same log, the
+# same one.
+gen=$(json_field cbt-generation < "$T/out")
+echo "$gen" | grep -Eq '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' \
+  || fail "the full recorded CBT generation $gen"
 for round in 2 3; do
   changed=$(guest_write $round)
   backup create --json "$vdi" "$T/repo" > "$T/out" || fail "round $round"
@@ -42,6 +48,8 @@ for round in 2 3; do
   cat "$T/out"
   [ "$(json_field kind < "$T/out")" = incremental ] || fail "round $round not incremental"
   json_field why < "$T/out" | grep -q "from CBT" || fail "round $round: not from CBT"
+  [ "$(json_field cbt-generation < "$T/out")" = "$gen" ] \
+    || fail "round $round: CBT generation $(json_field cbt-generation < "$T/out"), not $gen"
   read=$(json_field bytes-read < "$T/out")
   written=$(json_field bytes-written < "$T/out")
   echo "round $round: $read bytes read, $written written for $changed changed"

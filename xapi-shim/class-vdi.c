@@ -170,6 +170,8 @@ vdi_record (struct xapi_call *c, const char *ref)
     xapi_set (c, sm,
               v->format == VDISK_FORMAT_VHD ? "vhd-parent" : "image-parent",
               xapi_string (c, v->parent_uuid));
+  if (v->cbt_generation[0])
+    xapi_set (c, sm, "cbt-generation", xapi_string (c, v->cbt_generation));
   xapi_set (c, r, "sm_config", sm);
   xapi_set (c, r, "is_a_snapshot", xapi_bool (c, v->is_snapshot));
   xapi_set (c, r, "snapshot_of",

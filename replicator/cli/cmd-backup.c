@@ -236,6 +236,7 @@ struct vdi_source
   char *disk;      /* the repository's disk: vdi_uuid, or what it was */
   char *why_moved; /* why DISK is not vdi_uuid, or NULL */
   char *snap_ref, *snap_uuid;
+  char *cbt_generation; /* the snapshot's log's, or NULL */
   char *uri;      /* nbds://ADDRESS:PORT/TOKEN?tls-certificates=DIR */
   char *cert_dir; /* where get_nbd_info's certificate is, as ca-cert.pem */
   guchar *changed;
@@ -256,6 +257,7 @@ vdi_source_clear (struct vdi_source *v)
   g_free (v->why_moved);
   g_free (v->snap_ref);
   g_free (v->snap_uuid);
+  g_free (v->cbt_generation);
   g_free (v->uri);
   g_free (v->cert_dir);
   g_free (v->changed);
@@ -272,6 +274,19 @@ vdi_ref_of_uuid (struct xapi_client *c, const char *uuid, GError **err)
   return r && r->type == XV_STRING ? g_strdup (r->s) : NULL;
 }
 
+/* The snapshot's changed-block log generation, for the point's
+ * manifest: vdimotiond gives it as sm_config["cbt-generation"] (xapi has
+ * no such field: then, and without CBT, none is recorded). */
+static void
+vdi_snapshot_generation (struct vdi_source *v)
+{
+  g_autoptr (xv) sm = xapi_client_call (v->c, NULL, "VDI.get_sm_config",
+                                        xv_new_string (v->snap_ref), NULL);
+  const struct xv *g = sm ? xv_get (sm, "cbt-generation") : NULL;
+  if (g && g->type == XV_STRING && g->s[0])
+    v->cbt_generation = g_strdup (g->s);
+}
+
 /* The snapshot to read: the unfinished point's (a rerun after a kill),
  * else a new VDI.snapshot. */
 static int
@@ -281,7 +296,10 @@ vdi_snapshot (struct vdi_source *v, const char *vdi_ref,
   if (pending && pending->cbt_snapshot) {
     v->snap_uuid = g_strdup (pending->cbt_snapshot);
     v->snap_ref = vdi_ref_of_uuid (v->c, v->snap_uuid, err);
-    return v->snap_ref ? 0 : -1;
+    if (!v->snap_ref)
+      return -1;
+    vdi_snapshot_generation (v);
+    return 0;
   }
   g_autoptr (xv) snap
       = xapi_client_call (v->c, err, "VDI.snapshot", xv_new_string (vdi_ref),
@@ -294,6 +312,7 @@ vdi_snapshot (struct vdi_source *v, const char *vdi_ref,
   if (!uuid || uuid->type != XV_STRING)
     return -1;
   v->snap_uuid = g_strdup (uuid->s);
+  vdi_snapshot_generation (v);
   return 0;
 }
 
@@ -496,6 +515,7 @@ do_create_vdi (struct options *o, const char *vdi, const char *repo)
                                     .source_name = v.vdi_uuid,
                                     .full = o->full,
                                     .cbt_snapshot = v.snap_uuid,
+                                    .cbt_generation = v.cbt_generation,
                                     .changed = v.changed,
                                     .changed_len = v.changed_len,
                                     .why_full = v.why_full,
