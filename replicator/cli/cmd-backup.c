@@ -9,7 +9,9 @@
  * bitmap.  The disk's key in the repository is the VDI's uuid, or for a
  * VDI a move made (a new uuid) the first uuid of its
  * other_config["vdimotion-moved-from"] the repository has (vdi_disk), so
- * the chain goes on across the move.
+ * the chain goes on across the move; the previous point's snapshot is
+ * found by its uuid, or after an evacuation (which moved it too) by
+ * the moved-from of the VDI's snapshots (snapshot_ref).
  * With --server, restore writes the point into a new VDI (SR:NAME) from
  * a local or remote repository alike, resumably: the VDI is made first,
  * named and marked (other_config) as an unfinished restore, written

@@ -18,6 +18,11 @@
  * - Every layer's copy carries the source's other_config (without the
  *   task mark) and other_config["vdimotion-moved-from"] (host.h:
  *   HOST_MOVED_FROM): the source's uuid, then the source's own list.
+ * - At the commit every layer's changed-block log follows it
+ *   (carry_log), its predecessor relinked to the snapshot's new uuid
+ *   when that snapshot is in the same chain, so
+ *   VDI.list_changed_blocks walks the new uuids.  A cbt_metadata VDI
+ *   (no data) cannot be copied yet: the caller excludes it.
  */
 
 #include <errno.h>
