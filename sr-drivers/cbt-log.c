@@ -986,6 +986,38 @@ out:
   return r;
 }
 
+int
+cbt_log_relink (const char *path, const char *old_uuid, const char *new_uuid,
+                GError **err)
+{
+  struct header h;
+  int r = -1;
+
+  if (strlen (new_uuid) > CBT_LOG_UUID_LEN) {
+    set_err (err, EINVAL, path, "relink: \"%s\" is not a uuid", new_uuid);
+    return -1;
+  }
+  int fd = open_admin (path, &h, err);
+  if (fd == -1)
+    return -1;
+  if (strcmp (h.predecessor, old_uuid) != 0) {
+    r = 0; /* another link, or relinked already */
+    goto out;
+  }
+  /* Of the header only the predecessor is written: a writer (the
+   * filter of a running VM's disk) owns the flags and the bitmap. */
+  memset (h.predecessor, 0, sizeof h.predecessor);
+  g_strlcpy (h.predecessor, new_uuid, sizeof h.predecessor);
+  if (write_header_part (fd, path, &h, OFF_PREDECESSOR,
+                         OFF_PREDECESSOR + UUID_FIELD, err) == -1
+      || sync_fd (fd, path, err) == -1)
+    goto out;
+  r = 0;
+out:
+  close (fd);
+  return r;
+}
+
 /* Raise ENODATA for the walk from TO back to FROM, with WHY. */
 static void __attribute__ ((format (printf, 5, 6)))
 no_chain (GError **err, const char *dir, const char *from, const char *to,

@@ -243,6 +243,14 @@ int cbt_log_merge (const char *path, const uint8_t *bytes, size_t len,
  * -1 with ERR. */
 int cbt_log_coalesce (const char *from, const char *into, GError **err);
 
+/* The log at PATH counts from snapshot NEW_UUID instead of OLD_UUID:
+ * its predecessor is rewritten when it is OLD_UUID (else nothing is
+ * done: idempotent), the rest of the file untouched, so a writer may be
+ * marking it meanwhile.  For a chain of logs whose snapshots a move
+ * gave new uuids (an SR's evacuation).  Returns 0, or -1 with ERR. */
+int cbt_log_relink (const char *path, const char *old_uuid,
+                    const char *new_uuid, GError **err);
+
 /* The changed blocks between snapshots FROM_UUID and TO_UUID whose logs
  * are "<uuid>.cbtlog" in directory DIR (see the rules), as a bitmap in
  * XenAPI's layout, newly allocated, *LEN bytes.  FROM_UUID ==

@@ -15,8 +15,10 @@
 # finishes the move and its log still marks exactly what fio wrote; the
 # next backup is incremental.
 # Last, SR.evacuate of sr1 into sr2: the live leaf's log follows it the
-# same way (the backup after it is a full: the last point's snapshot
-# moved too, under a new uuid), and the one after that is incremental.
+# same way, relinked to the new uuid of the last point's snapshot (which
+# moved too), so the next backup is incremental, continuing the chain
+# from that snapshot's copy; an offline disk's logs follow too
+# (list_changed_blocks from its snapshots' copies as before).
 # Every point restores identical to its snapshot (check_points).
 . "$srcdir/functions.sh"
 . "$srcdir/xapi-functions.sh"
@@ -169,11 +171,21 @@ done
 
 # 4. SR.evacuate of sr1 into sr2 while the VM runs: the live leaf is
 # mirrored onto a new leaf over copies of its snapshots, on the other
-# filesystem, and its log follows it the same way.
+# filesystem, and its log follows it the same way; the snapshots' logs
+# follow them, relinked to their new uuids.  An offline disk with CBT
+# and two snapshots (a halted VM's) moves too: its logs follow, and
+# VDI.list_changed_blocks from each snapshot's copy to the leaf's gives
+# the bitmaps it gave before.
 # (The snapshots whose data the backups destroyed, records without an
 # image, cannot be evacuated: excluded.)
 write_round 7 || fail "fio round 7"
 old=$vdi
+ofl () { PYTHONPATH=$srcdir python3 "$srcdir/evacuate-cbt-offline.py" "$@"; }
+out=$(ofl before "$url") || fail "the offline disk"
+set -- $out
+offline_before="$4 $5"
+[ "$4" != "$5" ] || fail "the offline disk's bitmaps do not differ: $4 $5"
+offline="$1 $2 $3"
 excluded=$(PYTHONPATH=$srcdir python3 -c '
 import sys, xapi_checks
 x, s = xapi_checks.login(sys.argv[1])
@@ -189,11 +201,27 @@ vdi=$1
 [ -f "$T/sr2/$vdi.qcow2" ] || fail "the leaf is not in sr2"
 grep -q "log followed it to VDI $vdi on another filesystem" \
   "$T/vdimotiond.log" || fail "the leaf's log did not follow by the filter"
-log_is "$T/sr2/$vdi.cbtlog" "$gen" "$snap" "$(blocks 7)"
-# The point's snapshot moved too, under a new uuid: a full that says
-# so; the log, marked by the filter since, makes the next incremental.
-backup full
-echo "ok: SR.evacuate: the live leaf's log followed it; $why"
+# The point's snapshot moved too, under a new uuid that the leaf's log
+# now counts from.
+newsnap=$(PYTHONPATH=$srcdir python3 -c '
+import sys, xapi_checks
+x, s = xapi_checks.login(sys.argv[1])
+for r in xapi_checks.ok(x.VDI.get_all_records(s)).values():
+    if sys.argv[2] in r["other_config"].get("vdimotion-moved-from", "").split(","):
+        print(r["uuid"])' "$url" "$snap")
+[ -n "$newsnap" ] && [ -f "$T/sr2/$newsnap.cbtlog" ] \
+  || fail "the point's snapshot $snap: no copy with its log in sr2"
+log_is "$T/sr2/$vdi.cbtlog" "$gen" "$newsnap" "$(blocks 7)"
+out=$(ofl after "$url" $offline) || fail "the offline disk after"
+set -- $out
+[ "$4 $5" = "$offline_before" ] \
+  || fail "the offline disk's changed blocks: '$4 $5', not '$offline_before'"
+echo "ok: the offline disk's logs followed it: the same changed blocks"
+# The next backup continues the chain from the snapshot's copy.
+changed=$R
+backup incremental
+continued
+echo "ok: SR.evacuate: incremental ($read bytes)"
 write_round 8 || fail "fio round 8"
 changed=$R
 backup incremental

@@ -9,7 +9,9 @@
  * bitmap.  The disk's key in the repository is the VDI's uuid, or for a
  * VDI a move made (a new uuid) the first uuid of its
  * other_config["vdimotion-moved-from"] the repository has (vdi_disk), so
- * the chain goes on across the move.
+ * the chain goes on across the move; the previous point's snapshot is
+ * found by its uuid, or after an evacuation (which moved it too) by
+ * the moved-from of the VDI's snapshots (snapshot_ref).
  * With --server, restore writes the point into a new VDI (SR:NAME) from
  * a local or remote repository alike, resumably: the VDI is made first,
  * named and marked (other_config) as an unfinished restore, written
@@ -287,6 +289,37 @@ vdi_snapshot_generation (struct vdi_source *v)
     v->cbt_generation = g_strdup (g->s);
 }
 
+/* The ref of snapshot UUID of the VDI whose record is REC, or of the
+ * snapshot a move made of it: an SR's evacuation moves the snapshots
+ * with the disk, each under a new uuid that lists UUID in its
+ * other_config["vdimotion-moved-from"] (VDI.pool_migrate leaves them
+ * where they are, under their uuids).  NULL with *ERR (the lookup of
+ * UUID's). */
+static char *
+snapshot_ref (struct xapi_client *c, const struct xv *rec, const char *uuid,
+              GError **err)
+{
+  char *ref = vdi_ref_of_uuid (c, uuid, err);
+  const struct xv *snaps = xv_get (rec, "snapshots");
+
+  for (size_t i = 0; !ref && snaps && snaps->type == XV_ARRAY && i < snaps->n;
+       i++) {
+    const struct xv *s = snaps->items[i];
+    g_autoptr (xv) r
+        = s->type == XV_STRING ? xapi_client_call (c, NULL, "VDI.get_record",
+                                                   xv_new_string (s->s), NULL)
+                               : NULL;
+    g_auto (GStrv) was = g_strsplit (
+        xv_map_str (r, "other_config", "vdimotion-moved-from"), ",", -1);
+
+    if (r && g_strv_contains ((const char *const *)was, uuid)) {
+      g_clear_error (err);
+      ref = g_strdup (s->s);
+    }
+  }
+  return ref;
+}
+
 /* The snapshot to read: the unfinished point's (a rerun after a kill),
  * else a new VDI.snapshot. */
 static int
@@ -371,7 +404,7 @@ own:
  * point is a full. */
 static void
 vdi_changed_blocks (struct vdi_source *v, const struct backup_manifest *prev,
-                    bool cbt_enabled)
+                    const struct xv *rec, bool cbt_enabled)
 {
   GError *e = NULL;
   if (!prev)
@@ -386,7 +419,7 @@ vdi_changed_blocks (struct vdi_source *v, const struct backup_manifest *prev,
                                    prev->id);
     return;
   }
-  g_autofree char *from = vdi_ref_of_uuid (v->c, prev->cbt_snapshot, &e);
+  g_autofree char *from = snapshot_ref (v->c, rec, prev->cbt_snapshot, &e);
   g_autoptr (xv) b64
       = from ? xapi_client_call (v->c, &e, "VDI.list_changed_blocks",
                                  xv_new_string (from),
@@ -506,9 +539,9 @@ do_create_vdi (struct options *o, const char *vdi, const char *repo)
     }
   }
   if (!o->full && !pending)
-    vdi_changed_blocks (&v, prev, xv_bool (rec, "cbt_enabled"));
+    vdi_changed_blocks (&v, prev, rec, xv_bool (rec, "cbt_enabled"));
   else if (pending && pending->kind == BACKUP_INCREMENTAL)
-    vdi_changed_blocks (&v, prev, true);
+    vdi_changed_blocks (&v, prev, rec, true);
 
   struct backup_create_params p = { .source = v.uri,
                                     .disk = v.disk,
@@ -531,7 +564,7 @@ do_create_vdi (struct options *o, const char *vdi, const char *repo)
    * log stays for the next list_changed_blocks. */
   if (prev && prev->cbt_snapshot
       && g_strcmp0 (prev->cbt_snapshot, v.snap_uuid) != 0) {
-    g_autofree char *old = vdi_ref_of_uuid (v.c, prev->cbt_snapshot, &e);
+    g_autofree char *old = snapshot_ref (v.c, rec, prev->cbt_snapshot, &e);
     g_autoptr (xv) done
         = old ? xapi_client_call (v.c, &e, "VDI.data_destroy",
                                   xv_new_string (old), NULL)

@@ -18,6 +18,11 @@
  * - Every layer's copy carries the source's other_config (without the
  *   task mark) and other_config["vdimotion-moved-from"] (host.h:
  *   HOST_MOVED_FROM): the source's uuid, then the source's own list.
+ * - At the commit every layer's changed-block log follows it
+ *   (carry_log), its predecessor relinked to the snapshot's new uuid
+ *   when that snapshot is in the same chain, so
+ *   VDI.list_changed_blocks walks the new uuids.  A cbt_metadata VDI
+ *   (no data) cannot be copied yet: the caller excludes it.
  */
 
 #include <errno.h>
@@ -28,6 +33,7 @@
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 
+#include "cbt-log.h"
 #include "cbt.h"
 #include "copy.h"
 #include "evacuate.h"
@@ -1609,19 +1615,42 @@ move_layer (struct run *r, struct chain *c, struct layer *l,
   return ret;
 }
 
-/* The changed-block log of live leaf L goes to its new VDI in DST
- * (host_cbt_follow: renamed, or across filesystems the VM's filter moved
- * onto a merged copy); logged if it cannot (the next backup is full).
- * Done again after a crash, it finds the log moved already. */
+/* The changed-block log of layer L goes to its new VDI in DST
+ * (host_cbt_follow: renamed, or across filesystems merged into a copy,
+ * a live leaf's filter moved onto it), and counts from the new uuid of
+ * the snapshot it counted from, if that moved in chain C too: the walk
+ * of VDI.list_changed_blocks follows predecessors by uuid, from the new
+ * uuids as `vdimotion backup create` asks it after the move (a snapshot
+ * of the disk that moved alone, VDI.pool_migrate, keeps its uuid: no
+ * link changes).  Logged if it cannot (the next backup is a full).
+ * Done again after a crash, it finds the log moved already, and the
+ * link rewritten. */
 static void
-carry_leaf_log (struct run *r, struct layer *l, struct host_sr *dst)
+carry_log (struct run *r, struct chain *c, struct layer *l,
+           struct host_sr *dst)
 {
   g_autoptr (GError) error = NULL;
+  struct cbt_log_info info;
+  const char *pred;
+  char *p;
+  g_autofree char *path = NULL;
 
-  if (!host_cbt_follow (r->h, r->src, l->from, dst, l->to, false, &error))
+  if (!host_cbt_follow (r->h, r->src, l->from, dst, l->to, false, &error)) {
     g_warning ("task %s: the changed-block log of VDI %s does not follow "
                "it to %s: %s",
                r->task, l->from, l->to, error->message);
+    return;
+  }
+  p = sr_vdi_cbt_log_path (dst->sr, l->to);
+  path = g_strdup (p);
+  free (p);
+  if (path == NULL || cbt_log_read_header (path, &info, NULL) == -1
+      || (pred = new_uuid_of (c, info.predecessor)) == NULL)
+    return;
+  if (cbt_log_relink (path, info.predecessor, pred, &error) == -1)
+    g_warning ("task %s: the changed-block log of VDI %s still counts "
+               "from VDI %s, not its copy %s: %s",
+               r->task, l->to, info.predecessor, pred, error->message);
 }
 
 /* Chain C is in DST whole: from here it only goes forward.  VBDs follow
@@ -1646,10 +1675,10 @@ commit_chain (struct run *r, struct chain *c, struct host_sr *dst)
       if (b)
         vdi_live_commit (r->h, b, l->to);
     }
-    /* The live leaf's changed-block log follows it (its filter marks
-     * it), before its source goes. */
-    if (l->vbd && dst)
-      carry_leaf_log (r, l, dst);
+    /* Every layer's changed-block log follows it (a live leaf's
+     * filter marks it on), before its source goes. */
+    if (dst)
+      carry_log (r, c, l, dst);
     if (dst && sr_vdi_set_other_config (dst->sr, l->to, TASK_MARK, NULL) == -1
         && sr_get_errno () != ENOENT)
       g_warning ("task %s: VDI %s keeps its mark: %s", r->task, l->to,

@@ -398,6 +398,43 @@ test_coalesce_under_writer (void)
   unlink (snap);
 }
 
+/* A move gave the snapshot U2 the uuid U1: relinking the leaf's log
+ * while its writer holds it changes only the predecessor (the marks and
+ * the writer's flag stay), is idempotent, and the walk then goes from
+ * the new uuid; a log linked elsewhere is left alone. */
+static void
+test_relink (void)
+{
+  g_autofree char *leaf = g_strdup (log_path (U3));
+  g_autofree char *snap = g_strdup (log_path (U2));
+  g_autoptr (GError) err = NULL;
+  size_t len = 0;
+  CU_ASSERT_EQUAL_FATAL (cbt_log_create (leaf, 64 * BLK, NULL), 0);
+  CU_ASSERT_EQUAL_FATAL (cbt_log_rotate (leaf, snap, U2, &err), 0);
+  struct cbt_log *w = open_ok (leaf, CBT_LOG_WRITER);
+  mark_ok (w, 5 * BLK, 1);
+  CU_ASSERT_EQUAL (cbt_log_relink (leaf, U2, U1, &err), 0);
+  mark_ok (w, 9 * BLK, 1);
+  struct cbt_log_info i = info_of (leaf);
+  CU_ASSERT_STRING_EQUAL (i.predecessor, U1);
+  CU_ASSERT_EQUAL (i.blocks_set, 2);
+  CU_ASSERT (!i.consistent);
+  CU_ASSERT_EQUAL (cbt_log_relink (leaf, U2, U1, &err), 0);
+  CU_ASSERT_EQUAL (cbt_log_relink (leaf, U2, V, &err), 0);
+  CU_ASSERT_STRING_EQUAL (info_of (leaf).predecessor, U1);
+  CU_ASSERT_EQUAL (cbt_log_close (w, NULL), 0);
+  CU_ASSERT (info_of (leaf).consistent);
+  g_autofree uint8_t *b = cbt_log_changed_blocks (unit_dir, U1, U3, &len,
+                                                  &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (b);
+  CU_ASSERT (cbt_bitmap_test (b, 5) && cbt_bitmap_test (b, 9));
+  CU_ASSERT_EQUAL (cbt_log_relink (leaf, U1, "not-a-uuid-but-far-too-long-"
+                                   "for-the-field", &err), -1);
+  CU_ASSERT (err && err->code == EINVAL && strstr (err->message, leaf));
+  unlink (leaf);
+  unlink (snap);
+}
+
 /* Bad files: clear errors naming the file, never a crash. */
 static void
 test_bad_files (void)
@@ -442,6 +479,7 @@ main (void)
     { "export and import", test_export_import },
     { "merge while a writer marks", test_merge_under_writer },
     { "coalesce while a writer marks", test_coalesce_under_writer },
+    { "relink to a moved snapshot", test_relink },
     { "bad files", test_bad_files },
     { NULL, NULL },
   };
