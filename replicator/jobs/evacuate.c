@@ -22,7 +22,8 @@
  *   (carry_log), its predecessor relinked to the snapshot's new uuid
  *   when that snapshot is in the same chain, so
  *   VDI.list_changed_blocks walks the new uuids.  A cbt_metadata VDI
- *   (no data) cannot be copied yet: the caller excludes it.
+ *   (no data) cannot be copied yet: the plan refuses its chain with
+ *   that reason (chain_unmovable), so nothing starts unless partial.
  */
 
 #include <errno.h>
@@ -336,6 +337,12 @@ chain_unmovable (const struct plan_chain *c, const struct options *o)
     if (pv->vbd && has_child)
       return g_strdup_printf ("VDI %s is used by a running VM but is not a "
                               "leaf of its chain",
+                              pv->v->uuid);
+    if (pv->v->cbt_metadata)
+      return g_strdup_printf ("VDI %s is a cbt_metadata snapshot (its data "
+                              "was destroyed): an evacuation does not move "
+                              "one yet; exclude it (its chain stays) or "
+                              "VDI.destroy it",
                               pv->v->uuid);
     live += pv->vbd != NULL;
   }

@@ -329,6 +329,45 @@ test_bad_input (void)
   bad (unknown, 1, "HANDLE_INVALID", "SR", NULL, NULL);
 }
 
+/* A chain holding a cbt_metadata snapshot (a backup's older snapshot,
+ * its data destroyed) is refused in the plan with the reason, not failed
+ * mid-run; excluded, it stays whole and the plan fits again. */
+static void
+test_cbt_metadata (void)
+{
+  struct host_sr *s = h->srs->pdata[0];
+  const char *dests[] = { sr2 };
+  char e_leaf[SR_UUID_LEN + 1], e_snap[SR_UUID_LEN + 1];
+  struct sr_vdi *v;
+  JsonObject *p, *c;
+
+  new_vdi (s, "e", VDISK_FORMAT_QCOW2, 16 * MiB, 1 * MiB, e_leaf);
+  CU_ASSERT_EQUAL_FATAL (sr_vdi_enable_cbt (s->sr, e_leaf), 0);
+  v = sr_vdi_snapshot (s->sr, e_leaf, "e");
+  CU_ASSERT_PTR_NOT_NULL_FATAL (v);
+  g_strlcpy (e_snap, v->uuid, sizeof e_snap);
+  sr_vdi_free (v);
+  CU_ASSERT_EQUAL_FATAL (sr_vdi_data_destroy (s->sr, e_snap), 0);
+
+  p = plan (dests, 1, NULL, "exclude", huge, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (p);
+  CU_ASSERT_FALSE (json_object_get_boolean_member (p, "fits"));
+  c = chain_with (p, e_leaf);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (c);
+  CU_ASSERT_PTR_NOT_NULL (strstr (json_object_get_string_member (c, "refused"),
+                                  "cbt_metadata"));
+  CU_ASSERT_PTR_NOT_NULL (
+      strstr (json_object_get_string_member (c, "refused"), e_snap));
+  json_object_unref (p);
+
+  g_autofree char *both = g_strdup_printf ("%s,%s", huge, e_snap);
+  p = plan (dests, 1, NULL, "exclude", both, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (p);
+  CU_ASSERT (json_object_get_boolean_member (p, "fits"));
+  CU_ASSERT_PTR_NULL (chain_with (p, e_leaf));
+  json_object_unref (p);
+}
+
 int
 main (void)
 {
@@ -338,6 +377,7 @@ main (void)
     { "order and destinations", test_order },
     { "exclude, partial, raw", test_exclude },
     { "bad input", test_bad_input },
+    { "a cbt_metadata snapshot refused", test_cbt_metadata },
     { "teardown", test_teardown },
     { NULL },
   };
