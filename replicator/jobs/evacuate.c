@@ -1063,6 +1063,27 @@ layer_load (JsonObject *o)
   return l;
 }
 
+/* Remove what a save that a kill cut short left beside PATH: the
+ * temporary files g_file_set_contents_full writes before its rename
+ * (PATH.XXXXXX).  A thread killed mid-save with the daemon leaves one;
+ * the state itself is the last file renamed into place. */
+static void
+remove_interrupted_saves (const char *path)
+{
+  g_autofree char *dir = g_path_get_dirname (path);
+  g_autofree char *base = g_path_get_basename (path);
+  g_autoptr (GDir) d = g_dir_open (dir, 0, NULL);
+  size_t n = strlen (base);
+  const char *e;
+
+  while (d && (e = g_dir_read_name (d)) != NULL)
+    if (strlen (e) == n + 7 && strncmp (e, base, n) == 0 && e[n] == '.') {
+      g_autofree char *p = g_build_filename (dir, e, NULL);
+
+      (void)g_unlink (p);
+    }
+}
+
 /* Read the state file back; -1 with *ERROR. */
 static int
 run_load (struct run *r, GError **error)
@@ -1071,6 +1092,7 @@ run_load (struct run *r, GError **error)
   JsonObject *root;
   JsonArray *a;
 
+  remove_interrupted_saves (r->path);
   if (!json_parser_load_from_file (parser, r->path, error))
     return -1;
   if (!JSON_NODE_HOLDS_OBJECT (json_parser_get_root (parser))) {
