@@ -85,19 +85,15 @@ fio_disk "$s1" 2 0 $((32 * MiB)) || fail "fio before"
 # disks are mirrored, and the handover waits for the handover file.
 wrate=1500
 [ -z "${VDM_SANITIZED-}" ] || wrate=400
-# writer SOCKET SEED: passes of fio over the disk's second half until
-# $T/stop-writers exists; fails when a pass fails.
-writer ()
+# pass SOCKET SEED: one pass of fio over the disk's second half, counted.
+pass ()
 {
-  while [ ! -e "$T/stop-writers" ]; do
-    fio_disk "$1" "$2" $((32 * MiB)) $((32 * MiB)) \
-      --rate_iops=1000000,$wrate || return 1
-    echo pass >> "$T/passes-$2"
-  done
+  fio_disk "$1" "$2" $((32 * MiB)) $((32 * MiB)) --rate_iops=1000000,$wrate \
+    && echo pass >> "$T/passes-$2"
 }
-writer "$s0" 3 &
+repeat_until "$T/stop-writers" pass "$s0" 3 &
 w0=$!
-writer "$s1" 4 &
+repeat_until "$T/stop-writers" pass "$s1" 4 &
 w1=$!
 vdm vm migrate vm1 --to "$dst" --live --progress \
   --option handover-file="$T/handover" --option mm-timeout=300 \
